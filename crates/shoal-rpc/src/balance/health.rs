@@ -1,0 +1,88 @@
+//! Whether an endpoint may take calls: ejection after a failure with a backoff that doubles,
+//! and one probe call once the backoff has passed.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Backoff after the first failure.
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest backoff, reached after seven consecutive failures.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Consecutive failures of an endpoint, when it may be tried again, and whether its probe is
+/// out.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+    probing: bool,
+}
+
+/// How a call was let through to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// The endpoint is healthy.
+    Normal,
+    /// The endpoint is ejected and its backoff has passed: this call is its one probe.
+    Probe,
+    /// Nothing else was usable, so the call goes here although the endpoint is ejected.
+    Forced,
+}
+
+impl Health {
+    /// Lets a call through when the endpoint is healthy, or as its probe when the backoff has
+    /// passed and no other probe is out.
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<Admission> {
+        match self.retry_at {
+            None => Some(Admission::Normal),
+            Some(at) if now >= at && !self.probing => {
+                self.probing = true;
+                Some(Admission::Probe)
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// [`Health::admit`] would let a call through.
+    pub(crate) fn usable(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| now >= at && !self.probing)
+    }
+
+    /// Ejects the endpoint until a backoff that doubles with each consecutive failure. Calls
+    /// that were already in flight when it was ejected and fail afterwards do not lengthen the
+    /// backoff: one outage counts once, however many calls it broke.
+    pub(crate) fn failed(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let exp = BACKOFF_MIN.saturating_mul(1 << self.failures.min(16).saturating_sub(1));
+        let backoff = exp.min(BACKOFF_MAX);
+        // Jitter keeps many clients from probing a recovering server in lockstep.
+        let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
+        self.retry_at = Some(now + backoff + jitter);
+        self.probing = false;
+    }
+
+    /// The endpoint answered: back in service.
+    pub(crate) fn ok(&mut self) {
+        *self = Health::default();
+    }
+
+    /// The probe ended without telling whether the endpoint works (its caller gave up or its
+    /// deadline passed): the next call may probe again.
+    pub(crate) fn release_probe(&mut self) {
+        self.probing = false;
+    }
+
+    /// Consecutive failures, 0 when healthy.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// When the ejected endpoint may be probed; `None` when it is in service.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+}

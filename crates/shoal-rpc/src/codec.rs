@@ -1,0 +1,646 @@
+//! The MessagePack-RPC wire format: the three message types back to back on a byte stream,
+//! a streaming decoder that scans each byte once, and encoders that write straight into the
+//! connection's buffer.
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+use rmpv::Value;
+use serde::Serialize;
+
+use crate::error::{text, RpcError};
+
+/// Default limit on one message, in bytes.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Default limit on how deeply arrays and maps may nest in one message.
+pub const DEFAULT_MAX_DEPTH: usize = 256;
+
+const TYPE_REQUEST: u64 = 0;
+const TYPE_RESPONSE: u64 = 1;
+const TYPE_NOTIFICATION: u64 = 2;
+
+/// One MessagePack-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// `[0, msgid, method, params]`; shoal peers may add a fifth element, [`RequestExt`].
+    Request {
+        id: Value,
+        method: String,
+        params: Vec<Value>,
+        ext: Option<RequestExt>,
+    },
+    /// `[1, msgid, error, result]`.
+    Response {
+        id: Value,
+        error: Value,
+        result: Value,
+    },
+    /// `[2, method, params]`.
+    Notification { method: String, params: Vec<Value> },
+}
+
+/// What a shoal peer adds to a request once both sides have agreed to it: the time left
+/// until the call's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestExt {
+    pub deadline_ms: Option<u64>,
+}
+
+/// Why bytes could not be read as messages. Each one closes the connection that sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    /// A message is larger than the limit. `id` is the request's msgid when it could be read,
+    /// so the peer can be answered before the connection closes.
+    FrameTooLarge {
+        size: usize,
+        max: usize,
+        id: Option<Value>,
+    },
+    /// Arrays and maps nest deeper than the limit.
+    TooDeep { max: usize },
+    /// A byte that starts no MessagePack value (0xc1), or a message that is not an RPC message.
+    Malformed(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::FrameTooLarge { size, max, .. } => {
+                write!(
+                    f,
+                    "message of at least {size} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            DecodeError::TooDeep { max } => write!(f, "message nests deeper than {max} levels"),
+            DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A streaming decoder. Feed it the connection's read buffer; it returns each complete message
+/// and keeps its place in a partial one, so every byte is scanned once however the stream is cut.
+#[derive(Debug)]
+pub struct Decoder {
+    max_size: usize,
+    max_depth: usize,
+    /// Offset in the buffer of the next byte to scan; may run past the buffer's end while the
+    /// body of a long string is still arriving.
+    pos: usize,
+    /// Items still expected by each open array or map, innermost last.
+    open: Vec<u64>,
+    /// The message ends at `pos`: its last bytes may still be on their way.
+    complete: bool,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_MESSAGE)
+    }
+}
+
+impl Decoder {
+    pub fn new(max_size: usize) -> Self {
+        Self {
+            max_size,
+            max_depth: DEFAULT_MAX_DEPTH,
+            pos: 0,
+            open: Vec::new(),
+            complete: false,
+        }
+    }
+
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// The next complete message at the front of `buf`, removing its bytes; `Ok(None)` when
+    /// more bytes are needed. After an error the stream cannot be resynchronised.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        match self.frame_len(buf)? {
+            Some(len) => {
+                let frame = buf.split_to(len);
+                // The scan already enforced the nesting limit; rmpv counts depth in its own
+                // units (two per container level, three for a leaf), so give it room.
+                let value = rmpv::decode::read_value_with_max_depth(
+                    &mut &frame[..],
+                    2 * self.max_depth + 3,
+                )
+                .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                Message::from_value(value).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Scans from where the last call stopped; returns the length of the first message once it
+    /// is complete, and resets for the next one.
+    fn frame_len(&mut self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+        loop {
+            if self.complete {
+                if self.pos > buf.len() {
+                    return Ok(None);
+                }
+                let len = self.pos;
+                self.pos = 0;
+                self.complete = false;
+                return Ok(Some(len));
+            }
+            if self.pos >= buf.len() {
+                return Ok(None);
+            }
+            let Some(item) = scan_item(&buf[self.pos..])? else {
+                return Ok(None);
+            };
+            let end = self.pos as u64 + item.header as u64 + item.body;
+            if end > self.max_size as u64 {
+                return Err(DecodeError::FrameTooLarge {
+                    size: usize::try_from(end).unwrap_or(usize::MAX),
+                    max: self.max_size,
+                    id: request_id(buf),
+                });
+            }
+            self.pos = end as usize;
+            if item.children > 0 {
+                if self.open.len() >= self.max_depth {
+                    return Err(DecodeError::TooDeep {
+                        max: self.max_depth,
+                    });
+                }
+                self.open.push(item.children);
+                continue;
+            }
+            // A complete value: it fills one slot of each container it closes.
+            loop {
+                match self.open.last_mut() {
+                    None => {
+                        self.complete = true;
+                        break;
+                    }
+                    Some(left) => {
+                        *left -= 1;
+                        if *left > 0 {
+                            break;
+                        }
+                        self.open.pop();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One scanned MessagePack item: header bytes, body bytes that follow it, and the number of
+/// child items (for arrays and maps) still to come.
+struct Item {
+    header: usize,
+    body: u64,
+    children: u64,
+}
+
+fn scan_item(b: &[u8]) -> Result<Option<Item>, DecodeError> {
+    let m = b[0];
+    let fixed = |header: usize, body: u64| {
+        Ok(Some(Item {
+            header,
+            body,
+            children: 0,
+        }))
+    };
+    let len_at = |n: usize| -> Option<u64> {
+        let bytes = b.get(1..1 + n)?;
+        Some(bytes.iter().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+    };
+    let sized = |n: usize, extra: usize| match len_at(n) {
+        Some(len) => Ok(Some(Item {
+            header: 1 + n + extra,
+            body: len,
+            children: 0,
+        })),
+        None => Ok(None),
+    };
+    let container = |n: usize, per: u64| match len_at(n) {
+        Some(len) => Ok(Some(Item {
+            header: 1 + n,
+            body: 0,
+            children: len * per,
+        })),
+        None => Ok(None),
+    };
+    match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => fixed(1, 0),
+        0x80..=0x8f => Ok(Some(Item {
+            header: 1,
+            body: 0,
+            children: (m & 0x0f) as u64 * 2,
+        })),
+        0x90..=0x9f => Ok(Some(Item {
+            header: 1,
+            body: 0,
+            children: (m & 0x0f) as u64,
+        })),
+        0xa0..=0xbf => fixed(1, (m & 0x1f) as u64),
+        0xc1 => Err(DecodeError::Malformed(
+            "byte 0xc1 is never used in MessagePack".into(),
+        )),
+        0xc4 | 0xd9 => sized(1, 0),
+        0xc5 | 0xda => sized(2, 0),
+        0xc6 | 0xdb => sized(4, 0),
+        0xc7 => sized(1, 1),
+        0xc8 => sized(2, 1),
+        0xc9 => sized(4, 1),
+        0xca => fixed(5, 0),
+        0xcb => fixed(9, 0),
+        0xcc | 0xd0 => fixed(2, 0),
+        0xcd | 0xd1 => fixed(3, 0),
+        0xce | 0xd2 => fixed(5, 0),
+        0xcf | 0xd3 => fixed(9, 0),
+        0xd4 => fixed(3, 0),
+        0xd5 => fixed(4, 0),
+        0xd6 => fixed(6, 0),
+        0xd7 => fixed(10, 0),
+        0xd8 => fixed(18, 0),
+        0xdc => container(2, 1),
+        0xdd => container(4, 1),
+        0xde => container(2, 2),
+        0xdf => container(4, 2),
+    }
+}
+
+/// The msgid of a request at the front of `buf`, if its first bytes are there.
+fn request_id(buf: &[u8]) -> Option<Value> {
+    let mut rd = buf;
+    let len = rmp::decode::read_array_len(&mut rd).ok()?;
+    if !(4..=5).contains(&len) {
+        return None;
+    }
+    let kind: u64 = rmp::decode::read_int(&mut rd).ok()?;
+    if kind != TYPE_REQUEST {
+        return None;
+    }
+    rmpv::decode::read_value_with_max_depth(&mut rd, 1).ok()
+}
+
+impl Message {
+    /// Reads a decoded value as a message. Tolerant where peers differ: any integer or float
+    /// msgid, `str` with bad UTF-8 or `bin` for the method name, params that are not an array.
+    pub fn from_value(value: Value) -> Result<Message, DecodeError> {
+        let Value::Array(items) = value else {
+            return Err(DecodeError::Malformed(format!(
+                "expected an array, got {value}"
+            )));
+        };
+        let kind = items.first().and_then(Value::as_u64);
+        let mut it = items.into_iter();
+        let _ = it.next();
+        match (kind, it.len()) {
+            (Some(TYPE_REQUEST), 3 | 4) => {
+                let id = msgid(it.next().unwrap())?;
+                let method = method(it.next().unwrap())?;
+                let params = params(it.next().unwrap());
+                let ext = it.next().map(|v| RequestExt::from_value(&v));
+                Ok(Message::Request {
+                    id,
+                    method,
+                    params,
+                    ext,
+                })
+            }
+            (Some(TYPE_RESPONSE), 3) => {
+                let id = msgid(it.next().unwrap())?;
+                let error = it.next().unwrap();
+                let result = it.next().unwrap();
+                Ok(Message::Response { id, error, result })
+            }
+            (Some(TYPE_NOTIFICATION), 2) => {
+                let method = method(it.next().unwrap())?;
+                let params = params(it.next().unwrap());
+                Ok(Message::Notification { method, params })
+            }
+            (kind, n) => Err(DecodeError::Malformed(format!(
+                "not an RPC message: type {kind:?} with {} elements",
+                n + 1
+            ))),
+        }
+    }
+}
+
+fn msgid(v: Value) -> Result<Value, DecodeError> {
+    match v {
+        Value::Integer(_) | Value::F32(_) | Value::F64(_) => Ok(v),
+        other => Err(DecodeError::Malformed(format!(
+            "msgid must be a number, got {other}"
+        ))),
+    }
+}
+
+fn method(v: Value) -> Result<String, DecodeError> {
+    text(&v).ok_or_else(|| DecodeError::Malformed(format!("method must be a string, got {v}")))
+}
+
+fn params(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        Value::Nil => Vec::new(),
+        other => vec![other],
+    }
+}
+
+impl RequestExt {
+    fn from_value(v: &Value) -> Self {
+        let mut ext = RequestExt::default();
+        if let Value::Map(entries) = v {
+            for (k, v) in entries {
+                if k.as_str() == Some("deadline_ms") {
+                    ext.deadline_ms = v.as_u64();
+                }
+            }
+        }
+        ext
+    }
+}
+
+/// The msgid a response carries as our own request number, when it is one we could have sent:
+/// an integer below 2^32, or a float holding one (some peers echo large ids as floats).
+pub fn response_key(id: &Value) -> Option<u32> {
+    match id {
+        Value::Integer(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::F64(f) if f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64 => Some(*f as u32),
+        Value::F32(f) if f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f32 => Some(*f as u32),
+        _ => None,
+    }
+}
+
+/// Appends `[0, id, method, params]` (and the shoal extension when given). `params` must
+/// serialize as a sequence (a tuple, slice or `Vec`); structs inside travel as maps.
+pub fn encode_request<P: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    id: u32,
+    method: &str,
+    params: &P,
+    ext: Option<RequestExt>,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut w = buf.writer();
+    let _ = rmp::encode::write_array_len(&mut w, if ext.is_some() { 5 } else { 4 });
+    let _ = rmp::encode::write_uint(&mut w, TYPE_REQUEST);
+    let _ = rmp::encode::write_uint(&mut w, id as u64);
+    let _ = rmp::encode::write_str(&mut w, method);
+    rmp_serde::encode::write_named(&mut w, params)?;
+    if let Some(ext) = ext {
+        match ext.deadline_ms {
+            Some(ms) => {
+                let _ = rmp::encode::write_map_len(&mut w, 1);
+                let _ = rmp::encode::write_str(&mut w, "deadline_ms");
+                let _ = rmp::encode::write_uint(&mut w, ms);
+            }
+            None => {
+                let _ = rmp::encode::write_map_len(&mut w, 0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends `[2, method, params]`.
+pub fn encode_notification<P: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    method: &str,
+    params: &P,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut w = buf.writer();
+    let _ = rmp::encode::write_array_len(&mut w, 3);
+    let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
+    let _ = rmp::encode::write_str(&mut w, method);
+    rmp_serde::encode::write_named(&mut w, params)
+}
+
+/// Appends `[1, id, nil, result]` where `result` is already MessagePack.
+pub fn encode_response_ok(buf: &mut BytesMut, id: &Value, result: &[u8]) {
+    response_head(buf, id);
+    buf.put_u8(0xc0);
+    buf.put_slice(result);
+}
+
+/// Appends `[1, id, error, nil]`.
+pub fn encode_response_err(buf: &mut BytesMut, id: &Value, error: &RpcError) {
+    response_head(buf, id);
+    let mut w = buf.writer();
+    let _ = rmpv::encode::write_value(&mut w, &error.to_value());
+    w.into_inner().put_u8(0xc0);
+}
+
+fn response_head(buf: &mut BytesMut, id: &Value) {
+    buf.put_u8(0x94);
+    buf.put_u8(TYPE_RESPONSE as u8);
+    let _ = rmpv::encode::write_value(&mut buf.writer(), id);
+}
+
+/// Encodes one value as MessagePack, structs as maps.
+pub fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let mut out = Vec::with_capacity(64);
+    rmp_serde::encode::write_named(&mut out, value)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A `str` value holding exactly these bytes, valid UTF-8 or not.
+    pub(crate) fn raw_str(bytes: &[u8]) -> Value {
+        let mut enc = vec![0xd9, bytes.len() as u8];
+        enc.extend_from_slice(bytes);
+        rmpv::decode::read_value(&mut &enc[..]).unwrap()
+    }
+
+    fn frames(msgs: &[Value]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            rmpv::encode::write_value(&mut out, m).unwrap();
+        }
+        out
+    }
+
+    fn arr(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    fn sample() -> Vec<Value> {
+        vec![
+            arr(vec![
+                0.into(),
+                7.into(),
+                "add".into(),
+                arr(vec![1.into(), 2.into()]),
+            ]),
+            arr(vec![
+                2.into(),
+                "log".into(),
+                arr(vec!["x".repeat(300).into()]),
+            ]),
+            arr(vec![1.into(), 7.into(), Value::Nil, 3.into()]),
+            arr(vec![
+                0.into(),
+                Value::from(u32::MAX),
+                Value::Binary(b"bin".to_vec()),
+                arr(vec![Value::Map(vec![("k".into(), arr(vec![]))])]),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn decodes_back_to_back_messages_cut_at_every_byte() {
+        let msgs = sample();
+        let bytes = frames(&msgs);
+        for cut in 0..=bytes.len() {
+            let mut dec = Decoder::default();
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let mut got = Vec::new();
+            while let Some(m) = dec.decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+            buf.extend_from_slice(&bytes[cut..]);
+            while let Some(m) = dec.decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got.len(), msgs.len(), "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_scans_each_byte_once() {
+        // A large string fed one byte at a time: the decoder must not rescan from the start,
+        // so its position only moves forward.
+        let body = "y".repeat(100_000);
+        let bytes = frames(&[arr(vec![2.into(), "log".into(), arr(vec![body.into()])])]);
+        let mut dec = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut done = 0;
+        let mut last_pos = 0;
+        for b in &bytes {
+            buf.put_u8(*b);
+            if dec.decode(&mut buf).unwrap().is_some() {
+                done += 1;
+            } else {
+                assert!(dec.pos >= last_pos);
+                last_pos = dec.pos;
+            }
+        }
+        assert_eq!(done, 1);
+    }
+
+    #[test]
+    fn tolerant_reading_of_ids_and_names() {
+        let bad_utf8 = raw_str(&[b'e', 0xff]);
+        let msg = Message::from_value(arr(vec![
+            0.into(),
+            Value::F64(5.0),
+            bad_utf8,
+            Value::from("single"),
+        ]))
+        .unwrap();
+        let Message::Request {
+            id,
+            method,
+            params,
+            ext,
+        } = msg
+        else {
+            panic!()
+        };
+        assert_eq!(id, Value::F64(5.0));
+        assert_eq!(method, "e\u{fffd}");
+        assert_eq!(params, vec![Value::from("single")]);
+        assert_eq!(ext, None);
+        assert_eq!(response_key(&Value::F64(2147483648.0)), Some(1 << 31));
+        assert_eq!(response_key(&Value::from(-1)), None);
+    }
+
+    #[test]
+    fn rejects_what_is_not_rpc() {
+        let check = |v: Value| {
+            let mut buf = BytesMut::from(&frames(&[v])[..]);
+            let err = Decoder::default().decode(&mut buf).unwrap_err();
+            assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
+        };
+        check(Value::from(1));
+        check(arr(vec![3.into(), 1.into(), "m".into(), arr(vec![])]));
+        check(arr(vec![0.into(), "id".into(), "m".into(), arr(vec![])]));
+        check(arr(vec![0.into(), 1.into(), 2.into(), arr(vec![])]));
+        let mut buf = BytesMut::from(&[0xc1u8][..]);
+        assert!(Decoder::default().decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn too_large_is_reported_with_the_msgid_before_the_body_arrives() {
+        let mut head = BytesMut::new();
+        head.put_slice(&[0x94, 0x00, 0xcd, 0x01, 0x00, 0xa1, b'm', 0x91, 0xdb]);
+        head.put_u32(1 << 30);
+        let err = Decoder::new(1024).decode(&mut head).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::FrameTooLarge {
+                size: 13 + (1 << 30),
+                max: 1024,
+                id: Some(256.into())
+            }
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let mut buf = BytesMut::from(&vec![0x91u8; 10_000][..]);
+        let err = Decoder::default().decode(&mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooDeep {
+                max: DEFAULT_MAX_DEPTH
+            }
+        );
+    }
+
+    #[test]
+    fn encoders_round_trip() {
+        #[derive(Serialize)]
+        struct Point {
+            x: i32,
+        }
+        let mut buf = BytesMut::new();
+        let ext = RequestExt {
+            deadline_ms: Some(250),
+        };
+        encode_request(&mut buf, 9, "move", &(Point { x: 3 }, "a"), Some(ext)).unwrap();
+        encode_notification(&mut buf, "tick", &[(); 0]).unwrap();
+        encode_response_ok(&mut buf, &Value::from(u32::MAX), &to_msgpack(&5).unwrap());
+        encode_response_err(&mut buf, &Value::F64(1.0), &RpcError::internal("x"));
+        let mut dec = Decoder::default();
+        let Some(Message::Request {
+            id,
+            method,
+            params,
+            ext: got,
+        }) = dec.decode(&mut buf).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (id, method.as_str(), got),
+            (Value::from(9), "move", Some(ext))
+        );
+        assert_eq!(params[0], Value::Map(vec![("x".into(), 3.into())]));
+        assert!(matches!(
+            dec.decode(&mut buf).unwrap(),
+            Some(Message::Notification { .. })
+        ));
+        let Some(Message::Response { id, result, .. }) = dec.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, result), (Value::from(u32::MAX), Value::from(5)));
+        let Some(Message::Response { error, .. }) = dec.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(error, RpcError::internal("x").to_value());
+    }
+}

@@ -1,0 +1,643 @@
+//! One MessagePack-RPC connection, symmetric: either side may call the other. A reader task
+//! decodes and dispatches, a writer task batches outgoing frames into few writes, and a
+//! [`Peer`] handle lets any task call or notify the other end.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::task::noop_waker_ref;
+use rmpv::Value;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::util::BoxCloneSyncService;
+use tower::Service;
+use tracing::{debug, warn};
+
+use crate::blocking::BlockingPool;
+use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
+use crate::error::{Error, RemoteError, RpcError};
+use crate::service::{builtin, BoxReply, Context, Reply, Request};
+
+/// What serves the calls a connection receives.
+pub type Handler = BoxCloneSyncService<Request, Reply, RpcError>;
+
+/// Default number of calls (and queued notifications) one connection may have in progress.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// Limits and identity of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Largest message read or written, in bytes.
+    pub max_message: usize,
+    /// Calls from the peer handled at once; past it the connection stops reading.
+    pub max_in_flight: usize,
+    /// Where blocking handlers run.
+    pub blocking: BlockingPool,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            max_message: codec::DEFAULT_MAX_MESSAGE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            blocking: BlockingPool::shared_default(),
+        }
+    }
+}
+
+/// A handle on the other end of a connection: call it, notify it, see whether it is open.
+#[derive(Clone)]
+pub struct Peer {
+    inner: Arc<PeerInner>,
+}
+
+struct PeerInner {
+    addr: Arc<str>,
+    out: mpsc::UnboundedSender<Outbound>,
+    pending: Mutex<HashMap<u32, oneshot::Sender<Result<Value, Value>>>>,
+    next_id: AtomicU32,
+    /// The peer is shoal: deadlines travel with requests and cancellations are sent.
+    extended: AtomicBool,
+    closed: CancellationToken,
+    max_message: usize,
+}
+
+enum Outbound {
+    Frame(Bytes),
+    /// Flush what is queued and close the write half.
+    Close,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("addr", &self.inner.addr)
+            .field("extended", &self.is_extended())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Peer {
+    /// The address of the other end, for messages.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Completes once the connection has closed.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    /// True once both ends agreed to shoal's extensions (deadline and cancellation).
+    pub fn is_extended(&self) -> bool {
+        self.inner.extended.load(Ordering::Relaxed)
+    }
+
+    /// Calls `method` with positional `params` (a tuple, slice or `Vec`), waiting at most
+    /// `timeout`. Dropping the future abandons the call and, between shoal peers, cancels the
+    /// handler on the other side.
+    pub async fn call<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        let inner = &self.inner;
+        if self.is_closed() {
+            return Err(self.not_sent("connection is closed"));
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+        let extended = self.is_extended();
+        let ext = extended.then(|| RequestExt {
+            // Rounded up: the server must not give up before the caller does.
+            deadline_ms: Some(
+                u64::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+            ),
+        });
+        let mut buf = BytesMut::with_capacity(64);
+        codec::encode_request(&mut buf, id, method, params, ext)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        if buf.len() > inner.max_message {
+            return Err(Error::FrameTooLarge {
+                size: buf.len(),
+                max: inner.max_message,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.pending.lock().unwrap().insert(id, tx);
+        let mut guard = CallGuard {
+            peer: self,
+            id,
+            extended,
+            done: false,
+        };
+        if self.is_closed() {
+            // The reader stopped between the check above and the insert: nobody would answer.
+            guard.done = true;
+            inner.pending.lock().unwrap().remove(&id);
+            return Err(self.not_sent("connection is closed"));
+        }
+        if inner.out.send(Outbound::Frame(buf.freeze())).is_err() {
+            guard.done = true;
+            inner.pending.lock().unwrap().remove(&id);
+            return Err(self.not_sent("connection is closed"));
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        match answer {
+            Err(_) => Err(Error::DeadlineExceeded(timeout)),
+            Ok(Err(_)) => {
+                guard.done = true;
+                Err(Error::Closed {
+                    addr: self.addr().to_owned(),
+                })
+            }
+            Ok(Ok(reply)) => {
+                guard.done = true;
+                reply.map_err(|e| Error::Remote(RemoteError::from_value(e)))
+            }
+        }
+    }
+
+    /// Sends a one-way notification.
+    pub fn notify<P: Serialize + ?Sized>(&self, method: &str, params: &P) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(self.not_sent("connection is closed"));
+        }
+        let mut buf = BytesMut::with_capacity(64);
+        codec::encode_notification(&mut buf, method, params)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        if buf.len() > self.inner.max_message {
+            return Err(Error::FrameTooLarge {
+                size: buf.len(),
+                max: self.inner.max_message,
+            });
+        }
+        self.inner
+            .out
+            .send(Outbound::Frame(buf.freeze()))
+            .map_err(|_| self.not_sent("connection is closed"))
+    }
+
+    /// Asks the other end whether it speaks shoal's extensions; turns them on if so. Peers
+    /// that do not know `shoal.hello` answer with an error, and the connection stays plain.
+    pub async fn negotiate(&self, timeout: Duration) -> bool {
+        let hello = self
+            .call(builtin::HELLO, &[HelloParams { version: 1 }], timeout)
+            .await;
+        let ok = matches!(&hello, Ok(v) if hello_accepted(v));
+        self.inner.extended.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Number of calls waiting for an answer.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.lock().unwrap().len()
+    }
+
+    /// Stops the connection: no more reading; queued frames are flushed first.
+    pub fn close(&self) {
+        let _ = self.inner.out.send(Outbound::Close);
+        self.inner.closed.cancel();
+    }
+
+    fn not_sent(&self, reason: &str) -> Error {
+        Error::NotSent {
+            addr: self.addr().to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HelloParams {
+    version: u32,
+}
+
+fn hello_accepted(v: &Value) -> bool {
+    v.as_map().is_some_and(|m| {
+        m.iter()
+            .any(|(k, v)| k.as_str() == Some("version") && v.as_u64() == Some(1))
+    })
+}
+
+fn hello_answer() -> Reply {
+    #[derive(Serialize)]
+    struct Hello {
+        version: u32,
+        deadline: bool,
+        cancel: bool,
+    }
+    Reply::encode(&Hello {
+        version: 1,
+        deadline: true,
+        cancel: true,
+    })
+    .unwrap_or_else(|_| Reply::none())
+}
+
+/// Removes an abandoned call and, between shoal peers, tells the other end to stop.
+struct CallGuard<'a> {
+    peer: &'a Peer,
+    id: u32,
+    extended: bool,
+    done: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let removed = self
+            .peer
+            .inner
+            .pending
+            .lock()
+            .unwrap()
+            .remove(&self.id)
+            .is_some();
+        if removed && self.extended {
+            let _ = self.peer.notify(builtin::CANCEL, &[self.id]);
+        }
+    }
+}
+
+/// Starts serving a connection over `reader` and `writer`. Calls from the peer go to
+/// `handler`; the returned [`Peer`] calls the other way. The connection's tasks are spawned on
+/// `tracker` and end when the peer closes, on a fatal error, or when `shutdown` fires (then
+/// reading stops, in-flight calls finish and their replies are flushed before closing).
+pub fn spawn<R, W>(
+    reader: R,
+    writer: W,
+    addr: impl Into<Arc<str>>,
+    handler: Handler,
+    config: ConnConfig,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Peer
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let peer = Peer {
+        inner: Arc::new(PeerInner {
+            addr: addr.into(),
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(0),
+            extended: AtomicBool::new(false),
+            closed: CancellationToken::new(),
+            max_message: config.max_message,
+        }),
+    };
+    tracker.spawn(write_loop(writer, out_rx, peer.clone()));
+    let reading = Reader {
+        peer: peer.clone(),
+        handler,
+        decoder: Decoder::new(config.max_message),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        running: Arc::new(Mutex::new(HashMap::new())),
+        notifications: None,
+        blocking: config.blocking,
+        tasks: TaskTracker::new(),
+        batch: BytesMut::new(),
+    };
+    tracker.spawn(reading.run(reader, shutdown));
+    peer
+}
+
+struct Reader {
+    peer: Peer,
+    handler: Handler,
+    decoder: Decoder,
+    in_flight: Arc<Semaphore>,
+    /// Spawned calls from a shoal peer, by msgid, so `shoal.cancel` can stop them.
+    running: Arc<Mutex<HashMap<u32, CancellationToken>>>,
+    /// Queue of notifications that could not finish at once; keeps them in arrival order.
+    notifications: Option<mpsc::UnboundedSender<Pending>>,
+    blocking: BlockingPool,
+    tasks: TaskTracker,
+    /// Replies completed while reading one chunk, written together.
+    batch: BytesMut,
+}
+
+type Pending = (BoxReply, OwnedSemaphorePermit);
+
+impl Reader {
+    async fn run<R: AsyncRead + Unpin>(mut self, mut reader: R, shutdown: CancellationToken) {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let closed = self.peer.inner.closed.clone();
+        let why = loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
+            }
+            let n = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break "shutdown",
+                _ = closed.cancelled() => break "closed",
+                n = reader.read_buf(&mut buf) => n,
+            };
+            match n {
+                Ok(0) => break "peer closed",
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(peer = %self.peer.addr(), error = %e, "read failed");
+                    break "read error";
+                }
+            }
+            if let Err(e) = self.drain(&mut buf).await {
+                warn!(peer = %self.peer.addr(), error = %e, "closing connection");
+                break "bad input";
+            }
+            self.flush();
+        };
+        self.flush();
+        debug!(peer = %self.peer.addr(), reason = why, "connection reader stopped");
+        // Calls we made can no longer be answered: refuse new ones, then fail the waiting.
+        self.peer.inner.closed.cancel();
+        self.peer.inner.pending.lock().unwrap().clear();
+        // Let calls from the peer finish and their replies go out, then close.
+        drop(self.notifications.take());
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = self.peer.inner.out.send(Outbound::Close);
+    }
+
+    /// Handles every complete message in `buf`.
+    async fn drain(&mut self, buf: &mut BytesMut) -> Result<(), DecodeError> {
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(Some(msg)) => self.handle(msg).await,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    if let DecodeError::FrameTooLarge {
+                        size,
+                        max,
+                        id: Some(id),
+                    } = &e
+                    {
+                        codec::encode_response_err(
+                            &mut self.batch,
+                            id,
+                            &RpcError::frame_too_large(*size, *max),
+                        );
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: Message) {
+        match msg {
+            Message::Response { id, error, result } => {
+                let Some(key) = codec::response_key(&id) else {
+                    debug!(peer = %self.peer.addr(), %id, "reply with an id we never sent");
+                    return;
+                };
+                let waiter = self.peer.inner.pending.lock().unwrap().remove(&key);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(if error.is_nil() {
+                        Ok(result)
+                    } else {
+                        Err(error)
+                    });
+                }
+            }
+            Message::Request {
+                id,
+                method,
+                params,
+                ext,
+            } => {
+                if method == builtin::HELLO {
+                    self.peer.inner.extended.store(true, Ordering::Relaxed);
+                    codec::encode_response_ok(&mut self.batch, &id, &hello_answer().0);
+                    return;
+                }
+                let permit = self.permit().await;
+                let deadline = ext
+                    .and_then(|e| e.deadline_ms)
+                    .map(|ms| Instant::now() + Duration::from_millis(ms));
+                let ctx = Context::new(deadline, false, Some(self.peer.clone()))
+                    .with_blocking(self.blocking.clone());
+                let fut = self.dispatch(Request {
+                    method,
+                    params,
+                    ctx,
+                });
+                self.respond(id, fut, deadline, permit);
+            }
+            Message::Notification { method, params } => {
+                if method == builtin::CANCEL {
+                    self.cancel(&params);
+                    return;
+                }
+                let permit = self.permit().await;
+                let ctx = Context::new(None, true, Some(self.peer.clone()))
+                    .with_blocking(self.blocking.clone());
+                let mut fut = self.dispatch(Request {
+                    method,
+                    params,
+                    ctx,
+                });
+                if self.notifications.is_none() {
+                    if let Poll::Ready(result) = poll_once(&mut fut) {
+                        log_notification(&self.peer, result);
+                        return;
+                    }
+                }
+                self.queue_notification(fut, permit);
+            }
+        }
+    }
+
+    /// A slot for one more call; when all are taken, stops reading until one frees.
+    async fn permit(&mut self) -> OwnedSemaphorePermit {
+        if let Ok(p) = self.in_flight.clone().try_acquire_owned() {
+            return p;
+        }
+        self.flush();
+        self.in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed")
+    }
+
+    /// Starts the handler. Dispatch services are always ready (see [`crate::middleware`]); one
+    /// that is not is answered as overloaded rather than waited on.
+    fn dispatch(&mut self, req: Request) -> BoxReply {
+        let mut cx = std::task::Context::from_waker(noop_waker_ref());
+        match self.handler.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => self.handler.call(req),
+            Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
+            Poll::Pending => Box::pin(std::future::ready(Err(RpcError::overloaded(
+                "server is at its concurrency limit",
+            )))),
+        }
+    }
+
+    /// Answers at once when the handler finishes on its first poll; otherwise runs it as a task.
+    /// The caller's deadline is enforced only for handlers that wait: one that finishes on
+    /// its first poll costs no timer.
+    fn respond(
+        &mut self,
+        id: Value,
+        mut fut: BoxReply,
+        deadline: Option<Instant>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        if let Poll::Ready(result) = poll_once(&mut fut) {
+            encode_reply(&mut self.batch, &id, result, self.peer.inner.max_message);
+            return;
+        }
+        let peer = self.peer.clone();
+        let key = self
+            .peer
+            .is_extended()
+            .then(|| codec::response_key(&id))
+            .flatten();
+        let cancel = CancellationToken::new();
+        if let Some(key) = key {
+            self.running.lock().unwrap().insert(key, cancel.clone());
+        }
+        let running = self.running.clone();
+        self.tasks.spawn(async move {
+            let run = async move {
+                match deadline {
+                    None => fut.await,
+                    Some(d) => tokio::time::timeout_at(d, fut)
+                        .await
+                        .unwrap_or_else(|_| Err(RpcError::deadline_exceeded())),
+                }
+            };
+            let result = tokio::select! {
+                r = run => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            if let Some(key) = key {
+                running.lock().unwrap().remove(&key);
+            }
+            // A cancelled call has no one waiting for its reply.
+            if let Some(result) = result {
+                let mut buf = BytesMut::new();
+                encode_reply(&mut buf, &id, result, peer.inner.max_message);
+                let _ = peer.inner.out.send(Outbound::Frame(buf.freeze()));
+            }
+            drop(permit);
+        });
+    }
+
+    fn cancel(&mut self, params: &[Value]) {
+        for id in params.iter().filter_map(codec::response_key) {
+            if let Some(token) = self.running.lock().unwrap().remove(&id) {
+                debug!(peer = %self.peer.addr(), id, "call cancelled by the caller");
+                token.cancel();
+            }
+        }
+    }
+
+    fn queue_notification(&mut self, fut: BoxReply, permit: OwnedSemaphorePermit) {
+        let tx = self.notifications.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
+            let peer = self.peer.clone();
+            self.tasks.spawn(async move {
+                while let Some((fut, permit)) = rx.recv().await {
+                    log_notification(&peer, fut.await);
+                    drop(permit);
+                }
+            });
+            tx
+        });
+        let _ = tx.send((fut, permit));
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let frames = self.batch.split().freeze();
+            let _ = self.peer.inner.out.send(Outbound::Frame(frames));
+        }
+    }
+}
+
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    // Futures re-register their waker on every poll, so polling once here and later from a
+    // task is sound; finishing here saves spawning a task for handlers that never wait.
+    let mut cx = std::task::Context::from_waker(noop_waker_ref());
+    Pin::new(fut).poll(&mut cx)
+}
+
+fn encode_reply(buf: &mut BytesMut, id: &Value, result: Result<Reply, RpcError>, max: usize) {
+    match result {
+        Ok(reply) if reply.0.len() + 16 > max => {
+            warn!(
+                size = reply.0.len(),
+                max, "reply exceeds the maximum message size"
+            );
+            codec::encode_response_err(buf, id, &RpcError::frame_too_large(reply.0.len(), max));
+        }
+        Ok(reply) => codec::encode_response_ok(buf, id, &reply.0),
+        Err(e) => codec::encode_response_err(buf, id, &e),
+    }
+}
+
+fn log_notification(peer: &Peer, result: Result<Reply, RpcError>) {
+    if let Err(e) = result {
+        warn!(peer = %peer.addr(), error = %e, "notification handler failed");
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    peer: Peer,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.recv().await else { break };
+        // Let the tasks that are ready to send queue their frames too, so they leave in one
+        // write: on a busy connection this turns many small sends into a few large ones.
+        tokio::task::yield_now().await;
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(frame) => buf.extend_from_slice(&frame),
+                Outbound::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+            if buf.len() < 256 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !buf.is_empty() {
+            if let Err(e) = writer.write_all(&buf).await {
+                debug!(peer = %peer.addr(), error = %e, "write failed");
+                break;
+            }
+            buf.clear();
+        }
+    }
+    let _ = writer.shutdown().await;
+    peer.inner.closed.cancel();
+    peer.inner.pending.lock().unwrap().clear();
+}

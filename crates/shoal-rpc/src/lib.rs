@@ -1,0 +1,24 @@
+//! MessagePack-RPC for shoal: the wire codec, connections where either side may call, a server
+//! with tower middleware, and a multiplexed client with balancing over endpoints.
+
+pub mod balance;
+pub mod blocking;
+pub mod client;
+pub mod codec;
+pub mod conn;
+pub mod endpoints;
+pub mod error;
+pub mod middleware;
+pub mod server;
+pub mod service;
+pub mod transport;
+
+pub use balance::Balance;
+pub use client::{CallOptions, Client, ClientBuilder, EndpointConfig, EndpointStatus, RouteKey};
+pub use conn::Peer;
+pub use endpoints::EndpointsFile;
+pub use error::{codes, Error, RemoteError, RpcError};
+pub use rmpv::Value;
+pub use server::{Server, ServerBuilder};
+pub use service::{Args, BoxReply, Context, Dispatch, MethodInfo, Reply, Request, Router};
+pub use transport::{Addr, ClientTls, Listener};

@@ -1,0 +1,389 @@
+//! What the server dispatches to: a [`Request`] in, an encoded [`Reply`] out. Typed services
+//! (from `#[shoal::service]`) implement [`Dispatch`]; the [`Router`] puts several behind one
+//! tower `Service` so middleware layers wrap every method alike.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::blocking::BlockingPool;
+use crate::conn::Peer;
+use crate::error::RpcError;
+
+/// The future a handler returns.
+pub type BoxReply = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send + 'static>>;
+
+/// A call as middleware and handlers see it.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub params: Vec<Value>,
+    pub ctx: Context,
+}
+
+/// Facts about one call beside its arguments.
+#[derive(Debug, Clone)]
+pub struct Context {
+    deadline: Option<Instant>,
+    notification: bool,
+    peer: Option<Peer>,
+    blocking: BlockingPool,
+}
+
+impl Context {
+    pub fn new(deadline: Option<Instant>, notification: bool, peer: Option<Peer>) -> Self {
+        Self {
+            deadline,
+            notification,
+            peer,
+            blocking: BlockingPool::shared_default(),
+        }
+    }
+
+    pub(crate) fn with_blocking(mut self, pool: BlockingPool) -> Self {
+        self.blocking = pool;
+        self
+    }
+
+    /// When the caller stops waiting: sent by shoal clients, set by the timeout layer.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// True for a notification: no reply will be sent.
+    pub fn is_notification(&self) -> bool {
+        self.notification
+    }
+
+    /// The other end of the connection the call came on; a handler may call back through it.
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
+    /// Runs `f` on the server's bounded pool of blocking threads, never on the async executor.
+    pub fn run_blocking<F, T>(&self, f: F) -> impl Future<Output = Result<T, RpcError>> + Send
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.blocking.run(f)
+    }
+}
+
+/// The MessagePack encoding of a call's result.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reply(pub bytes::Bytes);
+
+impl Reply {
+    /// Encodes `value` (structs as maps with field names).
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Reply, RpcError> {
+        crate::codec::to_msgpack(value)
+            .map(|v| Reply(v.into()))
+            .map_err(|e| RpcError::internal(format!("cannot encode the result: {e}")))
+    }
+
+    /// The reply to a notification, never sent.
+    pub fn none() -> Reply {
+        Reply(bytes::Bytes::from_static(&[0xc0]))
+    }
+
+    pub fn to_value(&self) -> Value {
+        rmpv::decode::read_value(&mut &self.0[..]).unwrap_or(Value::Nil)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Reply({})", self.to_value())
+    }
+}
+
+/// A method's signature, for `shoal.methods`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodInfo {
+    pub name: &'static str,
+    /// `(name, Rust type)` of each positional parameter.
+    pub params: &'static [(&'static str, &'static str)],
+    pub returns: &'static str,
+    /// One-way: called with a notification, no reply.
+    pub notify: bool,
+    /// Runs on the blocking pool.
+    pub blocking: bool,
+    /// Safe to retry when a call fails after it may have been sent.
+    pub idempotent: bool,
+}
+
+/// A typed service: `#[shoal::service]` implements it for `<Trait>Server<T>`.
+pub trait Dispatch: Send + Sync + 'static {
+    /// The trait's name.
+    fn service_name(&self) -> &'static str;
+    /// Every method served.
+    fn methods(&self) -> &'static [MethodInfo];
+    /// Handles a call to one of [`Dispatch::methods`]; any other name answers method not found.
+    fn call(&self, req: Request) -> BoxReply;
+}
+
+/// Several [`Dispatch`] services behind one tower `Service`, plus the built-in methods.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+struct RouterInner {
+    routes: HashMap<&'static str, usize>,
+    services: Vec<Arc<dyn Dispatch>>,
+    methods: Value,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.inner.routes.keys().collect();
+        names.sort();
+        f.debug_struct("Router").field("methods", &names).finish()
+    }
+}
+
+/// Names of the methods every shoal server answers itself.
+pub mod builtin {
+    pub const PING: &str = "shoal.ping";
+    pub const METHODS: &str = "shoal.methods";
+    pub const HELLO: &str = "shoal.hello";
+    pub const CANCEL: &str = "shoal.cancel";
+}
+
+impl Router {
+    /// Builds the routing table; two services serving the same method name is an error
+    /// naming both.
+    pub fn new(services: Vec<Arc<dyn Dispatch>>) -> Result<Router, crate::Error> {
+        let mut routes = HashMap::new();
+        let mut listing = Vec::new();
+        for (index, svc) in services.iter().enumerate() {
+            for m in svc.methods() {
+                if m.name.starts_with("shoal.") {
+                    return Err(crate::Error::Config(format!(
+                        "service {}: method name {} uses the reserved prefix `shoal.`",
+                        svc.service_name(),
+                        m.name
+                    )));
+                }
+                if let Some(prev) = routes.insert(m.name, index) {
+                    return Err(crate::Error::Config(format!(
+                        "method {} is served by both {} and {}; rename one",
+                        m.name,
+                        services[prev].service_name(),
+                        svc.service_name()
+                    )));
+                }
+                listing.push(method_value(svc.service_name(), m));
+            }
+        }
+        for name in [builtin::PING, builtin::METHODS] {
+            listing.push(method_value(
+                "shoal",
+                &MethodInfo {
+                    name,
+                    params: &[],
+                    returns: if name == builtin::PING {
+                        "String"
+                    } else {
+                        "Vec<Method>"
+                    },
+                    notify: false,
+                    blocking: false,
+                    idempotent: true,
+                },
+            ));
+        }
+        Ok(Router {
+            inner: Arc::new(RouterInner {
+                routes,
+                services,
+                methods: Value::Array(listing),
+            }),
+        })
+    }
+
+    /// The `shoal.methods` answer: one map per method.
+    pub fn methods(&self) -> &Value {
+        &self.inner.methods
+    }
+
+    /// Finds and starts the handler for `req`.
+    pub fn dispatch(&self, req: Request) -> BoxReply {
+        match req.method.as_str() {
+            builtin::PING => return ready(Reply::encode("pong")),
+            builtin::METHODS => return ready(Reply::encode(&self.inner.methods)),
+            _ => {}
+        }
+        match self.inner.routes.get(req.method.as_str()) {
+            Some(&index) => self.inner.services[index].call(req),
+            None => ready(Err(RpcError::method_not_found(&req.method))),
+        }
+    }
+}
+
+fn method_value(service: &str, m: &MethodInfo) -> Value {
+    let params = m
+        .params
+        .iter()
+        .map(|(name, ty)| {
+            Value::Map(vec![
+                ("name".into(), (*name).into()),
+                ("type".into(), (*ty).into()),
+            ])
+        })
+        .collect();
+    Value::Map(vec![
+        ("name".into(), m.name.into()),
+        ("service".into(), service.into()),
+        ("params".into(), Value::Array(params)),
+        ("returns".into(), m.returns.into()),
+        ("notify".into(), m.notify.into()),
+        ("blocking".into(), m.blocking.into()),
+        ("idempotent".into(), m.idempotent.into()),
+    ])
+}
+
+fn ready(r: Result<Reply, RpcError>) -> BoxReply {
+    Box::pin(std::future::ready(r))
+}
+
+impl tower::Service<Request> for Router {
+    type Response = Reply;
+    type Error = RpcError;
+    type Future = BoxReply;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> BoxReply {
+        self.dispatch(req)
+    }
+}
+
+/// Reads positional arguments for generated dispatch code, with errors that name the method
+/// and the argument.
+#[derive(Debug)]
+pub struct Args {
+    method: &'static str,
+    params: std::vec::IntoIter<Value>,
+    index: usize,
+}
+
+impl Args {
+    /// Fails when more arguments came than the method takes.
+    pub fn new(method: &'static str, params: Vec<Value>, arity: usize) -> Result<Args, RpcError> {
+        if params.len() > arity {
+            return Err(RpcError::invalid_params(format!(
+                "{method} takes {arity} argument(s), got {}",
+                params.len()
+            )));
+        }
+        Ok(Args {
+            method,
+            params: params.into_iter(),
+            index: 0,
+        })
+    }
+
+    /// The next argument as `T`; a missing trailing argument reads as nil (so `Option` works).
+    /// `str` values with bad UTF-8 read as text with replacement characters.
+    pub fn next<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, RpcError> {
+        let value = self.params.next().unwrap_or(Value::Nil);
+        let index = self.index;
+        self.index += 1;
+        // Old peers send bytes as `str`: a `Value` or byte parameter gets them untouched, and
+        // only a type that insists on text reads them with replacement characters.
+        let decoded = if has_bad_text(&value) {
+            match rmpv::ext::from_value(value.clone()) {
+                Ok(v) => Ok(v),
+                Err(_) => rmpv::ext::from_value(fix_text(value)),
+            }
+        } else {
+            rmpv::ext::from_value(value)
+        };
+        decoded.map_err(|e| {
+            RpcError::invalid_params(format!("{}: argument {index} `{name}`: {e}", self.method))
+        })
+    }
+}
+
+fn has_bad_text(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.as_str().is_none(),
+        Value::Array(items) => items.iter().any(has_bad_text),
+        Value::Map(entries) => entries
+            .iter()
+            .any(|(k, v)| has_bad_text(k) || has_bad_text(v)),
+        _ => false,
+    }
+}
+
+fn fix_text(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.as_str().is_none() => {
+            Value::from(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(fix_text).collect()),
+        Value::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (fix_text(k), fix_text(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::tests::raw_str;
+
+    #[test]
+    fn args_name_the_method_and_argument_at_fault() {
+        let mut args = Args::new("add", vec![1.into(), "x".into()], 2).unwrap();
+        assert_eq!(args.next::<i64>("a").unwrap(), 1);
+        let err = args.next::<i64>("b").unwrap_err();
+        assert_eq!(err.code, crate::codes::INVALID_PARAMS);
+        assert!(
+            err.message.starts_with("add: argument 1 `b`:"),
+            "{}",
+            err.message
+        );
+        let err = Args::new("add", vec![1.into(); 3], 2).unwrap_err();
+        assert_eq!(err.message, "add takes 2 argument(s), got 3");
+    }
+
+    #[test]
+    fn bad_utf8_and_bin_read_as_strings() {
+        let mut args = Args::new(
+            "greet",
+            vec![raw_str(&[b'h', 0xff]), Value::Binary(b"bin".to_vec())],
+            3,
+        )
+        .unwrap();
+        assert_eq!(args.next::<String>("a").unwrap(), "h\u{fffd}");
+        assert_eq!(args.next::<String>("b").unwrap(), "bin");
+        assert_eq!(args.next::<Option<String>>("c").unwrap(), None);
+        // A `Value` parameter keeps the bytes as they came.
+        let mut args = Args::new("echo", vec![raw_str(&[0, 0xff])], 1).unwrap();
+        assert_eq!(
+            args.next::<Value>("x").unwrap(),
+            Value::Binary(vec![0, 0xff])
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Byte streams RPC runs over: TCP, Unix sockets, TLS on either, and in-memory pipes for
+//! tests. Addresses are written `host:port` or `unix:PATH`.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::error::Error;
+
+/// The read half of a connection.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Where a server listens or a client connects.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// `host:port`; the host may be a name.
+    Tcp(String),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl FromStr for Addr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(Error::Config(format!("address {s:?}: write unix:PATH")));
+            }
+            return Ok(Addr::Unix(PathBuf::from(path)));
+        }
+        let s = s.strip_prefix("tcp://").unwrap_or(s);
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Addr::Tcp(s.to_owned()))
+            }
+            _ => Err(Error::Config(format!(
+                "address {s:?}: expected host:port (like 127.0.0.1:7000) or unix:PATH"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Tcp(hp) => f.write_str(hp),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Addr {
+    /// The host part, for TLS server-name checks.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Addr::Tcp(hp) => hp.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])),
+            Addr::Unix(_) => None,
+        }
+    }
+}
+
+/// TLS for clients: which roots to trust and which name to expect.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name to check the server's certificate against; defaults to the address's host.
+    pub server_name: Option<String>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Trusts the certificates in `ca_pem` (PEM text).
+    pub fn from_ca_pem(ca_pem: &[u8]) -> Result<ClientTls, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Config(format!("CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(Error::Config("CA file holds no PEM certificate".into()));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(ClientTls {
+            config: Arc::new(config),
+            server_name: None,
+        })
+    }
+}
+
+/// Builds a server TLS configuration from a PEM certificate chain and private key.
+pub fn server_tls(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("TLS certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::Config(
+            "TLS certificate file holds no PEM certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| Error::Config(format!("TLS private key: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Config(format!("TLS certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Connects to `addr`, over TLS when `tls` is given.
+pub async fn connect(addr: &Addr, tls: Option<&ClientTls>) -> Result<(ReadHalf, WriteHalf), Error> {
+    let ctx = || format!("connect to {addr}");
+    match addr {
+        Addr::Tcp(hp) => {
+            let stream = TcpStream::connect(hp.as_str())
+                .await
+                .map_err(|e| Error::io(ctx(), e))?;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    Ok((Box::new(r), Box::new(w)))
+                }
+                Some(tls) => tls_connect(stream, addr, tls).await,
+            }
+        }
+        Addr::Unix(path) => {
+            let stream = UnixStream::connect(path)
+                .await
+                .map_err(|e| Error::io(ctx(), e))?;
+            match tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    Ok((Box::new(r), Box::new(w)))
+                }
+                Some(tls) => tls_connect(stream, addr, tls).await,
+            }
+        }
+    }
+}
+
+async fn tls_connect<S>(
+    stream: S,
+    addr: &Addr,
+    tls: &ClientTls,
+) -> Result<(ReadHalf, WriteHalf), Error>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let name = tls
+        .server_name
+        .as_deref()
+        .or(addr.host())
+        .unwrap_or("localhost")
+        .to_owned();
+    let name = ServerName::try_from(name.clone())
+        .map_err(|_| Error::Config(format!("TLS server name {name:?} is not valid")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| Error::io(format!("TLS handshake with {addr}"), e))?;
+    let (r, w) = tokio::io::split(stream);
+    Ok((Box::new(r), Box::new(w)))
+}
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket path left by an earlier run is replaced only when nothing
+    /// listens on it.
+    pub async fn bind(addr: &Addr) -> Result<Listener, Error> {
+        let ctx = || format!("listen on {addr}");
+        match addr {
+            Addr::Tcp(hp) => Ok(Listener::Tcp(
+                TcpListener::bind(hp.as_str())
+                    .await
+                    .map_err(|e| Error::io(ctx(), e))?,
+            )),
+            Addr::Unix(path) => {
+                if path.exists() && UnixStream::connect(path).await.is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
+                let l = UnixListener::bind(path).map_err(|e| Error::io(ctx(), e))?;
+                Ok(Listener::Unix(l, path.clone()))
+            }
+        }
+    }
+
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> Addr {
+        match self {
+            Listener::Tcp(l) => Addr::Tcp(
+                l.local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| "?:0".into()),
+            ),
+            Listener::Unix(_, path) => Addr::Unix(path.clone()),
+        }
+    }
+
+    pub(crate) async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), peer.to_string()))
+            }
+            Listener::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                Ok((Stream::Unix(s), format!("unix:{}", path.display())))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(crate) async fn split(
+        self,
+        tls: Option<&tokio_rustls::TlsAcceptor>,
+    ) -> io::Result<(ReadHalf, WriteHalf)> {
+        match (self, tls) {
+            (Stream::Tcp(s), None) => {
+                let (r, w) = s.into_split();
+                Ok((Box::new(r), Box::new(w)))
+            }
+            (Stream::Unix(s), None) => {
+                let (r, w) = s.into_split();
+                Ok((Box::new(r), Box::new(w)))
+            }
+            (Stream::Tcp(s), Some(acceptor)) => {
+                let (r, w) = tokio::io::split(acceptor.accept(s).await?);
+                Ok((Box::new(r), Box::new(w)))
+            }
+            (Stream::Unix(s), Some(acceptor)) => {
+                let (r, w) = tokio::io::split(acceptor.accept(s).await?);
+                Ok((Box::new(r), Box::new(w)))
+            }
+        }
+    }
+}
+
+/// Two connected in-memory ends, for tests: each is a (read, write) pair.
+pub fn memory_pair() -> ((ReadHalf, WriteHalf), (ReadHalf, WriteHalf)) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    ((Box::new(ar), Box::new(aw)), (Box::new(br), Box::new(bw)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_or_say_what_is_expected() {
+        assert_eq!(
+            "127.0.0.1:7000".parse::<Addr>().unwrap(),
+            Addr::Tcp("127.0.0.1:7000".into())
+        );
+        assert_eq!(
+            "tcp://h:1".parse::<Addr>().unwrap(),
+            Addr::Tcp("h:1".into())
+        );
+        assert_eq!("[::1]:9".parse::<Addr>().unwrap().host(), Some("::1"));
+        assert_eq!(
+            "unix:/tmp/x.sock".parse::<Addr>().unwrap(),
+            Addr::Unix("/tmp/x.sock".into())
+        );
+        for bad in ["", "host", "host:", ":80", "h:99999", "unix:"] {
+            let err = bad.parse::<Addr>().unwrap_err().to_string();
+            assert!(
+                err.contains("expected host:port") || err.contains("unix:PATH"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
