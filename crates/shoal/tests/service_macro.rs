@@ -1,0 +1,413 @@
+//! `#[shoal::service]` on the server side: the generated `<Trait>Server` driven through
+//! `Dispatch::call` with hand-built requests, checked by what its replies decode to. The
+//! generated client is only type-checked here; `service_client.rs` calls it over a socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal::rpc::{Dispatch, MethodInfo, Reply, Request};
+use shoal::{codes, Context, RpcError, Value};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    x: i32,
+    y: i32,
+}
+
+/// An application error that knows its wire form.
+#[derive(Debug)]
+pub enum CalcError {
+    DivisionByZero { dividend: i64 },
+}
+
+const DIVISION_BY_ZERO: i64 = codes::APP_MIN + 1;
+
+impl From<CalcError> for RpcError {
+    fn from(e: CalcError) -> RpcError {
+        match e {
+            CalcError::DivisionByZero { dividend } => {
+                RpcError::new(DIVISION_BY_ZERO, "division by zero").with_data(dividend.into())
+            }
+        }
+    }
+}
+
+/// Arithmetic and a little state, one method per kind the macro knows.
+#[shoal::service]
+pub trait Calculator {
+    /// Adds two numbers.
+    async fn add(&self, a: i64, b: i64) -> i64;
+
+    async fn div(&self, a: i64, b: i64) -> Result<i64, CalcError>;
+
+    #[shoal(notify)]
+    async fn record(&self, line: String);
+
+    /// Sums `1..=n` the slow way.
+    #[shoal(blocking)]
+    fn crunch(&self, n: u64) -> u64;
+
+    /// Which thread ran the call, and whether the caller set a deadline.
+    #[shoal(blocking)]
+    fn whereami(&self, ctx: &Context) -> (String, bool);
+
+    #[shoal(idempotent)]
+    async fn get(&self, key: String) -> Option<String>;
+
+    async fn whoami(&self, ctx: &Context) -> String;
+
+    async fn shift(&self, p: Point, dx: i32) -> Point;
+
+    #[shoal(name = "calc.version", idempotent)]
+    async fn version(&self) -> String {
+        "1.0".to_owned()
+    }
+
+    async fn reset(&self);
+}
+
+#[derive(Default)]
+struct Calc {
+    lines: Mutex<Vec<String>>,
+    store: HashMap<String, String>,
+}
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+
+    async fn div(&self, a: i64, b: i64) -> Result<i64, CalcError> {
+        a.checked_div(b)
+            .ok_or(CalcError::DivisionByZero { dividend: a })
+    }
+
+    async fn record(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+    }
+
+    fn crunch(&self, n: u64) -> u64 {
+        (1..=n).sum()
+    }
+
+    fn whereami(&self, ctx: &Context) -> (String, bool) {
+        (thread_label(), ctx.deadline().is_some())
+    }
+
+    async fn get(&self, key: String) -> Option<String> {
+        self.store.get(&key).cloned()
+    }
+
+    async fn whoami(&self, ctx: &Context) -> String {
+        match ctx.deadline() {
+            Some(_) => "a caller with a deadline".to_owned(),
+            None => "a caller without a deadline".to_owned(),
+        }
+    }
+
+    async fn shift(&self, p: Point, dx: i32) -> Point {
+        Point { x: p.x + dx, ..p }
+    }
+
+    async fn reset(&self) {
+        self.lines.lock().unwrap().clear();
+    }
+}
+
+fn server() -> CalculatorServer<Calc> {
+    let store = HashMap::from([("pi".to_owned(), "3.14".to_owned())]);
+    CalculatorServer::new(Calc {
+        store,
+        ..Calc::default()
+    })
+}
+
+fn request(method: &str, params: Vec<Value>) -> Request {
+    Request {
+        method: method.to_owned(),
+        params,
+        ctx: Context::new(None, false, None),
+    }
+}
+
+async fn call(server: &impl Dispatch, method: &str, params: Vec<Value>) -> Result<Value, RpcError> {
+    server
+        .call(request(method, params))
+        .await
+        .map(|reply| reply.to_value())
+}
+
+fn thread_label() -> String {
+    format!("{:?}", std::thread::current().id())
+}
+
+fn point(x: i32, y: i32) -> Value {
+    Value::Map(vec![("x".into(), x.into()), ("y".into(), y.into())])
+}
+
+#[tokio::test]
+async fn calls_decode_their_arguments_and_encode_the_result() {
+    let server = server();
+    let cases: Vec<(&str, Vec<Value>, Value)> = vec![
+        ("add", vec![2.into(), 3.into()], 5.into()),
+        ("add", vec![(-2).into(), 3.into()], 1.into()),
+        ("div", vec![7.into(), 2.into()], 3.into()),
+        ("crunch", vec![10.into()], 55.into()),
+        ("get", vec!["pi".into()], "3.14".into()),
+        ("get", vec!["e".into()], Value::Nil),
+        ("whoami", vec![], "a caller without a deadline".into()),
+        ("calc.version", vec![], "1.0".into()),
+        ("reset", vec![], Value::Nil),
+        // Structs travel as maps with field names, both ways.
+        ("shift", vec![point(1, 2), 10.into()], point(11, 2)),
+    ];
+    for (method, params, expected) in cases {
+        let got = call(&server, method, params.clone()).await;
+        assert_eq!(got, Ok(expected), "{method}({params:?})");
+    }
+}
+
+#[tokio::test]
+async fn bad_calls_answer_errors_that_say_what_is_wrong() {
+    let server = server();
+    let cases: Vec<(&str, Vec<Value>, i64, &str)> = vec![
+        (
+            "add",
+            vec![1.into(), "two".into()],
+            codes::INVALID_PARAMS,
+            "add: argument 1 `b`: ",
+        ),
+        (
+            "add",
+            vec![1.into()],
+            codes::INVALID_PARAMS,
+            "add: argument 1 `b`: ",
+        ),
+        (
+            "add",
+            vec![1.into(); 3],
+            codes::INVALID_PARAMS,
+            "add takes 2 argument(s), got 3",
+        ),
+        (
+            "shift",
+            vec![1.into(), 1.into()],
+            codes::INVALID_PARAMS,
+            "shift: argument 0 `p`: ",
+        ),
+        // The `&Context` parameter is not an argument on the wire.
+        (
+            "whoami",
+            vec![1.into()],
+            codes::INVALID_PARAMS,
+            "whoami takes 0 argument(s), got 1",
+        ),
+        (
+            "crunch",
+            vec!["x".into()],
+            codes::INVALID_PARAMS,
+            "crunch: argument 0 `n`: ",
+        ),
+        (
+            "nope",
+            vec![],
+            codes::METHOD_NOT_FOUND,
+            "method not found: nope",
+        ),
+        // Renamed methods answer only to their wire name.
+        (
+            "version",
+            vec![],
+            codes::METHOD_NOT_FOUND,
+            "method not found: version",
+        ),
+        (
+            "div",
+            vec![1.into(), 0.into()],
+            DIVISION_BY_ZERO,
+            "division by zero",
+        ),
+    ];
+    for (method, params, code, message) in cases {
+        let err = call(&server, method, params.clone()).await.unwrap_err();
+        assert_eq!(err.code, code, "{method}({params:?}): {err}");
+        assert!(
+            err.message.starts_with(message),
+            "{method}({params:?}): {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn application_errors_keep_their_code_and_data() {
+    let err = call(&server(), "div", vec![7.into(), 0.into()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RpcError::new(DIVISION_BY_ZERO, "division by zero").with_data(7.into())
+    );
+    assert!(err.code >= codes::APP_MIN);
+}
+
+#[tokio::test]
+async fn results_are_encoded_as_msgpack_maps() {
+    let reply = server()
+        .call(request("shift", vec![point(1, 2), 1.into()]))
+        .await
+        .unwrap();
+    let Value::Map(fields) = reply.to_value() else {
+        panic!("not a map: {reply:?}")
+    };
+    let names: Vec<_> = fields.iter().map(|(k, _)| k.as_str().unwrap()).collect();
+    assert_eq!(names, ["x", "y"]);
+}
+
+#[tokio::test]
+async fn notifications_reach_the_handler_and_reply_nothing() {
+    let calc = Arc::new(Calc::default());
+    let server = CalculatorServer::from_arc(calc.clone());
+    let reply = server
+        .call(request("record", vec!["hello".into()]))
+        .await
+        .unwrap();
+    assert_eq!(reply, Reply::none());
+    assert_eq!(*calc.lines.lock().unwrap(), ["hello"]);
+}
+
+#[tokio::test]
+async fn blocking_methods_run_off_the_async_threads() {
+    // On a current-thread runtime the test's own thread is the only async one.
+    let got = call(&server(), "whereami", vec![]).await.unwrap();
+    let expected_deadline = Value::from(false);
+    let Value::Array(fields) = got else {
+        panic!("not an array: {got}")
+    };
+    let [thread, deadline] = &fields[..] else {
+        panic!("not a pair: {fields:?}")
+    };
+    assert_ne!(thread.as_str(), Some(thread_label().as_str()));
+    assert_eq!(*deadline, expected_deadline);
+}
+
+#[tokio::test]
+async fn the_context_is_the_request_context() {
+    let mut req = request("whoami", vec![]);
+    req.ctx
+        .set_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
+    let reply = server().call(req).await.unwrap();
+    assert_eq!(reply.to_value(), Value::from("a caller with a deadline"));
+}
+
+#[test]
+fn methods_list_wire_names_signatures_and_flags() {
+    let info = |name, params, returns, notify, blocking, idempotent| MethodInfo {
+        name,
+        params,
+        returns,
+        notify,
+        blocking,
+        idempotent,
+    };
+    let expected = [
+        info(
+            "add",
+            &[("a", "i64"), ("b", "i64")][..],
+            "i64",
+            false,
+            false,
+            false,
+        ),
+        info(
+            "div",
+            &[("a", "i64"), ("b", "i64")],
+            "Result<i64, CalcError>",
+            false,
+            false,
+            false,
+        ),
+        info("record", &[("line", "String")], "()", true, false, false),
+        info("crunch", &[("n", "u64")], "u64", false, true, false),
+        info("whereami", &[], "(String, bool)", false, true, false),
+        info(
+            "get",
+            &[("key", "String")],
+            "Option<String>",
+            false,
+            false,
+            true,
+        ),
+        info("whoami", &[], "String", false, false, false),
+        info(
+            "shift",
+            &[("p", "Point"), ("dx", "i32")],
+            "Point",
+            false,
+            false,
+            false,
+        ),
+        info("calc.version", &[], "String", false, false, true),
+        info("reset", &[], "()", false, false, false),
+    ];
+    let server = server();
+    assert_eq!(server.service_name(), "Calculator");
+    assert_eq!(server.methods(), expected);
+}
+
+#[test]
+fn the_client_has_one_typed_method_per_call() {
+    // Only compiled: the futures must be `Send` and the types must line up.
+    async fn calls(c: CalculatorClient) -> Result<(), shoal::Error> {
+        let c = c
+            .with_timeout(Duration::from_secs(1))
+            .with_key("tenant-1")
+            .with_key(7u64);
+        let _: &shoal::Client = c.client();
+        let _: i64 = c.add(1, 2).await?;
+        let _: i64 = c.div(1, 2).await?;
+        let (): () = c.record("line".to_owned()).await?;
+        let _: u64 = c.crunch(10).await?;
+        let _: (String, bool) = c.whereami().await?;
+        let _: Option<String> = c.get("pi".to_owned()).await?;
+        let _: String = c.whoami().await?;
+        let _: Point = c.shift(Point { x: 1, y: 2 }, 3).await?;
+        let _: String = c.version().await?;
+        let (): () = c.reset().await?;
+        Ok(())
+    }
+    fn is_send<F: Future + Send>(_: impl FnOnce(CalculatorClient) -> F) {}
+    is_send(calls);
+}
+
+mod renamed {
+    //! The macro used where the facade is reachable under another path.
+
+    pub mod facade {
+        pub use shoal::rpc;
+    }
+
+    #[shoal::service(crate = "crate::renamed::facade")]
+    pub trait Echo {
+        async fn echo(&self, text: String) -> String;
+    }
+
+    pub struct Parrot;
+
+    impl Echo for Parrot {
+        async fn echo(&self, text: String) -> String {
+            text
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_facade_path_can_be_named() {
+    let server = renamed::EchoServer::new(renamed::Parrot);
+    assert_eq!(
+        call(&server, "echo", vec!["hi".into()]).await,
+        Ok("hi".into())
+    );
+}

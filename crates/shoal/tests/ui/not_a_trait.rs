@@ -1,0 +1,8 @@
+//! The attribute on a struct.
+
+#[shoal::service]
+pub struct Calculator {
+    total: i64,
+}
+
+fn main() {}
