@@ -1,0 +1,335 @@
+//! `shoal bench serve` (an echo service built with `#[shoal::service]`) and `shoal bench run`
+//! (a load generator: C connections, D calls in flight on each, for a fixed time).
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use shoal::rpc::{Addr, Client, Listener};
+use shoal::{Server, Value};
+use tokio::time::Instant;
+
+/// The service the bench measures.
+#[shoal::service]
+pub trait Echo {
+    /// Answers with its argument.
+    async fn echo(&self, x: Value) -> Value;
+    /// Answers with `x` after `ms` milliseconds.
+    async fn sleep_echo(&self, ms: u64, x: Value) -> Value;
+    /// Takes a notification and drops it.
+    #[shoal(notify)]
+    async fn sink(&self, x: Value);
+}
+
+/// The echo service.
+#[derive(Debug, Default)]
+pub struct EchoService {
+    sunk: AtomicU64,
+}
+
+impl Echo for EchoService {
+    async fn echo(&self, x: Value) -> Value {
+        x
+    }
+
+    async fn sleep_echo(&self, ms: u64, x: Value) -> Value {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        x
+    }
+
+    async fn sink(&self, _x: Value) {
+        self.sunk.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Serve the echo service until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Generate load against an echo server and print requests/s and latency percentiles.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// host:port (port 0 picks a free one) or unix:PATH.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: String,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Server address: host:port or unix:PATH.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    addr: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Calls kept in flight on each connection.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Send notifications (`sink`) instead of calls; each in-flight slot sends a batch of 64,
+    /// then one `echo` call as a barrier, so the count is of notifications the server read.
+    #[arg(long)]
+    notify: bool,
+    /// Bytes in the echoed string.
+    #[arg(long, default_value_t = 4)]
+    payload: usize,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RunArgs {
+    /// A one-second run for the demo.
+    pub fn quick(addr: String) -> Self {
+        Self {
+            addr,
+            connections: 8,
+            in_flight: 8,
+            duration: 1.0,
+            warmup: 0.2,
+            notify: false,
+            payload: 4,
+            threads: None,
+            json: false,
+        }
+    }
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Serve(args) => {
+            runtime(args.threads)?.block_on(serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Run(args) => {
+            let report = runtime(args.threads)?.block_on(load(args.clone()))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(if report.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    Ok(rt.enable_all().build()?)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let addr: Addr = args.listen.parse()?;
+    let server = Server::builder()
+        .service(EchoServer::new(EchoService::default()))
+        .build()?;
+    let listener = Listener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr());
+    server.serve(listener, crate::signal::shutdown()).await?;
+    Ok(())
+}
+
+/// What a load run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    mode: &'static str,
+    connections: usize,
+    in_flight: usize,
+    duration_s: f64,
+    calls: u64,
+    errors: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} x {} in flight, {:.1}s, {}: {:.0} requests/s ({} calls, {} errors)",
+            self.connections,
+            self.in_flight,
+            self.duration_s,
+            self.mode,
+            self.rps,
+            self.calls,
+            self.errors
+        )?;
+        write!(
+            f,
+            "latency p50 {:.1}us  p99 {:.1}us  p999 {:.1}us  max {:.1}us",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us
+        )?;
+        if let Some(e) = &self.first_error {
+            write!(f, "\nfirst error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+const NOTIFY_BATCH: u64 = 64;
+
+struct Shared {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    start: Instant,
+    end: Instant,
+}
+
+pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
+    let addr: Addr = args.addr.parse()?;
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections.max(1) {
+        let client = Client::builder()
+            .endpoint(addr.clone())
+            .timeout(Duration::from_secs(10))
+            .retries(0)
+            .connect()
+            .await
+            .with_context(|| format!("connect to {addr}"))?;
+        clients.push(EchoClient::new(client));
+    }
+    let now = Instant::now();
+    let start = now + Duration::from_secs_f64(args.warmup);
+    let end = start + Duration::from_secs_f64(args.duration);
+    let shared = Arc::new(Shared {
+        calls: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+        start,
+        end,
+    });
+    let payload = Value::from("x".repeat(args.payload));
+    let mut tasks = Vec::new();
+    let mut histograms = Vec::new();
+    for client in &clients {
+        let hist = Arc::new(Mutex::new(histogram()));
+        histograms.push(hist.clone());
+        for _ in 0..args.in_flight.max(1) {
+            let (client, hist, shared, payload) = (
+                client.clone(),
+                hist.clone(),
+                shared.clone(),
+                payload.clone(),
+            );
+            tasks.push(tokio::spawn(slot(
+                client,
+                hist,
+                shared,
+                payload,
+                args.notify,
+            )));
+        }
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let mut total = histogram();
+    for h in histograms {
+        total.add(&*h.lock().unwrap())?;
+    }
+    let calls = shared.calls.load(Ordering::Relaxed);
+    let first_error = shared.first_error.lock().unwrap().take();
+    let us = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Report {
+        mode: if args.notify { "notify" } else { "call" },
+        connections: clients.len(),
+        in_flight: args.in_flight.max(1),
+        duration_s: args.duration,
+        calls,
+        errors: shared.errors.load(Ordering::Relaxed),
+        rps: calls as f64 / args.duration,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: total.max() as f64 / 1000.0,
+        first_error,
+    })
+}
+
+fn histogram() -> Histogram<u64> {
+    // Nanoseconds from 1µs to 60s at three significant figures.
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One in-flight slot: calls back to back until the end, recording what falls in the window.
+async fn slot(
+    client: EchoClient,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    shared: Arc<Shared>,
+    payload: Value,
+    notify: bool,
+) {
+    loop {
+        let t0 = Instant::now();
+        if t0 >= shared.end {
+            return;
+        }
+        let result = if notify {
+            let mut sent = Ok(());
+            for _ in 0..NOTIFY_BATCH {
+                sent = client.sink(payload.clone()).await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            match sent {
+                Ok(()) => client.echo(Value::Nil).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        } else {
+            client.echo(payload.clone()).await.map(|_| ())
+        };
+        let done = Instant::now();
+        if t0 < shared.start || done > shared.end {
+            continue;
+        }
+        match result {
+            Ok(()) => {
+                let n = if notify { NOTIFY_BATCH } else { 1 };
+                shared.calls.fetch_add(n, Ordering::Relaxed);
+                let ns = (done - t0).as_nanos() as u64;
+                let _ = hist.lock().unwrap().record(ns.clamp(1_000, 60_000_000_000));
+            }
+            Err(e) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}

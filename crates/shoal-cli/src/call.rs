@@ -1,0 +1,181 @@
+//! `shoal call ADDR METHOD [ARG...]`: each argument is JSON; the result (or the error) is
+//! printed as JSON.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use shoal::rpc::{CallOptions, Client, Error};
+use shoal::Value;
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// Server address: host:port or unix:PATH.
+    addr: String,
+    /// Method name.
+    method: String,
+    /// Arguments, each one JSON: 1, "text", [1,2], {"k":"v"}.
+    args: Vec<String>,
+    /// How long to wait for the answer (500ms, 3s, 1m).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Send a one-way notification; nothing is printed.
+    #[arg(long)]
+    notify: bool,
+}
+
+pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
+    let params = parse_args(&args.args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = Client::builder()
+            .endpoint(args.addr.parse()?)
+            .timeout(args.timeout)
+            .retries(0)
+            .connect()
+            .await?;
+        if args.notify {
+            client.notify(&args.method, &params).await?;
+            // Notifications have no reply: wait until the bytes are out.
+            client.call::<_, Value>("shoal.ping", &[(); 0]).await.ok();
+            return Ok(ExitCode::SUCCESS);
+        }
+        let opts = CallOptions {
+            timeout: Some(args.timeout),
+            ..Default::default()
+        };
+        match client.call_value(&opts, &args.method, &params).await {
+            Ok(v) => {
+                println!("{}", to_json(&v));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(Error::Remote(e)) => {
+                println!("{}", serde_json::json!({ "error": to_json(&e.raw) }));
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e).with_context(|| format!("call {} on {}", args.method, args.addr)),
+        }
+    })
+}
+
+/// Reads each argument as JSON, naming the one at fault.
+fn parse_args(args: &[String]) -> anyhow::Result<Vec<Value>> {
+    args.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let json: serde_json::Value = match serde_json::from_str(text) {
+                Ok(j) => j,
+                Err(e) => bail!(
+                    "argument {} ({text}) is not JSON: {e}; quote strings like '\"{text}\"'",
+                    i + 1
+                ),
+            };
+            shoal::rpc::Value::deserialize_json(json)
+        })
+        .collect()
+}
+
+/// Converts between JSON and MessagePack values for the command line.
+trait JsonValue: Sized {
+    fn deserialize_json(json: serde_json::Value) -> anyhow::Result<Self>;
+}
+
+impl JsonValue for Value {
+    fn deserialize_json(json: serde_json::Value) -> anyhow::Result<Self> {
+        Ok(match json {
+            serde_json::Value::Null => Value::Nil,
+            serde_json::Value::Bool(b) => Value::Boolean(b),
+            serde_json::Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    Value::from(u)
+                } else if let Some(i) = n.as_i64() {
+                    Value::from(i)
+                } else {
+                    Value::F64(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            serde_json::Value::String(s) => Value::from(s),
+            serde_json::Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(Value::deserialize_json)
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => Value::Map(
+                map.into_iter()
+                    .map(|(k, v)| Ok((Value::from(k), Value::deserialize_json(v)?)))
+                    .collect::<anyhow::Result<_>>()?,
+            ),
+        })
+    }
+}
+
+/// MessagePack as JSON: binary as an array of bytes, non-string map keys as their text.
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => J::from(u),
+            (_, Some(s)) => J::from(s),
+            _ => J::Null,
+        },
+        Value::F32(f) => J::from(*f as f64),
+        Value::F64(f) => J::from(*f),
+        Value::String(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Value::Binary(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
+        Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Value::Ext(tag, data) => serde_json::json!({ "ext": tag, "data": data }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_json_and_bad_ones_are_named() {
+        let args: Vec<String> = ["1", "\"a\"", "[1,-2]", "{\"k\":null}", "1.5"]
+            .map(String::from)
+            .into();
+        let v = parse_args(&args).unwrap();
+        assert_eq!(v[0], Value::from(1));
+        assert_eq!(v[1], Value::from("a"));
+        assert_eq!(v[2], Value::Array(vec![1.into(), (-2).into()]));
+        assert_eq!(v[3], Value::Map(vec![("k".into(), Value::Nil)]));
+        assert_eq!(v[4], Value::F64(1.5));
+        let err = parse_args(&["1".into(), "hello".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("argument 2 (hello) is not JSON"), "{err}");
+        assert!(err.contains("'\"hello\"'"), "{err}");
+    }
+
+    #[test]
+    fn values_print_as_json() {
+        let v = Value::Map(vec![
+            (
+                "a".into(),
+                Value::Array(vec![Value::Binary(vec![1, 2]), Value::Nil]),
+            ),
+            (Value::from(3), Value::F64(0.5)),
+        ]);
+        assert_eq!(to_json(&v).to_string(), r#"{"3":0.5,"a":[[1,2],null]}"#);
+    }
+}

@@ -1,0 +1,56 @@
+//! The `shoal` command: one binary for calling services, serving the echo bench and generating
+//! load. It owns signals and exit codes; the libraries take a shutdown future.
+
+mod bench;
+mod call;
+mod demo;
+mod signal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal",
+    version,
+    about = "shoal: services, RPC and fleet operations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Call METHOD on the server at ADDR with JSON arguments and print the result as JSON.
+    Call(call::CallArgs),
+    /// Start the echo service on a free port, call it, load it for a second, stop it.
+    Demo,
+    /// The echo bench: a server to measure, and a load generator.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Call(args) => call::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Demo => demo::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
