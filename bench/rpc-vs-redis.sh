@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# shoal's echo RPC against redis PING, side by side in one run on this machine, at the same
+# shapes: 1 connection x 1 in flight, 50 x 1, and 50 x 16 (redis -P 16). Prints both figures
+# and shoal/redis for throughput and p99 latency.
+#
+#   bash bench/rpc-vs-redis.sh            # 5 s per shoal run
+#   DURATION=10 bash bench/rpc-vs-redis.sh
+#
+# Needs redis-server and redis-benchmark (Debian: redis-server redis-tools).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-5}
+for tool in redis-server redis-benchmark python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y redis-server redis-tools)" >&2; exit 2; }
+done
+
+cargo build --release -q -p shoal-cli
+SHOAL=target/release/shoal
+
+work=$(mktemp -d)
+cleanup() {
+    [[ -n "${shoal_pid:-}" ]] && kill "$shoal_pid" 2>/dev/null || true
+    [[ -n "${redis_pid:-}" ]] && kill "$redis_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    >"$work/redis.log" 2>&1 &
+redis_pid=$!
+
+"$SHOAL" bench serve --listen 127.0.0.1:0 >"$work/shoal.out" 2>"$work/shoal.err" &
+shoal_pid=$!
+
+deadline=$((SECONDS + 20))
+until grep -q "listening on" "$work/shoal.out" 2>/dev/null && redis-cli -p "$redis_port" ping >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then
+        echo "servers did not start" >&2
+        cat "$work"/*.log "$work"/shoal.* >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+shoal_addr=$(sed -n 's/^listening on //p' "$work/shoal.out")
+
+printf '%-16s %12s %12s %7s %11s %11s %7s\n' shape redis_rps shoal_rps ratio redis_p99 shoal_p99 ratio
+for shape in "1 1 100000" "50 1 400000" "50 16 4000000"; do
+    read -r conns depth requests <<<"$shape"
+    pipeline=()
+    ((depth > 1)) && pipeline=(-P "$depth")
+    redis_csv=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -t ping -c "$conns" "${pipeline[@]}" \
+        -n "$requests" --csv 2>/dev/null | grep PING_MBULK)
+    shoal_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections "$conns" --in-flight "$depth" \
+        --duration "$DURATION" --warmup 1 --json)
+    python3 - "$conns x $depth" "$redis_csv" "$shoal_json" <<'PY'
+import csv, json, sys
+shape, redis_line, shoal = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+row = next(csv.reader([redis_line]))
+redis_rps, redis_p99_us = float(row[1]), float(row[6]) * 1000
+ratio_rps = shoal["rps"] / redis_rps
+# For latency, above 1.0 means shoal is slower.
+ratio_p99 = shoal["p99_us"] / redis_p99_us
+print(f"{shape:<16} {redis_rps:12.0f} {shoal['rps']:12.0f} {ratio_rps:7.2f} "
+      f"{redis_p99_us:9.0f}us {shoal['p99_us']:9.0f}us {ratio_p99:7.2f}")
+PY
+done
+echo "(throughput ratio = shoal/redis, higher is better; p99 ratio = shoal/redis, lower is better)"
+
+notify_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections 50 --in-flight 16 \
+    --duration "$DURATION" --warmup 1 --notify --json)
+call_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections 50 --in-flight 16 \
+    --duration "$DURATION" --warmup 1 --json)
+python3 - "$notify_json" "$call_json" <<'PY'
+import json, sys
+n, c = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"one-way notifications 50 x 16: {n['rps']:.0f}/s vs calls {c['rps']:.0f}/s: {n['rps']/c['rps']:.2f}x")
+PY
