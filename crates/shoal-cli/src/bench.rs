@@ -88,7 +88,7 @@ pub struct RunArgs {
     /// Bytes in the echoed string.
     #[arg(long, default_value_t = 4)]
     payload: usize,
-    /// Runtime worker threads (default: one per core).
+    /// Runtime worker threads (default: one per connection, at most one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Print one JSON object instead of text.
@@ -120,7 +120,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Run(args) => {
-            let report = runtime(args.threads)?.block_on(load(args.clone()))?;
+            // One thread per connection up to the core count: a single connection gains
+            // nothing from a second thread and pays for waking across them.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = args.threads.unwrap_or(args.connections.clamp(1, cores));
+            let report = runtime(Some(threads))?.block_on(load(args.clone()))?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

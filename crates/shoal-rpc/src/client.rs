@@ -341,10 +341,16 @@ impl Client {
             tried.push(pick.index);
             let ep = &inner.endpoints[pick.index];
             let mut attempt = Attempt::new(ep, pick);
-            // Connecting counts against the deadline too: a host that does not answer must not
-            // hold a short call for the whole connect timeout.
-            let sent = tokio::time::timeout_at(deadline, async {
-                let peer = inner.peer(ep).await?;
+            let sent = async {
+                let peer = match ep.open_peer() {
+                    Some(peer) => peer,
+                    // Connecting counts against the deadline too: a host that does not answer
+                    // must not hold a short call for the whole connect timeout. Only this slow
+                    // path pays for a second timer.
+                    None => tokio::time::timeout_at(deadline, inner.peer(ep))
+                        .await
+                        .map_err(|_| Error::DeadlineExceeded(timeout))??,
+                };
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
                     return Err(Error::DeadlineExceeded(timeout));
@@ -352,21 +358,19 @@ impl Client {
                 ep.in_flight.fetch_add(1, Ordering::Relaxed);
                 let _done = InFlight(&ep.in_flight);
                 peer.call(method, params, remaining).await
-            });
+            };
             let e = match sent.await {
-                Ok(Ok(v)) => {
+                Ok(v) => {
                     attempt.up();
                     return Ok(v);
                 }
-                Ok(Err(e @ Error::Remote(_))) => {
+                Err(e @ Error::Remote(_)) => {
                     // An error object is an answer: the server is there.
                     attempt.up();
                     return Err(e);
                 }
-                Ok(Err(Error::DeadlineExceeded(_))) | Err(_) => {
-                    return Err(Error::DeadlineExceeded(timeout))
-                }
-                Ok(Err(e)) => e,
+                Err(Error::DeadlineExceeded(_)) => return Err(Error::DeadlineExceeded(timeout)),
+                Err(e) => e,
             };
             let closed = matches!(e, Error::Closed { .. });
             if e.never_sent() || closed {

@@ -121,14 +121,7 @@ impl Decoder {
         match self.frame_len(buf)? {
             Some(len) => {
                 let frame = buf.split_to(len);
-                // The scan already enforced the nesting limit; rmpv counts depth in its own
-                // units (two per container level, three for a leaf), so give it room.
-                let value = rmpv::decode::read_value_with_max_depth(
-                    &mut &frame[..],
-                    2 * self.max_depth + 3,
-                )
-                .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-                Message::from_value(value).map(Some)
+                parse_message(&frame).map(Some)
             }
             None => Ok(None),
         }
@@ -268,6 +261,216 @@ fn scan_item(b: &[u8]) -> Result<Option<Item>, DecodeError> {
     }
 }
 
+/// Reads a complete frame as a message without building the outer array: the envelope's
+/// fields are read in place and only the payload becomes [`Value`]s.
+fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
+    let mut rd = frame;
+    let len = match rd.first() {
+        Some(&m @ 0x90..=0x9f) => {
+            rd = &rd[1..];
+            (m & 0x0f) as usize
+        }
+        // Long array headers for a 3-5 element message are legal, just unusual.
+        _ => return Message::from_value(read_value(&mut rd)?),
+    };
+    let kind = read_value(&mut rd)?;
+    match (kind.as_u64(), len) {
+        (Some(TYPE_REQUEST), 4 | 5) => {
+            let id = msgid(read_value(&mut rd)?)?;
+            let method = read_method(&mut rd)?;
+            let params = params(read_value(&mut rd)?);
+            let ext = if len == 5 {
+                Some(read_ext(&mut rd)?)
+            } else {
+                None
+            };
+            Ok(Message::Request {
+                id,
+                method,
+                params,
+                ext,
+            })
+        }
+        (Some(TYPE_RESPONSE), 4) => {
+            let id = msgid(read_value(&mut rd)?)?;
+            let error = read_value(&mut rd)?;
+            let result = read_value(&mut rd)?;
+            Ok(Message::Response { id, error, result })
+        }
+        (Some(TYPE_NOTIFICATION), 3) => {
+            let method = read_method(&mut rd)?;
+            let params = params(read_value(&mut rd)?);
+            Ok(Message::Notification { method, params })
+        }
+        (kind, n) => Err(DecodeError::Malformed(format!(
+            "not an RPC message: type {kind:?} with {n} elements"
+        ))),
+    }
+}
+
+/// The method name: `str` (valid UTF-8 or not) or `bin`, read straight from the frame.
+fn read_method(rd: &mut &[u8]) -> Result<String, DecodeError> {
+    let bytes = match read_text(rd)? {
+        Some(bytes) => bytes,
+        None => return method(read_value(rd)?),
+    };
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The bytes of a `str` or `bin` at the front of `rd`, or `None` (consuming nothing) when
+/// the next value is something else.
+fn read_text<'a>(rd: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
+    let Some(&m) = rd.first() else {
+        return Err(DecodeError::Malformed("message ends early".into()));
+    };
+    let header = match m {
+        0xa0..=0xbf => 1,
+        0xd9 | 0xc4 => 2,
+        0xda | 0xc5 => 3,
+        0xdb | 0xc6 => 5,
+        _ => return Ok(None),
+    };
+    let len = match rd.get(1..header) {
+        _ if header == 1 => (m & 0x1f) as usize,
+        Some(b) => b.iter().fold(0usize, |acc, &x| (acc << 8) | x as usize),
+        None => return Err(DecodeError::Malformed("message ends early".into())),
+    };
+    let end = header.saturating_add(len);
+    let Some(bytes) = rd.get(header..end) else {
+        return Err(DecodeError::Malformed(
+            "string runs past the end of its message".into(),
+        ));
+    };
+    *rd = &rd[end..];
+    Ok(Some(bytes))
+}
+
+/// The fifth element of a request between shoal peers: a map; unknown keys are skipped.
+fn read_ext(rd: &mut &[u8]) -> Result<RequestExt, DecodeError> {
+    let mut ext = RequestExt::default();
+    let n = match rd.first() {
+        Some(&m @ 0x80..=0x8f) => {
+            *rd = &rd[1..];
+            (m & 0x0f) as usize
+        }
+        _ => return Ok(RequestExt::from_value(&read_value(rd)?)),
+    };
+    for _ in 0..n {
+        let key = match read_text(rd)? {
+            Some(key) => Some(key),
+            None => {
+                read_value(rd)?;
+                None
+            }
+        };
+        let value = read_value(rd)?;
+        if key == Some(b"deadline_ms".as_slice()) {
+            ext.deadline_ms = value.as_u64();
+        }
+    }
+    Ok(ext)
+}
+
+/// Decodes one value from a frame the scanner has checked: every length lies inside the frame
+/// and nesting is bounded, so containers can be sized up front without trusting the peer.
+fn read_value(rd: &mut &[u8]) -> Result<Value, DecodeError> {
+    let truncated = || DecodeError::Malformed("value runs past the end of its message".into());
+    let take = |rd: &mut &[u8], n: usize| -> Result<Vec<u8>, DecodeError> {
+        let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated)?;
+        *rd = tail;
+        Ok(head.to_vec())
+    };
+    let be = |rd: &mut &[u8], n: usize| -> Result<u64, DecodeError> {
+        let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated)?;
+        *rd = tail;
+        Ok(head.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+    };
+    let (&m, tail) = rd.split_first().ok_or_else(truncated)?;
+    *rd = tail;
+    Ok(match m {
+        0x00..=0x7f => Value::from(m),
+        0xe0..=0xff => Value::from(m as i8),
+        0xc0 => Value::Nil,
+        0xc2 => Value::Boolean(false),
+        0xc3 => Value::Boolean(true),
+        0xcc => Value::from(be(rd, 1)?),
+        0xcd => Value::from(be(rd, 2)?),
+        0xce => Value::from(be(rd, 4)?),
+        0xcf => Value::from(be(rd, 8)?),
+        0xd0 => Value::from(be(rd, 1)? as u8 as i8),
+        0xd1 => Value::from(be(rd, 2)? as u16 as i16),
+        0xd2 => Value::from(be(rd, 4)? as u32 as i32),
+        0xd3 => Value::from(be(rd, 8)? as i64),
+        0xca => Value::F32(f32::from_bits(be(rd, 4)? as u32)),
+        0xcb => Value::F64(f64::from_bits(be(rd, 8)?)),
+        0xa0..=0xbf | 0xd9 | 0xda | 0xdb => {
+            let len = match m {
+                0xd9 => be(rd, 1)?,
+                0xda => be(rd, 2)?,
+                0xdb => be(rd, 4)?,
+                _ => (m & 0x1f) as u64,
+            };
+            match String::from_utf8(take(rd, len as usize)?) {
+                Ok(s) => Value::from(s),
+                // Kept as sent; rmpv builds the value that remembers the bad bytes.
+                Err(e) => raw_str_value(e.as_bytes()),
+            }
+        }
+        0xc4..=0xc6 => {
+            let len = be(rd, 1 << (m - 0xc4))?;
+            Value::Binary(take(rd, len as usize)?)
+        }
+        0x90..=0x9f | 0xdc | 0xdd => {
+            let len = match m {
+                0xdc => be(rd, 2)?,
+                0xdd => be(rd, 4)?,
+                _ => (m & 0x0f) as u64,
+            } as usize;
+            let mut items = Vec::with_capacity(len.min(rd.len()));
+            for _ in 0..len {
+                items.push(read_value(rd)?);
+            }
+            Value::Array(items)
+        }
+        0x80..=0x8f | 0xde | 0xdf => {
+            let len = match m {
+                0xde => be(rd, 2)?,
+                0xdf => be(rd, 4)?,
+                _ => (m & 0x0f) as u64,
+            } as usize;
+            let mut entries = Vec::with_capacity(len.min(rd.len() / 2));
+            for _ in 0..len {
+                let k = read_value(rd)?;
+                entries.push((k, read_value(rd)?));
+            }
+            Value::Map(entries)
+        }
+        0xd4..=0xd8 | 0xc7..=0xc9 => {
+            let len = match m {
+                0xc7 => be(rd, 1)? as usize,
+                0xc8 => be(rd, 2)? as usize,
+                0xc9 => be(rd, 4)? as usize,
+                _ => 1 << (m - 0xd4),
+            };
+            let tag = be(rd, 1)? as u8 as i8;
+            Value::Ext(tag, take(rd, len)?)
+        }
+        0xc1 => {
+            return Err(DecodeError::Malformed(
+                "byte 0xc1 is never used in MessagePack".into(),
+            ))
+        }
+    })
+}
+
+/// A `str` value holding bytes that are not UTF-8, as rmpv represents it.
+fn raw_str_value(bytes: &[u8]) -> Value {
+    let mut enc = Vec::with_capacity(bytes.len() + 5);
+    let _ = rmp::encode::write_str_len(&mut enc, bytes.len() as u32);
+    enc.extend_from_slice(bytes);
+    rmpv::decode::read_value(&mut &enc[..]).unwrap_or_else(|_| Value::Binary(bytes.to_vec()))
+}
+
 /// The msgid of a request at the front of `buf`, if its first bytes are there.
 fn request_id(buf: &[u8]) -> Option<Value> {
     let mut rd = buf;
@@ -336,6 +539,10 @@ fn msgid(v: Value) -> Result<Value, DecodeError> {
 }
 
 fn method(v: Value) -> Result<String, DecodeError> {
+    let v = match v {
+        Value::String(s) if s.is_str() => return Ok(s.into_str().unwrap_or_default()),
+        other => other,
+    };
     text(&v).ok_or_else(|| DecodeError::Malformed(format!("method must be a string, got {v}")))
 }
 
@@ -556,6 +763,42 @@ pub(crate) mod tests {
         assert_eq!(ext, None);
         assert_eq!(response_key(&Value::F64(2147483648.0)), Some(1 << 31));
         assert_eq!(response_key(&Value::from(-1)), None);
+    }
+
+    #[test]
+    fn envelope_read_in_place_matches_the_general_reading() {
+        let ext = Value::Map(vec![
+            (1.into(), 2.into()),
+            ("other".into(), arr(vec![1.into()])),
+            ("deadline_ms".into(), 9.into()),
+        ]);
+        let req = arr(vec![0.into(), 1.into(), "m".into(), arr(vec![]), ext]);
+        let mut buf = BytesMut::from(&frames(&[req])[..]);
+        let Some(Message::Request { ext, .. }) = Decoder::default().decode(&mut buf).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            ext,
+            Some(RequestExt {
+                deadline_ms: Some(9)
+            })
+        );
+        // The same notification with a long (0xdc) array header.
+        let mut long = vec![0xdc, 0x00, 0x03, 0x02, 0xa3, b'l', b'o', b'g', 0x91, 0x07];
+        let mut buf = BytesMut::from(&long[..]);
+        let want = Message::Notification {
+            method: "log".into(),
+            params: vec![7.into()],
+        };
+        assert_eq!(
+            Decoder::default().decode(&mut buf).unwrap(),
+            Some(want.clone())
+        );
+        long.drain(..3);
+        long.insert(0, 0x93);
+        let mut buf = BytesMut::from(&long[..]);
+        assert_eq!(Decoder::default().decode(&mut buf).unwrap(), Some(want));
     }
 
     #[test]

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::task::noop_waker_ref;
 use rmpv::Value;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,7 +63,7 @@ pub struct Peer {
 
 struct PeerInner {
     addr: Arc<str>,
-    out: mpsc::UnboundedSender<Outbound>,
+    out: Outbox,
     pending: Mutex<HashMap<u32, oneshot::Sender<Result<Value, Value>>>>,
     next_id: AtomicU32,
     /// The peer is shoal: deadlines travel with requests and cancellations are sent.
@@ -72,10 +72,69 @@ struct PeerInner {
     max_message: usize,
 }
 
-enum Outbound {
-    Frame(Bytes),
-    /// Flush what is queued and close the write half.
-    Close,
+/// Frames waiting for the writer. Senders encode straight into the shared buffer, and the
+/// writer takes all of it at once, so frames queued while a write is in progress leave
+/// together in the next one.
+struct Outbox {
+    state: Mutex<OutState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct OutState {
+    buf: BytesMut,
+    /// Flush what is queued, then close the write half.
+    closing: bool,
+    /// The writer has stopped; nothing more can be sent.
+    gone: bool,
+}
+
+enum PushError {
+    Closed,
+    TooLarge(usize),
+    Encode(String),
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(OutState::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Appends one frame written by `encode`, unless the connection is closing or the frame
+    /// is over `max` bytes.
+    fn push<E: std::fmt::Display>(
+        &self,
+        max: usize,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), PushError> {
+        let mut state = self.state.lock().unwrap();
+        if state.closing || state.gone {
+            return Err(PushError::Closed);
+        }
+        let start = state.buf.len();
+        if let Err(e) = encode(&mut state.buf) {
+            state.buf.truncate(start);
+            return Err(PushError::Encode(e.to_string()));
+        }
+        let size = state.buf.len() - start;
+        if size > max {
+            state.buf.truncate(start);
+            return Err(PushError::TooLarge(size));
+        }
+        drop(state);
+        if start == 0 {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().closing = true;
+        self.ready.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Peer {
@@ -129,15 +188,6 @@ impl Peer {
                 u64::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
             ),
         });
-        let mut buf = BytesMut::with_capacity(64);
-        codec::encode_request(&mut buf, id, method, params, ext)
-            .map_err(|e| Error::Encode(e.to_string()))?;
-        if buf.len() > inner.max_message {
-            return Err(Error::FrameTooLarge {
-                size: buf.len(),
-                max: inner.max_message,
-            });
-        }
         let (tx, rx) = oneshot::channel();
         inner.pending.lock().unwrap().insert(id, tx);
         let mut guard = CallGuard {
@@ -152,10 +202,13 @@ impl Peer {
             inner.pending.lock().unwrap().remove(&id);
             return Err(self.not_sent("connection is closed"));
         }
-        if inner.out.send(Outbound::Frame(buf.freeze())).is_err() {
+        let pushed = inner.out.push(inner.max_message, |buf| {
+            codec::encode_request(buf, id, method, params, ext)
+        });
+        if let Err(e) = pushed {
             guard.done = true;
             inner.pending.lock().unwrap().remove(&id);
-            return Err(self.not_sent("connection is closed"));
+            return Err(self.push_error(e));
         }
         let answer = tokio::time::timeout(timeout, rx).await;
         match answer {
@@ -178,19 +231,12 @@ impl Peer {
         if self.is_closed() {
             return Err(self.not_sent("connection is closed"));
         }
-        let mut buf = BytesMut::with_capacity(64);
-        codec::encode_notification(&mut buf, method, params)
-            .map_err(|e| Error::Encode(e.to_string()))?;
-        if buf.len() > self.inner.max_message {
-            return Err(Error::FrameTooLarge {
-                size: buf.len(),
-                max: self.inner.max_message,
-            });
-        }
         self.inner
             .out
-            .send(Outbound::Frame(buf.freeze()))
-            .map_err(|_| self.not_sent("connection is closed"))
+            .push(self.inner.max_message, |buf| {
+                codec::encode_notification(buf, method, params)
+            })
+            .map_err(|e| self.push_error(e))
     }
 
     /// Asks the other end whether it speaks shoal's extensions; turns them on if so. Peers
@@ -211,8 +257,19 @@ impl Peer {
 
     /// Stops the connection: no more reading; queued frames are flushed first.
     pub fn close(&self) {
-        let _ = self.inner.out.send(Outbound::Close);
+        self.inner.out.close();
         self.inner.closed.cancel();
+    }
+
+    fn push_error(&self, e: PushError) -> Error {
+        match e {
+            PushError::Closed => self.not_sent("connection is closed"),
+            PushError::TooLarge(size) => Error::FrameTooLarge {
+                size,
+                max: self.inner.max_message,
+            },
+            PushError::Encode(e) => Error::Encode(e),
+        }
     }
 
     fn not_sent(&self, reason: &str) -> Error {
@@ -294,11 +351,10 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let (out, out_rx) = mpsc::unbounded_channel();
     let peer = Peer {
         inner: Arc::new(PeerInner {
             addr: addr.into(),
-            out,
+            out: Outbox::new(),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
             extended: AtomicBool::new(false),
@@ -306,7 +362,7 @@ where
             max_message: config.max_message,
         }),
     };
-    tracker.spawn(write_loop(writer, out_rx, peer.clone()));
+    tracker.spawn(write_loop(writer, peer.clone()));
     let reading = Reader {
         peer: peer.clone(),
         handler,
@@ -376,7 +432,7 @@ impl Reader {
         drop(self.notifications.take());
         self.tasks.close();
         self.tasks.wait().await;
-        let _ = self.peer.inner.out.send(Outbound::Close);
+        self.peer.inner.out.close();
     }
 
     /// Handles every complete message in `buf`.
@@ -435,8 +491,12 @@ impl Reader {
                 let deadline = ext
                     .and_then(|e| e.deadline_ms)
                     .map(|ms| Instant::now() + Duration::from_millis(ms));
-                let ctx = Context::new(deadline, false, Some(self.peer.clone()))
-                    .with_blocking(self.blocking.clone());
+                let ctx = Context::with_pool(
+                    deadline,
+                    false,
+                    Some(self.peer.clone()),
+                    self.blocking.clone(),
+                );
                 let fut = self.dispatch(Request {
                     method,
                     params,
@@ -450,8 +510,8 @@ impl Reader {
                     return;
                 }
                 let permit = self.permit().await;
-                let ctx = Context::new(None, true, Some(self.peer.clone()))
-                    .with_blocking(self.blocking.clone());
+                let ctx =
+                    Context::with_pool(None, true, Some(self.peer.clone()), self.blocking.clone());
                 let mut fut = self.dispatch(Request {
                     method,
                     params,
@@ -537,9 +597,11 @@ impl Reader {
             }
             // A cancelled call has no one waiting for its reply.
             if let Some(result) = result {
-                let mut buf = BytesMut::new();
-                encode_reply(&mut buf, &id, result, peer.inner.max_message);
-                let _ = peer.inner.out.send(Outbound::Frame(buf.freeze()));
+                let max = peer.inner.max_message;
+                let _ = peer.inner.out.push(usize::MAX, |buf| {
+                    encode_reply(buf, &id, result, max);
+                    Ok::<(), std::convert::Infallible>(())
+                });
             }
             drop(permit);
         });
@@ -571,8 +633,12 @@ impl Reader {
 
     fn flush(&mut self) {
         if !self.batch.is_empty() {
-            let frames = self.batch.split().freeze();
-            let _ = self.peer.inner.out.send(Outbound::Frame(frames));
+            let batch = &mut self.batch;
+            let _ = self.peer.inner.out.push(usize::MAX, |buf| {
+                buf.extend_from_slice(batch);
+                Ok::<(), std::convert::Infallible>(())
+            });
+            self.batch.clear();
         }
     }
 }
@@ -604,39 +670,35 @@ fn log_notification(peer: &Peer, result: Result<Reply, RpcError>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    peer: Peer,
-) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut closing = false;
-    while !closing {
-        let Some(first) = rx.recv().await else { break };
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer) {
+    let out = &peer.inner.out;
+    let mut local = BytesMut::with_capacity(64 * 1024);
+    loop {
+        out.ready.notified().await;
         // Let the tasks that are ready to send queue their frames too, so they leave in one
         // write: on a busy connection this turns many small sends into a few large ones.
         tokio::task::yield_now().await;
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Frame(frame) => buf.extend_from_slice(&frame),
-                Outbound::Close => {
-                    closing = true;
-                    break;
-                }
-            }
-            if buf.len() < 256 * 1024 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !buf.is_empty() {
-            if let Err(e) = writer.write_all(&buf).await {
+        let closing = {
+            let mut state = out.state.lock().unwrap();
+            std::mem::swap(&mut local, &mut state.buf);
+            state.closing
+        };
+        if !local.is_empty() {
+            if let Err(e) = writer.write_all(&local).await {
                 debug!(peer = %peer.addr(), error = %e, "write failed");
                 break;
             }
-            buf.clear();
+            local.clear();
+            if local.capacity() > 4 * 1024 * 1024 {
+                // Do not keep a huge buffer alive after one large message.
+                local = BytesMut::with_capacity(64 * 1024);
+            }
+        }
+        if closing {
+            break;
         }
     }
+    out.state.lock().unwrap().gone = true;
     let _ = writer.shutdown().await;
     peer.inner.closed.cancel();
     peer.inner.pending.lock().unwrap().clear();

@@ -2,6 +2,7 @@
 //! (from `#[shoal::service]`) implement [`Dispatch`]; the [`Router`] puts several behind one
 //! tower `Service` so middleware layers wrap every method alike.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -48,9 +49,20 @@ impl Context {
         }
     }
 
-    pub(crate) fn with_blocking(mut self, pool: BlockingPool) -> Self {
-        self.blocking = pool;
-        self
+    /// A context whose blocking work runs on `pool` (a server's own, rather than the shared
+    /// default).
+    pub fn with_pool(
+        deadline: Option<Instant>,
+        notification: bool,
+        peer: Option<Peer>,
+        blocking: BlockingPool,
+    ) -> Self {
+        Self {
+            deadline,
+            notification,
+            peer,
+            blocking,
+        }
     }
 
     /// When the caller stops waiting: sent by shoal clients, set by the timeout layer.
@@ -301,10 +313,16 @@ impl Args {
 
     /// The next argument as `T`; a missing trailing argument reads as nil (so `Option` works).
     /// `str` values with bad UTF-8 read as text with replacement characters.
-    pub fn next<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, RpcError> {
+    pub fn next<T: DeserializeOwned + 'static>(&mut self, name: &str) -> Result<T, RpcError> {
         let value = self.params.next().unwrap_or(Value::Nil);
         let index = self.index;
         self.index += 1;
+        // A `Value` parameter takes the argument as it is, without a round trip through serde.
+        let mut slot = Some(value);
+        if let Some(v) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+            return Ok(v.take().expect("slot is filled"));
+        }
+        let value = slot.expect("slot is filled");
         // Old peers send bytes as `str`: a `Value` or byte parameter gets them untouched, and
         // only a type that insists on text reads them with replacement characters.
         let decoded = if has_bad_text(&value) {
@@ -379,11 +397,8 @@ mod tests {
         assert_eq!(args.next::<String>("a").unwrap(), "h\u{fffd}");
         assert_eq!(args.next::<String>("b").unwrap(), "bin");
         assert_eq!(args.next::<Option<String>>("c").unwrap(), None);
-        // A `Value` parameter keeps the bytes as they came.
+        // A `Value` parameter keeps the bytes exactly as they came.
         let mut args = Args::new("echo", vec![raw_str(&[0, 0xff])], 1).unwrap();
-        assert_eq!(
-            args.next::<Value>("x").unwrap(),
-            Value::Binary(vec![0, 0xff])
-        );
+        assert_eq!(args.next::<Value>("x").unwrap(), raw_str(&[0, 0xff]));
     }
 }
