@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use shoal::rpc::{Addr, Client, Listener};
 use shoal::{Server, Value};
@@ -236,32 +237,19 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
     });
     let payload = Value::from("x".repeat(args.payload));
     let mut tasks = Vec::new();
-    let mut histograms = Vec::new();
     for client in &clients {
-        let hist = Arc::new(Mutex::new(histogram()));
-        histograms.push(hist.clone());
-        for _ in 0..args.in_flight.max(1) {
-            let (client, hist, shared, payload) = (
-                client.clone(),
-                hist.clone(),
-                shared.clone(),
-                payload.clone(),
-            );
-            tasks.push(tokio::spawn(slot(
-                client,
-                hist,
-                shared,
-                payload,
-                args.notify,
-            )));
-        }
-    }
-    for t in tasks {
-        t.await?;
+        let (client, shared, payload) = (client.clone(), shared.clone(), payload.clone());
+        tasks.push(tokio::spawn(connection_load(
+            client,
+            args.in_flight.max(1),
+            shared,
+            payload,
+            args.notify,
+        )));
     }
     let mut total = histogram();
-    for h in histograms {
-        total.add(&*h.lock().unwrap())?;
+    for t in tasks {
+        total.add(&t.await?)?;
     }
     let calls = shared.calls.load(Ordering::Relaxed);
     let first_error = shared.first_error.lock().unwrap().take();
@@ -287,35 +275,25 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// One in-flight slot: calls back to back until the end, recording what falls in the window.
-async fn slot(
+/// The load on one connection: `depth` calls kept in flight by one task (cheaper to
+/// schedule than a task per call), each replaced as soon as it completes, until the end;
+/// returns the latencies that fell inside the measuring window.
+async fn connection_load(
     client: EchoClient,
-    hist: Arc<Mutex<Histogram<u64>>>,
+    depth: usize,
     shared: Arc<Shared>,
     payload: Value,
     notify: bool,
-) {
-    loop {
-        let t0 = Instant::now();
-        if t0 >= shared.end {
-            return;
+) -> Histogram<u64> {
+    let mut hist = histogram();
+    let mut running = FuturesUnordered::new();
+    for _ in 0..depth {
+        running.push(one_call(&client, &payload, notify));
+    }
+    while let Some((t0, done, result)) = running.next().await {
+        if done < shared.end {
+            running.push(one_call(&client, &payload, notify));
         }
-        let result = if notify {
-            let mut sent = Ok(());
-            for _ in 0..NOTIFY_BATCH {
-                sent = client.sink(payload.clone()).await;
-                if sent.is_err() {
-                    break;
-                }
-            }
-            match sent {
-                Ok(()) => client.echo(Value::Nil).await.map(|_| ()),
-                Err(e) => Err(e),
-            }
-        } else {
-            client.echo(payload.clone()).await.map(|_| ())
-        };
-        let done = Instant::now();
         if t0 < shared.start || done > shared.end {
             continue;
         }
@@ -324,7 +302,7 @@ async fn slot(
                 let n = if notify { NOTIFY_BATCH } else { 1 };
                 shared.calls.fetch_add(n, Ordering::Relaxed);
                 let ns = (done - t0).as_nanos() as u64;
-                let _ = hist.lock().unwrap().record(ns.clamp(1_000, 60_000_000_000));
+                let _ = hist.record(ns.clamp(1_000, 60_000_000_000));
             }
             Err(e) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -336,4 +314,30 @@ async fn slot(
             }
         }
     }
+    hist
+}
+
+/// One call (or, with `notify`, a batch of notifications and a barrier call), timed.
+async fn one_call(
+    client: &EchoClient,
+    payload: &Value,
+    notify: bool,
+) -> (Instant, Instant, Result<(), shoal::Error>) {
+    let t0 = Instant::now();
+    let result = if notify {
+        let mut sent = Ok(());
+        for _ in 0..NOTIFY_BATCH {
+            sent = client.sink(payload.clone()).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        match sent {
+            Ok(()) => client.echo(Value::Nil).await.map(|_| ()),
+            Err(e) => Err(e),
+        }
+    } else {
+        client.echo(payload.clone()).await.map(|_| ())
+    };
+    (t0, Instant::now(), result)
 }

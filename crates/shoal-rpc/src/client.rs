@@ -347,17 +347,15 @@ impl Client {
                     // Connecting counts against the deadline too: a host that does not answer
                     // must not hold a short call for the whole connect timeout. Only this slow
                     // path pays for a second timer.
-                    None => tokio::time::timeout_at(deadline, inner.peer(ep))
+                    // Boxed: the connect and TLS handshake states would otherwise make every
+                    // call's future kilobytes larger.
+                    None => tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
                         .await
                         .map_err(|_| Error::DeadlineExceeded(timeout))??,
                 };
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    return Err(Error::DeadlineExceeded(timeout));
-                }
                 ep.in_flight.fetch_add(1, Ordering::Relaxed);
                 let _done = InFlight(&ep.in_flight);
-                peer.call(method, params, remaining).await
+                peer.call_until(method, params, deadline, timeout).await
             };
             let e = match sent.await {
                 Ok(v) => {

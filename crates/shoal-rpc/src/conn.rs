@@ -69,7 +69,16 @@ struct PeerInner {
     /// The peer is shoal: deadlines travel with requests and cancellations are sent.
     extended: AtomicBool,
     closed: CancellationToken,
+    /// Mirrors `closed` for the check on every call, which must not take a lock.
+    is_closed: AtomicBool,
     max_message: usize,
+}
+
+impl PeerInner {
+    fn mark_closed(&self) {
+        self.is_closed.store(true, Ordering::Release);
+        self.closed.cancel();
+    }
 }
 
 /// Frames waiting for the writer. Senders encode straight into the shared buffer, and the
@@ -154,7 +163,7 @@ impl Peer {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.inner.is_closed.load(Ordering::Acquire)
     }
 
     /// Completes once the connection has closed.
@@ -176,17 +185,33 @@ impl Peer {
         params: &P,
         timeout: Duration,
     ) -> Result<Value, Error> {
+        self.call_until(method, params, Instant::now() + timeout, timeout)
+            .await
+    }
+
+    /// Calls with an absolute deadline; `timeout` is the budget the deadline came from, for
+    /// the error.
+    pub async fn call_until<P: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        params: &P,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
         let inner = &self.inner;
         if self.is_closed() {
             return Err(self.not_sent("connection is closed"));
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
         let extended = self.is_extended();
-        let ext = extended.then(|| RequestExt {
-            // Rounded up: the server must not give up before the caller does.
-            deadline_ms: Some(
-                u64::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
-            ),
+        let ext = extended.then(|| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            RequestExt {
+                // Rounded up: the server must not give up before the caller does.
+                deadline_ms: Some(
+                    u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
+                ),
+            }
         });
         let (tx, rx) = oneshot::channel();
         inner.pending.lock().unwrap().insert(id, tx);
@@ -210,7 +235,7 @@ impl Peer {
             inner.pending.lock().unwrap().remove(&id);
             return Err(self.push_error(e));
         }
-        let answer = tokio::time::timeout(timeout, rx).await;
+        let answer = tokio::time::timeout_at(deadline, rx).await;
         match answer {
             Err(_) => Err(Error::DeadlineExceeded(timeout)),
             Ok(Err(_)) => {
@@ -258,7 +283,7 @@ impl Peer {
     /// Stops the connection: no more reading; queued frames are flushed first.
     pub fn close(&self) {
         self.inner.out.close();
-        self.inner.closed.cancel();
+        self.inner.mark_closed();
     }
 
     fn push_error(&self, e: PushError) -> Error {
@@ -359,6 +384,7 @@ where
             next_id: AtomicU32::new(0),
             extended: AtomicBool::new(false),
             closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
             max_message: config.max_message,
         }),
     };
@@ -426,7 +452,7 @@ impl Reader {
         self.flush();
         debug!(peer = %self.peer.addr(), reason = why, "connection reader stopped");
         // Calls we made can no longer be answered: refuse new ones, then fail the waiting.
-        self.peer.inner.closed.cancel();
+        self.peer.inner.mark_closed();
         self.peer.inner.pending.lock().unwrap().clear();
         // Let calls from the peer finish and their replies go out, then close.
         drop(self.notifications.take());
@@ -700,6 +726,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer) {
     }
     out.state.lock().unwrap().gone = true;
     let _ = writer.shutdown().await;
-    peer.inner.closed.cancel();
+    peer.inner.mark_closed();
     peer.inner.pending.lock().unwrap().clear();
 }
