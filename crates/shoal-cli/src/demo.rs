@@ -62,9 +62,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         let report = bench::load(bench::RunArgs::quick(addr.to_string())).await?;
         println!("{report}\n");
         println!("try it yourself:");
-        println!("  shoal bench serve --listen 127.0.0.1:7400");
-        println!("  shoal call 127.0.0.1:7400 echo '\"hi\"'");
-        println!("  shoal bench run --addr 127.0.0.1:7400 --connections 50 --in-flight 16");
+        println!("  target/release/shoal bench serve --listen 127.0.0.1:7400");
+        println!("  target/release/shoal call 127.0.0.1:7400 echo '\"hi\"'");
+        println!("  target/release/shoal bench run --addr 127.0.0.1:7400 --connections 50 --in-flight 16");
         stop.cancel();
         serving.await??;
         Ok(ExitCode::SUCCESS)

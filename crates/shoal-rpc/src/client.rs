@@ -342,6 +342,7 @@ impl Client {
             let ep = &inner.endpoints[pick.index];
             let mut attempt = Attempt::new(ep, pick);
             let sent = async {
+                let mut fresh = true;
                 let peer = match ep.open_peer() {
                     Some(peer) => peer,
                     // Connecting counts against the deadline too: a host that does not answer
@@ -349,13 +350,25 @@ impl Client {
                     // path pays for a second timer.
                     // Boxed: the connect and TLS handshake states would otherwise make every
                     // call's future kilobytes larger.
-                    None => tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
-                        .await
-                        .map_err(|_| Error::DeadlineExceeded(timeout))??,
+                    None => {
+                        fresh = false;
+                        tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
+                            .await
+                            .map_err(|_| Error::DeadlineExceeded(timeout))??
+                    }
                 };
+                // The first attempt on an open connection needs no second clock read.
+                let left = if tried.len() == 1 && fresh {
+                    timeout
+                } else {
+                    deadline.saturating_duration_since(Instant::now())
+                };
+                if left.is_zero() {
+                    return Err(Error::DeadlineExceeded(timeout));
+                }
                 ep.in_flight.fetch_add(1, Ordering::Relaxed);
                 let _done = InFlight(&ep.in_flight);
-                peer.call_until(method, params, deadline, timeout).await
+                peer.call_until(method, params, deadline, left).await
             };
             let e = match sent.await {
                 Ok(v) => {

@@ -189,15 +189,16 @@ impl Peer {
             .await
     }
 
-    /// Calls with an absolute deadline; `timeout` is the budget the deadline came from, for
-    /// the error.
+    /// Calls with an absolute deadline; `left` is the time until it, as the caller last read
+    /// the clock (sent to shoal peers, and reported if the deadline passes).
     pub async fn call_until<P: Serialize + ?Sized>(
         &self,
         method: &str,
         params: &P,
         deadline: Instant,
-        timeout: Duration,
+        left: Duration,
     ) -> Result<Value, Error> {
+        let timeout = left;
         let inner = &self.inner;
         if self.is_closed() {
             return Err(self.not_sent("connection is closed"));
@@ -205,7 +206,6 @@ impl Peer {
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
         let extended = self.is_extended();
         let ext = extended.then(|| {
-            let left = deadline.saturating_duration_since(Instant::now());
             RequestExt {
                 // Rounded up: the server must not give up before the caller does.
                 deadline_ms: Some(
