@@ -6,11 +6,16 @@
 #   bash bench/rpc-vs-redis.sh            # 5 s per shoal run
 #   DURATION=10 bash bench/rpc-vs-redis.sh
 #
+# Both sides get the same resources: redis serves from one thread and redis-benchmark loads
+# from one, so shoal's server and load generator each run one runtime thread too (THREADS to
+# change it). Four busy threads on a 2-core machine would measure the scheduler, not the RPC.
+#
 # Needs redis-server and redis-benchmark (Debian: redis-server redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5}
+THREADS=${THREADS:-1}
 for tool in redis-server redis-benchmark python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y redis-server redis-tools)" >&2; exit 2; }
 done
@@ -36,7 +41,7 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --d
     >"$work/redis.log" 2>&1 &
 redis_pid=$!
 
-"$SHOAL" bench serve --listen 127.0.0.1:0 >"$work/shoal.out" 2>"$work/shoal.err" &
+"$SHOAL" bench serve --listen 127.0.0.1:0 --threads "$THREADS" >"$work/shoal.out" 2>"$work/shoal.err" &
 shoal_pid=$!
 
 deadline=$((SECONDS + 20))
@@ -58,7 +63,7 @@ for shape in "1 1 100000" "50 1 400000" "50 16 4000000"; do
     redis_csv=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -t ping -c "$conns" "${pipeline[@]}" \
         -n "$requests" --csv 2>/dev/null | grep PING_MBULK)
     shoal_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections "$conns" --in-flight "$depth" \
-        --duration "$DURATION" --warmup 1 --json)
+        --duration "$DURATION" --warmup 1 --threads "$THREADS" --json)
     python3 - "$conns x $depth" "$redis_csv" "$shoal_json" <<'PY'
 import csv, json, sys
 shape, redis_line, shoal = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -74,9 +79,9 @@ done
 echo "(throughput ratio = shoal/redis, higher is better; p99 ratio = shoal/redis, lower is better)"
 
 notify_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections 50 --in-flight 16 \
-    --duration "$DURATION" --warmup 1 --notify --json)
+    --duration "$DURATION" --warmup 1 --threads "$THREADS" --notify --json)
 call_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections 50 --in-flight 16 \
-    --duration "$DURATION" --warmup 1 --json)
+    --duration "$DURATION" --warmup 1 --threads "$THREADS" --json)
 python3 - "$notify_json" "$call_json" <<'PY'
 import json, sys
 n, c = json.loads(sys.argv[1]), json.loads(sys.argv[2])

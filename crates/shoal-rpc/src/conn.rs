@@ -43,6 +43,10 @@ pub struct ConnConfig {
     pub max_in_flight: usize,
     /// Where blocking handlers run.
     pub blocking: BlockingPool,
+    /// Before each write, let other ready tasks queue their frames so they leave together.
+    /// Worth it where many tasks send (a client's callers); a server's replies are already
+    /// batched per read, and waiting a scheduler turn would only add latency.
+    pub coalesce_writes: bool,
 }
 
 impl Default for ConnConfig {
@@ -51,6 +55,7 @@ impl Default for ConnConfig {
             max_message: codec::DEFAULT_MAX_MESSAGE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             blocking: BlockingPool::shared_default(),
+            coalesce_writes: true,
         }
     }
 }
@@ -388,7 +393,7 @@ where
             max_message: config.max_message,
         }),
     };
-    tracker.spawn(write_loop(writer, peer.clone()));
+    tracker.spawn(write_loop(writer, peer.clone(), config.coalesce_writes));
     let reading = Reader {
         peer: peer.clone(),
         handler,
@@ -696,14 +701,16 @@ fn log_notification(peer: &Peer, result: Result<Reply, RpcError>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer, coalesce: bool) {
     let out = &peer.inner.out;
     let mut local = BytesMut::with_capacity(64 * 1024);
     loop {
         out.ready.notified().await;
-        // Let the tasks that are ready to send queue their frames too, so they leave in one
-        // write: on a busy connection this turns many small sends into a few large ones.
-        tokio::task::yield_now().await;
+        if coalesce {
+            // Let the tasks that are ready to send queue their frames too, so they leave in
+            // one write: on a busy connection many small sends become a few large ones.
+            tokio::task::yield_now().await;
+        }
         let closing = {
             let mut state = out.state.lock().unwrap();
             std::mem::swap(&mut local, &mut state.buf);

@@ -111,6 +111,8 @@ impl ServerBuilder {
         }
         let mut config = self.config;
         config.blocking = BlockingPool::new(self.blocking_threads);
+        // Replies leave batched per read already.
+        config.coalesce_writes = false;
         Ok(Server {
             router,
             handler,
