@@ -579,7 +579,13 @@ impl ClientInner {
             tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(addr, self.tls.as_ref()))
                 .await
                 .map_err(|_| not_sent(format!("connect timed out after {CONNECT_TIMEOUT:?}")))?
-                .map_err(|e| not_sent(e.to_string()))?;
+                .map_err(|e| match e {
+                    // The address is already in the error; keep the cause and what to check.
+                    Error::Io { context, source } if context.starts_with("connect to") => not_sent(
+                        format!("cannot connect: {source}; is the server running there?"),
+                    ),
+                    other => not_sent(other.to_string()),
+                })?;
         let (reader, writer) = connected;
         let peer = conn::spawn(
             reader,

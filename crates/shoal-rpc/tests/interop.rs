@@ -98,7 +98,7 @@ async fn shoal_client_calls_mprpc_server() {
 #[tokio::test]
 async fn shoal_client_calls_neovim_and_serves_its_requests() {
     if !on_path("nvim") {
-        eprintln!("skipped: nvim not installed (apt-get install neovim; .ci/run does)");
+        skip("nvim not installed (apt-get install neovim; .ci/run does)");
         return;
     }
     let addr = format!("127.0.0.1:{}", free_port());
@@ -345,10 +345,10 @@ impl Peer {
     }
 
     fn skip(&self, why: &str) {
-        eprintln!(
-            "skipped: {} interop: {why} (set {}, see .ci/run)",
+        skip(&format!(
+            "{} interop: {why} (set {}, see .ci/run)",
             self.module, self.var
-        );
+        ));
     }
 }
 
@@ -594,4 +594,13 @@ impl Dispatch for Callbacks {
             }
         })
     }
+}
+
+/// Skips a test whose peer is missing on a developer's machine; in CI (`CI` set) a missing
+/// peer is a failure, so an install step that broke cannot pass unnoticed.
+fn skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("interop peer missing in CI: {why}");
+    }
+    eprintln!("skipped: {why}");
 }
