@@ -330,12 +330,18 @@ impl Client {
     {
         let inner = &self.inner;
         let timeout = opts.timeout.unwrap_or(inner.timeout);
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
         let key = opts.key.as_ref().or(inner.pinned.as_ref());
         let mut tried = Vec::new();
         let mut last = None;
         loop {
-            let Some(pick) = inner.pick(key, &tried)? else {
+            let now = if tried.is_empty() {
+                start
+            } else {
+                Instant::now()
+            };
+            let Some(pick) = inner.pick(key, &tried, now)? else {
                 return Err(last.unwrap_or_else(|| inner.unavailable()));
             };
             tried.push(pick.index);
@@ -421,7 +427,7 @@ impl Client {
         let mut tried = Vec::new();
         let mut last = None;
         loop {
-            let Some(pick) = inner.pick(key, &tried)? else {
+            let Some(pick) = inner.pick(key, &tried, Instant::now())? else {
                 return Err(last.unwrap_or_else(|| inner.unavailable()));
             };
             tried.push(pick.index);
@@ -544,9 +550,14 @@ impl Drop for InFlight<'_> {
 }
 
 impl ClientInner {
-    fn pick(&self, key: Option<&RouteKey>, tried: &[usize]) -> Result<Option<Pick>, Error> {
-        self.picker
-            .pick(&self.endpoints, key, tried, Instant::now())
+    /// `now` is the caller's last clock reading: health checks need no fresher one.
+    fn pick(
+        &self,
+        key: Option<&RouteKey>,
+        tried: &[usize],
+        now: Instant,
+    ) -> Result<Option<Pick>, Error> {
+        self.picker.pick(&self.endpoints, key, tried, now)
     }
 
     fn unavailable(&self) -> Error {
