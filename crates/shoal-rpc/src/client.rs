@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 
-use crate::balance::{Admission, Balance, Health, Pick, Picker};
+use crate::balance::{Admission, Balance, Health, Now, Pick, Picker};
 use crate::conn::{self, ConnConfig, Handler, Peer};
 use crate::endpoints::EndpointsFile;
 use crate::error::Error;
@@ -337,11 +337,11 @@ impl Client {
         let mut last = None;
         loop {
             let now = if tried.is_empty() {
-                start
+                Now::at(start)
             } else {
-                Instant::now()
+                Now::default()
             };
-            let Some(pick) = inner.pick(key, &tried, now)? else {
+            let Some(pick) = inner.pick(key, &tried, &now)? else {
                 return Err(last.unwrap_or_else(|| inner.unavailable()));
             };
             tried.push(pick.index);
@@ -427,7 +427,7 @@ impl Client {
         let mut tried = Vec::new();
         let mut last = None;
         loop {
-            let Some(pick) = inner.pick(key, &tried, Instant::now())? else {
+            let Some(pick) = inner.pick(key, &tried, &Now::default())? else {
                 return Err(last.unwrap_or_else(|| inner.unavailable()));
             };
             tried.push(pick.index);
@@ -555,7 +555,7 @@ impl ClientInner {
         &self,
         key: Option<&RouteKey>,
         tried: &[usize],
-        now: Instant,
+        now: &Now,
     ) -> Result<Option<Pick>, Error> {
         self.picker.pick(&self.endpoints, key, tried, now)
     }

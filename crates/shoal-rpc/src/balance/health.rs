@@ -33,10 +33,10 @@ pub(crate) enum Admission {
 impl Health {
     /// Lets a call through when the endpoint is healthy, or as its probe when the backoff has
     /// passed and no other probe is out.
-    pub(crate) fn admit(&mut self, now: Instant) -> Option<Admission> {
+    pub(crate) fn admit(&mut self, now: &Now) -> Option<Admission> {
         match self.retry_at {
             None => Some(Admission::Normal),
-            Some(at) if now >= at && !self.probing => {
+            Some(at) if now.get() >= at && !self.probing => {
                 self.probing = true;
                 Some(Admission::Probe)
             }
@@ -45,8 +45,9 @@ impl Health {
     }
 
     /// [`Health::admit`] would let a call through.
-    pub(crate) fn usable(&self, now: Instant) -> bool {
-        self.retry_at.is_none_or(|at| now >= at && !self.probing)
+    pub(crate) fn usable(&self, now: &Now) -> bool {
+        self.retry_at
+            .is_none_or(|at| now.get() >= at && !self.probing)
     }
 
     /// Ejects the endpoint until a backoff that doubles with each consecutive failure. Calls
@@ -84,5 +85,21 @@ impl Health {
     /// When the ejected endpoint may be probed; `None` when it is in service.
     pub(crate) fn retry_at(&self) -> Option<Instant> {
         self.retry_at
+    }
+}
+
+/// The time of one pick, read from the clock only if some endpoint's backoff needs it:
+/// while every endpoint is healthy a call reads no clock here.
+#[derive(Debug, Default)]
+pub(crate) struct Now(std::cell::OnceCell<Instant>);
+
+impl Now {
+    /// A reading the caller already has.
+    pub(crate) fn at(instant: Instant) -> Self {
+        Self(std::cell::OnceCell::from(instant))
+    }
+
+    pub(crate) fn get(&self) -> Instant {
+        *self.0.get_or_init(Instant::now)
     }
 }

@@ -85,12 +85,10 @@ mod tests;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::time::Instant;
-
 use crate::client::{Endpoint, EndpointConfig, RouteKey};
 use crate::error::Error;
 
-pub(crate) use self::health::{Admission, Health};
+pub(crate) use self::health::{Admission, Health, Now};
 pub use self::ring::{key_hash, point, Ring, POINTS_PER_WEIGHT};
 use self::shard::Shards;
 
@@ -257,7 +255,7 @@ impl Picker {
         endpoints: &[Endpoint],
         key: Option<&RouteKey>,
         tried: &[usize],
-        now: Instant,
+        now: &Now,
     ) -> Result<Option<Pick>, Error> {
         let fresh = |i: &usize| !tried.contains(i);
         let pick = match &self.strategy {
@@ -354,7 +352,7 @@ fn least_pending(
     endpoints: &[Endpoint],
     weights: &[u64],
     tried: &[usize],
-    now: Instant,
+    now: &Now,
 ) -> Option<Pick> {
     let n = endpoints.len();
     let fresh = |i: &usize| !tried.contains(i);
@@ -398,7 +396,7 @@ fn least_pending(
 fn admit_first(
     endpoints: &[Endpoint],
     order: impl Iterator<Item = usize>,
-    now: Instant,
+    now: &Now,
 ) -> Option<Pick> {
     order.into_iter().find_map(|index| {
         let admission = endpoints[index].health.lock().unwrap().admit(now)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use super::health::{BACKOFF_MAX, BACKOFF_MIN};
+use super::health::{Now, BACKOFF_MAX, BACKOFF_MIN};
 use super::{
     key_hash, point, turns, Admission, Balance, Health, Pick, Picker, Ring, POINTS_PER_WEIGHT,
 };
@@ -40,7 +40,7 @@ fn pick(
     tried: &[usize],
     now: Instant,
 ) -> Option<Pick> {
-    p.pick(eps, key.as_ref(), tried, now).unwrap()
+    p.pick(eps, key.as_ref(), tried, &Now::at(now)).unwrap()
 }
 
 fn normal(index: usize) -> Option<Pick> {
@@ -109,9 +109,12 @@ fn the_ring_walk_meets_every_member_once_owner_first() {
 fn health_ejects_probes_once_and_restores() {
     let t0 = Instant::now();
     let mut h = Health::default();
-    assert_eq!(h.admit(t0), Some(Admission::Normal));
+    assert_eq!(h.admit(&Now::at(t0)), Some(Admission::Normal));
     h.failed(t0);
-    assert_eq!((h.failures(), h.admit(t0), h.usable(t0)), (1, None, false));
+    assert_eq!(
+        (h.failures(), h.admit(&Now::at(t0)), h.usable(&Now::at(t0))),
+        (1, None, false)
+    );
     let at = h.retry_at().unwrap();
     assert!(
         at >= t0 + BACKOFF_MIN && at <= t0 + BACKOFF_MIN.mul_f64(1.2),
@@ -122,20 +125,23 @@ fn health_ejects_probes_once_and_restores() {
     h.failed(t0 + Duration::from_millis(1));
     assert_eq!((h.failures(), h.retry_at()), (1, Some(at)));
     // Once the backoff has passed, one call probes and the others wait for it.
-    assert_eq!(h.admit(at), Some(Admission::Probe));
-    assert_eq!((h.admit(at), h.usable(at)), (None, false));
+    assert_eq!(h.admit(&Now::at(at)), Some(Admission::Probe));
+    assert_eq!(
+        (h.admit(&Now::at(at)), h.usable(&Now::at(at))),
+        (None, false)
+    );
     // A probe that decided nothing lets the next call probe.
     h.release_probe();
-    assert_eq!(h.admit(at), Some(Admission::Probe));
+    assert_eq!(h.admit(&Now::at(at)), Some(Admission::Probe));
     // A failed probe doubles the backoff.
     h.failed(at);
     assert_eq!(h.failures(), 2);
     let again = h.retry_at().unwrap();
     assert!(again >= at + 2 * BACKOFF_MIN, "{:?}", again - at);
-    assert_eq!(h.admit(again), Some(Admission::Probe));
+    assert_eq!(h.admit(&Now::at(again)), Some(Admission::Probe));
     h.ok();
     assert_eq!(
-        (h.failures(), h.retry_at(), h.admit(again)),
+        (h.failures(), h.retry_at(), h.admit(&Now::at(again))),
         (0, None, Some(Admission::Normal))
     );
     // The backoff stops growing at its maximum (plus jitter).
@@ -316,7 +322,7 @@ fn shard_goes_to_the_backup_while_the_primary_is_down_and_probes_it_once() {
     assert_eq!(pick(&p, &eps, key(2), &[1, 0], t0), None);
     // Shard calls need an integer key.
     for key in [None, Some(RouteKey::from("user"))] {
-        let err = p.pick(&eps, key.as_ref(), &[], t0).unwrap_err();
+        let err = p.pick(&eps, key.as_ref(), &[], &Now::at(t0)).unwrap_err();
         assert!(
             err.to_string()
                 .contains("shard balancing needs an integer key"),
