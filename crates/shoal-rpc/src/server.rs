@@ -19,6 +19,9 @@ use crate::transport::{Listener, ReadHalf, WriteHalf};
 
 type Wrap = Box<dyn FnOnce(Handler) -> Handler + Send>;
 
+/// Longest a new connection may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Collects services, middleware and limits; [`ServerBuilder::build`] checks them.
 pub struct ServerBuilder {
     services: Vec<Arc<dyn Dispatch>>,
@@ -185,11 +188,22 @@ impl Server {
                     let stop = stop.clone();
                     let tracker = connections.clone();
                     connections.spawn(async move {
-                        match stream.split(server.tls.as_ref()).await {
-                            Ok((r, w)) => {
+                        // A peer that never finishes its handshake must neither hold a task
+                        // forever nor hold up shutdown.
+                        let handshake = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            stream.split(server.tls.as_ref()),
+                        );
+                        let split = tokio::select! {
+                            r = handshake => r,
+                            _ = stop.cancelled() => return,
+                        };
+                        match split {
+                            Ok(Ok((r, w))) => {
                                 server.connection(r, w, peer, stop, &tracker);
                             }
-                            Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
                     });
                 }

@@ -398,7 +398,7 @@ async fn tls_round_trip() {
     )
     .unwrap();
     let probe = Arc::new(Probe::default());
-    let (addr, stop, _task) = serve_tcp(server(&probe).tls(tls).build().unwrap()).await;
+    let (addr, stop, task) = serve_tcp(server(&probe).tls(tls).build().unwrap()).await;
     let mut client_tls = shoal_rpc::ClientTls::from_ca_pem(cert.cert.pem().as_bytes()).unwrap();
     client_tls.server_name = Some("localhost".into());
     let client = Client::builder()
@@ -419,13 +419,16 @@ async fn tls_round_trip() {
     let mut wrong = shoal_rpc::ClientTls::from_ca_pem(other.cert.pem().as_bytes()).unwrap();
     wrong.server_name = Some("localhost".into());
     let err = Client::builder()
-        .endpoint(addr)
+        .endpoint(addr.clone())
         .tls(wrong)
         .connect()
         .await
         .unwrap_err();
     assert!(err.to_string().contains("TLS handshake"), "{err}");
+    // A peer that connects and never starts its handshake does not hold up shutdown.
+    let _silent = TcpStream::connect(addr.to_string()).await.unwrap();
     stop.cancel();
+    tokio::time::timeout(T, task).await.expect("shutdown waited on a handshake").unwrap();
 }
 
 #[tokio::test]
