@@ -166,7 +166,8 @@ impl Server {
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
-    /// lets every in-flight call finish and its reply go out, and returns.
+    /// lets every in-flight call finish and its reply go out, and returns. It waits for
+    /// handlers as long as they take: bound it with `tokio::time::timeout` for a grace period.
     pub async fn serve(
         &self,
         listener: Listener,

@@ -428,7 +428,10 @@ async fn tls_round_trip() {
     // A peer that connects and never starts its handshake does not hold up shutdown.
     let _silent = TcpStream::connect(addr.to_string()).await.unwrap();
     stop.cancel();
-    tokio::time::timeout(T, task).await.expect("shutdown waited on a handshake").unwrap();
+    tokio::time::timeout(T, task)
+        .await
+        .expect("shutdown waited on a handshake")
+        .unwrap();
 }
 
 #[tokio::test]
