@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use rmpv::Value;
 use serde::Serialize;
 
@@ -120,8 +120,11 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
         match self.frame_len(buf)? {
             Some(len) => {
-                let frame = buf.split_to(len);
-                parse_message(&frame).map(Some)
+                // Parse in place, then drop the bytes: splitting the frame off would cost a
+                // shared allocation and reference counting per message.
+                let msg = parse_message(&buf[..len]);
+                buf.advance(len);
+                msg.map(Some)
             }
             None => Ok(None),
         }

@@ -518,7 +518,7 @@ impl Reader {
                     codec::encode_response_ok(&mut self.batch, &id, &hello_answer().0);
                     return;
                 }
-                let permit = self.permit().await;
+                self.wait_for_slot().await;
                 let deadline = ext
                     .and_then(|e| e.deadline_ms)
                     .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -533,14 +533,14 @@ impl Reader {
                     params,
                     ctx,
                 });
-                self.respond(id, fut, deadline, permit);
+                self.respond(id, fut, deadline);
             }
             Message::Notification { method, params } => {
                 if method == builtin::CANCEL {
                     self.cancel(&params);
                     return;
                 }
-                let permit = self.permit().await;
+                self.wait_for_slot().await;
                 let ctx =
                     Context::with_pool(None, true, Some(self.peer.clone()), self.blocking.clone());
                 let mut fut = self.dispatch(Request {
@@ -554,22 +554,29 @@ impl Reader {
                         return;
                     }
                 }
+                let permit = self.take_slot();
                 self.queue_notification(fut, permit);
             }
         }
     }
 
-    /// A slot for one more call; when all are taken, stops reading until one frees.
-    async fn permit(&mut self) -> OwnedSemaphorePermit {
-        if let Ok(p) = self.in_flight.clone().try_acquire_owned() {
-            return p;
+    /// Waits, without reading on, until a slot is free for one more call. Only calls that
+    /// outlive their first poll take the slot ([`Reader::take_slot`]); one answered at once
+    /// never held one.
+    async fn wait_for_slot(&mut self) {
+        if self.in_flight.available_permits() == 0 {
+            self.flush();
+            let _ = self.in_flight.acquire().await;
         }
-        self.flush();
+    }
+
+    /// Takes the slot [`Reader::wait_for_slot`] found free: only this task takes slots, so
+    /// it is still there.
+    fn take_slot(&self) -> OwnedSemaphorePermit {
         self.in_flight
             .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed")
+            .try_acquire_owned()
+            .expect("a slot was free and only the reader takes slots")
     }
 
     /// Starts the handler. Dispatch services are always ready (see [`crate::middleware`]); one
@@ -588,17 +595,12 @@ impl Reader {
     /// Answers at once when the handler finishes on its first poll; otherwise runs it as a task.
     /// The caller's deadline is enforced only for handlers that wait: one that finishes on
     /// its first poll costs no timer.
-    fn respond(
-        &mut self,
-        id: Value,
-        mut fut: BoxReply,
-        deadline: Option<Instant>,
-        permit: OwnedSemaphorePermit,
-    ) {
+    fn respond(&mut self, id: Value, mut fut: BoxReply, deadline: Option<Instant>) {
         if let Poll::Ready(result) = poll_once(&mut fut) {
             encode_reply(&mut self.batch, &id, result, self.peer.inner.max_message);
             return;
         }
+        let permit = self.take_slot();
         let peer = self.peer.clone();
         let key = self
             .peer

@@ -155,6 +155,9 @@ pub struct Router {
 
 struct RouterInner {
     routes: HashMap<&'static str, usize>,
+    /// The same table as a list, searched instead of hashing when it is short: a few length
+    /// and byte compares beat SipHash on every call.
+    few: Option<Vec<(&'static str, usize)>>,
     services: Vec<Arc<dyn Dispatch>>,
     methods: Value,
 }
@@ -220,6 +223,8 @@ impl Router {
         }
         Ok(Router {
             inner: Arc::new(RouterInner {
+                few: (routes.len() <= 16)
+                    .then(|| routes.iter().map(|(name, index)| (*name, *index)).collect()),
                 routes,
                 services,
                 methods: Value::Array(listing),
@@ -239,7 +244,15 @@ impl Router {
             builtin::METHODS => return ready(Reply::encode(&self.inner.methods)),
             _ => {}
         }
-        match self.inner.routes.get(req.method.as_str()) {
+        let method = req.method.as_str();
+        let found = match &self.inner.few {
+            Some(few) => few
+                .iter()
+                .find(|(name, _)| *name == method)
+                .map(|(_, index)| index),
+            None => self.inner.routes.get(method),
+        };
+        match found {
             Some(&index) => self.inner.services[index].call(req),
             None => ready(Err(RpcError::method_not_found(&req.method))),
         }
