@@ -294,7 +294,7 @@ impl Client {
     pub async fn call<P, R>(&self, method: &str, params: &P) -> Result<R, Error>
     where
         P: Serialize + ?Sized,
-        R: DeserializeOwned,
+        R: DeserializeOwned + 'static,
     {
         self.call_with(&CallOptions::default(), method, params)
             .await
@@ -308,10 +308,15 @@ impl Client {
     ) -> Result<R, Error>
     where
         P: Serialize + ?Sized,
-        R: DeserializeOwned,
+        R: DeserializeOwned + 'static,
     {
         let value = self.call_value(opts, method, params).await?;
-        rmpv::ext::from_value(value).map_err(|e| Error::Decode(format!("{method}: {e}")))
+        match crate::service::as_is::<R>(value) {
+            Ok(v) => Ok(v),
+            Err(value) => {
+                rmpv::ext::from_value(value).map_err(|e| Error::Decode(format!("{method}: {e}")))
+            }
+        }
     }
 
     /// Calls and returns the result as a dynamic value.

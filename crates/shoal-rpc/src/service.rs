@@ -330,12 +330,10 @@ impl Args {
         let value = self.params.next().unwrap_or(Value::Nil);
         let index = self.index;
         self.index += 1;
-        // A `Value` parameter takes the argument as it is, without a round trip through serde.
-        let mut slot = Some(value);
-        if let Some(v) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
-            return Ok(v.take().expect("slot is filled"));
-        }
-        let value = slot.expect("slot is filled");
+        let value = match as_is::<T>(value) {
+            Ok(v) => return Ok(v),
+            Err(value) => value,
+        };
         // Old peers send bytes as `str`: a `Value` or byte parameter gets them untouched, and
         // only a type that insists on text reads them with replacement characters.
         let decoded = if has_bad_text(&value) {
@@ -349,6 +347,16 @@ impl Args {
         decoded.map_err(|e| {
             RpcError::invalid_params(format!("{}: argument {index} `{name}`: {e}", self.method))
         })
+    }
+}
+
+/// `value` itself when `T` is [`Value`]: a dynamic parameter or result skips the round trip
+/// through serde (a deep copy). Any other `T` gets the value back to decode.
+pub(crate) fn as_is<T: 'static>(value: Value) -> Result<T, Value> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(v) => Ok(v.take().expect("slot is filled")),
+        None => Err(slot.expect("slot is filled")),
     }
 }
 
