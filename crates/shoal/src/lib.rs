@@ -25,5 +25,6 @@
 pub use shoal_macros::service;
 pub use shoal_rpc as rpc;
 pub use shoal_rpc::{
-    codes, CallOptions, Client, Context, Error, RouteKey, RpcError, Server, Value,
+    codes, Addr, CallOptions, Client, ClientBuilder, Context, Error, Listener, Peer, RouteKey,
+    RpcError, Server, ServerBuilder, Value,
 };
