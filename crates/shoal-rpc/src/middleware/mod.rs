@@ -23,8 +23,8 @@
 //! CatchPanicLayer        innermost, so a panic is an ordinary error to every layer above
 //! ```
 //!
-//! Statistics stay in process for now; recording them through the `metrics` facade is left
-//! to issue 4.
+//! Statistics stay in process; exporting them through the `metrics` facade belongs to the
+//! service runtime (the `shoal` crate), which reads [`stats::Stats`] snapshots.
 
 pub mod limit;
 pub mod panic;

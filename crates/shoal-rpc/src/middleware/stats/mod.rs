@@ -2,7 +2,7 @@
 //! [`Stats::snapshot`]. Cheap on the hot path: a read lock held only to find a method's
 //! counters, then atomics; the write lock only the first time a method name is seen.
 //!
-//! Exporting them through the `metrics` facade is left to issue 4.
+//! Exporting them through the `metrics` facade belongs to the service runtime.
 
 pub mod future;
 mod histogram;
