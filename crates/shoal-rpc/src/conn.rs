@@ -430,14 +430,19 @@ impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, mut reader: R, shutdown: CancellationToken) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let closed = self.peer.inner.closed.clone();
+        // Made once: a fresh `cancelled()` per read would register and unregister a waiter
+        // (under a lock) on every read.
+        let stop = shutdown.cancelled();
+        let gone = closed.cancelled();
+        tokio::pin!(stop, gone);
         let why = loop {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
             let n = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break "shutdown",
-                _ = closed.cancelled() => break "closed",
+                _ = &mut stop => break "shutdown",
+                _ = &mut gone => break "closed",
                 n = reader.read_buf(&mut buf) => n,
             };
             match n {
@@ -708,9 +713,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer, coalesce: 
     let mut local = BytesMut::with_capacity(64 * 1024);
     loop {
         out.ready.notified().await;
-        if coalesce {
-            // Let the tasks that are ready to send queue their frames too, so they leave in
-            // one write: on a busy connection many small sends become a few large ones.
+        // Let the tasks that are ready to send queue their frames too, so they leave in one
+        // write: on a busy connection many small sends become a few large ones. With at most
+        // one call waiting there is nothing to gather, and the turn would only add latency.
+        if coalesce && peer.pending() > 1 {
             tokio::task::yield_now().await;
         }
         let closing = {
