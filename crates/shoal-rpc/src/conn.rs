@@ -203,7 +203,6 @@ impl Peer {
         deadline: Instant,
         left: Duration,
     ) -> Result<Value, Error> {
-        let timeout = left;
         let inner = &self.inner;
         if self.is_closed() {
             return Err(self.not_sent("connection is closed"));
@@ -242,7 +241,7 @@ impl Peer {
         }
         let answer = tokio::time::timeout_at(deadline, rx).await;
         match answer {
-            Err(_) => Err(Error::DeadlineExceeded(timeout)),
+            Err(_) => Err(Error::DeadlineExceeded(left)),
             Ok(Err(_)) => {
                 guard.done = true;
                 Err(Error::Closed {
@@ -436,6 +435,10 @@ impl Reader {
         let gone = closed.cancelled();
         tokio::pin!(stop, gone);
         let why = loop {
+            if buf.is_empty() && buf.capacity() > 1024 * 1024 {
+                // Do not keep a large message's buffer for the life of the connection.
+                buf = BytesMut::with_capacity(16 * 1024);
+            }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
