@@ -659,9 +659,7 @@ pub(crate) mod tests {
 
     /// A `str` value holding exactly these bytes, valid UTF-8 or not.
     pub(crate) fn raw_str(bytes: &[u8]) -> Value {
-        let mut enc = vec![0xd9, bytes.len() as u8];
-        enc.extend_from_slice(bytes);
-        rmpv::decode::read_value(&mut &enc[..]).unwrap()
+        raw_str_value(bytes)
     }
 
     fn frames(msgs: &[Value]) -> Vec<u8> {
