@@ -482,3 +482,37 @@ async fn client_reconnects_after_the_server_comes_back() {
     stop.cancel();
     let _ = TestService(probe);
 }
+
+#[tokio::test]
+async fn layers_added_to_the_server_wrap_every_call() {
+    use shoal_rpc::middleware::{
+        CatchPanicLayer, ConcurrencyLimitLayer, StatsLayer, TimeoutLayer, TraceLayer,
+    };
+    let probe = Arc::new(Probe::default());
+    let stats = StatsLayer::new();
+    let counts = stats.stats();
+    let server = server(&probe)
+        .layer(stats)
+        .layer(TraceLayer::new())
+        .layer(ConcurrencyLimitLayer::new(64))
+        .layer(TimeoutLayer::new(Duration::from_millis(50)))
+        .layer(CatchPanicLayer::new())
+        .build()
+        .unwrap();
+    let peer = in_memory(&server);
+    assert_eq!(peer.call("echo", &(7,), T).await.unwrap(), Value::from(7));
+    // The server's own timeout answers long before the caller's 10 s.
+    let Err(Error::Remote(e)) = peer.call("hold", &("x",), T).await else {
+        panic!("expected the server's deadline error")
+    };
+    assert_eq!(e.code, Some(codes::DEADLINE_EXCEEDED));
+    let snapshot = counts.snapshot();
+    let calls = |m: &str| {
+        snapshot
+            .iter()
+            .find(|s| s.method == m)
+            .map(|s| (s.calls, s.errors))
+    };
+    assert_eq!(calls("echo"), Some((1, 0)));
+    assert_eq!(calls("hold"), Some((1, 1)));
+}
