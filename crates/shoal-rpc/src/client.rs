@@ -353,23 +353,22 @@ impl Client {
             let ep = &inner.endpoints[pick.index];
             let mut attempt = Attempt::new(ep, pick);
             let sent = async {
-                let mut fresh = true;
+                let mut already_open = true;
                 let peer = match ep.open_peer() {
                     Some(peer) => peer,
-                    // Connecting counts against the deadline too: a host that does not answer
-                    // must not hold a short call for the whole connect timeout. Only this slow
-                    // path pays for a second timer.
-                    // Boxed: the connect and TLS handshake states would otherwise make every
-                    // call's future kilobytes larger.
+                    // Connecting counts against the deadline: a host that does not answer must
+                    // not hold a short call for the whole connect timeout. Only this slow path
+                    // pays for a second timer, and it is boxed so the connect and TLS states
+                    // do not make every call's future kilobytes larger.
                     None => {
-                        fresh = false;
+                        already_open = false;
                         tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
                             .await
                             .map_err(|_| Error::DeadlineExceeded(timeout))??
                     }
                 };
                 // The first attempt on an open connection needs no second clock read.
-                let left = if tried.len() == 1 && fresh {
+                let left = if tried.len() == 1 && already_open {
                     timeout
                 } else {
                     deadline.saturating_duration_since(Instant::now())

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use crate::blocking::{BlockingPool, DEFAULT_BLOCKING_THREADS};
 use crate::conn::{self, ConnConfig, Handler, Peer};
 use crate::error::{Error, RpcError};
-use crate::service::{BoxReply, Dispatch, Reply, Request, Router};
+use crate::service::{Dispatch, Reply, Request, Router};
 use crate::transport::{Listener, ReadHalf, WriteHalf};
 
 type Wrap = Box<dyn FnOnce(Handler) -> Handler + Send>;
@@ -154,15 +154,6 @@ impl Server {
     /// The routing table, for `shoal.methods` and introspection.
     pub fn router(&self) -> &Router {
         &self.router
-    }
-
-    /// Calls the server's full stack (middleware and router) in-process.
-    pub fn call(&self, req: Request) -> BoxReply {
-        let mut handler = self.handler.clone();
-        Box::pin(async move {
-            futures_util::future::poll_fn(|cx| handler.poll_ready(cx)).await?;
-            handler.call(req).await
-        })
     }
 
     /// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
