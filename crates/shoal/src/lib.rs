@@ -22,6 +22,9 @@
 //! assert_eq!(server.methods()[0].name, "add");
 //! ```
 
+pub mod config;
+pub mod timer;
+
 pub use shoal_macros::service;
 pub use shoal_rpc as rpc;
 pub use shoal_rpc::{

@@ -1,0 +1,1 @@
+//! Configuration: a TOML file, `SHOAL_…` environment overrides, typed sections, provenance.
