@@ -270,12 +270,14 @@ impl Endpoint {
         }
     }
 
+    /// The connection new calls may use: open, and not draining (a server going away still
+    /// answers the calls made on it, but takes no new ones).
     fn open_peer(&self) -> Option<Peer> {
         self.peer
             .lock()
             .unwrap()
             .as_ref()
-            .filter(|p| !p.is_closed())
+            .filter(|p| !p.is_closed() && !p.is_draining())
             .cloned()
     }
 }
@@ -353,32 +355,43 @@ impl Client {
             let ep = &inner.endpoints[pick.index];
             let mut attempt = Attempt::new(ep, pick);
             let sent = async {
-                let mut already_open = true;
-                let peer = match ep.open_peer() {
-                    Some(peer) => peer,
-                    // Connecting counts against the deadline: a host that does not answer must
-                    // not hold a short call for the whole connect timeout. Only this slow path
-                    // pays for a second timer, and it is boxed so the connect and TLS states
-                    // do not make every call's future kilobytes larger.
-                    None => {
-                        already_open = false;
-                        tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
-                            .await
-                            .map_err(|_| Error::DeadlineExceeded(timeout))??
+                let mut replaced = false;
+                loop {
+                    let mut already_open = true;
+                    let peer = match ep.open_peer() {
+                        Some(peer) => peer,
+                        // Connecting counts against the deadline: a host that does not answer
+                        // must not hold a short call for the whole connect timeout. Only this
+                        // slow path pays for a second timer, and it is boxed so the connect
+                        // and TLS states do not make every call's future kilobytes larger.
+                        None => {
+                            already_open = false;
+                            tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
+                                .await
+                                .map_err(|_| Error::DeadlineExceeded(timeout))??
+                        }
+                    };
+                    // The first attempt on an open connection needs no second clock read.
+                    let left = if tried.len() == 1 && already_open && !replaced {
+                        timeout
+                    } else {
+                        deadline.saturating_duration_since(Instant::now())
+                    };
+                    if left.is_zero() {
+                        return Err(Error::DeadlineExceeded(timeout));
                     }
-                };
-                // The first attempt on an open connection needs no second clock read.
-                let left = if tried.len() == 1 && already_open {
-                    timeout
-                } else {
-                    deadline.saturating_duration_since(Instant::now())
-                };
-                if left.is_zero() {
-                    return Err(Error::DeadlineExceeded(timeout));
+                    ep.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let _done = InFlight(&ep.in_flight);
+                    match peer.call_until(method, params, deadline, left).await {
+                        // The connection closed before the request left: a server draining
+                        // it (`shoal.goaway`, while its successor takes the listening
+                        // socket) or closing it during the hello. The endpoint may well be
+                        // fine, so one new connection to it is tried before anything counts
+                        // against it.
+                        Err(Error::NotSent { .. }) if !replaced => replaced = true,
+                        result => return result,
+                    }
                 }
-                ep.in_flight.fetch_add(1, Ordering::Relaxed);
-                let _done = InFlight(&ep.in_flight);
-                peer.call_until(method, params, deadline, left).await
             };
             let e = match sent.await {
                 Ok(v) => {
@@ -438,7 +451,15 @@ impl Client {
             let ep = &inner.endpoints[pick.index];
             let mut attempt = Attempt::new(ep, pick);
             let result = match inner.peer(ep).await {
-                Ok(peer) => peer.notify(method, params),
+                Ok(peer) => match peer.notify(method, params) {
+                    // Closed between the pick and the send (see `call_value`): one new
+                    // connection before the endpoint counts as down.
+                    Err(e) if e.never_sent() => inner
+                        .peer(ep)
+                        .await
+                        .and_then(|peer| peer.notify(method, params)),
+                    result => result,
+                },
                 Err(e) => Err(e),
             };
             match result {

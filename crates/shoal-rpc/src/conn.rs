@@ -1,6 +1,26 @@
 //! One MessagePack-RPC connection, symmetric: either side may call the other. A reader task
 //! decodes and dispatches, a writer task batches outgoing frames into few writes, and a
 //! [`Peer`] handle lets any task call or notify the other end.
+//!
+//! # Extensions between shoal peers
+//!
+//! A shoal client opens every connection with the call `shoal.hello` (`[{"version": 1}]`). A
+//! shoal server answers `{"version": 1, "deadline": true, "cancel": true, "goaway": true}`; any
+//! other peer answers with an error (method not found) and the connection stays plain
+//! MessagePack-RPC. Once both ends agreed:
+//!
+//! - requests carry a fifth element `{"deadline_ms": n}`, the time the caller still waits;
+//! - a caller that gives up sends the notification `shoal.cancel` with the msgids it dropped,
+//!   and the other end stops those handlers;
+//! - a server that is shutting down sends the notification `shoal.goaway` (params `[]`)
+//!   instead of closing. It keeps reading and answering requests until the other end closes
+//!   the connection. The receiver sends no new requests on that connection
+//!   ([`Peer::is_draining`]); it closes the connection once every call it made there is
+//!   answered, and opens a new one for later calls. The listening socket may meanwhile be
+//!   served by a successor process, so a drain loses no call.
+//!
+//! A peer that never said hello is never sent any of these, and on shutdown its connection
+//! stops reading at once, lets the calls already read finish, and closes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +46,7 @@ use tracing::{debug, warn};
 use crate::blocking::BlockingPool;
 use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
 use crate::error::{Error, RemoteError, RpcError};
+use crate::extensions::Extensions;
 use crate::service::{builtin, BoxReply, Context, Reply, Request};
 
 /// What serves the calls a connection receives.
@@ -47,6 +68,11 @@ pub struct ConnConfig {
     /// Worth it where many tasks send (a client's callers); a server's replies are already
     /// batched per read, and waiting a scheduler turn would only add latency.
     pub coalesce_writes: bool,
+    /// On shutdown, send a shoal peer `shoal.goaway` and keep answering it until it closes,
+    /// rather than stop reading at once. Servers do; a client closing has no caller to spare.
+    pub goaway: bool,
+    /// Shared values every call's [`Context`] carries.
+    pub state: Extensions,
 }
 
 impl Default for ConnConfig {
@@ -56,6 +82,8 @@ impl Default for ConnConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             blocking: BlockingPool::shared_default(),
             coalesce_writes: true,
+            goaway: false,
+            state: Extensions::default(),
         }
     }
 }
@@ -73,6 +101,8 @@ struct PeerInner {
     next_id: AtomicU32,
     /// The peer is shoal: deadlines travel with requests and cancellations are sent.
     extended: AtomicBool,
+    /// The other end sent `shoal.goaway`: no new calls; close once none is pending.
+    draining: AtomicBool,
     closed: CancellationToken,
     /// Mirrors `closed` for the check on every call, which must not take a lock.
     is_closed: AtomicBool,
@@ -83,6 +113,35 @@ impl PeerInner {
     fn mark_closed(&self) {
         self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
+    }
+
+    /// Takes the waiter of call `id`, closing a draining connection when it was the last.
+    fn take_pending(&self, id: u32) -> Option<oneshot::Sender<Result<Value, Value>>> {
+        let mut pending = self.pending.lock().unwrap();
+        let waiter = pending.remove(&id);
+        self.close_if_drained(&pending);
+        waiter
+    }
+
+    /// Closes a draining connection with no call left. Runs under the `pending` lock, and a
+    /// caller checks for a close after inserting under that lock, so a call either keeps
+    /// the connection open until it is answered or fails as never sent: none is left
+    /// without an answer.
+    fn close_if_drained(&self, pending: &HashMap<u32, oneshot::Sender<Result<Value, Value>>>) {
+        if pending.is_empty()
+            && self.draining.load(Ordering::Acquire)
+            && !self.closed.is_cancelled()
+        {
+            // The reader stops, lets the peer's calls to us finish, flushes and shuts the
+            // write half down: the other end reads a clean end of stream.
+            self.mark_closed();
+        }
+    }
+
+    fn start_draining(&self) {
+        let pending = self.pending.lock().unwrap();
+        self.draining.store(true, Ordering::Release);
+        self.close_if_drained(&pending);
     }
 }
 
@@ -156,6 +215,7 @@ impl std::fmt::Debug for Peer {
         f.debug_struct("Peer")
             .field("addr", &self.inner.addr)
             .field("extended", &self.is_extended())
+            .field("draining", &self.is_draining())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -179,6 +239,13 @@ impl Peer {
     /// True once both ends agreed to shoal's extensions (deadline and cancellation).
     pub fn is_extended(&self) -> bool {
         self.inner.extended.load(Ordering::Relaxed)
+    }
+
+    /// True once the other end sent `shoal.goaway`: it is shutting down and answers only the
+    /// calls already made; the connection closes when the last of them is answered. Start
+    /// new calls on a new connection (the [`crate::Client`] does).
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Calls `method` with positional `params` (a tuple, slice or `Vec`), waiting at most
@@ -226,9 +293,10 @@ impl Peer {
             done: false,
         };
         if self.is_closed() {
-            // The reader stopped between the check above and the insert: nobody would answer.
+            // The reader stopped, or a drain closed the connection, between the check above
+            // and the insert: nobody would answer.
             guard.done = true;
-            inner.pending.lock().unwrap().remove(&id);
+            inner.take_pending(id);
             return Err(self.not_sent("connection is closed"));
         }
         let pushed = inner.out.push(inner.max_message, |buf| {
@@ -236,7 +304,7 @@ impl Peer {
         });
         if let Err(e) = pushed {
             guard.done = true;
-            inner.pending.lock().unwrap().remove(&id);
+            inner.take_pending(id);
             return Err(self.push_error(e));
         }
         let answer = tokio::time::timeout_at(deadline, rx).await;
@@ -327,11 +395,13 @@ fn hello_answer() -> Reply {
         version: u32,
         deadline: bool,
         cancel: bool,
+        goaway: bool,
     }
     Reply::encode(&Hello {
         version: 1,
         deadline: true,
         cancel: true,
+        goaway: true,
     })
     .unwrap_or_else(|_| Reply::none())
 }
@@ -349,24 +419,24 @@ impl Drop for CallGuard<'_> {
         if self.done {
             return;
         }
-        let removed = self
-            .peer
-            .inner
-            .pending
-            .lock()
-            .unwrap()
-            .remove(&self.id)
-            .is_some();
+        let inner = &self.peer.inner;
+        let removed = inner.pending.lock().unwrap().remove(&self.id).is_some();
         if removed && self.extended {
             let _ = self.peer.notify(builtin::CANCEL, &[self.id]);
+        }
+        // Only now may a drain close the connection: the cancellation goes out first.
+        if removed {
+            inner.close_if_drained(&inner.pending.lock().unwrap());
         }
     }
 }
 
 /// Starts serving a connection over `reader` and `writer`. Calls from the peer go to
 /// `handler`; the returned [`Peer`] calls the other way. The connection's tasks are spawned on
-/// `tracker` and end when the peer closes, on a fatal error, or when `shutdown` fires (then
-/// reading stops, in-flight calls finish and their replies are flushed before closing).
+/// `tracker` and end when the peer closes or on a fatal error. When `shutdown` fires, a shoal
+/// peer is sent `shoal.goaway` if [`ConnConfig::goaway`] is set and served until it closes
+/// (see the module documentation); otherwise reading stops, in-flight calls finish and their
+/// replies are flushed before closing.
 pub fn spawn<R, W>(
     reader: R,
     writer: W,
@@ -387,6 +457,7 @@ where
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
             extended: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             closed: CancellationToken::new(),
             is_closed: AtomicBool::new(false),
             max_message: config.max_message,
@@ -401,6 +472,8 @@ where
         running: Arc::new(Mutex::new(HashMap::new())),
         notifications: None,
         blocking: config.blocking,
+        state: config.state,
+        goaway: config.goaway,
         tasks: TaskTracker::new(),
         batch: BytesMut::new(),
     };
@@ -418,6 +491,9 @@ struct Reader {
     /// Queue of notifications that could not finish at once; keeps them in arrival order.
     notifications: Option<mpsc::UnboundedSender<Pending>>,
     blocking: BlockingPool,
+    state: Extensions,
+    /// Send `shoal.goaway` on shutdown (see [`ConnConfig::goaway`]).
+    goaway: bool,
     tasks: TaskTracker,
     /// Replies completed while reading one chunk, written together.
     batch: BytesMut,
@@ -434,6 +510,10 @@ impl Reader {
         let stop = shutdown.cancelled();
         let gone = closed.cancelled();
         tokio::pin!(stop, gone);
+        // Set once `shoal.goaway` is sent: the shutdown arm is done with (a finished
+        // `cancelled()` is ready on every poll and would spin the loop), and the connection
+        // now ends when the peer closes it.
+        let mut draining = false;
         let why = loop {
             if buf.is_empty() && buf.capacity() > 1024 * 1024 {
                 // Do not keep a large message's buffer for the life of the connection.
@@ -444,7 +524,13 @@ impl Reader {
             }
             let n = tokio::select! {
                 biased;
-                _ = &mut stop => break "shutdown",
+                _ = &mut stop, if !draining => {
+                    if self.send_goaway() {
+                        draining = true;
+                        continue;
+                    }
+                    break "shutdown";
+                }
                 _ = &mut gone => break "closed",
                 n = reader.read_buf(&mut buf) => n,
             };
@@ -472,6 +558,21 @@ impl Reader {
         self.tasks.close();
         self.tasks.wait().await;
         self.peer.inner.out.close();
+    }
+
+    /// Tells a shoal peer that this end is shutting down; false when the peer is plain (or
+    /// the connection already closing) and the connection should close now.
+    fn send_goaway(&self) -> bool {
+        if !self.goaway || !self.peer.is_extended() {
+            return false;
+        }
+        match self.peer.notify(builtin::GOAWAY, &[(); 0]) {
+            Ok(()) => {
+                debug!(peer = %self.peer.addr(), "sent goaway; serving until the peer closes");
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Handles every complete message in `buf`.
@@ -506,7 +607,7 @@ impl Reader {
                     debug!(peer = %self.peer.addr(), %id, "reply with an id we never sent");
                     return;
                 };
-                let waiter = self.peer.inner.pending.lock().unwrap().remove(&key);
+                let waiter = self.peer.inner.take_pending(key);
                 if let Some(tx) = waiter {
                     let _ = tx.send(if error.is_nil() {
                         Ok(result)
@@ -535,7 +636,8 @@ impl Reader {
                     false,
                     Some(self.peer.clone()),
                     self.blocking.clone(),
-                );
+                )
+                .with_state(self.state.clone());
                 let fut = self.dispatch(Request {
                     method,
                     params,
@@ -548,9 +650,15 @@ impl Reader {
                     self.cancel(&params);
                     return;
                 }
+                if method == builtin::GOAWAY {
+                    debug!(peer = %self.peer.addr(), "peer is going away; draining");
+                    self.peer.inner.start_draining();
+                    return;
+                }
                 self.wait_for_slot().await;
                 let ctx =
-                    Context::with_pool(None, true, Some(self.peer.clone()), self.blocking.clone());
+                    Context::with_pool(None, true, Some(self.peer.clone()), self.blocking.clone())
+                        .with_state(self.state.clone());
                 let mut fut = self.dispatch(Request {
                     method,
                     params,

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod conn;
 pub mod endpoints;
 pub mod error;
+pub mod extensions;
 pub mod middleware;
 pub mod server;
 pub mod service;
@@ -18,6 +19,7 @@ pub use client::{CallOptions, Client, ClientBuilder, EndpointConfig, EndpointSta
 pub use conn::Peer;
 pub use endpoints::EndpointsFile;
 pub use error::{codes, Error, RemoteError, RpcError};
+pub use extensions::Extensions;
 pub use rmpv::Value;
 pub use server::{Server, ServerBuilder};
 pub use service::{Args, BoxReply, Context, Dispatch, MethodInfo, Reply, Request, Router};

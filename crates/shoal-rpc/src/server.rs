@@ -1,7 +1,8 @@
 //! The server: typed services behind a router, wrapped in middleware, served on listeners
-//! until a shutdown future completes; then it stops accepting, lets in-flight calls finish and
-//! closes.
+//! until a shutdown future completes; then it stops accepting, drains its connections
+//! (shoal peers through `shoal.goaway`, see [`crate::conn`]) and returns.
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::blocking::{BlockingPool, DEFAULT_BLOCKING_THREADS};
 use crate::conn::{self, ConnConfig, Handler, Peer};
 use crate::error::{Error, RpcError};
+use crate::extensions::Extensions;
 use crate::service::{Dispatch, Reply, Request, Router};
 use crate::transport::{Listener, ReadHalf, WriteHalf};
 
@@ -99,6 +101,27 @@ impl ServerBuilder {
         self
     }
 
+    /// Shares `value` with every call: handlers read it with
+    /// [`Context::state`](crate::Context::state)`::<T>()`. One value per type; a second
+    /// value of the same type replaces the first.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.config.state.insert(value);
+        self
+    }
+
+    /// Like [`ServerBuilder::state`], for a value the caller also keeps a handle on.
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.config.state.insert_arc(value);
+        self
+    }
+
+    /// Like [`ServerBuilder::state`], for a value whose type is known only at run time (a
+    /// runtime passing on state it collected by type); handlers find it as the type inside.
+    pub fn state_any(mut self, value: Arc<dyn Any + Send + Sync>) -> Self {
+        self.config.state.insert_any(value);
+        self
+    }
+
     /// Serves TLS on every listener.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
@@ -116,6 +139,7 @@ impl ServerBuilder {
         config.blocking = BlockingPool::new(self.blocking_threads);
         // Replies leave batched per read already.
         config.coalesce_writes = false;
+        config.goaway = true;
         Ok(Server {
             router,
             handler,
@@ -156,9 +180,27 @@ impl Server {
         &self.router
     }
 
+    /// The values shared with every call ([`ServerBuilder::state`]).
+    pub fn state(&self) -> &Extensions {
+        &self.config.state
+    }
+
     /// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
-    /// lets every in-flight call finish and its reply go out, and returns. It waits for
-    /// handlers as long as they take: bound it with `tokio::time::timeout` for a grace period.
+    /// drops `listener` and drains every connection:
+    ///
+    /// - a shoal peer (one that said `shoal.hello`) is sent `shoal.goaway` and is served,
+    ///   requests it already sent or sends now included, until it closes the connection; a
+    ///   shoal client does so as soon as its calls there are answered, and makes new calls on
+    ///   a new connection. When the listening socket lives on in a successor process (a dup
+    ///   of it was handed over), those land on the successor and no call fails;
+    /// - any other peer's connection stops reading at once; the calls already read finish,
+    ///   their replies go out, and it closes.
+    ///
+    /// It returns once every connection has closed, which takes as long as handlers take and
+    /// peers take to close: bound it with `tokio::time::timeout` for a grace period. A peer
+    /// that never closes holds its connection (idle, not spinning) until then. Dropping the
+    /// future closes the connections still open: replies already queued are flushed, those of
+    /// handlers still running are dropped.
     pub async fn serve(
         &self,
         listener: Listener,
@@ -167,6 +209,10 @@ impl Server {
         let local = listener.local_addr();
         info!(addr = %local, "serving");
         let stop = CancellationToken::new();
+        // Cancelled when this future is dropped (its grace period ran out): the connections
+        // still open close then, rather than outlive it.
+        let abandon = CancellationToken::new();
+        let _abandon_on_drop = abandon.clone().drop_guard();
         let connections = TaskTracker::new();
         tokio::pin!(shutdown);
         loop {
@@ -178,6 +224,7 @@ impl Server {
                 Ok((stream, peer)) => {
                     let server = self.clone();
                     let stop = stop.clone();
+                    let abandon = abandon.clone();
                     let tracker = connections.clone();
                     connections.spawn(async move {
                         // A peer that never finishes its handshake must neither hold a task
@@ -192,7 +239,12 @@ impl Server {
                         };
                         match split {
                             Ok(Ok((r, w))) => {
-                                server.connection(r, w, peer, stop, &tracker);
+                                let conn = server.connection(r, w, peer, stop, &tracker);
+                                drop(server);
+                                tokio::select! {
+                                    _ = abandon.cancelled() => conn.close(),
+                                    _ = conn.closed() => {}
+                                }
                             }
                             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),

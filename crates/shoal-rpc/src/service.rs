@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::blocking::BlockingPool;
 use crate::conn::Peer;
 use crate::error::RpcError;
+use crate::extensions::Extensions;
 
 /// The future a handler returns.
 pub type BoxReply = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send + 'static>>;
@@ -37,15 +38,18 @@ pub struct Context {
     notification: bool,
     peer: Option<Peer>,
     blocking: BlockingPool,
+    state: Extensions,
 }
 
 impl Context {
+    /// A context with no shared state (see [`Context::with_state`]).
     pub fn new(deadline: Option<Instant>, notification: bool, peer: Option<Peer>) -> Self {
         Self {
             deadline,
             notification,
             peer,
             blocking: BlockingPool::shared_default(),
+            state: Extensions::default(),
         }
     }
 
@@ -62,7 +66,30 @@ impl Context {
             notification,
             peer,
             blocking,
+            state: Extensions::default(),
         }
+    }
+
+    /// The same context, carrying `state` (a server's, see [`crate::ServerBuilder::state`]).
+    pub fn with_state(mut self, state: Extensions) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The server's shared value of type `T`, if it was given one
+    /// ([`crate::ServerBuilder::state`]).
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.state.get()
+    }
+
+    /// Like [`Context::state`], as a handle that may outlive the call (to move into a task).
+    pub fn state_arc<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.state.get_arc()
+    }
+
+    /// All of the server's shared values.
+    pub fn extensions(&self) -> &Extensions {
+        &self.state
     }
 
     /// When the caller stops waiting: sent by shoal clients, set by the timeout layer.
@@ -176,6 +203,9 @@ pub mod builtin {
     pub const METHODS: &str = "shoal.methods";
     pub const HELLO: &str = "shoal.hello";
     pub const CANCEL: &str = "shoal.cancel";
+    /// Notification from a server that is shutting down: send no new requests on this
+    /// connection, and close it once the calls made are answered (see [`crate::conn`]).
+    pub const GOAWAY: &str = "shoal.goaway";
 }
 
 impl Router {

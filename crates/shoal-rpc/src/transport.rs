@@ -1,12 +1,16 @@
 //! Byte streams RPC runs over: TCP, Unix sockets, TLS on either, and in-memory pipes for
-//! tests. Addresses are written `host:port` or `unix:PATH`.
+//! tests. Addresses are written `host:port` or `unix:PATH`. Listeners can also be taken over
+//! from an inherited file descriptor, for handing a listening socket to a new process.
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -192,9 +196,21 @@ where
     Ok((Box::new(r), Box::new(w)))
 }
 
-/// A bound listening socket.
+/// A bound listening socket, TCP or Unix.
+///
+/// A Unix listener made by [`Listener::bind`] removes its socket file when dropped, so the
+/// next run can bind the path again; one made by [`Listener::from_fd`] or
+/// [`Listener::try_clone`] leaves it, because the file belongs to whoever bound it (often a
+/// predecessor process that handed the socket over, or a listener still serving).
+/// [`Listener::leave_socket_file`] and [`Listener::remove_socket_file_on_drop`] change that.
 #[derive(Debug)]
-pub enum Listener {
+pub struct Listener {
+    socket: Socket,
+    remove_file: bool,
+}
+
+#[derive(Debug)]
+enum Socket {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
 }
@@ -204,42 +220,136 @@ impl Listener {
     /// listens on it.
     pub async fn bind(addr: &Addr) -> Result<Listener, Error> {
         let ctx = || format!("listen on {addr}");
-        match addr {
-            Addr::Tcp(hp) => Ok(Listener::Tcp(
+        let socket = match addr {
+            Addr::Tcp(hp) => Socket::Tcp(
                 TcpListener::bind(hp.as_str())
                     .await
                     .map_err(|e| Error::io(ctx(), e))?,
-            )),
+            ),
             Addr::Unix(path) => {
                 if path.exists() && UnixStream::connect(path).await.is_err() {
                     let _ = std::fs::remove_file(path);
                 }
                 let l = UnixListener::bind(path).map_err(|e| Error::io(ctx(), e))?;
-                Ok(Listener::Unix(l, path.clone()))
+                Socket::Unix(l, path.clone())
             }
+        };
+        Ok(Listener {
+            socket,
+            remove_file: true,
+        })
+    }
+
+    /// Takes over a listening socket by its file descriptor: one inherited from a parent
+    /// process (socket handover on re-exec, systemd socket activation) or duplicated from a
+    /// listener. It must be a stream socket on which `listen` was called, TCP (IPv4 or IPv6)
+    /// or Unix with a path; anything else is an error that says what the descriptor is.
+    /// The socket is made non-blocking. A Unix socket's file is left in place on drop (see
+    /// [`Listener`]).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as registering the socket with the runtime needs one.
+    pub fn from_fd(fd: OwnedFd) -> Result<Listener, Error> {
+        let raw = fd.as_raw_fd();
+        let fail = |e: io::Error| Error::io(format!("listen on file descriptor {raw}"), e);
+        let invalid = |what: String| fail(io::Error::new(io::ErrorKind::InvalidInput, what));
+        let kind = socket::getsockopt(&fd, sockopt::SockType).map_err(|e| match e {
+            Errno::ENOTSOCK => invalid("it is not a socket".into()),
+            e => fail(e.into()),
+        })?;
+        if kind != SockType::Stream {
+            return Err(invalid(format!(
+                "it is a {kind:?} socket, not a stream (TCP or Unix) socket"
+            )));
         }
+        if !socket::getsockopt(&fd, sockopt::AcceptConn).map_err(|e| fail(e.into()))? {
+            return Err(invalid(
+                "the socket is not listening; call listen() on it before handing it over".into(),
+            ));
+        }
+        let family = socket::getsockname::<SockaddrStorage>(raw)
+            .map_err(|e| fail(e.into()))?
+            .family();
+        let socket = match family {
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                let l = std::net::TcpListener::from(fd);
+                l.set_nonblocking(true).map_err(fail)?;
+                Socket::Tcp(TcpListener::from_std(l).map_err(fail)?)
+            }
+            Some(AddressFamily::Unix) => {
+                let l = std::os::unix::net::UnixListener::from(fd);
+                let path = l
+                    .local_addr()
+                    .map_err(fail)?
+                    .as_pathname()
+                    .map(Path::to_path_buf)
+                    // An abstract or unnamed socket has no `unix:PATH` to give clients.
+                    .ok_or_else(|| invalid("the Unix socket has no path".into()))?;
+                l.set_nonblocking(true).map_err(fail)?;
+                Socket::Unix(UnixListener::from_std(l).map_err(fail)?, path)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "it is a socket of family {other:?}, neither TCP nor Unix"
+                )))
+            }
+        };
+        Ok(Listener {
+            socket,
+            remove_file: false,
+        })
+    }
+
+    /// A second listener on the same socket (a duplicated descriptor): both accept
+    /// connections from the one queue. The clone leaves a Unix socket file on drop.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, like [`Listener::from_fd`].
+    pub fn try_clone(&self) -> Result<Listener, Error> {
+        let fd = self.as_fd().try_clone_to_owned().map_err(|e| {
+            Error::io(
+                format!("duplicate the listener on {}", self.local_addr()),
+                e,
+            )
+        })?;
+        Listener::from_fd(fd)
     }
 
     /// The address actually bound (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> Addr {
-        match self {
-            Listener::Tcp(l) => Addr::Tcp(
+        match &self.socket {
+            Socket::Tcp(l) => Addr::Tcp(
                 l.local_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|_| "?:0".into()),
             ),
-            Listener::Unix(_, path) => Addr::Unix(path.clone()),
+            Socket::Unix(_, path) => Addr::Unix(path.clone()),
         }
     }
 
+    /// Leaves a Unix socket's file in place when the listener is dropped: for a process that
+    /// handed the socket to a successor, which listens on that path now. No effect on TCP.
+    pub fn leave_socket_file(&mut self) {
+        self.remove_file = false;
+    }
+
+    /// Removes a Unix socket's file when the listener is dropped, as a listener from
+    /// [`Listener::bind`] does: for a process that took a socket over and is now its last
+    /// owner. No effect on TCP.
+    pub fn remove_socket_file_on_drop(&mut self) {
+        self.remove_file = true;
+    }
+
     pub(crate) async fn accept(&self) -> io::Result<(Stream, String)> {
-        match self {
-            Listener::Tcp(l) => {
+        match &self.socket {
+            Socket::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), peer.to_string()))
             }
-            Listener::Unix(l, path) => {
+            Socket::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
                 Ok((Stream::Unix(s), format!("unix:{}", path.display())))
             }
@@ -247,9 +357,25 @@ impl Listener {
     }
 }
 
+/// The listening socket, to duplicate it for a successor process.
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.socket {
+            Socket::Tcp(l) => l.as_fd(),
+            Socket::Unix(l, _) => l.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let (Socket::Unix(_, path), true) = (&self.socket, self.remove_file) {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -516,3 +516,34 @@ async fn layers_added_to_the_server_wrap_every_call() {
     assert_eq!(calls("echo"), Some((1, 0)));
     assert_eq!(calls("hold"), Some((1, 1)));
 }
+
+#[tokio::test]
+async fn server_state_is_shared_with_every_call_by_type() {
+    use common::{Hits, ServerName};
+    let probe = Arc::new(Probe::default());
+    let hits = Arc::new(Hits::default());
+    let server = server(&probe)
+        .state(ServerName("first"))
+        .state(ServerName("kept"))
+        .state_arc(hits.clone())
+        .build()
+        .unwrap();
+    assert_eq!(server.state().len(), 2);
+    // Two connections, one map: every call sees the same values.
+    let (a, b) = (in_memory(&server), in_memory(&server));
+    for peer in [&a, &b, &a] {
+        assert_eq!(
+            peer.call("whoami", &[(); 0], T).await.unwrap(),
+            Value::from("kept")
+        );
+        peer.call("hit", &[(); 0], T).await.unwrap();
+    }
+    assert_eq!(hits.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+
+    // A server given no state answers without it.
+    let bare = in_memory(&common::server(&probe).build().unwrap());
+    let Err(Error::Remote(e)) = bare.call("whoami", &[(); 0], T).await else {
+        panic!("expected the handler's error")
+    };
+    assert!(e.message.contains("no ServerName"), "{e}");
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,14 @@ pub struct Probe {
 
 pub struct TestService(pub Arc<Probe>);
 
+/// Server state (`ServerBuilder::state`) that `whoami` answers with.
+#[derive(Debug)]
+pub struct ServerName(pub &'static str);
+
+/// Server state that `hit` counts calls in.
+#[derive(Debug, Default)]
+pub struct Hits(pub AtomicUsize);
+
 const METHODS: &[MethodInfo] = &[
     m("echo", false),
     m("hold", false),
@@ -37,6 +46,8 @@ const METHODS: &[MethodInfo] = &[
     m("deadline", false),
     m("fail", false),
     m("big", false),
+    m("whoami", false),
+    m("hit", false),
 ];
 
 const fn m(name: &'static str, notify: bool) -> MethodInfo {
@@ -124,6 +135,16 @@ impl Dispatch for TestService {
                     let mut args = Args::new("big", params, 1)?;
                     let n: usize = args.next("n")?;
                     Reply::encode(&vec![7u8; n])
+                }
+                "whoami" => match ctx.state::<ServerName>() {
+                    Some(name) => Reply::encode(name.0),
+                    None => Err(RpcError::internal("the server has no ServerName")),
+                },
+                "hit" => {
+                    let hits = ctx
+                        .state_arc::<Hits>()
+                        .ok_or_else(|| RpcError::internal("the server has no Hits"))?;
+                    Reply::encode(&(hits.0.fetch_add(1, Ordering::Relaxed) + 1))
                 }
                 other => Err(RpcError::method_not_found(other)),
             }
