@@ -3,6 +3,7 @@
 
 mod bench;
 mod call;
+mod config;
 mod demo;
 mod signal;
 
@@ -30,6 +31,9 @@ enum Command {
     /// The echo bench: a server to measure, and a load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A service's config: every effective value and where it came from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Call(args) => call::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Demo => demo::run(),
+        Command::Config(cmd) => config::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -151,3 +151,68 @@ fn bench_run_reports_json() {
         assert_eq!(report["errors"], 0);
     }
 }
+
+#[test]
+fn config_explain_shows_sources_and_rejects_bad_files() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hello.toml");
+    let explain = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        // Only the variables given here: the test's own environment must not leak in.
+        Command::new(SHOAL)
+            .args(["config", "explain"])
+            .arg(&file)
+            .env_clear()
+            .env("SHOAL_HELLO__GREETING", "Hi")
+            .env("SHOAL_DATA_DIR", "/not/an/override")
+            .output()
+            .expect("run shoal config explain")
+    };
+
+    let out = explain("[rpc]\nlisten = \"127.0.0.1:7000\"\n\n[db]\npassword = \"hunter2\"\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let at = format!("# {}", file.display());
+    assert_eq!(
+        line("rpc.listen"),
+        format!("rpc.listen = \"127.0.0.1:7000\" {at}:2")
+    );
+    assert_eq!(
+        line("db.password"),
+        format!("db.password = \"<redacted>\" {at}:5")
+    );
+    assert_eq!(
+        line("hello.greeting"),
+        "hello.greeting = \"Hi\" # env SHOAL_HELLO__GREETING"
+    );
+    assert_eq!(line("shutdown.grace"), "shutdown.grace = \"10s\" # default");
+    assert!(!text.contains("hunter2"), "{text}");
+    // The `#` column lines up.
+    let columns: Vec<usize> = text.lines().map(|l| l.find(" # ").unwrap()).collect();
+    assert!(columns.windows(2).all(|w| w[0] == w[1]), "{text}");
+
+    let out = explain("[rpc]\nlisten = \"nowhere\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "{}:2: key `rpc.listen`: expected host:port or unix:PATH, got \"nowhere\"",
+        file.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let _ = std::fs::remove_dir_all(&dir);
+}

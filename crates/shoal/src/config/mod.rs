@@ -1,1 +1,318 @@
 //! Configuration: a TOML file, `SHOAL_…` environment overrides, typed sections, provenance.
+//!
+//! [`Config::load`] is the one way in, at startup and on reload alike: read the file, apply the
+//! environment, validate the runtime's own keys into a [`RuntimeConfig`]. Nothing is bound
+//! before it succeeds, and a reload that fails leaves the running config alone (the caller
+//! keeps its old [`Config`]; this module has no state). Services read their own top-level
+//! tables with [`Config::section`].
+//!
+//! # Environment overrides
+//!
+//! - `SHOAL_<A>__<B>[__<C>…]` sets key `a.b[.c…]`: the segments are split on `__` and
+//!   lowercased, so a key may hold single underscores (`SHOAL_RPC__MAX_IN_FLIGHT` sets
+//!   `rpc.max_in_flight`). Keys with upper-case letters cannot be set this way.
+//! - A `SHOAL_` variable without `__` is not an override and is ignored (`SHOAL_DATA_DIR` and
+//!   the runtime's own handover variables live there). A variable with an empty segment
+//!   (`SHOAL_RPC__`) is an error.
+//! - The value is read as a TOML value (`8080` is an integer, `true` a boolean, `["a","b"]` an
+//!   array, `"quoted"` a string, `{ a = 1 }` a table), and as a plain string when it does not
+//!   parse (`127.0.0.1:7000`, `10s`). When the file already holds a string at that key, the raw
+//!   text is kept as a string: `SHOAL_HELLO__GREETING=123` stays `"123"`.
+//! - An override replaces the value at its key, creating the tables above it. It cannot reach
+//!   into an array, and only a table may replace a table.
+//! - Overrides apply in the order of their keys, so the result does not depend on the order of
+//!   the environment.
+//!
+//! # Errors
+//!
+//! A [`ConfigError`] is one lowercase line that names where the bad value came from and what
+//! was expected:
+//!
+//! ```text
+//! hello.toml:3: key `rpc.listen`: expected host:port or unix:PATH, got "nowhere"
+//! env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon"
+//! hello.toml: cannot read: No such file or directory (os error 2)
+//! hello.toml:7:5: TOML syntax: invalid string
+//! ```
+//!
+//! # Secrets
+//!
+//! A key whose name contains `password`, `passwd`, `secret`, `token` or `credential`, or is
+//! `key` or ends with `_key` or `-key` (case-insensitive), is shown as `"<redacted>"` by
+//! [`Config::redacted`] and [`Config::explain`], with everything beneath it.
+
+mod env;
+mod error;
+mod file;
+mod keys;
+mod runtime;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+pub use error::ConfigError;
+pub use runtime::{
+    AdminConfig, ControlConfig, LogConfig, Period, RpcConfig, RuntimeConfig, ServicesConfig,
+    ShutdownConfig, SummaryConfig, WatchdogConfig,
+};
+
+use keys::Sources;
+
+/// What a secret's value is replaced with.
+pub const REDACTED: &str = "<redacted>";
+
+/// A validated configuration: cheap to clone, immutable; a reload builds a new one.
+#[derive(Clone)]
+pub struct Config {
+    inner: Arc<Inner>,
+}
+
+/// One effective value and where it came from, as [`Config::explain`] lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    /// The dotted key, with `[i]` for elements of arrays of tables: `rpc.listen`,
+    /// `hello.upstreams[0].addr`.
+    pub key: String,
+    /// The value, or `"<redacted>"` for a secret.
+    pub value: toml::Value,
+    pub source: Source,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built into the runtime: no file line and no variable set it.
+    Default,
+    /// A line (1-based) of the config file.
+    File { path: PathBuf, line: usize },
+    /// An environment variable.
+    Env { var: String },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Source::Env { var } => write!(f, "env {var}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (None = no file: every runtime key at its default) and applies overrides
+    /// from `env` (the App passes `std::env::vars()`; tests pass a Vec).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+                Config::from_toml(&text, path, env)
+            }
+            None => Config::build(Document::default(), env),
+        }
+    }
+
+    /// The same from text; `origin` names the file in errors and provenance.
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (table, sources) = file::parse(text, origin)?;
+        let doc = Document {
+            path: Some(origin.to_owned()),
+            table,
+            sources,
+        };
+        Config::build(doc, env)
+    }
+
+    /// The file this config was read from.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.doc.path.as_deref()
+    }
+
+    /// The runtime's own validated keys.
+    pub fn runtime(&self) -> &RuntimeConfig {
+        &self.inner.runtime
+    }
+
+    /// Deserializes the top-level table `name` (an absent table deserializes from an empty
+    /// table so `#[serde(default)]` works). Errors name the file, the full key path (e.g.
+    /// `hello.greeting`), the line if it came from the file or the variable if it came from the
+    /// environment, and what was expected.
+    pub fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+        let doc = &self.inner.doc;
+        let value = doc
+            .table
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = keys::from_serde_path(name, e.path());
+            doc.error_at(&key, e.inner().message().trim())
+        })
+    }
+
+    /// One value by dotted key, e.g. `rpc.listen` or `hello.upstreams[0].addr`. Runtime keys
+    /// with a default are always present, in their config spelling (`shutdown.grace` is
+    /// `"10s"`).
+    pub fn value(&self, key: &str) -> Option<&toml::Value> {
+        self.inner.doc.get(key)
+    }
+
+    /// The effective config (runtime defaults included) as a table with secret values replaced
+    /// by `"<redacted>"`.
+    pub fn redacted(&self) -> toml::Table {
+        let mut table = self.inner.doc.table.clone();
+        redact_table(&mut table);
+        table
+    }
+
+    /// Every effective leaf value (runtime keys at their defaults included), sorted by key,
+    /// secrets redacted, with where it came from.
+    pub fn explain(&self) -> Vec<Explained> {
+        let doc = &self.inner.doc;
+        let mut out = Vec::new();
+        for (name, value) in &doc.table {
+            explain_value(doc, name.clone(), value, is_secret(name), &mut out);
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    fn build(
+        mut doc: Document,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        env::apply(&mut doc, env)?;
+        let runtime = RuntimeConfig::from_document(&doc)?;
+        runtime::fill_defaults(&mut doc);
+        Ok(Config {
+            inner: Arc::new(Inner { doc, runtime }),
+        })
+    }
+}
+
+/// Shows the path, the redacted values and the runtime keys: never a secret.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.inner.doc.path)
+            .field("values", &self.redacted())
+            .field("runtime", &self.inner.runtime)
+            .finish()
+    }
+}
+
+struct Inner {
+    doc: Document,
+    runtime: RuntimeConfig,
+}
+
+/// The effective values with their sources: what the file, then the environment, made.
+#[derive(Default)]
+struct Document {
+    path: Option<PathBuf>,
+    table: toml::Table,
+    sources: Sources,
+}
+
+impl Document {
+    fn get(&self, key: &str) -> Option<&toml::Value> {
+        keys::lookup(&self.table, key)
+    }
+
+    /// An error about the value at `key`, placed where that value (or the nearest table above
+    /// it) came from.
+    fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(
+            self.path.as_deref(),
+            self.sources.find(key),
+            key,
+            message.into(),
+        )
+    }
+}
+
+/// Leaves are everything but tables; arrays of tables are walked element by element.
+fn explain_value(
+    doc: &Document,
+    key: String,
+    value: &toml::Value,
+    secret: bool,
+    out: &mut Vec<Explained>,
+) {
+    match value {
+        toml::Value::Table(table) if !secret => {
+            for (name, v) in table {
+                let child = keys::child(&key, name);
+                explain_value(doc, child, v, is_secret(name), out);
+            }
+        }
+        toml::Value::Array(items) if !secret && keys::is_array_of_tables(items) => {
+            for (i, v) in items.iter().enumerate() {
+                explain_value(doc, keys::index(&key, i), v, false, out);
+            }
+        }
+        _ => {
+            let source = doc.sources.find(&key).cloned().unwrap_or(Source::Default);
+            let value = if secret {
+                toml::Value::String(REDACTED.to_owned())
+            } else {
+                value.clone()
+            };
+            out.push(Explained { key, value, source });
+        }
+    }
+}
+
+fn redact_table(table: &mut toml::Table) {
+    for (name, value) in table.iter_mut() {
+        if is_secret(name) {
+            *value = toml::Value::String(REDACTED.to_owned());
+        } else {
+            redact_value(value);
+        }
+    }
+}
+
+fn redact_value(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => redact_table(table),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+/// Whether a key's own name (not its path) marks its value as a secret.
+fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "credential"]
+        .iter()
+        .any(|word| name.contains(word))
+        || name == "key"
+        || name.ends_with("_key")
+        || name.ends_with("-key")
+}
+
+/// "a string", "an array", … for messages.
+fn describe(value: &toml::Value) -> String {
+    let kind = value.type_str();
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+//! The runtime's own keys (`[rpc]`, `[admin]`, `[services]`, `[shutdown]`, `[control]`,
+//! `[watchdog]`, `[summary]`, `[log]`): their defaults, and their validation into
+//! [`RuntimeConfig`]. Other top-level tables belong to the services.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_rpc::Addr;
+
+use super::keys;
+use super::{describe, ConfigError, Document, Source};
+
+/// The runtime's settings, validated; every field is at its default when its key is unset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuntimeConfig {
+    pub rpc: RpcConfig,
+    pub admin: AdminConfig,
+    pub services: ServicesConfig,
+    pub shutdown: ShutdownConfig,
+    pub control: ControlConfig,
+    pub watchdog: WatchdogConfig,
+    pub summary: SummaryConfig,
+    pub log: LogConfig,
+}
+
+/// `[rpc]`: the RPC listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcConfig {
+    /// `listen`: `host:port` or `unix:PATH`; None = no RPC listener.
+    pub listen: Option<Addr>,
+    /// `max_message`: the largest message accepted, in bytes (at least 1024; 16 MiB).
+    pub max_message: usize,
+    /// `max_in_flight`: calls served at once on one connection (at least 1; 1024).
+    pub max_in_flight: usize,
+    /// `blocking_threads`: threads for blocking handlers (at least 1; 64).
+    pub blocking_threads: usize,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            listen: None,
+            max_message: 16 << 20,
+            max_in_flight: 1024,
+            blocking_threads: 64,
+        }
+    }
+}
+
+/// `[admin]`: the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    /// `listen`: `unix:PATH` only, so that file permissions guard it; None = no admin socket.
+    pub listen: Option<PathBuf>,
+}
+
+/// `[services]`: which of the registered services this process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServicesConfig {
+    /// `enabled`: service names; None = all registered services.
+    pub enabled: Option<Vec<String>>,
+}
+
+/// `[shutdown]`: graceful close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// `grace`: how long in-flight work may take to drain (10s).
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[control]`: zero-downtime re-exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// `handover_timeout`: how long a re-executed binary has to become ready (above zero; 30s).
+    pub handover_timeout: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            handover_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[watchdog]`: heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchdogConfig {
+    /// `timeout`: no heartbeat for this long ends the process; None (unset or "0s") = off.
+    pub timeout: Option<Duration>,
+}
+
+/// `[summary]`: the periodic summary log line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SummaryConfig {
+    /// `every`: None = a summary only at close.
+    pub every: Option<Period>,
+}
+
+/// How often the summary is logged: at minute, hour or day boundaries, or every duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Minute,
+    Hour,
+    Day,
+    Every(Duration),
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `level`: a tracing filter like `info` or `info,shoal_rpc=debug` ("info").
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// The runtime's tables and the keys each one takes.
+const TABLES: &[(&str, &[&str])] = &[
+    (
+        "rpc",
+        &["listen", "max_message", "max_in_flight", "blocking_threads"],
+    ),
+    ("admin", &["listen"]),
+    ("services", &["enabled"]),
+    ("shutdown", &["grace"]),
+    ("control", &["handover_timeout"]),
+    ("watchdog", &["timeout"]),
+    ("summary", &["every"]),
+    ("log", &["level"]),
+];
+
+impl RuntimeConfig {
+    /// Validates the runtime's keys in `doc`; the first bad one is the error.
+    pub(super) fn from_document(doc: &Document) -> Result<RuntimeConfig, ConfigError> {
+        for (name, known) in TABLES {
+            check_table(doc, name, known)?;
+        }
+        let d = RuntimeConfig::default();
+        Ok(RuntimeConfig {
+            rpc: RpcConfig {
+                listen: read(doc, "rpc.listen", rpc_addr)?,
+                max_message: read(doc, "rpc.max_message", |v| {
+                    integer(v, 1024, "a size in bytes")
+                })?
+                .unwrap_or(d.rpc.max_message),
+                max_in_flight: read(doc, "rpc.max_in_flight", |v| integer(v, 1, "an integer"))?
+                    .unwrap_or(d.rpc.max_in_flight),
+                blocking_threads: read(doc, "rpc.blocking_threads", |v| {
+                    integer(v, 1, "an integer")
+                })?
+                .unwrap_or(d.rpc.blocking_threads),
+            },
+            admin: AdminConfig {
+                listen: read(doc, "admin.listen", admin_socket)?,
+            },
+            services: ServicesConfig {
+                enabled: read(doc, "services.enabled", service_names)?,
+            },
+            shutdown: ShutdownConfig {
+                grace: read(doc, "shutdown.grace", duration)?.unwrap_or(d.shutdown.grace),
+            },
+            control: ControlConfig {
+                handover_timeout: read(doc, "control.handover_timeout", positive_duration)?
+                    .unwrap_or(d.control.handover_timeout),
+            },
+            watchdog: WatchdogConfig {
+                timeout: read(doc, "watchdog.timeout", duration)?.filter(|t| !t.is_zero()),
+            },
+            summary: SummaryConfig {
+                every: read(doc, "summary.every", period)?,
+            },
+            log: LogConfig {
+                level: read(doc, "log.level", log_filter)?.unwrap_or(d.log.level),
+            },
+        })
+    }
+}
+
+/// Writes the runtime keys that have a default and are unset into `doc`, in their config
+/// spelling, so the effective config shows them; their source is [`Source::Default`].
+pub(super) fn fill_defaults(doc: &mut Document) {
+    let d = RuntimeConfig::default();
+    let defaults = [
+        ("rpc", "max_message", count(d.rpc.max_message)),
+        ("rpc", "max_in_flight", count(d.rpc.max_in_flight)),
+        ("rpc", "blocking_threads", count(d.rpc.blocking_threads)),
+        ("shutdown", "grace", spelled(d.shutdown.grace)),
+        (
+            "control",
+            "handover_timeout",
+            spelled(d.control.handover_timeout),
+        ),
+        ("log", "level", toml::Value::String(d.log.level)),
+    ];
+    for (table, key, value) in defaults {
+        let entry = doc
+            .table
+            .entry(table)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // Validation has made every runtime entry a table.
+        if let toml::Value::Table(entry) = entry {
+            if !entry.contains_key(key) {
+                entry.insert(key.to_owned(), value);
+                doc.sources.insert(keys::child(table, key), Source::Default);
+            }
+        }
+    }
+}
+
+/// Unknown keys in a runtime table are typos, not settings for someone else.
+fn check_table(doc: &Document, name: &str, known: &[&str]) -> Result<(), ConfigError> {
+    match doc.table.get(name) {
+        None => Ok(()),
+        Some(toml::Value::Table(table)) => {
+            match table.keys().find(|k| !known.contains(&k.as_str())) {
+                Some(unknown) => Err(doc.error_at(
+                    &keys::child(name, unknown),
+                    format!("unknown key; [{name}] takes {}", known.join(", ")),
+                )),
+                None => Ok(()),
+            }
+        }
+        Some(other) => Err(doc.error_at(
+            name,
+            format!(
+                "expected a table of runtime settings ([{name}]), got {}",
+                describe(other)
+            ),
+        )),
+    }
+}
+
+/// The value at `key` through `parse`, or None when the key is unset.
+fn read<T>(
+    doc: &Document,
+    key: &str,
+    parse: impl FnOnce(&toml::Value) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    doc.get(key)
+        .map(|value| parse(value).map_err(|message| doc.error_at(key, message)))
+        .transpose()
+}
+
+fn rpc_addr(value: &toml::Value) -> Result<Addr, String> {
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("expected host:port or unix:PATH, got {value}"))
+}
+
+fn admin_socket(value: &toml::Value) -> Result<PathBuf, String> {
+    match value.as_str().map(str::parse::<Addr>) {
+        Some(Ok(Addr::Unix(path))) => Ok(path),
+        Some(Ok(Addr::Tcp(_))) => Err(format!(
+            "the admin socket must be a Unix socket (unix:PATH) so that file permissions guard \
+             who may control the service, got {value}"
+        )),
+        _ => Err(format!("expected unix:PATH, got {value}")),
+    }
+}
+
+fn integer(value: &toml::Value, min: usize, what: &str) -> Result<usize, String> {
+    value
+        .as_integer()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n >= min)
+        .ok_or_else(|| format!("expected {what} of at least {min}, got {value}"))
+}
+
+fn duration(value: &toml::Value) -> Result<Duration, String> {
+    value
+        .as_str()
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .ok_or_else(|| format!("expected a duration like \"10s\", got {value}"))
+}
+
+fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
+    duration(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a duration above zero like \"30s\", got {value}"))
+}
+
+fn period(value: &toml::Value) -> Result<Period, String> {
+    match value.as_str() {
+        Some("minute") => Ok(Period::Minute),
+        Some("hour") => Ok(Period::Hour),
+        Some("day") => Ok(Period::Day),
+        _ => positive_duration(value).map(Period::Every).map_err(|_| {
+            format!(
+                "expected \"minute\", \"hour\", \"day\" or a duration above zero like \"15m\", \
+                 got {value}"
+            )
+        }),
+    }
+}
+
+fn service_names(value: &toml::Value) -> Result<Vec<String>, String> {
+    value
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| format!("expected an array of service names like [\"hello\"], got {value}"))
+}
+
+fn log_filter(value: &toml::Value) -> Result<String, String> {
+    let expected = "expected a log filter like \"info\" or \"info,shoal_rpc=debug\"";
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("{expected}, got {value}"))?;
+    match tracing_subscriber::EnvFilter::try_new(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(format!("{expected}, got {value}: {e}")),
+    }
+}
+
+fn count(n: usize) -> toml::Value {
+    toml::Value::Integer(i64::try_from(n).expect("default counts are small"))
+}
+
+/// A duration as the config writes it: "10s".
+fn spelled(d: Duration) -> toml::Value {
+    toml::Value::String(humantime::format_duration(d).to_string())
+}

@@ -1,0 +1,892 @@
+//! Config from text and a map of variables: file and environment precedence, the override
+//! rules, every runtime key's default and error, typed sections, redaction and provenance.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_rpc::Addr;
+
+use super::*;
+
+const FILE: &str = "hello.toml";
+
+/// An environment: (variable, value) pairs.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
+/// Loads `text` as `hello.toml` with `vars` as the whole environment.
+fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Config::from_toml(text, Path::new(FILE), env)
+}
+
+/// A TOML value written the way a file writes it: `1`, `"x"`, `["a"]`.
+fn toml(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}")).unwrap()["v"].clone()
+}
+
+/// `key` in the config loaded from `text` and `vars` is `expected` (TOML text; None = absent).
+fn check_value(text: &str, vars: &[(&str, &str)], key: &str, expected: Option<&str>) {
+    let config = load(text, vars).unwrap_or_else(|e| panic!("{text:?} {vars:?}: {e}"));
+    assert_eq!(
+        config.value(key),
+        expected.map(toml).as_ref(),
+        "key {key} of {text:?} with {vars:?}"
+    );
+}
+
+/// Loading `text` with `vars` fails with exactly `expected`.
+fn check_error(text: &str, vars: &[(&str, &str)], expected: &str) {
+    match load(text, vars) {
+        Ok(config) => panic!("{text:?} with {vars:?} loaded: {config:?}"),
+        Err(e) => assert_eq!(e.to_string(), expected, "{text:?} with {vars:?}"),
+    }
+}
+
+/// The runtime config loaded from `text` and `vars`, or a panic naming the error.
+fn runtime(text: &str, vars: &[(&str, &str)]) -> RuntimeConfig {
+    match load(text, vars) {
+        Ok(config) => config.runtime().clone(),
+        Err(e) => panic!("{text:?} with {vars:?}: {e}"),
+    }
+}
+
+fn file(line: usize) -> Source {
+    Source::File {
+        path: PathBuf::from(FILE),
+        line,
+    }
+}
+
+fn env(var: &str) -> Source {
+    Source::Env {
+        var: var.to_owned(),
+    }
+}
+
+#[test]
+fn the_environment_overrides_the_file() {
+    let text = "[hello]\ngreeting = \"Hi\"\nport = 1\n";
+    check_value(text, &[], "hello.port", Some("1"));
+    check_value(text, &[("SHOAL_HELLO__PORT", "2")], "hello.port", Some("2"));
+    check_value(
+        text,
+        &[("SHOAL_HELLO__PORT", "2")],
+        "hello.greeting",
+        Some("\"Hi\""),
+    );
+    check_value(text, &[("SHOAL_HELLO__NEW", "3")], "hello.new", Some("3"));
+    check_value(text, &[("SHOAL_HELLO__NEW", "3")], "hello.port", Some("1"));
+    check_value(
+        "[rpc]\nlisten = \"127.0.0.1:1\"\n",
+        &[("SHOAL_RPC__LISTEN", "127.0.0.1:2")],
+        "rpc.listen",
+        Some("\"127.0.0.1:2\""),
+    );
+    let config = load(
+        "[rpc]\nmax_in_flight = 8\n",
+        &[("SHOAL_RPC__MAX_IN_FLIGHT", "16")],
+    )
+    .unwrap();
+    assert_eq!(config.runtime().rpc.max_in_flight, 16);
+}
+
+#[test]
+fn override_values_are_toml_or_else_strings() {
+    let greeting = "[hello]\ngreeting = \"Hi\"\n";
+    let table = "[hello.nested]\na = 1\n";
+    // (file, variable, value, key, expected TOML)
+    let cases = [
+        ("", "SHOAL_HELLO__PORT", "8080", "hello.port", "8080"),
+        ("", "SHOAL_HELLO__ON", "true", "hello.on", "true"),
+        ("", "SHOAL_HELLO__RATIO", "0.5", "hello.ratio", "0.5"),
+        (
+            "",
+            "SHOAL_HELLO__NAMES",
+            r#"["a","b"]"#,
+            "hello.names",
+            r#"["a", "b"]"#,
+        ),
+        (
+            "",
+            "SHOAL_HELLO__QUOTED",
+            r#""quoted""#,
+            "hello.quoted",
+            r#""quoted""#,
+        ),
+        (
+            "",
+            "SHOAL_HELLO__INLINE",
+            "{ a = 1 }",
+            "hello.inline.a",
+            "1",
+        ),
+        (
+            "",
+            "SHOAL_HELLO__ADDR",
+            "127.0.0.1:7000",
+            "hello.addr",
+            r#""127.0.0.1:7000""#,
+        ),
+        ("", "SHOAL_HELLO__WAIT", "10s", "hello.wait", r#""10s""#),
+        (
+            "",
+            "SHOAL_HELLO__WORDS",
+            "two words",
+            "hello.words",
+            r#""two words""#,
+        ),
+        ("", "SHOAL_HELLO__EMPTY", "", "hello.empty", r#""""#),
+        // A second line would be a second key: the whole text is a string.
+        (
+            "",
+            "SHOAL_HELLO__SNEAKY",
+            "1\nx = 2",
+            "hello.sneaky",
+            "\"1\\nx = 2\"",
+        ),
+        // The file holds a string here, so the text stays one.
+        (
+            greeting,
+            "SHOAL_HELLO__GREETING",
+            "123",
+            "hello.greeting",
+            r#""123""#,
+        ),
+        (
+            greeting,
+            "SHOAL_HELLO__GREETING",
+            "true",
+            "hello.greeting",
+            r#""true""#,
+        ),
+        // Segments are lowercased and split on `__` only.
+        (
+            "",
+            "SHOAL_RPC__MAX_IN_FLIGHT",
+            "8",
+            "rpc.max_in_flight",
+            "8",
+        ),
+        ("", "SHOAL_HeLLo__GrEEting", "x", "hello.greeting", r#""x""#),
+        ("", "SHOAL_HELLO__A__B__C", "1", "hello.a.b.c", "1"),
+        // A table may replace a table.
+        (
+            table,
+            "SHOAL_HELLO__NESTED",
+            "{ b = 2 }",
+            "hello.nested",
+            "{ b = 2 }",
+        ),
+    ];
+    for (text, var, raw, key, expected) in cases {
+        check_value(text, &[(var, raw)], key, Some(expected));
+    }
+}
+
+#[test]
+fn variables_that_are_not_overrides_are_ignored() {
+    for var in [
+        "SHOAL_DATA_DIR",
+        "SHOAL_TEST_PYTHON",
+        "SHOAL_LISTEN_FDS",
+        "HELLO__GREETING",
+        "shoal_hello__greeting",
+        "XSHOAL_HELLO__GREETING",
+    ] {
+        let config = load("", &[(var, "x")]).unwrap();
+        assert_eq!(config.value("hello"), None, "{var}");
+        assert_eq!(
+            config.section::<toml::Table>("hello").unwrap(),
+            toml::Table::new()
+        );
+    }
+}
+
+#[test]
+fn bad_overrides_name_the_variable() {
+    let cases = [
+        (
+            "",
+            ("SHOAL_RPC__", "1"),
+            "env SHOAL_RPC__: empty key segment: write SHOAL_<TABLE>__<KEY>, with `__` between \
+             segments",
+        ),
+        (
+            "[hello]\ngreeting = \"Hi\"\n",
+            ("SHOAL_HELLO__GREETING__X", "1"),
+            "env SHOAL_HELLO__GREETING__X: key `hello.greeting.x`: cannot set it: \
+             `hello.greeting` holds a string, not a table",
+        ),
+        (
+            "[[hello.upstreams]]\naddr = \"a\"\n",
+            ("SHOAL_HELLO__UPSTREAMS__ADDR", "b"),
+            "env SHOAL_HELLO__UPSTREAMS__ADDR: key `hello.upstreams.addr`: cannot set it: \
+             `hello.upstreams` holds an array, not a table",
+        ),
+        (
+            "[hello.nested]\na = 1\n",
+            ("SHOAL_HELLO__NESTED", "1"),
+            "env SHOAL_HELLO__NESTED: key `hello.nested`: `hello.nested` is a table: set its \
+             keys one by one (SHOAL_HELLO__NESTED__<KEY>) or give a whole table like \
+             { name = \"value\" }",
+        ),
+    ];
+    for (text, var, expected) in cases {
+        check_error(text, &[var], expected);
+    }
+    check_error(
+        "",
+        &[("SHOAL_HELLO__X", "1"), ("SHOAL_hello__x", "2")],
+        "env SHOAL_hello__x: key `hello.x`: also set by SHOAL_HELLO__X; set it once",
+    );
+}
+
+#[test]
+fn overrides_apply_in_key_order_whatever_the_order_of_the_environment() {
+    let whole = ("SHOAL_HELLO__T", "{ a = 1, b = 1 }");
+    let part = ("SHOAL_HELLO__T__B", "2");
+    for vars in [[whole, part], [part, whole]] {
+        check_value("", &vars, "hello.t", Some("{ a = 1, b = 2 }"));
+    }
+}
+
+#[test]
+fn runtime_defaults() {
+    let expected = RuntimeConfig {
+        rpc: RpcConfig {
+            listen: None,
+            max_message: 16 * 1024 * 1024,
+            max_in_flight: 1024,
+            blocking_threads: 64,
+        },
+        admin: AdminConfig { listen: None },
+        services: ServicesConfig { enabled: None },
+        shutdown: ShutdownConfig {
+            grace: Duration::from_secs(10),
+        },
+        control: ControlConfig {
+            handover_timeout: Duration::from_secs(30),
+        },
+        watchdog: WatchdogConfig { timeout: None },
+        summary: SummaryConfig { every: None },
+        log: LogConfig {
+            level: "info".to_owned(),
+        },
+    };
+    assert_eq!(RuntimeConfig::default(), expected);
+    assert_eq!(runtime("", &[]), expected);
+    assert_eq!(
+        runtime("[rpc]\n[shutdown]\n[hello]\nx = 1\n", &[]),
+        expected
+    );
+    let config = Config::load(None, Vec::new()).unwrap();
+    assert_eq!(config.path(), None);
+    assert_eq!(config.runtime(), &expected);
+    // Defaults are in the effective config, as the file would spell them.
+    assert_eq!(config.value("shutdown.grace"), Some(&toml("\"10s\"")));
+    assert_eq!(config.value("rpc.max_message"), Some(&toml("16777216")));
+    assert_eq!(config.value("rpc.listen"), None);
+}
+
+#[test]
+fn runtime_keys_are_read() {
+    let text = r#"
+[rpc]
+listen = "127.0.0.1:7000"
+max_message = 1024
+max_in_flight = 1
+blocking_threads = 2
+
+[admin]
+listen = "unix:/run/hello/admin.sock"
+
+[services]
+enabled = ["hello", "world"]
+
+[shutdown]
+grace = "1m 30s"
+
+[control]
+handover_timeout = "5s"
+
+[watchdog]
+timeout = "20s"
+
+[summary]
+every = "hour"
+
+[log]
+level = "info,shoal_rpc=debug"
+"#;
+    let expected = RuntimeConfig {
+        rpc: RpcConfig {
+            listen: Some(Addr::Tcp("127.0.0.1:7000".to_owned())),
+            max_message: 1024,
+            max_in_flight: 1,
+            blocking_threads: 2,
+        },
+        admin: AdminConfig {
+            listen: Some(PathBuf::from("/run/hello/admin.sock")),
+        },
+        services: ServicesConfig {
+            enabled: Some(vec!["hello".to_owned(), "world".to_owned()]),
+        },
+        shutdown: ShutdownConfig {
+            grace: Duration::from_secs(90),
+        },
+        control: ControlConfig {
+            handover_timeout: Duration::from_secs(5),
+        },
+        watchdog: WatchdogConfig {
+            timeout: Some(Duration::from_secs(20)),
+        },
+        summary: SummaryConfig {
+            every: Some(Period::Hour),
+        },
+        log: LogConfig {
+            level: "info,shoal_rpc=debug".to_owned(),
+        },
+    };
+    assert_eq!(runtime(text, &[]), expected);
+
+    // One key at a time.
+    let rt = |text: &str| runtime(text, &[]);
+    assert_eq!(
+        rt("[rpc]\nlisten = \"unix:/tmp/x.sock\"").rpc.listen,
+        Some(Addr::Unix(PathBuf::from("/tmp/x.sock")))
+    );
+    assert_eq!(
+        rt("[services]\nenabled = []").services.enabled,
+        Some(vec![])
+    );
+    assert_eq!(rt("[watchdog]\ntimeout = \"0s\"").watchdog.timeout, None);
+    assert_eq!(
+        rt("[shutdown]\ngrace = \"0s\"").shutdown.grace,
+        Duration::ZERO
+    );
+    for (every, period) in [
+        ("minute", Period::Minute),
+        ("hour", Period::Hour),
+        ("day", Period::Day),
+        ("15m", Period::Every(Duration::from_secs(900))),
+    ] {
+        let text = format!("[summary]\nevery = \"{every}\"");
+        assert_eq!(rt(&text).summary.every, Some(period), "{every}");
+    }
+    let from_env = runtime(
+        "",
+        &[
+            ("SHOAL_RPC__LISTEN", "127.0.0.1:7001"),
+            ("SHOAL_SHUTDOWN__GRACE", "3s"),
+            ("SHOAL_SERVICES__ENABLED", r#"["hello"]"#),
+        ],
+    );
+    assert_eq!(
+        from_env.rpc.listen,
+        Some(Addr::Tcp("127.0.0.1:7001".to_owned()))
+    );
+    assert_eq!(from_env.shutdown.grace, Duration::from_secs(3));
+    assert_eq!(from_env.services.enabled, Some(vec!["hello".to_owned()]));
+}
+
+#[test]
+fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
+    // (file, expected error); each bad value is on line 2.
+    let cases = [
+        (
+            "[rpc]\nlisten = \"nowhere\"",
+            r#"hello.toml:2: key `rpc.listen`: expected host:port or unix:PATH, got "nowhere""#,
+        ),
+        (
+            "[rpc]\nlisten = 7000",
+            "hello.toml:2: key `rpc.listen`: expected host:port or unix:PATH, got 7000",
+        ),
+        (
+            "[rpc]\nmax_message = 100",
+            "hello.toml:2: key `rpc.max_message`: expected a size in bytes of at least 1024, got \
+             100",
+        ),
+        (
+            "[rpc]\nmax_in_flight = 0",
+            "hello.toml:2: key `rpc.max_in_flight`: expected an integer of at least 1, got 0",
+        ),
+        (
+            "[rpc]\nmax_in_flight = \"8\"",
+            r#"hello.toml:2: key `rpc.max_in_flight`: expected an integer of at least 1, got "8""#,
+        ),
+        (
+            "[rpc]\nblocking_threads = -1",
+            "hello.toml:2: key `rpc.blocking_threads`: expected an integer of at least 1, got -1",
+        ),
+        (
+            "[admin]\nlisten = \"127.0.0.1:9000\"",
+            "hello.toml:2: key `admin.listen`: the admin socket must be a Unix socket \
+             (unix:PATH) so that file permissions guard who may control the service, got \
+             \"127.0.0.1:9000\"",
+        ),
+        (
+            "[admin]\nlisten = \"unix:\"",
+            r#"hello.toml:2: key `admin.listen`: expected unix:PATH, got "unix:""#,
+        ),
+        (
+            "[services]\nenabled = \"hello\"",
+            r#"hello.toml:2: key `services.enabled`: expected an array of service names like ["hello"], got "hello""#,
+        ),
+        (
+            "[services]\nenabled = [\"hello\", 1]",
+            r#"hello.toml:2: key `services.enabled`: expected an array of service names like ["hello"], got ["hello", 1]"#,
+        ),
+        (
+            "[shutdown]\ngrace = \"soon\"",
+            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", got "soon""#,
+        ),
+        (
+            "[shutdown]\ngrace = 10",
+            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", got 10"#,
+        ),
+        (
+            "[control]\nhandover_timeout = \"0s\"",
+            r#"hello.toml:2: key `control.handover_timeout`: expected a duration above zero like "30s", got "0s""#,
+        ),
+        (
+            "[watchdog]\ntimeout = \"never\"",
+            r#"hello.toml:2: key `watchdog.timeout`: expected a duration like "10s", got "never""#,
+        ),
+        (
+            "[summary]\nevery = \"weekly\"",
+            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", got "weekly""#,
+        ),
+        (
+            "[summary]\nevery = \"0s\"",
+            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", got "0s""#,
+        ),
+        (
+            "[log]\nlevel = 3",
+            r#"hello.toml:2: key `log.level`: expected a log filter like "info" or "info,shoal_rpc=debug", got 3"#,
+        ),
+        (
+            "[rpc]\nlistn = \"127.0.0.1:7000\"",
+            "hello.toml:2: key `rpc.listn`: unknown key; [rpc] takes listen, max_message, \
+             max_in_flight, blocking_threads",
+        ),
+        (
+            "[shutdown.grace]\nseconds = 10",
+            "hello.toml:1: key `shutdown.grace`: expected a duration like \"10s\", got { seconds \
+             = 10 }",
+        ),
+        (
+            "x = 1\nrpc = \"127.0.0.1:7000\"",
+            "hello.toml:2: key `rpc`: expected a table of runtime settings ([rpc]), got a string",
+        ),
+    ];
+    for (text, expected) in cases {
+        check_error(text, &[], expected);
+    }
+
+    // A bad filter also says what tracing found wrong with it.
+    let e = load("[log]\nlevel = \"shoal=loud\"", &[]).unwrap_err();
+    let prefix = r#"hello.toml:2: key `log.level`: expected a log filter like "info" or "info,shoal_rpc=debug", got "shoal=loud": "#;
+    assert!(e.to_string().starts_with(prefix), "{e}");
+
+    // The accessors say the same.
+    let e = load("\n[rpc]\nlisten = \"nowhere\"", &[]).unwrap_err();
+    assert_eq!(e.file(), Some(Path::new(FILE)));
+    assert_eq!(e.key(), Some("rpc.listen"));
+    assert_eq!(e.line(), Some(3));
+    assert_eq!(e.env_var(), None);
+    assert_eq!(
+        e.message(),
+        r#"expected host:port or unix:PATH, got "nowhere""#
+    );
+}
+
+#[test]
+fn bad_runtime_keys_from_the_environment_name_the_variable() {
+    let cases = [
+        (
+            ("SHOAL_SHUTDOWN__GRACE", "soon"),
+            r#"env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon""#,
+        ),
+        (
+            ("SHOAL_RPC__MAX_IN_FLIGHT", "0"),
+            "env SHOAL_RPC__MAX_IN_FLIGHT: key `rpc.max_in_flight`: expected an integer of at \
+             least 1, got 0",
+        ),
+        (
+            ("SHOAL_RPC__LISTN", "127.0.0.1:7000"),
+            "env SHOAL_RPC__LISTN: key `rpc.listn`: unknown key; [rpc] takes listen, \
+             max_message, max_in_flight, blocking_threads",
+        ),
+    ];
+    for (var, expected) in cases {
+        check_error("[shutdown]\ngrace = \"5s\"\n", &[var], expected);
+    }
+    let e = load("", &[("SHOAL_SHUTDOWN__GRACE", "soon")]).unwrap_err();
+    assert_eq!(e.env_var(), Some("SHOAL_SHUTDOWN__GRACE"));
+    assert_eq!(e.line(), None);
+    assert_eq!(e.file(), Some(Path::new(FILE)));
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hello {
+    greeting: String,
+    #[serde(default)]
+    port: u16,
+    #[serde(default)]
+    upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+struct Upstream {
+    addr: String,
+    weight: u32,
+}
+
+#[derive(Debug, PartialEq, Deserialize, Default)]
+#[serde(default)]
+struct Optional {
+    greeting: Option<String>,
+    port: u16,
+}
+
+const HELLO: &str = r#"[hello]
+greeting = "Hi"
+port = 7000
+
+[[hello.upstreams]]
+addr = "a:1"
+weight = 1
+
+[[hello.upstreams]]
+addr = "b:1"
+weight = 2
+"#;
+
+#[test]
+fn sections_deserialize_into_typed_structs() {
+    let config = load(HELLO, &[("SHOAL_HELLO__PORT", "7001")]).unwrap();
+    let hello: Hello = config.section("hello").unwrap();
+    assert_eq!(
+        hello,
+        Hello {
+            greeting: "Hi".to_owned(),
+            port: 7001,
+            upstreams: vec![
+                Upstream {
+                    addr: "a:1".to_owned(),
+                    weight: 1
+                },
+                Upstream {
+                    addr: "b:1".to_owned(),
+                    weight: 2
+                },
+            ],
+        }
+    );
+    // An absent table is an empty one.
+    assert_eq!(
+        config.section::<Optional>("absent").unwrap(),
+        Optional::default()
+    );
+    assert_eq!(
+        Config::load(None, Vec::new())
+            .unwrap()
+            .section::<Optional>("hello")
+            .unwrap(),
+        Optional::default()
+    );
+    // Runtime tables can be read as sections too, defaults included.
+    #[derive(Deserialize)]
+    struct Shutdown {
+        grace: String,
+    }
+    assert_eq!(config.section::<Shutdown>("shutdown").unwrap().grace, "10s");
+}
+
+#[test]
+fn bad_sections_name_the_full_key_and_where_it_came_from() {
+    let upstream_weight = HELLO.replace("weight = 2", "weight = -2");
+    // (file, environment, expected error)
+    let cases: [(&str, Vars<'_>, &str); 8] = [
+        (
+            "[hello]\ngreeting = \"Hi\"\ngreting = \"Hi\"",
+            &[],
+            "hello.toml:3: key `hello.greting`: unknown field `greting`, expected one of \
+             `greeting`, `port`, `upstreams`",
+        ),
+        (
+            "[hello]\ngreeting = 5",
+            &[],
+            "hello.toml:2: key `hello.greeting`: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "\n[hello]\nport = 1",
+            &[],
+            "hello.toml:2: key `hello`: missing field `greeting`",
+        ),
+        (
+            &upstream_weight,
+            &[],
+            "hello.toml:11: key `hello.upstreams[1].weight`: invalid value: integer `-2`, \
+             expected u32",
+        ),
+        (
+            "[hello]\ngreeting = \"Hi\"\nport = 1",
+            &[("SHOAL_HELLO__PORT", "big")],
+            "env SHOAL_HELLO__PORT: key `hello.port`: invalid type: string \"big\", expected u16",
+        ),
+        (
+            "",
+            &[("SHOAL_HELLO__GREETING", "123")],
+            "env SHOAL_HELLO__GREETING: key `hello.greeting`: invalid type: integer `123`, \
+             expected a string",
+        ),
+        (
+            "hello = 5",
+            &[],
+            "hello.toml:1: key `hello`: invalid type: integer `5`, expected struct Hello",
+        ),
+        ("", &[], "hello.toml: key `hello`: missing field `greeting`"),
+    ];
+    for (text, vars, expected) in cases {
+        let config = load(text, vars).unwrap();
+        let e = config.section::<Hello>("hello").unwrap_err();
+        assert_eq!(e.to_string(), expected, "{text:?} with {vars:?}");
+    }
+
+    let config = load(&upstream_weight, &[]).unwrap();
+    let e = config.section::<Hello>("hello").unwrap_err();
+    assert_eq!(e.key(), Some("hello.upstreams[1].weight"));
+    assert_eq!(e.line(), Some(11));
+
+    // Without a file there is no place to name, only the key.
+    let e = Config::load(None, Vec::new())
+        .unwrap()
+        .section::<Hello>("hello")
+        .unwrap_err();
+    assert_eq!(e.to_string(), "key `hello`: missing field `greeting`");
+    assert_eq!(e.file(), None);
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let text = r#"
+[db]
+user = "app"
+password = "p1"
+api_token = "t1"
+key_id = "k1"
+private_key = "k2"
+keys = ["k3"]
+max_tokens = 3
+
+[db.credentials]
+user = "c1"
+
+[tls]
+Key = "k4"
+client-key = "k5"
+passwd = "k6"
+MY_SECRET = "k7"
+"#;
+    let config = load(text, &[("SHOAL_HELLO__AUTH_TOKEN", "t2")]).unwrap();
+    let redacted = config.redacted();
+    let expected = toml::from_str::<toml::Table>(
+        r#"
+[db]
+user = "app"
+password = "<redacted>"
+api_token = "<redacted>"
+key_id = "k1"
+private_key = "<redacted>"
+keys = ["k3"]
+max_tokens = "<redacted>"
+credentials = "<redacted>"
+
+[tls]
+Key = "<redacted>"
+client-key = "<redacted>"
+passwd = "<redacted>"
+MY_SECRET = "<redacted>"
+
+[hello]
+auth_token = "<redacted>"
+"#,
+    )
+    .unwrap();
+    for (table, values) in &expected {
+        assert_eq!(redacted.get(table), Some(values), "[{table}]");
+    }
+    // The real values are still there for the service.
+    assert_eq!(config.value("db.password"), Some(&toml("\"p1\"")));
+
+    let explained = config.explain();
+    let shown = |key: &str| explained.iter().find(|e| e.key == key).map(|e| &e.value);
+    assert_eq!(shown("db.password"), Some(&toml("\"<redacted>\"")));
+    assert_eq!(shown("db.credentials"), Some(&toml("\"<redacted>\"")));
+    assert_eq!(shown("db.credentials.user"), None);
+    assert_eq!(shown("hello.auth_token"), Some(&toml("\"<redacted>\"")));
+    assert_eq!(shown("db.user"), Some(&toml("\"app\"")));
+
+    let debug = format!("{config:?}");
+    for secret in ["p1", "t1", "t2", "k2", "k4", "k5", "k6", "k7", "c1"] {
+        assert!(
+            !debug.contains(&format!("\"{secret}\"")),
+            "{secret} in {debug}"
+        );
+    }
+}
+
+#[test]
+fn explain_says_where_each_value_came_from() {
+    let text = r#"[rpc]
+listen = "127.0.0.1:7000"
+
+[hello]
+greeting = "Hi"
+limits = { burst = 5, rate = 1.5 }
+ports = [
+  1,
+  2,
+]
+
+[[hello.upstreams]]
+addr = "a:1"
+"#;
+    let config = load(
+        text,
+        &[
+            ("SHOAL_HELLO__GREETING", "Hello"),
+            ("SHOAL_SHUTDOWN__GRACE", "3s"),
+            ("SHOAL_DATA_DIR", "/var/lib/hello"),
+        ],
+    )
+    .unwrap();
+    let explained: Vec<(String, String, Source)> = config
+        .explain()
+        .into_iter()
+        .map(|e| (e.key, e.value.to_string(), e.source))
+        .collect();
+    let expected = [
+        ("control.handover_timeout", "\"30s\"", Source::Default),
+        ("hello.greeting", "\"Hello\"", env("SHOAL_HELLO__GREETING")),
+        ("hello.limits.burst", "5", file(6)),
+        ("hello.limits.rate", "1.5", file(6)),
+        ("hello.ports", "[1, 2]", file(7)),
+        ("hello.upstreams[0].addr", "\"a:1\"", file(13)),
+        ("log.level", "\"info\"", Source::Default),
+        ("rpc.blocking_threads", "64", Source::Default),
+        ("rpc.listen", "\"127.0.0.1:7000\"", file(2)),
+        ("rpc.max_in_flight", "1024", Source::Default),
+        ("rpc.max_message", "16777216", Source::Default),
+        ("shutdown.grace", "\"3s\"", env("SHOAL_SHUTDOWN__GRACE")),
+    ]
+    .map(|(k, v, s)| (k.to_owned(), v.to_owned(), s));
+    assert_eq!(explained, expected);
+
+    // Without a file, only the defaults.
+    let keys: Vec<String> = Config::load(None, Vec::new())
+        .unwrap()
+        .explain()
+        .into_iter()
+        .map(|e| format!("{} = {} # {}", e.key, e.value, e.source))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "control.handover_timeout = \"30s\" # default",
+            "log.level = \"info\" # default",
+            "rpc.blocking_threads = 64 # default",
+            "rpc.max_in_flight = 1024 # default",
+            "rpc.max_message = 16777216 # default",
+            "shutdown.grace = \"10s\" # default",
+        ]
+    );
+}
+
+#[test]
+fn sources_display_as_explain_prints_them() {
+    assert_eq!(Source::Default.to_string(), "default");
+    assert_eq!(file(3).to_string(), "hello.toml:3");
+    assert_eq!(
+        env("SHOAL_RPC__LISTEN").to_string(),
+        "env SHOAL_RPC__LISTEN"
+    );
+}
+
+#[test]
+fn values_by_dotted_key() {
+    let config = load(HELLO, &[]).unwrap();
+    let cases = [
+        ("hello.greeting", Some("\"Hi\"")),
+        ("hello.upstreams[1].addr", Some("\"b:1\"")),
+        ("hello.upstreams[2].addr", None),
+        ("hello.upstreams.addr", None),
+        ("hello.greeting.x", None),
+        ("hello.port[0]", None),
+        ("nothing", None),
+        ("", None),
+        ("log.level", Some("\"info\"")),
+    ];
+    for (key, expected) in cases {
+        assert_eq!(config.value(key), expected.map(toml).as_ref(), "{key}");
+    }
+}
+
+#[test]
+fn files_are_read_from_disk() {
+    let dir = std::env::temp_dir().join(format!("shoal-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let missing = dir.join("missing.toml");
+    let e = Config::load(Some(&missing), Vec::new()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: cannot read: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    assert_eq!(e.file(), Some(missing.as_path()));
+    assert_eq!(e.key(), None);
+
+    let path = dir.join("hello.toml");
+    std::fs::write(&path, "[rpc]\nlisten = \"127.0.0.1:7000\"\n").unwrap();
+    let config = Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(config.path(), Some(path.as_path()));
+    let listen = config
+        .explain()
+        .into_iter()
+        .find(|e| e.key == "rpc.listen")
+        .unwrap();
+    assert_eq!(
+        listen.source,
+        Source::File {
+            path: path.clone(),
+            line: 2
+        }
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    // (file, expected line, column)
+    let cases = [
+        ("[hello]\ngreeting = \"Hi\"\nport = = 1\n", 3, 8),
+        ("[hello\n", 1, 7),
+        ("a = 1\na = 2\n", 2, 1),
+        ("x = \"unterminated\n", 1, 18),
+        ("x = \"é\" é\n", 1, 9),
+    ];
+    for (text, line, column) in cases {
+        let e = load(text, &[]).unwrap_err();
+        let prefix = format!("hello.toml:{line}:{column}: TOML syntax: ");
+        let shown = e.to_string();
+        assert!(shown.starts_with(&prefix), "{text:?}: {shown}");
+        assert!(!shown.contains('\n'), "{text:?}: {shown}");
+        assert_eq!((e.line(), e.column()), (Some(line), Some(column)));
+    }
+}
