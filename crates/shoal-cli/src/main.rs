@@ -1,5 +1,6 @@
-//! The `shoal` command: one binary for calling services, serving the echo bench and generating
-//! load. It owns signals and exit codes; the libraries take a shutdown future.
+//! The `shoal` command: one binary for calling services, explaining configurations, serving
+//! the echo bench and generating load. It owns signals and exit codes; the libraries take a
+//! shutdown future.
 
 mod bench;
 mod call;

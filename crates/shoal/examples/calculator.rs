@@ -1,0 +1,205 @@
+//! Two services in one process: `Calculator` records every result in `History`, which it
+//! requires, through state shared by type. A timer beats the watchdog's heart; a cron timer
+//! trims the history to `[history] keep` entries; the summary counts calculations.
+//!
+//! ```text
+//! cargo run -p shoal --example calculator -- --config crates/shoal/examples/calculator.toml
+//! shoal call 127.0.0.1:7001 add 2 3
+//! shoal call 127.0.0.1:7001 recent 10
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use shoal::rpc::{codes, RpcError};
+use shoal::timer::{Schedule, Timer};
+use shoal::{App, Context, Hooks};
+
+#[shoal::service]
+pub trait Calculator {
+    async fn add(&self, a: i64, b: i64) -> i64;
+    async fn sub(&self, a: i64, b: i64) -> i64;
+    async fn mul(&self, a: i64, b: i64) -> Result<i64, RpcError>;
+    async fn div(&self, a: i64, b: i64) -> Result<i64, RpcError>;
+}
+
+#[shoal::service]
+pub trait History {
+    /// The last `n` calculations, newest first.
+    async fn recent(&self, cx: &Context, n: u32) -> Vec<String>;
+    /// Calculations since start.
+    async fn total(&self, cx: &Context) -> u64;
+}
+
+/// The `[history]` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Entries kept after each trim.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// When to trim: a timer schedule such as `"cron: 0 * * * * *"` or `"every 10m"`.
+    #[serde(default = "default_trim")]
+    pub trim: String,
+}
+
+fn default_keep() -> usize {
+    100
+}
+
+fn default_trim() -> String {
+    "cron: 0 * * * * *".into()
+}
+
+/// The history both services share.
+#[derive(Debug, Default)]
+pub struct Log {
+    entries: Mutex<VecDeque<String>>,
+    total: AtomicU64,
+}
+
+impl Log {
+    fn record(&self, line: String) {
+        self.entries.lock().unwrap().push_front(line);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn trim(&self, keep: usize) -> usize {
+        let mut entries = self.entries.lock().unwrap();
+        let before = entries.len();
+        entries.truncate(keep);
+        before - entries.len()
+    }
+}
+
+struct Calc {
+    log: Arc<Log>,
+}
+
+impl Calc {
+    fn done(
+        &self,
+        op: &str,
+        a: i64,
+        b: i64,
+        result: Result<i64, RpcError>,
+    ) -> Result<i64, RpcError> {
+        if let Ok(value) = &result {
+            self.log.record(format!("{a} {op} {b} = {value}"));
+        }
+        result
+    }
+}
+
+fn overflow() -> RpcError {
+    RpcError::new(codes::APP_MIN + 1, "overflow")
+}
+
+impl Calculator for Calc {
+    async fn add(&self, a: i64, b: i64) -> i64 {
+        let sum = a.wrapping_add(b);
+        self.log.record(format!("{a} + {b} = {sum}"));
+        sum
+    }
+
+    async fn sub(&self, a: i64, b: i64) -> i64 {
+        let difference = a.wrapping_sub(b);
+        self.log.record(format!("{a} - {b} = {difference}"));
+        difference
+    }
+
+    async fn mul(&self, a: i64, b: i64) -> Result<i64, RpcError> {
+        self.done("*", a, b, a.checked_mul(b).ok_or_else(overflow))
+    }
+
+    async fn div(&self, a: i64, b: i64) -> Result<i64, RpcError> {
+        let quotient = a
+            .checked_div(b)
+            .ok_or_else(|| RpcError::new(codes::APP_MIN + 2, "division by zero"));
+        self.done("/", a, b, quotient)
+    }
+}
+
+/// Reads the shared log from the call's context, by type.
+struct Recorder;
+
+impl History for Recorder {
+    async fn recent(&self, cx: &Context, n: u32) -> Vec<String> {
+        let Some(log) = cx.state::<Log>() else {
+            return Vec::new();
+        };
+        let entries = log.entries.lock().unwrap();
+        entries.iter().take(n as usize).cloned().collect()
+    }
+
+    async fn total(&self, cx: &Context) -> u64 {
+        cx.state::<Log>()
+            .map_or(0, |log| log.total.load(Ordering::Relaxed))
+    }
+}
+
+struct Summary {
+    log: Arc<Log>,
+}
+
+impl Hooks for Summary {
+    fn summary(&self) -> String {
+        format!(
+            "{} calculations, {} in history",
+            self.log.total.load(Ordering::Relaxed),
+            self.log.entries.lock().unwrap().len()
+        )
+    }
+}
+
+/// The application, for `main` and for tests.
+pub fn app() -> App {
+    let log = Arc::new(Log::default());
+    App::new("calculator", env!("CARGO_PKG_VERSION"))
+        .hooks(Summary { log: log.clone() })
+        .setup(move |app| {
+            let history = app.section::<HistoryConfig>("history")?;
+            let trim: Schedule = history
+                .get()
+                .trim
+                .parse()
+                .map_err(|e| format!("history.trim: {e}"))?;
+            app.service("history", move |app| {
+                app.state_arc(log);
+                Ok(HistoryServer::new(Recorder))
+            });
+            app.service("calculator", |app| {
+                let log = app
+                    .get_state::<Log>()
+                    .ok_or("the calculator needs the history service's log")?;
+                Ok(CalculatorServer::new(Calc { log }))
+            })
+            .requires(["history"]);
+
+            let handle = app.handle();
+            app.timer(Timer::new("heartbeat", "every 5s".parse()?, move || {
+                handle.heartbeat();
+                async { Ok(()) }
+            }));
+            let handle = app.handle();
+            app.timer(Timer::new("trim", trim, move || {
+                let handle = handle.clone();
+                let history = history.clone();
+                async move {
+                    if let Some(log) = handle.state::<Log>() {
+                        let dropped = log.trim(history.get().keep);
+                        tracing::debug!(dropped, "history trimmed");
+                    }
+                    Ok(())
+                }
+            }));
+            Ok(())
+        })
+}
+
+#[tokio::main]
+async fn main() -> shoal::Exit {
+    app().run().await
+}

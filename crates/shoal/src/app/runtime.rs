@@ -1,0 +1,713 @@
+//! The running application: start-up in order, then one control loop that owns every change
+//! of state (reload, close, re-execution, watchdog) so no two of them ever run at once.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+
+use chrono::Utc;
+use shoal_rpc::middleware::{CatchPanicLayer, Stats, StatsLayer};
+use shoal_rpc::{Addr, Listener, Server, ServerBuilder};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::handle::{Handle, Shared};
+use super::setup::{Boxed, Setup, StateMap};
+use super::{services, App, Running};
+use crate::config::{Config, ConfigError};
+use crate::control::admin::RuntimeMethodsLayer;
+use crate::control::handover::{self, Inherited};
+use crate::control::systemd::Notifier;
+use crate::control::{self, Action, Command, Exit};
+use crate::events::{CallEventsLayer, Event, EventKind, Events};
+use crate::hooks::DynHooks;
+use crate::live::ConfigCell;
+use crate::logging::{self, Logging};
+use crate::status::{trace_of, Recorder, ReloadRecord};
+use crate::timer::{TimerFailure, Timers};
+use crate::{watchdog, BoxError};
+
+/// Starts `app`; `process` is true when it is the process (signals, systemd, handover).
+pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
+    let App {
+        name,
+        version,
+        hooks,
+        setup,
+        invocation,
+        clock,
+        zone,
+    } = app;
+    let inv = invocation.unwrap_or_default();
+    match inv.action {
+        Action::Help => {
+            print!("{}", control::usage(&name));
+            return Err(Exit::Closed);
+        }
+        Action::Version => {
+            println!("{name} {version}");
+            return Err(Exit::Closed);
+        }
+        Action::Run | Action::Check => {}
+    }
+    let config = Config::load(inv.config.as_deref(), inv.env.clone()).map_err(|e| {
+        eprintln!("{name}: {e}");
+        Exit::BadConfig
+    })?;
+    let logging = if process && inv.action == Action::Run {
+        logging::init(&config.runtime().log.level)
+    } else {
+        None
+    };
+
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let cell = Arc::new(ConfigCell::new(config.clone()));
+    let stats = Stats::new();
+    let handle = Handle {
+        shared: Arc::new(Shared {
+            name: name.clone(),
+            version,
+            started_at: Utc::now(),
+            started: Instant::now(),
+            cell: cell.clone(),
+            recorder: Recorder::new(),
+            commands,
+            closing: CancellationToken::new(),
+            heartbeat_ms: AtomicU64::new(0),
+            heartbeats: AtomicU64::new(0),
+            stats: stats.clone(),
+            hooks: hooks.clone(),
+            timers: OnceLock::new(),
+            services: OnceLock::new(),
+            rpc_addr: OnceLock::new(),
+            state: OnceLock::new(),
+        }),
+    };
+
+    // Declarations, then services in dependency order.
+    let mut decl = Setup {
+        handle: handle.clone(),
+        cell,
+        services: Vec::new(),
+        timers: Vec::new(),
+        state: StateMap::default(),
+        wraps: Vec::new(),
+        events: Events::default(),
+    };
+    if let Some(setup) = setup {
+        setup(&mut decl).map_err(|e| setup_failed(&name, &config, "setup", e))?;
+    }
+    let registered: Vec<(String, Vec<String>)> = decl
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.requires.clone()))
+        .collect();
+    let order = services::resolve(&registered, config.runtime().services.enabled.as_deref())
+        .map_err(|e| {
+            eprintln!("{name}: {}: {e}", origin(&config));
+            Exit::BadConfig
+        })?;
+    let mut built = Vec::new();
+    let mut names = Vec::new();
+    for index in order {
+        let factory = decl.services[index].factory.take().expect("built once");
+        let service_name = decl.services[index].name.clone();
+        let service = factory(&mut decl)
+            .map_err(|e| setup_failed(&name, &config, &format!("service {service_name}"), e))?;
+        built.push(Boxed(service));
+        names.push(service_name);
+    }
+    if inv.action == Action::Check {
+        println!("{name}: configuration {} is valid", origin(&config));
+        return Err(Exit::Closed);
+    }
+    let _ = handle.shared.services.set(names);
+    let _ = handle.shared.state.set(decl.state.clone());
+    let events = Arc::new(std::mem::take(&mut decl.events));
+    if let Err(e) = events
+        .emit(&Event::Startup)
+        .and_then(|()| events.emit(&Event::ConfigLoaded(&config)))
+    {
+        handle.record_error("startup hook", e.to_string(), trace_of(e.as_ref()));
+        return Err(Exit::Failed);
+    }
+    let mut timers = Timers::new(clock.clone(), zone);
+    for timer in std::mem::take(&mut decl.timers) {
+        timers.add(timer);
+    }
+    let _ = handle.shared.timers.set(timers.clone());
+
+    // Listeners: inherited from the process this one replaces, or bound.
+    let rt = config.runtime().clone();
+    let mut inherited = if process {
+        Inherited::from_env(&inv.env)
+    } else {
+        Inherited::default()
+    };
+    let mut sockets = Sockets::default();
+    let mut serving = Vec::new();
+    let mut rpc_addr = None;
+    if let Some(addr) = &rt.rpc.listen {
+        let mut builder = Server::builder()
+            .max_message(rt.rpc.max_message)
+            .max_in_flight(rt.rpc.max_in_flight)
+            .blocking_threads(rt.rpc.blocking_threads)
+            .layer(StatsLayer::with_stats(stats.clone()))
+            .layer(RuntimeMethodsLayer {
+                handle: handle.clone(),
+                control: false,
+            });
+        if events.has(EventKind::BeforeCall) || events.has(EventKind::AfterCall) {
+            builder = builder.layer(CallEventsLayer {
+                events: events.clone(),
+            });
+        }
+        for wrap in std::mem::take(&mut decl.wraps) {
+            builder = wrap(builder);
+        }
+        builder = with_state(builder.layer(CatchPanicLayer::new()), &decl.state);
+        for service in built {
+            builder = builder.service(service);
+        }
+        let server = builder.build().map_err(|e| {
+            eprintln!("{name}: {e}");
+            Exit::BadConfig
+        })?;
+        let listener = listen("rpc", addr, &mut inherited, &mut sockets)
+            .await
+            .map_err(|e| bind_failed(&handle, e))?;
+        rpc_addr = Some(listener.local_addr());
+        let _ = handle
+            .shared
+            .rpc_addr
+            .set(listener.local_addr().to_string());
+        serving.push((server, listener));
+    } else if !built.is_empty() {
+        warn!(app = %name, "services are declared but rpc.listen is not set: not serving RPC");
+    }
+    let mut admin_path = None;
+    if let Some(path) = &rt.admin.listen {
+        let server = Server::builder()
+            .layer(StatsLayer::with_stats(stats.clone()))
+            .layer(RuntimeMethodsLayer {
+                handle: handle.clone(),
+                control: true,
+            })
+            .build()
+            .map_err(|e| bind_failed(&handle, e.to_string()))?;
+        let listener = listen(
+            "admin",
+            &Addr::Unix(path.clone()),
+            &mut inherited,
+            &mut sockets,
+        )
+        .await
+        .map_err(|e| bind_failed(&handle, e))?;
+        owner_only(path).map_err(|e| bind_failed(&handle, e))?;
+        admin_path = Some(path.clone());
+        serving.push((server, listener));
+    }
+
+    if let Err(e) = hooks.on_start(&handle).await {
+        handle.record_error("on_start", e.to_string(), trace_of(e.as_ref()));
+        sockets.remove_files();
+        return Err(Exit::Failed);
+    }
+
+    // Serve, tick, watch.
+    let accept_stop = CancellationToken::new();
+    let servers = TaskTracker::new();
+    for (server, listener) in serving {
+        let stop = accept_stop.clone();
+        servers.spawn(async move {
+            if let Err(e) = server.serve(listener, stop.cancelled_owned()).await {
+                warn!(error = %e, "server stopped");
+            }
+        });
+    }
+    servers.close();
+    let timers_stop = CancellationToken::new();
+    let timers_task = (!timers.is_empty()).then(|| {
+        let reporter = handle.clone();
+        tokio::spawn(timers.run(
+            timers_stop.clone(),
+            Arc::new(move |failure: TimerFailure| {
+                reporter.record_error(
+                    &format!("timer {}", failure.timer),
+                    failure.message,
+                    failure.trace,
+                );
+            }),
+        ))
+    });
+    let closing = handle.shared.closing.clone();
+    let notifier = if process {
+        Notifier::from_env(&inv.env).map(Arc::new)
+    } else {
+        None
+    };
+    let changed = Arc::new(Notify::new());
+    let (fired, fired_rx) = mpsc::unbounded_channel();
+    let background = TaskTracker::new();
+    background.spawn(watchdog::watch(
+        handle.clone(),
+        notifier.clone(),
+        fired,
+        changed.clone(),
+        closing.clone(),
+    ));
+    background.spawn(watchdog::summarize(
+        handle.clone(),
+        clock,
+        zone,
+        changed.clone(),
+        closing.clone(),
+    ));
+    background.close();
+    let run_task = {
+        let hooks = hooks.clone();
+        let app = handle.clone();
+        tokio::spawn(async move { hooks.run(app).await })
+    };
+    let signals_stop = CancellationToken::new();
+    if process {
+        match control::signal::forward(handle.shared.commands.clone(), signals_stop.clone()) {
+            Ok(forward) => drop(tokio::spawn(forward)),
+            Err(e) => warn!(error = %e, "cannot install signal handlers"),
+        }
+    }
+
+    // Ready.
+    events.notify(&Event::ServicesStarted);
+    handle.shared.recorder.set_state("running");
+    if let Some(from) = inherited.predecessor() {
+        info!(from, "took over the listeners from the previous process");
+    }
+    inherited.signal_ready();
+    if let Some(notifier) = &notifier {
+        match inherited.predecessor() {
+            Some(_) => notifier.send(&format!("MAINPID={}\nREADY=1", std::process::id())),
+            None => notifier.send("READY=1"),
+        }
+    }
+    info!(app = %name, rpc = ?rpc_addr, admin = ?admin_path, pid = std::process::id(), "ready");
+
+    let runtime = Runtime {
+        handle: handle.clone(),
+        hooks,
+        events,
+        exe: inv.exe.clone(),
+        args: inv.args.clone(),
+        env: inv.env.clone(),
+        sockets,
+        handed_over: false,
+        accept_stop,
+        timers_stop,
+        servers,
+        timers_task,
+        run_task: Some(run_task),
+        background,
+        notifier,
+        logging,
+        changed,
+        signals_stop,
+        process,
+    };
+    let done = tokio::spawn(runtime.control(command_rx, fired_rx));
+    Ok(Running {
+        handle,
+        rpc_addr,
+        admin_path,
+        done,
+    })
+}
+
+/// The listening sockets, kept for handing over and for removing Unix socket files at exit.
+#[derive(Debug, Default)]
+struct Sockets {
+    /// Duplicates of the listeners' descriptors, by name.
+    fds: Vec<(String, OwnedFd)>,
+    files: Vec<PathBuf>,
+}
+
+impl Sockets {
+    fn remove_files(&self) {
+        for path in &self.files {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds `addr`, or takes the listener a predecessor handed over under `name`.
+async fn listen(
+    name: &str,
+    addr: &Addr,
+    inherited: &mut Inherited,
+    sockets: &mut Sockets,
+) -> Result<Listener, String> {
+    let mut listener = None;
+    if let Some(fd) = inherited.take(name) {
+        match Listener::from_fd(fd) {
+            Ok(l) if same_place(&l.local_addr(), addr) => listener = Some(l),
+            Ok(l) => warn!(
+                configured = %addr,
+                inherited = %l.local_addr(),
+                "the inherited {name} listener is not where the configuration says; binding anew"
+            ),
+            Err(e) => warn!(error = %e, "the inherited {name} listener is unusable; binding anew"),
+        }
+    }
+    let mut listener = match listener {
+        Some(l) => l,
+        None => Listener::bind(addr).await.map_err(|e| e.to_string())?,
+    };
+    // The runtime removes socket files itself, and not after handing them over.
+    listener.leave_socket_file();
+    if let Addr::Unix(path) = addr {
+        sockets.files.push(path.clone());
+    }
+    let fd = listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot keep the {name} listener for handover: {e}"))?;
+    sockets.fds.push((name.to_owned(), fd));
+    Ok(listener)
+}
+
+/// Whether an inherited listener serves the configured address (port 0 matches any port).
+fn same_place(actual: &Addr, configured: &Addr) -> bool {
+    match (actual, configured) {
+        (Addr::Unix(a), Addr::Unix(b)) => a == b,
+        (Addr::Tcp(a), Addr::Tcp(b)) => {
+            match (
+                a.parse::<std::net::SocketAddr>(),
+                b.parse::<std::net::SocketAddr>(),
+            ) {
+                (Ok(a), Ok(b)) => a.ip() == b.ip() && (b.port() == 0 || a.port() == b.port()),
+                // A host name: trust the predecessor, which bound the same configuration.
+                _ => true,
+            }
+        }
+        _ => false,
+    }
+}
+
+fn owner_only(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {} to its owner: {e}", path.display()))
+}
+
+fn with_state(mut builder: ServerBuilder, state: &StateMap) -> ServerBuilder {
+    for value in state.values.values() {
+        builder = builder.state_any(value.clone());
+    }
+    builder
+}
+
+fn origin(config: &Config) -> String {
+    config
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(default configuration)".into())
+}
+
+fn setup_failed(name: &str, config: &Config, what: &str, error: BoxError) -> Exit {
+    if error.downcast_ref::<ConfigError>().is_some() {
+        eprintln!("{name}: {error}");
+        Exit::BadConfig
+    } else {
+        eprintln!(
+            "{name}: {what} failed ({}): {}",
+            origin(config),
+            trace_of(error.as_ref())
+        );
+        Exit::Failed
+    }
+}
+
+fn bind_failed(handle: &Handle, error: String) -> Exit {
+    handle.record_error("listen", error.clone(), error);
+    Exit::Failed
+}
+
+/// Everything the control loop owns.
+struct Runtime {
+    handle: Handle,
+    hooks: Arc<dyn DynHooks>,
+    events: Arc<Events>,
+    exe: Option<PathBuf>,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+    sockets: Sockets,
+    handed_over: bool,
+    accept_stop: CancellationToken,
+    timers_stop: CancellationToken,
+    servers: TaskTracker,
+    timers_task: Option<JoinHandle<()>>,
+    run_task: Option<JoinHandle<Result<(), BoxError>>>,
+    background: TaskTracker,
+    notifier: Option<Arc<Notifier>>,
+    logging: Option<Logging>,
+    changed: Arc<Notify>,
+    signals_stop: CancellationToken,
+    process: bool,
+}
+
+impl Runtime {
+    async fn control(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut fired: mpsc::UnboundedReceiver<String>,
+    ) -> Exit {
+        let mut run_task = self.run_task.take().expect("spawned at start");
+        let mut run_ended = false;
+        let exit = loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Reload(reply)) => {
+                        let result = self.reload().await;
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Some(Command::Close { .. }) | None => break Exit::Closed,
+                    Some(Command::Restart(reply)) => match self.hand_over().await {
+                        Ok(pid) => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok(pid));
+                            }
+                            break Exit::Closed;
+                        }
+                        Err(e) => {
+                            self.handle.record_error("restart", e.clone(), e.clone());
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    },
+                },
+                ended = &mut run_task => {
+                    run_ended = true;
+                    let exit = self.run_ended(ended);
+                    info!(?exit, "the run loop ended; closing");
+                    break exit;
+                }
+                Some(reason) = fired.recv() => {
+                    self.handle.record_error("watchdog", reason.clone(), reason);
+                    self.stop_everything();
+                    return Exit::Watchdog;
+                }
+            }
+        };
+        let run_task = (!run_ended).then_some(run_task);
+        self.close(exit, run_task, &mut commands).await
+    }
+
+    fn run_ended(&self, ended: Result<Result<(), BoxError>, tokio::task::JoinError>) -> Exit {
+        match ended {
+            Ok(Ok(())) => Exit::Closed,
+            Ok(Err(e)) => {
+                self.handle
+                    .record_error("run", e.to_string(), trace_of(e.as_ref()));
+                Exit::Failed
+            }
+            Err(e) => {
+                self.handle.record_error(
+                    "run",
+                    format!("the run loop panicked: {e}"),
+                    e.to_string(),
+                );
+                Exit::Failed
+            }
+        }
+    }
+
+    /// Re-reads the configuration through the startup path and puts it in force whole, or
+    /// keeps the old one and says why.
+    async fn reload(&self) -> Result<(), String> {
+        let shared = self.handle.shared.clone();
+        shared.recorder.set_state("reloading");
+        if let Some(n) = &self.notifier {
+            n.send("RELOADING=1");
+        }
+        let old = shared.cell.snapshot();
+        let result = self.apply_reload(&old.config).await;
+        shared.recorder.reload(ReloadRecord {
+            at: Utc::now(),
+            ok: result.is_ok(),
+            error: result.as_ref().err().cloned(),
+        });
+        match &result {
+            Ok(()) => info!(file = ?old.config.path(), "configuration reloaded"),
+            Err(e) => self.handle.record_error(
+                "reload",
+                format!("{e}; the previous configuration stays in force"),
+                e.clone(),
+            ),
+        }
+        shared.recorder.set_state("running");
+        if let Some(n) = &self.notifier {
+            n.send("READY=1");
+        }
+        result
+    }
+
+    async fn apply_reload(&self, old: &Config) -> Result<(), String> {
+        let shared = &self.handle.shared;
+        let config = Config::load(old.path(), self.env.clone()).map_err(|e| e.to_string())?;
+        let snapshot = shared.cell.prepare(config).map_err(|e| e.to_string())?;
+        let new = snapshot.config.clone();
+        self.hooks
+            .on_reload(&new)
+            .await
+            .map_err(|e| format!("on_reload rejected the configuration: {e}"))?;
+        self.events
+            .emit(&Event::ConfigLoaded(&new))
+            .map_err(|e| format!("a config hook rejected the configuration: {e}"))?;
+        shared.cell.install(snapshot);
+        let (was, now) = (old.runtime(), new.runtime());
+        if let Some(logging) = &self.logging {
+            if was.log.level != now.log.level {
+                if let Err(e) = logging.set_level(&now.log.level) {
+                    warn!(error = %e, "log.level not changed");
+                }
+            }
+        }
+        for (key, differs) in [
+            ("rpc", was.rpc != now.rpc),
+            ("admin.listen", was.admin != now.admin),
+            ("services.enabled", was.services != now.services),
+        ] {
+            if differs {
+                warn!(key, "changed; it takes effect when the process restarts (SIGUSR2 re-executes without downtime)");
+            }
+        }
+        self.changed.notify_waiters();
+        self.events.notify(&Event::Reload(&new));
+        Ok(())
+    }
+
+    /// Starts the binary again with the listeners and waits until it serves.
+    async fn hand_over(&mut self) -> Result<u32, String> {
+        let exe = self
+            .exe
+            .clone()
+            .ok_or("re-execution needs the binary's path, which is unknown here")?;
+        if self.sockets.fds.is_empty() {
+            warn!("no listener to hand over; the new process binds its own");
+        }
+        let fds: Vec<(&str, std::os::fd::BorrowedFd<'_>)> = self
+            .sockets
+            .fds
+            .iter()
+            .map(|(name, fd)| (name.as_str(), fd.as_fd()))
+            .collect();
+        let timeout = self.handle.config().runtime().control.handover_timeout;
+        let pid = handover::start_successor(&exe, &self.args, &fds, timeout).await?;
+        self.handed_over = true;
+        info!(pid, "the new process serves; closing this one");
+        Ok(pid)
+    }
+
+    /// Closes gracefully: stop accepting, `on_close`, then in-flight calls, timers and the run
+    /// loop finish within the grace period.
+    async fn close(
+        mut self,
+        mut exit: Exit,
+        run_task: Option<JoinHandle<Result<(), BoxError>>>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Exit {
+        let shared = self.handle.shared.clone();
+        shared.recorder.set_state("closing");
+        if let Some(n) = &self.notifier {
+            n.send("STOPPING=1");
+        }
+        let grace = self.handle.config().runtime().shutdown.grace;
+        info!(grace = %humantime::format_duration(grace), "closing");
+        self.events.notify(&Event::Close);
+        self.accept_stop.cancel();
+        self.timers_stop.cancel();
+        shared.closing.cancel();
+        let deadline = Instant::now() + grace;
+        let hooks = self.hooks.clone();
+        let servers = self.servers.clone();
+        let background = self.background.clone();
+        let timers_task = self.timers_task.take();
+        let drain = async move {
+            hooks.on_close().await;
+            servers.wait().await;
+            if let Some(task) = timers_task {
+                let _ = task.await;
+            }
+            let ended = match run_task {
+                Some(task) => Some(task.await),
+                None => None,
+            };
+            background.wait().await;
+            ended
+        };
+        tokio::pin!(drain);
+        let finished = loop {
+            tokio::select! {
+                ended = &mut drain => break Some(ended),
+                _ = tokio::time::sleep_until(deadline) => break None,
+                command = commands.recv() => match command {
+                    Some(Command::Close { signal: Some(signal) }) if self.process => {
+                        warn!(signal, "second close signal: exiting now");
+                        self.finish();
+                        return Exit::Signal(signal);
+                    }
+                    Some(Command::Reload(Some(reply))) => {
+                        let _ = reply.send(Err("the application is closing".into()));
+                    }
+                    Some(Command::Restart(Some(reply))) => {
+                        let _ = reply.send(Err("the application is closing".into()));
+                    }
+                    Some(_) => {}
+                    None => {}
+                },
+            }
+        };
+        match finished {
+            Some(ended) => {
+                if let Some(ended) = ended {
+                    let run_exit = self.run_ended(ended);
+                    if exit == Exit::Closed {
+                        exit = run_exit;
+                    }
+                }
+            }
+            None => {
+                warn!(
+                    grace = %humantime::format_duration(grace),
+                    "the grace period ran out with work in progress"
+                );
+                exit = Exit::GraceExpired;
+            }
+        }
+        watchdog::log_summary(&self.handle);
+        self.finish();
+        info!(?exit, code = exit.code(), "closed");
+        exit
+    }
+
+    fn stop_everything(&self) {
+        self.handle.shared.closing.cancel();
+        self.accept_stop.cancel();
+        self.timers_stop.cancel();
+        self.finish();
+    }
+
+    fn finish(&self) {
+        self.signals_stop.cancel();
+        if !self.handed_over {
+            self.sockets.remove_files();
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Zero-downtime re-execution: the running process starts the binary at its own path again,
+//! passing its listening sockets as inherited file descriptors, and waits until the new
+//! process says it is serving. Only then does the old one stop accepting and drain, so the
+//! listening sockets never close and no connection is refused.
+//!
+//! Between the two processes: `SHOAL_HANDOVER_FDS=rpc=5,admin=6` names the sockets,
+//! `SHOAL_HANDOVER_READY=7` is the write end of a pipe the new process writes one byte to once
+//! it serves, and `SHOAL_HANDOVER_FROM` is the old process's pid. The new process takes the
+//! descriptors only when it is that pid's child, so a program it starts in turn, which
+//! inherits the variables, never mistakes its own descriptors for them.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+const FDS_VAR: &str = "SHOAL_HANDOVER_FDS";
+const READY_VAR: &str = "SHOAL_HANDOVER_READY";
+const FROM_VAR: &str = "SHOAL_HANDOVER_FROM";
+
+/// Sockets and the readiness pipe inherited from the process this one replaces.
+#[derive(Debug, Default)]
+pub(crate) struct Inherited {
+    listeners: HashMap<String, OwnedFd>,
+    ready: Option<OwnedFd>,
+    from: Option<u32>,
+}
+
+impl Inherited {
+    /// Takes the descriptors named in `env`, if this process is a handover's new process.
+    pub(crate) fn from_env(env: &[(String, String)]) -> Inherited {
+        let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let Some(from) = var(FROM_VAR).and_then(|v| v.parse::<u32>().ok()) else {
+            return Inherited::default();
+        };
+        if nix::unistd::getppid().as_raw() as u32 != from {
+            return Inherited::default();
+        }
+        let mut inherited = Inherited {
+            from: Some(from),
+            ..Inherited::default()
+        };
+        for entry in var(FDS_VAR)
+            .unwrap_or("")
+            .split(',')
+            .filter(|e| !e.is_empty())
+        {
+            let Some((name, fd)) = entry.split_once('=') else {
+                continue;
+            };
+            match fd.parse().ok().and_then(|fd| adopt(fd, "socket:")) {
+                Some(fd) => {
+                    inherited.listeners.insert(name.to_owned(), fd);
+                }
+                None => warn!(
+                    name,
+                    fd, "inherited listener is not an open socket; binding anew"
+                ),
+            }
+        }
+        inherited.ready = var(READY_VAR)
+            .and_then(|fd| fd.parse().ok())
+            .and_then(|fd| adopt(fd, "pipe:"));
+        inherited
+    }
+
+    /// The pid of the process being replaced.
+    pub(crate) fn predecessor(&self) -> Option<u32> {
+        self.from
+    }
+
+    /// The inherited listening socket named `name` (`rpc`, `admin`).
+    pub(crate) fn take(&mut self, name: &str) -> Option<OwnedFd> {
+        self.listeners.remove(name)
+    }
+
+    /// Tells the old process that this one serves; it then stops accepting and drains.
+    pub(crate) fn signal_ready(&mut self) {
+        if let Some(fd) = self.ready.take() {
+            let mut pipe = std::fs::File::from(fd);
+            if let Err(e) = pipe.write_all(b"R") {
+                warn!(error = %e, "could not tell the old process this one is ready");
+            }
+        }
+    }
+}
+
+/// Takes ownership of descriptor `fd` if it is open and of the expected kind (`/proc/self/fd`
+/// names it `socket:[…]` or `pipe:[…]`).
+#[allow(unsafe_code)]
+fn adopt(fd: RawFd, kind: &str) -> Option<OwnedFd> {
+    if fd < 3 {
+        return None;
+    }
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    if !target.to_string_lossy().starts_with(kind) {
+        return None;
+    }
+    // SAFETY: the descriptor is open (it is listed in /proc/self/fd) and of the kind the old
+    // process said it passed. Nothing in this process owns it: it was inherited across exec
+    // (the runtime creates every descriptor of its own close-on-exec), and this runs once per
+    // name, at start, before anything else could have taken it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A program this process starts later must not inherit it.
+    let _ = fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    Some(owned)
+}
+
+/// Starts `exe` with `args`, handing it `listeners`, and waits until it says it serves. On
+/// success returns its pid; on failure (it exited, or was not ready within `timeout`, then it
+/// is killed) says why, and the caller keeps serving as before.
+pub(crate) async fn start_successor(
+    exe: &Path,
+    args: &[OsString],
+    listeners: &[(&str, BorrowedFd<'_>)],
+    timeout: Duration,
+) -> Result<u32, String> {
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let mut names = Vec::new();
+    for (name, fd) in listeners {
+        names.push(format!("{name}={}", fd.as_raw_fd()));
+    }
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(args)
+        .env(FDS_VAR, names.join(","))
+        .env(READY_VAR, write_end.as_raw_fd().to_string())
+        .env(FROM_VAR, std::process::id().to_string());
+    // The descriptors are inherited only while the close-on-exec flag is off, and only for
+    // the moment of the spawn.
+    let inheritable: Vec<BorrowedFd<'_>> = listeners
+        .iter()
+        .map(|(_, fd)| *fd)
+        .chain(std::iter::once(write_end.as_fd()))
+        .collect();
+    for fd in &inheritable {
+        set_cloexec(*fd, false)?;
+    }
+    let spawned = command.spawn();
+    for fd in &inheritable {
+        let _ = set_cloexec(*fd, true);
+    }
+    drop(write_end);
+    let mut child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let pid = child.id().unwrap_or(0);
+    info!(pid, exe = %exe.display(), "started the new process; waiting until it serves");
+    let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
+        .map_err(|e| format!("cannot watch the new process: {e}"))?;
+    let mut byte = [0u8; 1];
+    let outcome = tokio::select! {
+        read = ready.read(&mut byte) => match read {
+            Ok(1) => Ok(pid),
+            _ => Err(match child.wait().await {
+                Ok(status) => format!("the new process (pid {pid}) exited before it was ready: {status}"),
+                Err(e) => format!("the new process (pid {pid}) closed its pipe before it was ready: {e}"),
+            }),
+        },
+        _ = tokio::time::sleep(timeout) => {
+            Err(format!("the new process (pid {pid}) was not ready within {}", humantime::format_duration(timeout)))
+        }
+    };
+    if outcome.is_err() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    outcome
+}
+
+fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<(), String> {
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))
+        .map(drop)
+        .map_err(|e| format!("cannot pass descriptor {} on: {e}", fd.as_raw_fd()))
+}

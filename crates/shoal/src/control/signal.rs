@@ -1,0 +1,52 @@
+//! OS signals as [`Command`]s: the one place the runtime installs signal handlers.
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::Command;
+
+/// Forwards SIGHUP, SIGTERM, SIGINT and SIGUSR2 to `commands` until `stop` fires. Handlers
+/// are installed before this returns, so a signal sent once it has returned is never lost.
+pub(crate) fn forward(
+    commands: mpsc::UnboundedSender<Command>,
+    stop: CancellationToken,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    Ok(async move {
+        loop {
+            let command = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = hup.recv() => {
+                    info!(signal = "SIGHUP", "reload requested");
+                    Command::Reload(None)
+                }
+                _ = term.recv() => {
+                    info!(signal = "SIGTERM", "close requested");
+                    Command::Close { signal: Some(libc_signal::SIGTERM) }
+                }
+                _ = int.recv() => {
+                    info!(signal = "SIGINT", "close requested");
+                    Command::Close { signal: Some(libc_signal::SIGINT) }
+                }
+                _ = usr2.recv() => {
+                    info!(signal = "SIGUSR2", "re-execution requested");
+                    Command::Restart(None)
+                }
+            };
+            if commands.send(command).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Signal numbers for exit codes (128 + N).
+mod libc_signal {
+    pub const SIGINT: i32 = nix::sys::signal::Signal::SIGINT as i32;
+    pub const SIGTERM: i32 = nix::sys::signal::Signal::SIGTERM as i32;
+}

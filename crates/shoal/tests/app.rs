@@ -1,0 +1,654 @@
+//! The application runtime in process: lifecycle hooks, services chosen by configuration,
+//! shared state, layers and event hooks, reload, graceful close, the admin methods and status,
+//! timers and the watchdog. Real sockets on loopback; time is paused where timers matter.
+
+mod common;
+
+#[path = "../examples/calculator.rs"]
+#[allow(dead_code)]
+mod calculator;
+#[path = "../examples/hello.rs"]
+#[allow(dead_code)]
+mod hello;
+#[path = "../examples/lifecycle.rs"]
+#[allow(dead_code)]
+mod lifecycle;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{config_args, no_env, wait_for, Scratch};
+use serde::Deserialize;
+use shoal::events::{priority, Event, EventKind};
+use shoal::rpc::Request;
+use shoal::status::{ErrorRecord, Status};
+use shoal::timer::{TestClock, Timer, Zone};
+use shoal::{codes, App, BoxError, Client, Context, Exit, Handle, Hooks, RpcError};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn client(running: &shoal::Running) -> Client {
+    Client::connect(&running.rpc_addr().expect("rpc listener").to_string())
+        .await
+        .unwrap()
+}
+
+fn code(e: shoal::Error) -> Option<i64> {
+    match e {
+        shoal::Error::Remote(remote) => remote.code,
+        other => panic!("expected an error reply, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn hello_greets_with_the_configured_greeting_and_reloads_whole_or_not_at_all() {
+    let dir = Scratch::new("hello");
+    let toml = |greeting: &str| {
+        format!("[rpc]\nlisten = \"127.0.0.1:0\"\n\n[hello]\ngreeting = {greeting}\n")
+    };
+    let file = dir.write("hello.toml", &toml("\"Hello\""));
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let greeter = hello::HelloClient::new(client(&running).await);
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hello, world");
+
+    dir.write("hello.toml", &toml("\"Hi\""));
+    running.handle().reload().await.unwrap();
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+    let status = running.handle().status();
+    assert!(status.last_reload.as_ref().unwrap().ok);
+
+    // A bad value: rejected naming the file and the key; the old greeting stays.
+    dir.write("hello.toml", &toml("5"));
+    let error = running.handle().reload().await.unwrap_err();
+    assert!(error.contains("hello.toml"), "{error}");
+    assert!(error.contains("hello.greeting"), "{error}");
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+    let status = running.handle().status();
+    let reload = status.last_reload.unwrap();
+    assert!(!reload.ok);
+    assert!(reload.error.unwrap().contains("hello.greeting"));
+    let last_error = status.last_error.unwrap();
+    assert_eq!(last_error.origin, "reload");
+    assert!(
+        last_error.message.contains("stays in force"),
+        "{last_error:?}"
+    );
+
+    // A bad runtime key is rejected the same way.
+    dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"nowhere\"\n\n[hello]\ngreeting = \"Yo\"\n",
+    );
+    let error = running.handle().reload().await.unwrap_err();
+    assert!(error.contains("rpc.listen"), "{error}");
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+#[tokio::test]
+async fn a_bad_configuration_at_start_is_exit_2_before_anything_is_bound() {
+    let dir = Scratch::new("badstart");
+    for (text, _why) in [
+        ("[rpc]\nlisten = 5\n", "listen must be a string"),
+        ("[hello]\ngreeting = 5\n", "typed section"),
+        ("[services]\nenabled = [\"nope\"]\n", "unknown service"),
+        ("[rpc\n", "syntax"),
+    ] {
+        let file = dir.write("bad.toml", text);
+        let exit = hello::app()
+            .args(config_args(&file), no_env())
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(exit, Exit::BadConfig, "{text}");
+    }
+    let missing = dir.join("missing.toml");
+    let exit = hello::app()
+        .args(config_args(&missing), no_env())
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(exit, Exit::BadConfig);
+}
+
+#[tokio::test]
+async fn environment_overrides_reach_typed_sections() {
+    let dir = Scratch::new("env");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let env = vec![("SHOAL_HELLO__GREETING".to_string(), "Howdy".to_string())];
+    let running = hello::app()
+        .args(config_args(&file), env)
+        .start()
+        .await
+        .unwrap();
+    let greeter = hello::HelloClient::new(client(&running).await);
+    assert_eq!(greeter.greet("you".into()).await.unwrap(), "Howdy, you");
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+#[tokio::test]
+async fn services_enabled_by_configuration_start_with_what_they_require() {
+    let dir = Scratch::new("calc");
+    let file = dir.write(
+        "calc.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[services]\nenabled = [\"calculator\"]\n",
+    );
+    let running = calculator::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        running.handle().status().services,
+        vec!["history".to_string(), "calculator".to_string()]
+    );
+    let c = client(&running).await;
+    let calc = calculator::CalculatorClient::new(c.clone());
+    let history = calculator::HistoryClient::new(c.clone());
+    assert_eq!(calc.add(2, 3).await.unwrap(), 5);
+    assert_eq!(calc.mul(4, 5).await.unwrap(), 20);
+    assert_eq!(
+        code(calc.div(1, 0).await.unwrap_err()),
+        Some(codes::APP_MIN + 2)
+    );
+    assert_eq!(
+        history.recent(10).await.unwrap(),
+        vec!["4 * 5 = 20".to_string(), "2 + 3 = 5".to_string()]
+    );
+    assert_eq!(history.total().await.unwrap(), 2);
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+
+    // Only the history: the calculator's methods are not served.
+    let file = dir.write(
+        "calc.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[services]\nenabled = [\"history\"]\n",
+    );
+    let running = calculator::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let c = client(&running).await;
+    let calc = calculator::CalculatorClient::new(c);
+    assert_eq!(
+        code(calc.add(1, 1).await.unwrap_err()),
+        Some(codes::METHOD_NOT_FOUND)
+    );
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+#[shoal::service]
+pub trait Probe {
+    async fn hits(&self, cx: &Context) -> u64;
+    async fn forbidden(&self) -> bool;
+    async fn slow(&self) -> bool;
+    async fn stuck(&self) -> bool;
+}
+
+#[derive(Default)]
+struct Hits(AtomicU64);
+
+#[derive(Default)]
+struct ProbeImpl {
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Probe for ProbeImpl {
+    async fn hits(&self, cx: &Context) -> u64 {
+        let hits = cx.state::<Hits>().expect("shared state");
+        hits.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    async fn forbidden(&self) -> bool {
+        true
+    }
+    async fn slow(&self) -> bool {
+        self.started.notify_one();
+        self.release.notified().await;
+        true
+    }
+    async fn stuck(&self) -> bool {
+        self.started.notify_one();
+        std::future::pending::<()>().await;
+        false
+    }
+}
+
+#[test]
+fn cyclic_and_unknown_requirements_are_exit_2() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cyclic = App::new("cycle", "0").setup(|app| {
+            app.service("a", |_| Ok(ProbeServer::new(ProbeImpl::default())))
+                .requires(["b"]);
+            app.service("b", |_| Ok(ProbeServer::new(ProbeImpl::default())))
+                .requires(["a"]);
+            Ok(())
+        });
+        assert_eq!(cyclic.start().await.unwrap_err(), Exit::BadConfig);
+        let unknown = App::new("ghost", "0").setup(|app| {
+            app.service("a", |_| Ok(ProbeServer::new(ProbeImpl::default())))
+                .requires(["ghost"]);
+            Ok(())
+        });
+        assert_eq!(unknown.start().await.unwrap_err(), Exit::BadConfig);
+    });
+}
+
+#[tokio::test]
+async fn shared_state_layers_and_event_hooks_in_priority_order() {
+    let dir = Scratch::new("events");
+    let file = dir.write("app.toml", "[rpc]\nlisten = \"127.0.0.1:0\"\n");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let layered = Arc::new(AtomicU64::new(0));
+    let app = {
+        let seen = seen.clone();
+        let layered = layered.clone();
+        App::new("events", "1.2.3").setup(move |app| {
+            app.state(Hits::default());
+            app.serve(ProbeServer::new(ProbeImpl::default()));
+            let layered = layered.clone();
+            app.layer(tower::util::MapRequestLayer::new(move |req: Request| {
+                layered.fetch_add(1, Ordering::Relaxed);
+                req
+            }));
+            for (kind, prio, tag) in [
+                (EventKind::Startup, priority::LOW, "startup-low"),
+                (EventKind::Startup, priority::HIGH, "startup-high"),
+                (EventKind::ConfigLoaded, priority::NORMAL, "config"),
+                (EventKind::ServicesStarted, priority::NORMAL, "started"),
+                (EventKind::Reload, priority::NORMAL, "reload"),
+                (EventKind::Close, priority::NORMAL, "close"),
+            ] {
+                let seen = seen.clone();
+                app.on(kind, prio, move |_| {
+                    seen.lock().unwrap().push(tag.to_string());
+                    Ok(())
+                });
+            }
+            app.on(EventKind::BeforeCall, priority::HIGH, |event| {
+                if let Event::BeforeCall(req) = event {
+                    if req.method == "forbidden" {
+                        return Err(Box::new(RpcError::new(4003, "not for you")) as BoxError);
+                    }
+                }
+                Ok(())
+            });
+            let seen_after = seen.clone();
+            app.on(EventKind::AfterCall, priority::NORMAL, move |event| {
+                if let Event::AfterCall(outcome) = event {
+                    seen_after.lock().unwrap().push(format!(
+                        "after {} {}",
+                        outcome.method,
+                        outcome.error.as_ref().map_or(0, |e| e.code)
+                    ));
+                }
+                Ok(())
+            });
+            Ok(())
+        })
+    };
+    let running = app
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let probe = ProbeClient::new(client(&running).await);
+    assert_eq!(probe.hits().await.unwrap(), 1);
+    assert_eq!(probe.hits().await.unwrap(), 2);
+    assert_eq!(code(probe.forbidden().await.unwrap_err()), Some(4003));
+    assert_eq!(
+        layered.load(Ordering::Relaxed),
+        2,
+        "the refused call never reached the layer"
+    );
+    running.handle().reload().await.unwrap();
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "startup-high",
+            "startup-low",
+            "config",
+            "started",
+            "after hits 0",
+            "after hits 0",
+            "config",
+            "reload",
+            "close"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn graceful_close_lets_in_flight_calls_finish_within_the_grace_period() {
+    let dir = Scratch::new("grace");
+    let file = dir.write(
+        "app.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"30s\"\n",
+    );
+    let probe_impl = ProbeImpl::default();
+    let (started, release) = (probe_impl.started.clone(), probe_impl.release.clone());
+    let closed = Arc::new(AtomicBool::new(false));
+    struct OnClose(Arc<AtomicBool>);
+    impl Hooks for OnClose {
+        async fn on_close(&self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let running = App::new("grace", "0")
+        .hooks(OnClose(closed.clone()))
+        .setup(move |app| {
+            app.serve(ProbeServer::new(probe_impl));
+            Ok(())
+        })
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let probe = ProbeClient::new(client(&running).await);
+    let call = tokio::spawn(async move { probe.slow().await });
+    started.notified().await;
+    running.handle().close();
+    wait_for("on_close", LIMIT, || {
+        closed.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    assert_eq!(running.handle().status().state, "closing");
+    release.notify_one();
+    assert!(
+        call.await.unwrap().unwrap(),
+        "the in-flight call was answered"
+    );
+    let handle = running.handle().clone();
+    assert_eq!(running.wait().await, Exit::Closed);
+    let summary = handle.status().last_summary.expect("a summary at close");
+    assert!(summary.text.contains("1 calls"), "{summary:?}");
+}
+
+#[tokio::test]
+async fn past_the_grace_period_the_app_ends_with_exit_3() {
+    let dir = Scratch::new("grace3");
+    let file = dir.write(
+        "app.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"200ms\"\n",
+    );
+    let probe_impl = ProbeImpl::default();
+    let started = probe_impl.started.clone();
+    let running = App::new("grace3", "0")
+        .setup(move |app| {
+            app.serve(ProbeServer::new(probe_impl));
+            Ok(())
+        })
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let probe = ProbeClient::new(client(&running).await);
+    let _call = tokio::spawn(async move { probe.stuck().await });
+    started.notified().await;
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::GraceExpired);
+}
+
+#[tokio::test]
+async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
+    let dir = Scratch::new("admin");
+    let admin = dir.join("admin.sock");
+    let file = dir.write(
+        "hello.toml",
+        &format!(
+            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\napi_token = \"s3cret\"\n",
+            admin.display()
+        ),
+    );
+    // The hello section denies unknown keys; serve a section that allows the token.
+    let file = {
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("api_token = \"s3cret\"\n", "");
+        dir.write("hello.toml", &(text + "[store]\npassword = \"s3cret\"\n"))
+    };
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let greeter = hello::HelloClient::new(client(&running).await);
+    greeter.greet("a".into()).await.unwrap();
+    greeter.greet("b".into()).await.unwrap();
+
+    let admin_client = Client::connect(&format!("unix:{}", admin.display()))
+        .await
+        .unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&admin).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the admin socket is its owner's only");
+
+    let status: Status = admin_client.call("shoal.status", &()).await.unwrap();
+    assert_eq!(status.name, "hello");
+    assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(status.pid, std::process::id());
+    assert_eq!(status.state, "running");
+    assert_eq!(status.config_file.as_deref(), Some(file.to_str().unwrap()));
+    assert_eq!(
+        status.config["store"]["password"].as_str(),
+        Some("<redacted>")
+    );
+    assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hello"));
+    let greet = status.methods.iter().find(|m| m.method == "greet").unwrap();
+    assert_eq!((greet.calls, greet.errors), (2, 0));
+    assert_eq!(status.services, vec!["Hello".to_string()]);
+
+    // The summary comes every 200 ms.
+    // The summary comes every 200 ms; it counts the two greetings and the status call.
+    let summary = wait_for("a summary of three calls", LIMIT, || {
+        running
+            .handle()
+            .status()
+            .last_summary
+            .filter(|s| s.text.contains("3 calls"))
+    })
+    .await;
+    assert!(summary.text.contains("0 call errors"), "{summary:?}");
+
+    // Status on the main port too, but no control there.
+    let main = client(&running).await;
+    let status: Status = main.call("shoal.status", &()).await.unwrap();
+    assert_eq!(status.name, "hello");
+    let refused = main.call::<_, bool>("shoal.close", &()).await.unwrap_err();
+    assert_eq!(code(refused), Some(codes::METHOD_NOT_FOUND));
+
+    // Reload and close through the admin socket.
+    let reloaded: bool = admin_client.call("shoal.reload", &()).await.unwrap();
+    assert!(reloaded);
+    assert!(running.handle().status().last_reload.unwrap().ok);
+    let closing: bool = admin_client.call("shoal.close", &()).await.unwrap();
+    assert!(closing);
+    assert_eq!(running.wait().await, Exit::Closed);
+    assert!(!admin.exists(), "the admin socket file is removed at exit");
+}
+
+#[derive(Default)]
+struct CountErrors(Arc<Mutex<Vec<ErrorRecord>>>);
+
+impl Hooks for CountErrors {
+    fn on_error(&self, error: &ErrorRecord) {
+        self.0.lock().unwrap().push(error.clone());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_timer_is_counted_and_reported_and_the_app_goes_on() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let ticks = Arc::new(AtomicU64::new(0));
+    let clock = Arc::new(TestClock::starting_at(
+        "2026-11-22T10:00:00Z".parse().unwrap(),
+    ));
+    let app = {
+        let ticks = ticks.clone();
+        App::new("timers", "0")
+            .hooks(CountErrors(errors.clone()))
+            .clock(clock, Zone::Utc)
+            .setup(move |app| {
+                app.timer(Timer::new("boom", "every 1s".parse()?, || async {
+                    Err("the disk is full".into())
+                }));
+                app.timer(Timer::new("tick", "every 1s".parse()?, move || {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    async { Ok(()) }
+                }));
+                Ok(())
+            })
+    };
+    let running = app
+        .args(Vec::<String>::new(), no_env())
+        .start()
+        .await
+        .unwrap();
+    wait_for("three ticks", Duration::from_secs(60), || {
+        (ticks.load(Ordering::Relaxed) >= 3).then_some(())
+    })
+    .await;
+    let status = running.handle().status();
+    let boom = status.timers.iter().find(|t| t.name == "boom").unwrap();
+    assert!(boom.failures >= 3, "{boom:?}");
+    assert_eq!(boom.last_error.as_deref(), Some("the disk is full"));
+    let last = status.last_error.unwrap();
+    assert_eq!(last.origin, "timer boom");
+    assert_eq!(last.message, "the disk is full");
+    assert!(
+        errors.lock().unwrap().len() >= 3,
+        "on_error saw every failure"
+    );
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_ends_an_app_whose_heartbeats_stop_with_exit_4() {
+    let dir = Scratch::new("watchdog");
+    let file = dir.write(
+        "lifecycle.toml",
+        "[watchdog]\ntimeout = \"5s\"\n[worker]\nbeat_every = \"1s\"\nbeats = 3\n",
+    );
+    let running = lifecycle::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let handle = running.handle().clone();
+    assert_eq!(running.wait().await, Exit::Watchdog);
+    let status = handle.status();
+    let error = status.last_error.unwrap();
+    assert_eq!(error.origin, "watchdog");
+    assert!(
+        error.message.starts_with("no heartbeat for 5s"),
+        "{}",
+        error.message
+    );
+    assert!(status.last_heartbeat.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_run_loop_ending_closes_the_app_with_its_outcome() {
+    struct Finite(Result<(), &'static str>);
+    impl Hooks for Finite {
+        async fn run(&self, _app: Handle) -> Result<(), BoxError> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.0.map_err(Into::into)
+        }
+    }
+    let ok = App::new("finite", "0").hooks(Finite(Ok(())));
+    assert_eq!(ok.start().await.unwrap().wait().await, Exit::Closed);
+    let failing = App::new("finite", "0").hooks(Finite(Err("lost the database")));
+    let running = failing.start().await.unwrap();
+    let handle = running.handle().clone();
+    assert_eq!(running.wait().await, Exit::Failed);
+    assert_eq!(
+        handle.status().last_error.unwrap().message,
+        "lost the database"
+    );
+
+    struct FailsToStart;
+    impl Hooks for FailsToStart {
+        async fn on_start(&self, _app: &Handle) -> Result<(), BoxError> {
+            Err("no database".into())
+        }
+    }
+    let exit = App::new("nostart", "0")
+        .hooks(FailsToStart)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(exit, Exit::Failed);
+}
+
+#[derive(Debug, Deserialize)]
+struct Pair {
+    a: u64,
+    b: u64,
+}
+
+#[tokio::test]
+async fn no_handler_sees_a_half_applied_configuration() {
+    let dir = Scratch::new("atomic");
+    let write = |n: u64| dir.write("pair.toml", &format!("[pair]\na = {n}\nb = {n}\n"));
+    let file = write(0);
+    let live = Arc::new(Mutex::new(None));
+    let app = {
+        let live = live.clone();
+        App::new("pair", "0").setup(move |app| {
+            *live.lock().unwrap() = Some(app.section::<Pair>("pair")?);
+            Ok(())
+        })
+    };
+    let running = app
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let pair = live.lock().unwrap().clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let pair = pair.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let p = pair.get();
+                    assert_eq!(p.a, p.b, "a half-applied configuration");
+                    reads += 1;
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        })
+        .collect();
+    for n in 1..=20 {
+        write(n);
+        running.handle().reload().await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    assert_eq!(pair.get().a, 20);
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}

@@ -1,0 +1,415 @@
+//! The runtime as a real process, driven the way a supervisor drives it: the example binaries
+//! started with a configuration file, then signals (SIGHUP reload, SIGTERM close, a second
+//! SIGTERM, SIGUSR2 re-execution with socket handover), the systemd notify socket, exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use common::{wait_for, Scratch};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use shoal::status::Status;
+use shoal::Client;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The example binary `name`, built beside this test by `cargo test` / `cargo nextest`.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples first (cargo build -p shoal --examples)",
+        path.display()
+    );
+    path
+}
+
+/// A started example whose stderr lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(exe: &Path, config: &Path, env: &[(&str, String)]) -> Proc {
+        let mut command = Command::new(exe);
+        command
+            .arg("--config")
+            .arg(config)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).unwrap();
+    }
+
+    /// Waits for a stderr line containing `text`.
+    fn expect_line(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {text:?} within {LIMIT:?}"),
+            }
+        }
+    }
+
+    /// Waits for the exit code; inside a (multi-threaded) runtime, without stopping the
+    /// tasks that still talk to the process.
+    fn exit_code_async(&mut self) -> i32 {
+        tokio::task::block_in_place(|| self.exit_code())
+    }
+
+    fn expect_line_async(&self, text: &str) -> String {
+        tokio::task::block_in_place(|| self.expect_line(text))
+    }
+
+    /// Waits for the exit code.
+    fn exit_code(&mut self) -> i32 {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exited, not killed");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the process did not exit within {LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status through the admin socket, once it answers.
+async fn status(admin: &Path) -> Status {
+    let addr = format!("unix:{}", admin.display());
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Ok(client) = Client::connect(&addr).await {
+            if let Ok(status) = client.call::<_, Status>("shoal.status", &()).await {
+                return status;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never answered shoal.status",
+            admin.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn hello_config(dir: &Scratch, greeting: &str) -> PathBuf {
+    let admin = dir.join("admin.sock");
+    dir.write(
+        "hello.toml",
+        &format!(
+            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[hello]\ngreeting = \"{greeting}\"\n",
+            admin.display()
+        ),
+    )
+}
+
+async fn greet(client: &Client, name: &str) -> Result<String, shoal::Error> {
+    client.call("greet", &(name,)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_from_outside_and_sigterm_closes_with_exit_0() {
+    let dir = Scratch::new("proc-hup");
+    let config = hello_config(&dir, "Hello");
+    let admin = dir.join("admin.sock");
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut proc = Proc::start(
+        &example("hello"),
+        &config,
+        &[("NOTIFY_SOCKET", notify_path.display().to_string())],
+    );
+    let first = status(&admin).await;
+    assert_eq!(first.pid, proc.child.id());
+    let client = Client::connect(first.rpc_addr.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(greet(&client, "world").await.unwrap(), "Hello, world");
+    let next = |notify: &UnixDatagram| {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(&notify), "READY=1");
+
+    hello_config(&dir, "Hi");
+    proc.signal(Signal::SIGHUP);
+    assert_eq!(next(&notify), "RELOADING=1");
+    assert_eq!(next(&notify), "READY=1");
+    assert_eq!(greet(&client, "world").await.unwrap(), "Hi, world");
+
+    // An invalid file: the old greeting stays, and status says why.
+    dir.write(
+        "hello.toml",
+        &std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("greeting = \"Hi\"", "greeting = 42"),
+    );
+    proc.signal(Signal::SIGHUP);
+    assert_eq!(next(&notify), "RELOADING=1");
+    assert_eq!(next(&notify), "READY=1");
+    let after = status(&admin).await;
+    let reload = after.last_reload.unwrap();
+    assert!(!reload.ok);
+    let why = reload.error.unwrap();
+    assert!(
+        why.contains("hello.toml") && why.contains("hello.greeting"),
+        "{why}"
+    );
+    assert_eq!(greet(&client, "world").await.unwrap(), "Hi, world");
+
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(next(&notify), "STOPPING=1");
+    assert_eq!(proc.exit_code_async(), 0);
+    assert!(!admin.exists(), "the admin socket is removed at exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_failed_call() {
+    // The new process is the old one's child; once the old one exits it becomes ours, so
+    // this test can reap it.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = Scratch::new("proc-usr2");
+    let config = hello_config(&dir, "Hello");
+    let admin = dir.join("admin.sock");
+    let exe = dir.join("hello");
+    std::fs::copy(example("hello"), &exe).unwrap();
+    let mut proc = Proc::start(&exe, &config, &[]);
+    let first = status(&admin).await;
+    let addr = first.rpc_addr.clone().unwrap();
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut loops = Vec::new();
+    // Callers on long-lived connections.
+    for _ in 0..4 {
+        let (ok, failed, stop, addr) = (ok.clone(), failed.clone(), stop.clone(), addr.clone());
+        loops.push(tokio::spawn(async move {
+            let client = Client::connect(&addr).await.unwrap();
+            while !stop.is_cancelled() {
+                match greet(&client, "loop").await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("failed call: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    // A caller that connects anew for every call: a refused connection would show here.
+    {
+        let (ok, failed, stop, addr) = (ok.clone(), failed.clone(), stop.clone(), addr.clone());
+        loops.push(tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let result = match Client::connect(&addr).await {
+                    Ok(client) => greet(&client, "fresh").await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("failed fresh call: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    wait_for("calls before the handover", LIMIT, || {
+        (ok.load(Ordering::Relaxed) > 200).then_some(())
+    })
+    .await;
+
+    // A new build lands at the same path, then SIGUSR2.
+    let staged = dir.join("hello.new");
+    std::fs::copy(example("hello"), &staged).unwrap();
+    std::fs::rename(&staged, &exe).unwrap();
+    proc.signal(Signal::SIGUSR2);
+    proc.expect_line_async("the new process serves");
+    assert_eq!(proc.exit_code_async(), 0, "the old process closes cleanly");
+    let second = status(&admin).await;
+    assert_ne!(second.pid, first.pid);
+    assert_eq!(second.rpc_addr.as_deref(), Some(addr.as_str()));
+
+    let before = ok.load(Ordering::Relaxed);
+    wait_for("calls after the handover", LIMIT, || {
+        (ok.load(Ordering::Relaxed) > before + 200).then_some(())
+    })
+    .await;
+
+    // Once more through the admin method, which answers with the new pid.
+    let admin_client = Client::connect(&format!("unix:{}", admin.display()))
+        .await
+        .unwrap();
+    let third: u32 = admin_client
+        .call_with(
+            &shoal::CallOptions {
+                timeout: Some(LIMIT),
+                ..Default::default()
+            },
+            "shoal.restart",
+            &(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(third, second.pid);
+    let old = Pid::from_raw(second.pid as i32);
+    let waited = tokio::task::block_in_place(|| nix::sys::wait::waitpid(old, None).unwrap());
+    assert_eq!(waited, nix::sys::wait::WaitStatus::Exited(old, 0));
+    assert_eq!(status(&admin).await.pid, third);
+    let before = ok.load(Ordering::Relaxed);
+    wait_for("calls after the second handover", LIMIT, || {
+        (ok.load(Ordering::Relaxed) > before + 200).then_some(())
+    })
+    .await;
+    stop.cancel();
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+
+    let new = Pid::from_raw(third as i32);
+    kill(new, Signal::SIGTERM).unwrap();
+    let waited = tokio::task::block_in_place(|| nix::sys::wait::waitpid(new, None).unwrap());
+    assert_eq!(
+        waited,
+        nix::sys::wait::WaitStatus::Exited(new, 0),
+        "the new process closes cleanly too"
+    );
+}
+
+fn lifecycle_config(dir: &Scratch, extra: &str) -> PathBuf {
+    dir.write(
+        "lifecycle.toml",
+        &format!("[worker]\nbeat_every = \"50ms\"\n{extra}\n"),
+    )
+}
+
+#[test]
+fn a_second_close_signal_exits_at_once_with_128_plus_the_signal() {
+    let dir = Scratch::new("proc-twice");
+    let config = lifecycle_config(&dir, "close_delay = \"60s\"\n[shutdown]\ngrace = \"120s\"");
+    let mut proc = Proc::start(&example("lifecycle"), &config, &[]);
+    proc.expect_line("ready");
+    proc.signal(Signal::SIGTERM);
+    proc.expect_line("flushing before close");
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.exit_code(), 128 + 15);
+}
+
+#[test]
+fn a_close_past_the_grace_period_exits_3() {
+    let dir = Scratch::new("proc-grace");
+    let config = lifecycle_config(&dir, "close_delay = \"60s\"\n[shutdown]\ngrace = \"300ms\"");
+    let mut proc = Proc::start(&example("lifecycle"), &config, &[]);
+    proc.expect_line("ready");
+    proc.signal(Signal::SIGINT);
+    proc.expect_line("grace period ran out");
+    assert_eq!(proc.exit_code(), 3);
+}
+
+#[test]
+fn a_stuck_app_is_ended_by_the_watchdog_with_exit_4_after_systemd_keepalives() {
+    let dir = Scratch::new("proc-watchdog");
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let config = lifecycle_config(&dir, "beats = 5\n[watchdog]\ntimeout = \"1s\"");
+    let mut proc = Proc::start(
+        &example("lifecycle"),
+        &config,
+        &[
+            ("NOTIFY_SOCKET", notify_path.display().to_string()),
+            ("WATCHDOG_USEC", "200000".to_string()),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while seen.iter().filter(|s: &&String| *s == "WATCHDOG=1").count() < 2 {
+        let n = notify.recv(&mut buf).unwrap();
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(seen.contains(&"READY=1".to_string()), "{seen:?}");
+    let line = proc.expect_line("no heartbeat for");
+    assert!(line.contains("watchdog.timeout is 1s"), "{line}");
+    assert_eq!(proc.exit_code(), 4);
+}
+
+#[test]
+fn command_line_errors_and_check() {
+    let dir = Scratch::new("proc-check");
+    let good = hello_config(&dir, "Hello");
+    let bad = dir.write("bad.toml", "[hello]\ngreeting = 1\n");
+    let run = |args: &[&str]| {
+        let out = Command::new(example("hello")).args(args).output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = run(&["--check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("is valid"), "{text}");
+    let (code, text) = run(&["--check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("bad.toml") && text.contains("hello.greeting"),
+        "{text}"
+    );
+    let (code, text) = run(&["--frobnicate"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("unknown argument `--frobnicate`"), "{text}");
+    let (code, text) = run(&["--version"]);
+    assert_eq!(
+        (code, text.trim()),
+        (0, format!("hello {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+}
