@@ -58,7 +58,7 @@
 //! |---|---|---|
 //! | SIGHUP | `shoal.reload` | re-read the configuration through the start-up path; a rejected one leaves the old in force and shows in status |
 //! | SIGTERM, SIGINT | `shoal.close` | close gracefully: stop accepting, `on_close`, in-flight calls finish within `shutdown.grace`; a second signal exits at once |
-//! | SIGUSR2 | `shoal.restart` | start the binary at the same path again with the listening sockets; once it serves, this process drains and exits 0 |
+//! | SIGUSR2 | `shoal.restart` | start the binary at the same path again with the listening sockets; once it serves, this process drains and exits 0 (shoal clients are told `shoal.goaway` and lose no call; a third-party client's unread request is lost with its connection) |
 //!
 //! `shoal.status` ([`status::Status`]) is answered on every listener; the control methods
 //! only on the admin socket. Under systemd (`Type=notify`) the runtime sends `READY=1`,

@@ -26,6 +26,10 @@ pub(crate) async fn watch(
 ) {
     let keepalive = notifier.as_ref().and_then(|n| n.watchdog_every());
     loop {
+        // Registered before the configuration is read, so a reload in between is not missed.
+        let changed = changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let timeout = handle.config().runtime().watchdog.timeout;
         let now = Instant::now();
         let mut wake = None;
@@ -49,7 +53,7 @@ pub(crate) async fn watch(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = changed.notified() => {}
+            _ = changed => {}
             _ = sleep_until(wake) => {}
         }
     }
@@ -64,11 +68,14 @@ pub(crate) async fn summarize(
     stop: CancellationToken,
 ) {
     loop {
+        let changed = changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let every = handle.config().runtime().summary.every;
         let next = every.and_then(|p| schedule(p).next_after(clock.now(), zone));
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = changed.notified() => {}
+            _ = changed => {}
             _ = async {
                 match next {
                     Some(when) => clock.sleep_until(when).await,

@@ -95,19 +95,23 @@ async fn hello_greets_with_the_configured_greeting_and_reloads_whole_or_not_at_a
 #[tokio::test]
 async fn a_bad_configuration_at_start_is_exit_2_before_anything_is_bound() {
     let dir = Scratch::new("badstart");
-    for (text, _why) in [
-        ("[rpc]\nlisten = 5\n", "listen must be a string"),
-        ("[hello]\ngreeting = 5\n", "typed section"),
-        ("[services]\nenabled = [\"nope\"]\n", "unknown service"),
-        ("[rpc\n", "syntax"),
+    let socket = dir.join("rpc.sock");
+    let listen = format!("[rpc]\nlisten = \"unix:{}\"\n", socket.display());
+    for text in [
+        "[rpc]\nlisten = 5\n".to_string(),
+        format!("{listen}[hello]\ngreeting = 5\n"),
+        format!("{listen}[services]\nenabled = [\"nope\"]\n"),
+        format!("{listen}[shutdown]\ngrace = \"soon\"\n"),
+        format!("{listen}[rpc\n"),
     ] {
-        let file = dir.write("bad.toml", text);
+        let file = dir.write("bad.toml", &text);
         let exit = hello::app()
             .args(config_args(&file), no_env())
             .start()
             .await
             .unwrap_err();
         assert_eq!(exit, Exit::BadConfig, "{text}");
+        assert!(!socket.exists(), "nothing was bound: {text}");
     }
     let missing = dir.join("missing.toml");
     let exit = hello::app()
@@ -604,7 +608,7 @@ struct Pair {
     b: u64,
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_handler_sees_a_half_applied_configuration() {
     let dir = Scratch::new("atomic");
     let write = |n: u64| dir.write("pair.toml", &format!("[pair]\na = {n}\nb = {n}\n"));
@@ -614,6 +618,15 @@ async fn no_handler_sees_a_half_applied_configuration() {
         let live = live.clone();
         App::new("pair", "0").setup(move |app| {
             *live.lock().unwrap() = Some(app.section::<Pair>("pair")?);
+            // A hook that rejects one value: nothing of that configuration may show.
+            app.on(EventKind::ConfigLoaded, priority::NORMAL, |event| {
+                if let Event::ConfigLoaded(config) = event {
+                    if config.section::<Pair>("pair")?.a == 13 {
+                        return Err("13 is unlucky".into());
+                    }
+                }
+                Ok(())
+            });
             Ok(())
         })
     };
@@ -628,11 +641,15 @@ async fn no_handler_sees_a_half_applied_configuration() {
         .map(|_| {
             let pair = pair.clone();
             let stop = stop.clone();
+            let handle = running.handle().clone();
             tokio::spawn(async move {
                 let mut reads = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let p = pair.get();
                     assert_eq!(p.a, p.b, "a half-applied configuration");
+                    assert_ne!(p.a, 13, "a rejected configuration");
+                    let whole: Pair = handle.config().section("pair").unwrap();
+                    assert_eq!(whole.a, whole.b, "a half-applied configuration");
                     reads += 1;
                     tokio::task::yield_now().await;
                 }
@@ -642,7 +659,8 @@ async fn no_handler_sees_a_half_applied_configuration() {
         .collect();
     for n in 1..=20 {
         write(n);
-        running.handle().reload().await.unwrap();
+        let reloaded = running.handle().reload().await;
+        assert_eq!(reloaded.is_err(), n == 13, "{reloaded:?}");
     }
     stop.store(true, Ordering::Relaxed);
     for reader in readers {

@@ -46,6 +46,8 @@ impl Proc {
             .arg("--config")
             .arg(config)
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("WATCHDOG_USEC")
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -219,7 +221,15 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     let admin = dir.join("admin.sock");
     let exe = dir.join("hello");
     std::fs::copy(example("hello"), &exe).unwrap();
-    let mut proc = Proc::start(&exe, &config, &[]);
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    let mut proc = Proc::start(
+        &exe,
+        &config,
+        &[("NOTIFY_SOCKET", notify_path.display().to_string())],
+    );
+    // Signal handlers are in place once it says it is ready.
+    proc.expect_line_async("ready");
     let first = status(&admin).await;
     let addr = first.rpc_addr.clone().unwrap();
 
@@ -276,6 +286,14 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     assert_eq!(proc.exit_code_async(), 0, "the old process closes cleanly");
     let second = status(&admin).await;
     assert_ne!(second.pid, first.pid);
+    // systemd hears the new main pid, and nothing from the old process once it handed over.
+    assert_eq!(
+        datagrams(&notify),
+        [
+            "READY=1".to_string(),
+            format!("MAINPID={}\nREADY=1", second.pid)
+        ]
+    );
     assert_eq!(second.rpc_addr.as_deref(), Some(addr.as_str()));
 
     let before = ok.load(Ordering::Relaxed);
@@ -315,6 +333,7 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
 
+    assert_eq!(datagrams(&notify), [format!("MAINPID={third}\nREADY=1")]);
     let new = Pid::from_raw(third as i32);
     kill(new, Signal::SIGTERM).unwrap();
     let waited = tokio::task::block_in_place(|| nix::sys::wait::waitpid(new, None).unwrap());
@@ -323,6 +342,18 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
         nix::sys::wait::WaitStatus::Exited(new, 0),
         "the new process closes cleanly too"
     );
+    assert_eq!(datagrams(&notify), ["STOPPING=1".to_string()]);
+}
+
+/// The notifications received so far.
+fn datagrams(socket: &UnixDatagram) -> Vec<String> {
+    socket.set_nonblocking(true).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = socket.recv(&mut buf) {
+        all.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    all
 }
 
 fn lifecycle_config(dir: &Scratch, extra: &str) -> PathBuf {

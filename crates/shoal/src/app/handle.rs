@@ -71,6 +71,12 @@ impl Handle {
         self.shared.heartbeats.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Restarts the watchdog's count without counting a heartbeat: when serving begins.
+    pub(crate) fn reset_watchdog(&self) {
+        let ms = self.shared.started.elapsed().as_millis() as u64;
+        self.shared.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// When the last heartbeat was (the start, before the first).
     pub(crate) fn last_heartbeat(&self) -> Instant {
         self.shared.started

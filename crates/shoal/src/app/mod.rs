@@ -22,6 +22,7 @@ pub use setup::{ServiceEntry, Setup};
 use shoal_rpc::Addr;
 use tokio::task::JoinHandle;
 
+use crate::control::handover::Inherited;
 use crate::control::{self, Exit, Invocation};
 use crate::hooks::{DynHooks, Hooks, NoHooks};
 use crate::timer::{Clock, SystemClock, Zone};
@@ -146,7 +147,14 @@ impl App {
                 }
             }
         }
-        let running = match runtime::start(self, true).await {
+        let inherited = Inherited::from_env(
+            &self
+                .invocation
+                .as_ref()
+                .map(|inv| inv.env.clone())
+                .unwrap_or_default(),
+        );
+        let running = match runtime::start(self, Some(inherited)).await {
             Ok(running) => running,
             Err(exit) => return exit,
         };
@@ -163,7 +171,7 @@ impl App {
         if self.invocation.is_none() {
             self.invocation = Some(Invocation::default());
         }
-        runtime::start(self, false).await
+        runtime::start(self, None).await
     }
 }
 

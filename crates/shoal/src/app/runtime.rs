@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
 
 use super::handle::{Handle, Shared};
@@ -32,8 +32,11 @@ use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
 use crate::{watchdog, BoxError};
 
-/// Starts `app`; `process` is true when it is the process (signals, systemd, handover).
-pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
+/// Starts `app`. `inherited` is set when the application is the process (signals, systemd,
+/// handover), holding what a predecessor handed over, if anything.
+pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Running, Exit> {
+    let process = inherited.is_some();
+    let mut inherited = inherited.unwrap_or_default();
     let App {
         name,
         version,
@@ -144,11 +147,6 @@ pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
 
     // Listeners: inherited from the process this one replaces, or bound.
     let rt = config.runtime().clone();
-    let mut inherited = if process {
-        Inherited::from_env(&inv.env)
-    } else {
-        Inherited::default()
-    };
     let mut sockets = Sockets::default();
     let mut serving = Vec::new();
     let mut rpc_addr = None;
@@ -157,11 +155,7 @@ pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
             .max_message(rt.rpc.max_message)
             .max_in_flight(rt.rpc.max_in_flight)
             .blocking_threads(rt.rpc.blocking_threads)
-            .layer(StatsLayer::with_stats(stats.clone()))
-            .layer(RuntimeMethodsLayer {
-                handle: handle.clone(),
-                control: false,
-            });
+            .layer(StatsLayer::with_stats(stats.clone()));
         if events.has(EventKind::BeforeCall) || events.has(EventKind::AfterCall) {
             builder = builder.layer(CallEventsLayer {
                 events: events.clone(),
@@ -170,6 +164,12 @@ pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
         for wrap in std::mem::take(&mut decl.wraps) {
             builder = wrap(builder);
         }
+        // Inside the application's layers and call hooks, so an access policy covers
+        // shoal.status too.
+        builder = builder.layer(RuntimeMethodsLayer {
+            handle: handle.clone(),
+            control: false,
+        });
         builder = with_state(builder.layer(CatchPanicLayer::new()), &decl.state);
         for service in built {
             builder = builder.service(service);
@@ -247,7 +247,7 @@ pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
     });
     let closing = handle.shared.closing.clone();
     let notifier = if process {
-        Notifier::from_env(&inv.env).map(Arc::new)
+        Notifier::from_env(&inv.env, inherited.predecessor()).map(Arc::new)
     } else {
         None
     };
@@ -288,13 +288,16 @@ pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
     if let Some(from) = inherited.predecessor() {
         info!(from, "took over the listeners from the previous process");
     }
-    inherited.signal_ready();
+    // systemd learns the new main pid before the old process may exit.
     if let Some(notifier) = &notifier {
         match inherited.predecessor() {
             Some(_) => notifier.send(&format!("MAINPID={}\nREADY=1", std::process::id())),
             None => notifier.send("READY=1"),
         }
     }
+    inherited.signal_ready();
+    // The watchdog counts from here, not from before a slow on_start.
+    handle.reset_watchdog();
     info!(app = %name, rpc = ?rpc_addr, admin = ?admin_path, pid = std::process::id(), "ready");
 
     let runtime = Runtime {
@@ -316,7 +319,7 @@ pub(super) async fn start(app: App, process: bool) -> Result<Running, Exit> {
         logging,
         changed,
         signals_stop,
-        process,
+        registered,
     };
     let done = tokio::spawn(runtime.control(command_rx, fired_rx));
     Ok(Running {
@@ -362,13 +365,15 @@ async fn listen(
             Err(e) => warn!(error = %e, "the inherited {name} listener is unusable; binding anew"),
         }
     }
+    let inherited_one = listener.is_some();
     let mut listener = match listener {
         Some(l) => l,
         None => Listener::bind(addr).await.map_err(|e| e.to_string())?,
     };
-    // The runtime removes socket files itself, and not after handing them over.
+    // The runtime removes socket files itself: only those it bound, and not after handing
+    // them over.
     listener.leave_socket_file();
-    if let Addr::Unix(path) = addr {
+    if let (Addr::Unix(path), false) = (addr, inherited_one) {
         sockets.files.push(path.clone());
     }
     let fd = listener
@@ -456,7 +461,8 @@ struct Runtime {
     logging: Option<Logging>,
     changed: Arc<Notify>,
     signals_stop: CancellationToken,
-    process: bool,
+    /// Every service's name and requirements, to check `services.enabled` on reload.
+    registered: Vec<(String, Vec<String>)>,
 }
 
 impl Runtime {
@@ -563,13 +569,16 @@ impl Runtime {
         let config = Config::load(old.path(), self.env.clone()).map_err(|e| e.to_string())?;
         let snapshot = shared.cell.prepare(config).map_err(|e| e.to_string())?;
         let new = snapshot.config.clone();
+        services::resolve(&self.registered, new.runtime().services.enabled.as_deref())
+            .map_err(|e| format!("{}: {e}", origin(&new)))?;
+        self.events
+            .emit(&Event::ConfigLoaded(&new))
+            .map_err(|e| format!("a config hook rejected the configuration: {e}"))?;
+        // Last, so a hook that applies what it reads never applies a rejected configuration.
         self.hooks
             .on_reload(&new)
             .await
             .map_err(|e| format!("on_reload rejected the configuration: {e}"))?;
-        self.events
-            .emit(&Event::ConfigLoaded(&new))
-            .map_err(|e| format!("a config hook rejected the configuration: {e}"))?;
         shared.cell.install(snapshot);
         let (was, now) = (old.runtime(), new.runtime());
         if let Some(logging) = &self.logging {
@@ -625,8 +634,14 @@ impl Runtime {
     ) -> Exit {
         let shared = self.handle.shared.clone();
         shared.recorder.set_state("closing");
+        // The listening sockets stop taking connections now: only the servers held them
+        // besides these copies (after a handover the new process has its own).
+        self.sockets.fds.clear();
         if let Some(n) = &self.notifier {
-            n.send("STOPPING=1");
+            // After a handover the unit goes on in the new process: nothing more to say.
+            if !self.handed_over {
+                n.send("STOPPING=1");
+            }
         }
         let grace = self.handle.config().runtime().shutdown.grace;
         info!(grace = %humantime::format_duration(grace), "closing");
@@ -639,6 +654,10 @@ impl Runtime {
         let servers = self.servers.clone();
         let background = self.background.clone();
         let timers_task = self.timers_task.take();
+        // Past the grace period this future is dropped: the tasks it waits on stop with it
+        // instead of running on unobserved.
+        let timers_task = timers_task.map(AbortOnDropHandle::new);
+        let run_task = run_task.map(AbortOnDropHandle::new);
         let drain = async move {
             hooks.on_close().await;
             servers.wait().await;
@@ -658,11 +677,6 @@ impl Runtime {
                 ended = &mut drain => break Some(ended),
                 _ = tokio::time::sleep_until(deadline) => break None,
                 command = commands.recv() => match command {
-                    Some(Command::Close { signal: Some(signal) }) if self.process => {
-                        warn!(signal, "second close signal: exiting now");
-                        self.finish();
-                        return Exit::Signal(signal);
-                    }
                     Some(Command::Reload(Some(reply))) => {
                         let _ = reply.send(Err("the application is closing".into()));
                     }

@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -35,16 +36,29 @@ pub(crate) struct Inherited {
 impl Inherited {
     /// Takes the descriptors named in `env`, if this process is a handover's new process.
     pub(crate) fn from_env(env: &[(String, String)]) -> Inherited {
+        // Descriptors can be taken once per process: a second App::run must not take
+        // whatever has the same numbers by then.
+        static TAKEN: AtomicBool = AtomicBool::new(false);
         let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let Some(from) = var(FROM_VAR).and_then(|v| v.parse::<u32>().ok()) else {
             return Inherited::default();
         };
-        if nix::unistd::getppid().as_raw() as u32 != from {
+        if nix::unistd::getppid().as_raw() as u32 != from || TAKEN.swap(true, Ordering::SeqCst) {
             return Inherited::default();
         }
         let mut inherited = Inherited {
             from: Some(from),
             ..Inherited::default()
+        };
+        let mut seen: Vec<RawFd> = Vec::new();
+        let mut take = |fd: &str, kind: &str| -> Option<OwnedFd> {
+            let fd: RawFd = fd.parse().ok()?;
+            // Each number is owned once, whatever the variables say.
+            if seen.contains(&fd) {
+                return None;
+            }
+            seen.push(fd);
+            adopt(fd, kind)
         };
         for entry in var(FDS_VAR)
             .unwrap_or("")
@@ -54,7 +68,11 @@ impl Inherited {
             let Some((name, fd)) = entry.split_once('=') else {
                 continue;
             };
-            match fd.parse().ok().and_then(|fd| adopt(fd, "socket:")) {
+            if inherited.listeners.contains_key(name) {
+                warn!(name, "inherited listener named twice; using the first");
+                continue;
+            }
+            match take(fd, "socket:") {
                 Some(fd) => {
                     inherited.listeners.insert(name.to_owned(), fd);
                 }
@@ -64,9 +82,7 @@ impl Inherited {
                 ),
             }
         }
-        inherited.ready = var(READY_VAR)
-            .and_then(|fd| fd.parse().ok())
-            .and_then(|fd| adopt(fd, "pipe:"));
+        inherited.ready = var(READY_VAR).and_then(|fd| take(fd, "pipe:"));
         inherited
     }
 
@@ -104,8 +120,9 @@ fn adopt(fd: RawFd, kind: &str) -> Option<OwnedFd> {
     }
     // SAFETY: the descriptor is open (it is listed in /proc/self/fd) and of the kind the old
     // process said it passed. Nothing in this process owns it: it was inherited across exec
-    // (the runtime creates every descriptor of its own close-on-exec), and this runs once per
-    // name, at start, before anything else could have taken it.
+    // (the runtime creates every descriptor of its own close-on-exec); `from_env` runs once
+    // per process, first thing in `App::run` before any setup code, and takes each number at
+    // most once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // A program this process starts later must not inherit it.
     let _ = fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));

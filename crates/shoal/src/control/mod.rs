@@ -108,7 +108,7 @@ impl Invocation {
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
         let mut inv = Invocation::parse(args, env)?;
-        inv.exe = std::env::current_exe().ok();
+        inv.exe = executable();
         Ok(inv)
     }
 
@@ -154,6 +154,19 @@ impl Invocation {
             config,
             action,
         })
+    }
+}
+
+/// The path the binary was started by: argv[0] when it names a path (so a deploy that swaps a
+/// symlink is followed), else what the kernel says the executable is.
+fn executable() -> Option<PathBuf> {
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    match argv0 {
+        Some(path) if path.components().count() > 1 => match std::env::current_dir() {
+            Ok(cwd) => Some(cwd.join(path)),
+            Err(_) => std::env::current_exe().ok(),
+        },
+        _ => std::env::current_exe().ok(),
     }
 }
 

@@ -1,9 +1,10 @@
-//! OS signals as [`Command`]s: the one place the runtime installs signal handlers.
+//! OS signals as [`Command`]s: the one place the runtime installs signal handlers. A second
+//! SIGTERM or SIGINT ends the process here, at once.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Command;
 
@@ -18,6 +19,7 @@ pub(crate) fn forward(
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     Ok(async move {
+        let mut closing = false;
         loop {
             let command = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -38,6 +40,18 @@ pub(crate) fn forward(
                     Command::Restart(None)
                 }
             };
+            if let Command::Close {
+                signal: Some(signal),
+            } = command
+            {
+                // Here rather than in the control loop, which may be busy (a reload, a
+                // handover): a second close signal must work whatever the application does.
+                if closing {
+                    warn!(signal, "second close signal: exiting now");
+                    super::exit_now(super::Exit::Signal(signal));
+                }
+                closing = true;
+            }
             if commands.send(command).is_err() {
                 return;
             }

@@ -17,8 +17,10 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from `env`.
-    pub(crate) fn from_env(env: &[(String, String)]) -> Option<Notifier> {
+    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from `env`. The watchdog is
+    /// ours when `WATCHDOG_PID` is this process or the `predecessor` it replaced (systemd set
+    /// it for the process started first).
+    pub(crate) fn from_env(env: &[(String, String)], predecessor: Option<u32>) -> Option<Notifier> {
         let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let path = var("NOTIFY_SOCKET").filter(|p| !p.is_empty())?;
         let addr = match path.strip_prefix('@') {
@@ -37,7 +39,10 @@ impl Notifier {
             return None;
         };
         let for_us = var("WATCHDOG_PID")
-            .map(|pid| pid.parse::<u32>().ok() == Some(std::process::id()))
+            .map(|pid| {
+                let pid = pid.parse::<u32>().ok();
+                pid == Some(std::process::id()) || (pid.is_some() && pid == predecessor)
+            })
             .unwrap_or(true);
         let watchdog_every = var("WATCHDOG_USEC")
             .filter(|_| for_us)
@@ -79,7 +84,7 @@ mod tests {
             ("NOTIFY_SOCKET".to_string(), path.display().to_string()),
             ("WATCHDOG_USEC".to_string(), "4000000".to_string()),
         ];
-        let notifier = Notifier::from_env(&env).unwrap();
+        let notifier = Notifier::from_env(&env, None).unwrap();
         assert_eq!(notifier.watchdog_every(), Some(Duration::from_secs(2)));
         notifier.send("READY=1");
         notifier.send("WATCHDOG=1");
@@ -93,7 +98,7 @@ mod tests {
 
     #[test]
     fn watchdog_for_another_pid_is_ignored_and_no_socket_means_none() {
-        assert!(Notifier::from_env(&[]).is_none());
+        assert!(Notifier::from_env(&[], None).is_none());
         let env = vec![
             (
                 "NOTIFY_SOCKET".to_string(),
@@ -102,7 +107,10 @@ mod tests {
             ("WATCHDOG_USEC".to_string(), "4000000".to_string()),
             ("WATCHDOG_PID".to_string(), "1".to_string()),
         ];
-        let notifier = Notifier::from_env(&env).unwrap();
+        let notifier = Notifier::from_env(&env, None).unwrap();
         assert_eq!(notifier.watchdog_every(), None);
+        // After a re-execution the watchdog systemd set up for the first process is ours.
+        let notifier = Notifier::from_env(&env, Some(1)).unwrap();
+        assert_eq!(notifier.watchdog_every(), Some(Duration::from_secs(2)));
     }
 }
