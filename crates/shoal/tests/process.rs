@@ -112,6 +112,15 @@ impl Proc {
     }
 }
 
+/// Ends a process this test did not start itself (a re-executed successor) if the test fails.
+struct KillOnDrop(Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGKILL);
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -285,6 +294,7 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     proc.expect_line_async("the new process serves");
     assert_eq!(proc.exit_code_async(), 0, "the old process closes cleanly");
     let second = status(&admin).await;
+    let _second_guard = KillOnDrop(Pid::from_raw(second.pid as i32));
     assert_ne!(second.pid, first.pid);
     // systemd hears the new main pid, and nothing from the old process once it handed over.
     assert_eq!(
@@ -317,6 +327,7 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
         )
         .await
         .unwrap();
+    let _third_guard = KillOnDrop(Pid::from_raw(third as i32));
     assert_ne!(third, second.pid);
     let old = Pid::from_raw(second.pid as i32);
     let waited = tokio::task::block_in_place(|| nix::sys::wait::waitpid(old, None).unwrap());
