@@ -294,7 +294,7 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     proc.expect_line_async("the new process serves");
     assert_eq!(proc.exit_code_async(), 0, "the old process closes cleanly");
     let second = status(&admin).await;
-    let _second_guard = KillOnDrop(Pid::from_raw(second.pid as i32));
+    let second_guard = KillOnDrop(Pid::from_raw(second.pid as i32));
     assert_ne!(second.pid, first.pid);
     // systemd hears the new main pid, and nothing from the old process once it handed over.
     assert_eq!(
@@ -327,10 +327,12 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
         )
         .await
         .unwrap();
-    let _third_guard = KillOnDrop(Pid::from_raw(third as i32));
+    let third_guard = KillOnDrop(Pid::from_raw(third as i32));
     assert_ne!(third, second.pid);
     let old = Pid::from_raw(second.pid as i32);
     let waited = tokio::task::block_in_place(|| nix::sys::wait::waitpid(old, None).unwrap());
+    // Reaped: its pid may be reused, so it must not be killed later.
+    std::mem::forget(second_guard);
     assert_eq!(waited, nix::sys::wait::WaitStatus::Exited(old, 0));
     assert_eq!(status(&admin).await.pid, third);
     let before = ok.load(Ordering::Relaxed);
@@ -348,6 +350,7 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     let new = Pid::from_raw(third as i32);
     kill(new, Signal::SIGTERM).unwrap();
     let waited = tokio::task::block_in_place(|| nix::sys::wait::waitpid(new, None).unwrap());
+    std::mem::forget(third_guard);
     assert_eq!(
         waited,
         nix::sys::wait::WaitStatus::Exited(new, 0),
