@@ -113,6 +113,12 @@ async fn a_bad_configuration_at_start_is_exit_2_before_anything_is_bound() {
         assert_eq!(exit, Exit::BadConfig, "{text}");
         assert!(!socket.exists(), "nothing was bound: {text}");
     }
+    let exit = hello::app()
+        .args(["--frobnicate"], no_env())
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(exit, Exit::BadConfig, "bad arguments");
     let missing = dir.join("missing.toml");
     let exit = hello::app()
         .args(config_args(&missing), no_env())

@@ -66,6 +66,8 @@ pub struct App {
     hooks: Arc<dyn DynHooks>,
     setup: Option<SetupFn>,
     invocation: Option<Invocation>,
+    /// Why the arguments given to [`App::args`] were rejected; reported when it runs.
+    args_error: Option<String>,
     clock: Arc<dyn Clock>,
     zone: Zone,
 }
@@ -87,6 +89,7 @@ impl App {
             hooks: Arc::new(NoHooks),
             setup: None,
             invocation: None,
+            args_error: None,
             clock: Arc::new(SystemClock),
             zone: Zone::Local,
         }
@@ -110,7 +113,8 @@ impl App {
     }
 
     /// Uses these arguments (after the program name) and environment instead of the
-    /// process's: for tests and embedding.
+    /// process's: for tests and embedding. Arguments the command line would reject make
+    /// `run` and `start` end with [`Exit::BadConfig`], saying why.
     pub fn args<A, E>(mut self, args: A, env: E) -> App
     where
         A: IntoIterator,
@@ -120,7 +124,7 @@ impl App {
         let args = args.into_iter().map(Into::into).collect();
         match Invocation::parse(args, env.into_iter().collect()) {
             Ok(inv) => self.invocation = Some(inv),
-            Err(e) => panic!("App::args: {e}"),
+            Err(e) => self.args_error = Some(e),
         }
         self
     }
@@ -138,6 +142,10 @@ impl App {
     /// second close signal, the grace period over, the watchdog) it ends the process at once
     /// with the documented code.
     pub async fn run(mut self) -> Exit {
+        if let Some(e) = self.args_error.take() {
+            eprintln!("{}: {e}", self.name);
+            return Exit::BadConfig;
+        }
         if self.invocation.is_none() {
             match Invocation::from_process() {
                 Ok(inv) => self.invocation = Some(inv),
@@ -168,6 +176,10 @@ impl App {
     /// Starts the application inside the caller's runtime, without signal handlers or
     /// process exits; drive it through [`Running::handle`].
     pub async fn start(mut self) -> Result<Running, Exit> {
+        if let Some(e) = self.args_error.take() {
+            eprintln!("{}: {e}", self.name);
+            return Err(Exit::BadConfig);
+        }
         if self.invocation.is_none() {
             self.invocation = Some(Invocation::default());
         }

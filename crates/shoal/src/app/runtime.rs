@@ -43,6 +43,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         hooks,
         setup,
         invocation,
+        args_error: _,
         clock,
         zone,
     } = app;
