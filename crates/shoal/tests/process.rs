@@ -357,6 +357,10 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
         "the new process closes cleanly too"
     );
     assert_eq!(datagrams(&notify), ["STOPPING=1".to_string()]);
+    assert!(
+        !admin.exists(),
+        "the last process removes the admin socket file"
+    );
 }
 
 /// The notifications received so far.

@@ -216,7 +216,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
 
     if let Err(e) = hooks.on_start(&handle).await {
         handle.record_error("on_start", e.to_string(), trace_of(e.as_ref()));
-        sockets.remove_files();
+        sockets.remove_bound_files();
         return Err(Exit::Failed);
     }
 
@@ -336,12 +336,21 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
 struct Sockets {
     /// Duplicates of the listeners' descriptors, by name.
     fds: Vec<(String, OwnedFd)>,
-    files: Vec<PathBuf>,
+    /// Unix socket files, and whether this process bound them (rather than inherited them).
+    files: Vec<(PathBuf, bool)>,
 }
 
 impl Sockets {
+    /// At the end of a process that did not hand its sockets over.
     fn remove_files(&self) {
-        for path in &self.files {
+        for (path, _) in &self.files {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// When the start failed: a predecessor may still serve on the inherited ones.
+    fn remove_bound_files(&self) {
+        for (path, _) in self.files.iter().filter(|(_, bound)| *bound) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -371,11 +380,11 @@ async fn listen(
         Some(l) => l,
         None => Listener::bind(addr).await.map_err(|e| e.to_string())?,
     };
-    // The runtime removes socket files itself: only those it bound, and not after handing
-    // them over.
+    // The runtime removes socket files itself: not after handing them over, and, when it
+    // fails to start, only those it bound (a predecessor still serves on inherited ones).
     listener.leave_socket_file();
-    if let (Addr::Unix(path), false) = (addr, inherited_one) {
-        sockets.files.push(path.clone());
+    if let Addr::Unix(path) = addr {
+        sockets.files.push((path.clone(), !inherited_one));
     }
     let fd = listener
         .as_fd()
