@@ -19,33 +19,18 @@ use tracing::info;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    #[serde(default = "default_beat", with = "humantime_serde_lite")]
+    #[serde(default = "default_beat", with = "shoal::config::duration")]
     pub beat_every: Duration,
     /// Units of work before the loop stops beating (0: never).
     #[serde(default)]
     pub beats: u64,
     /// How long closing takes (flushing, say).
-    #[serde(default, with = "humantime_serde_lite")]
+    #[serde(default, with = "shoal::config::duration")]
     pub close_delay: Duration,
 }
 
 fn default_beat() -> Duration {
     Duration::from_secs(1)
-}
-
-/// Durations written like `"1s"` or `"250ms"`.
-mod humantime_serde_lite {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "expected a duration like \"1s\", got {text:?}: {e}"
-            ))
-        })
-    }
 }
 
 #[derive(Default)]

@@ -177,6 +177,20 @@ async fn services_enabled_by_configuration_start_with_what_they_require() {
         vec!["4 * 5 = 20".to_string(), "2 + 3 = 5".to_string()]
     );
     assert_eq!(history.total().await.unwrap(), 2);
+    let timers: Vec<(String, String)> = running
+        .handle()
+        .status()
+        .timers
+        .into_iter()
+        .map(|t| (t.name, t.schedule))
+        .collect();
+    assert_eq!(
+        timers,
+        [
+            ("heartbeat".to_string(), "every 5s".to_string()),
+            ("trim".to_string(), "cron: 0 * * * * *".to_string())
+        ]
+    );
     running.handle().close();
     assert_eq!(running.wait().await, Exit::Closed);
 
@@ -419,20 +433,14 @@ async fn past_the_grace_period_the_app_ends_with_exit_3() {
 async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     let dir = Scratch::new("admin");
     let admin = dir.join("admin.sock");
+    // A secret in a section of its own: the hello section denies unknown keys.
     let file = dir.write(
         "hello.toml",
         &format!(
-            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\napi_token = \"s3cret\"\n",
+            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\n[store]\npassword = \"s3cret\"\n",
             admin.display()
         ),
     );
-    // The hello section denies unknown keys; serve a section that allows the token.
-    let file = {
-        let text = std::fs::read_to_string(&file)
-            .unwrap()
-            .replace("api_token = \"s3cret\"\n", "");
-        dir.write("hello.toml", &(text + "[store]\npassword = \"s3cret\"\n"))
-    };
     let running = hello::app()
         .args(config_args(&file), no_env())
         .start()

@@ -207,9 +207,14 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             &mut inherited,
             &mut sockets,
         )
-        .await
-        .map_err(|e| bind_failed(&handle, e))?;
-        owner_only(path).map_err(|e| bind_failed(&handle, e))?;
+        .await;
+        // A failure here leaves no socket file of this process behind.
+        let listener = listener
+            .and_then(|l| owner_only(path).map(|()| l))
+            .map_err(|e| {
+                sockets.remove_bound_files();
+                bind_failed(&handle, e)
+            })?;
         admin_path = Some(path.clone());
         serving.push((server, listener));
     }

@@ -41,6 +41,7 @@
 //! `key` or ends with `_key` or `-key` (case-insensitive), is shown as `"<redacted>"` by
 //! [`Config::redacted`] and [`Config::explain`], with everything beneath it.
 
+pub mod duration;
 mod env;
 mod error;
 mod file;

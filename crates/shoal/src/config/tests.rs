@@ -671,6 +671,24 @@ fn bad_sections_name_the_full_key_and_where_it_came_from() {
 }
 
 #[test]
+fn durations_in_typed_sections_read_like_the_runtime_keys() {
+    #[derive(Debug, Deserialize)]
+    struct Worker {
+        #[serde(with = "super::duration")]
+        every: Duration,
+    }
+    let config = load("[worker]\nevery = \"1m 30s\"\n", &[]).unwrap();
+    let worker = config.section::<Worker>("worker").unwrap();
+    assert_eq!(worker.every, Duration::from_secs(90));
+    let config = load("[worker]\nevery = \"soon\"\n", &[]).unwrap();
+    let e = config.section::<Worker>("worker").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "hello.toml:2: key `worker.every`: expected a duration like \"10s\", got \"soon\""
+    );
+}
+
+#[test]
 fn secrets_are_redacted() {
     let text = r#"
 [db]
