@@ -1,6 +1,7 @@
 //! Two services in one process: `Calculator` records every result in `History`, which it
 //! requires, through state shared by type. A timer beats the watchdog's heart; a cron timer
-//! trims the history to `[history] keep` entries; the summary counts calculations.
+//! trims the history to `[history] keep` entries; a group of auditor workers re-checks the
+//! history's arithmetic, each its own share; the summary counts calculations.
 //!
 //! ```text
 //! cargo run -p shoal --example calculator -- --config crates/shoal/examples/calculator.toml
@@ -11,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use shoal::rpc::{codes, RpcError};
@@ -58,12 +60,30 @@ fn default_trim() -> String {
 pub struct Log {
     entries: Mutex<VecDeque<String>>,
     total: AtomicU64,
+    /// Entries the auditors re-checked, and those that were wrong.
+    audited: AtomicU64,
+    wrong: AtomicU64,
 }
 
 impl Log {
     fn record(&self, line: String) {
         self.entries.lock().unwrap().push_front(line);
         self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Re-checks every `count`-th entry starting at `index`: one auditor's share.
+    fn audit(&self, index: usize, count: usize) {
+        let entries: Vec<String> = {
+            let entries = self.entries.lock().unwrap();
+            entries.iter().skip(index).step_by(count).cloned().collect()
+        };
+        for entry in entries {
+            self.audited.fetch_add(1, Ordering::Relaxed);
+            if !recheck(&entry) {
+                self.wrong.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(entry, "the history holds a wrong result");
+            }
+        }
     }
 
     fn trim(&self, keep: usize) -> usize {
@@ -91,6 +111,25 @@ impl Calc {
         }
         result
     }
+}
+
+/// Whether a history line `A OP B = R` is right.
+fn recheck(line: &str) -> bool {
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [a, op, b, "=", r] = parts[..] else {
+        return false;
+    };
+    let (Ok(a), Ok(b), Ok(r)) = (a.parse::<i64>(), b.parse::<i64>(), r.parse::<i64>()) else {
+        return false;
+    };
+    let expected = match op {
+        "+" => Some(a.wrapping_add(b)),
+        "-" => Some(a.wrapping_sub(b)),
+        "*" => a.checked_mul(b),
+        "/" => a.checked_div(b),
+        _ => None,
+    };
+    expected == Some(r)
 }
 
 fn overflow() -> RpcError {
@@ -147,9 +186,11 @@ struct Summary {
 impl Hooks for Summary {
     fn summary(&self) -> String {
         format!(
-            "{} calculations, {} in history",
+            "{} calculations, {} in history, {} audited, {} wrong",
             self.log.total.load(Ordering::Relaxed),
-            self.log.entries.lock().unwrap().len()
+            self.log.entries.lock().unwrap().len(),
+            self.log.audited.load(Ordering::Relaxed),
+            self.log.wrong.load(Ordering::Relaxed),
         )
     }
 }
@@ -195,6 +236,24 @@ pub fn app() -> App {
                     Ok(())
                 }
             }));
+
+            // Auditors: worker i of n re-checks every n-th entry, every second
+            // (`[workers] auditor = N` changes n).
+            let handle = app.handle();
+            app.workers("auditor", 2, move |w| {
+                let handle = handle.clone();
+                async move {
+                    loop {
+                        if let Some(log) = handle.state::<Log>() {
+                            log.audit(w.index(), w.count());
+                        }
+                        tokio::select! {
+                            _ = w.closing() => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            });
             Ok(())
         })
 }

@@ -40,6 +40,7 @@
 //! |---|---|---|
 //! | `rpc.listen` | none | `host:port` or `unix:PATH` to serve the services on |
 //! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits |
+//! | `rpc.processes` | 0 | process mode: N worker processes serve the listener (see below) |
 //! | `admin.listen` | none | `unix:PATH` of the admin socket (mode 0600) |
 //! | `services.enabled` | all | services to start; what they `require` starts too |
 //! | `shutdown.grace` | `"10s"` | how long closing may take before exit code 3 |
@@ -47,6 +48,7 @@
 //! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 |
 //! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration; also logged at close |
 //! | `log.level` | `"info"` | a `tracing` filter such as `"info,shoal_rpc=debug"`; changes on reload |
+//! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
 //! into a type and returns a [`Live`] that follows reloads. `shoal config explain FILE` prints
@@ -65,6 +67,24 @@
 //! `RELOADING=1`, `STOPPING=1` and `WATCHDOG=1`; after a re-execution the new process sends
 //! `MAINPID=` (the unit needs `NotifyAccess=all`).
 //!
+//! ## Worker groups and process mode
+//!
+//! [`Setup::workers`] and [`Setup::thread_workers`] declare background worker groups (async
+//! tasks, OS threads, or with `.processes()` processes), each worker told its group and
+//! index, restarted with a backoff when it fails, stopped with the application; see
+//! [`workers`].
+//!
+//! With `rpc.processes = N` (and the application run as a process) the process becomes a
+//! master: it binds `rpc.listen`, starts its own binary N times as RPC workers that all
+//! accept on that one socket, and serves only the admin socket. The master starts a worker
+//! that dies again (after a backoff), forwards SIGHUP to every worker (each re-reads the
+//! configuration), and on close sends them SIGTERM and waits for them within
+//! `shutdown.grace`. SIGUSR2 re-executes the master, whose successor starts its own workers
+//! on the same socket before the old ones drain. Workers run `on_start`, `on_close` and the
+//! services; the master alone runs timers, the run loop, the watchdog, the summary and the
+//! worker groups. `shoal.status` on the admin socket lists every worker (`workers`, group
+//! `rpc`); on the RPC port, a worker answers about itself. Metrics are per process.
+//!
 //! ## Exit codes
 //!
 //! See [`Exit`]: 0 closed, 1 failed, 2 bad configuration or command line, 3 grace period over,
@@ -80,6 +100,7 @@ mod logging;
 pub mod status;
 pub mod timer;
 mod watchdog;
+pub mod workers;
 
 /// The error type hooks, setup functions and timers return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -95,3 +116,4 @@ pub use shoal_rpc::{
     codes, Addr, CallOptions, Client, ClientBuilder, Context, Error, Listener, Peer, RouteKey,
     RpcError, Server, ServerBuilder, Value,
 };
+pub use workers::{Worker, WorkerGroup, WorkerKind};

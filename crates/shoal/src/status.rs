@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::timer::TimerStats;
+use crate::workers::WorkerStatus;
 
 /// A snapshot of a running application, as `shoal.status` returns it (a MessagePack map with
 /// these field names; times are RFC 3339 strings in UTC).
@@ -34,6 +35,9 @@ pub struct Status {
     pub services: Vec<String>,
     pub methods: Vec<MethodCount>,
     pub timers: Vec<TimerStats>,
+    /// Worker groups' workers and process-mode RPC workers (group `rpc`).
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
 }
 
 /// The outcome of the last reload.

@@ -24,7 +24,7 @@ use shoal::events::{priority, Event, EventKind};
 use shoal::rpc::Request;
 use shoal::status::{ErrorRecord, Status};
 use shoal::timer::{TestClock, Timer, Zone};
-use shoal::{codes, App, BoxError, Client, Context, Exit, Handle, Hooks, RpcError};
+use shoal::{codes, App, BoxError, Client, Context, Exit, Handle, Hooks, RpcError, WorkerKind};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -191,6 +191,17 @@ async fn services_enabled_by_configuration_start_with_what_they_require() {
             ("trim".to_string(), "cron: 0 * * * * *".to_string())
         ]
     );
+    let handle = running.handle().clone();
+    wait_for("the two auditors", LIMIT, || {
+        let workers = handle.status().workers;
+        let auditors: Vec<(usize, WorkerKind)> = workers
+            .iter()
+            .filter(|w| w.group == "auditor" && w.state == "running")
+            .map(|w| (w.index, w.kind))
+            .collect();
+        (auditors == [(0, WorkerKind::Task), (1, WorkerKind::Task)]).then_some(())
+    })
+    .await;
     running.handle().close();
     assert_eq!(running.wait().await, Exit::Closed);
 

@@ -133,14 +133,16 @@ async fn status(admin: &Path) -> Status {
     let addr = format!("unix:{}", admin.display());
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        if let Ok(client) = Client::connect(&addr).await {
-            if let Ok(status) = client.call::<_, Status>("shoal.status", &()).await {
-                return status;
-            }
-        }
+        let last = match Client::connect(&addr).await {
+            Ok(client) => match client.call::<_, Status>("shoal.status", &()).await {
+                Ok(status) => return status,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{} never answered shoal.status",
+            "{} never answered shoal.status: {last}",
             admin.display()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -461,4 +463,198 @@ fn command_line_errors_and_check() {
         (code, text.trim()),
         (0, format!("hello {}", env!("CARGO_PKG_VERSION")).as_str())
     );
+}
+
+/// The processes example with `processes` RPC workers and its sweeper group.
+fn processes_config(dir: &Scratch, processes: usize) -> PathBuf {
+    let admin = dir.join("admin.sock");
+    dir.write(
+        "processes.toml",
+        &format!(
+            "[rpc]\nlisten = \"127.0.0.1:0\"\nprocesses = {processes}\n[admin]\nlisten = \"unix:{}\"\n[shutdown]\ngrace = \"5s\"\n[workers]\nsweeper = 2\n",
+            admin.display()
+        ),
+    )
+}
+
+/// Waits until every worker of `group` runs, and returns their pids by index.
+async fn running_workers(admin: &Path, group: &str, count: usize) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let status = status(admin).await;
+        let mut pids: Vec<(usize, u32)> = status
+            .workers
+            .iter()
+            .filter(|w| w.group == group && w.state == "running")
+            .filter_map(|w| Some((w.index, w.pid?)))
+            .collect();
+        if pids.len() == count {
+            pids.sort();
+            return pids.into_iter().map(|(_, pid)| pid).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the {group} workers are not all running: {:?}",
+            status.workers
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_mode_restarts_a_killed_worker_while_calls_keep_succeeding() {
+    let dir = Scratch::new("proc-mode");
+    let config = processes_config(&dir, 3);
+    let admin = dir.join("admin.sock");
+    let mut proc = Proc::start(&example("processes"), &config, &[]);
+    let master = proc.child.id();
+    let first = status(&admin).await;
+    assert_eq!(first.pid, master);
+    let addr = first.rpc_addr.clone().unwrap();
+    let rpc = running_workers(&admin, "rpc", 3).await;
+    let sweepers = running_workers(&admin, "sweeper", 2).await;
+    for pid in rpc.iter().chain(&sweepers) {
+        assert_ne!(*pid, master, "workers run in processes of their own");
+        assert!(alive(*pid));
+    }
+
+    // Callers on long-lived connections and one that connects for every call, so new
+    // connections reach whichever worker accepts them.
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let served_by = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut loops = Vec::new();
+    for caller in 0..5 {
+        let (ok, failed, stop, addr, served_by) = (
+            ok.clone(),
+            failed.clone(),
+            stop.clone(),
+            addr.clone(),
+            served_by.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            let mut client = Client::connect(&addr).await.unwrap();
+            while !stop.is_cancelled() {
+                if caller == 4 {
+                    client = Client::connect(&addr).await.unwrap();
+                }
+                match client.call::<_, u32>("whoami", &()).await {
+                    Ok(pid) => {
+                        served_by.lock().unwrap().insert(pid);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("caller {caller}: failed call: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let calls_past = |n: u64| {
+        let ok = ok.clone();
+        move || (ok.load(Ordering::Relaxed) >= n).then_some(())
+    };
+    wait_for("calls before the kill", LIMIT, calls_past(200)).await;
+
+    // A crash: the worker is killed outright, then started again.
+    let victim = rpc[1];
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let before = ok.load(Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let replacement = loop {
+        let now = running_workers(&admin, "rpc", 3).await;
+        if now[1] != victim {
+            break now[1];
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker 1 never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(alive(replacement));
+    wait_for("calls after the restart", LIMIT, calls_past(before + 500)).await;
+    // The new worker takes its share of new connections.
+    wait_for("a call served by the new worker", LIMIT, || {
+        served_by
+            .lock()
+            .unwrap()
+            .contains(&replacement)
+            .then_some(())
+    })
+    .await;
+    stop.cancel();
+    for l in loops {
+        l.await.unwrap();
+    }
+    // Only a call in flight on the killed worker's connection can fail: at most one per
+    // caller; every caller went on succeeding after it.
+    let failed = failed.load(Ordering::Relaxed);
+    assert!(failed <= 5, "{failed} calls failed");
+    let status = status(&admin).await;
+    let worker = status
+        .workers
+        .iter()
+        .find(|w| w.group == "rpc" && w.index == 1)
+        .unwrap();
+    assert_eq!(worker.restarts, 1);
+    assert!(
+        worker
+            .last_exit
+            .as_deref()
+            .unwrap_or("")
+            .contains("SIGKILL"),
+        "{worker:?}"
+    );
+    let error = status.last_error.unwrap();
+    assert_eq!(error.origin, "worker rpc[1]");
+
+    // A reload reaches the workers; a close stops every one of them.
+    proc.signal(Signal::SIGHUP);
+    proc.expect_line_async("configuration reloaded");
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.exit_code_async(), 0);
+    let all: Vec<u32> = rpc
+        .iter()
+        .chain(&sweepers)
+        .copied()
+        .filter(|pid| *pid != victim)
+        .chain([replacement])
+        .collect();
+    for pid in all {
+        assert!(!alive(pid), "worker {pid} outlived the master");
+    }
+    assert!(!admin.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_workers_stop_when_the_master_is_killed() {
+    // Orphaned workers become this test's children, so it can see them end (and reap them).
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = Scratch::new("proc-orphans");
+    let config = processes_config(&dir, 2);
+    let admin = dir.join("admin.sock");
+    let mut proc = Proc::start(&example("processes"), &config, &[]);
+    let rpc = running_workers(&admin, "rpc", 2).await;
+    let sweepers = running_workers(&admin, "sweeper", 2).await;
+    proc.signal(Signal::SIGKILL);
+    let _ = proc.child.wait();
+    // The kernel tells each worker (SIGTERM) that its parent died; they close on their own.
+    for pid in rpc.into_iter().chain(sweepers) {
+        wait_for(&format!("worker {pid} to end"), LIMIT, || {
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => None,
+                Ok(WaitStatus::Exited(_, code)) => Some(code),
+                other => panic!("worker {pid}: {other:?}"),
+            }
+        })
+        .await;
+    }
 }

@@ -18,6 +18,7 @@ use crate::hooks::DynHooks;
 use crate::live::ConfigCell;
 use crate::status::{trace_of, ErrorRecord, MethodCount, Recorder, Status};
 use crate::timer::Timers;
+use crate::workers::Board;
 
 /// A cheap, cloneable reference to the running application.
 #[derive(Clone)]
@@ -52,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) services: OnceLock<Vec<String>>,
     pub(crate) rpc_addr: OnceLock<String>,
     pub(crate) state: OnceLock<StateMap>,
+    pub(crate) workers: Arc<Board>,
 }
 
 impl Handle {
@@ -181,6 +183,7 @@ impl Handle {
                 })
                 .collect(),
             timers: shared.timers.get().map(Timers::stats).unwrap_or_default(),
+            workers: shared.workers.snapshot(),
         }
     }
 

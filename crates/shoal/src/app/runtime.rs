@@ -30,6 +30,9 @@ use crate::live::ConfigCell;
 use crate::logging::{self, Logging};
 use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
+use crate::workers::process::Role;
+use crate::workers::run::Launcher;
+use crate::workers::{Board, WorkerGroup};
 use crate::{watchdog, BoxError};
 
 /// Starts `app`. `inherited` is set when the application is the process (signals, systemd,
@@ -58,6 +61,21 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             return Err(Exit::Closed);
         }
         Action::Run | Action::Check => {}
+    }
+    // Only a process can be a worker: the variables come from its parent.
+    let role = match process {
+        true => Role::from_env(&inv.env).map_err(|e| {
+            eprintln!("{name}: {e}");
+            Exit::BadConfig
+        })?,
+        false => Role::App,
+    };
+    if role.is_worker() {
+        // A worker never outlives its parent.
+        if let Err(e) = Role::follow_parent(&inv.env) {
+            eprintln!("{name}: {e}");
+            return Err(Exit::Failed);
+        }
     }
     let config = Config::load(inv.config.as_deref(), inv.env.clone()).map_err(|e| {
         eprintln!("{name}: {e}");
@@ -90,6 +108,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             services: OnceLock::new(),
             rpc_addr: OnceLock::new(),
             state: OnceLock::new(),
+            workers: Arc::new(Board::default()),
         }),
     };
 
@@ -102,6 +121,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         state: StateMap::default(),
         wraps: Vec::new(),
         events: Events::default(),
+        workers: Vec::new(),
     };
     if let Some(setup) = setup {
         setup(&mut decl).map_err(|e| setup_failed(&name, &config, "setup", e))?;
@@ -126,12 +146,27 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         built.push(Boxed(service));
         names.push(service_name);
     }
+    let group_sizes = group_sizes(&decl.workers, &config).map_err(|e| {
+        eprintln!("{name}: {e}");
+        Exit::BadConfig
+    })?;
     if inv.action == Action::Check {
         println!("{name}: configuration {} is valid", origin(&config));
         return Err(Exit::Closed);
     }
     let _ = handle.shared.services.set(names);
     let _ = handle.shared.state.set(decl.state.clone());
+    if let Role::GroupWorker {
+        group,
+        index,
+        count,
+    } = &role
+    {
+        let groups = std::mem::take(&mut decl.workers);
+        return group_worker(
+            handle, groups, group, *index, *count, inherited, inv, command_rx,
+        );
+    }
     let events = Arc::new(std::mem::take(&mut decl.events));
     if let Err(e) = events
         .emit(&Event::Startup)
@@ -151,6 +186,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     let mut sockets = Sockets::default();
     let mut serving = Vec::new();
     let mut rpc_addr = None;
+    let mut master_rpc = None;
     if let Some(addr) = &rt.rpc.listen {
         let mut builder = Server::builder()
             .max_message(rt.rpc.max_message)
@@ -187,12 +223,25 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             .shared
             .rpc_addr
             .set(listener.local_addr().to_string());
-        serving.push((server, listener));
+        if rt.rpc.processes > 0 && role == Role::App && process {
+            // Process mode: the workers serve it; this process only hands it to them.
+            let fd = listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| bind_failed(&handle, format!("cannot keep the rpc listener: {e}")))?;
+            master_rpc = Some(fd);
+        } else {
+            if rt.rpc.processes > 0 && !process {
+                warn!("rpc.processes applies to an application run as a process; serving here");
+            }
+            serving.push((server, listener));
+        }
     } else if !built.is_empty() {
         warn!(app = %name, "services are declared but rpc.listen is not set: not serving RPC");
     }
     let mut admin_path = None;
-    if let Some(path) = &rt.admin.listen {
+    // Workers are controlled through their parent.
+    if let Some(path) = rt.admin.listen.as_ref().filter(|_| !role.is_worker()) {
         let server = Server::builder()
             .layer(StatsLayer::with_stats(stats.clone()))
             .layer(RuntimeMethodsLayer {
@@ -225,6 +274,37 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         return Err(Exit::Failed);
     }
 
+    // Workers: the groups, and in process mode the RPC worker processes, each of which
+    // says when it serves.
+    let launcher = Launcher {
+        handle: handle.clone(),
+        board: handle.shared.workers.clone(),
+        exe: inv.exe.clone(),
+        args: inv.args.clone(),
+        ready_timeout: rt.control.handover_timeout,
+        tracker: TaskTracker::new(),
+    };
+    if !role.is_worker() {
+        for (group, count) in decl.workers.iter().zip(group_sizes) {
+            launcher.start_group(group, count);
+        }
+    }
+    if let Some(fd) = master_rpc {
+        info!(
+            processes = rt.rpc.processes,
+            "process mode: starting the RPC workers"
+        );
+        if let Err(e) = launcher.start_rpc(fd, rt.rpc.processes).await {
+            handle.record_error("rpc workers", e.clone(), e);
+            handle.shared.closing.cancel();
+            launcher.tracker.close();
+            let _ = tokio::time::timeout(rt.shutdown.grace, launcher.tracker.wait()).await;
+            sockets.remove_bound_files();
+            return Err(Exit::Failed);
+        }
+    }
+    launcher.tracker.close();
+
     // Serve, tick, watch.
     let accept_stop = CancellationToken::new();
     let servers = TaskTracker::new();
@@ -238,7 +318,9 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     }
     servers.close();
     let timers_stop = CancellationToken::new();
-    let timers_task = (!timers.is_empty()).then(|| {
+    // A process-mode RPC worker serves; timers, the run loop, the watchdog and the summary
+    // are its parent's.
+    let timers_task = (!timers.is_empty() && !role.is_worker()).then(|| {
         let reporter = handle.clone();
         tokio::spawn(timers.run(
             timers_stop.clone(),
@@ -252,7 +334,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         ))
     });
     let closing = handle.shared.closing.clone();
-    let notifier = if process {
+    let notifier = if process && !role.is_worker() {
         Notifier::from_env(&inv.env, inherited.predecessor()).map(Arc::new)
     } else {
         None
@@ -260,25 +342,34 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     let changed = Arc::new(Notify::new());
     let (fired, fired_rx) = mpsc::unbounded_channel();
     let background = TaskTracker::new();
-    background.spawn(watchdog::watch(
-        handle.clone(),
-        notifier.clone(),
-        fired,
-        changed.clone(),
-        closing.clone(),
-    ));
-    background.spawn(watchdog::summarize(
-        handle.clone(),
-        clock,
-        zone,
-        changed.clone(),
-        closing.clone(),
-    ));
+    if !role.is_worker() {
+        background.spawn(watchdog::watch(
+            handle.clone(),
+            notifier.clone(),
+            fired,
+            changed.clone(),
+            closing.clone(),
+        ));
+        background.spawn(watchdog::summarize(
+            handle.clone(),
+            clock,
+            zone,
+            changed.clone(),
+            closing.clone(),
+        ));
+    }
     background.close();
     let run_task = {
         let hooks = hooks.clone();
         let app = handle.clone();
-        tokio::spawn(async move { hooks.run(app).await })
+        let worker = role.is_worker();
+        tokio::spawn(async move {
+            if worker {
+                app.closing().await;
+                return Ok(());
+            }
+            hooks.run(app).await
+        })
     };
     let signals_stop = CancellationToken::new();
     if process {
@@ -291,8 +382,11 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     // Ready.
     events.notify(&Event::ServicesStarted);
     handle.shared.recorder.set_state("running");
-    if let Some(from) = inherited.predecessor() {
-        info!(from, "took over the listeners from the previous process");
+    match inherited.predecessor() {
+        Some(from) if !role.is_worker() => {
+            info!(from, "took over the listeners from the previous process")
+        }
+        _ => {}
     }
     // systemd learns the new main pid before the old process may exit.
     if let Some(notifier) = &notifier {
@@ -326,6 +420,8 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         changed,
         signals_stop,
         registered,
+        role,
+        launcher,
     };
     let done = tokio::spawn(runtime.control(command_rx, fired_rx));
     Ok(Running {
@@ -334,6 +430,139 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         admin_path,
         done,
     })
+}
+
+/// The size of each declared worker group: `[workers] NAME = COUNT`, else the declared one.
+fn group_sizes(groups: &[WorkerGroup], config: &Config) -> Result<Vec<usize>, String> {
+    for (i, group) in groups.iter().enumerate() {
+        if group.name.is_empty() || group.name.chars().any(|c| c.is_whitespace() || c == '.') {
+            return Err(format!(
+                "worker group name {:?}: use letters, digits, '_' or '-'",
+                group.name
+            ));
+        }
+        if groups[..i].iter().any(|g| g.name == group.name) {
+            return Err(format!("worker group {} is declared twice", group.name));
+        }
+    }
+    let configured = &config.runtime().workers;
+    if let Some((unknown, _)) = configured
+        .counts
+        .iter()
+        .find(|(name, _)| !groups.iter().any(|g| &g.name == name))
+    {
+        let declared: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let known = match declared.is_empty() {
+            true => "the application declares no worker group".to_string(),
+            false => format!("the groups are {}", declared.join(", ")),
+        };
+        return Err(config
+            .error_at(
+                &format!("workers.{unknown}"),
+                format!("no worker group {unknown} is declared; {known}"),
+            )
+            .to_string());
+    }
+    Ok(groups
+        .iter()
+        .map(|g| configured.count(&g.name).unwrap_or(g.count))
+        .collect())
+}
+
+/// Runs this process as a worker of a process group: no listener, timer or hook, only the
+/// worker, until it ends or a close signal (its parent's SIGTERM) stops it; SIGHUP re-reads
+/// the configuration.
+#[allow(clippy::too_many_arguments)]
+fn group_worker(
+    handle: Handle,
+    groups: Vec<WorkerGroup>,
+    group: &str,
+    index: usize,
+    count: usize,
+    mut inherited: Inherited,
+    inv: control::Invocation,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) -> Result<Running, Exit> {
+    let name = handle.name().to_owned();
+    let Some(decl) = groups.into_iter().find(|g| g.name == group) else {
+        eprintln!("{name}: this binary declares no worker group {group}");
+        return Err(Exit::BadConfig);
+    };
+    let signals_stop = CancellationToken::new();
+    match control::signal::forward(handle.shared.commands.clone(), signals_stop.clone()) {
+        Ok(forward) => drop(tokio::spawn(forward)),
+        Err(e) => warn!(error = %e, "cannot install signal handlers"),
+    }
+    handle.shared.recorder.set_state("running");
+    inherited.signal_ready();
+    info!(
+        group,
+        index,
+        pid = std::process::id(),
+        "worker process runs"
+    );
+    let app = handle.clone();
+    let env = inv.env;
+    let done = tokio::spawn(async move {
+        let body = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                crate::workers::run::as_group_worker(app, &decl, index, count).await
+            })
+        };
+        let mut body = AbortOnDropHandle::new(body);
+        loop {
+            tokio::select! {
+                exit = &mut body => {
+                    signals_stop.cancel();
+                    return exit.unwrap_or(Exit::Failed);
+                }
+                command = commands.recv() => match command {
+                    Some(Command::Reload(reply)) => {
+                        let result = reload_config(&app, &env);
+                        match &result {
+                            Ok(()) => info!("configuration reloaded"),
+                            Err(e) => app.record_error("reload", e.clone(), e.clone()),
+                        }
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Some(Command::Restart(reply)) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err("a worker process is restarted by its parent".into()));
+                        }
+                    }
+                    Some(Command::Close { .. }) | None => break,
+                },
+            }
+        }
+        app.shared.recorder.set_state("closing");
+        app.shared.closing.cancel();
+        let grace = app.config().runtime().shutdown.grace;
+        let exit = match tokio::time::timeout(grace, &mut body).await {
+            Ok(exit) => exit.unwrap_or(Exit::Failed),
+            Err(_) => Exit::GraceExpired,
+        };
+        signals_stop.cancel();
+        exit
+    });
+    Ok(Running {
+        handle,
+        rpc_addr: None,
+        admin_path: None,
+        done,
+    })
+}
+
+/// Re-reads the configuration and puts it in force, for a worker process.
+fn reload_config(handle: &Handle, env: &[(String, String)]) -> Result<(), String> {
+    let cell = &handle.shared.cell;
+    let old = cell.snapshot();
+    let config = Config::load(old.config.path(), env.to_vec()).map_err(|e| e.to_string())?;
+    let snapshot = cell.prepare(config).map_err(|e| e.to_string())?;
+    cell.install(snapshot);
+    Ok(())
 }
 
 /// The listening sockets, kept for handing over and for removing Unix socket files at exit.
@@ -478,6 +707,9 @@ struct Runtime {
     signals_stop: CancellationToken,
     /// Every service's name and requirements, to check `services.enabled` on reload.
     registered: Vec<(String, Vec<String>)>,
+    role: Role,
+    /// The workers' supervisors.
+    launcher: Launcher,
 }
 
 impl Runtime {
@@ -498,6 +730,13 @@ impl Runtime {
                         }
                     }
                     Some(Command::Close { .. }) | None => break Exit::Closed,
+                    Some(Command::Restart(reply)) if self.role.is_worker() => {
+                        let e = "a worker process does not re-execute itself: ask its parent".to_string();
+                        warn!("{e}");
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                     Some(Command::Restart(reply)) => match self.hand_over().await {
                         Ok(pid) => {
                             if let Some(reply) = reply {
@@ -607,6 +846,7 @@ impl Runtime {
             ("rpc", was.rpc != now.rpc),
             ("admin.listen", was.admin != now.admin),
             ("services.enabled", was.services != now.services),
+            ("workers", was.workers != now.workers),
         ] {
             if differs {
                 warn!(key, "changed; it takes effect when the process restarts (SIGUSR2 re-executes without downtime)");
@@ -614,6 +854,9 @@ impl Runtime {
         }
         self.changed.notify_waiters();
         self.events.notify(&Event::Reload(&new));
+        // Worker processes read the same file again themselves.
+        self.launcher
+            .signal_processes(nix::sys::signal::Signal::SIGHUP);
         Ok(())
     }
 
@@ -668,6 +911,7 @@ impl Runtime {
         let hooks = self.hooks.clone();
         let servers = self.servers.clone();
         let background = self.background.clone();
+        let workers = self.launcher.tracker.clone();
         let timers_task = self.timers_task.take();
         // Past the grace period this future is dropped: the tasks it waits on stop with it
         // instead of running on unobserved.
@@ -684,6 +928,7 @@ impl Runtime {
                 None => None,
             };
             background.wait().await;
+            workers.wait().await;
             ended
         };
         tokio::pin!(drain);

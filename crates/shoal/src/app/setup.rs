@@ -1,5 +1,6 @@
 //! What an application declares while it is being built: its services and what they require,
-//! typed configuration sections, timers, shared state, middleware and event hooks.
+//! typed configuration sections, timers, worker groups, shared state, middleware and event
+//! hooks.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::events::{Event, EventKind, Events};
 use crate::live::{ConfigCell, Live};
 use crate::timer::Timer;
+use crate::workers::{Worker, WorkerGroup};
 use crate::{BoxError, Handle};
 
 type Factory = Box<dyn FnOnce(&mut Setup) -> Result<Box<dyn Dispatch>, BoxError> + Send>;
@@ -79,6 +81,7 @@ pub struct Setup {
     pub(crate) state: StateMap,
     pub(crate) wraps: Vec<Wrap>,
     pub(crate) events: Events,
+    pub(crate) workers: Vec<WorkerGroup>,
 }
 
 impl std::fmt::Debug for Setup {
@@ -86,6 +89,7 @@ impl std::fmt::Debug for Setup {
         f.debug_struct("Setup")
             .field("services", &self.services)
             .field("timers", &self.timers.len())
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -140,6 +144,28 @@ impl Setup {
     pub fn timer(&mut self, timer: Timer) -> &mut Self {
         self.timers.push(timer);
         self
+    }
+
+    /// Declares a group of `count` workers running `body` as async tasks (`.processes()` on
+    /// the result: as processes); `[workers] NAME = COUNT` in the configuration changes the
+    /// count. See [`crate::workers`].
+    pub fn workers<F, Fut>(&mut self, name: &str, count: usize, body: F) -> &mut WorkerGroup
+    where
+        F: Fn(Worker) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.workers.push(WorkerGroup::tasks(name, count, body));
+        self.workers.last_mut().expect("just pushed")
+    }
+
+    /// Declares a group of `count` workers running the blocking `body` on OS threads of
+    /// their own (`.processes()` on the result: as processes).
+    pub fn thread_workers<F>(&mut self, name: &str, count: usize, body: F) -> &mut WorkerGroup
+    where
+        F: Fn(Worker) -> Result<(), BoxError> + Send + Sync + 'static,
+    {
+        self.workers.push(WorkerGroup::threads(name, count, body));
+        self.workers.last_mut().expect("just pushed")
     }
 
     /// Shares `value` with every handler (`cx.state::<T>()`), hook and timer

@@ -57,7 +57,7 @@ use serde::de::DeserializeOwned;
 pub use error::ConfigError;
 pub use runtime::{
     AdminConfig, ControlConfig, LogConfig, Period, RpcConfig, RuntimeConfig, ServicesConfig,
-    ShutdownConfig, SummaryConfig, WatchdogConfig,
+    ShutdownConfig, SummaryConfig, WatchdogConfig, WorkersConfig,
 };
 
 use keys::Sources;
@@ -167,6 +167,11 @@ impl Config {
     /// `"10s"`).
     pub fn value(&self, key: &str) -> Option<&toml::Value> {
         self.inner.doc.get(key)
+    }
+
+    /// An error about the value at `key`, naming where it came from (file:line or variable).
+    pub(crate) fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.inner.doc.error_at(key, message)
     }
 
     /// The effective config (runtime defaults included) as a table with secret values replaced

@@ -1,5 +1,5 @@
 //! The runtime's own keys (`[rpc]`, `[admin]`, `[services]`, `[shutdown]`, `[control]`,
-//! `[watchdog]`, `[summary]`, `[log]`): their defaults, and their validation into
+//! `[watchdog]`, `[summary]`, `[log]`, `[workers]`): their defaults, and their validation into
 //! [`RuntimeConfig`]. Other top-level tables belong to the services.
 
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ pub struct RuntimeConfig {
     pub watchdog: WatchdogConfig,
     pub summary: SummaryConfig,
     pub log: LogConfig,
+    pub workers: WorkersConfig,
 }
 
 /// `[rpc]`: the RPC listener.
@@ -34,6 +35,9 @@ pub struct RpcConfig {
     pub max_in_flight: usize,
     /// `blocking_threads`: threads for blocking handlers (at least 1; 64).
     pub blocking_threads: usize,
+    /// `processes`: process mode, N worker processes serving the listener (0 = serve in this
+    /// process; 0).
+    pub processes: usize,
 }
 
 impl Default for RpcConfig {
@@ -43,6 +47,7 @@ impl Default for RpcConfig {
             max_message: 16 << 20,
             max_in_flight: 1024,
             blocking_threads: 64,
+            processes: 0,
         }
     }
 }
@@ -129,11 +134,30 @@ impl Default for LogConfig {
     }
 }
 
+/// `[workers]`: group sizes that replace the ones the setup declares, `NAME = COUNT`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkersConfig {
+    pub counts: Vec<(String, usize)>,
+}
+
+impl WorkersConfig {
+    /// The configured size of group `name`, if the configuration sets one.
+    pub fn count(&self, name: &str) -> Option<usize> {
+        self.counts.iter().find(|(n, _)| n == name).map(|(_, c)| *c)
+    }
+}
+
 /// The runtime's tables and the keys each one takes.
 const TABLES: &[(&str, &[&str])] = &[
     (
         "rpc",
-        &["listen", "max_message", "max_in_flight", "blocking_threads"],
+        &[
+            "listen",
+            "max_message",
+            "max_in_flight",
+            "blocking_threads",
+            "processes",
+        ],
     ),
     ("admin", &["listen"]),
     ("services", &["enabled"]),
@@ -164,6 +188,10 @@ impl RuntimeConfig {
                     integer(v, 1, "an integer")
                 })?
                 .unwrap_or(d.rpc.blocking_threads),
+                processes: read(doc, "rpc.processes", |v| {
+                    integer(v, 0, "a number of processes")
+                })?
+                .unwrap_or(d.rpc.processes),
             },
             admin: AdminConfig {
                 listen: read(doc, "admin.listen", admin_socket)?,
@@ -187,8 +215,35 @@ impl RuntimeConfig {
             log: LogConfig {
                 level: read(doc, "log.level", log_filter)?.unwrap_or(d.log.level),
             },
+            workers: worker_counts(doc)?,
         })
     }
+}
+
+/// `[workers]`: every key a group name, every value a count.
+fn worker_counts(doc: &Document) -> Result<WorkersConfig, ConfigError> {
+    let mut counts = Vec::new();
+    match doc.table.get("workers") {
+        None => {}
+        Some(toml::Value::Table(table)) => {
+            for (name, value) in table {
+                let key = keys::child("workers", name);
+                let count = integer(value, 0, "a number of workers for the group")
+                    .map_err(|message| doc.error_at(&key, message))?;
+                counts.push((name.clone(), count));
+            }
+        }
+        Some(other) => {
+            return Err(doc.error_at(
+                "workers",
+                format!(
+                    "expected a table of worker group sizes ([workers] NAME = COUNT), got {}",
+                    describe(other)
+                ),
+            ))
+        }
+    }
+    Ok(WorkersConfig { counts })
 }
 
 /// Writes the runtime keys that have a default and are unset into `doc`, in their config
@@ -199,6 +254,7 @@ pub(super) fn fill_defaults(doc: &mut Document) {
         ("rpc", "max_message", count(d.rpc.max_message)),
         ("rpc", "max_in_flight", count(d.rpc.max_in_flight)),
         ("rpc", "blocking_threads", count(d.rpc.blocking_threads)),
+        ("rpc", "processes", count(d.rpc.processes)),
         ("shutdown", "grace", spelled(d.shutdown.grace)),
         (
             "control",

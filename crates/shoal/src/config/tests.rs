@@ -259,6 +259,7 @@ fn runtime_defaults() {
             max_message: 16 * 1024 * 1024,
             max_in_flight: 1024,
             blocking_threads: 64,
+            processes: 0,
         },
         admin: AdminConfig { listen: None },
         services: ServicesConfig { enabled: None },
@@ -273,6 +274,7 @@ fn runtime_defaults() {
         log: LogConfig {
             level: "info".to_owned(),
         },
+        workers: WorkersConfig::default(),
     };
     assert_eq!(RuntimeConfig::default(), expected);
     assert_eq!(runtime("", &[]), expected);
@@ -297,6 +299,7 @@ listen = "127.0.0.1:7000"
 max_message = 1024
 max_in_flight = 1
 blocking_threads = 2
+processes = 4
 
 [admin]
 listen = "unix:/run/hello/admin.sock"
@@ -318,6 +321,9 @@ every = "hour"
 
 [log]
 level = "info,shoal_rpc=debug"
+
+[workers]
+pollers = 3
 "#;
     let expected = RuntimeConfig {
         rpc: RpcConfig {
@@ -325,6 +331,7 @@ level = "info,shoal_rpc=debug"
             max_message: 1024,
             max_in_flight: 1,
             blocking_threads: 2,
+            processes: 4,
         },
         admin: AdminConfig {
             listen: Some(PathBuf::from("/run/hello/admin.sock")),
@@ -346,6 +353,9 @@ level = "info,shoal_rpc=debug"
         },
         log: LogConfig {
             level: "info,shoal_rpc=debug".to_owned(),
+        },
+        workers: WorkersConfig {
+            counts: vec![("pollers".to_owned(), 3)],
         },
     };
     assert_eq!(runtime(text, &[]), expected);
@@ -466,9 +476,21 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
             r#"hello.toml:2: key `log.level`: expected a log filter like "info" or "info,shoal_rpc=debug", got 3"#,
         ),
         (
+            "[rpc]\nprocesses = -2",
+            "hello.toml:2: key `rpc.processes`: expected a number of processes of at least 0, got -2",
+        ),
+        (
+            "[workers]\npollers = \"four\"",
+            r#"hello.toml:2: key `workers.pollers`: expected a number of workers for the group of at least 0, got "four""#,
+        ),
+        (
+            "workers = 3",
+            "hello.toml:1: key `workers`: expected a table of worker group sizes ([workers] NAME = COUNT), got an integer",
+        ),
+        (
             "[rpc]\nlistn = \"127.0.0.1:7000\"",
             "hello.toml:2: key `rpc.listn`: unknown key; [rpc] takes listen, max_message, \
-             max_in_flight, blocking_threads",
+             max_in_flight, blocking_threads, processes",
         ),
         (
             "[shutdown.grace]\nseconds = 10",
@@ -516,7 +538,7 @@ fn bad_runtime_keys_from_the_environment_name_the_variable() {
         (
             ("SHOAL_RPC__LISTN", "127.0.0.1:7000"),
             "env SHOAL_RPC__LISTN: key `rpc.listn`: unknown key; [rpc] takes listen, \
-             max_message, max_in_flight, blocking_threads",
+             max_message, max_in_flight, blocking_threads, processes",
         ),
     ];
     for (var, expected) in cases {
@@ -799,6 +821,7 @@ addr = "a:1"
         ("rpc.listen", "\"127.0.0.1:7000\"", file(2)),
         ("rpc.max_in_flight", "1024", Source::Default),
         ("rpc.max_message", "16777216", Source::Default),
+        ("rpc.processes", "0", Source::Default),
         ("shutdown.grace", "\"3s\"", env("SHOAL_SHUTDOWN__GRACE")),
     ]
     .map(|(k, v, s)| (k.to_owned(), v.to_owned(), s));
@@ -819,6 +842,7 @@ addr = "a:1"
             "rpc.blocking_threads = 64 # default",
             "rpc.max_in_flight = 1024 # default",
             "rpc.max_message = 16777216 # default",
+            "rpc.processes = 0 # default",
             "shutdown.grace = \"10s\" # default",
         ]
     );

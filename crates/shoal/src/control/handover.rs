@@ -138,6 +138,56 @@ pub(crate) async fn start_successor(
     listeners: &[(&str, BorrowedFd<'_>)],
     timeout: Duration,
 ) -> Result<u32, String> {
+    let mut spawned = spawn(exe, args, &[], listeners, false)?;
+    let pid = spawned.pid;
+    info!(pid, exe = %exe.display(), "started the new process; waiting until it serves");
+    let outcome = spawned.ready(timeout).await.map(|()| pid);
+    if outcome.is_err() {
+        let _ = spawned.child.start_kill();
+        let _ = spawned.child.wait().await;
+    }
+    outcome
+}
+
+/// A process started with inherited listeners and a readiness pipe.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) pid: u32,
+    ready: tokio::net::unix::pipe::Receiver,
+}
+
+impl Spawned {
+    /// Waits until the process says it serves, or says why it will not.
+    pub(crate) async fn ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let pid = self.pid;
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            read = self.ready.read(&mut byte) => match read {
+                Ok(1) => Ok(()),
+                _ => Err(match self.child.wait().await {
+                    Ok(status) => format!("the new process (pid {pid}) exited before it was ready: {status}"),
+                    Err(e) => format!("the new process (pid {pid}) closed its pipe before it was ready: {e}"),
+                }),
+            },
+            _ = tokio::time::sleep(timeout) => {
+                Err(format!("the new process (pid {pid}) was not ready within {}", humantime::format_duration(timeout)))
+            }
+        }
+    }
+}
+
+/// Starts `exe` with `args` and `env` added, handing it `listeners` and the write end of a
+/// readiness pipe. A `worker` runs in a process group of its own (a terminal's Ctrl-C reaches
+/// only its parent, which closes it in order), is killed if the handle is dropped, and is
+/// not told the systemd notify socket (only the main process speaks to systemd).
+pub(crate) fn spawn(
+    exe: &Path,
+    args: &[OsString],
+    env: &[(&str, String)],
+    listeners: &[(&str, BorrowedFd<'_>)],
+    worker: bool,
+) -> Result<Spawned, String> {
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
     let mut names = Vec::new();
@@ -150,6 +200,17 @@ pub(crate) async fn start_successor(
         .env(FDS_VAR, names.join(","))
         .env(READY_VAR, write_end.as_raw_fd().to_string())
         .env(FROM_VAR, std::process::id().to_string());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    if worker {
+        command
+            .process_group(0)
+            .kill_on_drop(true)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("WATCHDOG_USEC");
+    }
     // The descriptors are inherited only while the close-on-exec flag is off, and only for
     // the moment of the spawn.
     let inheritable: Vec<BorrowedFd<'_>> = listeners
@@ -157,37 +218,26 @@ pub(crate) async fn start_successor(
         .map(|(_, fd)| *fd)
         .chain(std::iter::once(write_end.as_fd()))
         .collect();
-    for fd in &inheritable {
-        set_cloexec(*fd, false)?;
-    }
-    let spawned = command.spawn();
-    for fd in &inheritable {
-        let _ = set_cloexec(*fd, true);
-    }
-    drop(write_end);
-    let mut child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-    let pid = child.id().unwrap_or(0);
-    info!(pid, exe = %exe.display(), "started the new process; waiting until it serves");
-    let mut ready = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
-        .map_err(|e| format!("cannot watch the new process: {e}"))?;
-    let mut byte = [0u8; 1];
-    let outcome = tokio::select! {
-        read = ready.read(&mut byte) => match read {
-            Ok(1) => Ok(pid),
-            _ => Err(match child.wait().await {
-                Ok(status) => format!("the new process (pid {pid}) exited before it was ready: {status}"),
-                Err(e) => format!("the new process (pid {pid}) closed its pipe before it was ready: {e}"),
-            }),
-        },
-        _ = tokio::time::sleep(timeout) => {
-            Err(format!("the new process (pid {pid}) was not ready within {}", humantime::format_duration(timeout)))
+    let spawned = {
+        // One spawn at a time clears the flags: two at once would each restore them while
+        // the other still needs them off.
+        static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+        for fd in &inheritable {
+            set_cloexec(*fd, false)?;
         }
+        let spawned = command.spawn();
+        for fd in &inheritable {
+            let _ = set_cloexec(*fd, true);
+        }
+        spawned
     };
-    if outcome.is_err() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
-    outcome
+    drop(write_end);
+    let child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let pid = child.id().unwrap_or(0);
+    let ready = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
+        .map_err(|e| format!("cannot watch the new process: {e}"))?;
+    Ok(Spawned { child, pid, ready })
 }
 
 fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<(), String> {

@@ -1,0 +1,382 @@
+//! Background worker groups: named groups of N workers that run beside the services, as async
+//! tasks, OS threads or processes (pysvrkit's `self_server`). Each worker is told its group,
+//! its index and the group's size, and stops with the application.
+//!
+//! ```no_run
+//! # use shoal::App;
+//! App::new("feeds", "1.0").setup(|app| {
+//!     // Four async tasks.
+//!     app.workers("poll", 4, |w| async move {
+//!         while !w.is_closing() {
+//!             // ... poll feed number w.index() ...
+//!             tokio::select! {
+//!                 _ = w.closing() => break,
+//!                 _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+//!             }
+//!         }
+//!         Ok(())
+//!     });
+//!     // Two OS threads for blocking work.
+//!     app.thread_workers("crunch", 2, |w| {
+//!         while !w.wait_closing(std::time::Duration::from_secs(1)) { /* ... */ }
+//!         Ok(())
+//!     });
+//!     // Two processes: the binary started again, running only this group's worker.
+//!     app.workers("isolate", 2, |w| async move { w.closing().await; Ok(()) }).processes();
+//!     Ok(())
+//! });
+//! ```
+//!
+//! Rules, the same for every kind:
+//! - a worker that fails (returns an error, panics, or its process exits non-zero or is
+//!   killed) is logged, recorded in status and restarted after a backoff: 100 ms, doubling
+//!   up to 10 s, back to 100 ms once a worker has run for 30 s;
+//! - a worker that returns `Ok` (or whose process exits 0) before the application closes has
+//!   finished and is not restarted;
+//! - when the application closes, workers are told (`closing()`, `is_closing()`,
+//!   `wait_closing()`; processes get SIGTERM) and awaited within `shutdown.grace`; past it,
+//!   tasks are dropped and processes killed.
+//!
+//! `[workers]` in the configuration changes a group's size: `poll = 8`.
+//!
+//! A process worker is the same binary started again with `SHOAL_WORKER=GROUP:INDEX:COUNT`
+//! and `SHOAL_WORKER_OF=PID` (the parent's pid, checked against the real parent so a program
+//! the worker starts never mistakes itself for one). It loads the same configuration, runs the
+//! setup (declarations only: no listener, timer, hook or other group starts), then only its
+//! worker; SIGHUP reloads its configuration, SIGTERM closes it, and it is sent SIGTERM if the
+//! parent dies. Process-mode RPC workers (`rpc.processes`) are started the same way.
+
+pub(crate) mod process;
+pub(crate) mod run;
+
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::{BoxError, Handle};
+
+/// How the workers of a group run; in status, `"task"`, `"thread"` or `"process"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum WorkerKind {
+    /// Async tasks on the application's runtime.
+    Task,
+    /// OS threads, for blocking work.
+    Thread,
+    /// Processes: the binary started again, running only this worker.
+    Process,
+}
+
+impl std::fmt::Display for WorkerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerKind::Task => "task",
+            WorkerKind::Thread => "thread",
+            WorkerKind::Process => "process",
+        })
+    }
+}
+
+impl From<WorkerKind> for String {
+    fn from(kind: WorkerKind) -> String {
+        kind.to_string()
+    }
+}
+
+impl TryFrom<String> for WorkerKind {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<WorkerKind, String> {
+        match text.as_str() {
+            "task" => Ok(WorkerKind::Task),
+            "thread" => Ok(WorkerKind::Thread),
+            "process" => Ok(WorkerKind::Process),
+            _ => Err(format!("unknown worker kind {text:?}")),
+        }
+    }
+}
+
+/// What a worker is told: who it is, and when to stop.
+#[derive(Clone)]
+pub struct Worker {
+    group: Arc<str>,
+    index: usize,
+    count: usize,
+    handle: Handle,
+    closing: CancellationToken,
+    flag: Arc<ClosingFlag>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("group", &self.group)
+            .field("index", &self.index)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(group: &str, index: usize, count: usize, handle: Handle) -> Worker {
+        let closing = handle.shared.closing.clone();
+        Worker {
+            group: group.into(),
+            index,
+            count,
+            handle,
+            closing,
+            flag: Arc::new(ClosingFlag::default()),
+        }
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// This worker's index in its group, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How many workers the group has.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The application: configuration, state, heartbeat, errors.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Whether the application is closing: the worker should return soon.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Resolves when the application starts closing.
+    pub async fn closing(&self) {
+        self.closing.cancelled().await
+    }
+
+    /// Blocks the calling thread up to `timeout` or until the application closes; true when
+    /// it closes. For thread workers, between units of blocking work.
+    pub fn wait_closing(&self, timeout: Duration) -> bool {
+        if self.is_closing() {
+            return true;
+        }
+        self.flag.wait(timeout) || self.is_closing()
+    }
+
+    /// Wakes threads blocked in [`Worker::wait_closing`] once the application closes.
+    pub(crate) fn wake_on_close(&self) -> impl Future<Output = ()> + Send + 'static {
+        let closing = self.closing.clone();
+        let flag = self.flag.clone();
+        async move {
+            closing.cancelled().await;
+            flag.set();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ClosingFlag {
+    set: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl ClosingFlag {
+    fn set(&self) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |set| !*set)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+pub(crate) type AsyncBody =
+    Arc<dyn Fn(Worker) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+pub(crate) type BlockingBody = Arc<dyn Fn(Worker) -> Result<(), BoxError> + Send + Sync>;
+
+/// What a worker runs.
+#[derive(Clone)]
+pub(crate) enum Body {
+    Async(AsyncBody),
+    Blocking(BlockingBody),
+}
+
+/// A declared group, as [`crate::Setup::workers`] returns it to be refined.
+pub struct WorkerGroup {
+    pub(crate) name: String,
+    pub(crate) kind: WorkerKind,
+    pub(crate) count: usize,
+    pub(crate) body: Body,
+}
+
+impl std::fmt::Debug for WorkerGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerGroup")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl WorkerGroup {
+    pub(crate) fn tasks<F, Fut>(name: &str, count: usize, body: F) -> WorkerGroup
+    where
+        F: Fn(Worker) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        WorkerGroup {
+            name: name.to_owned(),
+            kind: WorkerKind::Task,
+            count,
+            body: Body::Async(Arc::new(move |w| Box::pin(body(w)))),
+        }
+    }
+
+    pub(crate) fn threads<F>(name: &str, count: usize, body: F) -> WorkerGroup
+    where
+        F: Fn(Worker) -> Result<(), BoxError> + Send + Sync + 'static,
+    {
+        WorkerGroup {
+            name: name.to_owned(),
+            kind: WorkerKind::Thread,
+            count,
+            body: Body::Blocking(Arc::new(body)),
+        }
+    }
+
+    /// Runs each worker of this group in a process of its own (the binary started again)
+    /// instead of a task.
+    pub fn processes(&mut self) -> &mut Self {
+        self.kind = WorkerKind::Process;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> WorkerKind {
+        self.kind
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// A worker as `shoal.status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The group's name; `rpc` for process-mode RPC workers.
+    pub group: String,
+    pub index: usize,
+    pub kind: WorkerKind,
+    /// The process running it (this one for tasks and threads); None between restarts.
+    pub pid: Option<u32>,
+    /// `starting`, `running`, `restarting`, `finished` or `stopped`.
+    pub state: String,
+    /// Restarts after failures since the application started.
+    pub restarts: u64,
+    /// How the last run ended, when one has.
+    pub last_exit: Option<String>,
+}
+
+/// Every worker's status, shared by the supervisors and `shoal.status`.
+#[derive(Debug, Default)]
+pub(crate) struct Board {
+    workers: Mutex<Vec<WorkerStatus>>,
+}
+
+impl Board {
+    pub(crate) fn snapshot(&self) -> Vec<WorkerStatus> {
+        self.lock().clone()
+    }
+
+    pub(crate) fn add(&self, group: &str, index: usize, kind: WorkerKind) {
+        self.lock().push(WorkerStatus {
+            group: group.to_owned(),
+            index,
+            kind,
+            pid: None,
+            state: "starting".to_owned(),
+            restarts: 0,
+            last_exit: None,
+        });
+    }
+
+    pub(crate) fn update(&self, group: &str, index: usize, change: impl FnOnce(&mut WorkerStatus)) {
+        if let Some(w) = self
+            .lock()
+            .iter_mut()
+            .find(|w| w.group == group && w.index == index)
+        {
+            change(w);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WorkerStatus>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Delay before restarting a failed worker: 100 ms doubling to 10 s, reset after 30 s of
+/// running.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(10);
+    const STABLE: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The delay after a run that lasted `ran`.
+    pub(crate) fn after(&mut self, ran: Duration) -> Duration {
+        if ran >= Self::STABLE {
+            self.next = Self::FIRST;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_resets_after_a_stable_run() {
+        let mut b = Backoff::new();
+        let quick = Duration::from_millis(5);
+        let delays: Vec<u64> = (0..9).map(|_| b.after(quick).as_millis() as u64).collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
+        assert_eq!(b.after(Duration::from_secs(31)), Duration::from_millis(100));
+        assert_eq!(b.after(quick), Duration::from_millis(200));
+    }
+}
