@@ -77,6 +77,7 @@ pub mod events;
 mod hooks;
 mod live;
 mod logging;
+pub mod metrics;
 pub mod status;
 pub mod timer;
 mod watchdog;
