@@ -273,6 +273,7 @@ fn runtime_defaults() {
         log: LogConfig {
             level: "info".to_owned(),
         },
+        metrics: MetricsConfig { listen: None },
     };
     assert_eq!(RuntimeConfig::default(), expected);
     assert_eq!(runtime("", &[]), expected);
@@ -318,6 +319,9 @@ every = "hour"
 
 [log]
 level = "info,shoal_rpc=debug"
+
+[metrics]
+listen = "127.0.0.1:9464"
 "#;
     let expected = RuntimeConfig {
         rpc: RpcConfig {
@@ -346,6 +350,9 @@ level = "info,shoal_rpc=debug"
         },
         log: LogConfig {
             level: "info,shoal_rpc=debug".to_owned(),
+        },
+        metrics: MetricsConfig {
+            listen: Some("127.0.0.1:9464".to_owned()),
         },
     };
     assert_eq!(runtime(text, &[]), expected);
@@ -464,6 +471,19 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         (
             "[log]\nlevel = 3",
             r#"hello.toml:2: key `log.level`: expected a log filter like "info" or "info,shoal_rpc=debug", got 3"#,
+        ),
+        (
+            "[metrics]\nlisten = \"unix:/tmp/metrics.sock\"",
+            "hello.toml:2: key `metrics.listen`: the metrics exporter serves HTTP on TCP: expected \
+             host:port like \"127.0.0.1:9464\", got \"unix:/tmp/metrics.sock\"",
+        ),
+        (
+            "[metrics]\nlisten = 9464",
+            r#"hello.toml:2: key `metrics.listen`: expected host:port like "127.0.0.1:9464", got 9464"#,
+        ),
+        (
+            "[metrics]\nport = 9464",
+            "hello.toml:2: key `metrics.port`: unknown key; [metrics] takes listen",
         ),
         (
             "[rpc]\nlistn = \"127.0.0.1:7000\"",
