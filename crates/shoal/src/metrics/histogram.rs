@@ -2,12 +2,16 @@
 //! bucket whose upper bound is at least the value), and quantiles estimated from them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::snapshot::Bucket;
 
-/// The upper bounds every histogram uses, from 100 µs to 10 s in 1-2.5-5 steps when the
-/// values are seconds (RPC latencies), and fine enough for small counts and sizes (1, 2.5, 5,
-/// 10). Larger values are counted only in the `+Inf` bucket, with their sum.
+/// The upper bounds a histogram uses unless [`Registry::set_buckets`] gave others: from 100 µs
+/// to 10 s in 1-2.5-5 steps when the values are seconds (RPC latencies), and fine enough for
+/// small counts and sizes (1, 2.5, 5, 10). Larger values are counted only in the `+Inf`
+/// bucket, with their sum.
+///
+/// [`Registry::set_buckets`]: super::Registry::set_buckets
 pub const DEFAULT_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -17,23 +21,18 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 /// sum (f64 bits).
 #[derive(Debug)]
 pub(super) struct Histogram {
-    bounds: &'static [f64],
+    bounds: Arc<[f64]>,
     counts: Box<[AtomicU64]>,
     count: AtomicU64,
     sum: AtomicU64,
 }
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram::new(DEFAULT_BUCKETS)
-    }
-}
-
 impl Histogram {
-    pub(super) fn new(bounds: &'static [f64]) -> Histogram {
+    /// Bounds sorted, finite and distinct ([`check_bounds`]).
+    pub(super) fn new(bounds: Arc<[f64]>) -> Histogram {
         Histogram {
-            bounds,
             counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            bounds,
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0.0_f64.to_bits()),
         }
@@ -115,4 +114,16 @@ pub(super) fn quantile(q: f64, count: u64, buckets: &[Bucket]) -> Option<f64> {
         below = bucket.count;
     }
     Some(buckets.last().map_or(f64::INFINITY, |b| b.le))
+}
+
+/// Why `bounds` cannot be a histogram's buckets, if they cannot: they must be finite and rise
+/// strictly (the `+Inf` bucket is always there).
+pub(super) fn check_bounds(bounds: &[f64]) -> Result<(), &'static str> {
+    if bounds.iter().any(|b| !b.is_finite()) {
+        return Err("every bound must be a finite number (the +Inf bucket is implied)");
+    }
+    if bounds.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err("the bounds must rise strictly");
+    }
+    Ok(())
 }

@@ -44,7 +44,8 @@
 //! (`.`, `-` and other characters become `_`), counters suffixed `_total` unless they are
 //! already, one `# HELP` (the description, or the original name when none was given) and
 //! `# TYPE` per family, label values escaped, families sorted by name and series by labels.
-//! Histograms use [`DEFAULT_BUCKETS`]. A name that, once made valid, is already taken by a
+//! Histograms use [`DEFAULT_BUCKETS`] unless [`Registry::set_buckets`] gave a name its own. A
+//! name that, once made valid, is already taken by a
 //! metric of another type is left out of the text (it stays in the snapshot).
 
 mod histogram;
@@ -64,7 +65,7 @@ pub use ::metrics::{
 pub use self::histogram::DEFAULT_BUCKETS;
 pub(crate) use self::http::serve;
 pub use self::layer::{MetricsLayer, MetricsService, ResponseFuture};
-pub use self::registry::Registry;
+pub use self::registry::{InvalidBuckets, Registry};
 pub use self::snapshot::{Bucket, CounterValue, GaugeValue, HistogramValue, Process, Snapshot};
 
 /// Calls and notifications answered, by `method` and `outcome`.

@@ -8,24 +8,47 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{Key, KeyName, Metadata, SharedString, Unit};
 
-use super::histogram::{quantile, Histogram};
+use super::histogram::{check_bounds, quantile, Histogram, DEFAULT_BUCKETS};
 use super::snapshot::{CounterValue, GaugeValue, HistogramValue, Snapshot};
 
 /// A `metrics` recorder that keeps every series in process: counters as `u64`, gauges as `f64`,
-/// histograms as cumulative buckets ([`DEFAULT_BUCKETS`](super::DEFAULT_BUCKETS)). The
-/// runtime installs one for the process ([`install`](super::install)); a test can record into
-/// its own with `metrics::with_local_recorder`.
+/// histograms as cumulative buckets ([`DEFAULT_BUCKETS`] unless [`Registry::set_buckets`]
+/// said otherwise). The runtime installs one for the process ([`install`](super::install)); a
+/// test can record into its own with `metrics::with_local_recorder`.
 #[derive(Debug, Default)]
 pub struct Registry {
     counters: Table<AtomicU64>,
     gauges: Table<AtomicU64>,
     histograms: Table<Histogram>,
     descriptions: RwLock<HashMap<(Kind, String), Description>>,
+    buckets: RwLock<HashMap<String, Arc<[f64]>>>,
+}
+
+/// The bounds given to [`Registry::set_buckets`] cannot be buckets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("buckets of histogram {name}: {reason}")]
+pub struct InvalidBuckets {
+    pub name: String,
+    pub reason: &'static str,
 }
 
 impl Registry {
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// The upper bounds of histogram `name`'s buckets, for its series registered from now on
+    /// (call it before recording). They must be finite and rise strictly.
+    pub fn set_buckets(&self, name: &str, bounds: &[f64]) -> Result<(), InvalidBuckets> {
+        check_bounds(bounds).map_err(|reason| InvalidBuckets {
+            name: name.to_owned(),
+            reason,
+        })?;
+        self.buckets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), bounds.into());
+        Ok(())
     }
 
     /// Every series' value now, sorted by name then labels; `process` is left None. Values are
@@ -119,15 +142,23 @@ impl metrics::Recorder for Registry {
     }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(self.counters.get(key))
+        metrics::Counter::from_arc(self.counters.get(key, AtomicU64::default))
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(self.gauges.get(key))
+        metrics::Gauge::from_arc(self.gauges.get(key, AtomicU64::default))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        metrics::Histogram::from_arc(self.histograms.get(key))
+        metrics::Histogram::from_arc(self.histograms.get(key, || {
+            let bounds = self
+                .buckets
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key.name())
+                .cloned();
+            Histogram::new(bounds.unwrap_or_else(|| DEFAULT_BUCKETS.into()))
+        }))
     }
 }
 
@@ -159,8 +190,9 @@ impl<T> Default for Table<T> {
     }
 }
 
-impl<T: Default> Table<T> {
-    fn get(&self, key: &Key) -> Arc<T> {
+impl<T> Table<T> {
+    /// The series at `key`, made by `make` if it is new.
+    fn get(&self, key: &Key, make: impl FnOnce() -> T) -> Arc<T> {
         let sorted;
         let key = if key.labels().is_sorted_by(|a, b| a.key() <= b.key()) {
             key
@@ -182,7 +214,7 @@ impl<T: Default> Table<T> {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(key.clone())
-            .or_default()
+            .or_insert_with(|| Arc::new(make()))
             .clone()
     }
 

@@ -251,7 +251,7 @@ fn the_registry_keeps_what_the_macros_record() {
 
 #[test]
 fn a_value_on_a_bound_counts_in_that_bucket_and_nan_only_in_inf() {
-    let h = Histogram::new(&[1.0, 2.0]);
+    let h = Histogram::new([1.0, 2.0].into());
     ::metrics::HistogramFn::record(&h, 1.0);
     ::metrics::HistogramFn::record(&h, 2.0000001);
     ::metrics::HistogramFn::record_many(&h, f64::NAN, 2);
@@ -260,6 +260,37 @@ fn a_value_on_a_bound_counts_in_that_bucket_and_nan_only_in_inf() {
     assert!(sum.is_nan());
     let counts: Vec<u64> = buckets.iter().map(|b| b.count).collect();
     assert_eq!(counts, [1, 1]);
+}
+
+#[test]
+fn a_histogram_can_have_its_own_buckets() {
+    let registry = Registry::new();
+    registry.set_buckets("digits", &[1.0, 10.0, 100.0]).unwrap();
+    for (bounds, reason) in [
+        (&[1.0, 1.0][..], "the bounds must rise strictly"),
+        (&[2.0, 1.0][..], "the bounds must rise strictly"),
+        (
+            &[1.0, f64::INFINITY][..],
+            "every bound must be a finite number (the +Inf bucket is implied)",
+        ),
+    ] {
+        let error = registry.set_buckets("bad", bounds).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("buckets of histogram bad: {reason}")
+        );
+    }
+    with_local_recorder(&registry, || {
+        histogram!("digits").record(5.0);
+        histogram!("other").record(5.0);
+    });
+    let snapshot = registry.snapshot();
+    let bounds = |name| -> Vec<(f64, u64)> {
+        let h = snapshot.histogram(name, &[]).unwrap();
+        h.buckets.iter().map(|b| (b.le, b.count)).collect()
+    };
+    assert_eq!(bounds("digits"), [(1.0, 0), (10.0, 1), (100.0, 1)]);
+    assert_eq!(bounds("other").len(), DEFAULT_BUCKETS.len());
 }
 
 #[test]
