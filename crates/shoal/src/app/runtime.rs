@@ -94,6 +94,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             timers: OnceLock::new(),
             services: OnceLock::new(),
             rpc_addr: OnceLock::new(),
+            metrics_addr: OnceLock::new(),
             state: OnceLock::new(),
         }),
     };
@@ -242,6 +243,9 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             bind_failed(&handle, e)
         })?;
         metrics_addr = listener.local_addr().ok();
+        if let Some(addr) = metrics_addr {
+            let _ = handle.shared.metrics_addr.set(addr.to_string());
+        }
         exporter = Some(listener);
     }
 
