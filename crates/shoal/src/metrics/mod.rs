@@ -1,7 +1,7 @@
-//! Metrics: counters, gauges and histograms recorded through the [`metrics`](::metrics)
-//! facade into shoal's own recorder, the [`Registry`], and read back as a structured
-//! [`Snapshot`] (the `shoal.metrics` method) or as Prometheus text (the same method with the
-//! argument `"prometheus"`, and `GET /metrics` on the `metrics.listen` port).
+//! Metrics: counters, gauges and histograms recorded through the `metrics` facade into
+//! shoal's own recorder, the [`Registry`], and read back as a structured [`Snapshot`] (the
+//! `shoal.metrics` method) or as Prometheus text (the same method with the argument
+//! `"prometheus"`, and `GET /metrics` on the `metrics.listen` port).
 //!
 //! ```
 //! use shoal::metrics::{counter, describe_counter};
