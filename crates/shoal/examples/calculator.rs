@@ -1,12 +1,16 @@
 //! Two services in one process: `Calculator` records every result in `History`, which it
 //! requires, through state shared by type. A timer beats the watchdog's heart; a cron timer
 //! trims the history to `[history] keep` entries; a group of auditor workers re-checks the
-//! history's arithmetic, each its own share; the summary counts calculations.
+//! history's arithmetic, each its own share; the summary counts calculations. Custom
+//! metrics count operations by kind, gauge the history's length and keep a histogram of
+//! operand sizes, beside the runtime's per-method ones.
 //!
 //! ```text
 //! cargo run -p shoal --example calculator -- --config crates/shoal/examples/calculator.toml
 //! shoal call 127.0.0.1:7001 add 2 3
 //! shoal call 127.0.0.1:7001 recent 10
+//! shoal call 127.0.0.1:7001 shoal.metrics
+//! curl http://127.0.0.1:9464/metrics
 //! ```
 
 use std::collections::VecDeque;
@@ -15,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use shoal::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use shoal::rpc::{codes, RpcError};
 use shoal::timer::{Schedule, Timer};
 use shoal::{App, Context, Hooks};
@@ -67,7 +74,9 @@ pub struct Log {
 
 impl Log {
     fn record(&self, line: String) {
-        self.entries.lock().unwrap().push_front(line);
+        let mut entries = self.entries.lock().unwrap();
+        entries.push_front(line);
+        gauge!(HISTORY_ENTRIES).set(entries.len() as f64);
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -90,7 +99,37 @@ impl Log {
         let mut entries = self.entries.lock().unwrap();
         let before = entries.len();
         entries.truncate(keep);
+        gauge!(HISTORY_ENTRIES).set(entries.len() as f64);
         before - entries.len()
+    }
+}
+
+const OPERATIONS: &str = "calculator_operations_total";
+const HISTORY_ENTRIES: &str = "calculator_history_entries";
+const OPERAND_DIGITS: &str = "calculator_operand_digits";
+
+/// What the metrics mean (their `# HELP` lines), and buckets that suit digit counts: an
+/// `i64` has at most 19.
+fn describe_metrics() -> Result<(), shoal::metrics::InvalidBuckets> {
+    describe_counter!(OPERATIONS, "Calculations asked for, by operation");
+    describe_gauge!(HISTORY_ENTRIES, "Calculations kept in the history");
+    describe_histogram!(
+        OPERAND_DIGITS,
+        "Decimal digits of each operand, a measure of how big the numbers are"
+    );
+    match shoal::metrics::global() {
+        Some(registry) => registry.set_buckets(OPERAND_DIGITS, &[1.0, 2.0, 4.0, 8.0, 12.0, 16.0]),
+        // Another recorder has the values; its buckets are its own business.
+        None => Ok(()),
+    }
+}
+
+/// Counts a calculation and the sizes of its operands.
+fn measure(op: &'static str, a: i64, b: i64) {
+    counter!(OPERATIONS, "op" => op).increment(1);
+    for operand in [a, b] {
+        let digits = operand.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1);
+        histogram!(OPERAND_DIGITS, "op" => op).record(f64::from(digits));
     }
 }
 
@@ -138,22 +177,26 @@ fn overflow() -> RpcError {
 
 impl Calculator for Calc {
     async fn add(&self, a: i64, b: i64) -> i64 {
+        measure("add", a, b);
         let sum = a.wrapping_add(b);
         self.log.record(format!("{a} + {b} = {sum}"));
         sum
     }
 
     async fn sub(&self, a: i64, b: i64) -> i64 {
+        measure("sub", a, b);
         let difference = a.wrapping_sub(b);
         self.log.record(format!("{a} - {b} = {difference}"));
         difference
     }
 
     async fn mul(&self, a: i64, b: i64) -> Result<i64, RpcError> {
+        measure("mul", a, b);
         self.done("*", a, b, a.checked_mul(b).ok_or_else(overflow))
     }
 
     async fn div(&self, a: i64, b: i64) -> Result<i64, RpcError> {
+        measure("div", a, b);
         let quotient = a
             .checked_div(b)
             .ok_or_else(|| RpcError::new(codes::APP_MIN + 2, "division by zero"));
@@ -201,6 +244,7 @@ pub fn app() -> App {
     App::new("calculator", env!("CARGO_PKG_VERSION"))
         .hooks(Summary { log: log.clone() })
         .setup(move |app| {
+            describe_metrics()?;
             let history = app.section::<HistoryConfig>("history")?;
             let trim: Schedule = history
                 .get()

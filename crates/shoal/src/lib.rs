@@ -1,7 +1,7 @@
 //! shoal: typed MessagePack-RPC services and the runtime around them. Declare a service with
 //! [`service`], run it in an [`App`] (lifecycle [`Hooks`], configuration, signals, timers,
-//! watchdog, status), and call it with the generated client over a [`Client`]; [`rpc`] holds
-//! the RPC layer.
+//! watchdog, status, [`metrics`]), and call it with the generated client over a [`Client`];
+//! [`rpc`] holds the RPC layer.
 //!
 //! ```
 //! use shoal::rpc::Dispatch;
@@ -49,6 +49,7 @@
 //! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration; also logged at close |
 //! | `log.level` | `"info"` | a `tracing` filter such as `"info,shoal_rpc=debug"`; changes on reload |
 //! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
+//! | `metrics.listen` | none | `host:port` to serve Prometheus text on (`GET /metrics`) |
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
 //! into a type and returns a [`Live`] that follows reloads. `shoal config explain FILE` prints
@@ -62,8 +63,9 @@
 //! | SIGTERM, SIGINT | `shoal.close` | close gracefully: stop accepting, `on_close`, in-flight calls finish within `shutdown.grace`; a second signal exits at once |
 //! | SIGUSR2 | `shoal.restart` | start the binary at the same path again with the listening sockets; once it serves, this process drains and exits 0 (shoal clients are told `shoal.goaway` and lose no call; a third-party client's unread request is lost with its connection) |
 //!
-//! `shoal.status` ([`status::Status`]) is answered on every listener; the control methods
-//! only on the admin socket. Under systemd (`Type=notify`) the runtime sends `READY=1`,
+//! `shoal.status` ([`status::Status`]) and `shoal.metrics` (a [`metrics::Snapshot`], or with
+//! the argument `"prometheus"` the Prometheus text) are answered on every listener; the
+//! control methods only on the admin socket. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,
 //! `RELOADING=1`, `STOPPING=1` and `WATCHDOG=1`; after a re-execution the new process sends
 //! `MAINPID=` (the unit needs `NotifyAccess=all`).
 //!
@@ -97,6 +99,7 @@ pub mod events;
 mod hooks;
 mod live;
 mod logging;
+pub mod metrics;
 pub mod status;
 pub mod timer;
 mod watchdog;

@@ -24,6 +24,9 @@ pub struct Status {
     pub config_file: Option<String>,
     /// Where the RPC listener listens, with the real port.
     pub rpc_addr: Option<String>,
+    /// Where the Prometheus exporter listens (`metrics.listen`), with the real port.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     pub last_reload: Option<ReloadRecord>,
     pub last_error: Option<ErrorRecord>,
     /// Errors recorded since start.

@@ -177,6 +177,20 @@ async fn services_enabled_by_configuration_start_with_what_they_require() {
         vec!["4 * 5 = 20".to_string(), "2 + 3 = 5".to_string()]
     );
     assert_eq!(history.total().await.unwrap(), 2);
+    // The calculator's own metrics, answered beside the runtime's.
+    let metrics: shoal::metrics::Snapshot = c.call("shoal.metrics", &()).await.unwrap();
+    let ops = |op| metrics.counter("calculator_operations_total", &[("op", op)]);
+    assert_eq!(
+        (ops("add"), ops("mul"), ops("div")),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(metrics.gauge("calculator_history_entries", &[]), Some(2.0));
+    let digits = metrics
+        .histogram("calculator_operand_digits", &[("op", "mul")])
+        .unwrap();
+    assert_eq!((digits.count, digits.sum), (2, 2.0));
+    assert_eq!(digits.buckets[0].le, 1.0);
+    assert_eq!(digits.buckets.last().map(|b| b.le), Some(16.0));
     let timers: Vec<(String, String)> = running
         .handle()
         .status()

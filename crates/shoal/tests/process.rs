@@ -154,10 +154,27 @@ fn hello_config(dir: &Scratch, greeting: &str) -> PathBuf {
     dir.write(
         "hello.toml",
         &format!(
-            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[hello]\ngreeting = \"{greeting}\"\n",
+            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[hello]\ngreeting = \"{greeting}\"\n",
             admin.display()
         ),
     )
+}
+
+/// The body of `GET /metrics` from the exporter at `addr` (it closes after one answer).
+async fn get_metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(LIMIT, stream.read_to_string(&mut answer))
+        .await
+        .expect("the exporter answers")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
 }
 
 async fn greet(client: &Client, name: &str) -> Result<String, shoal::Error> {
@@ -243,6 +260,7 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
     proc.expect_line_async("ready");
     let first = status(&admin).await;
     let addr = first.rpc_addr.clone().unwrap();
+    let metrics = first.metrics_addr.clone().unwrap();
 
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -307,6 +325,14 @@ async fn sigusr2_hands_over_to_a_new_binary_without_a_refused_connection_or_a_fa
         ]
     );
     assert_eq!(second.rpc_addr.as_deref(), Some(addr.as_str()));
+    // The metrics socket was handed over too: the same port (bound as port 0), now serving
+    // the new process's metrics.
+    assert_eq!(second.metrics_addr.as_deref(), Some(metrics.as_str()));
+    let text = get_metrics(&metrics).await;
+    assert!(
+        text.contains("shoal_rpc_calls_total{method=\"shoal.status\",outcome=\"ok\"}"),
+        "{text}"
+    );
 
     let before = ok.load(Ordering::Relaxed);
     wait_for("calls after the handover", LIMIT, || {

@@ -23,8 +23,8 @@
 //! CatchPanicLayer        innermost, so a panic is an ordinary error to every layer above
 //! ```
 //!
-//! Statistics stay in process; exporting them through the `metrics` facade belongs to the
-//! service runtime (the `shoal` crate), which reads [`stats::Stats`] snapshots.
+//! Statistics stay in process; metrics through the `metrics` facade belong to the service
+//! runtime (the `shoal` crate), whose own layer records them beside this one.
 
 pub mod limit;
 pub mod panic;

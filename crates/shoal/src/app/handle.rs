@@ -52,6 +52,7 @@ pub(crate) struct Shared {
     pub(crate) timers: OnceLock<Timers>,
     pub(crate) services: OnceLock<Vec<String>>,
     pub(crate) rpc_addr: OnceLock<String>,
+    pub(crate) metrics_addr: OnceLock<String>,
     pub(crate) state: OnceLock<StateMap>,
     pub(crate) workers: Arc<Board>,
 }
@@ -162,6 +163,7 @@ impl Handle {
             started_at: shared.started_at,
             uptime_secs: shared.started.elapsed().as_secs(),
             rpc_addr: shared.rpc_addr.get().cloned(),
+            metrics_addr: shared.metrics_addr.get().cloned(),
             config_file: snapshot.config.path().map(|p| p.display().to_string()),
             last_reload: records.last_reload,
             last_error: records.last_error,

@@ -193,6 +193,7 @@ pub struct Running {
     handle: Handle,
     rpc_addr: Option<Addr>,
     admin_path: Option<PathBuf>,
+    metrics_addr: Option<std::net::SocketAddr>,
     done: JoinHandle<Exit>,
 }
 
@@ -209,6 +210,12 @@ impl Running {
     /// The admin socket's path, when `admin.listen` is set.
     pub fn admin_path(&self) -> Option<&std::path::Path> {
         self.admin_path.as_deref()
+    }
+
+    /// Where the Prometheus exporter listens (the real port when `metrics.listen` asked for
+    /// port 0), when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// Waits until the application has closed.

@@ -28,6 +28,7 @@ use crate::events::{CallEventsLayer, Event, EventKind, Events};
 use crate::hooks::DynHooks;
 use crate::live::ConfigCell;
 use crate::logging::{self, Logging};
+use crate::metrics::MetricsLayer;
 use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
 use crate::workers::process::Role;
@@ -86,6 +87,10 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     } else {
         None
     };
+    // Before the setup, whose code may describe or record metrics already.
+    if crate::metrics::install().is_none() {
+        warn!("{}", crate::metrics::FOREIGN);
+    }
 
     let (commands, command_rx) = mpsc::unbounded_channel();
     let cell = Arc::new(ConfigCell::new(config.clone()));
@@ -107,6 +112,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             timers: OnceLock::new(),
             services: OnceLock::new(),
             rpc_addr: OnceLock::new(),
+            metrics_addr: OnceLock::new(),
             state: OnceLock::new(),
             workers: Arc::new(Board::default()),
         }),
@@ -185,6 +191,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     let rt = config.runtime().clone();
     let mut sockets = Sockets::default();
     let mut serving = Vec::new();
+    let metrics_layer = MetricsLayer::new();
     let mut rpc_addr = None;
     let mut master_rpc = None;
     if let Some(addr) = &rt.rpc.listen {
@@ -192,7 +199,8 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             .max_message(rt.rpc.max_message)
             .max_in_flight(rt.rpc.max_in_flight)
             .blocking_threads(rt.rpc.blocking_threads)
-            .layer(StatsLayer::with_stats(stats.clone()));
+            .layer(StatsLayer::with_stats(stats.clone()))
+            .layer(metrics_layer.clone());
         if events.has(EventKind::BeforeCall) || events.has(EventKind::AfterCall) {
             builder = builder.layer(CallEventsLayer {
                 events: events.clone(),
@@ -244,6 +252,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     if let Some(path) = rt.admin.listen.as_ref().filter(|_| !role.is_worker()) {
         let server = Server::builder()
             .layer(StatsLayer::with_stats(stats.clone()))
+            .layer(metrics_layer.clone())
             .layer(RuntimeMethodsLayer {
                 handle: handle.clone(),
                 control: true,
@@ -266,6 +275,28 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             })?;
         admin_path = Some(path.clone());
         serving.push((server, listener));
+    }
+    let mut exporter = None;
+    let mut metrics_addr = None;
+    // The master serves the exporter (with its own figures; each worker has its own).
+    if let Some(host_port) = rt.metrics.listen.as_ref().filter(|_| !role.is_worker()) {
+        let listener = listen(
+            "metrics",
+            &Addr::Tcp(host_port.clone()),
+            &mut inherited,
+            &mut sockets,
+        )
+        .await
+        .and_then(tokio_listener)
+        .map_err(|e| {
+            sockets.remove_bound_files();
+            bind_failed(&handle, e)
+        })?;
+        metrics_addr = listener.local_addr().ok();
+        if let Some(addr) = metrics_addr {
+            let _ = handle.shared.metrics_addr.set(addr.to_string());
+        }
+        exporter = Some(listener);
     }
 
     if let Err(e) = hooks.on_start(&handle).await {
@@ -315,6 +346,9 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
                 warn!(error = %e, "server stopped");
             }
         });
+    }
+    if let Some(listener) = exporter {
+        servers.spawn(crate::metrics::serve(listener, accept_stop.clone()));
     }
     servers.close();
     let timers_stop = CancellationToken::new();
@@ -398,7 +432,14 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     inherited.signal_ready();
     // The watchdog counts from here, not from before a slow on_start.
     handle.reset_watchdog();
-    info!(app = %name, rpc = ?rpc_addr, admin = ?admin_path, pid = std::process::id(), "ready");
+    info!(
+        app = %name,
+        rpc = ?rpc_addr,
+        admin = ?admin_path,
+        metrics = ?metrics_addr,
+        pid = std::process::id(),
+        "ready"
+    );
 
     let runtime = Runtime {
         handle: handle.clone(),
@@ -428,6 +469,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         handle,
         rpc_addr,
         admin_path,
+        metrics_addr,
         done,
     })
 }
@@ -551,6 +593,7 @@ fn group_worker(
         handle,
         rpc_addr: None,
         admin_path: None,
+        metrics_addr: None,
         done,
     })
 }
@@ -644,6 +687,17 @@ fn same_place(actual: &Addr, configured: &Addr) -> bool {
         }
         _ => false,
     }
+}
+
+/// The metrics listener as the tokio listener hyper serves on: a duplicate of its socket,
+/// which `listen` has already kept a copy of for handing over.
+fn tokio_listener(listener: Listener) -> Result<tokio::net::TcpListener, String> {
+    let local = listener.local_addr();
+    let fail = |e: std::io::Error| format!("cannot serve the metrics on {local}: {e}");
+    let fd = listener.as_fd().try_clone_to_owned().map_err(fail)?;
+    let std_listener = std::net::TcpListener::from(fd);
+    std_listener.set_nonblocking(true).map_err(fail)?;
+    tokio::net::TcpListener::from_std(std_listener).map_err(fail)
 }
 
 fn owner_only(path: &Path) -> Result<(), String> {
@@ -847,6 +901,7 @@ impl Runtime {
             ("admin.listen", was.admin != now.admin),
             ("services.enabled", was.services != now.services),
             ("workers", was.workers != now.workers),
+            ("metrics.listen", was.metrics != now.metrics),
         ] {
             if differs {
                 warn!(key, "changed; it takes effect when the process restarts (SIGUSR2 re-executes without downtime)");

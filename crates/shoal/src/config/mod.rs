@@ -56,8 +56,8 @@ use serde::de::DeserializeOwned;
 
 pub use error::ConfigError;
 pub use runtime::{
-    AdminConfig, ControlConfig, LogConfig, Period, RpcConfig, RuntimeConfig, ServicesConfig,
-    ShutdownConfig, SummaryConfig, WatchdogConfig, WorkersConfig,
+    AdminConfig, ControlConfig, LogConfig, MetricsConfig, Period, RpcConfig, RuntimeConfig,
+    ServicesConfig, ShutdownConfig, SummaryConfig, WatchdogConfig, WorkersConfig,
 };
 
 use keys::Sources;

@@ -1,6 +1,6 @@
 //! The runtime's own keys (`[rpc]`, `[admin]`, `[services]`, `[shutdown]`, `[control]`,
-//! `[watchdog]`, `[summary]`, `[log]`, `[workers]`): their defaults, and their validation into
-//! [`RuntimeConfig`]. Other top-level tables belong to the services.
+//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[workers]`): their defaults, and their
+//! validation into [`RuntimeConfig`]. Other top-level tables belong to the services.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +22,7 @@ pub struct RuntimeConfig {
     pub summary: SummaryConfig,
     pub log: LogConfig,
     pub workers: WorkersConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[rpc]`: the RPC listener.
@@ -147,6 +148,14 @@ impl WorkersConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus exporter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsConfig {
+    /// `listen`: `host:port` to serve `GET /metrics` on over HTTP; None = no exporter (the
+    /// metrics are still answered by `shoal.metrics`).
+    pub listen: Option<String>,
+}
+
 /// The runtime's tables and the keys each one takes.
 const TABLES: &[(&str, &[&str])] = &[
     (
@@ -166,6 +175,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("watchdog", &["timeout"]),
     ("summary", &["every"]),
     ("log", &["level"]),
+    ("metrics", &["listen"]),
 ];
 
 impl RuntimeConfig {
@@ -216,6 +226,9 @@ impl RuntimeConfig {
                 level: read(doc, "log.level", log_filter)?.unwrap_or(d.log.level),
             },
             workers: worker_counts(doc)?,
+            metrics: MetricsConfig {
+                listen: read(doc, "metrics.listen", metrics_addr)?,
+            },
         })
     }
 }
@@ -327,6 +340,19 @@ fn admin_socket(value: &toml::Value) -> Result<PathBuf, String> {
              who may control the service, got {value}"
         )),
         _ => Err(format!("expected unix:PATH, got {value}")),
+    }
+}
+
+fn metrics_addr(value: &toml::Value) -> Result<String, String> {
+    match value.as_str().map(str::parse::<Addr>) {
+        Some(Ok(Addr::Tcp(host_port))) => Ok(host_port),
+        Some(Ok(Addr::Unix(_))) => Err(format!(
+            "the metrics exporter serves HTTP on TCP: expected host:port like \"127.0.0.1:9464\", \
+             got {value}"
+        )),
+        _ => Err(format!(
+            "expected host:port like \"127.0.0.1:9464\", got {value}"
+        )),
     }
 }
 

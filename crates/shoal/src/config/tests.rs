@@ -275,6 +275,7 @@ fn runtime_defaults() {
             level: "info".to_owned(),
         },
         workers: WorkersConfig::default(),
+        metrics: MetricsConfig { listen: None },
     };
     assert_eq!(RuntimeConfig::default(), expected);
     assert_eq!(runtime("", &[]), expected);
@@ -324,6 +325,8 @@ level = "info,shoal_rpc=debug"
 
 [workers]
 pollers = 3
+[metrics]
+listen = "127.0.0.1:9464"
 "#;
     let expected = RuntimeConfig {
         rpc: RpcConfig {
@@ -356,6 +359,9 @@ pollers = 3
         },
         workers: WorkersConfig {
             counts: vec![("pollers".to_owned(), 3)],
+        },
+        metrics: MetricsConfig {
+            listen: Some("127.0.0.1:9464".to_owned()),
         },
     };
     assert_eq!(runtime(text, &[]), expected);
@@ -486,6 +492,19 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         (
             "workers = 3",
             "hello.toml:1: key `workers`: expected a table of worker group sizes ([workers] NAME = COUNT), got an integer",
+        ),
+        (
+            "[metrics]\nlisten = \"unix:/tmp/metrics.sock\"",
+            "hello.toml:2: key `metrics.listen`: the metrics exporter serves HTTP on TCP: expected \
+             host:port like \"127.0.0.1:9464\", got \"unix:/tmp/metrics.sock\"",
+        ),
+        (
+            "[metrics]\nlisten = 9464",
+            r#"hello.toml:2: key `metrics.listen`: expected host:port like "127.0.0.1:9464", got 9464"#,
+        ),
+        (
+            "[metrics]\nport = 9464",
+            "hello.toml:2: key `metrics.port`: unknown key; [metrics] takes listen",
         ),
         (
             "[rpc]\nlistn = \"127.0.0.1:7000\"",

@@ -1,17 +1,18 @@
-//! The runtime's own RPC methods, answered before the services' router: `shoal.status` on
-//! every listener, and the control methods (`shoal.reload`, `shoal.close`, `shoal.restart`)
+//! The runtime's own RPC methods, answered before the services' router: `shoal.status` and
+//! `shoal.metrics` on every listener, and the control methods (`shoal.reload`, `shoal.close`, `shoal.restart`)
 //! only on the admin socket, which is a Unix socket whose file permissions decide who may
 //! use it.
 
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::BoxFuture;
-use shoal_rpc::{Reply, Request, RpcError};
+use shoal_rpc::{Reply, Request, RpcError, Value};
 use tower::{Layer, Service};
 
 use crate::Handle;
 
 pub(crate) const STATUS: &str = "shoal.status";
+pub(crate) const METRICS: &str = "shoal.metrics";
 pub(crate) const RELOAD: &str = "shoal.reload";
 pub(crate) const CLOSE: &str = "shoal.close";
 pub(crate) const RESTART: &str = "shoal.restart";
@@ -59,6 +60,7 @@ where
         let handle = self.handle.clone();
         match (req.method.as_str(), self.control) {
             (STATUS, _) => Box::pin(async move { Reply::encode(&handle.status()) }),
+            (METRICS, _) => Box::pin(metrics(req.params)),
             (RELOAD, true) => Box::pin(async move {
                 handle
                     .reload()
@@ -79,5 +81,27 @@ where
             }),
             _ => Box::pin(self.inner.call(req)),
         }
+    }
+}
+
+/// `shoal.metrics`: the [`Snapshot`](crate::metrics::Snapshot), or with the one argument
+/// `"prometheus"` the Prometheus text.
+async fn metrics(params: Vec<Value>) -> Result<Reply, RpcError> {
+    let text = match params.as_slice() {
+        [] => false,
+        [format] if format.as_str() == Some("prometheus") => true,
+        _ => {
+            return Err(RpcError::invalid_params(
+                "shoal.metrics takes no argument (a snapshot) or \"prometheus\" (the text)",
+            ))
+        }
+    };
+    let snapshot = crate::metrics::collect()
+        .await
+        .map_err(RpcError::internal)?;
+    if text {
+        Reply::encode(&snapshot.to_prometheus())
+    } else {
+        Reply::encode(&snapshot)
     }
 }
