@@ -76,7 +76,7 @@ pub mod control;
 pub mod events;
 mod hooks;
 mod live;
-mod logging;
+pub mod logging;
 pub mod status;
 pub mod timer;
 mod watchdog;

@@ -1,11 +1,15 @@
 //! Console logging for applications run as processes: `tracing` events to stderr, filtered by
-//! `log.level`, which a reload changes in place.
+//! `log.level`, which a reload changes in place. [`RotatingFile`] keeps a rotated log file.
+
+mod file;
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
+
+pub use file::{RotatingFile, Rotation};
 
 /// Changes the level of the subscriber [`init`] installed.
 #[derive(Debug, Clone)]
