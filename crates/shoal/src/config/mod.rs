@@ -47,6 +47,7 @@ mod error;
 mod file;
 mod keys;
 mod runtime;
+mod sinks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,10 @@ pub use error::ConfigError;
 pub use runtime::{
     AdminConfig, ControlConfig, LogConfig, Period, RpcConfig, RuntimeConfig, ServicesConfig,
     ShutdownConfig, SummaryConfig, WatchdogConfig,
+};
+pub use sinks::{
+    EmailSink, Facility, FileSink, LogFormat, Secret, SinkConfig, SinkKind, SmtpServer, SmtpTls,
+    SyslogAddress, SyslogSink,
 };
 
 use keys::Sources;

@@ -272,6 +272,7 @@ fn runtime_defaults() {
         summary: SummaryConfig { every: None },
         log: LogConfig {
             level: "info".to_owned(),
+            sinks: Vec::new(),
         },
     };
     assert_eq!(RuntimeConfig::default(), expected);
@@ -346,6 +347,7 @@ level = "info,shoal_rpc=debug"
         },
         log: LogConfig {
             level: "info,shoal_rpc=debug".to_owned(),
+            sinks: Vec::new(),
         },
     };
     assert_eq!(runtime(text, &[]), expected);
