@@ -27,7 +27,7 @@ use crate::control::{self, Action, Command, Exit};
 use crate::events::{CallEventsLayer, Event, EventKind, Events};
 use crate::hooks::DynHooks;
 use crate::live::ConfigCell;
-use crate::logging::{self, Logging};
+use crate::logging::{self, LogHandle, SinkError};
 use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
 use crate::{watchdog, BoxError};
@@ -64,7 +64,10 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         Exit::BadConfig
     })?;
     let logging = if process && inv.action == Action::Run {
-        logging::init(&config.runtime().log.level)
+        logging::init(&config.runtime().log, &name).map_err(|e| {
+            eprintln!("{name}: {}", sink_failed(&config, &e));
+            Exit::Failed
+        })?
     } else {
         None
     };
@@ -451,10 +454,18 @@ fn setup_failed(name: &str, config: &Config, what: &str, error: BoxError) -> Exi
     }
 }
 
+/// A log sink that cannot be set up, placed in the file like a config error.
+fn sink_failed(config: &Config, error: &SinkError) -> ConfigError {
+    config.error_at(error.key(), error.message())
+}
+
 fn bind_failed(handle: &Handle, error: String) -> Exit {
     handle.record_error("listen", error.clone(), error);
     Exit::Failed
 }
+
+/// How long the last log mail may take at close.
+const LAST_MAIL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Everything the control loop owns.
 struct Runtime {
@@ -473,7 +484,7 @@ struct Runtime {
     run_task: Option<JoinHandle<Result<(), BoxError>>>,
     background: TaskTracker,
     notifier: Option<Arc<Notifier>>,
-    logging: Option<Logging>,
+    logging: Option<LogHandle>,
     changed: Arc<Notify>,
     signals_stop: CancellationToken,
     /// Every service's name and requirements, to check `services.enabled` on reload.
@@ -522,6 +533,7 @@ impl Runtime {
                 Some(reason) = fired.recv() => {
                     self.handle.record_error("watchdog", reason.clone(), reason);
                     self.stop_everything();
+                    self.send_last_mail().await;
                     return Exit::Watchdog;
                 }
             }
@@ -586,6 +598,14 @@ impl Runtime {
         let new = snapshot.config.clone();
         services::resolve(&self.registered, new.runtime().services.enabled.as_deref())
             .map_err(|e| format!("{}: {e}", origin(&new)))?;
+        let sinks = match &self.logging {
+            Some(logging) if old.runtime().log != new.runtime().log => Some(
+                logging
+                    .prepare(&new.runtime().log)
+                    .map_err(|e| sink_failed(&new, &e).to_string())?,
+            ),
+            _ => None,
+        };
         self.events
             .emit(&Event::ConfigLoaded(&new))
             .map_err(|e| format!("a config hook rejected the configuration: {e}"))?;
@@ -596,12 +616,8 @@ impl Runtime {
             .map_err(|e| format!("on_reload rejected the configuration: {e}"))?;
         shared.cell.install(snapshot);
         let (was, now) = (old.runtime(), new.runtime());
-        if let Some(logging) = &self.logging {
-            if was.log.level != now.log.level {
-                if let Err(e) = logging.set_level(&now.log.level) {
-                    warn!(error = %e, "log.level not changed");
-                }
-            }
+        if let (Some(logging), Some(sinks)) = (&self.logging, sinks) {
+            logging.install(sinks);
         }
         for (key, differs) in [
             ("rpc", was.rpc != now.rpc),
@@ -723,7 +739,15 @@ impl Runtime {
         watchdog::log_summary(&self.handle);
         self.finish();
         info!(?exit, code = exit.code(), "closed");
+        self.send_last_mail().await;
         exit
+    }
+
+    /// Mails the error lines still pending, waiting a bounded time: the process ends next.
+    async fn send_last_mail(&self) {
+        if let Some(logging) = self.logging.clone() {
+            let _ = tokio::task::spawn_blocking(move || logging.close(LAST_MAIL)).await;
+        }
     }
 
     fn stop_everything(&self) {

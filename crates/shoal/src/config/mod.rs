@@ -194,6 +194,12 @@ impl Config {
         out
     }
 
+    /// An error about the value at `key`, placed where it came from (`hello.toml:12`), for
+    /// problems found after validation (a log file that cannot be opened).
+    pub(crate) fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.inner.doc.error_at(key, message)
+    }
+
     fn build(
         mut doc: Document,
         env: impl IntoIterator<Item = (String, String)>,
