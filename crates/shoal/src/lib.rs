@@ -47,9 +47,17 @@
 //! | `control.handover_timeout` | `"30s"` | how long a re-executed binary has to serve |
 //! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 |
 //! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration; also logged at close |
-//! | `log.level` | `"info"` | a `tracing` filter such as `"info,shoal_rpc=debug"`; changes on reload |
+//! | `log.level` | `"info"` | a filter such as `"info,shoal_rpc=debug"` (a level, and levels per target prefix) for the sinks that set none |
+//! | `[[log.sinks]]` | one console sink at `log.level` | where events go: `kind` = `"console"`, `"file"`, `"syslog"` or `"email"`, each with its own `level` and `format` (`"text"` or `"json"`); see [`logging`] |
+//! | file sink | | `path` (relative to the working directory), `rotate_size` (`"10MB"`; `"0"` = off), `rotate_every` (`"minute"`, `"hour"`, `"day"`; off), `keep` (7), `compress` (true) |
+//! | syslog sink | | `address` (`"/dev/log"`, `"unix:PATH"`, `"udp://host:port"`), `facility` (`"user"`), `app_name` (the application's name) |
+//! | email sink | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`), `max_lines` (1000) |
 //! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
 //! | `metrics.listen` | none | `host:port` to serve Prometheus text on (`GET /metrics`) |
+//!
+//! Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
+//! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
+//! reload.
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
 //! into a type and returns a [`Live`] that follows reloads. `shoal config explain FILE` prints
@@ -98,7 +106,7 @@ pub mod control;
 pub mod events;
 mod hooks;
 mod live;
-mod logging;
+pub mod logging;
 pub mod metrics;
 pub mod status;
 pub mod timer;

@@ -27,7 +27,7 @@ use crate::control::{self, Action, Command, Exit};
 use crate::events::{CallEventsLayer, Event, EventKind, Events};
 use crate::hooks::DynHooks;
 use crate::live::ConfigCell;
-use crate::logging::{self, Logging};
+use crate::logging::{self, LogHandle, SinkError};
 use crate::metrics::MetricsLayer;
 use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
@@ -83,7 +83,10 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         Exit::BadConfig
     })?;
     let logging = if process && inv.action == Action::Run {
-        logging::init(&config.runtime().log.level)
+        logging::init(&role.log_config(&config.runtime().log), &name).map_err(|e| {
+            eprintln!("{name}: {}", sink_failed(&config, &e));
+            Exit::Failed
+        })?
     } else {
         None
     };
@@ -169,9 +172,14 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     } = &role
     {
         let groups = std::mem::take(&mut decl.workers);
-        return group_worker(
-            handle, groups, group, *index, *count, inherited, inv, command_rx,
-        );
+        let worker = GroupWorker {
+            group: group.clone(),
+            index: *index,
+            count: *count,
+            logging: logging.clone(),
+            role: role.clone(),
+        };
+        return group_worker(handle, groups, worker, inherited, inv, command_rx);
     }
     let events = Arc::new(std::mem::take(&mut decl.events));
     if let Err(e) = events
@@ -514,18 +522,31 @@ fn group_sizes(groups: &[WorkerGroup], config: &Config) -> Result<Vec<usize>, St
 /// Runs this process as a worker of a process group: no listener, timer or hook, only the
 /// worker, until it ends or a close signal (its parent's SIGTERM) stops it; SIGHUP re-reads
 /// the configuration.
-#[allow(clippy::too_many_arguments)]
+/// Who a process worker is, and its logging.
+struct GroupWorker {
+    group: String,
+    index: usize,
+    count: usize,
+    logging: Option<LogHandle>,
+    role: Role,
+}
+
 fn group_worker(
     handle: Handle,
     groups: Vec<WorkerGroup>,
-    group: &str,
-    index: usize,
-    count: usize,
+    worker: GroupWorker,
     mut inherited: Inherited,
     inv: control::Invocation,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<Running, Exit> {
     let name = handle.name().to_owned();
+    let GroupWorker {
+        group,
+        index,
+        count,
+        logging,
+        role,
+    } = worker;
     let Some(decl) = groups.into_iter().find(|g| g.name == group) else {
         eprintln!("{name}: this binary declares no worker group {group}");
         return Err(Exit::BadConfig);
@@ -561,7 +582,7 @@ fn group_worker(
                 }
                 command = commands.recv() => match command {
                     Some(Command::Reload(reply)) => {
-                        let result = reload_config(&app, &env);
+                        let result = reload_config(&app, &env, logging.as_ref(), &role);
                         match &result {
                             Ok(()) => info!("configuration reloaded"),
                             Err(e) => app.record_error("reload", e.clone(), e.clone()),
@@ -587,6 +608,9 @@ fn group_worker(
             Err(_) => Exit::GraceExpired,
         };
         signals_stop.cancel();
+        if let Some(logging) = logging {
+            let _ = tokio::task::spawn_blocking(move || logging.close(LAST_MAIL)).await;
+        }
         exit
     });
     Ok(Running {
@@ -598,13 +622,30 @@ fn group_worker(
     })
 }
 
-/// Re-reads the configuration and puts it in force, for a worker process.
-fn reload_config(handle: &Handle, env: &[(String, String)]) -> Result<(), String> {
+/// Re-reads the configuration and puts it in force, with its log sinks, for a worker process.
+fn reload_config(
+    handle: &Handle,
+    env: &[(String, String)],
+    logging: Option<&LogHandle>,
+    role: &Role,
+) -> Result<(), String> {
     let cell = &handle.shared.cell;
     let old = cell.snapshot();
     let config = Config::load(old.config.path(), env.to_vec()).map_err(|e| e.to_string())?;
     let snapshot = cell.prepare(config).map_err(|e| e.to_string())?;
+    let new = snapshot.config.clone();
+    let sinks = match logging {
+        Some(logging) if old.config.runtime().log != new.runtime().log => Some(
+            logging
+                .prepare(&role.log_config(&new.runtime().log))
+                .map_err(|e| sink_failed(&new, &e).to_string())?,
+        ),
+        _ => None,
+    };
     cell.install(snapshot);
+    if let (Some(logging), Some(sinks)) = (logging, sinks) {
+        logging.install(sinks);
+    }
     Ok(())
 }
 
@@ -734,10 +775,18 @@ fn setup_failed(name: &str, config: &Config, what: &str, error: BoxError) -> Exi
     }
 }
 
+/// A log sink that cannot be set up, placed in the file like a config error.
+fn sink_failed(config: &Config, error: &SinkError) -> ConfigError {
+    config.error_at(error.key(), error.message())
+}
+
 fn bind_failed(handle: &Handle, error: String) -> Exit {
     handle.record_error("listen", error.clone(), error);
     Exit::Failed
 }
+
+/// How long the last log mail may take at close.
+const LAST_MAIL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Everything the control loop owns.
 struct Runtime {
@@ -756,7 +805,7 @@ struct Runtime {
     run_task: Option<JoinHandle<Result<(), BoxError>>>,
     background: TaskTracker,
     notifier: Option<Arc<Notifier>>,
-    logging: Option<Logging>,
+    logging: Option<LogHandle>,
     changed: Arc<Notify>,
     signals_stop: CancellationToken,
     /// Every service's name and requirements, to check `services.enabled` on reload.
@@ -815,6 +864,7 @@ impl Runtime {
                 Some(reason) = fired.recv() => {
                     self.handle.record_error("watchdog", reason.clone(), reason);
                     self.stop_everything();
+                    self.send_last_mail().await;
                     return Exit::Watchdog;
                 }
             }
@@ -879,6 +929,14 @@ impl Runtime {
         let new = snapshot.config.clone();
         services::resolve(&self.registered, new.runtime().services.enabled.as_deref())
             .map_err(|e| format!("{}: {e}", origin(&new)))?;
+        let sinks = match &self.logging {
+            Some(logging) if old.runtime().log != new.runtime().log => Some(
+                logging
+                    .prepare(&self.role.log_config(&new.runtime().log))
+                    .map_err(|e| sink_failed(&new, &e).to_string())?,
+            ),
+            _ => None,
+        };
         self.events
             .emit(&Event::ConfigLoaded(&new))
             .map_err(|e| format!("a config hook rejected the configuration: {e}"))?;
@@ -889,12 +947,8 @@ impl Runtime {
             .map_err(|e| format!("on_reload rejected the configuration: {e}"))?;
         shared.cell.install(snapshot);
         let (was, now) = (old.runtime(), new.runtime());
-        if let Some(logging) = &self.logging {
-            if was.log.level != now.log.level {
-                if let Err(e) = logging.set_level(&now.log.level) {
-                    warn!(error = %e, "log.level not changed");
-                }
-            }
+        if let (Some(logging), Some(sinks)) = (&self.logging, sinks) {
+            logging.install(sinks);
         }
         for (key, differs) in [
             ("rpc", was.rpc != now.rpc),
@@ -1023,7 +1077,15 @@ impl Runtime {
         watchdog::log_summary(&self.handle);
         self.finish();
         info!(?exit, code = exit.code(), "closed");
+        self.send_last_mail().await;
         exit
+    }
+
+    /// Mails the error lines still pending, waiting a bounded time: the process ends next.
+    async fn send_last_mail(&self) {
+        if let Some(logging) = self.logging.clone() {
+            let _ = tokio::task::spawn_blocking(move || logging.close(LAST_MAIL)).await;
+        }
     }
 
     fn stop_everything(&self) {

@@ -47,6 +47,7 @@ mod error;
 mod file;
 mod keys;
 mod runtime;
+mod sinks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,10 @@ pub use error::ConfigError;
 pub use runtime::{
     AdminConfig, ControlConfig, LogConfig, MetricsConfig, Period, RpcConfig, RuntimeConfig,
     ServicesConfig, ShutdownConfig, SummaryConfig, WatchdogConfig, WorkersConfig,
+};
+pub use sinks::{
+    EmailSink, Facility, FileSink, LogFormat, Secret, SinkConfig, SinkKind, SmtpServer, SmtpTls,
+    SyslogAddress, SyslogSink,
 };
 
 use keys::Sources;
@@ -169,11 +174,6 @@ impl Config {
         self.inner.doc.get(key)
     }
 
-    /// An error about the value at `key`, naming where it came from (file:line or variable).
-    pub(crate) fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        self.inner.doc.error_at(key, message)
-    }
-
     /// The effective config (runtime defaults included) as a table with secret values replaced
     /// by `"<redacted>"`.
     pub fn redacted(&self) -> toml::Table {
@@ -192,6 +192,12 @@ impl Config {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+
+    /// An error about the value at `key`, placed where it came from (`hello.toml:12`), for
+    /// problems found after validation (a log file that cannot be opened).
+    pub(crate) fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.inner.doc.error_at(key, message)
     }
 
     fn build(

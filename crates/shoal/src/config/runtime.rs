@@ -8,6 +8,7 @@ use std::time::Duration;
 use shoal_rpc::Addr;
 
 use super::keys;
+use super::sinks::{self, SinkConfig};
 use super::{describe, ConfigError, Document, Source};
 
 /// The runtime's settings, validated; every field is at its default when its key is unset.
@@ -123,14 +124,18 @@ pub enum Period {
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
-    /// `level`: a tracing filter like `info` or `info,shoal_rpc=debug` ("info").
+    /// `level`: a filter like `info` or `info,shoal_rpc=debug` ("info"), for the sinks that
+    /// set none of their own.
     pub level: String,
+    /// `[[log.sinks]]`: where events go; none = one console sink (stderr, text) at `level`.
+    pub sinks: Vec<SinkConfig>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
+            sinks: Vec::new(),
         }
     }
 }
@@ -174,7 +179,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("control", &["handover_timeout"]),
     ("watchdog", &["timeout"]),
     ("summary", &["every"]),
-    ("log", &["level"]),
+    ("log", &["level", "sinks"]),
     ("metrics", &["listen"]),
 ];
 
@@ -224,6 +229,7 @@ impl RuntimeConfig {
             },
             log: LogConfig {
                 level: read(doc, "log.level", log_filter)?.unwrap_or(d.log.level),
+                sinks: sinks::read_sinks(doc)?,
             },
             workers: worker_counts(doc)?,
             metrics: MetricsConfig {
@@ -371,7 +377,7 @@ fn duration(value: &toml::Value) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected a duration like \"10s\", got {value}"))
 }
 
-fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
+pub(super) fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
     duration(value)
         .ok()
         .filter(|d| !d.is_zero())
@@ -404,12 +410,14 @@ fn service_names(value: &toml::Value) -> Result<Vec<String>, String> {
         .ok_or_else(|| format!("expected an array of service names like [\"hello\"], got {value}"))
 }
 
-fn log_filter(value: &toml::Value) -> Result<String, String> {
+/// A level for all targets and per target prefix, as `tracing_subscriber`'s `Targets` reads
+/// it: each sink filters with one.
+pub(super) fn log_filter(value: &toml::Value) -> Result<String, String> {
     let expected = "expected a log filter like \"info\" or \"info,shoal_rpc=debug\"";
     let text = value
         .as_str()
         .ok_or_else(|| format!("{expected}, got {value}"))?;
-    match tracing_subscriber::EnvFilter::try_new(text) {
+    match text.parse::<tracing_subscriber::filter::Targets>() {
         Ok(_) => Ok(text.to_owned()),
         Err(e) => Err(format!("{expected}, got {value}: {e}")),
     }

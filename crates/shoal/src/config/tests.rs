@@ -273,6 +273,7 @@ fn runtime_defaults() {
         summary: SummaryConfig { every: None },
         log: LogConfig {
             level: "info".to_owned(),
+            sinks: Vec::new(),
         },
         workers: WorkersConfig::default(),
         metrics: MetricsConfig { listen: None },
@@ -356,6 +357,7 @@ listen = "127.0.0.1:9464"
         },
         log: LogConfig {
             level: "info,shoal_rpc=debug".to_owned(),
+            sinks: Vec::new(),
         },
         workers: WorkersConfig {
             counts: vec![("pollers".to_owned(), 3)],

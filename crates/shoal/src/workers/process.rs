@@ -3,10 +3,11 @@
 
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
 
+use crate::config::{LogConfig, SinkKind};
 use crate::control::handover::{self, Spawned};
 
 const WORKER_VAR: &str = "SHOAL_WORKER";
@@ -69,6 +70,23 @@ impl Role {
         !matches!(self, Role::App)
     }
 
+    /// The logging this process does: a worker writes its own files (`app.log` becomes
+    /// `app.rpc-1.log`, `app.sweeper-0.log`), so that no two processes rotate one file.
+    pub(crate) fn log_config(&self, log: &LogConfig) -> LogConfig {
+        let tag = match self {
+            Role::App => return log.clone(),
+            Role::GroupWorker { group, index, .. } => format!("{group}-{index}"),
+            Role::RpcWorker { index, .. } => format!("rpc-{index}"),
+        };
+        let mut log = log.clone();
+        for sink in &mut log.sinks {
+            if let SinkKind::File(file) = &mut sink.kind {
+                file.path = tagged(&file.path, &tag);
+            }
+        }
+        log
+    }
+
     /// Asks the kernel for SIGTERM when the parent dies, so a worker never outlives it; if
     /// the parent is already gone, says so.
     pub(crate) fn follow_parent(env: &[(String, String)]) -> Result<(), String> {
@@ -83,6 +101,16 @@ impl Role {
         }
         Ok(())
     }
+}
+
+/// `dir/name.ext` as `dir/name.TAG.ext` (`dir/name.TAG` without an extension).
+fn tagged(path: &Path, tag: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{tag}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{tag}"),
+    };
+    path.with_file_name(name)
 }
 
 /// Starts worker `index` of `count` in `group` (None: an RPC worker, handed `listeners`).
@@ -140,5 +168,17 @@ mod tests {
         assert_eq!(Role::from_env(&elsewhere).unwrap(), Role::App);
         let bad = env(&[(RPC_WORKER_VAR, "3:2".into()), (PARENT_VAR, parent)]);
         assert!(Role::from_env(&bad).unwrap_err().contains("INDEX:COUNT"));
+    }
+
+    #[test]
+    fn workers_log_to_files_of_their_own() {
+        assert_eq!(
+            tagged(Path::new("logs/app.log"), "rpc-1"),
+            PathBuf::from("logs/app.rpc-1.log")
+        );
+        assert_eq!(
+            tagged(Path::new("/var/log/app"), "sweeper-0"),
+            PathBuf::from("/var/log/app.sweeper-0")
+        );
     }
 }

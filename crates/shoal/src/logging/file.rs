@@ -1,0 +1,494 @@
+//! [`RotatingFile`]: an append-only file of whole records under a stable name, rotated by size
+//! and at local-time boundaries, whose rotated copies are compressed and pruned on a background
+//! thread. The log file sink writes through it; anything else that keeps a log (an agent
+//! capturing a child's output) can too.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Local, Utc};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::timer::{Clock, Schedule, SystemClock, Unit, Zone};
+
+/// When a [`RotatingFile`] rotates, and what happens to the rotated files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a record would take the file past this many bytes; None = never by size.
+    /// A record larger than this still goes whole into a fresh file.
+    pub max_size: Option<u64>,
+    /// Rotate at the first write after each minute, hour or day boundary of local time; None =
+    /// never by time.
+    pub every: Option<Unit>,
+    /// How many rotated files to keep, newest first; older ones are deleted.
+    pub keep: usize,
+    /// Gzip rotated files (`NAME.STAMP.gz`).
+    pub compress: bool,
+}
+
+impl Default for Rotation {
+    /// 10 MiB, no time rotation, 7 kept, compressed.
+    fn default() -> Self {
+        Rotation {
+            max_size: Some(10 << 20),
+            every: None,
+            keep: 7,
+            compress: true,
+        }
+    }
+}
+
+/// A log file that is always written under the same name.
+///
+/// A rotation renames the active file to `NAME.YYYYMMDD-HHMMSS` (local time of the rotation,
+/// with `-1`, `-2`, … added when that name is taken) and opens a fresh `NAME`; a background
+/// thread then gzips it to `NAME.YYYYMMDD-HHMMSS.gz` (when [`Rotation::compress`]) and deletes
+/// all but the newest [`Rotation::keep`] rotated files. Writers never wait for either.
+///
+/// Each [`write_record`](RotatingFile::write_record) (and each `write` through
+/// [`io::Write`]) is one record: written whole under a lock, never split across two files nor
+/// interleaved with another thread's. Opening appends to an existing file. Clones share the
+/// file.
+#[derive(Clone)]
+pub struct RotatingFile {
+    inner: Arc<Inner>,
+}
+
+impl RotatingFile {
+    /// Opens (creating it and its directory if needed) `path` for appending.
+    pub fn open(path: impl Into<PathBuf>, rotation: Rotation) -> io::Result<RotatingFile> {
+        RotatingFile::open_with_clock(path, rotation, Arc::new(SystemClock))
+    }
+
+    /// The same with the time read from `clock`, so that time rotation can be tested.
+    pub fn open_with_clock(
+        path: impl Into<PathBuf>,
+        rotation: Rotation,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<RotatingFile> {
+        let path = path.into();
+        if path.file_name().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} names no file", path.display()),
+            ));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        let next_turn = next_turn(rotation.every, clock.now());
+        Ok(RotatingFile {
+            inner: Arc::new(Inner {
+                path,
+                clock,
+                state: Mutex::new(State {
+                    file: Some(file),
+                    size,
+                    rotation,
+                    next_turn,
+                    last_stamp: String::new(),
+                    last_suffix: 0,
+                }),
+                pending: Arc::new(Pending::default()),
+                failing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The active file's path, as given to [`open`](RotatingFile::open).
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends one record, rotating first when it is due. A failure is reported on stderr
+    /// once (until a write succeeds again) and returned; it never panics.
+    pub fn write_record(&self, record: &[u8]) -> io::Result<()> {
+        let result = self.inner.write(record);
+        match &result {
+            Ok(()) => self.inner.failing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if !self.inner.failing.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "shoal: log file {}: {e} (further failures are not reported until a \
+                         write succeeds)",
+                        self.inner.path.display()
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// Rotates now (unless the active file is empty), whatever the size and the time.
+    pub fn rotate(&self) -> io::Result<()> {
+        let mut state = self.inner.lock();
+        self.inner.rotate(&mut state)
+    }
+
+    /// Changes when the file rotates and what is kept, from the next write on.
+    pub fn set_rotation(&self, rotation: Rotation) {
+        let mut state = self.inner.lock();
+        if state.rotation.every != rotation.every {
+            state.next_turn = next_turn(rotation.every, self.inner.clock.now());
+        }
+        state.rotation = rotation;
+    }
+
+    /// Waits until every file rotated so far is compressed and the old ones pruned.
+    pub fn wait_idle(&self) {
+        let pending = &self.inner.pending;
+        let mut count = pending.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *count > 0 {
+            count = pending
+                .idle
+                .wait(count)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl std::fmt::Debug for RotatingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.lock();
+        f.debug_struct("RotatingFile")
+            .field("path", &self.inner.path)
+            .field("size", &state.size)
+            .field("rotation", &state.rotation)
+            .finish()
+    }
+}
+
+/// Each `write` is one record ([`RotatingFile::write_record`]).
+impl Write for &RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_record(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Records go straight to the file: there is no buffer to flush.
+        Ok(())
+    }
+}
+
+/// Each `write` is one record ([`RotatingFile::write_record`]).
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+    /// Rotated files of this one waiting for the background thread.
+    pending: Arc<Pending>,
+    /// Set after a reported failure, so that a broken disk is reported once.
+    failing: AtomicBool,
+}
+
+struct State {
+    /// None after a rotation could not open a fresh file: the next write tries again.
+    file: Option<File>,
+    size: u64,
+    rotation: Rotation,
+    next_turn: Option<DateTime<Utc>>,
+    /// The last rotated name's stamp and suffix, so that many rotations in one second do not
+    /// probe every taken name again.
+    last_stamp: String,
+    last_suffix: u32,
+}
+
+#[derive(Default)]
+struct Pending {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves nothing half-done that matters: keep logging.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, record: &[u8]) -> io::Result<()> {
+        let mut state = self.lock();
+        let len = record.len() as u64;
+        let by_time = state.next_turn.is_some_and(|t| self.clock.now() >= t);
+        let by_size = state
+            .rotation
+            .max_size
+            .is_some_and(|max| state.size > 0 && state.size.saturating_add(len) > max);
+        let rotated = if by_time || by_size {
+            self.rotate(&mut state)
+        } else {
+            Ok(())
+        };
+        if state.file.is_none() {
+            let file = open_append(&self.path)?;
+            state.size = file.metadata()?.len();
+            state.file = Some(file);
+        }
+        let file = state.file.as_mut().expect("opened above");
+        file.write_all(record)?;
+        state.size += len;
+        // The record is safe; a failed rotation is still worth reporting.
+        rotated
+    }
+
+    /// Renames the active file aside and opens a fresh one. A failure leaves the active file
+    /// in place; the next attempt is after another `max_size` bytes or the next boundary.
+    fn rotate(&self, state: &mut State) -> io::Result<()> {
+        let now = self.clock.now();
+        state.next_turn = next_turn(state.rotation.every, now);
+        if state.size == 0 {
+            return Ok(());
+        }
+        state.size = 0;
+        let rotated = self.rotated_name(state, now);
+        fs::rename(&self.path, &rotated).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot rename it to {} to rotate it: {e}",
+                    rotated.display()
+                ),
+            )
+        })?;
+        // Closed before the background thread reads the rotated file.
+        state.file = None;
+        let fresh = open_append(&self.path);
+        if let Ok(file) = &fresh {
+            state.size = file.metadata().map_or(0, |m| m.len());
+        }
+        state.file = fresh.ok();
+        *self
+            .pending
+            .count
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+        background(Job {
+            rotated,
+            active: self.path.clone(),
+            keep: state.rotation.keep,
+            compress: state.rotation.compress,
+            pending: self.pending.clone(),
+        });
+        Ok(())
+    }
+
+    /// `NAME.YYYYMMDD-HHMMSS`, or with `-N` when that is taken (compressed or not).
+    fn rotated_name(&self, state: &mut State, now: DateTime<Utc>) -> PathBuf {
+        let stamp = now
+            .with_timezone(&Local)
+            .format("%Y%m%d-%H%M%S")
+            .to_string();
+        let mut suffix = if stamp == state.last_stamp {
+            state.last_suffix + 1
+        } else {
+            0
+        };
+        let base = self.path.as_os_str().to_string_lossy().into_owned();
+        loop {
+            let name = match suffix {
+                0 => format!("{base}.{stamp}"),
+                n => format!("{base}.{stamp}-{n}"),
+            };
+            let taken = Path::new(&name).exists() || Path::new(&format!("{name}.gz")).exists();
+            if !taken {
+                state.last_stamp = stamp;
+                state.last_suffix = suffix;
+                return PathBuf::from(name);
+            }
+            suffix += 1;
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn next_turn(every: Option<Unit>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let unit = every?;
+    Schedule::Boundary {
+        unit,
+        offset: Duration::ZERO,
+    }
+    .next_after(now, Zone::Local)
+}
+
+/// Work for the background thread: one rotated file.
+struct Job {
+    rotated: PathBuf,
+    active: PathBuf,
+    keep: usize,
+    compress: bool,
+    pending: Arc<Pending>,
+}
+
+/// Hands `job` to the one background thread of the process (started on first use), or does
+/// it here if that thread cannot be had.
+fn background(job: Job) {
+    static WORKER: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("shoal-log-rotate".into())
+            .spawn(move || {
+                for job in rx {
+                    run(job);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let job = match worker {
+        Some(tx) => match tx.send(job) {
+            Ok(()) => return,
+            Err(mpsc::SendError(job)) => job,
+        },
+        None => job,
+    };
+    run(job);
+}
+
+fn run(job: Job) {
+    if job.compress {
+        match gzip(&job.rotated) {
+            Ok(()) => {}
+            // Pruned before its turn came.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("shoal: cannot compress {}: {e}", job.rotated.display()),
+        }
+    }
+    if let Err(e) = prune(&job.active, job.keep) {
+        eprintln!(
+            "shoal: cannot remove old rotations of {}: {e}",
+            job.active.display()
+        );
+    }
+    let mut count = job
+        .pending
+        .count
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    *count -= 1;
+    job.pending.idle.notify_all();
+}
+
+/// `path` → `path.gz`, through `path.gz.tmp` so that a `.gz` is always whole.
+fn gzip(path: &Path) -> io::Result<()> {
+    let gz = with_suffix(path, ".gz");
+    let tmp = with_suffix(path, ".gz.tmp");
+    let mut input = File::open(path)?;
+    let result = (|| {
+        let mut encoder =
+            GzEncoder::new(BufWriter::new(File::create(&tmp)?), Compression::default());
+        io::copy(&mut input, &mut encoder)?;
+        let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &gz)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    fs::remove_file(path)
+}
+
+/// Deletes all but the newest `keep` rotations of `active`, compressed or not.
+fn prune(active: &Path, keep: usize) -> io::Result<()> {
+    let dir = match active.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(base) = active.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let prefix = format!("{base}.");
+    // (stamp, suffix) → the files of that rotation, oldest first.
+    let mut rotations: BTreeMap<(String, u32), Vec<PathBuf>> = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let stem = rest.strip_suffix(".gz").unwrap_or(rest);
+        if let Some(order) = rotation_order(stem) {
+            rotations.entry(order).or_default().push(entry.path());
+        }
+    }
+    let excess = rotations.len().saturating_sub(keep);
+    for files in rotations.into_values().take(excess) {
+        for file in files {
+            match fs::remove_file(&file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `20261122-101500` or `20261122-101500-3` → its place in time; None for other names.
+fn rotation_order(stem: &str) -> Option<(String, u32)> {
+    let (stamp, suffix) = match stem.get(15..) {
+        Some("") => (stem, 0),
+        Some(rest) => (&stem[..15], rest.strip_prefix('-')?.parse().ok()?),
+        None => return None,
+    };
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        8 => b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    shape.then(|| (stamp.to_owned(), suffix))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_order_by_stamp_then_suffix() {
+        let cases = [
+            ("20261122-101500", Some(("20261122-101500", 0))),
+            ("20261122-101500-2", Some(("20261122-101500", 2))),
+            ("20261122-101500-10", Some(("20261122-101500", 10))),
+            ("20261122-10150", None),
+            ("20261122x101500", None),
+            ("20261122-101500-", None),
+            ("20261122-101500.tmp", None),
+            ("gz", None),
+        ];
+        for (stem, expected) in cases {
+            assert_eq!(
+                rotation_order(stem),
+                expected.map(|(s, n)| (s.to_owned(), n)),
+                "{stem}"
+            );
+        }
+        assert!(rotation_order("20261122-101500-2") < rotation_order("20261122-101500-10"));
+    }
+}
