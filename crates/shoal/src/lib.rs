@@ -93,7 +93,10 @@
 //! on the same socket before the old ones drain. Workers run `on_start`, `on_close` and the
 //! services; the master alone runs timers, the run loop, the watchdog, the summary and the
 //! worker groups. `shoal.status` on the admin socket lists every worker (`workers`, group
-//! `rpc`); on the RPC port, a worker answers about itself. Metrics are per process.
+//! `rpc`); on the RPC port, a worker answers about itself. Metrics are per process, and the
+//! exporter (`metrics.listen`) is the master's. A worker process writes each file log sink
+//! to a file of its own, the path with its role inserted (`app.log` → `app.rpc-1.log`,
+//! `app.sweeper-0.log`), so no two processes rotate one file.
 //!
 //! ## Exit codes
 //!
