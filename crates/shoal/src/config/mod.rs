@@ -56,8 +56,8 @@ use serde::de::DeserializeOwned;
 
 pub use error::ConfigError;
 pub use runtime::{
-    AdminConfig, ControlConfig, LogConfig, Period, RpcConfig, RuntimeConfig, ServicesConfig,
-    ShutdownConfig, SummaryConfig, WatchdogConfig,
+    AdminConfig, ControlConfig, LogConfig, MonitorAddr, MonitorConfig, MonitorFormat, Period,
+    RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, SummaryConfig, WatchdogConfig,
 };
 
 use keys::Sources;
