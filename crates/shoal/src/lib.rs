@@ -47,6 +47,9 @@
 //! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 |
 //! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration; also logged at close |
 //! | `log.level` | `"info"` | a `tracing` filter such as `"info,shoal_rpc=debug"`; changes on reload |
+//! | `monitor.publish` | off | `tcp://HOST:PORT` (HOST may be `*`) or `ipc://PATH`: publish the status snapshot there on a ZeroMQ PUB socket ([`monitor`]); port 0 picks a free port |
+//! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero) |
+//! | `monitor.format` | `"msgpack"` | `"msgpack"` (the map `shoal.status` returns) or `"json"` (the same object) |
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
 //! into a type and returns a [`Live`] that follows reloads. `shoal config explain FILE` prints
@@ -65,6 +68,15 @@
 //! `RELOADING=1`, `STOPPING=1` and `WATCHDOG=1`; after a re-execution the new process sends
 //! `MAINPID=` (the unit needs `NotifyAccess=all`).
 //!
+//! ## Monitor feed
+//!
+//! With `monitor.publish` set, every `monitor.every` the runtime publishes a two-frame
+//! message on a ZeroMQ PUB socket: the topic `shoal.status`, then the [`status::Status`]
+//! snapshot encoded as `monitor.format` says; one goes out right after the start and a last
+//! one (state `"closing"`) at close. Subscribe to `shoal.status` from any ZeroMQ library, or
+//! run `shoal monitor ADDR`. [`monitor`] gives the wire format in full; [`Running::monitor_addr`]
+//! says where the feed is bound.
+//!
 //! ## Exit codes
 //!
 //! See [`Exit`]: 0 closed, 1 failed, 2 bad configuration or command line, 3 grace period over,
@@ -77,6 +89,7 @@ pub mod events;
 mod hooks;
 mod live;
 mod logging;
+pub mod monitor;
 pub mod status;
 pub mod timer;
 mod watchdog;

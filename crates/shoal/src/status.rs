@@ -23,6 +23,10 @@ pub struct Status {
     pub config_file: Option<String>,
     /// Where the RPC listener listens, with the real port.
     pub rpc_addr: Option<String>,
+    /// Where the monitor feed publishes (`tcp://HOST:PORT` with the real port, or
+    /// `ipc://PATH`); None when `monitor.publish` is unset or not bound yet.
+    #[serde(default)]
+    pub monitor_addr: Option<String>,
     pub last_reload: Option<ReloadRecord>,
     pub last_error: Option<ErrorRecord>,
     /// Errors recorded since start.

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::Utc;
 use shoal_rpc::middleware::{CatchPanicLayer, Stats, StatsLayer};
 use shoal_rpc::{Addr, Listener, Server, ServerBuilder};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ use crate::live::ConfigCell;
 use crate::logging::{self, Logging};
 use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
-use crate::{watchdog, BoxError};
+use crate::{monitor, watchdog, BoxError};
 
 /// Starts `app`. `inherited` is set when the application is the process (signals, systemd,
 /// handover), holding what a predecessor handed over, if anything.
@@ -89,6 +89,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             timers: OnceLock::new(),
             services: OnceLock::new(),
             rpc_addr: OnceLock::new(),
+            monitor_addr: watch::Sender::new(None),
             state: OnceLock::new(),
         }),
     };
@@ -274,7 +275,6 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         changed.clone(),
         closing.clone(),
     ));
-    background.close();
     let run_task = {
         let hooks = hooks.clone();
         let app = handle.clone();
@@ -305,6 +305,13 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     // The watchdog counts from here, not from before a slow on_start.
     handle.reset_watchdog();
     info!(app = %name, rpc = ?rpc_addr, admin = ?admin_path, pid = std::process::id(), "ready");
+    // After ready, so that the first snapshot says "running".
+    background.spawn(monitor::publish(
+        handle.clone(),
+        changed.clone(),
+        closing.clone(),
+    ));
+    background.close();
 
     let runtime = Runtime {
         handle: handle.clone(),
