@@ -2,6 +2,10 @@
 //! prints each status snapshot, as a short text block or, with `--json`, one JSON object per
 //! line. Snapshots in either of the feed's formats are read; a malformed message is reported
 //! on stderr and skipped.
+//!
+//! The SUB socket is the `zeromq` crate's, which allocates whatever frame size the publisher
+//! announces: a hostile publisher can abort this command (not a service), so point it at
+//! services you run.
 
 use std::io::Write as _;
 use std::process::ExitCode;
