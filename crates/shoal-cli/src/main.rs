@@ -1,11 +1,12 @@
-//! The `shoal` command: one binary for calling services, explaining configurations, serving
-//! the echo bench and generating load. It owns signals and exit codes; the libraries take a
-//! shutdown future.
+//! The `shoal` command: one binary for calling services, explaining configurations, watching
+//! monitor feeds, serving the echo bench and generating load. It owns signals and exit codes;
+//! the libraries take a shutdown future.
 
 mod bench;
 mod call;
 mod config;
 mod demo;
+mod monitor;
 mod signal;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     /// A service's config: every effective value and where it came from.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Subscribe to a service's monitor feed (monitor.publish) and print each status snapshot.
+    Monitor(monitor::MonitorArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Demo => demo::run(),
         Command::Config(cmd) => config::run(cmd),
+        Command::Monitor(args) => monitor::run(args),
     };
     match result {
         Ok(code) => code,

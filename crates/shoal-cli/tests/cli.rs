@@ -1,5 +1,6 @@
 //! The `shoal` binary end to end: `bench serve` as a real process on loopback and on a Unix
-//! socket, `shoal call` against it (results, errors, exit codes), and `bench run --json`.
+//! socket, `shoal call` against it (results, errors, exit codes), `bench run --json`, and
+//! `shoal monitor` subscribed to an application publishing in this process.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -215,4 +216,172 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
     assert!(stderr.contains(&expected), "{stderr}");
 
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An application publishing its monitor feed every 100 ms, run in this process on a runtime
+/// of its own while the test runs `shoal monitor` against it; closed when dropped.
+struct Publishing {
+    rt: tokio::runtime::Runtime,
+    running: Option<shoal::Running>,
+    addr: String,
+}
+
+impl Publishing {
+    fn start() -> Publishing {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let env = [
+            ("SHOAL_MONITOR__PUBLISH", "tcp://127.0.0.1:0"),
+            ("SHOAL_MONITOR__EVERY", "100ms"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let (running, addr) = rt.block_on(async {
+            let running = shoal::App::new("monitored", "1.2.3")
+                .args(Vec::<String>::new(), env)
+                .start()
+                .await
+                .expect("the application starts");
+            let addr = tokio::time::timeout(Duration::from_secs(10), running.monitor_addr())
+                .await
+                .expect("the feed binds")
+                .expect("monitor.publish is set");
+            (running, addr)
+        });
+        Publishing {
+            rt,
+            running: Some(running),
+            addr,
+        }
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.handle().close();
+            self.rt.block_on(running.wait());
+        }
+    }
+}
+
+#[test]
+fn monitor_prints_snapshots_as_json_lines_or_text() {
+    let app = Publishing::start();
+    let out = shoal(&[
+        "monitor",
+        &app.addr,
+        "--count",
+        "2",
+        "--json",
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let snapshots: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "{text}");
+    for s in &snapshots {
+        assert_eq!(s["name"], "monitored", "{s}");
+        assert_eq!(s["version"], "1.2.3", "{s}");
+        assert_eq!(s["pid"], std::process::id(), "{s}");
+        assert_eq!(s["state"], "running", "{s}");
+        assert_eq!(s["monitor_addr"], app.addr.as_str(), "{s}");
+    }
+
+    let out = shoal(&["monitor", &app.addr, "--count", "1", "--timeout", "10s"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let header = format!(" monitored 1.2.3 pid {} running up ", std::process::id());
+    assert!(text.lines().next().unwrap().contains(&header), "{text}");
+}
+
+#[test]
+fn monitor_skips_malformed_messages_with_a_warning() {
+    use zeromq::{Socket, SocketSend};
+
+    let app = Publishing::start();
+    let good = serde_json::to_vec(&app.running.as_ref().unwrap().handle().status()).unwrap();
+    // A publisher sending, over and over, three bad messages and then a good one.
+    let addr = app.rt.block_on(async {
+        let mut publisher = zeromq::PubSocket::new();
+        let addr = publisher
+            .bind("tcp://127.0.0.1:0")
+            .await
+            .unwrap()
+            .to_string();
+        let bad: [&[&[u8]]; 3] = [
+            &[b"shoal.status", b"\xc1"],
+            &[b"shoal.status", b"{\"name\": 1}"],
+            &[b"shoal.status", b"{}", b"{}"],
+        ];
+        app.rt.spawn(async move {
+            loop {
+                for frames in bad
+                    .iter()
+                    .copied()
+                    .chain([&[b"shoal.status", &good[..]][..]])
+                {
+                    let mut message = zeromq::ZmqMessage::from(frames[0].to_vec());
+                    for frame in &frames[1..] {
+                        message.push_back(frame.to_vec().into());
+                    }
+                    let _ = publisher.send(message).await;
+                }
+                // Pacing only: the test waits on the command's output, not on this.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        addr
+    });
+    let out = shoal(&["monitor", &addr, "--count", "2", "--timeout", "10s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains(" monitored 1.2.3 "))
+            .count(),
+        2
+    );
+    // Between two good snapshots, all three bad messages came and were skipped.
+    for expected in [
+        "skipped a malformed message: bad MessagePack",
+        "skipped a snapshot that is not a status",
+        "skipped a malformed message: 3 frames, expected 2",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+}
+
+#[test]
+fn monitor_rejects_bad_addresses_and_gives_up_after_its_timeout() {
+    for (addr, reason) in [
+        ("127.0.0.1:5558", ""),
+        ("tcp://127.0.0.1", " (no port)"),
+        ("ipc://", " (no path)"),
+    ] {
+        let out = shoal(&["monitor", addr]);
+        assert_eq!(out.status.code(), Some(2), "{addr}");
+        let expected = format!(
+            "invalid address \"{addr}\": expected a ZeroMQ endpoint tcp://HOST:PORT or \
+             ipc://PATH{reason}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+    // Nobody publishing there.
+    let out = shoal(&["monitor", "tcp://127.0.0.1:1", "--timeout", "200ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no snapshot from tcp://127.0.0.1:1 within 200ms"),
+        "{stderr}"
+    );
 }

@@ -54,6 +54,9 @@
 //! | email sink | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`), `max_lines` (1000) |
 //! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
 //! | `metrics.listen` | none | `host:port` to serve Prometheus text on (`GET /metrics`) |
+//! | `monitor.publish` | off | `tcp://HOST:PORT` (HOST may be `*`) or `ipc://PATH`: publish the status snapshot there on a ZeroMQ PUB socket ([`monitor`]); port 0 picks a free port |
+//! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero) |
+//! | `monitor.format` | `"msgpack"` | `"msgpack"` (the map `shoal.status` returns) or `"json"` (the same object) |
 //!
 //! Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
 //! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
@@ -76,6 +79,15 @@
 //! control methods only on the admin socket. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,
 //! `RELOADING=1`, `STOPPING=1` and `WATCHDOG=1`; after a re-execution the new process sends
 //! `MAINPID=` (the unit needs `NotifyAccess=all`).
+//!
+//! ## Monitor feed
+//!
+//! With `monitor.publish` set, every `monitor.every` the runtime publishes a two-frame
+//! message on a ZeroMQ PUB socket: the topic `shoal.status`, then the [`status::Status`]
+//! snapshot encoded as `monitor.format` says; one goes out right after the start and a last
+//! one (state `"closing"`) at close. Subscribe to `shoal.status` from any ZeroMQ library, or
+//! run `shoal monitor ADDR`. [`monitor`] gives the wire format in full; [`Running::monitor_addr`]
+//! says where the feed is bound.
 //!
 //! ## Worker groups and process mode
 //!
@@ -111,6 +123,7 @@ mod hooks;
 mod live;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod status;
 pub mod timer;
 mod watchdog;

@@ -27,6 +27,10 @@ pub struct Status {
     /// Where the Prometheus exporter listens (`metrics.listen`), with the real port.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// Where the monitor feed publishes (`tcp://HOST:PORT` with the real port, or
+    /// `ipc://PATH`); None when `monitor.publish` is unset or not bound yet.
+    #[serde(default)]
+    pub monitor_addr: Option<String>,
     pub last_reload: Option<ReloadRecord>,
     pub last_error: Option<ErrorRecord>,
     /// Errors recorded since start.

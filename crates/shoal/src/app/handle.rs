@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use shoal_rpc::middleware::Stats;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::error;
@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) services: OnceLock<Vec<String>>,
     pub(crate) rpc_addr: OnceLock<String>,
     pub(crate) metrics_addr: OnceLock<String>,
+    /// Where the monitor feed is bound now; the feed's task writes it.
+    pub(crate) monitor_addr: watch::Sender<Option<String>>,
     pub(crate) state: OnceLock<StateMap>,
     pub(crate) workers: Arc<Board>,
 }
@@ -164,6 +166,7 @@ impl Handle {
             uptime_secs: shared.started.elapsed().as_secs(),
             rpc_addr: shared.rpc_addr.get().cloned(),
             metrics_addr: shared.metrics_addr.get().cloned(),
+            monitor_addr: shared.monitor_addr.borrow().clone(),
             config_file: snapshot.config.path().map(|p| p.display().to_string()),
             last_reload: records.last_reload,
             last_error: records.last_error,

@@ -218,6 +218,28 @@ impl Running {
         self.metrics_addr
     }
 
+    /// Where the monitor feed is bound (`tcp://HOST:PORT` with the real port when
+    /// `monitor.publish` asked for port 0, or `ipc://PATH`), waiting until it is; None when
+    /// `monitor.publish` is unset or the application closes first. The bind is retried every
+    /// second while it fails, so callers that cannot wait long put a timeout around this.
+    pub async fn monitor_addr(&self) -> Option<String> {
+        let shared = &self.handle.shared;
+        let mut bound = shared.monitor_addr.subscribe();
+        loop {
+            if let Some(addr) = bound.borrow_and_update().clone() {
+                return Some(addr);
+            }
+            if self.handle.is_closing() || self.handle.config().runtime().monitor.publish.is_none()
+            {
+                return None;
+            }
+            // The feed's task marks a change at every bind, close and reload.
+            if bound.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Waits until the application has closed.
     pub async fn wait(self) -> Exit {
         self.done.await.unwrap_or(Exit::Failed)

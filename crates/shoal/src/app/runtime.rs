@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::Utc;
 use shoal_rpc::middleware::{CatchPanicLayer, Stats, StatsLayer};
 use shoal_rpc::{Addr, Listener, Server, ServerBuilder};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ use crate::timer::{TimerFailure, Timers};
 use crate::workers::process::Role;
 use crate::workers::run::Launcher;
 use crate::workers::{Board, WorkerGroup};
-use crate::{watchdog, BoxError};
+use crate::{monitor, watchdog, BoxError};
 
 /// Starts `app`. `inherited` is set when the application is the process (signals, systemd,
 /// handover), holding what a predecessor handed over, if anything.
@@ -116,6 +116,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             services: OnceLock::new(),
             rpc_addr: OnceLock::new(),
             metrics_addr: OnceLock::new(),
+            monitor_addr: watch::Sender::new(None),
             state: OnceLock::new(),
             workers: Arc::new(Board::default()),
         }),
@@ -400,7 +401,6 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             closing.clone(),
         ));
     }
-    background.close();
     let run_task = {
         let hooks = hooks.clone();
         let app = handle.clone();
@@ -448,6 +448,15 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         pid = std::process::id(),
         "ready"
     );
+    // After ready, so that the first snapshot says "running"; a worker's parent publishes.
+    if !role.is_worker() {
+        background.spawn(monitor::publish(
+            handle.clone(),
+            changed.clone(),
+            closing.clone(),
+        ));
+    }
+    background.close();
 
     let runtime = Runtime {
         handle: handle.clone(),

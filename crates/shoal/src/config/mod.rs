@@ -57,8 +57,9 @@ use serde::de::DeserializeOwned;
 
 pub use error::ConfigError;
 pub use runtime::{
-    AdminConfig, ControlConfig, LogConfig, MetricsConfig, Period, RpcConfig, RuntimeConfig,
-    ServicesConfig, ShutdownConfig, SummaryConfig, WatchdogConfig, WorkersConfig,
+    AdminConfig, ControlConfig, LogConfig, MetricsConfig, MonitorAddr, MonitorConfig,
+    MonitorFormat, Period, RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, SummaryConfig,
+    WatchdogConfig, WorkersConfig,
 };
 pub use sinks::{
     EmailSink, Facility, FileSink, LogFormat, Secret, SinkConfig, SinkKind, SmtpServer, SmtpTls,

@@ -1,6 +1,7 @@
 //! The runtime's own keys (`[rpc]`, `[admin]`, `[services]`, `[shutdown]`, `[control]`,
-//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[workers]`): their defaults, and their
-//! validation into [`RuntimeConfig`]. Other top-level tables belong to the services.
+//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[monitor]`, `[workers]`): their
+//! defaults, and their validation into [`RuntimeConfig`]. Other top-level tables belong to
+//! the services.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct RuntimeConfig {
     pub log: LogConfig,
     pub workers: WorkersConfig,
     pub metrics: MetricsConfig,
+    pub monitor: MonitorConfig,
 }
 
 /// `[rpc]`: the RPC listener.
@@ -161,6 +163,123 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `[monitor]`: the status snapshot published on a ZeroMQ PUB socket (see `shoal::monitor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// `publish`: where to bind the PUB socket; None = no feed.
+    pub publish: Option<MonitorAddr>,
+    /// `every`: how often a snapshot goes out (above zero; 10s).
+    pub every: Duration,
+    /// `format`: how the snapshot is encoded ("msgpack").
+    pub format: MonitorFormat,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            publish: None,
+            every: Duration::from_secs(10),
+            format: MonitorFormat::Msgpack,
+        }
+    }
+}
+
+/// A ZeroMQ endpoint the monitor feed binds: `tcp://HOST:PORT` (HOST an IPv4 address, an IPv6
+/// address in brackets, a host name, or `*` for every interface; port 0 picks a free port) or
+/// `ipc://PATH` (a Unix socket). It displays as ZeroMQ spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MonitorAddr {
+    /// `host` without brackets; `*` is read as `0.0.0.0`.
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Ipc(PathBuf),
+}
+
+impl std::str::FromStr for MonitorAddr {
+    type Err = String;
+
+    /// Parses an endpoint; the error says what is wrong with it, or is empty when it is not
+    /// of either form at all.
+    fn from_str(text: &str) -> Result<MonitorAddr, String> {
+        if let Some(rest) = text.strip_prefix("tcp://") {
+            let (host, port) = rest.rsplit_once(':').ok_or("no port")?;
+            let port = port
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| port.parse::<u16>().ok())
+                .flatten()
+                .ok_or_else(|| format!("the port {port:?} is not a number from 0 to 65535"))?;
+            let host = match host {
+                "*" => "0.0.0.0".to_owned(),
+                _ if host.starts_with('[') && host.ends_with(']') => {
+                    let inner = &host[1..host.len() - 1];
+                    inner
+                        .parse::<std::net::Ipv6Addr>()
+                        .map_err(|_| format!("{host} is not an IPv6 address"))?;
+                    inner.to_owned()
+                }
+                _ if !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') =>
+                {
+                    host.to_owned()
+                }
+                _ => {
+                    return Err(format!(
+                        "the host {host:?} is not an IP address, [IPv6 address], host name or *"
+                    ))
+                }
+            };
+            Ok(MonitorAddr::Tcp { host, port })
+        } else if let Some(path) = text.strip_prefix("ipc://") {
+            match path {
+                "" => Err("no path".to_owned()),
+                "*" => Err("a wildcard path is not supported".to_owned()),
+                _ if path.starts_with('@') => {
+                    Err("abstract sockets (@NAME) are not supported".to_owned())
+                }
+                _ => Ok(MonitorAddr::Ipc(PathBuf::from(path))),
+            }
+        } else {
+            Err(String::new())
+        }
+    }
+}
+
+impl std::fmt::Display for MonitorAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MonitorAddr::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            MonitorAddr::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            MonitorAddr::Ipc(path) => write!(f, "ipc://{}", path.display()),
+        }
+    }
+}
+
+/// The encoding of a published snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorFormat {
+    /// `"msgpack"`: a MessagePack map with the field names of `shoal.status`.
+    Msgpack,
+    /// `"json"`: a JSON object with the same fields, UTF-8.
+    Json,
+}
+
+impl MonitorFormat {
+    /// As the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorFormat::Msgpack => "msgpack",
+            MonitorFormat::Json => "json",
+        }
+    }
+}
+
 /// The runtime's tables and the keys each one takes.
 const TABLES: &[(&str, &[&str])] = &[
     (
@@ -181,6 +300,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("summary", &["every"]),
     ("log", &["level", "sinks"]),
     ("metrics", &["listen"]),
+    ("monitor", &["publish", "every", "format"]),
 ];
 
 impl RuntimeConfig {
@@ -235,6 +355,11 @@ impl RuntimeConfig {
             metrics: MetricsConfig {
                 listen: read(doc, "metrics.listen", metrics_addr)?,
             },
+            monitor: MonitorConfig {
+                publish: read(doc, "monitor.publish", zmq_endpoint)?,
+                every: read(doc, "monitor.every", positive_duration)?.unwrap_or(d.monitor.every),
+                format: read(doc, "monitor.format", monitor_format)?.unwrap_or(d.monitor.format),
+            },
         })
     }
 }
@@ -281,6 +406,12 @@ pub(super) fn fill_defaults(doc: &mut Document) {
             spelled(d.control.handover_timeout),
         ),
         ("log", "level", toml::Value::String(d.log.level)),
+        ("monitor", "every", spelled(d.monitor.every)),
+        (
+            "monitor",
+            "format",
+            toml::Value::String(d.monitor.format.as_str().to_owned()),
+        ),
     ];
     for (table, key, value) in defaults {
         let entry = doc
@@ -420,6 +551,28 @@ pub(super) fn log_filter(value: &toml::Value) -> Result<String, String> {
     match text.parse::<tracing_subscriber::filter::Targets>() {
         Ok(_) => Ok(text.to_owned()),
         Err(e) => Err(format!("{expected}, got {value}: {e}")),
+    }
+}
+
+/// `monitor.publish`: checked here, so that a typo is a configuration error rather than a
+/// bind that fails (and is retried) forever.
+fn zmq_endpoint(value: &toml::Value) -> Result<MonitorAddr, String> {
+    let expected = "expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH";
+    value
+        .as_str()
+        .ok_or_else(String::new)
+        .and_then(|text| text.parse::<MonitorAddr>())
+        .map_err(|why| match why.is_empty() {
+            true => format!("{expected}, got {value}"),
+            false => format!("{expected}, got {value} ({why})"),
+        })
+}
+
+fn monitor_format(value: &toml::Value) -> Result<MonitorFormat, String> {
+    match value.as_str() {
+        Some("msgpack") => Ok(MonitorFormat::Msgpack),
+        Some("json") => Ok(MonitorFormat::Json),
+        _ => Err(format!("expected \"msgpack\" or \"json\", got {value}")),
     }
 }
 

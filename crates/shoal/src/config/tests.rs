@@ -277,6 +277,11 @@ fn runtime_defaults() {
         },
         workers: WorkersConfig::default(),
         metrics: MetricsConfig { listen: None },
+        monitor: MonitorConfig {
+            publish: None,
+            every: Duration::from_secs(10),
+            format: MonitorFormat::Msgpack,
+        },
     };
     assert_eq!(RuntimeConfig::default(), expected);
     assert_eq!(runtime("", &[]), expected);
@@ -291,6 +296,9 @@ fn runtime_defaults() {
     assert_eq!(config.value("shutdown.grace"), Some(&toml("\"10s\"")));
     assert_eq!(config.value("rpc.max_message"), Some(&toml("16777216")));
     assert_eq!(config.value("rpc.listen"), None);
+    assert_eq!(config.value("monitor.every"), Some(&toml("\"10s\"")));
+    assert_eq!(config.value("monitor.format"), Some(&toml("\"msgpack\"")));
+    assert_eq!(config.value("monitor.publish"), None);
 }
 
 #[test]
@@ -328,6 +336,10 @@ level = "info,shoal_rpc=debug"
 pollers = 3
 [metrics]
 listen = "127.0.0.1:9464"
+[monitor]
+publish = "tcp://127.0.0.1:5558"
+every = "2s"
+format = "json"
 "#;
     let expected = RuntimeConfig {
         rpc: RpcConfig {
@@ -365,6 +377,14 @@ listen = "127.0.0.1:9464"
         metrics: MetricsConfig {
             listen: Some("127.0.0.1:9464".to_owned()),
         },
+        monitor: MonitorConfig {
+            publish: Some(MonitorAddr::Tcp {
+                host: "127.0.0.1".to_owned(),
+                port: 5558,
+            }),
+            every: Duration::from_secs(2),
+            format: MonitorFormat::Json,
+        },
     };
     assert_eq!(runtime(text, &[]), expected);
 
@@ -392,6 +412,38 @@ listen = "127.0.0.1:9464"
         let text = format!("[summary]\nevery = \"{every}\"");
         assert_eq!(rt(&text).summary.every, Some(period), "{every}");
     }
+    // Monitor endpoints as the runtime binds them.
+    for (publish, bound) in [
+        ("tcp://*:5558", "tcp://0.0.0.0:5558"),
+        ("tcp://localhost:0", "tcp://localhost:0"),
+        ("tcp://[::1]:7", "tcp://[::1]:7"),
+        (
+            "tcp://monitor-1.example.com:65535",
+            "tcp://monitor-1.example.com:65535",
+        ),
+        (
+            "ipc:///run/hello/monitor.sock",
+            "ipc:///run/hello/monitor.sock",
+        ),
+    ] {
+        let text = format!("[monitor]\npublish = \"{publish}\"");
+        assert_eq!(
+            rt(&text).monitor.publish.map(|a| a.to_string()).as_deref(),
+            Some(bound),
+            "{publish}"
+        );
+    }
+    assert_eq!(
+        rt("[monitor]\npublish = \"tcp://[::1]:7\"").monitor.publish,
+        Some(MonitorAddr::Tcp {
+            host: "::1".to_owned(),
+            port: 7
+        })
+    );
+    assert_eq!(
+        rt("[monitor]\nformat = \"msgpack\"").monitor.format,
+        MonitorFormat::Msgpack
+    );
     let from_env = runtime(
         "",
         &[
@@ -507,6 +559,66 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         (
             "[metrics]\nport = 9464",
             "hello.toml:2: key `metrics.port`: unknown key; [metrics] takes listen",
+        ),
+        (
+            "[monitor]\npublish = \"127.0.0.1:5558\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"127.0.0.1:5558\"",
+        ),
+        (
+            "[monitor]\npublish = \"tcp://127.0.0.1\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"tcp://127.0.0.1\" (no port)",
+        ),
+        (
+            "[monitor]\npublish = \"tcp://127.0.0.1:65536\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"tcp://127.0.0.1:65536\" (the port \"65536\" is not a number from 0 to 65535)",
+        ),
+        (
+            "[monitor]\npublish = \"tcp://127.0.0.1:+1\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"tcp://127.0.0.1:+1\" (the port \"+1\" is not a number from 0 to 65535)",
+        ),
+        (
+            "[monitor]\npublish = \"tcp://no host:5558\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"tcp://no host:5558\" (the host \"no host\" is not an IP address, [IPv6 address], host name or *)",
+        ),
+        (
+            "[monitor]\npublish = \"tcp://::1:5558\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"tcp://::1:5558\" (the host \"::1\" is not an IP address, [IPv6 address], host name or *)",
+        ),
+        (
+            "[monitor]\npublish = \"tcp://[nope]:5558\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"tcp://[nope]:5558\" ([nope] is not an IPv6 address)",
+        ),
+        (
+            "[monitor]\npublish = \"ipc://\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"ipc://\" (no path)",
+        ),
+        (
+            "[monitor]\npublish = \"ipc://*\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"ipc://*\" (a wildcard path is not supported)",
+        ),
+        (
+            "[monitor]\npublish = \"ipc://@feed\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"ipc://@feed\" (abstract sockets (@NAME) are not supported)",
+        ),
+        (
+            "[monitor]\npublish = \"inproc://feed\"",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got \"inproc://feed\"",
+        ),
+        (
+            "[monitor]\npublish = 5558",
+            "hello.toml:2: key `monitor.publish`: expected a ZeroMQ endpoint tcp://HOST:PORT (HOST may be *) or ipc://PATH, got 5558",
+        ),
+        (
+            "[monitor]\nevery = \"0s\"",
+            r#"hello.toml:2: key `monitor.every`: expected a duration above zero like "30s", got "0s""#,
+        ),
+        (
+            "[monitor]\nformat = \"yaml\"",
+            r#"hello.toml:2: key `monitor.format`: expected "msgpack" or "json", got "yaml""#,
+        ),
+        (
+            "[monitor]\npublsh = \"tcp://127.0.0.1:5558\"",
+            "hello.toml:2: key `monitor.publsh`: unknown key; [monitor] takes publish, every, format",
         ),
         (
             "[rpc]\nlistn = \"127.0.0.1:7000\"",
@@ -838,6 +950,8 @@ addr = "a:1"
         ("hello.ports", "[1, 2]", file(7)),
         ("hello.upstreams[0].addr", "\"a:1\"", file(13)),
         ("log.level", "\"info\"", Source::Default),
+        ("monitor.every", "\"10s\"", Source::Default),
+        ("monitor.format", "\"msgpack\"", Source::Default),
         ("rpc.blocking_threads", "64", Source::Default),
         ("rpc.listen", "\"127.0.0.1:7000\"", file(2)),
         ("rpc.max_in_flight", "1024", Source::Default),
@@ -860,6 +974,8 @@ addr = "a:1"
         [
             "control.handover_timeout = \"30s\" # default",
             "log.level = \"info\" # default",
+            "monitor.every = \"10s\" # default",
+            "monitor.format = \"msgpack\" # default",
             "rpc.blocking_threads = 64 # default",
             "rpc.max_in_flight = 1024 # default",
             "rpc.max_message = 16777216 # default",
