@@ -8,6 +8,7 @@
 //! shoal call unix:/tmp/shoal-processes.sock shoal.status
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shoal::App;
@@ -18,7 +19,12 @@ pub trait Processes {
     async fn whoami(&self) -> u32;
     /// Waits `ms` milliseconds, then answers like `whoami`: a call in flight during a close.
     async fn slow(&self, ms: u64) -> u32;
+    /// This process's pid and how many `slow` calls it is in.
+    async fn busy(&self) -> (u32, u64);
 }
+
+/// `slow` calls in progress in this process.
+static IN_SLOW: AtomicU64 = AtomicU64::new(0);
 
 struct Answer;
 
@@ -28,8 +34,14 @@ impl Processes for Answer {
     }
 
     async fn slow(&self, ms: u64) -> u32 {
+        IN_SLOW.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        IN_SLOW.fetch_sub(1, Ordering::SeqCst);
         std::process::id()
+    }
+
+    async fn busy(&self) -> (u32, u64) {
+        (std::process::id(), IN_SLOW.load(Ordering::SeqCst))
     }
 }
 

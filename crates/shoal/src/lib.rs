@@ -102,9 +102,14 @@
 //! that dies again (after a backoff), forwards SIGHUP to every worker (each re-reads the
 //! configuration), and on close sends them SIGTERM and waits for them within
 //! `shutdown.grace`. SIGUSR2 re-executes the master, whose successor starts its own workers
-//! on the same socket before the old ones drain. Workers run `on_start`, `on_close` and the
-//! services; the master alone runs timers, the run loop, the watchdog, the summary and the
-//! worker groups. `shoal.status` on the admin socket lists every worker (`workers`, group
+//! on the same socket before the old ones drain. The master and every worker run `on_start`
+//! and `on_close`; the workers serve the services; the master alone runs timers, the run
+//! loop, the watchdog, the summary, the monitor feed and the worker groups. A worker ignores
+//! a second SIGTERM (a service manager's stop signals the whole group, then the master
+//! forwards its own): the master's grace period bounds the close, then it kills them. Each
+//! worker runs the binary the master runs (`/proc/self/exe`), and reads the configuration
+//! file when it starts: a worker restarted after the file was edited, before a reload, reads
+//! the edited file. `shoal.status` on the admin socket lists every worker (`workers`, group
 //! `rpc`); on the RPC port, a worker answers about itself. Metrics are per process, and the
 //! exporter (`metrics.listen`) is the master's. A worker process writes each file log sink
 //! to a file of its own, the path with its role inserted (`app.log` → `app.rpc-1.log`,

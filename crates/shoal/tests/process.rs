@@ -684,3 +684,156 @@ async fn process_workers_stop_when_the_master_is_killed() {
         .await;
     }
 }
+
+/// Calls `method` on new connections until one lands on worker `pid` and `accept` takes its
+/// answer (new connections go to whichever worker accepts first).
+async fn on_worker<T: serde::de::DeserializeOwned + Send + 'static>(
+    addr: &str,
+    method: &str,
+    mut accept: impl FnMut(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let client = Client::connect(addr).await.unwrap();
+        if let Ok(answer) = client.call::<_, T>(method, &()).await {
+            if accept(&answer) {
+                return answer;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no worker answered {method} as expected"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_mode_passes_reloads_on_and_closes_in_order_when_the_whole_group_is_signalled() {
+    let dir = Scratch::new("proc-mode-close");
+    let config = processes_config(&dir, 2);
+    let admin = dir.join("admin.sock");
+    let mut proc = Proc::start(&example("processes"), &config, &[]);
+    let addr = status(&admin).await.rpc_addr.unwrap();
+    let rpc = running_workers(&admin, "rpc", 2).await;
+    let sweepers = running_workers(&admin, "sweeper", 2).await;
+
+    // Every RPC worker reloads, not only the master.
+    proc.signal(Signal::SIGHUP);
+    for pid in &rpc {
+        on_worker::<Status>(&addr, "shoal.status", |s| {
+            s.pid == *pid && s.last_reload.as_ref().is_some_and(|r| r.ok)
+        })
+        .await;
+    }
+
+    // A call in flight on one worker while a service manager stops the whole unit: every
+    // process gets SIGTERM, then the master sends its own. The call still completes.
+    let client = Client::connect(&addr).await.unwrap();
+    let serving: u32 = client.call("whoami", &()).await.unwrap();
+    let slow = tokio::spawn(async move { client.call::<_, u32>("slow", &(800u64,)).await });
+    on_worker::<(u32, u64)>(&addr, "busy", |(pid, busy)| *pid == serving && *busy == 1).await;
+    for pid in std::iter::once(proc.child.id())
+        .chain(rpc.clone())
+        .chain(sweepers)
+    {
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    }
+    assert_eq!(slow.await.unwrap().unwrap(), serving);
+    assert_eq!(proc.exit_code_async(), 0);
+    for pid in rpc {
+        assert!(!alive(pid));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_to_a_process_mode_master_hands_the_unix_socket_to_new_workers() {
+    // The new master is the old one's child; once the old one exits it becomes ours.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = Scratch::new("proc-mode-usr2");
+    let rpc_sock = dir.join("rpc.sock");
+    let admin = dir.join("admin.sock");
+    let config = dir.write(
+        "processes.toml",
+        &format!(
+            "[rpc]\nlisten = \"unix:{}\"\nprocesses = 2\n[admin]\nlisten = \"unix:{}\"\n[workers]\nsweeper = 1\n",
+            rpc_sock.display(),
+            admin.display()
+        ),
+    );
+    let mut proc = Proc::start(&example("processes"), &config, &[]);
+    let old_master = proc.child.id();
+    let old_workers = running_workers(&admin, "rpc", 2).await;
+    let addr = format!("unix:{}", rpc_sock.display());
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut loops = Vec::new();
+    for _ in 0..3 {
+        let (ok, failed, stop, addr) = (ok.clone(), failed.clone(), stop.clone(), addr.clone());
+        loops.push(tokio::spawn(async move {
+            let client = Client::connect(&addr).await.unwrap();
+            while !stop.is_cancelled() {
+                match client.call::<_, u32>("whoami", &()).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("failed call: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    let calls_past = |n: u64| {
+        let ok = ok.clone();
+        move || (ok.load(Ordering::Relaxed) >= n).then_some(())
+    };
+    wait_for("calls before the handover", LIMIT, calls_past(100)).await;
+
+    proc.signal(Signal::SIGUSR2);
+    // The old master exits 0 once its successor serves and its own workers drained.
+    assert_eq!(proc.exit_code_async(), 0);
+    let new = status(&admin).await;
+    assert_ne!(new.pid, old_master);
+    let _new_master = KillOnDrop(Pid::from_raw(new.pid as i32));
+    let new_workers = running_workers(&admin, "rpc", 2).await;
+    for pid in &old_workers {
+        assert!(!new_workers.contains(pid));
+        wait_for("an old worker to be gone", LIMIT, || {
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            // Reaped by the old master, or (orphaned) by this test.
+            match waitpid(Pid::from_raw(*pid as i32), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => None,
+                _ => Some(()),
+            }
+        })
+        .await;
+    }
+    let before = ok.load(Ordering::Relaxed);
+    wait_for("calls after the handover", LIMIT, calls_past(before + 100)).await;
+    stop.cancel();
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+    // The old workers left the socket file to the new ones.
+    assert!(rpc_sock.exists());
+    let fresh = Client::connect(&addr).await.unwrap();
+    let pid: u32 = fresh.call("whoami", &()).await.unwrap();
+    assert!(new_workers.contains(&pid));
+
+    kill(Pid::from_raw(new.pid as i32), Signal::SIGTERM).unwrap();
+    wait_for("the new master to exit", LIMIT, || {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        match waitpid(Pid::from_raw(new.pid as i32), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(code),
+            Ok(WaitStatus::StillAlive) => None,
+            other => panic!("the new master: {other:?}"),
+        }
+    })
+    .await;
+    assert!(
+        !rpc_sock.exists(),
+        "the last master removes the socket file"
+    );
+}

@@ -197,13 +197,26 @@ async fn a_worker_that_ignores_the_close_ends_the_grace_period() {
     let dir = Scratch::new("workers-grace");
     let file = dir.write("app.toml", "[shutdown]\ngrace = \"200ms\"\n");
     let started = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    /// Counts the drop of the worker's future.
+    struct Guard(Arc<AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     let app = {
-        let started = started.clone();
+        let (started, dropped) = (started.clone(), dropped.clone());
         App::new("workers", "1.0").setup(move |app| {
-            let started = started.clone();
+            let (started, dropped) = (started.clone(), dropped.clone());
             app.workers("stubborn", 1, move |_| {
                 started.fetch_add(1, Ordering::SeqCst);
-                std::future::pending()
+                let guard = Guard(dropped.clone());
+                async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
             });
             Ok(())
         })
@@ -219,4 +232,35 @@ async fn a_worker_that_ignores_the_close_ends_the_grace_period() {
     .await;
     running.handle().close();
     assert_eq!(running.wait().await, Exit::GraceExpired);
+    // Past the grace period the worker is dropped, not left running.
+    wait_for("the stubborn worker to be dropped", LIMIT, || {
+        (dropped.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn process_groups_need_a_process_and_rpc_is_a_reserved_name() {
+    let app = App::new("workers", "1.0").setup(|app| {
+        app.workers("isolated", 1, |_| async { Ok(()) }).processes();
+        Ok(())
+    });
+    let exit = app
+        .args(Vec::<String>::new(), no_env())
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(exit, Exit::BadConfig);
+    for name in ["rpc", "a b", "a:b", ""] {
+        let app = App::new("workers", "1.0").setup(move |app| {
+            app.workers(name, 1, |_| async { Ok(()) });
+            Ok(())
+        });
+        let exit = app
+            .args(Vec::<String>::new(), no_env())
+            .start()
+            .await
+            .unwrap_err();
+        assert_eq!(exit, Exit::BadConfig, "{name:?}");
+    }
 }

@@ -155,6 +155,11 @@ impl App {
                 }
             }
         }
+        if let Some(inv) = self.invocation.as_mut().filter(|inv| inv.exe.is_none()) {
+            // Arguments from App::args: still this binary, which re-execution and worker
+            // processes start again.
+            inv.exe = control::executable();
+        }
         let inherited = Inherited::from_env(
             &self
                 .invocation

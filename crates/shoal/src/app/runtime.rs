@@ -156,6 +156,19 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         built.push(Boxed(service));
         names.push(service_name);
     }
+    if let Some(group) = decl
+        .workers
+        .iter()
+        .find(|g| g.kind == crate::WorkerKind::Process)
+        .filter(|_| !process || inv.exe.is_none())
+    {
+        eprintln!(
+            "{name}: worker group {} runs processes, which needs the application run as a \
+             process of its own (App::run): App::start runs inside the caller's process",
+            group.name
+        );
+        return Err(Exit::BadConfig);
+    }
     let group_sizes = group_sizes(&decl.workers, &config).map_err(|e| {
         eprintln!("{name}: {e}");
         Exit::BadConfig
@@ -232,7 +245,8 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             eprintln!("{name}: {e}");
             Exit::BadConfig
         })?;
-        let listener = listen("rpc", addr, &mut inherited, &mut sockets)
+        let must_inherit = matches!(role, Role::RpcWorker { .. });
+        let listener = listen("rpc", addr, must_inherit, &mut inherited, &mut sockets)
             .await
             .map_err(|e| bind_failed(&handle, e))?;
         rpc_addr = Some(listener.local_addr());
@@ -271,6 +285,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         let listener = listen(
             "admin",
             &Addr::Unix(path.clone()),
+            false,
             &mut inherited,
             &mut sockets,
         )
@@ -292,6 +307,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         let listener = listen(
             "metrics",
             &Addr::Tcp(host_port.clone()),
+            false,
             &mut inherited,
             &mut sockets,
         )
@@ -316,14 +332,12 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
 
     // Workers: the groups, and in process mode the RPC worker processes, each of which
     // says when it serves.
-    let launcher = Launcher {
-        handle: handle.clone(),
-        board: handle.shared.workers.clone(),
-        exe: inv.exe.clone(),
-        args: inv.args.clone(),
-        ready_timeout: rt.control.handover_timeout,
-        tracker: TaskTracker::new(),
-    };
+    let launcher = Launcher::new(
+        handle.clone(),
+        inv.exe.clone().filter(|_| process),
+        inv.args.clone(),
+        rt.control.handover_timeout,
+    );
     if !role.is_worker() {
         for (group, count) in decl.workers.iter().zip(group_sizes) {
             launcher.start_group(group, count);
@@ -415,7 +429,11 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     };
     let signals_stop = CancellationToken::new();
     if process {
-        match control::signal::forward(handle.shared.commands.clone(), signals_stop.clone()) {
+        match control::signal::forward(
+            handle.shared.commands.clone(),
+            signals_stop.clone(),
+            !role.is_worker(),
+        ) {
             Ok(forward) => drop(tokio::spawn(forward)),
             Err(e) => warn!(error = %e, "cannot install signal handlers"),
         }
@@ -494,9 +512,16 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
 /// The size of each declared worker group: `[workers] NAME = COUNT`, else the declared one.
 fn group_sizes(groups: &[WorkerGroup], config: &Config) -> Result<Vec<usize>, String> {
     for (i, group) in groups.iter().enumerate() {
-        if group.name.is_empty() || group.name.chars().any(|c| c.is_whitespace() || c == '.') {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if group.name.is_empty() || !group.name.chars().all(allowed) {
             return Err(format!(
-                "worker group name {:?}: use letters, digits, '_' or '-'",
+                "worker group name {:?}: use ASCII letters, digits, '_' or '-'",
+                group.name
+            ));
+        }
+        if group.name == crate::workers::run::RPC_GROUP {
+            return Err(format!(
+                "worker group name {:?} is taken by process mode's RPC workers; choose another",
                 group.name
             ));
         }
@@ -561,7 +586,7 @@ fn group_worker(
         return Err(Exit::BadConfig);
     };
     let signals_stop = CancellationToken::new();
-    match control::signal::forward(handle.shared.commands.clone(), signals_stop.clone()) {
+    match control::signal::forward(handle.shared.commands.clone(), signals_stop.clone(), false) {
         Ok(forward) => drop(tokio::spawn(forward)),
         Err(e) => warn!(error = %e, "cannot install signal handlers"),
     }
@@ -592,6 +617,11 @@ fn group_worker(
                 command = commands.recv() => match command {
                     Some(Command::Reload(reply)) => {
                         let result = reload_config(&app, &env, logging.as_ref(), &role);
+                        app.shared.recorder.reload(ReloadRecord {
+                            at: Utc::now(),
+                            ok: result.is_ok(),
+                            error: result.as_ref().err().cloned(),
+                        });
                         match &result {
                             Ok(()) => info!("configuration reloaded"),
                             Err(e) => app.record_error("reload", e.clone(), e.clone()),
@@ -684,16 +714,28 @@ impl Sockets {
 }
 
 /// Binds `addr`, or takes the listener a predecessor handed over under `name`.
+/// A process-mode RPC worker (`must_inherit`) serves on what its parent handed it, wherever
+/// the configuration file says now, or not at all.
 async fn listen(
     name: &str,
     addr: &Addr,
+    must_inherit: bool,
     inherited: &mut Inherited,
     sockets: &mut Sockets,
 ) -> Result<Listener, String> {
     let mut listener = None;
-    if let Some(fd) = inherited.take(name) {
+    let fd = inherited.take(name);
+    if must_inherit && fd.is_none() {
+        return Err(format!(
+            "the parent process handed over no {name} listener (SHOAL_HANDOVER_FDS)"
+        ));
+    }
+    if let Some(fd) = fd {
         match Listener::from_fd(fd) {
-            Ok(l) if same_place(&l.local_addr(), addr) => listener = Some(l),
+            Ok(l) if must_inherit || same_place(&l.local_addr(), addr) => listener = Some(l),
+            Err(e) if must_inherit => {
+                return Err(format!("the inherited {name} listener is unusable: {e}"))
+            }
             Ok(l) => warn!(
                 configured = %addr,
                 inherited = %l.local_addr(),
@@ -973,8 +1015,7 @@ impl Runtime {
         self.changed.notify_waiters();
         self.events.notify(&Event::Reload(&new));
         // Worker processes read the same file again themselves.
-        self.launcher
-            .signal_processes(nix::sys::signal::Signal::SIGHUP);
+        self.launcher.reload_processes();
         Ok(())
     }
 
@@ -1080,6 +1121,8 @@ impl Runtime {
                     grace = %humantime::format_duration(grace),
                     "the grace period ran out with work in progress"
                 );
+                // Task workers are dropped and worker processes killed, not left behind.
+                self.launcher.abort().await;
                 exit = Exit::GraceExpired;
             }
         }
@@ -1106,7 +1149,9 @@ impl Runtime {
 
     fn finish(&self) {
         self.signals_stop.cancel();
-        if !self.handed_over {
+        // A worker's socket files are its parent's: siblings, or a successor's workers,
+        // still serve on them.
+        if !self.handed_over && !self.role.is_worker() {
             self.sockets.remove_files();
         }
     }

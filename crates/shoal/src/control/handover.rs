@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -138,7 +138,7 @@ pub(crate) async fn start_successor(
     listeners: &[(&str, BorrowedFd<'_>)],
     timeout: Duration,
 ) -> Result<u32, String> {
-    let mut spawned = spawn(exe, args, &[], listeners, false)?;
+    let mut spawned = spawn(exe, args, &[], listeners, None)?;
     let pid = spawned.pid;
     info!(pid, exe = %exe.display(), "started the new process; waiting until it serves");
     let outcome = spawned.ready(timeout).await.map(|()| pid);
@@ -178,15 +178,18 @@ impl Spawned {
 }
 
 /// Starts `exe` with `args` and `env` added, handing it `listeners` and the write end of a
-/// readiness pipe. A `worker` runs in a process group of its own (a terminal's Ctrl-C reaches
-/// only its parent, which closes it in order), is killed if the handle is dropped, and is
-/// not told the systemd notify socket (only the main process speaks to systemd).
+/// readiness pipe. The descriptors are made inheritable in the child only, between fork and
+/// exec, so nothing else this process starts meanwhile inherits them. A `worker` runs in a
+/// process group of its own (a terminal's Ctrl-C reaches only its parent, which closes it in
+/// order), is killed if the handle is dropped, is sent SIGTERM by the kernel when this
+/// process dies (and never starts if it already has), and is not told the systemd notify
+/// socket (only the main process speaks to systemd).
 pub(crate) fn spawn(
     exe: &Path,
     args: &[OsString],
     env: &[(&str, String)],
     listeners: &[(&str, BorrowedFd<'_>)],
-    worker: bool,
+    worker: Option<&OsString>,
 ) -> Result<Spawned, String> {
     let (read_end, write_end) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
@@ -203,50 +206,48 @@ pub(crate) fn spawn(
     for (key, value) in env {
         command.env(key, value);
     }
-    if worker {
+    if let Some(arg0) = worker {
         command
+            .arg0(arg0)
             .process_group(0)
             .kill_on_drop(true)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_PID")
             .env_remove("WATCHDOG_USEC");
     }
-    // The descriptors are inherited only while the close-on-exec flag is off, and only for
-    // the moment of the spawn.
-    let inheritable: Vec<BorrowedFd<'_>> = listeners
+    let inherit: Vec<RawFd> = listeners
         .iter()
-        .map(|(_, fd)| *fd)
-        .chain(std::iter::once(write_end.as_fd()))
+        .map(|(_, fd)| fd.as_raw_fd())
+        .chain(std::iter::once(write_end.as_raw_fd()))
         .collect();
-    let spawned = {
-        // One spawn at a time clears the flags: two at once would each restore them while
-        // the other still needs them off.
-        static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
-        for fd in &inheritable {
-            set_cloexec(*fd, false)?;
-        }
-        let spawned = command.spawn();
-        for fd in &inheritable {
-            let _ = set_cloexec(*fd, true);
-        }
-        spawned
-    };
+    let parent = nix::unistd::getpid();
+    let follow_parent = worker.is_some();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes three system calls (fcntl, prctl,
+    // getppid) on values copied in before the fork, allocates nothing and takes no lock.
+    // The descriptors are open for as long as `listeners` and `write_end` live, which is
+    // past the spawn.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &inherit {
+                let fd = BorrowedFd::borrow_raw(*fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            }
+            if follow_parent {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = command.spawn();
     drop(write_end);
     let child = spawned.map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     let pid = child.id().unwrap_or(0);
     let ready = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)
         .map_err(|e| format!("cannot watch the new process: {e}"))?;
     Ok(Spawned { child, pid, ready })
-}
-
-fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<(), String> {
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags))
-        .map(drop)
-        .map_err(|e| format!("cannot pass descriptor {} on: {e}", fd.as_raw_fd()))
 }

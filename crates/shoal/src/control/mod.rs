@@ -159,7 +159,7 @@ impl Invocation {
 
 /// The path the binary was started by: argv[0] when it names a path (so a deploy that swaps a
 /// symlink is followed), else what the kernel says the executable is.
-fn executable() -> Option<PathBuf> {
+pub(crate) fn executable() -> Option<PathBuf> {
     let argv0 = std::env::args_os().next().map(PathBuf::from);
     match argv0 {
         Some(path) if path.components().count() > 1 => match std::env::current_dir() {

@@ -10,9 +10,13 @@ use super::Command;
 
 /// Forwards SIGHUP, SIGTERM, SIGINT and SIGUSR2 to `commands` until `stop` fires. Handlers
 /// are installed before this returns, so a signal sent once it has returned is never lost.
+/// With `second_exits`, a second close signal ends the process at once; a worker process
+/// passes false, because its parent's SIGTERM often follows one sent to the whole group (a
+/// service manager's stop), and the parent enforces the grace period itself.
 pub(crate) fn forward(
     commands: mpsc::UnboundedSender<Command>,
     stop: CancellationToken,
+    second_exits: bool,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -47,6 +51,9 @@ pub(crate) fn forward(
                 // Here rather than in the control loop, which may be busy (a reload, a
                 // handover): a second close signal must work whatever the application does.
                 if closing {
+                    if !second_exits {
+                        continue;
+                    }
                     warn!(signal, "second close signal: exiting now");
                     super::exit_now(super::Exit::Signal(signal));
                 }

@@ -35,7 +35,9 @@
 //!   finished and is not restarted;
 //! - when the application closes, workers are told (`closing()`, `is_closing()`,
 //!   `wait_closing()`; processes get SIGTERM) and awaited within `shutdown.grace`; past it,
-//!   tasks are dropped and processes killed.
+//!   tasks are dropped and processes killed (threads cannot be: the process exits anyway).
+//! - a group of processes needs the application run as a process (`App::run`); `App::start`
+//!   refuses it (exit 2). The name `rpc` is reserved for process mode's RPC workers.
 //!
 //! `[workers]` in the configuration changes a group's size: `poll = 8`.
 //!
@@ -290,7 +292,9 @@ pub struct WorkerStatus {
     pub kind: WorkerKind,
     /// The process running it (this one for tasks and threads); None between restarts.
     pub pid: Option<u32>,
-    /// `starting`, `running`, `restarting`, `finished` or `stopped`.
+    /// `starting`, `running`, `restarting` (waiting out the backoff after a failure),
+    /// `finished` (returned Ok, not restarted), `stopping` (a process told to close) or
+    /// `stopped`.
     pub state: String,
     /// Restarts after failures since the application started.
     pub restarts: u64,

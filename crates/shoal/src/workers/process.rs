@@ -113,9 +113,12 @@ fn tagged(path: &Path, tag: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Starts worker `index` of `count` in `group` (None: an RPC worker, handed `listeners`).
+/// Starts worker `index` of `count` in `group` (None: an RPC worker, handed `listeners`). The
+/// worker runs the very binary this process runs (`/proc/self/exe`, even if a new build has
+/// replaced the file since: a restarted worker never mixes versions with its siblings), shown
+/// as `name` in process listings.
 pub(crate) fn start(
-    exe: &Path,
+    name: &Path,
     args: &[OsString],
     group: Option<&str>,
     index: usize,
@@ -127,7 +130,14 @@ pub(crate) fn start(
         None => (RPC_WORKER_VAR, format!("{index}:{count}")),
     };
     let env = [role, (PARENT_VAR, std::process::id().to_string())];
-    handover::spawn(exe, args, &env, listeners, true)
+    let arg0 = name.as_os_str().to_owned();
+    handover::spawn(
+        Path::new("/proc/self/exe"),
+        args,
+        &env,
+        listeners,
+        Some(&arg0),
+    )
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
@@ -23,18 +24,58 @@ use crate::Handle;
 pub(crate) struct Launcher {
     pub(crate) handle: Handle,
     pub(crate) board: Arc<Board>,
-    /// The binary and arguments a process worker is started with.
+    /// The binary's name for process listings, and the arguments, a process worker is
+    /// started with; None when the application is not a process of its own.
     pub(crate) exe: Option<PathBuf>,
     pub(crate) args: Vec<OsString>,
-    /// How long a process worker has to say it runs.
+    /// How long a process worker has to say it runs (`control.handover_timeout`).
     pub(crate) ready_timeout: Duration,
     pub(crate) tracker: TaskTracker,
+    /// The supervisors, to stop them when the grace period is over.
+    pub(crate) aborts: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Counts reloads; each process supervisor passes them on to its own worker.
+    pub(crate) reloads: Arc<watch::Sender<u64>>,
 }
 
 /// The group name process-mode RPC workers have in status.
 pub(crate) const RPC_GROUP: &str = "rpc";
 
 impl Launcher {
+    pub(crate) fn new(
+        handle: Handle,
+        exe: Option<PathBuf>,
+        args: Vec<OsString>,
+        ready_timeout: Duration,
+    ) -> Launcher {
+        Launcher {
+            board: handle.shared.workers.clone(),
+            handle,
+            exe,
+            args,
+            ready_timeout,
+            tracker: TaskTracker::new(),
+            aborts: Arc::default(),
+            reloads: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    fn spawn_supervisor(&self, slot: Slot, first: Option<oneshot::Sender<Result<(), String>>>) {
+        let task = self.tracker.spawn(self.clone().supervise(slot, first));
+        self.aborts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task.abort_handle());
+    }
+
+    /// Past the grace period: stops every supervisor, which drops (aborts) task workers and
+    /// kills worker processes, and waits briefly for that to happen.
+    pub(crate) async fn abort(&self) {
+        for abort in self.aborts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            abort.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
+    }
+
     /// Starts `count` workers of `group`.
     pub(crate) fn start_group(&self, group: &WorkerGroup, count: usize) {
         for index in 0..count {
@@ -48,7 +89,7 @@ impl Launcher {
                 listener: None,
                 always_restart: false,
             };
-            self.tracker.spawn(self.clone().supervise(slot, None));
+            self.spawn_supervisor(slot, None);
         }
     }
 
@@ -73,7 +114,7 @@ impl Launcher {
             };
             let (tx, rx) = oneshot::channel();
             first.push(rx);
-            self.tracker.spawn(self.clone().supervise(slot, Some(tx)));
+            self.spawn_supervisor(slot, Some(tx));
         }
         for rx in first {
             rx.await
@@ -111,6 +152,7 @@ impl Launcher {
             if closing.is_cancelled() {
                 self.board.update(&slot.group, slot.index, |w| {
                     w.state = "stopped".into();
+                    w.pid = None;
                     w.last_exit = Some(ended);
                 });
                 return;
@@ -120,6 +162,7 @@ impl Launcher {
                     info!(group = %slot.group, index = slot.index, "worker finished");
                     self.board.update(&slot.group, slot.index, |w| {
                         w.state = "finished".into();
+                        w.pid = None;
                         w.last_exit = Some(ended);
                     });
                     return;
@@ -149,7 +192,10 @@ impl Launcher {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = closing.cancelled() => {
-                    self.board.update(&slot.group, slot.index, |w| w.state = "stopped".into());
+                    self.board.update(&slot.group, slot.index, |w| {
+                        w.state = "stopped".into();
+                        w.pid = None;
+                    });
                     return;
                 }
             }
@@ -157,32 +203,43 @@ impl Launcher {
     }
 
     /// One run of a worker process: start, wait until it says it runs, then until it ends or
-    /// the application closes (then SIGTERM, and wait; past the grace period the close drops
-    /// this future, which kills the process).
+    /// the application closes (then SIGTERM, and wait; past the grace period the close aborts
+    /// this future, which kills the process). Reloads are passed on as SIGHUP, only to a
+    /// worker that has said it runs (its handlers are in place by then); one that arrives
+    /// while it starts is passed on once it runs.
     async fn run_process(
         &self,
         slot: &Slot,
         first: &mut Option<oneshot::Sender<Result<(), String>>>,
     ) -> Result<(), String> {
-        let exe = self
-            .exe
-            .as_deref()
-            .ok_or("a process worker needs the binary's path, which is unknown here")?;
+        let exe = self.exe.as_deref().ok_or(
+            "a process worker needs the application run as a process (App::run, which knows \
+             its binary)",
+        )?;
         let closing = self.handle.shared.closing.clone();
         let listeners: Vec<(&str, std::os::fd::BorrowedFd<'_>)> = match &slot.listener {
             Some(fd) => vec![("rpc", fd.as_fd())],
             None => Vec::new(),
         };
         let group = (!slot.always_restart).then_some(slot.group.as_str());
+        let mut reloads = self.reloads.subscribe();
+        reloads.borrow_and_update();
         let mut spawned =
             process::start(exe, &self.args, group, slot.index, slot.count, &listeners)?;
         let pid = spawned.pid;
+        let signal = |signal: Signal| {
+            // The child is not reaped before this future waits on it, so the pid is still
+            // this worker's.
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        };
         self.board.update(&slot.group, slot.index, |w| {
             w.pid = Some(pid);
             w.state = "starting".into();
         });
         let ready = tokio::select! {
-            ready = spawned.ready(self.ready_timeout) => ready,
+            ready = spawned.ready(self.ready_timeout) => ready.map_err(|e| {
+                format!("{e} (a worker has control.handover_timeout to start)")
+            }),
             _ = closing.cancelled() => Ok(()),
         };
         if let Err(e) = ready {
@@ -197,26 +254,31 @@ impl Launcher {
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
             }
-            tokio::select! {
-                status = spawned.child.wait() => return exit_outcome(pid, status),
-                _ = closing.cancelled() => {}
+            if reloads.has_changed().unwrap_or(false) {
+                reloads.borrow_and_update();
+                signal(Signal::SIGHUP);
+            }
+            loop {
+                tokio::select! {
+                    status = spawned.child.wait() => return exit_outcome(pid, status),
+                    changed = reloads.changed() => {
+                        if changed.is_ok() {
+                            signal(Signal::SIGHUP);
+                        }
+                    }
+                    _ = closing.cancelled() => break,
+                }
             }
         }
         self.board
             .update(&slot.group, slot.index, |w| w.state = "stopping".into());
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        signal(Signal::SIGTERM);
         exit_outcome(pid, spawned.child.wait().await)
     }
 
-    /// Sends `signal` to every worker process (a reload forwards SIGHUP).
-    pub(crate) fn signal_processes(&self, signal: Signal) {
-        for w in self.board.snapshot() {
-            if w.kind == WorkerKind::Process {
-                if let Some(pid) = w.pid {
-                    let _ = kill(Pid::from_raw(pid as i32), signal);
-                }
-            }
-        }
+    /// Passes a reload on to every worker process (SIGHUP: each reads the file again).
+    pub(crate) fn reload_processes(&self) {
+        self.reloads.send_modify(|n| *n += 1);
     }
 }
 
