@@ -213,6 +213,101 @@ fn only_the_newest_rotations_are_kept() {
     assert_eq!(read_text(&path), "through io::Write\n");
 }
 
+#[test]
+fn a_deleted_file_is_opened_again_at_its_path() {
+    let dir = Scratch::new("log-deleted");
+    let path = dir.join("app.log");
+    let file = RotatingFile::open(
+        &path,
+        Rotation {
+            max_size: None,
+            every: None,
+            keep: 5,
+            compress: false,
+        },
+    )
+    .unwrap();
+    file.write_record(b"before\n").unwrap();
+    std::fs::remove_file(&path).unwrap();
+    // A write about a second after the last look notices and opens the path again; the
+    // records before it went to the deleted file.
+    let mut n = 0;
+    wait_until("a new file at the path", || {
+        n += 1;
+        file.write_record(format!("after {n}\n").as_bytes())
+            .unwrap();
+        path.exists().then_some(())
+    });
+    file.write_record(b"last\n").unwrap();
+    assert_eq!(read_text(&path), format!("after {n}\nlast\n"));
+}
+
+#[test]
+fn a_file_moved_aside_by_someone_else_is_followed_at_the_next_rotation() {
+    let dir = Scratch::new("log-moved");
+    let path = dir.join("app.log");
+    let file = RotatingFile::open(
+        &path,
+        Rotation {
+            max_size: None,
+            every: None,
+            keep: 5,
+            compress: false,
+        },
+    )
+    .unwrap();
+    file.write_record(b"one\n").unwrap();
+    // logrotate's way: rename, then create an empty file at the path.
+    let moved = dir.join("app.log.1");
+    std::fs::rename(&path, &moved).unwrap();
+    std::fs::write(&path, "").unwrap();
+    // The rotation finds its file gone from the path: it renames nothing (that would move
+    // the new file aside) and opens the path.
+    file.rotate().unwrap();
+    file.write_record(b"two\n").unwrap();
+    file.wait_idle();
+    assert_eq!(read_text(&moved), "one\n");
+    assert_eq!(read_text(&path), "two\n");
+    assert!(rotated(&path).is_empty(), "{:?}", rotated(&path));
+}
+
+#[test]
+fn a_rotation_that_cannot_rename_loses_no_record_and_is_not_an_error() {
+    let dir = Scratch::new("log-no-rename");
+    // A name so long that no rotated name fits (NAME_MAX is 255 bytes): the rename fails,
+    // root or not.
+    let path = dir.join(&format!("{}.log", "a".repeat(236)));
+    let file = RotatingFile::open(
+        &path,
+        Rotation {
+            max_size: Some(100),
+            every: None,
+            keep: 5,
+            compress: false,
+        },
+    )
+    .unwrap();
+    let mut expected = String::new();
+    for n in 0..20 {
+        let line = format!("line {n:02} {}\n", "x".repeat(20));
+        // Ok with the whole record: a caller that retries on Err would write it twice.
+        assert_eq!((&file).write(line.as_bytes()).unwrap(), line.len());
+        expected.push_str(&line);
+    }
+    // io::copy goes on to the end.
+    let rest = "copied 1\ncopied 2\n".repeat(10);
+    let copied = std::io::copy(&mut rest.as_bytes(), &mut &file).unwrap();
+    assert_eq!(copied, rest.len() as u64);
+    expected.push_str(&rest);
+    // An explicit rotation says why it failed.
+    let e = file.rotate().unwrap_err();
+    assert!(e.to_string().contains("cannot rename it to"), "{e}");
+    file.wait_idle();
+    assert_eq!(read_text(&path), expected);
+    let names: Vec<_> = std::fs::read_dir(&dir.path).unwrap().collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
 /// A wall clock the test moves by hand.
 #[derive(Debug)]
 struct HandClock(Mutex<DateTime<Utc>>);

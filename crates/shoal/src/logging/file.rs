@@ -6,17 +6,22 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::timer::{Clock, Schedule, SystemClock, Unit, Zone};
+
+/// How often a write checks that the path still names the open file, and how long a failed
+/// rotation waits before it is tried again.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// When a [`RotatingFile`] rotates, and what happens to the rotated files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +61,23 @@ impl Default for Rotation {
 /// [`io::Write`]) is one record: written whole under a lock, never split across two files nor
 /// interleaved with another thread's. Opening appends to an existing file. Clones share the
 /// file.
+///
+/// A rotation that fails (the rename is refused) costs no record: records go on into the
+/// active file, the failure is reported on stderr once (until a rotation works again), and
+/// the rotation is tried again a second later.
+///
+/// # Someone else moves the file
+///
+/// The path is followed, not the open file: when the file at the path is deleted (`rm`) or
+/// renamed away (an outside logrotate), the next rotation, or the first write a second or
+/// more after the last look, notices that the path names another file or none and opens the
+/// path again (creating it). Records written in that second go to the old file: lost with it
+/// if it was deleted.
+///
+/// Two processes that share a path (the old and the new one during a re-executing upgrade)
+/// each rotate on their own count. After one of them renames the file aside, the other
+/// follows within about a second; what it writes in that second lands in the rotated file,
+/// and is lost if that file is compressed (which removes it) within the same second.
 #[derive(Clone)]
 pub struct RotatingFile {
     inner: Arc<Inner>,
@@ -80,11 +102,8 @@ impl RotatingFile {
                 format!("{} names no file", path.display()),
             ));
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
-        }
         let file = open_append(&path)?;
-        let size = file.metadata()?.len();
+        let meta = file.metadata()?;
         let next_turn = next_turn(rotation.every, clock.now());
         Ok(RotatingFile {
             inner: Arc::new(Inner {
@@ -92,14 +111,18 @@ impl RotatingFile {
                 clock,
                 state: Mutex::new(State {
                     file: Some(file),
-                    size,
+                    id: identity(&meta),
+                    size: meta.len(),
+                    look_at: Instant::now() + CHECK_EVERY,
+                    retry_at: None,
                     rotation,
                     next_turn,
                     last_stamp: String::new(),
                     last_suffix: 0,
                 }),
                 pending: Arc::new(Pending::default()),
-                failing: AtomicBool::new(false),
+                write_failing: AtomicBool::new(false),
+                upkeep_failing: AtomicBool::new(false),
             }),
         })
     }
@@ -109,29 +132,34 @@ impl RotatingFile {
         &self.inner.path
     }
 
-    /// Appends one record, rotating first when it is due. A failure is reported on stderr
-    /// once (until a write succeeds again) and returned; it never panics.
+    /// Appends one record, rotating first when it is due. Err means the record was not
+    /// written; a failure is reported on stderr once (until a write succeeds again) and never
+    /// panics. A failed rotation is not an Err: the record still goes into the active file.
     pub fn write_record(&self, record: &[u8]) -> io::Result<()> {
-        let result = self.inner.write(record);
-        match &result {
-            Ok(()) => self.inner.failing.store(false, Ordering::Relaxed),
-            Err(e) => {
-                if !self.inner.failing.swap(true, Ordering::Relaxed) {
-                    eprintln!(
-                        "shoal: log file {}: {e} (further failures are not reported until a \
-                         write succeeds)",
-                        self.inner.path.display()
-                    );
-                }
-            }
+        let (written, upkeep) = self.inner.write(record);
+        if let Some(e) = upkeep {
+            self.inner.report(
+                &self.inner.upkeep_failing,
+                &format!(
+                    "{e}; records go on into the file open now (further such failures are not \
+                     reported until one works)"
+                ),
+            );
         }
-        result
+        match &written {
+            Ok(()) => self.inner.write_failing.store(false, Ordering::Relaxed),
+            Err(e) => self.inner.report(
+                &self.inner.write_failing,
+                &format!("{e} (further failures are not reported until a write succeeds)"),
+            ),
+        }
+        written
     }
 
     /// Rotates now (unless the active file is empty), whatever the size and the time.
     pub fn rotate(&self) -> io::Result<()> {
         let mut state = self.inner.lock();
-        self.inner.rotate(&mut state)
+        self.inner.rotate(&mut state, Instant::now())
     }
 
     /// Changes when the file rotates and what is kept, from the next write on.
@@ -167,7 +195,8 @@ impl std::fmt::Debug for RotatingFile {
     }
 }
 
-/// Each `write` is one record ([`RotatingFile::write_record`]).
+/// Each `write` is one record ([`RotatingFile::write_record`]): Ok once it is written, so
+/// that a caller that retries on Err never writes it twice.
 impl Write for &RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_record(buf)?;
@@ -197,20 +226,37 @@ struct Inner {
     state: Mutex<State>,
     /// Rotated files of this one waiting for the background thread.
     pending: Arc<Pending>,
-    /// Set after a reported failure, so that a broken disk is reported once.
-    failing: AtomicBool,
+    /// Set after a reported write failure, so that a broken disk is reported once.
+    write_failing: AtomicBool,
+    /// The same for failures to rotate or to open the path again.
+    upkeep_failing: AtomicBool,
 }
 
 struct State {
     /// None after a rotation could not open a fresh file: the next write tries again.
     file: Option<File>,
+    /// The open file's (device, inode), to tell whether the path still names it.
+    id: (u64, u64),
     size: u64,
+    /// When a write next checks that the path names the open file.
+    look_at: Instant,
+    /// Set when a rotation failed: none is tried before then.
+    retry_at: Option<Instant>,
     rotation: Rotation,
     next_turn: Option<DateTime<Utc>>,
     /// The last rotated name's stamp and suffix, so that many rotations in one second do not
     /// probe every taken name again.
     last_stamp: String,
     last_suffix: u32,
+}
+
+/// What [`Inner::follow`] found at the path.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// The open file, or nothing could be told (it stays open).
+    Same,
+    /// Another file or none: the path is open again.
+    Reopened,
 }
 
 #[derive(Default)]
@@ -225,57 +271,121 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self, record: &[u8]) -> io::Result<()> {
+    /// Reports `message` on stderr unless `failing` says it was already.
+    fn report(&self, failing: &AtomicBool, message: &str) {
+        if !failing.swap(true, Ordering::Relaxed) {
+            eprintln!("shoal: log file {}: {message}", self.path.display());
+        }
+    }
+
+    /// Appends `record`, first following the path or rotating when due. Returns whether the
+    /// record was written, and a failure to rotate or to follow the path, which costs no
+    /// record.
+    fn write(&self, record: &[u8]) -> (io::Result<()>, Option<io::Error>) {
         let mut state = self.lock();
+        let now = Instant::now();
+        let mut upkeep = None;
+        if now >= state.look_at {
+            if let Err(e) = self.follow(&mut state, now) {
+                upkeep = Some(e);
+            }
+        }
         let len = record.len() as u64;
+        let may_rotate = state.retry_at.is_none_or(|t| now >= t);
         let by_time = state.next_turn.is_some_and(|t| self.clock.now() >= t);
         let by_size = state
             .rotation
             .max_size
             .is_some_and(|max| state.size > 0 && state.size.saturating_add(len) > max);
-        let rotated = if by_time || by_size {
-            self.rotate(&mut state)
-        } else {
-            Ok(())
-        };
-        if state.file.is_none() {
-            let file = open_append(&self.path)?;
-            state.size = file.metadata()?.len();
-            state.file = Some(file);
+        if may_rotate && (by_time || by_size) {
+            if let Err(e) = self.rotate(&mut state, now) {
+                upkeep = Some(e);
+            }
         }
-        let file = state.file.as_mut().expect("opened above");
+        (self.append(&mut state, record), upkeep)
+    }
+
+    fn append(&self, state: &mut State, record: &[u8]) -> io::Result<()> {
+        let file = match &mut state.file {
+            Some(file) => file,
+            None => {
+                self.reopen(state)?;
+                state.file.as_mut().expect("opened above")
+            }
+        };
         file.write_all(record)?;
-        state.size += len;
-        // The record is safe; a failed rotation is still worth reporting.
-        rotated
+        state.size += record.len() as u64;
+        Ok(())
+    }
+
+    /// Opens the path again (it, or its directory, may have been removed) in place of the
+    /// open file.
+    fn reopen(&self, state: &mut State) -> io::Result<()> {
+        let file = open_append(&self.path)?;
+        let meta = file.metadata()?;
+        state.id = identity(&meta);
+        state.size = meta.len();
+        state.file = Some(file);
+        Ok(())
+    }
+
+    /// Opens the path again when it names another file than the open one, or none. The size
+    /// is taken from the file, so another process's records count too.
+    fn follow(&self, state: &mut State, now: Instant) -> io::Result<Found> {
+        state.look_at = now + CHECK_EVERY;
+        match fs::metadata(&self.path) {
+            Ok(meta) if identity(&meta) == state.id && state.file.is_some() => {
+                state.size = meta.len();
+                Ok(Found::Same)
+            }
+            Ok(_) => self.reopen_after_move(state),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.reopen_after_move(state),
+            // Nothing to tell from: go on with the open file.
+            Err(_) => Ok(Found::Same),
+        }
+    }
+
+    fn reopen_after_move(&self, state: &mut State) -> io::Result<Found> {
+        self.reopen(state).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("it was removed or replaced, and cannot be opened again: {e}"),
+            )
+        })?;
+        self.upkeep_failing.store(false, Ordering::Relaxed);
+        Ok(Found::Reopened)
     }
 
     /// Renames the active file aside and opens a fresh one. A failure leaves the active file
-    /// in place; the next attempt is after another `max_size` bytes or the next boundary.
-    fn rotate(&self, state: &mut State) -> io::Result<()> {
-        let now = self.clock.now();
-        state.next_turn = next_turn(state.rotation.every, now);
-        if state.size == 0 {
+    /// in place and open; the next attempt is [`CHECK_EVERY`] later.
+    fn rotate(&self, state: &mut State, now: Instant) -> io::Result<()> {
+        let wall = self.clock.now();
+        let turn = next_turn(state.rotation.every, wall);
+        // Someone else moved the file aside already (or deleted it): the fresh one is open.
+        if self.follow(state, now)? == Found::Reopened || state.size == 0 {
+            state.next_turn = turn;
+            state.retry_at = None;
             return Ok(());
         }
-        state.size = 0;
-        let rotated = self.rotated_name(state, now);
-        fs::rename(&self.path, &rotated).map_err(|e| {
-            io::Error::new(
+        let rotated = self.rotated_name(state, wall);
+        if let Err(e) = fs::rename(&self.path, &rotated) {
+            state.retry_at = Some(now + CHECK_EVERY);
+            return Err(io::Error::new(
                 e.kind(),
                 format!(
                     "cannot rename it to {} to rotate it: {e}",
                     rotated.display()
                 ),
-            )
-        })?;
-        // Closed before the background thread reads the rotated file.
-        state.file = None;
-        let fresh = open_append(&self.path);
-        if let Ok(file) = &fresh {
-            state.size = file.metadata().map_or(0, |m| m.len());
+            ));
         }
-        state.file = fresh.ok();
+        state.next_turn = turn;
+        state.retry_at = None;
+        self.upkeep_failing.store(false, Ordering::Relaxed);
+        // Closed before the background thread reads the rotated file; when no fresh one can be
+        // opened, the next write tries again.
+        state.file = None;
+        state.size = 0;
+        let _ = self.reopen(state);
         *self
             .pending
             .count
@@ -319,8 +429,23 @@ impl Inner {
     }
 }
 
+/// Creates the file's directory when it is missing (at the start, or removed since).
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let open = || OpenOptions::new().create(true).append(true).open(path);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fs::create_dir_all(dir)?;
+            }
+            open()
+        }
+        other => other,
+    }
+}
+
+/// What tells one file from another: (device, inode).
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
 }
 
 fn next_turn(every: Option<Unit>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
