@@ -63,7 +63,7 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The rotated files of `active` (`NAME.STAMP[-N][.gz]`), oldest first.
+/// The rotated files of `active` (`NAME.YYYYMMDDTHHMMSSZ[-N][.gz]`), oldest first.
 fn rotated(active: &Path) -> Vec<PathBuf> {
     let dir = active.parent().unwrap();
     let base = format!("{}.", active.file_name().unwrap().to_str().unwrap());
@@ -74,10 +74,11 @@ fn rotated(active: &Path) -> Vec<PathBuf> {
             let name = path.file_name()?.to_str()?.to_owned();
             let rest = name.strip_prefix(&base)?;
             let stem = rest.strip_suffix(".gz").unwrap_or(rest);
-            let (stamp, suffix) = match stem.get(15..)? {
+            let (stamp, suffix) = match stem.get(16..)? {
                 "" => (stem, 0),
-                n => (&stem[..15], n.strip_prefix('-')?.parse().ok()?),
+                n => (&stem[..16], n.strip_prefix('-')?.parse().ok()?),
             };
+            stamp.ends_with('Z').then_some(())?;
             Some(((stamp.to_owned(), suffix), path))
         })
         .collect();
@@ -379,17 +380,76 @@ fn time_rotation_happens_at_local_boundaries() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "app.log.20261122-101500",
-            "app.log.20261122-101730",
-            "app.log.20261122-120000"
-        ]
-    );
+    // Named by the UTC time of the rotation.
+    let expected: Vec<String> = [(10, 15, 0), (10, 17, 30), (12, 0, 0)]
+        .into_iter()
+        .map(|t| at(t).format("app.log.%Y%m%dT%H%M%SZ").to_string())
+        .collect();
+    assert_eq!(names, expected);
     let texts: Vec<String> = rotated(&path).iter().map(|p| read_text(p)).collect();
     assert_eq!(texts, ["a\nb\n", "c\n", "d\ne\nf\n"]);
     assert_eq!(read_text(&path), "g\n");
+}
+
+#[test]
+fn rotated_names_keep_their_order_when_the_clock_goes_back() {
+    let dir = Scratch::new("log-clock-back");
+    let path = dir.join("app.log");
+    // Left by an earlier version (local-time stamp): older than any UTC name, whatever it says.
+    std::fs::write(dir.join("app.log.20991231-235959"), "legacy\n").unwrap();
+    let rotation = Rotation {
+        max_size: None,
+        every: None,
+        keep: 3,
+        compress: false,
+    };
+    let clock = Arc::new(HandClock(Mutex::new(at((10, 20, 0)))));
+    let file = RotatingFile::open_with_clock(&path, rotation.clone(), clock.clone()).unwrap();
+    let generation = |file: &RotatingFile, n: usize| {
+        file.write_record(format!("generation {n}\n").as_bytes())
+            .unwrap();
+    };
+    generation(&file, 0);
+    file.rotate().unwrap();
+    generation(&file, 1);
+    // The clock is set back (or summer time ends, for a local stamp): the names stay in order.
+    clock.set((9, 0, 0));
+    file.rotate().unwrap();
+    generation(&file, 2);
+    clock.set((9, 30, 0));
+    file.rotate().unwrap();
+    generation(&file, 3);
+    file.wait_idle();
+    drop(file);
+
+    // After a restart, too: the next name sorts after the newest on disk.
+    clock.set((8, 0, 0));
+    let file = RotatingFile::open_with_clock(&path, rotation, clock.clone()).unwrap();
+    file.rotate().unwrap();
+    generation(&file, 4);
+    file.wait_idle();
+
+    let stamp = at((10, 20, 0)).format("%Y%m%dT%H%M%SZ");
+    let names: Vec<String> = rotated(&path)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("app.log.{stamp}-1"),
+            format!("app.log.{stamp}-2"),
+            format!("app.log.{stamp}-3"),
+        ]
+    );
+    // The newest three are kept; the oldest UTC one and the legacy one are pruned.
+    let texts: Vec<String> = rotated(&path).iter().map(|p| read_text(p)).collect();
+    assert_eq!(
+        texts,
+        ["generation 1\n", "generation 2\n", "generation 3\n"]
+    );
+    assert!(!dir.join("app.log.20991231-235959").exists());
+    assert_eq!(read_text(&path), "generation 4\n");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
@@ -52,10 +52,18 @@ impl Default for Rotation {
 
 /// A log file that is always written under the same name.
 ///
-/// A rotation renames the active file to `NAME.YYYYMMDD-HHMMSS` (local time of the rotation,
-/// with `-1`, `-2`, … added when that name is taken) and opens a fresh `NAME`; a background
-/// thread then gzips it to `NAME.YYYYMMDD-HHMMSS.gz` (when [`Rotation::compress`]) and deletes
-/// all but the newest [`Rotation::keep`] rotated files. Writers never wait for either.
+/// A rotation renames the active file to `NAME.YYYYMMDDTHHMMSSZ` (the UTC time of the
+/// rotation, with `-1`, `-2`, … added when that name is taken) and opens a fresh `NAME`; a
+/// background thread then gzips it to `NAME.YYYYMMDDTHHMMSSZ.gz` (when
+/// [`Rotation::compress`]) and deletes all but the newest [`Rotation::keep`] rotated files.
+/// Writers never wait for either.
+///
+/// Rotated names sort in the order the rotations were made, and "newest" means last in that
+/// order: the stamps are UTC, so the end of summer time does not turn them back, and a name
+/// never sorts before an earlier one, so a clock set back makes the next names reuse the
+/// newest stamp with higher suffixes. Names of earlier versions (`NAME.YYYYMMDD-HHMMSS`, local
+/// time) count as older than all of these. Time rotation (`every`) still happens at local-time
+/// boundaries; only the names are UTC.
 ///
 /// Each [`write_record`](RotatingFile::write_record) (and each `write` through
 /// [`io::Write`]) is one record: written whole under a lock, never split across two files nor
@@ -117,8 +125,7 @@ impl RotatingFile {
                     retry_at: None,
                     rotation,
                     next_turn,
-                    last_stamp: String::new(),
-                    last_suffix: 0,
+                    last: None,
                 }),
                 pending: Arc::new(Pending::default()),
                 write_failing: AtomicBool::new(false),
@@ -244,10 +251,9 @@ struct State {
     retry_at: Option<Instant>,
     rotation: Rotation,
     next_turn: Option<DateTime<Utc>>,
-    /// The last rotated name's stamp and suffix, so that many rotations in one second do not
-    /// probe every taken name again.
-    last_stamp: String,
-    last_suffix: u32,
+    /// The newest rotated name's stamp and suffix (this process's, or on disk at the first
+    /// rotation), which the next name sorts after.
+    last: Option<(String, u32)>,
 }
 
 /// What [`Inner::follow`] found at the path.
@@ -401,16 +407,22 @@ impl Inner {
         Ok(())
     }
 
-    /// `NAME.YYYYMMDD-HHMMSS`, or with `-N` when that is taken (compressed or not).
+    /// `NAME.YYYYMMDDTHHMMSSZ` (UTC), with `-N` when that is taken (compressed or not), and
+    /// never sorting before the newest rotated name: when the clock reads earlier than that
+    /// (it was set back), the name takes its stamp with the next suffix.
     fn rotated_name(&self, state: &mut State, now: DateTime<Utc>) -> PathBuf {
-        let stamp = now
-            .with_timezone(&Local)
-            .format("%Y%m%d-%H%M%S")
-            .to_string();
-        let mut suffix = if stamp == state.last_stamp {
-            state.last_suffix + 1
-        } else {
-            0
+        if state.last.is_none() {
+            // Rotations from before a restart count too.
+            state.last = rotations(&self.path)
+                .ok()
+                .and_then(|found| found.into_keys().next_back())
+                .filter(|order| order.utc)
+                .map(|order| (order.stamp, order.suffix));
+        }
+        let stamp = now.format(STAMP).to_string();
+        let (stamp, mut suffix) = match &state.last {
+            Some((last, n)) if *last >= stamp => (last.clone(), n + 1),
+            _ => (stamp, 0),
         };
         let base = self.path.as_os_str().to_string_lossy().into_owned();
         loop {
@@ -420,8 +432,7 @@ impl Inner {
             };
             let taken = Path::new(&name).exists() || Path::new(&format!("{name}.gz")).exists();
             if !taken {
-                state.last_stamp = stamp;
-                state.last_suffix = suffix;
+                state.last = Some((stamp, suffix));
                 return PathBuf::from(name);
             }
             suffix += 1;
@@ -538,27 +549,7 @@ fn gzip(path: &Path) -> io::Result<()> {
 
 /// Deletes all but the newest `keep` rotations of `active`, compressed or not.
 fn prune(active: &Path, keep: usize) -> io::Result<()> {
-    let dir = match active.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Some(base) = active.file_name().and_then(|n| n.to_str()) else {
-        return Ok(());
-    };
-    let prefix = format!("{base}.");
-    // (stamp, suffix) → the files of that rotation, oldest first.
-    let mut rotations: BTreeMap<(String, u32), Vec<PathBuf>> = BTreeMap::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let stem = rest.strip_suffix(".gz").unwrap_or(rest);
-        if let Some(order) = rotation_order(stem) {
-            rotations.entry(order).or_default().push(entry.path());
-        }
-    }
+    let rotations = rotations(active)?;
     let excess = rotations.len().saturating_sub(keep);
     for files in rotations.into_values().take(excess) {
         for file in files {
@@ -571,18 +562,71 @@ fn prune(active: &Path, keep: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// `20261122-101500` or `20261122-101500-3` → its place in time; None for other names.
-fn rotation_order(stem: &str) -> Option<(String, u32)> {
-    let (stamp, suffix) = match stem.get(15..) {
-        Some("") => (stem, 0),
-        Some(rest) => (&stem[..15], rest.strip_prefix('-')?.parse().ok()?),
-        None => return None,
+/// The rotations of `active` in the order they were made, each with its files (the rotated
+/// file, its `.gz`, or both while it is being compressed).
+fn rotations(active: &Path) -> io::Result<BTreeMap<Order, Vec<PathBuf>>> {
+    let mut found: BTreeMap<Order, Vec<PathBuf>> = BTreeMap::new();
+    let dir = match active.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
-        8 => b == b'-',
+    let Some(base) = active.file_name().and_then(|n| n.to_str()) else {
+        return Ok(found);
+    };
+    let prefix = format!("{base}.");
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let stem = rest.strip_suffix(".gz").unwrap_or(rest);
+        if let Some(order) = rotation_order(stem) {
+            found.entry(order).or_default().push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// The stamp of a rotated name: UTC, so that a local clock turned back (the end of summer
+/// time) does not put newer names before older ones.
+const STAMP: &str = "%Y%m%dT%H%M%SZ";
+
+/// Where a rotated name sorts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    /// False for the local-time names of earlier versions (`YYYYMMDD-HHMMSS`), which come
+    /// before every UTC one.
+    utc: bool,
+    stamp: String,
+    suffix: u32,
+}
+
+/// `20261122T101500Z` or `20261122T101500Z-3` (or the earlier `20261122-101500[-3]`) → its
+/// place in rotation order; None for other names.
+fn rotation_order(stem: &str) -> Option<Order> {
+    let utc = stem.get(15..16) == Some("Z");
+    let len = if utc { 16 } else { 15 };
+    let stamp = stem.get(..len)?;
+    let suffix = match &stem[len..] {
+        "" => 0,
+        rest => rest
+            .strip_prefix('-')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()?,
+    };
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match (utc, i) {
+        (true, 8) => b == b'T',
+        (true, 15) => b == b'Z',
+        (false, 8) => b == b'-',
         _ => b.is_ascii_digit(),
     });
-    shape.then(|| (stamp.to_owned(), suffix))
+    shape.then(|| Order {
+        utc,
+        stamp: stamp.to_owned(),
+        suffix,
+    })
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -597,23 +641,51 @@ mod tests {
 
     #[test]
     fn rotated_names_order_by_stamp_then_suffix() {
+        let order = |utc, stamp: &str, suffix| Order {
+            utc,
+            stamp: stamp.to_owned(),
+            suffix,
+        };
         let cases = [
-            ("20261122-101500", Some(("20261122-101500", 0))),
-            ("20261122-101500-2", Some(("20261122-101500", 2))),
-            ("20261122-101500-10", Some(("20261122-101500", 10))),
+            ("20261122T101500Z", Some(order(true, "20261122T101500Z", 0))),
+            (
+                "20261122T101500Z-2",
+                Some(order(true, "20261122T101500Z", 2)),
+            ),
+            (
+                "20261122T101500Z-10",
+                Some(order(true, "20261122T101500Z", 10)),
+            ),
+            ("20261122-101500", Some(order(false, "20261122-101500", 0))),
+            (
+                "20261122-101500-3",
+                Some(order(false, "20261122-101500", 3)),
+            ),
+            ("20261122T101500", None),
+            ("20261122T10150Z", None),
+            ("20261122x101500Z", None),
+            ("20261122T101500Z-", None),
+            ("20261122T101500Z-+2", None),
+            ("20261122T101500Z.tmp", None),
+            ("20261122T101500Z.gz.tmp", None),
             ("20261122-10150", None),
-            ("20261122x101500", None),
-            ("20261122-101500-", None),
-            ("20261122-101500.tmp", None),
             ("gz", None),
         ];
         for (stem, expected) in cases {
-            assert_eq!(
-                rotation_order(stem),
-                expected.map(|(s, n)| (s.to_owned(), n)),
-                "{stem}"
+            assert_eq!(rotation_order(stem), expected, "{stem}");
+        }
+        let sorted = [
+            "20991231-235959",
+            "20261122T101500Z",
+            "20261122T101500Z-2",
+            "20261122T101500Z-10",
+            "20261122T101501Z",
+        ];
+        for pair in sorted.windows(2) {
+            assert!(
+                rotation_order(pair[0]) < rotation_order(pair[1]),
+                "{pair:?}"
             );
         }
-        assert!(rotation_order("20261122-101500-2") < rotation_order("20261122-101500-10"));
     }
 }

@@ -19,10 +19,12 @@
 //!   rotates before a record would take it past `rotate_size` (`"10MB"`, in powers of 1024;
 //!   `"0"` = never by size) and at the first write after each local-time boundary of
 //!   `rotate_every` (`"minute"`, `"hour"`, `"day"`; unset = never by time). Rotating renames
-//!   `PATH` to `PATH.YYYYMMDD-HHMMSS` (local time; `-1`, `-2`, … when taken) and opens a
-//!   fresh `PATH`, so the active file's name never changes. A background thread gzips rotated
-//!   files to `PATH.YYYYMMDD-HHMMSS.gz` (`compress`, default true) and keeps the newest `keep`
-//!   (default 7). See [`RotatingFile`].
+//!   `PATH` to `PATH.YYYYMMDDTHHMMSSZ` (UTC, so that names sort in rotation order across a
+//!   change of summer time; `-1`, `-2`, … when taken or when the clock was set back) and opens
+//!   a fresh `PATH`, so the active file's name never changes. A background thread gzips
+//!   rotated files to `PATH.YYYYMMDDTHHMMSSZ.gz` (`compress`, default true) and keeps the
+//!   newest `keep` (default 7). A `PATH` deleted or renamed by someone else is opened again
+//!   within about a second. See [`RotatingFile`].
 //! - `syslog`: one RFC 5424 datagram per event to `address`, a Unix datagram socket
 //!   (`"/dev/log"`, `"unix:PATH"`) or `"udp://host:port"`:
 //!   `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID - - MSG`, where PRI = facility × 8 +
