@@ -309,6 +309,71 @@ fn a_rotation_that_cannot_rename_loses_no_record_and_is_not_an_error() {
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
+#[test]
+fn leftovers_of_a_stopped_process_are_cleaned_up_at_open() {
+    let dir = Scratch::new("log-leftovers");
+    let path = dir.join("app.log");
+    let name = |stamp: &str, ext: &str| dir.join(&format!("app.log.{stamp}{ext}"));
+    let gz = |text: &str| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    // Rotated, never compressed.
+    std::fs::write(name("20261122T100000Z", ""), "old 1\n").unwrap();
+    // Its compression stopped half-way, an hour ago.
+    std::fs::write(name("20261122T110000Z", ""), "old 2\n").unwrap();
+    let stale = name("20261122T110000Z", ".gz.tmp");
+    std::fs::write(&stale, b"\x1f\x8b half").unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    // Stopped after the .gz was in place, before the plain file was removed.
+    std::fs::write(name("20261122T120000Z", ".gz"), gz("old 3\n")).unwrap();
+    std::fs::write(name("20261122T120000Z", ""), "old 3\n").unwrap();
+    // Being compressed right now by another process sharing the path: left to it.
+    std::fs::write(name("20261122T130000Z", ""), "old 4\n").unwrap();
+    let busy = name("20261122T130000Z", ".gz.tmp");
+    std::fs::write(&busy, b"\x1f\x8b busy").unwrap();
+
+    let file = RotatingFile::open(
+        &path,
+        Rotation {
+            max_size: None,
+            every: None,
+            keep: 10,
+            compress: true,
+        },
+    )
+    .unwrap();
+    file.wait_idle();
+
+    assert!(
+        !stale.exists(),
+        "the stopped compression's .gz.tmp is removed"
+    );
+    assert!(busy.exists(), "a .gz.tmp being written is left alone");
+    let kept: Vec<String> = rotated(&path)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "app.log.20261122T100000Z.gz",
+            "app.log.20261122T110000Z.gz",
+            "app.log.20261122T120000Z.gz",
+            "app.log.20261122T130000Z",
+        ]
+    );
+    let texts: Vec<String> = rotated(&path).iter().map(|p| read_text(p)).collect();
+    assert_eq!(texts, ["old 1\n", "old 2\n", "old 3\n", "old 4\n"]);
+}
+
 /// A wall clock the test moves by hand.
 #[derive(Debug)]
 struct HandClock(Mutex<DateTime<Utc>>);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
@@ -22,6 +22,10 @@ use crate::timer::{Clock, Schedule, SystemClock, Unit, Zone};
 /// How often a write checks that the path still names the open file, and how long a failed
 /// rotation waits before it is tried again.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A `.gz.tmp` file untouched for this long is left over from a compression that stopped (its
+/// process died); a younger one may be another process's compression under way.
+const ABANDONED: Duration = Duration::from_secs(60);
 
 /// When a [`RotatingFile`] rotates, and what happens to the rotated files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,11 @@ impl Default for Rotation {
 /// interleaved with another thread's. Opening appends to an existing file. Clones share the
 /// file.
 ///
+/// Opening also has the background thread clean up after a process that stopped half-way:
+/// `.gz.tmp` files of interrupted compressions are removed (once untouched for a minute: a
+/// younger one may be another process's compression under way), and rotated files left
+/// uncompressed are compressed (when [`Rotation::compress`]).
+///
 /// A rotation that fails (the rename is refused) costs no record: records go on into the
 /// active file, the failure is reported on stderr once (until a rotation works again), and
 /// the rotation is tried again a second later.
@@ -113,7 +122,7 @@ impl RotatingFile {
         let file = open_append(&path)?;
         let meta = file.metadata()?;
         let next_turn = next_turn(rotation.every, clock.now());
-        Ok(RotatingFile {
+        let file = RotatingFile {
             inner: Arc::new(Inner {
                 path,
                 clock,
@@ -131,7 +140,12 @@ impl RotatingFile {
                 write_failing: AtomicBool::new(false),
                 upkeep_failing: AtomicBool::new(false),
             }),
-        })
+        };
+        // What a process that stopped half-way left behind is cleaned up in the background.
+        let state = file.inner.lock();
+        file.inner.schedule(Task::Tidy, &state.rotation);
+        drop(state);
+        Ok(file)
     }
 
     /// The active file's path, as given to [`open`](RotatingFile::open).
@@ -178,7 +192,8 @@ impl RotatingFile {
         state.rotation = rotation;
     }
 
-    /// Waits until every file rotated so far is compressed and the old ones pruned.
+    /// Waits until every file rotated so far is compressed and the old ones pruned, and the
+    /// leftovers found at open are dealt with.
     pub fn wait_idle(&self) {
         let pending = &self.inner.pending;
         let mut count = pending.count.lock().unwrap_or_else(PoisonError::into_inner);
@@ -392,19 +407,24 @@ impl Inner {
         state.file = None;
         state.size = 0;
         let _ = self.reopen(state);
+        self.schedule(Task::Compress(rotated), &state.rotation);
+        Ok(())
+    }
+
+    /// Hands `task` to the background thread, with the pruning that follows it.
+    fn schedule(&self, task: Task, rotation: &Rotation) {
         *self
             .pending
             .count
             .lock()
             .unwrap_or_else(PoisonError::into_inner) += 1;
         background(Job {
-            rotated,
+            task,
             active: self.path.clone(),
-            keep: state.rotation.keep,
-            compress: state.rotation.compress,
+            keep: rotation.keep,
+            compress: rotation.compress,
             pending: self.pending.clone(),
         });
-        Ok(())
     }
 
     /// `NAME.YYYYMMDDTHHMMSSZ` (UTC), with `-N` when that is taken (compressed or not), and
@@ -430,7 +450,9 @@ impl Inner {
                 0 => format!("{base}.{stamp}"),
                 n => format!("{base}.{stamp}-{n}"),
             };
-            let taken = Path::new(&name).exists() || Path::new(&format!("{name}.gz")).exists();
+            let taken = ["", ".gz", ".gz.tmp"]
+                .iter()
+                .any(|ext| Path::new(&format!("{name}{ext}")).exists());
             if !taken {
                 state.last = Some((stamp, suffix));
                 return PathBuf::from(name);
@@ -468,13 +490,20 @@ fn next_turn(every: Option<Unit>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     .next_after(now, Zone::Local)
 }
 
-/// Work for the background thread: one rotated file.
+/// Work for the background thread.
 struct Job {
-    rotated: PathBuf,
+    task: Task,
     active: PathBuf,
     keep: usize,
     compress: bool,
     pending: Arc<Pending>,
+}
+
+enum Task {
+    /// A file just rotated: compress it (when `compress`), then prune.
+    Compress(PathBuf),
+    /// At open: clean up what a process that stopped half-way left.
+    Tidy,
 }
 
 /// Hands `job` to the one background thread of the process (started on first use), or does
@@ -504,18 +533,26 @@ fn background(job: Job) {
 }
 
 fn run(job: Job) {
-    if job.compress {
-        match gzip(&job.rotated) {
-            Ok(()) => {}
-            // Pruned before its turn came.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => eprintln!("shoal: cannot compress {}: {e}", job.rotated.display()),
+    let active = &job.active;
+    match &job.task {
+        Task::Compress(rotated) => {
+            if job.compress {
+                compress_file(rotated);
+            }
+        }
+        Task::Tidy => {
+            if let Err(e) = tidy(active, job.keep, job.compress) {
+                eprintln!(
+                    "shoal: cannot clean up the rotations of {}: {e}",
+                    active.display()
+                );
+            }
         }
     }
-    if let Err(e) = prune(&job.active, job.keep) {
+    if let Err(e) = prune(active, job.keep) {
         eprintln!(
             "shoal: cannot remove old rotations of {}: {e}",
-            job.active.display()
+            active.display()
         );
     }
     let mut count = job
@@ -527,14 +564,29 @@ fn run(job: Job) {
     job.pending.idle.notify_all();
 }
 
-/// `path` → `path.gz`, through `path.gz.tmp` so that a `.gz` is always whole.
+fn compress_file(rotated: &Path) {
+    match gzip(rotated) {
+        Ok(()) => {}
+        // Pruned before its turn came.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("shoal: cannot compress {}: {e}", rotated.display()),
+    }
+}
+
+/// `path` → `path.gz`, through `path.gz.tmp` so that a `.gz` is always whole. A `.gz.tmp`
+/// that is there already is another process compressing the same file (they share the path
+/// during a re-exec), or one that died doing it, which [`tidy`] deals with: either way this
+/// leaves the file alone.
 fn gzip(path: &Path) -> io::Result<()> {
     let gz = with_suffix(path, ".gz");
     let tmp = with_suffix(path, ".gz.tmp");
     let mut input = File::open(path)?;
+    let output = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        output => output?,
+    };
     let result = (|| {
-        let mut encoder =
-            GzEncoder::new(BufWriter::new(File::create(&tmp)?), Compression::default());
+        let mut encoder = GzEncoder::new(BufWriter::new(output), Compression::default());
         io::copy(&mut input, &mut encoder)?;
         let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -544,7 +596,58 @@ fn gzip(path: &Path) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    fs::remove_file(path)
+    remove(path)
+}
+
+/// After a crash: removes the `.gz.tmp` files of compressions that stopped, prunes, and, when
+/// compressing, compresses the rotated files left uncompressed (or removes them when their
+/// `.gz` is there: it is renamed into place only once whole).
+fn tidy(active: &Path, keep: usize, compress: bool) -> io::Result<()> {
+    let now = SystemTime::now();
+    let Some(prefix) = prefix(active) else {
+        return Ok(());
+    };
+    for entry in fs::read_dir(dir(active))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let stem = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".gz.tmp"));
+        let abandoned = || {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= ABANDONED))
+        };
+        if stem.is_some_and(|stem| rotation_order(stem).is_some()) && abandoned() {
+            remove(&entry.path())?;
+        }
+    }
+    prune(active, keep)?;
+    if compress {
+        for files in rotations(active)?.into_values() {
+            let (gz, plain): (Vec<_>, Vec<_>) = files
+                .into_iter()
+                .partition(|f| f.extension().is_some_and(|e| e == "gz"));
+            for file in plain {
+                if gz.is_empty() {
+                    compress_file(&file);
+                } else {
+                    remove(&file)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes `path`; one that is gone already is no failure.
+fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Deletes all but the newest `keep` rotations of `active`, compressed or not.
@@ -553,10 +656,7 @@ fn prune(active: &Path, keep: usize) -> io::Result<()> {
     let excess = rotations.len().saturating_sub(keep);
     for files in rotations.into_values().take(excess) {
         for file in files {
-            match fs::remove_file(&file) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove(&file)?;
         }
     }
     Ok(())
@@ -566,15 +666,10 @@ fn prune(active: &Path, keep: usize) -> io::Result<()> {
 /// file, its `.gz`, or both while it is being compressed).
 fn rotations(active: &Path) -> io::Result<BTreeMap<Order, Vec<PathBuf>>> {
     let mut found: BTreeMap<Order, Vec<PathBuf>> = BTreeMap::new();
-    let dir = match active.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let Some(base) = active.file_name().and_then(|n| n.to_str()) else {
+    let Some(prefix) = prefix(active) else {
         return Ok(found);
     };
-    let prefix = format!("{base}.");
-    for entry in fs::read_dir(dir)? {
+    for entry in fs::read_dir(dir(active))? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
@@ -586,6 +681,23 @@ fn rotations(active: &Path) -> io::Result<BTreeMap<Order, Vec<PathBuf>>> {
         }
     }
     Ok(found)
+}
+
+/// The directory `active` is in.
+fn dir(active: &Path) -> &Path {
+    match active.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// `NAME.`, which the names of `active`'s rotations start with; None for a name that is not
+/// UTF-8 (its rotations are not recognised, so never pruned).
+fn prefix(active: &Path) -> Option<String> {
+    active
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|base| format!("{base}."))
 }
 
 /// The stamp of a rotated name: UTC, so that a local clock turned back (the end of summer
