@@ -84,7 +84,8 @@ pub struct EmailSink {
     /// `smtp`: `"smtp://host[:port]"` (port 25, or 587 with `starttls`) or
     /// `"smtps://host[:port]"` (TLS from the start; port 465).
     pub server: SmtpServer,
-    /// `username` and `password`, when the server wants them.
+    /// `username` and `password`, when the server wants them; only over TLS (`smtps://` or
+    /// `starttls`).
     pub credentials: Option<(String, Secret)>,
     /// `from`: a mailbox, `"ops@example.com"` or `"Ops <ops@example.com>"`.
     pub from: String,
@@ -388,6 +389,13 @@ impl<'a> Sink<'a> {
                 return Err(self.error("username", "missing; a password needs a username"))
             }
         };
+        if credentials.is_some() && tls == SmtpTls::None {
+            return Err(self.error(
+                "username",
+                "the username and password would cross the network in clear text over \
+                 smtp://: set starttls = true, or use smtps://",
+            ));
+        }
         let to = self.required("to", "to = [\"ops@example.com\"]", |v| {
             let expected =
                 || format!("expected an array of mailboxes like [\"ops@example.com\"], got {v}");
@@ -838,6 +846,10 @@ to = ["b@example.com"]
                 "app.toml:7: key `log.sinks[1].username`: missing; a password needs a username",
             ),
             (
+                sink("kind = \"email\"\nsmtp = \"smtp://x\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\nusername = \"u\"\npassword = \"p\""),
+                "app.toml:12: key `log.sinks[1].username`: the username and password would cross the network in clear text over smtp://: set starttls = true, or use smtps://",
+            ),
+            (
                 sink("kind = \"email\"\nsmtp = \"smtp://x\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\ninterval = \"0s\""),
                 r#"app.toml:12: key `log.sinks[1].interval`: expected a duration above zero like "30s", got "0s""#,
             ),
@@ -867,7 +879,7 @@ to = ["b@example.com"]
         let text = r#"
 [[log.sinks]]
 kind = "email"
-smtp = "smtp://x"
+smtp = "smtps://x"
 from = "a@b.c"
 to = ["d@e.f"]
 username = "app"
