@@ -859,8 +859,10 @@ to = ["ops@example.com", "dev@example.com"]
 #[test]
 fn errors_are_mailed_at_once_then_at_most_once_per_interval() {
     let server = SmtpServer::start();
-    let interval = Duration::from_secs(1);
-    let (_handle, _guard) = subscribe(&email_sink(&server, "interval = \"1s\""));
+    // Long enough that a stalled machine does not split the second and third error (sent one
+    // after the other) into two mails.
+    let interval = Duration::from_secs(3);
+    let (_handle, _guard) = subscribe(&email_sink(&server, "interval = \"3s\""));
     error!("first failure");
     let mails = server.wait_for(1);
     warn!("a warning is not mailed");
@@ -945,6 +947,70 @@ fn a_mail_says_how_many_lines_it_left_out() {
         "{last}"
     );
     assert!(last.contains("(2 more lines were left out"), "{last}");
+}
+
+#[test]
+fn a_changed_email_sink_waits_out_the_interval_from_the_last_mail() {
+    let server = SmtpServer::start();
+    let interval = Duration::from_secs(3);
+    let sink = |subject: &str| {
+        log_config(&email_sink(
+            &server,
+            &format!("interval = \"3s\"\nsubject = \"{subject}\""),
+        ))
+    };
+    let (handle, _guard) = subscribe(&email_sink(&server, "interval = \"3s\"\nsubject = \"old\""));
+    error!("one");
+    server.wait_for(1);
+    error!("two");
+    let reloaded = Instant::now();
+    // The old mailer sends "two" at once in its last mail; the new one must not send "three"
+    // right beside it.
+    handle.reload(&sink("new")).unwrap();
+    error!("three");
+    let mails = server.wait_for(3);
+    assert!(mails[1].data.contains("Subject: old"), "{}", mails[1].data);
+    assert!(mails[1].data.contains("logging: two"), "{}", mails[1].data);
+    assert!(mails[2].data.contains("Subject: new"), "{}", mails[2].data);
+    assert!(
+        mails[2].data.contains("logging: three"),
+        "{}",
+        mails[2].data
+    );
+    // The old mailer's last mail counts from the reload on, whenever it got through.
+    assert!(
+        mails[2].at - reloaded >= interval,
+        "{:?}",
+        mails[2].at - reloaded
+    );
+}
+
+#[test]
+fn a_mail_carries_at_most_a_mebibyte() {
+    let server = SmtpServer::start();
+    let (handle, _guard) = subscribe(&email_sink(&server, "interval = \"1h\""));
+    error!("first");
+    server.wait_for(1);
+    let long = "x".repeat(100 << 10);
+    for n in 0..12 {
+        error!("long {n:02} {long}");
+    }
+    handle.close(LIMIT);
+    let mails = server.mails();
+    assert_eq!(mails.len(), 2);
+    // Lines this long are sent quoted-printable: undo its soft line breaks.
+    let text = mails[1].data.replace("=\r\n", "");
+    assert!(text.len() < (1 << 20) + (64 << 10), "{} bytes", text.len());
+    let sent = (0..12)
+        .filter(|n| text.contains(&format!("long {n:02} x")))
+        .count();
+    // Each line is 100 KiB and a few dozen bytes: ten fit.
+    assert_eq!(sent, 10);
+    assert!(
+        text.contains("(2 more lines were left out: a mail carries at most 1000 lines and 1 MiB)"),
+        "{}",
+        &text[text.len() - 200..]
+    );
 }
 
 /// The example binary `name`, built beside this test by `cargo test` / `cargo nextest`.

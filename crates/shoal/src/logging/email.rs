@@ -1,5 +1,6 @@
 //! The email sink's [`Mailer`]: lines gathered in memory and sent by a background thread over
-//! SMTP, at most one mail per interval, each mail carrying every line since the last one.
+//! SMTP, at most one mail per interval, each mail carrying every line since the last one (up to
+//! `max_lines` and [`MAX_BYTES`]).
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -15,6 +16,10 @@ use crate::config::{EmailSink, SmtpTls};
 /// How long one SMTP conversation may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most text one mail carries (and so the most a mailer holds), besides `max_lines`: a
+/// burst of long lines must not fill memory, nor make a mail that servers refuse.
+pub(super) const MAX_BYTES: usize = 1 << 20;
+
 /// Gathers lines and mails them from its own thread. Dropping it (or [`Mailer::close`]) sends
 /// what is pending in a last mail, whatever the interval.
 #[derive(Debug)]
@@ -23,21 +28,62 @@ pub(super) struct Mailer {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// When the last mail went out. A mailer that a reload puts in place of another shares the
+/// old one's, so that one mail per interval holds across the change: the old mailer's last
+/// mail counts for the new one.
+#[derive(Debug, Default)]
+pub(super) struct LastSent(Mutex<Option<Instant>>);
+
+impl LastSent {
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, at: Instant) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     /// Signals new lines and closing to the thread, and the thread's end to [`Mailer::close`].
     changed: Condvar,
     max_lines: usize,
+    last_sent: Arc<LastSent>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    lines: Vec<String>,
-    /// Lines past `max_lines` since the last mail, counted but not kept.
-    left_out: usize,
+    batch: Batch,
     closing: bool,
     done: bool,
+}
+
+/// The lines of the next mail: at most `max_lines` and [`MAX_BYTES`]; lines past either are
+/// counted, not kept.
+#[derive(Debug, Default)]
+struct Batch {
+    lines: Vec<String>,
+    bytes: usize,
+    left_out: usize,
+}
+
+impl Batch {
+    fn push(&mut self, line: String, max_lines: usize) {
+        // With the newline that joins it to the next.
+        let bytes = line.len() + 1;
+        if self.lines.len() < max_lines && self.bytes + bytes <= MAX_BYTES {
+            self.bytes += bytes;
+            self.lines.push(line);
+        } else {
+            self.left_out += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.left_out == 0
+    }
 }
 
 /// What the thread needs to send a mail.
@@ -52,8 +98,14 @@ struct Post {
 }
 
 impl Mailer {
-    /// Starts the thread for `config`; `app` and `host` go into the default subject.
-    pub(super) fn start(config: &EmailSink, app: &str, host: &str) -> Result<Mailer, String> {
+    /// Starts the thread for `config`; `app` and `host` go into the default subject. The first
+    /// mail waits an interval from `last_sent` (the replaced mailer's), or goes at once.
+    pub(super) fn start(
+        config: &EmailSink,
+        app: &str,
+        host: &str,
+        last_sent: Arc<LastSent>,
+    ) -> Result<Mailer, String> {
         let server = &config.server;
         let place = match server.tls {
             SmtpTls::Tls => format!("smtps://{}:{}", server.host, server.port),
@@ -96,6 +148,7 @@ impl Mailer {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             max_lines: config.max_lines,
+            last_sent,
         });
         let thread = {
             let shared = shared.clone();
@@ -110,16 +163,16 @@ impl Mailer {
         })
     }
 
+    /// When this mailer's last mail went out, for the mailer that replaces it.
+    pub(super) fn last_sent(&self) -> Arc<LastSent> {
+        self.shared.last_sent.clone()
+    }
+
     /// Adds one formatted event (its trailing newline removed).
     pub(super) fn push(&self, line: &[u8]) {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let mut state = self.shared.lock();
-        if state.lines.len() < self.shared.max_lines {
-            state.lines.push(String::from_utf8_lossy(line).into_owned());
-        } else {
-            state.left_out += 1;
-        }
-        drop(state);
+        let line = String::from_utf8_lossy(line).into_owned();
+        self.shared.lock().batch.push(line, self.shared.max_lines);
         self.shared.changed.notify_all();
     }
 
@@ -158,7 +211,14 @@ impl Mailer {
 impl Drop for Mailer {
     /// Tells the thread to send what is pending and end, without waiting for it.
     fn drop(&mut self) {
-        self.shared.lock().closing = true;
+        let mut state = self.shared.lock();
+        state.closing = true;
+        if !state.batch.is_empty() {
+            // The last mail goes out now: a mailer that takes over waits its interval from
+            // here, even before that mail is through.
+            self.shared.last_sent.set(Instant::now());
+        }
+        drop(state);
         self.shared.changed.notify_all();
     }
 }
@@ -171,17 +231,16 @@ impl Shared {
 
 impl Post {
     fn run(self, shared: &Shared) {
-        // None until the first mail: the first error is mailed at once.
-        let mut last_sent: Option<Instant> = None;
         loop {
             let mut state = shared.lock();
             loop {
-                let pending = !state.lines.is_empty() || state.left_out > 0;
+                let pending = !state.batch.is_empty();
                 if state.closing {
                     break;
                 }
                 if pending {
-                    match last_sent.map(|t| t + self.interval) {
+                    // None until the first mail: the first error is mailed at once.
+                    match shared.last_sent.get().map(|t| t + self.interval) {
                         None => break,
                         Some(due) => match due.checked_duration_since(Instant::now()) {
                             None => break,
@@ -201,20 +260,19 @@ impl Post {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
             }
-            let lines = std::mem::take(&mut state.lines);
-            let left_out = std::mem::take(&mut state.left_out);
+            let batch = std::mem::take(&mut state.batch);
             let closing = state.closing;
             drop(state);
-            if !lines.is_empty() || left_out > 0 {
-                let sent = self.send(&lines, left_out);
-                last_sent = Some(Instant::now());
+            if !batch.is_empty() {
+                let sent = self.send(&batch);
+                shared.last_sent.set(Instant::now());
                 if let Err(e) = sent {
                     if closing {
                         eprintln!(
                             "shoal: cannot send the last log mail through {}: {e}; {} lines \
                              are lost",
                             self.place,
-                            lines.len() + left_out
+                            batch.lines.len() + batch.left_out
                         );
                     } else {
                         eprintln!(
@@ -222,7 +280,7 @@ impl Post {
                             self.place,
                             humantime::format_duration(self.interval)
                         );
-                        self.keep_for_later(shared, lines, left_out);
+                        self.keep_for_later(shared, batch);
                     }
                 }
             }
@@ -234,23 +292,26 @@ impl Post {
         shared.changed.notify_all();
     }
 
-    /// Puts unsent lines back in front of the newer ones, within `max_lines`.
-    fn keep_for_later(&self, shared: &Shared, mut lines: Vec<String>, left_out: usize) {
+    /// Puts unsent lines back in front of the newer ones, within the limits.
+    fn keep_for_later(&self, shared: &Shared, mut unsent: Batch) {
         let mut state = shared.lock();
-        lines.append(&mut state.lines);
-        let over = lines.len().saturating_sub(self.max_lines);
-        lines.truncate(self.max_lines);
-        state.lines = lines;
-        state.left_out += left_out + over;
+        let newer = std::mem::take(&mut state.batch);
+        for line in newer.lines {
+            unsent.push(line, self.max_lines);
+        }
+        unsent.left_out += newer.left_out;
+        state.batch = unsent;
     }
 
-    fn send(&self, lines: &[String], left_out: usize) -> Result<(), String> {
-        let mut text = lines.join("\n");
+    fn send(&self, batch: &Batch) -> Result<(), String> {
+        let mut text = batch.lines.join("\n");
         text.push('\n');
-        if left_out > 0 {
+        if batch.left_out > 0 {
             text.push_str(&format!(
-                "\n({left_out} more lines were left out: a mail carries at most {})\n",
-                self.max_lines
+                "\n({} more lines were left out: a mail carries at most {} lines and {} MiB)\n",
+                batch.left_out,
+                self.max_lines,
+                MAX_BYTES >> 20
             ));
         }
         // 7bit keeps ASCII log lines readable as they are (lettre's own choice would
@@ -269,5 +330,34 @@ impl Post {
             .send(&message)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_keeps_lines_within_the_line_and_byte_limits() {
+        let mut batch = Batch::default();
+        for n in 0..5 {
+            batch.push(format!("line {n}"), 3);
+        }
+        assert_eq!(batch.lines, ["line 0", "line 1", "line 2"]);
+        assert_eq!(batch.left_out, 2);
+
+        // Lines of 100 KiB (with their newline): ten fit in 1 MiB, the rest are counted.
+        let mut batch = Batch::default();
+        let long = "x".repeat((100 << 10) - 1);
+        for _ in 0..12 {
+            batch.push(long.clone(), 1000);
+        }
+        assert_eq!(batch.lines.len(), 10);
+        assert_eq!(batch.left_out, 2);
+        assert!(batch.bytes <= MAX_BYTES);
+        // A short line that still fits goes in.
+        batch.push("short".into(), 1000);
+        assert_eq!(batch.lines.len(), 11);
+        assert!(!batch.is_empty() && Batch::default().is_empty());
     }
 }

@@ -34,14 +34,16 @@
 //!   without its timestamp and level (or the JSON object), cut to fit 8 KiB. A datagram the
 //!   receiver cannot take at once is dropped and counted, never waited for.
 //! - `email`: `from`, `to` (an array), `smtp` (`"smtp://host:port"`, with `starttls = true`
-//!   to upgrade, or `"smtps://host:port"`), optional `username`/`password`, `subject`
-//!   (default `"[APP] errors on HOST"`). Lines are mailed by a background thread: when there
-//!   are lines and `interval` (default `"5m"`) has passed since the last mail, one mail carries
-//!   every line since the last one, so the first error goes out at once and later ones in
-//!   batches at most one `interval` apart. A mail carries at most `max_lines` (1000) lines and
-//!   says how many more were left out. A failed send is reported on stderr and its lines are
-//!   tried again with the next mail. When the sink goes away (a reload that drops or changes
-//!   it, or the application closing) the pending lines go out in a last mail at once.
+//!   to upgrade, or `"smtps://host:port"`), optional `username`/`password` (only over TLS:
+//!   `smtps://` or `starttls`), `subject` (default `"[APP] errors on HOST"`). Lines are
+//!   mailed by a background thread: when there are lines and `interval` (default `"5m"`) has
+//!   passed since the last mail, one mail carries every line since the last one, so the first
+//!   error goes out at once and later ones in batches at most one `interval` apart. A mail
+//!   carries at most `max_lines` (1000) lines and 1 MiB of text, and says how many more were
+//!   left out. A failed send is reported on stderr and its lines are tried again with the next
+//!   mail. When the sink goes away (a reload that drops or changes it, or the application
+//!   closing) the pending lines go out in a last mail at once; an email sink that a reload
+//!   changes waits its `interval` from the old one's last mail.
 //!
 //! # Reload
 //!

@@ -1,6 +1,7 @@
 //! One sink: its level filter, its `fmt` layer (text or JSON), and the writer that takes each
 //! formatted event, whole, to the console, a file, a syslog socket or the mailer.
 
+use std::collections::VecDeque;
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{Layer, Registry};
 
-use super::email::Mailer;
+use super::email::{LastSent, Mailer};
 use super::file::{RotatingFile, Rotation};
 use super::syslog::{Framer, SyslogSocket};
 use super::SinkError;
@@ -57,6 +58,25 @@ pub(super) fn build(
         let filter = targets(&config.level, "log.level")?;
         return Ok(vec![sink(filter, LogFormat::Text, Out::Console)]);
     }
+    // When the mailers of the current email sinks that the new set does not keep last mailed,
+    // in order: each new mailer takes the next, so that a reload that changes the mail
+    // settings does not mail at once beside the old mailer's last mail.
+    let mut mail_clocks: VecDeque<Arc<LastSent>> = previous
+        .iter()
+        .filter_map(|sink| match &sink.out {
+            Out::Email {
+                mailer,
+                config: old,
+            } => {
+                let kept = config
+                    .sinks
+                    .iter()
+                    .any(|s| matches!(&s.kind, SinkKind::Email(e) if e == old));
+                (!kept).then(|| mailer.last_sent())
+            }
+            _ => None,
+        })
+        .collect();
     let mut built: Vec<Sink> = Vec::with_capacity(config.sinks.len());
     for (i, sink_config) in config.sinks.iter().enumerate() {
         let key = |name: &str| format!("log.sinks[{i}].{name}");
@@ -71,20 +91,24 @@ pub(super) fn build(
         };
         let filter = targets(level, &level_key)?;
         let known = || previous.iter().chain(built.iter()).map(|s| &s.out);
-        let out = open(sink_config, app, known).map_err(|(name, message)| SinkError {
-            key: key(name),
-            message,
+        let out = open(sink_config, app, known, &mut mail_clocks).map_err(|(name, message)| {
+            SinkError {
+                key: key(name),
+                message,
+            }
         })?;
         built.push(sink(filter, sink_config.format, out));
     }
     Ok(built)
 }
 
-/// The destination of one sink: a shared one, or a new one. The error names the key at fault.
+/// The destination of one sink: a shared one, or a new one (a new mailer takes over the first
+/// of `mail_clocks`). The error names the key at fault.
 fn open<'a, I: Iterator<Item = &'a Out>>(
     config: &SinkConfig,
     app: &str,
     known: impl Fn() -> I,
+    mail_clocks: &mut VecDeque<Arc<LastSent>>,
 ) -> Result<Out, (&'static str, String)> {
     Ok(match &config.kind {
         SinkKind::Console => Out::Console,
@@ -133,7 +157,11 @@ fn open<'a, I: Iterator<Item = &'a Out>>(
             let mailer = match shared {
                 Some(mailer) => mailer,
                 None => {
-                    Arc::new(Mailer::start(e, app, &super::hostname()).map_err(|m| ("smtp", m))?)
+                    let last_sent = mail_clocks.pop_front().unwrap_or_default();
+                    Arc::new(
+                        Mailer::start(e, app, &super::hostname(), last_sent)
+                            .map_err(|m| ("smtp", m))?,
+                    )
                 }
             };
             Out::Email {
