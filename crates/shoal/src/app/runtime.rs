@@ -616,7 +616,16 @@ fn group_worker(
                 }
                 command = commands.recv() => match command {
                     Some(Command::Reload(reply)) => {
-                        let result = reload_config(&app, &env, logging.as_ref(), &role);
+                        // Reading the file and opening log sinks block: off the executor.
+                        let result = {
+                            let (app, env, logging, role) =
+                                (app.clone(), env.clone(), logging.clone(), role.clone());
+                            tokio::task::spawn_blocking(move || {
+                                reload_config(&app, &env, logging.as_ref(), &role)
+                            })
+                        }
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
                         app.shared.recorder.reload(ReloadRecord {
                             at: Utc::now(),
                             ok: result.is_ok(),
@@ -662,6 +671,7 @@ fn group_worker(
 }
 
 /// Re-reads the configuration and puts it in force, with its log sinks, for a worker process.
+/// It blocks (reading the file, opening files and sockets): call it off the executor.
 fn reload_config(
     handle: &Handle,
     env: &[(String, String)],
@@ -981,11 +991,14 @@ impl Runtime {
         services::resolve(&self.registered, new.runtime().services.enabled.as_deref())
             .map_err(|e| format!("{}: {e}", origin(&new)))?;
         let sinks = match &self.logging {
-            Some(logging) if old.runtime().log != new.runtime().log => Some(
-                logging
-                    .prepare(&self.role.log_config(&new.runtime().log))
-                    .map_err(|e| sink_failed(&new, &e).to_string())?,
-            ),
+            Some(logging) if old.runtime().log != new.runtime().log => {
+                // Opening files and resolving syslog hosts block: off the executor.
+                let (logging, log) = (logging.clone(), self.role.log_config(&new.runtime().log));
+                let prepared = tokio::task::spawn_blocking(move || logging.prepare(&log))
+                    .await
+                    .map_err(|e| format!("preparing the log sinks failed: {e}"))?;
+                Some(prepared.map_err(|e| sink_failed(&new, &e).to_string())?)
+            }
             _ => None,
         };
         self.events
