@@ -24,6 +24,7 @@ use shoal::timer::{Clock, Unit};
 use syslog_rfc5424::{SyslogFacility, SyslogSeverity};
 use tracing::{debug, error, info, info_span, warn};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -620,6 +621,38 @@ fn a_reload_replaces_the_sinks() {
     assert!(e.message().contains("/proc/no-such-dir/c.log"), "{e}");
     warn!("third warning");
     assert_eq!(lines(&b).len(), 2);
+}
+
+#[test]
+fn records_through_the_log_crate_follow_a_reload() {
+    let dir = Scratch::new("log-facade");
+    let path = dir.join("app.log");
+    let sink = |level: &str| {
+        log_config(&format!(
+            "[[log.sinks]]\nkind = \"file\"\npath = \"{}\"\nlevel = \"{level}\"\n",
+            path.display()
+        ))
+    };
+    let layer = LogLayer::new(&sink("warn"), "testapp").unwrap();
+    let handle = layer.handle();
+    // As an application run as a process has it: the global subscriber, with tracing-log's
+    // LogTracer taking `log` records (nextest gives each test a process of its own).
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .unwrap();
+    log::info!("below warn");
+    log::warn!("a log warning");
+    handle.reload(&sink("info")).unwrap();
+    log::info!("a log info");
+    let got = lines(&path);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].ends_with("a log warning"), "{got:?}");
+    assert!(got[1].ends_with("a log info"), "{got:?}");
+    // Nothing more from this global subscriber for the other tests in this process, if any.
+    handle
+        .reload(&log_config("[log]\nlevel = \"off\"\n"))
+        .unwrap();
 }
 
 #[test]

@@ -50,7 +50,9 @@
 //! The new sinks are built while the new configuration is validated (a file that cannot be
 //! opened rejects the reload, and the old sinks stay), then swapped in whole. A file, syslog
 //! address or email sink whose settings stay the same is kept, not reopened: the mail interval
-//! and the pending lines carry over.
+//! and the pending lines carry over. Records of crates that log through the `log` crate follow
+//! the new levels too when `log` is bridged to `tracing` (as the runtime's subscriber does):
+//! installing sinks sets `log`'s max level.
 
 mod email;
 mod file;
@@ -64,7 +66,7 @@ use std::time::Duration;
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
-use tracing::{Event, Metadata};
+use tracing::{Event, Level, Metadata};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
@@ -182,6 +184,12 @@ impl LogHandle {
         );
         // Which callsites are enabled, and the most verbose level, follow the new sinks.
         tracing::callsite::rebuild_interest_cache();
+        // `log` records reach the sinks through tracing-log's LogTracer (installed with the
+        // subscriber by `try_init`), but the `log` macros first check the `log` crate's own
+        // max level, which `try_init` sets once: keep it in step, or a level raised here would
+        // never see them. tracing's max level covers every subscriber in the process, so
+        // another one's `log` records are not cut off.
+        log::set_max_level(log_level(LevelFilter::current()));
         drop(old);
     }
 
@@ -229,6 +237,18 @@ pub(crate) fn init(config: &LogConfig, app: &str) -> Result<Option<LogHandle>, S
         .try_init()
         .ok()
         .map(|()| handle))
+}
+
+/// `level` for the `log` crate.
+fn log_level(level: LevelFilter) -> log::LevelFilter {
+    match level.into_level() {
+        None => log::LevelFilter::Off,
+        Some(Level::ERROR) => log::LevelFilter::Error,
+        Some(Level::WARN) => log::LevelFilter::Warn,
+        Some(Level::INFO) => log::LevelFilter::Info,
+        Some(Level::DEBUG) => log::LevelFilter::Debug,
+        Some(Level::TRACE) => log::LevelFilter::Trace,
+    }
 }
 
 /// The host's name, for syslog frames and mail subjects.
