@@ -1,7 +1,9 @@
 //! The log sinks from outside: a rotating file under concurrent writers (no line lost, torn or
-//! repeated), pruning and time rotation; per-sink levels and formats; reload; syslog frames
-//! read by a UDP and a Unix listener; mail read by an SMTP server started here; and a real
-//! process whose file sink follows a SIGHUP.
+//! repeated), pruning and time rotation, deleted or moved by someone else, failing to rotate,
+//! with a clock set back, and with a crashed process's leftovers; per-sink levels and formats;
+//! reload (and the `log` crate's records); syslog frames read by a UDP and a Unix listener;
+//! mail read by an SMTP server started here; and a real process whose file sink follows a
+//! SIGHUP.
 
 mod common;
 

@@ -1,6 +1,6 @@
-//! [`RotatingFile`]: an append-only file of whole records under a stable name, rotated by size
-//! and at local-time boundaries, whose rotated copies are compressed and pruned on a background
-//! thread. The log file sink writes through it; anything else that keeps a log (an agent
+//! [`RotatingFile`]: an append-only file of whole records under a stable name (followed when
+//! someone else deletes or renames the file), rotated by size and at local-time boundaries,
+//! whose rotated copies are compressed and pruned on a background thread. The log file sink writes through it; anything else that keeps a log (an agent
 //! capturing a child's output) can too.
 
 use std::collections::BTreeMap;
@@ -382,8 +382,11 @@ impl Inner {
     fn rotate(&self, state: &mut State, now: Instant) -> io::Result<()> {
         let wall = self.clock.now();
         let turn = next_turn(state.rotation.every, wall);
+        let found = self.follow(state, now).inspect_err(|_| {
+            state.retry_at = Some(now + CHECK_EVERY);
+        })?;
         // Someone else moved the file aside already (or deleted it): the fresh one is open.
-        if self.follow(state, now)? == Found::Reopened || state.size == 0 {
+        if found == Found::Reopened || state.size == 0 {
             state.next_turn = turn;
             state.retry_at = None;
             return Ok(());
