@@ -268,6 +268,41 @@ async fn an_address_in_use_does_not_fail_the_start_and_is_bound_once_free() {
 }
 
 #[tokio::test]
+async fn an_ipc_path_naming_a_file_that_is_not_a_socket_leaves_it_and_binds_once_it_is_gone() {
+    // `ipc://app.toml` for `ipc://app.sock`: connecting to a file that is not a socket is
+    // refused as connecting to a dead socket is, which must not make the file look stale.
+    let dir = Scratch::new("monitor-not-a-socket");
+    let notes = dir.write("notes.txt", "keep me\n");
+    let ipc = format!("ipc://{}", notes.display());
+    let file = dir.write("hello.toml", &config(&format!("publish = \"{ipc}\"")));
+    let running = start(&file).await;
+    // Serving meanwhile, without the feed.
+    let rpc = running.rpc_addr().unwrap().to_string();
+    let greeting: String = Client::connect(&rpc)
+        .await
+        .unwrap()
+        .call("greet", &["you"])
+        .await
+        .unwrap();
+    assert_eq!(greeting, "Hi, you");
+    assert_eq!(running.handle().status().monitor_addr, None);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me\n");
+
+    // The bind is retried: once the file is moved away, the feed binds there.
+    std::fs::rename(&notes, dir.join("notes.moved")).unwrap();
+    assert_eq!(monitor_addr(&running).await, ipc);
+    let mut sub = subscribe(&ipc).await;
+    next_where(&mut sub, "a snapshot", |_, _| true).await;
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+    assert!(!notes.exists(), "the socket file is removed at close");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.moved")).unwrap(),
+        "keep me\n"
+    );
+}
+
+#[tokio::test]
 async fn hostile_peers_are_disconnected_and_the_feed_goes_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

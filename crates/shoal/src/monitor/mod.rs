@@ -52,7 +52,11 @@
 //! Binding happens here, in the background: when it fails (typically the address is in use
 //! because the process this one replaces after SIGUSR2 still holds it until it closes), a
 //! warning is logged once and the bind is retried every second; the start never fails over
-//! the monitor. A stale `ipc://` socket file nobody listens on is removed. On reload a new
+//! the monitor. A stale `ipc://` socket file nobody listens on is removed; a file at that path
+//! that is not a socket (a typo like `ipc://app.toml`) is never removed: the bind fails with a
+//! warning naming the path, logged once, and is retried every second like a busy address, so
+//! it binds once the file is moved away or a reload names another path. At close the socket
+//! file is removed only while it is still the socket this process bound. On reload a new
 //! `every` or `format` applies at once, and a new `publish` closes the old socket (its port is
 //! free again) before binding the new one. [`Status::monitor_addr`] and
 //! [`Running::monitor_addr`](crate::Running::monitor_addr) say where the feed is bound, with

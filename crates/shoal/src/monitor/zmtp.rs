@@ -9,7 +9,8 @@
 //! time a handshake may take.
 
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +53,7 @@ pub(crate) struct Publisher {
     stop: CancellationToken,
     tasks: TaskTracker,
     /// The Unix socket file to remove at close.
-    file: Option<PathBuf>,
+    file: Option<SocketFile>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -71,8 +72,10 @@ struct Message {
 }
 
 impl Publisher {
-    /// Binds `addr`. An `ipc://` file left by a process that died (nobody accepts on it) is
-    /// replaced; one that a live process serves is `AddrInUse`.
+    /// Binds `addr`. An `ipc://` socket file left by a process that died (nobody accepts on
+    /// it) is replaced; one that a live process serves is `AddrInUse`, and a file there that is
+    /// not a socket (a typo naming a file of the application's, say) is an error and left
+    /// alone.
     pub(crate) async fn bind(addr: &MonitorAddr) -> io::Result<Publisher> {
         let (messages, _) = broadcast::channel(QUEUE);
         let accepting = CancellationToken::new();
@@ -92,16 +95,10 @@ impl Publisher {
                 (endpoint, None)
             }
             MonitorAddr::Ipc(path) => {
-                let listener = match UnixListener::bind(path) {
-                    Err(e) if e.kind() == io::ErrorKind::AddrInUse && stale(path).await => {
-                        debug!(path = %path.display(), "monitor: replacing a stale socket file");
-                        std::fs::remove_file(path)?;
-                        UnixListener::bind(path)?
-                    }
-                    other => other?,
-                };
+                let listener = bind_unix(path).await?;
+                let file = SocketFile::of(path)?;
                 tasks.spawn(peers.accept_unix(listener, accepting.clone()));
-                (addr.to_string(), Some(path.clone()))
+                (addr.to_string(), Some(file))
             }
         };
         Ok(Publisher {
@@ -147,8 +144,8 @@ impl Publisher {
             self.stop.cancel();
             self.tasks.wait().await;
         }
-        if let Some(path) = self.file.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = self.file.take() {
+            file.remove();
         }
     }
 }
@@ -158,8 +155,35 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.accepting.cancel();
         self.stop.cancel();
-        if let Some(path) = self.file.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = self.file.take() {
+            file.remove();
+        }
+    }
+}
+
+/// The socket file a publisher bound, known by its device and inode so that what is removed
+/// at close is that socket and nothing that took its path meanwhile.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn of(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Removes the file if it is still our socket.
+    fn remove(self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.file_type().is_socket() && (meta.dev(), meta.ino()) == self.id);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -228,8 +252,37 @@ impl Peers {
     }
 }
 
+/// Binds a Unix socket at `path`. What is there already is removed only when it is a socket
+/// nobody accepts on: connecting to a file that is not a socket is refused just as connecting
+/// to a dead socket is, so the refusal alone would remove any file.
+async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+            if !is_socket {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "monitor.publish: {} exists and is not a socket, so it is left alone; \
+                         remove it or set monitor.publish to another path",
+                        path.display()
+                    ),
+                ));
+            }
+            if !stale(path).await {
+                return Err(e);
+            }
+            debug!(path = %path.display(), "monitor: replacing a stale socket file");
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
 /// Whether nobody accepts on the Unix socket at `path`.
-async fn stale(path: &std::path::Path) -> bool {
+async fn stale(path: &Path) -> bool {
     matches!(
         tokio::net::UnixStream::connect(path).await,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
@@ -810,6 +863,70 @@ mod tests {
             subs.take(&frame(0, &[&[1][..], &i.to_be_bytes()].concat()));
         }
         assert_eq!(subs.prefixes.len(), MAX_SUBSCRIPTIONS);
+    }
+
+    /// A directory of its own under the system's temporary one, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let path = std::env::temp_dir().join(format!("shoal-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ipc_path_is_replaced_or_removed_only_when_it_is_a_socket() {
+        let dir = Scratch::new("zmtp-ipc");
+        let ipc = |path: &Path| MonitorAddr::Ipc(path.to_owned());
+
+        // A file that is not a socket (connecting to it is refused too): an error, and the
+        // file is left as it was.
+        let config = dir.0.join("app.toml");
+        std::fs::write(&config, "[app]\n").unwrap();
+        let error = Publisher::bind(&ipc(&config)).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "monitor.publish: {} exists and is not a socket, so it is left alone; remove it \
+                 or set monitor.publish to another path",
+                config.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "[app]\n");
+
+        // A socket nobody accepts on, as a process that died leaves it: replaced.
+        let socket = dir.0.join("feed.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let publisher = Publisher::bind(&ipc(&socket)).await.unwrap();
+        // One that is served: busy, and left alone.
+        let error = Publisher::bind(&ipc(&socket)).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        publisher.close(Duration::ZERO).await;
+        assert!(!socket.exists(), "close removes the socket it bound");
+
+        // What took the socket's path meanwhile is not the publisher's to remove, at close or
+        // when it is dropped.
+        for close in [true, false] {
+            let publisher = Publisher::bind(&ipc(&socket)).await.unwrap();
+            std::fs::remove_file(&socket).unwrap();
+            std::fs::write(&socket, "not ours").unwrap();
+            if close {
+                publisher.close(Duration::ZERO).await;
+            } else {
+                drop(publisher);
+            }
+            assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not ours");
+            std::fs::remove_file(&socket).unwrap();
+        }
     }
 
     #[test]
