@@ -67,7 +67,11 @@
 //! Subscribers are untrusted network peers, and what they can make the process hold is
 //! bounded: 64 connections at once, 10 seconds to complete the handshake, frames of at most
 //! 1 KiB (a longer one ends the connection), 32 subscriptions per connection and 16 snapshots
-//! queued per connection (a slower subscriber loses the oldest). The feed has no
+//! queued per connection (a slower subscriber loses the oldest). A connection without any
+//! subscription for 10 seconds (from the handshake on, or since its last cancellation) is
+//! closed, and so is one that a snapshot takes more than 5 seconds to be written to (the
+//! subscriber stopped reading and the socket buffers are full): neither keeps a place from a
+//! real subscriber for long. The feed has no
 //! authentication (ZMTP's `NULL` mechanism) and shows the redacted configuration: bind it to
 //! loopback, a Unix socket or a trusted network. The socket is implemented in `zmtp.rs`
 //! rather than with the `zeromq` crate, which believes the frame sizes peers announce (a

@@ -5,8 +5,8 @@
 //! Written here rather than taken from the `zeromq` crate because that crate believes the
 //! frame sizes peers announce: a 9-byte frame header saying 16 TiB makes it allocate 16 TiB
 //! and abort the process. This one bounds everything a peer can make it hold: frames
-//! ([`MAX_FRAME`]), subscriptions per peer, messages queued per peer, peers at once and the
-//! time a handshake may take.
+//! ([`MAX_FRAME`]), subscriptions per peer, messages queued per peer, peers at once, and the
+//! time a peer may take to complete its handshake, to subscribe, and to read each message.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -18,6 +18,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{broadcast, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -36,6 +37,12 @@ const MAX_PEERS: usize = 64;
 const QUEUE: usize = 16;
 /// How long a peer has to send its greeting and READY.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a peer may go without a subscription, after its handshake or its last
+/// cancellation: it would receive nothing, yet hold one of the [`MAX_PEERS`] places.
+const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(10);
+/// How long writing one message (or a PONG) to a peer may take: a peer that stops reading is
+/// dropped then rather than holding its place for ever.
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// The pause after a failed accept (out of descriptors, say), so the loop does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -309,6 +316,8 @@ where
         })??,
     }
     let mut subscriptions = Subscriptions::default();
+    // Since when the peer has had no subscription.
+    let mut unsubscribed_since = Some(Instant::now());
     loop {
         // Frames first: the handshake's last read may have brought the first subscription.
         while let Some(frame) = frames.next().map_err(invalid)? {
@@ -316,8 +325,19 @@ where
                 write(&mut writer, &reply, &stop).await?;
             }
         }
+        match (subscriptions.is_empty(), unsubscribed_since) {
+            (false, Some(_)) => unsubscribed_since = None,
+            (true, None) => unsubscribed_since = Some(Instant::now()),
+            _ => {}
+        }
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            () = expire(unsubscribed_since.map(|since| since + SUBSCRIBE_WITHIN)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no subscription within {SUBSCRIBE_WITHIN:?}"),
+                ));
+            }
             // `read` is cancel-safe: what it read is in `chunk` only when it returns.
             read = reader.read(&mut chunk) => {
                 let n = read?;
@@ -348,6 +368,7 @@ where
     }
 }
 
+/// Writes `bytes` whole within [`WRITE_DEADLINE`].
 async fn write<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
@@ -355,7 +376,22 @@ async fn write<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     tokio::select! {
         _ = stop.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "closing")),
-        written = writer.write_all(bytes) => written,
+        written = tokio::time::timeout(WRITE_DEADLINE, writer.write_all(bytes)) => {
+            written.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("a message not read within {WRITE_DEADLINE:?}"),
+                ))
+            })
+        }
+    }
+}
+
+/// Completes at `at`, never without one.
+async fn expire(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -614,6 +650,10 @@ impl Subscriptions {
             _ => {}
         }
         None
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
     }
 
     /// Whether a message with this topic goes to the peer.
