@@ -41,6 +41,7 @@ impl Shapes for Drawer {
         }
         counter!("shapes_drawn_total", "kind" => "rectangle", "path" => AWKWARD).increment(1);
         histogram!("shapes_side_meters", "axis" => "w").record(w);
+        histogram!("shapes_area").record(w * h);
         Ok(w * h)
     }
 
@@ -53,6 +54,8 @@ fn app() -> App {
         describe_gauge!("shapes_canvas_fill_ratio", "How full the canvas is");
         describe_histogram!("shapes_side_meters", "Sides drawn, in meters");
         gauge!("shapes_canvas_fill_ratio", "canvas" => AWKWARD).set(0.75);
+        // Named like one of `shapes_area`'s samples, which comes first: left out of the text.
+        histogram!("shapes_area_sum").record(1.0);
         app.serve(ShapesServer::new(Drawer));
         Ok(())
     })
@@ -127,9 +130,12 @@ async fn calls_and_custom_metrics_are_answered_over_rpc_and_http() {
         format!("shapes_drawn_total{{kind=\"rectangle\",{escaped}}} 3\n"),
         "# HELP shapes_drawn_total Shapes drawn, by kind and path\n".to_owned(),
         "shapes_side_meters_bucket{axis=\"w\",le=\"+Inf\"} 3\n".to_owned(),
+        "# TYPE shapes_area histogram\n".to_owned(),
+        "shapes_area_sum 12\n".to_owned(),
     ] {
         assert!(text.contains(&line), "{line:?} in\n{text}");
     }
+    assert!(!text.contains("# TYPE shapes_area_sum"), "{text}");
 
     // The same text over HTTP, which promtool accepts.
     let metrics = running.metrics_addr().expect("the exporter listens");
