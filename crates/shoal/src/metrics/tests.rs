@@ -230,6 +230,26 @@ fn render_keeps_a_histograms_sample_names_from_other_families_whichever_comes_fi
 }
 
 #[test]
+fn failed_accepts_are_warned_about_at_most_once_a_minute_and_counted() {
+    let mut failures = http::AcceptFailures::default();
+    let start = tokio::time::Instant::now();
+    let at = |secs: u64| start + std::time::Duration::from_secs(secs);
+    // (when, what to warn with): the first at once, then once a minute at most, counting
+    // the failures since the last warning.
+    for (secs, expected) in [
+        (0, Some(1)),
+        (0, None),
+        (30, None),
+        (59, None),
+        (60, Some(4)),
+        (61, None),
+        (200, Some(2)),
+    ] {
+        assert_eq!(failures.failed(at(secs)), expected, "at {secs} s");
+    }
+}
+
+#[test]
 fn process_figures_are_written_with_the_standard_names() {
     let snapshot = Snapshot {
         process: Some(Process {
