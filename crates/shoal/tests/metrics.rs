@@ -253,7 +253,7 @@ async fn a_metrics_port_in_use_fails_the_start() {
 }
 
 /// Pipes `text` to `promtool check metrics`, which must accept it; without promtool, says so
-/// and returns (CI installs it).
+/// and returns, or fails under `SHOAL_REQUIRE_TOOLS=1` (see [`common::skip`]; CI installs it).
 async fn promtool_accepts(text: &str) {
     let spawned = tokio::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -264,7 +264,7 @@ async fn promtool_accepts(text: &str) {
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            println!("skipped the promtool check: cannot run promtool ({e})");
+            common::skip(&format!("the promtool check: cannot run promtool ({e})"));
             return;
         }
     };

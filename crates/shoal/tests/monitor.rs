@@ -577,10 +577,10 @@ async fn pyzmq_subscriber_decodes_the_snapshots() {
     }
 }
 
-/// The interpreter, or `None` after printing why the test is skipped.
+/// The interpreter, or `None` after printing why the test is skipped (see [`common::skip`]).
 async fn python() -> Option<std::path::PathBuf> {
     let skip = |why: String| {
-        println!("skipped: pyzmq interop: {why} (set {PYTHON}, see .ci/run)");
+        common::skip(&format!("pyzmq interop: {why} (set {PYTHON}, see .ci/run)"));
         None
     };
     let Some(exe) = std::env::var_os(PYTHON) else {
