@@ -1,5 +1,6 @@
-//! A hand-written service for the connection tests (the macro lives in another crate), and
-//! helpers that start a server on loopback or in memory.
+//! A hand-written service for the connection tests (the macro lives in another crate),
+//! helpers that start a server on loopback or in memory, and skipping a test whose peer is
+//! missing.
 
 #![allow(dead_code)]
 
@@ -216,4 +217,14 @@ pub async fn client(addr: &Addr) -> Client {
         .connect()
         .await
         .unwrap()
+}
+
+/// Says why a test leaves out a check whose tool is missing (`skipped: WHY` on stdout), or,
+/// where `SHOAL_REQUIRE_TOOLS=1` (as `.ci/run` sets it), fails the test: in CI a missing tool
+/// means a broken install step, which must not pass as a skip.
+pub fn skip(why: &str) {
+    if std::env::var_os("SHOAL_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+        panic!("{why}; SHOAL_REQUIRE_TOOLS=1 requires every tool the tests use (see .ci/run)");
+    }
+    println!("skipped: {why}");
 }

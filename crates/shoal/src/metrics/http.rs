@@ -1,7 +1,8 @@
 //! The Prometheus exporter on `metrics.listen`: HTTP/1.1, `GET /metrics` answered with the
 //! text, other paths 404, other methods 405. Requests are hostile until read: headers are
 //! bounded in size and time, each connection answers one request within a deadline, and
-//! connections beyond a few dozen at once are closed unanswered.
+//! connections beyond a few dozen at once are closed unanswered. A failed accept (out of file
+//! descriptors, say) pauses the loop for 100 ms and is warned about once a minute at most.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -29,6 +31,12 @@ const MAX_CONNECTIONS: usize = 64;
 /// The most bytes of a request kept in memory (hyper's floor is 8 KiB); larger headers close
 /// the connection.
 const MAX_REQUEST: usize = 16 * 1024;
+/// The pause after a failed accept (out of file descriptors, say): the failure lasts, and
+/// retrying at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one warning about failed accepts this often; it counts the failures since the
+/// last one, so that a lasting failure does not flood the log sinks.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves the metrics on `listener` until `shutdown` is cancelled, then stops accepting and
 /// returns once the connections in progress have answered.
@@ -37,6 +45,7 @@ pub(crate) async fn serve(listener: TcpListener, shutdown: CancellationToken) {
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let connections = TaskTracker::new();
+    let mut accept_failures = AcceptFailures::default();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -48,8 +57,15 @@ pub(crate) async fn serve(listener: TcpListener, shutdown: CancellationToken) {
             }
             Ok((_, peer)) => debug!(%peer, "metrics: too many connections; closing this one"),
             Err(e) => {
-                warn!(addr = %local, error = %e, "metrics: accept failed");
-                tokio::task::yield_now().await;
+                if let Some(failures) = accept_failures.failed(Instant::now()) {
+                    warn!(
+                        addr = %local,
+                        error = %e,
+                        failures,
+                        "metrics: accept failed; retrying after a pause"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_PAUSE).await;
             }
         }
     }
@@ -57,6 +73,30 @@ pub(crate) async fn serve(listener: TcpListener, shutdown: CancellationToken) {
     info!(addr = %local, "metrics: stopped accepting");
     connections.close();
     connections.wait().await;
+}
+
+/// Failed accepts, and when the last warning about them was logged.
+#[derive(Debug, Default)]
+pub(super) struct AcceptFailures {
+    last_warned: Option<Instant>,
+    unreported: u64,
+}
+
+impl AcceptFailures {
+    /// Counts a failure at `now`. When a warning is due (the first failure, then one
+    /// [`ACCEPT_WARN_EVERY`] after the last warning), the failures it reports: this one and
+    /// those left unreported since.
+    pub(super) fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.unreported += 1;
+        if self
+            .last_warned
+            .is_some_and(|last| now.duration_since(last) < ACCEPT_WARN_EVERY)
+        {
+            return None;
+        }
+        self.last_warned = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 /// One connection: one request, then it closes (no keep-alive, so no idle connections).

@@ -45,8 +45,11 @@
 //! already, one `# HELP` (the description, or the original name when none was given) and
 //! `# TYPE` per family, label values escaped, families sorted by name and series by labels.
 //! Histograms use [`DEFAULT_BUCKETS`] unless [`Registry::set_buckets`] gave a name its own. A
-//! name that, once made valid, is already taken by a
-//! metric of another type is left out of the text (it stays in the snapshot).
+//! name that, once made valid, is already taken by a metric of another type is left out of
+//! the text (it stays in the snapshot), and so is one that would share sample names with a
+//! histogram: a gauge `x_count`, `x_sum` or `x_bucket` beside a histogram `x`, whichever was
+//! written first is kept (the process's figures, then counters, gauges and histograms, each
+//! by name).
 
 mod histogram;
 mod http;

@@ -1,8 +1,8 @@
 //! A [`Snapshot`] as Prometheus text exposition format 0.0.4: families sorted by name, one
 //! `# HELP` and `# TYPE` each, series sorted by labels, names and label names made valid,
-//! label values and help text escaped.
+//! label values and help text escaped, and no sample name claimed by two families.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use super::snapshot::{Bucket, HistogramValue, Process, Snapshot};
@@ -11,7 +11,7 @@ use super::snapshot::{Bucket, HistogramValue, Process, Snapshot};
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) fn render(snapshot: &Snapshot) -> String {
-    let mut families: BTreeMap<String, Family<'_>> = BTreeMap::new();
+    let mut families = Families::default();
     if let Some(process) = &snapshot.process {
         add_process(&mut families, process);
     }
@@ -20,8 +20,7 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
         if !name.ends_with("_total") {
             name.push_str("_total");
         }
-        add(
-            &mut families,
+        families.add(
             name,
             Type::Counter,
             help(c.help.as_deref(), &c.name),
@@ -30,8 +29,7 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
         );
     }
     for g in &snapshot.gauges {
-        add(
-            &mut families,
+        families.add(
             metric_name(&g.name),
             Type::Gauge,
             help(g.help.as_deref(), &g.name),
@@ -43,8 +41,7 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
         // `le` is the buckets' own label.
         let mut labels = labels(&h.labels);
         labels.retain(|(k, _)| k != "le");
-        add(
-            &mut families,
+        families.add(
             metric_name(&h.name),
             Type::Histogram,
             help(h.help.as_deref(), &h.name),
@@ -54,7 +51,7 @@ pub(super) fn render(snapshot: &Snapshot) -> String {
     }
 
     let mut out = String::new();
-    for (name, family) in &families {
+    for (name, family) in &families.by_name {
         let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
         let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
         for (labels, sample) in &family.series {
@@ -142,28 +139,61 @@ enum Sample<'a> {
     Histogram(&'a HistogramValue),
 }
 
-/// Adds one series to its family. A family name already taken by another type, or a series
-/// whose labels are already there (two raw names or label names that become the same), is
-/// left out: the text must not contradict itself.
-fn add<'a>(
-    families: &mut BTreeMap<String, Family<'a>>,
-    name: String,
-    kind: Type,
-    help: String,
-    labels: Vec<(String, &'a str)>,
-    sample: Sample<'a>,
-) {
-    let family = families.entry(name).or_insert_with(|| Family {
-        kind,
-        help,
-        series: BTreeMap::new(),
-    });
-    if family.kind == kind {
-        family.series.entry(labels).or_insert(sample);
+/// The families to write, by name.
+#[derive(Default)]
+struct Families<'a> {
+    by_name: BTreeMap<String, Family<'a>>,
+    /// `NAME_bucket`, `NAME_sum` and `NAME_count` of every histogram `NAME`: its samples are
+    /// written under these names, so no family may have one of them.
+    derived: HashSet<String>,
+}
+
+impl<'a> Families<'a> {
+    /// Adds one series to its family. What would make the text contradict itself is left out,
+    /// and the first to come kept: a family whose name another type has; a family named like
+    /// a histogram's samples (`x_count` beside histogram `x`), or a histogram whose samples
+    /// would be named like a family there already; a series whose labels are there already
+    /// (two raw names or label names that become the same).
+    fn add(
+        &mut self,
+        name: String,
+        kind: Type,
+        help: String,
+        labels: Vec<(String, &'a str)>,
+        sample: Sample<'a>,
+    ) {
+        if !self.by_name.contains_key(&name) {
+            let derived = derived_names(&name, kind);
+            if self.derived.contains(&name) || derived.iter().any(|d| self.by_name.contains_key(d))
+            {
+                return;
+            }
+            self.derived.extend(derived);
+        }
+        let family = self.by_name.entry(name).or_insert_with(|| Family {
+            kind,
+            help,
+            series: BTreeMap::new(),
+        });
+        if family.kind == kind {
+            family.series.entry(labels).or_insert(sample);
+        }
     }
 }
 
-fn add_process(families: &mut BTreeMap<String, Family<'_>>, p: &Process) {
+/// The sample names a family of `kind` writes other than its own name: a histogram's
+/// `NAME_bucket`, `NAME_sum` and `NAME_count`.
+fn derived_names(name: &str, kind: Type) -> Vec<String> {
+    match kind {
+        Type::Histogram => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|suffix| format!("{name}{suffix}"))
+            .collect(),
+        Type::Counter | Type::Gauge => Vec::new(),
+    }
+}
+
+fn add_process(families: &mut Families<'_>, p: &Process) {
     let figures = [
         (
             "process_resident_memory_bytes",
@@ -191,8 +221,7 @@ fn add_process(families: &mut BTreeMap<String, Family<'_>>, p: &Process) {
         ),
     ];
     for (name, kind, help, value) in figures {
-        add(
-            families,
+        families.add(
             name.to_owned(),
             kind,
             help.to_owned(),

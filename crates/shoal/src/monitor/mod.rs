@@ -52,7 +52,11 @@
 //! Binding happens here, in the background: when it fails (typically the address is in use
 //! because the process this one replaces after SIGUSR2 still holds it until it closes), a
 //! warning is logged once and the bind is retried every second; the start never fails over
-//! the monitor. A stale `ipc://` socket file nobody listens on is removed. On reload a new
+//! the monitor. A stale `ipc://` socket file nobody listens on is removed; a file at that path
+//! that is not a socket (a typo like `ipc://app.toml`) is never removed: the bind fails with a
+//! warning naming the path, logged once, and is retried every second like a busy address, so
+//! it binds once the file is moved away or a reload names another path. At close the socket
+//! file is removed only while it is still the socket this process bound. On reload a new
 //! `every` or `format` applies at once, and a new `publish` closes the old socket (its port is
 //! free again) before binding the new one. [`Status::monitor_addr`] and
 //! [`Running::monitor_addr`](crate::Running::monitor_addr) say where the feed is bound, with
@@ -63,7 +67,11 @@
 //! Subscribers are untrusted network peers, and what they can make the process hold is
 //! bounded: 64 connections at once, 10 seconds to complete the handshake, frames of at most
 //! 1 KiB (a longer one ends the connection), 32 subscriptions per connection and 16 snapshots
-//! queued per connection (a slower subscriber loses the oldest). The feed has no
+//! queued per connection (a slower subscriber loses the oldest). A connection without any
+//! subscription for 10 seconds (from the handshake on, or since its last cancellation) is
+//! closed, and so is one that a snapshot takes more than 5 seconds to be written to (the
+//! subscriber stopped reading and the socket buffers are full): neither keeps a place from a
+//! real subscriber for long. The feed has no
 //! authentication (ZMTP's `NULL` mechanism) and shows the redacted configuration: bind it to
 //! loopback, a Unix socket or a trusted network. The socket is implemented in `zmtp.rs`
 //! rather than with the `zeromq` crate, which believes the frame sizes peers announce (a

@@ -5,11 +5,12 @@
 //! Written here rather than taken from the `zeromq` crate because that crate believes the
 //! frame sizes peers announce: a 9-byte frame header saying 16 TiB makes it allocate 16 TiB
 //! and abort the process. This one bounds everything a peer can make it hold: frames
-//! ([`MAX_FRAME`]), subscriptions per peer, messages queued per peer, peers at once and the
-//! time a handshake may take.
+//! ([`MAX_FRAME`]), subscriptions per peer, messages queued per peer, peers at once, and the
+//! time a peer may take to complete its handshake, to subscribe, and to read each message.
 
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{broadcast, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -35,6 +37,12 @@ const MAX_PEERS: usize = 64;
 const QUEUE: usize = 16;
 /// How long a peer has to send its greeting and READY.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a peer may go without a subscription, after its handshake or its last
+/// cancellation: it would receive nothing, yet hold one of the [`MAX_PEERS`] places.
+const SUBSCRIBE_WITHIN: Duration = Duration::from_secs(10);
+/// How long writing one message (or a PONG) to a peer may take: a peer that stops reading is
+/// dropped then rather than holding its place for ever.
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// The pause after a failed accept (out of descriptors, say), so the loop does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -52,7 +60,7 @@ pub(crate) struct Publisher {
     stop: CancellationToken,
     tasks: TaskTracker,
     /// The Unix socket file to remove at close.
-    file: Option<PathBuf>,
+    file: Option<SocketFile>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -71,8 +79,10 @@ struct Message {
 }
 
 impl Publisher {
-    /// Binds `addr`. An `ipc://` file left by a process that died (nobody accepts on it) is
-    /// replaced; one that a live process serves is `AddrInUse`.
+    /// Binds `addr`. An `ipc://` socket file left by a process that died (nobody accepts on
+    /// it) is replaced; one that a live process serves is `AddrInUse`, and a file there that is
+    /// not a socket (a typo naming a file of the application's, say) is an error and left
+    /// alone.
     pub(crate) async fn bind(addr: &MonitorAddr) -> io::Result<Publisher> {
         let (messages, _) = broadcast::channel(QUEUE);
         let accepting = CancellationToken::new();
@@ -92,16 +102,10 @@ impl Publisher {
                 (endpoint, None)
             }
             MonitorAddr::Ipc(path) => {
-                let listener = match UnixListener::bind(path) {
-                    Err(e) if e.kind() == io::ErrorKind::AddrInUse && stale(path).await => {
-                        debug!(path = %path.display(), "monitor: replacing a stale socket file");
-                        std::fs::remove_file(path)?;
-                        UnixListener::bind(path)?
-                    }
-                    other => other?,
-                };
+                let listener = bind_unix(path).await?;
+                let file = SocketFile::of(path)?;
                 tasks.spawn(peers.accept_unix(listener, accepting.clone()));
-                (addr.to_string(), Some(path.clone()))
+                (addr.to_string(), Some(file))
             }
         };
         Ok(Publisher {
@@ -147,8 +151,8 @@ impl Publisher {
             self.stop.cancel();
             self.tasks.wait().await;
         }
-        if let Some(path) = self.file.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = self.file.take() {
+            file.remove();
         }
     }
 }
@@ -158,8 +162,35 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.accepting.cancel();
         self.stop.cancel();
-        if let Some(path) = self.file.take() {
-            let _ = std::fs::remove_file(path);
+        if let Some(file) = self.file.take() {
+            file.remove();
+        }
+    }
+}
+
+/// The socket file a publisher bound, known by its device and inode so that what is removed
+/// at close is that socket and nothing that took its path meanwhile.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn of(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Removes the file if it is still our socket.
+    fn remove(self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.file_type().is_socket() && (meta.dev(), meta.ino()) == self.id);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -228,8 +259,37 @@ impl Peers {
     }
 }
 
+/// Binds a Unix socket at `path`. What is there already is removed only when it is a socket
+/// nobody accepts on: connecting to a file that is not a socket is refused just as connecting
+/// to a dead socket is, so the refusal alone would remove any file.
+async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+            if !is_socket {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "monitor.publish: {} exists and is not a socket, so it is left alone; \
+                         remove it or set monitor.publish to another path",
+                        path.display()
+                    ),
+                ));
+            }
+            if !stale(path).await {
+                return Err(e);
+            }
+            debug!(path = %path.display(), "monitor: replacing a stale socket file");
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
 /// Whether nobody accepts on the Unix socket at `path`.
-async fn stale(path: &std::path::Path) -> bool {
+async fn stale(path: &Path) -> bool {
     matches!(
         tokio::net::UnixStream::connect(path).await,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
@@ -256,6 +316,8 @@ where
         })??,
     }
     let mut subscriptions = Subscriptions::default();
+    // Since when the peer has had no subscription.
+    let mut unsubscribed_since = Some(Instant::now());
     loop {
         // Frames first: the handshake's last read may have brought the first subscription.
         while let Some(frame) = frames.next().map_err(invalid)? {
@@ -263,8 +325,19 @@ where
                 write(&mut writer, &reply, &stop).await?;
             }
         }
+        match (subscriptions.is_empty(), unsubscribed_since) {
+            (false, Some(_)) => unsubscribed_since = None,
+            (true, None) => unsubscribed_since = Some(Instant::now()),
+            _ => {}
+        }
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            () = expire(unsubscribed_since.map(|since| since + SUBSCRIBE_WITHIN)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no subscription within {SUBSCRIBE_WITHIN:?}"),
+                ));
+            }
             // `read` is cancel-safe: what it read is in `chunk` only when it returns.
             read = reader.read(&mut chunk) => {
                 let n = read?;
@@ -295,6 +368,7 @@ where
     }
 }
 
+/// Writes `bytes` whole within [`WRITE_DEADLINE`].
 async fn write<W: AsyncWrite + Unpin>(
     writer: &mut W,
     bytes: &[u8],
@@ -302,7 +376,22 @@ async fn write<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     tokio::select! {
         _ = stop.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "closing")),
-        written = writer.write_all(bytes) => written,
+        written = tokio::time::timeout(WRITE_DEADLINE, writer.write_all(bytes)) => {
+            written.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("a message not read within {WRITE_DEADLINE:?}"),
+                ))
+            })
+        }
+    }
+}
+
+/// Completes at `at`, never without one.
+async fn expire(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -563,6 +652,10 @@ impl Subscriptions {
         None
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
     /// Whether a message with this topic goes to the peer.
     pub(crate) fn matches(&self, topic: &[u8]) -> bool {
         self.prefixes.iter().any(|p| topic.starts_with(p))
@@ -810,6 +903,70 @@ mod tests {
             subs.take(&frame(0, &[&[1][..], &i.to_be_bytes()].concat()));
         }
         assert_eq!(subs.prefixes.len(), MAX_SUBSCRIPTIONS);
+    }
+
+    /// A directory of its own under the system's temporary one, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let path = std::env::temp_dir().join(format!("shoal-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ipc_path_is_replaced_or_removed_only_when_it_is_a_socket() {
+        let dir = Scratch::new("zmtp-ipc");
+        let ipc = |path: &Path| MonitorAddr::Ipc(path.to_owned());
+
+        // A file that is not a socket (connecting to it is refused too): an error, and the
+        // file is left as it was.
+        let config = dir.0.join("app.toml");
+        std::fs::write(&config, "[app]\n").unwrap();
+        let error = Publisher::bind(&ipc(&config)).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "monitor.publish: {} exists and is not a socket, so it is left alone; remove it \
+                 or set monitor.publish to another path",
+                config.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "[app]\n");
+
+        // A socket nobody accepts on, as a process that died leaves it: replaced.
+        let socket = dir.0.join("feed.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let publisher = Publisher::bind(&ipc(&socket)).await.unwrap();
+        // One that is served: busy, and left alone.
+        let error = Publisher::bind(&ipc(&socket)).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        publisher.close(Duration::ZERO).await;
+        assert!(!socket.exists(), "close removes the socket it bound");
+
+        // What took the socket's path meanwhile is not the publisher's to remove, at close or
+        // when it is dropped.
+        for close in [true, false] {
+            let publisher = Publisher::bind(&ipc(&socket)).await.unwrap();
+            std::fs::remove_file(&socket).unwrap();
+            std::fs::write(&socket, "not ours").unwrap();
+            if close {
+                publisher.close(Duration::ZERO).await;
+            } else {
+                drop(publisher);
+            }
+            assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not ours");
+            std::fs::remove_file(&socket).unwrap();
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Helpers shared by the runtime's tests: scratch directories and waiting on a condition with a
-//! deadline (never a sleep as synchronisation).
+//! Helpers shared by the runtime's tests: scratch directories, waiting on a condition with a
+//! deadline (never a sleep as synchronisation), and skipping a check whose tool is missing.
 
 #![allow(dead_code)]
 
@@ -67,4 +67,14 @@ pub fn config_args(path: &Path) -> Vec<String> {
 
 pub fn no_env() -> Vec<(String, String)> {
     Vec::new()
+}
+
+/// Says why a test leaves out a check whose tool is missing (`skipped: WHY` on stdout), or,
+/// where `SHOAL_REQUIRE_TOOLS=1` (as `.ci/run` sets it), fails the test: in CI a missing tool
+/// means a broken install step, which must not pass as a skip.
+pub fn skip(why: &str) {
+    if std::env::var_os("SHOAL_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+        panic!("{why}; SHOAL_REQUIRE_TOOLS=1 requires every tool the tests use (see .ci/run)");
+    }
+    println!("skipped: {why}");
 }
