@@ -216,8 +216,8 @@ enum Socket {
 }
 
 impl Listener {
-    /// Binds `addr`. A Unix socket path left by an earlier run is replaced only when nothing
-    /// listens on it.
+    /// Binds `addr`. A Unix socket path left by an earlier run is replaced only when it is a
+    /// socket and nothing listens on it; a path that holds anything else is an error.
     pub async fn bind(addr: &Addr) -> Result<Listener, Error> {
         let ctx = || format!("listen on {addr}");
         let socket = match addr {
@@ -227,8 +227,28 @@ impl Listener {
                     .map_err(|e| Error::io(ctx(), e))?,
             ),
             Addr::Unix(path) => {
-                if path.exists() && UnixStream::connect(path).await.is_err() {
-                    let _ = std::fs::remove_file(path);
+                // Only a socket file is ever replaced: `unix:app.toml` must not delete the
+                // file (connecting to a file that is not a socket fails too).
+                let is_socket = std::fs::symlink_metadata(path)
+                    .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+                match is_socket {
+                    Ok(true) if UnixStream::connect(path).await.is_err() => {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    Ok(false) => {
+                        return Err(Error::io(
+                            ctx(),
+                            std::io::Error::new(
+                                std::io::ErrorKind::AlreadyExists,
+                                format!(
+                                    "{} exists and is not a socket, so it is left alone; remove \
+                                     it or listen on another path",
+                                    path.display()
+                                ),
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
                 let l = UnixListener::bind(path).map_err(|e| Error::io(ctx(), e))?;
                 Socket::Unix(l, path.clone())
@@ -446,5 +466,33 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_unix_path_is_replaced_only_when_it_is_a_dead_socket() {
+        let dir = std::env::temp_dir().join(format!("shoal-bind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+
+        // An ordinary file is never deleted.
+        let file = dir.join("app.toml");
+        std::fs::write(&file, "kept").unwrap();
+        let err = Listener::bind(&Addr::Unix(file.clone()))
+            .await
+            .expect_err("a file is not a socket")
+            .to_string();
+        assert!(err.contains("is not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+
+        // A socket nobody listens on (left by a killed process) is replaced.
+        let dead = dir.join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        assert!(dead.exists());
+        let listener = Listener::bind(&Addr::Unix(dead.clone())).await.unwrap();
+
+        // One that a live process listens on is not.
+        assert!(Listener::bind(&Addr::Unix(dead.clone())).await.is_err());
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,8 +8,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+#[cfg(feature = "email")]
+use std::io::{BufRead, BufReader};
+use std::io::{Read, Write};
+use std::net::UdpSocket;
+#[cfg(feature = "email")]
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -786,6 +790,8 @@ fn syslog_frames_over_a_unix_socket_parse_as_rfc_5424() {
     assert_eq!(frame.msg, "logging: over a unix socket");
 }
 
+// The email sink's tests: built with the `email` feature (the workspace build turns it on).
+#[cfg(feature = "email")]
 /// A mail as the SMTP server received it.
 #[derive(Debug, Clone)]
 struct Mail {
@@ -795,12 +801,14 @@ struct Mail {
     data: String,
 }
 
+#[cfg(feature = "email")]
 /// Just enough of an SMTP server: every connection on its own thread, every mail kept.
 struct SmtpServer {
     addr: std::net::SocketAddr,
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
+#[cfg(feature = "email")]
 impl SmtpServer {
     fn start() -> SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -837,6 +845,7 @@ impl SmtpServer {
     }
 }
 
+#[cfg(feature = "email")]
 fn converse(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
@@ -892,6 +901,7 @@ fn converse(stream: TcpStream, mails: &Mutex<Vec<Mail>>) -> std::io::Result<()> 
     }
 }
 
+#[cfg(feature = "email")]
 fn email_sink(server: &SmtpServer, extra: &str) -> String {
     format!(
         r#"
@@ -906,6 +916,7 @@ to = ["ops@example.com", "dev@example.com"]
     )
 }
 
+#[cfg(feature = "email")]
 #[test]
 fn errors_are_mailed_at_once_then_at_most_once_per_interval() {
     let server = SmtpServer::start();
@@ -951,6 +962,7 @@ fn errors_are_mailed_at_once_then_at_most_once_per_interval() {
     }
 }
 
+#[cfg(feature = "email")]
 #[test]
 fn pending_lines_are_mailed_when_the_sink_goes_away() {
     let server = SmtpServer::start();
@@ -971,6 +983,7 @@ fn pending_lines_are_mailed_when_the_sink_goes_away() {
     }
 }
 
+#[cfg(feature = "email")]
 #[test]
 fn a_mail_says_how_many_lines_it_left_out() {
     let server = SmtpServer::start();
@@ -999,6 +1012,7 @@ fn a_mail_says_how_many_lines_it_left_out() {
     assert!(last.contains("(2 more lines were left out"), "{last}");
 }
 
+#[cfg(feature = "email")]
 #[test]
 fn a_changed_email_sink_waits_out_the_interval_from_the_last_mail() {
     let server = SmtpServer::start();
@@ -1035,6 +1049,7 @@ fn a_changed_email_sink_waits_out_the_interval_from_the_last_mail() {
     );
 }
 
+#[cfg(feature = "email")]
 #[test]
 fn a_mail_carries_at_most_a_mebibyte() {
     let server = SmtpServer::start();

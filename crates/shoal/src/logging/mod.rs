@@ -54,6 +54,10 @@
 //! the new levels too when `log` is bridged to `tracing` (as the runtime's subscriber does):
 //! installing sinks sets `log`'s max level.
 
+#[cfg(feature = "email")]
+mod email;
+#[cfg(not(feature = "email"))]
+#[path = "no_email.rs"]
 mod email;
 mod file;
 mod sink;
