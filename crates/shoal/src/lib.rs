@@ -51,7 +51,7 @@
 //! | `[[log.sinks]]` | one console sink at `log.level` | where events go: `kind` = `"console"`, `"file"`, `"syslog"` or `"email"`, each with its own `level` and `format` (`"text"` or `"json"`); see [`logging`] |
 //! | file sink | | `path` (relative to the working directory), `rotate_size` (`"10MB"`; `"0"` = off), `rotate_every` (`"minute"`, `"hour"`, `"day"`; off), `keep` (7), `compress` (true) |
 //! | syslog sink | | `address` (`"/dev/log"`, `"unix:PATH"`, `"udp://host:port"`), `facility` (`"user"`), `app_name` (the application's name) |
-//! | email sink | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted; only over TLS), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`), `max_lines` (1000) |
+//! | email sink (the crate's `email` feature) | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted; only over TLS), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`), `max_lines` (1000) |
 //! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
 //! | `metrics.listen` | none | `host:port` to serve Prometheus text on (`GET /metrics`) |
 //! | `monitor.publish` | off | `tcp://HOST:PORT` (HOST may be `*`) or `ipc://PATH`: publish the status snapshot there on a ZeroMQ PUB socket ([`monitor`]); port 0 picks a free port |
