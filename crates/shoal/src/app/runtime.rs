@@ -352,7 +352,12 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             handle.record_error("rpc workers", e.clone(), e);
             handle.shared.closing.cancel();
             launcher.tracker.close();
-            let _ = tokio::time::timeout(rt.shutdown.grace, launcher.tracker.wait()).await;
+            if tokio::time::timeout(rt.shutdown.grace, launcher.tracker.wait())
+                .await
+                .is_err()
+            {
+                launcher.abort().await;
+            }
             sockets.remove_bound_files();
             return Err(Exit::Failed);
         }
