@@ -146,6 +146,10 @@ impl Launcher {
                 }
             };
             let ended = match &outcome {
+                // An RPC worker serves until the application closes: ending is a failure.
+                Ok(()) if slot.always_restart && !closing.is_cancelled() => {
+                    "ended (exit 0) while the application still runs".to_owned()
+                }
                 Ok(()) => "finished".to_owned(),
                 Err(e) => e.clone(),
             };
