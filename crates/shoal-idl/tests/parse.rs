@@ -4,20 +4,7 @@
 use shoal_idl::{parse, ClientMode, Dispatch, GroupWorkers, ServerWorkers};
 
 /// pysvrkit's documented echo example, verbatim.
-const ECHO: &str = r#"{
-  "app": "echo",
-  "protos": [{"name": "echomsg", "fields": [{"name": "value", "type": "string"}]}],
-  "rpc_client": {"mode": "hashring"},
-  "rpc_server": {
-    "ip": "0.0.0.0", "port": 3000, "worker_type": "thread", "worker_sum": 4,
-    "apis": [{"name": "echo", "args": [{"name": "msg", "type": "echomsg"}], "ret": true}]
-  },
-  "self_server": {
-    "dispatch_type": "custom", "worker_type": "process_coroutine",
-    "groups": [{"group_name": "event", "worker_sum": 2, "coroutine_sum": 3},
-               {"group_name": "value", "worker_sum": 2, "coroutine_sum": 3}]
-  }
-}"#;
+const ECHO: &str = include_str!("echo.json");
 
 #[test]
 fn the_echo_example_reads_whole() {
