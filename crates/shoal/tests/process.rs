@@ -732,11 +732,10 @@ async fn process_mode_passes_reloads_on_and_closes_in_order_when_the_whole_group
     let serving: u32 = client.call("whoami", &()).await.unwrap();
     let slow = tokio::spawn(async move { client.call::<_, u32>("slow", &(800u64,)).await });
     on_worker::<(u32, u64)>(&addr, "busy", |(pid, busy)| *pid == serving && *busy == 1).await;
-    for pid in std::iter::once(proc.child.id())
-        .chain(rpc.clone())
-        .chain(sweepers)
-    {
-        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    // Workers first, as a service manager's stop reaches them all at once: signalled after
+    // the master, one may already have closed and been reaped.
+    for pid in rpc.iter().chain(&sweepers).chain([&proc.child.id()]) {
+        kill(Pid::from_raw(*pid as i32), Signal::SIGTERM).unwrap();
     }
     assert_eq!(slow.await.unwrap().unwrap(), serving);
     assert_eq!(proc.exit_code_async(), 0);
