@@ -27,7 +27,7 @@ use crate::control::{self, Action, Command, Exit};
 use crate::events::{CallEventsLayer, Event, EventKind, Events};
 use crate::hooks::DynHooks;
 use crate::live::ConfigCell;
-use crate::logging::{self, LogHandle, SinkError};
+use crate::logging::{self, LogHandle, SinkError, Sinks};
 use crate::metrics::MetricsLayer;
 use crate::status::{trace_of, Recorder, ReloadRecord};
 use crate::timer::{TimerFailure, Timers};
@@ -71,13 +71,6 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
         })?,
         false => Role::App,
     };
-    if role.is_worker() {
-        // A worker never outlives its parent.
-        if let Err(e) = Role::follow_parent(&inv.env) {
-            eprintln!("{name}: {e}");
-            return Err(Exit::Failed);
-        }
-    }
     let config = Config::load(inv.config.as_deref(), inv.env.clone()).map_err(|e| {
         eprintln!("{name}: {e}");
         Exit::BadConfig
@@ -687,20 +680,29 @@ fn reload_config(
     let old = cell.snapshot();
     let config = Config::load(old.config.path(), env.to_vec()).map_err(|e| e.to_string())?;
     let snapshot = cell.prepare(config).map_err(|e| e.to_string())?;
-    let new = snapshot.config.clone();
-    let sinks = match logging {
-        Some(logging) if old.config.runtime().log != new.runtime().log => Some(
-            logging
-                .prepare(&role.log_config(&new.runtime().log))
-                .map_err(|e| sink_failed(&new, &e).to_string())?,
-        ),
-        _ => None,
-    };
+    let sinks = prepare_sinks(logging, role, &old.config, &snapshot.config)?;
     cell.install(snapshot);
     if let (Some(logging), Some(sinks)) = (logging, sinks) {
         logging.install(sinks);
     }
     Ok(())
+}
+
+/// The log sinks `new` asks for when its `[log]` differs from `old`'s, built but not yet in
+/// force. Blocks (it opens files and resolves syslog hosts).
+fn prepare_sinks(
+    logging: Option<&LogHandle>,
+    role: &Role,
+    old: &Config,
+    new: &Config,
+) -> Result<Option<Sinks>, String> {
+    match logging {
+        Some(logging) if old.runtime().log != new.runtime().log => logging
+            .prepare(&role.log_config(&new.runtime().log))
+            .map(Some)
+            .map_err(|e| sink_failed(new, &e).to_string()),
+        _ => Ok(None),
+    }
 }
 
 /// The listening sockets, kept for handing over and for removing Unix socket files at exit.
@@ -995,17 +997,13 @@ impl Runtime {
         let new = snapshot.config.clone();
         services::resolve(&self.registered, new.runtime().services.enabled.as_deref())
             .map_err(|e| format!("{}: {e}", origin(&new)))?;
-        let sinks = match &self.logging {
-            Some(logging) if old.runtime().log != new.runtime().log => {
-                // Opening files and resolving syslog hosts block: off the executor.
-                let (logging, log) = (logging.clone(), self.role.log_config(&new.runtime().log));
-                let prepared = tokio::task::spawn_blocking(move || logging.prepare(&log))
-                    .await
-                    .map_err(|e| format!("preparing the log sinks failed: {e}"))?;
-                Some(prepared.map_err(|e| sink_failed(&new, &e).to_string())?)
-            }
-            _ => None,
-        };
+        // Opening files and resolving syslog hosts block: off the executor.
+        let (logging, role, was) = (self.logging.clone(), self.role.clone(), old.clone());
+        let now = new.clone();
+        let sinks =
+            tokio::task::spawn_blocking(move || prepare_sinks(logging.as_ref(), &role, &was, &now))
+                .await
+                .map_err(|e| format!("preparing the log sinks failed: {e}"))??;
         self.events
             .emit(&Event::ConfigLoaded(&new))
             .map_err(|e| format!("a config hook rejected the configuration: {e}"))?;

@@ -5,8 +5,6 @@ use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
-use nix::sys::signal::Signal;
-
 use crate::config::{LogConfig, SinkKind};
 use crate::control::handover::{self, Spawned};
 
@@ -85,21 +83,6 @@ impl Role {
             }
         }
         log
-    }
-
-    /// Asks the kernel for SIGTERM when the parent dies, so a worker never outlives it; if
-    /// the parent is already gone, says so.
-    pub(crate) fn follow_parent(env: &[(String, String)]) -> Result<(), String> {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
-            .map_err(|e| format!("cannot follow the parent process: {e}"))?;
-        let parent = env
-            .iter()
-            .find(|(k, _)| k == PARENT_VAR)
-            .and_then(|(_, v)| v.parse::<i32>().ok());
-        if parent != Some(nix::unistd::getppid().as_raw()) {
-            return Err("the parent process has gone".into());
-        }
-        Ok(())
     }
 }
 

@@ -16,14 +16,15 @@ use tokio::time::Instant;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{info, warn};
 
-use super::{process, Backoff, Board, Body, Worker, WorkerGroup, WorkerKind};
+use super::{
+    process, AsyncBody, Backoff, BlockingBody, Board, Body, Worker, WorkerGroup, WorkerKind,
+};
 use crate::Handle;
 
 /// What every supervisor needs.
 #[derive(Clone)]
 pub(crate) struct Launcher {
     pub(crate) handle: Handle,
-    pub(crate) board: Arc<Board>,
     /// The binary's name for process listings, and the arguments, a process worker is
     /// started with; None when the application is not a process of its own.
     pub(crate) exe: Option<PathBuf>,
@@ -48,7 +49,6 @@ impl Launcher {
         ready_timeout: Duration,
     ) -> Launcher {
         Launcher {
-            board: handle.shared.workers.clone(),
             handle,
             exe,
             args,
@@ -57,6 +57,11 @@ impl Launcher {
             aborts: Arc::default(),
             reloads: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// Every worker's status, which `shoal.status` shows.
+    fn board(&self) -> &Board {
+        &self.handle.shared.workers
     }
 
     fn spawn_supervisor(&self, slot: Slot, first: Option<oneshot::Sender<Result<(), String>>>) {
@@ -79,7 +84,7 @@ impl Launcher {
     /// Starts `count` workers of `group`.
     pub(crate) fn start_group(&self, group: &WorkerGroup, count: usize) {
         for index in 0..count {
-            self.board.add(&group.name, index, group.kind);
+            self.board().add(&group.name, index, group.kind);
             let slot = Slot {
                 group: group.name.clone(),
                 index,
@@ -102,7 +107,7 @@ impl Launcher {
         let listener = Arc::new(listener);
         let mut first = Vec::new();
         for index in 0..count {
-            self.board.add(RPC_GROUP, index, WorkerKind::Process);
+            self.board().add(RPC_GROUP, index, WorkerKind::Process);
             let slot = Slot {
                 group: RPC_GROUP.to_owned(),
                 index,
@@ -132,16 +137,15 @@ impl Launcher {
             let outcome = match slot.kind {
                 WorkerKind::Process => self.run_process(&slot, &mut first).await,
                 WorkerKind::Task | WorkerKind::Thread => {
-                    self.board.update(&slot.group, slot.index, |w| {
+                    self.board().update(&slot.group, slot.index, |w| {
                         w.pid = Some(std::process::id());
                         w.state = "running".into();
                     });
                     let worker =
                         Worker::new(&slot.group, slot.index, slot.count, self.handle.clone());
-                    match (&slot.body, slot.kind) {
-                        (Some(body), WorkerKind::Task) => run_task(body, worker).await,
-                        (Some(body), _) => run_thread(body, worker).await,
-                        (None, _) => Err("a worker without a body".into()),
+                    match &slot.body {
+                        Some(body) => run_body(body, worker).await,
+                        None => Err("a worker without a body".into()),
                     }
                 }
             };
@@ -154,7 +158,7 @@ impl Launcher {
                 Err(e) => e.clone(),
             };
             if closing.is_cancelled() {
-                self.board.update(&slot.group, slot.index, |w| {
+                self.board().update(&slot.group, slot.index, |w| {
                     w.state = "stopped".into();
                     w.pid = None;
                     w.last_exit = Some(ended);
@@ -164,7 +168,7 @@ impl Launcher {
             match outcome {
                 Ok(()) if !slot.always_restart => {
                     info!(group = %slot.group, index = slot.index, "worker finished");
-                    self.board.update(&slot.group, slot.index, |w| {
+                    self.board().update(&slot.group, slot.index, |w| {
                         w.state = "finished".into();
                         w.pid = None;
                         w.last_exit = Some(ended);
@@ -181,7 +185,7 @@ impl Launcher {
                 return;
             }
             let delay = backoff.after(started.elapsed());
-            self.board.update(&slot.group, slot.index, |w| {
+            self.board().update(&slot.group, slot.index, |w| {
                 w.state = "restarting".into();
                 w.pid = None;
                 w.restarts += 1;
@@ -196,7 +200,7 @@ impl Launcher {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = closing.cancelled() => {
-                    self.board.update(&slot.group, slot.index, |w| {
+                    self.board().update(&slot.group, slot.index, |w| {
                         w.state = "stopped".into();
                         w.pid = None;
                     });
@@ -236,7 +240,7 @@ impl Launcher {
             // this worker's.
             let _ = kill(Pid::from_raw(pid as i32), signal);
         };
-        self.board.update(&slot.group, slot.index, |w| {
+        self.board().update(&slot.group, slot.index, |w| {
             w.pid = Some(pid);
             w.state = "starting".into();
         });
@@ -253,7 +257,7 @@ impl Launcher {
         }
         if !closing.is_cancelled() {
             info!(group = %slot.group, index = slot.index, pid, "worker process runs");
-            self.board
+            self.board()
                 .update(&slot.group, slot.index, |w| w.state = "running".into());
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
@@ -274,7 +278,7 @@ impl Launcher {
                 }
             }
         }
-        self.board
+        self.board()
             .update(&slot.group, slot.index, |w| w.state = "stopping".into());
         signal(Signal::SIGTERM);
         exit_outcome(pid, spawned.child.wait().await)
@@ -306,20 +310,17 @@ fn exit_outcome(pid: u32, status: std::io::Result<std::process::ExitStatus>) -> 
     }
 }
 
-async fn run_task(body: &Body, worker: Worker) -> Result<(), String> {
-    let future = match body {
-        Body::Async(body) => body(worker),
-        Body::Blocking(body) => {
-            let body = body.clone();
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || body(worker))
-                    .await
-                    .map_err(|e| -> crate::BoxError { panic_text(e).into() })?
-            })
-        }
-    };
+/// Runs an async body as a task, a blocking one on a thread of its own.
+async fn run_body(body: &Body, worker: Worker) -> Result<(), String> {
+    match body {
+        Body::Async(body) => run_task(body, worker).await,
+        Body::Blocking(body) => run_thread(body.clone(), worker).await,
+    }
+}
+
+async fn run_task(body: &AsyncBody, worker: Worker) -> Result<(), String> {
     // Dropped past the grace period: the task stops with it.
-    let task = AbortOnDropHandle::new(tokio::spawn(future));
+    let task = AbortOnDropHandle::new(tokio::spawn(body(worker)));
     match task.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(crate::status::trace_of(e.as_ref())),
@@ -327,10 +328,7 @@ async fn run_task(body: &Body, worker: Worker) -> Result<(), String> {
     }
 }
 
-async fn run_thread(body: &Body, worker: Worker) -> Result<(), String> {
-    let Body::Blocking(body) = body.clone() else {
-        return run_task(body, worker).await;
-    };
+async fn run_thread(body: BlockingBody, worker: Worker) -> Result<(), String> {
     let _wake = AbortOnDropHandle::new(tokio::spawn(worker.wake_on_close()));
     let name = format!("{}-{}", worker.group(), worker.index());
     let (tx, rx) = oneshot::channel();
@@ -373,10 +371,7 @@ pub(crate) async fn as_group_worker(
     count: usize,
 ) -> crate::Exit {
     let worker = Worker::new(&group.name, index, count, handle.clone());
-    let outcome = match &group.body {
-        Body::Async(body) => run_task(&Body::Async(body.clone()), worker).await,
-        Body::Blocking(_) => run_thread(&group.body, worker).await,
-    };
+    let outcome = run_body(&group.body, worker).await;
     match outcome {
         Ok(()) => crate::Exit::Closed,
         Err(e) => {
