@@ -137,6 +137,17 @@ impl ClientBuilder {
         Ok(self.endpoints(file.endpoints).balance(file.balance))
     }
 
+    /// Like [`endpoints_file`](Self::endpoints_file), balancing by `default` when the file
+    /// does not say (see [`EndpointsFile::load_or`]).
+    pub fn endpoints_file_or(
+        self,
+        path: impl AsRef<Path>,
+        default: &Balance,
+    ) -> Result<Self, Error> {
+        let file = EndpointsFile::load_or(path, default)?;
+        Ok(self.endpoints(file.endpoints).balance(file.balance))
+    }
+
     /// Default deadline of each call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

@@ -67,8 +67,23 @@ impl EndpointsFile {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Like [`load`](Self::load), but a file without a `balance` key balances by `default`
+    /// instead of round robin (a generated client's default, e.g. its IDL's `hashring`). Only
+    /// the strategy is taken from `default`: a shard count still comes from the file.
+    pub fn load_or(path: impl AsRef<Path>, default: &Balance) -> Result<EndpointsFile, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("read endpoint file {}", path.display()), e))?;
+        Self::parse_or(&text, &path.display().to_string(), default)
+    }
+
     /// Checks endpoint-file `text`; `origin` (usually the file's path) starts every error.
     pub fn parse(text: &str, origin: &str) -> Result<EndpointsFile, Error> {
+        Self::parse_or(text, origin, &Balance::RoundRobin)
+    }
+
+    /// Like [`parse`](Self::parse), with `default` for a file that has no `balance` key.
+    pub fn parse_or(text: &str, origin: &str, default: &Balance) -> Result<EndpointsFile, Error> {
         let at = Locator { text, origin };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().replace('\n', "; ");
@@ -82,7 +97,7 @@ impl EndpointsFile {
                 "{origin}: no endpoints; add at least one [[endpoint]] table with an addr"
             )));
         }
-        let balance = balance(&raw, &at)?;
+        let balance = balance(&raw, &at, default.name())?;
         let mut endpoints = Vec::with_capacity(raw.endpoint.len());
         for (i, table) in raw.endpoint.iter().enumerate() {
             endpoints.push(endpoint(i, table, &at)?);
@@ -168,10 +183,10 @@ impl Locator<'_> {
     }
 }
 
-fn balance(raw: &RawFile, at: &Locator<'_>) -> Result<Balance, Error> {
+fn balance(raw: &RawFile, at: &Locator<'_>, default: &str) -> Result<Balance, Error> {
     let names = "expected one of \"round_robin\", \"least_pending\", \"hashring\", \"shard\"";
     let name = match &raw.balance {
-        None => "round_robin",
+        None => default,
         Some(v) => match v.get_ref() {
             Value::String(s) => s.as_str(),
             other => return Err(at.top(Some(v), "balance", &format!("{names}, got {other}"))),
@@ -183,10 +198,17 @@ fn balance(raw: &RawFile, at: &Locator<'_>) -> Result<Balance, Error> {
         "hashring" => Balance::HashRing,
         "shard" => {
             let Some(count) = &raw.shard_count else {
+                let default = if raw.balance.is_none() {
+                    " (this client's default)"
+                } else {
+                    ""
+                };
                 return Err(at.top(
                     raw.balance.as_ref(),
                     "balance",
-                    "shard balancing needs shard_count = N (ranges hold values of key % N)",
+                    &format!(
+                        "shard balancing{default} needs shard_count = N (ranges hold values of key % N)"
+                    ),
                 ));
             };
             match count.get_ref() {
@@ -322,6 +344,29 @@ mod tests {
                 "{e}\n  does not contain: {expected}\n{text}"
             ),
         }
+    }
+
+    #[test]
+    fn a_file_without_balance_takes_the_default() {
+        let text = "[[endpoint]]\naddr = \"a:1\"\n";
+        let file = EndpointsFile::parse_or(text, "clients.toml", &Balance::HashRing).unwrap();
+        assert_eq!(file.balance, Balance::HashRing);
+        let said = "balance = \"round_robin\"\n[[endpoint]]\naddr = \"a:1\"\n";
+        let file = EndpointsFile::parse_or(said, "clients.toml", &Balance::HashRing).unwrap();
+        assert_eq!(file.balance, Balance::RoundRobin);
+        let shard = "shard_count = 2\n[[endpoint]]\naddr = \"a:1\"\nshard = [0, 1]\n";
+        let file =
+            EndpointsFile::parse_or(shard, "clients.toml", &Balance::Shard { count: 0 }).unwrap();
+        assert_eq!(file.balance, Balance::Shard { count: 2 });
+        let e = EndpointsFile::parse_or(text, "clients.toml", &Balance::Shard { count: 0 })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "clients.toml: balance: shard balancing (this client's default) needs shard_count"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

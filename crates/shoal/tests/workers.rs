@@ -161,6 +161,80 @@ async fn a_failing_worker_is_restarted_and_recorded_and_a_finished_one_is_not() 
     assert_eq!(running.wait().await, Exit::Closed);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coroutines_run_side_by_side_and_a_failing_one_restarts_the_worker() {
+    // (worker index, coroutine) of every coroutine started, in order.
+    let started: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    let app = {
+        let started = started.clone();
+        App::new("workers", "1.0").setup(move |app| {
+            let started = started.clone();
+            app.workers("fetch", 2, move |w| {
+                let started = started.clone();
+                shoal::workers::coroutines(w, 3, move |w, coroutine| {
+                    let started = started.clone();
+                    async move {
+                        let first_run = {
+                            let mut started = started.lock().unwrap();
+                            let first = !started.contains(&(w.index(), coroutine));
+                            started.push((w.index(), coroutine));
+                            first
+                        };
+                        // Worker 1's coroutine 2 fails once: the whole worker restarts.
+                        if first_run && w.index() == 1 && coroutine == 2 {
+                            return Err("coroutine 2 lost its feed".into());
+                        }
+                        w.closing().await;
+                        Ok(())
+                    }
+                })
+            });
+            Ok(())
+        })
+    };
+    let running = app
+        .args(Vec::<String>::new(), no_env())
+        .start()
+        .await
+        .unwrap();
+    let handle = running.handle().clone();
+    let runs =
+        |seen: &[(usize, usize)], who: (usize, usize)| seen.iter().filter(|&&s| s == who).count();
+    let restarted = wait_for("worker 1 to fail and run again", LIMIT, || {
+        let status = handle.status();
+        let w = status.workers.iter().find(|w| w.index == 1)?.clone();
+        let seen = started.lock().unwrap();
+        let again =
+            runs(&seen, (1, 2)) == 2 && runs(&seen, (1, 0)) >= 1 && runs(&seen, (1, 1)) >= 1;
+        (w.restarts == 1 && again).then_some(w)
+    })
+    .await;
+    assert!(
+        restarted
+            .last_exit
+            .as_deref()
+            .unwrap()
+            .contains("coroutine 2 lost its feed"),
+        "{restarted:?}"
+    );
+    // Worker 0 ran its three coroutines once, side by side with worker 1's; worker 1 ran its
+    // again after the restart (the first run's others may have been ended before they ran).
+    let mut seen = started.lock().unwrap().clone();
+    seen.retain(|&(index, _)| index == 0);
+    seen.sort();
+    assert_eq!(seen, [(0, 0), (0, 1), (0, 2)]);
+    let worker0 = handle
+        .status()
+        .workers
+        .into_iter()
+        .find(|w| w.index == 0)
+        .unwrap();
+    assert_eq!((worker0.restarts, worker0.state.as_str()), (0, "running"));
+
+    handle.close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
 #[tokio::test]
 async fn worker_sizes_for_undeclared_groups_and_duplicate_groups_are_rejected() {
     let dir = Scratch::new("workers-bad");

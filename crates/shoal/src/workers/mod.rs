@@ -41,6 +41,9 @@
 //!
 //! `[workers]` in the configuration changes a group's size: `poll = 8`.
 //!
+//! [`coroutines`] runs several copies of a body inside one worker (pysvrkit's
+//! `process_coroutine`: worker processes of N coroutines each).
+//!
 //! A process worker is the same binary started again with `SHOAL_WORKER=GROUP:INDEX:COUNT`
 //! and `SHOAL_WORKER_OF=PID` (the parent's pid, checked against the real parent so a program
 //! the worker starts never mistakes itself for one). It loads the same configuration, runs the
@@ -184,6 +187,48 @@ impl Worker {
             flag.set();
         }
     }
+}
+
+/// Runs `count` copies of `body` at once as tasks of one worker, each told the worker and its
+/// own index (`0..count`), and ends when all have: a worker process of `count` coroutines.
+/// The first copy to fail (an error or a panic) ends the others, and its error is the
+/// worker's, so the worker is restarted whole. A `count` of 0 runs one copy.
+///
+/// ```no_run
+/// # use shoal::App;
+/// App::new("feeds", "1.0").setup(|app| {
+///     app.workers("fetch", 2, |w| {
+///         shoal::workers::coroutines(w, 3, |w, coroutine| async move {
+///             tracing::info!(index = w.index(), coroutine, "fetching");
+///             w.closing().await;
+///             Ok(())
+///         })
+///     })
+///     .processes();
+///     Ok(())
+/// });
+/// ```
+pub async fn coroutines<F, Fut>(worker: Worker, count: usize, body: F) -> Result<(), BoxError>
+where
+    F: Fn(Worker, usize) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for coroutine in 0..count.max(1) {
+        running.spawn(body(worker.clone(), coroutine));
+    }
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(
+                    format!("a coroutine of {}: {}", worker.group(), run::panic_text(e)).into(),
+                )
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default)]

@@ -347,7 +347,7 @@ async fn run_thread(body: BlockingBody, worker: Worker) -> Result<(), String> {
     }
 }
 
-fn panic_text(e: tokio::task::JoinError) -> String {
+pub(crate) fn panic_text(e: tokio::task::JoinError) -> String {
     match e.try_into_panic() {
         Ok(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
         Err(e) => e.to_string(),
