@@ -164,6 +164,55 @@ pub struct Group {
     pub coroutine_sum: Option<u32>,
 }
 
+/// A worker group as it runs: `self_server` with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// The group's name: its `group_name`, or [`SIMPLE_GROUP`] for `dispatch_type: simple`.
+    pub name: String,
+    pub kind: GroupWorkers,
+    /// Workers in the group (`worker_sum`).
+    pub workers: u32,
+    /// Coroutines per worker (`coroutine_sum`, default 1); only `process_coroutine` runs more
+    /// than one.
+    pub coroutines: u32,
+}
+
+/// The name of the one group of `dispatch_type: simple`.
+pub const SIMPLE_GROUP: &str = "worker";
+
+impl SelfServer {
+    /// The groups to start. `dispatch_type` defaults to `custom` when `groups` are given and
+    /// to `simple` otherwise; `worker_type` to `process`; `worker_sum` (simple) and
+    /// `coroutine_sum` to 1; a group without `coroutine_sum` takes the `self_server`'s.
+    pub fn plan(&self) -> Vec<GroupPlan> {
+        let kind = self.worker_type.unwrap_or(GroupWorkers::Process);
+        let coroutines = self.coroutine_sum.unwrap_or(1);
+        let custom = match self.dispatch_type {
+            Some(Dispatch::Custom) => true,
+            Some(Dispatch::Simple) => false,
+            None => !self.groups.is_empty(),
+        };
+        if custom {
+            self.groups
+                .iter()
+                .map(|g| GroupPlan {
+                    name: g.group_name.clone(),
+                    kind,
+                    workers: g.worker_sum,
+                    coroutines: g.coroutine_sum.unwrap_or(coroutines),
+                })
+                .collect()
+        } else {
+            vec![GroupPlan {
+                name: SIMPLE_GROUP.into(),
+                kind,
+                workers: self.worker_sum.unwrap_or(1),
+                coroutines,
+            }]
+        }
+    }
+}
+
 /// What is wrong with an IDL file, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdlError {
@@ -305,7 +354,12 @@ fn check(idl: &Idl) -> Checked {
         fields(&proto.fields, &at, "fields", &protos)?;
         let rust = rust::type_name(&proto.name);
         let app = rust::type_name(&idl.app);
-        let taken = [app.clone(), format!("{app}Server"), format!("{app}Client")];
+        let taken = [
+            app.clone(),
+            format!("{app}Server"),
+            format!("{app}Client"),
+            format!("{app}Workers"),
+        ];
         if let Some(other) = idl.protos[..i]
             .iter()
             .find(|p| rust::type_name(&p.name) == rust)
@@ -383,6 +437,19 @@ fn check(idl: &Idl) -> Checked {
                 return Err((
                     name_at,
                     format!("group {:?} is defined twice", group.group_name),
+                ));
+            }
+            let method = rust::group_method(&group.group_name);
+            if let Some(other) = workers.groups[..i]
+                .iter()
+                .find(|g| rust::group_method(&g.group_name) == method)
+            {
+                return Err((
+                    name_at,
+                    format!(
+                        "groups {:?} and {:?} would both be the Rust method {method}; rename one",
+                        other.group_name, group.group_name
+                    ),
                 ));
             }
         }

@@ -7,5 +7,51 @@ pub struct Echomsg {
 
 #[::shoal::service]
 pub trait Echo {
-    async fn echo(&self, msg: Echomsg) -> ::core::result::Result<::shoal::Value, ::shoal::RpcError>;
+    #[shoal(blocking)]
+    fn echo(&self, msg: Echomsg) -> ::core::result::Result<::shoal::Value, ::shoal::RpcError>;
+}
+
+/// An [`EchoClient`] for the servers listed in the endpoint file at `path` (the format of
+/// `shoal::rpc::endpoints`), unless the file sets `balance` balanced
+/// by hashring (the IDL's rpc_client.mode).
+pub fn client_from_file(
+    path: impl ::core::convert::AsRef<::std::path::Path>,
+) -> ::core::result::Result<EchoClient, ::shoal::Error> {
+    let client = ::shoal::Client::builder()
+        .endpoints_file_or(path, &::shoal::rpc::Balance::HashRing)?
+        .build()?;
+    ::core::result::Result::Ok(EchoClient::new(client))
+}
+
+/// The worker groups of `self_server`: each worker of a group runs its method.
+pub trait EchoWorkers: ::core::marker::Send + ::core::marker::Sync + 'static {
+    /// Group `event`: 2 processes of 3 coroutines each.
+    fn event(&self, worker: ::shoal::Worker, coroutine: usize) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shoal::BoxError>> + ::core::marker::Send;
+
+    /// Group `value`: 2 processes of 3 coroutines each.
+    fn value(&self, worker: ::shoal::Worker, coroutine: usize) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shoal::BoxError>> + ::core::marker::Send;
+}
+
+/// Declares the worker groups of `self_server` on `app`, each with the size the IDL gives
+/// (`[workers] NAME = N` in the configuration resizes one).
+pub fn declare_workers<W: EchoWorkers>(app: &mut ::shoal::Setup, workers: W) {
+    let workers = ::std::sync::Arc::new(workers);
+    let w = ::std::sync::Arc::clone(&workers);
+    app.workers("event", 2, move |worker| {
+        let w = ::std::sync::Arc::clone(&w);
+        ::shoal::workers::coroutines(worker, 3, move |worker, coroutine| {
+            let w = ::std::sync::Arc::clone(&w);
+            async move { w.event(worker, coroutine).await }
+        })
+    })
+    .processes();
+    let w = ::std::sync::Arc::clone(&workers);
+    app.workers("value", 2, move |worker| {
+        let w = ::std::sync::Arc::clone(&w);
+        ::shoal::workers::coroutines(worker, 3, move |worker, coroutine| {
+            let w = ::std::sync::Arc::clone(&w);
+            async move { w.value(worker, coroutine).await }
+        })
+    })
+    .processes();
 }
