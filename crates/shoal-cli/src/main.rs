@@ -7,6 +7,7 @@ mod call;
 mod config;
 mod demo;
 mod monitor;
+mod new;
 mod signal;
 
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ enum Command {
     Config(config::ConfigCommand),
     /// Subscribe to a service's monitor feed (monitor.publish) and print each status snapshot.
     Monitor(monitor::MonitorArgs),
+    /// Create a service crate (from a pysvrkit JSON IDL with --idl) that builds, runs and
+    /// passes its test as written.
+    New(new::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Config(cmd) => config::run(cmd),
         Command::Monitor(args) => monitor::run(args),
+        Command::New(args) => new::run(args),
     };
     match result {
         Ok(code) => code,

@@ -251,6 +251,33 @@ struct Raw {
     self_server: Option<SelfServer>,
 }
 
+/// For a `build.rs`: reads the IDL at `path` (relative to the crate), writes its Rust
+/// ([`rust::generate`]) to `OUT_DIR/<file stem>.rs` for the crate to `include!`, and asks
+/// cargo to run again when the file changes. A bad IDL stops the build with its error
+/// (`svr.json:3:25: $.protos[0].fields[0].type: unknown type "str"; ...`).
+///
+/// In `build.rs`, `fn main() { shoal_idl::build("svr.json"); }`; in the crate,
+/// `include!(concat!(env!("OUT_DIR"), "/svr.rs"));`.
+pub fn build(path: &str) {
+    println!("cargo::rerun-if-changed={path}");
+    if let Err(message) = build_into(path, std::env::var_os("OUT_DIR")) {
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn build_into(path: &str, out_dir: Option<std::ffi::OsString>) -> Result<(), String> {
+    let out_dir = out_dir.ok_or("OUT_DIR is not set: call shoal_idl::build from a build.rs")?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let idl = parse(&text, path).map_err(|e| e.to_string())?;
+    let stem = std::path::Path::new(path)
+        .file_stem()
+        .ok_or_else(|| format!("{path}: not a file name"))?;
+    let out = std::path::Path::new(&out_dir).join(stem).with_extension("rs");
+    std::fs::write(&out, rust::generate(&idl, path))
+        .map_err(|e| format!("write {}: {e}", out.display()))
+}
+
 /// The types every field may have besides a proto's name.
 pub const BASIC_TYPES: &[&str] = &["string", "bool", "int", "float", "list", "tuple", "dict"];
 

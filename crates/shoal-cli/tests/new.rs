@@ -1,0 +1,413 @@
+//! `shoal new`, end to end: the crates it writes build, pass their own tests and run as
+//! written; pysvrkit's echo example becomes a service that answers its generated client and
+//! starts its worker groups with the declared sizes; the files a user edits are never
+//! overwritten; a changed IDL is a compile error in the user's code; a bad IDL or name writes
+//! nothing.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal::status::Status;
+use shoal::Client;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// How long a started service may take to say it is ready, or to close.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// pysvrkit's documented echo example, verbatim (shoal-idl's tests read the same file).
+fn echo_idl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shoal-idl/tests/echo.json")
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("shoal-new-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn shoal(args: &[&str], dir: &Path) -> Output {
+    Command::new(SHOAL)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// The workspace's target directory: the new crates build their shoal dependencies there
+/// once, with the versions of the workspace's lock file, instead of from scratch.
+fn target_dir() -> PathBuf {
+    Path::new(SHOAL)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_owned()
+}
+
+fn cargo(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("SHOAL_CONFIG");
+    command
+}
+
+/// Runs cargo to the end; panics with its output when it fails.
+fn cargo_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = cargo(dir, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {}:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `cargo run` of a new crate, on a free port with an admin socket (both through the config's
+/// environment overrides), its stderr lines collected.
+struct Run {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    admin: String,
+}
+
+impl Run {
+    fn start(dir: &Path, scratch: &Path) -> Run {
+        let admin = scratch.join("admin.sock");
+        let notify_path = scratch.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut child = cargo(dir, &["run", "-q"])
+            .env("SHOAL_RPC__LISTEN", "127.0.0.1:0")
+            .env("SHOAL_ADMIN__LISTEN", format!("unix:{}", admin.display()))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut run = Run {
+            child,
+            lines,
+            admin: format!("unix:{}", admin.display()),
+        };
+        let mut buf = [0u8; 64];
+        match notify.recv(&mut buf) {
+            Ok(n) => assert_eq!(&buf[..n], b"READY=1"),
+            Err(e) => {
+                let _ = run.child.kill();
+                panic!("not ready: {e}\n{}", run.lines.lock().unwrap().join("\n"));
+            }
+        }
+        run
+    }
+
+    /// Waits until `count` lines contain `needle`.
+    async fn wait_lines(&self, needle: &str, count: usize) -> Vec<String> {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let found: Vec<String> = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} lines with {needle:?}, got:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Closes the service through its admin socket and checks it exits 0.
+    async fn close(mut self) {
+        let admin = Client::connect(&self.admin).await.unwrap();
+        let _: shoal::Value = admin.call("shoal.close", &()).await.unwrap();
+        drop(admin);
+        let status = tokio::task::block_in_place(|| self.child.wait()).unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn status(admin: &str) -> Status {
+    let admin = Client::connect(admin).await.unwrap();
+    admin.call("shoal.status", &()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_crate_passes_its_test_and_runs_as_written() {
+    let scratch = Scratch::new("plain");
+    let out = shoal(&["new", "hello-svc"], &scratch.0);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = scratch.0.join("hello-svc");
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/lib.rs",
+        "src/main.rs",
+        "tests/service.rs",
+        "hello-svc.toml",
+        "shoal.toml",
+        "README.md",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing: {}", text(&out));
+    }
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shoal")
+        .canonicalize()
+        .unwrap();
+    assert!(
+        manifest.contains(&format!(
+            "shoal = {{ path = {:?} }}",
+            checkout.display().to_string()
+        )),
+        "{manifest}"
+    );
+
+    // Its own test: it starts the binary and calls it through the generated client.
+    let tested = cargo_ok(&dir, &["test"]);
+    assert!(
+        text(&tested).contains("test the_service_answers_through_its_client ... ok"),
+        "{}",
+        text(&tested)
+    );
+    cargo_ok(&dir, &["fmt", "--check"]);
+
+    // `cargo run` serves, with its config file found through .cargo/config.toml.
+    let run = Run::start(&dir, &scratch.0);
+    let status = status(&run.admin).await;
+    assert_eq!(status.name, "hello-svc");
+    assert!(
+        status
+            .config_file
+            .as_deref()
+            .unwrap()
+            .ends_with("hello-svc.toml"),
+        "{status:?}"
+    );
+    let client = Client::connect(status.rpc_addr.as_deref().unwrap())
+        .await
+        .unwrap();
+    let answer: String = client.call("greet", &("shoal",)).await.unwrap();
+    assert_eq!(answer, "Hello, shoal!");
+    drop(client);
+    run.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_example_builds_answers_and_starts_its_groups() {
+    let scratch = Scratch::new("echo");
+    let idl = echo_idl();
+    let out = shoal(&["new", "echo", "--idl", idl.to_str().unwrap()], &scratch.0);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = scratch.0.join("echo");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("svr.json")).unwrap(),
+        std::fs::read_to_string(&idl).unwrap(),
+        "the IDL is copied unchanged"
+    );
+
+    // As written: its test calls echo (not implemented yet) and sees the groups start.
+    let tested = cargo_ok(&dir, &["test"]);
+    assert!(
+        text(&tested).contains("test the_service_answers_through_its_client ... ok"),
+        "{}",
+        text(&tested)
+    );
+    cargo_ok(&dir, &["fmt", "--check"]);
+
+    // The user fills in the handler and writes a client program; `shoal new` again keeps
+    // both and restores only what was deleted.
+    let handler = "//! The echo service's handlers.
+
+use shoal::{RpcError, Value};
+
+use crate::svr::{Echo, Echomsg};
+
+#[derive(Debug, Default)]
+pub struct Handlers {}
+
+impl Echo for Handlers {
+    fn echo(&self, msg: Echomsg) -> Result<Value, RpcError> {
+        Ok(Value::from(msg.value))
+    }
+}
+";
+    std::fs::write(dir.join("src/handlers.rs"), handler).unwrap();
+    std::fs::create_dir_all(dir.join("examples")).unwrap();
+    std::fs::write(
+        dir.join("examples/call.rs"),
+        "//! Calls echo through the endpoint file given first, with the text given second.
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (file, text) = (args.next().unwrap(), args.next().unwrap());
+    let client = echo::client_from_file(file).unwrap();
+    let answer = client.echo(echo::Echomsg { value: text }).await.unwrap();
+    println!(\"{}\", answer.as_str().unwrap());
+}
+",
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("README.md")).unwrap();
+    let again = shoal(&["new", "echo", "--idl", idl.to_str().unwrap()], &scratch.0);
+    assert!(again.status.success(), "{}", text(&again));
+    let said = text(&again);
+    assert!(said.contains("kept  echo/src/handlers.rs"), "{said}");
+    assert!(said.contains("wrote echo/README.md"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/handlers.rs")).unwrap(),
+        handler
+    );
+
+    // `cargo run`: the server answers, and the worker groups run with the declared sizes,
+    // each process with its three coroutines.
+    let run = Run::start(&dir, &scratch.0);
+    let status = status(&run.admin).await;
+    for group in ["event", "value"] {
+        let workers: Vec<_> = status.workers.iter().filter(|w| w.group == group).collect();
+        assert_eq!(workers.len(), 2, "{group}: {:?}", status.workers);
+    }
+    for group in ["event", "value"] {
+        let started = run
+            .wait_lines(&format!("worker started group=\"{group}\""), 6)
+            .await;
+        for index in 0..2 {
+            for coroutine in 0..3 {
+                let line = format!("index={index} coroutine={coroutine}");
+                assert!(
+                    started.iter().any(|l| l.contains(&line)),
+                    "{group} {line}: {started:#?}"
+                );
+            }
+        }
+    }
+    let rpc = status.rpc_addr.clone().unwrap();
+    let endpoints = scratch.0.join("clients.toml");
+    std::fs::write(&endpoints, format!("[[endpoint]]\naddr = \"{rpc}\"\n")).unwrap();
+    let called = cargo_ok(
+        &dir,
+        &[
+            "run",
+            "-q",
+            "--example",
+            "call",
+            "--",
+            endpoints.to_str().unwrap(),
+            "hello from rust",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&called.stdout), "hello from rust\n");
+    run.close().await;
+
+    // A new argument in the IDL breaks the build in the handler that must follow it.
+    let changed = std::fs::read_to_string(dir.join("svr.json"))
+        .unwrap()
+        .replace(
+            r#""args": [{"name": "msg", "type": "echomsg"}]"#,
+            r#""args": [{"name": "msg", "type": "echomsg"}, {"name": "times", "type": "int"}]"#,
+        );
+    assert_ne!(
+        changed,
+        std::fs::read_to_string(dir.join("svr.json")).unwrap()
+    );
+    std::fs::write(dir.join("svr.json"), changed).unwrap();
+    let broken = cargo(&dir, &["build"]).output().unwrap();
+    assert!(!broken.status.success());
+    let said = text(&broken);
+    assert!(said.contains("src/handlers.rs"), "{said}");
+    assert!(said.contains("E0050"), "{said}");
+
+    // A bad IDL stops the build at its JSON path and line:column.
+    std::fs::write(
+        dir.join("svr.json"),
+        r#"{"app": "echo", "protos": [{"name": "m", "fields": [{"name": "v", "type": "strng"}]}]}"#,
+    )
+    .unwrap();
+    let broken = cargo(&dir, &["build"]).output().unwrap();
+    assert!(!broken.status.success());
+    let said = text(&broken);
+    assert!(
+        said.contains("svr.json:1:75: $.protos[0].fields[0].type: unknown type \"strng\""),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_bad_idl_or_name_writes_nothing() {
+    let scratch = Scratch::new("bad");
+    let bad = scratch.0.join("svr.json");
+    std::fs::write(&bad, "{\"app\": \"x\",\n \"rpc_server\": {\"port\": 1, \"apis\": [{\"name\": \"a\", \"args\": [{\"name\": \"m\", \"type\": \"msg\"}]}]}}").unwrap();
+    let out = shoal(&["new", "x", "--idl", "svr.json"], &scratch.0);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("svr.json:2:82: $.rpc_server.apis[0].args[0].type: unknown type \"msg\""),
+        "{said}"
+    );
+    assert!(!scratch.0.join("x").exists());
+
+    let out = shoal(&["new", "Bad Name"], &scratch.0);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("\"Bad Name\" cannot name a service crate"),
+        "{}",
+        text(&out)
+    );
+    let out = shoal(&["new", "x", "--shoal-path", "/nonexistent"], &scratch.0);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("/nonexistent"), "{}", text(&out));
+    let entries = std::fs::read_dir(&scratch.0).unwrap().count();
+    assert_eq!(entries, 1, "only svr.json");
+}
