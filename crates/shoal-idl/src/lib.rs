@@ -1,6 +1,8 @@
 //! The JSON IDL of pysvrkit (`svr.json`), read unchanged: [`parse`] checks a file whole and
 //! says what is wrong at a JSON path and a line:column; [`rust`] turns the result into Rust
-//! (structs for `protos`, a `#[shoal::service]` trait for `rpc_server.apis`).
+//! (structs for `protos`, a `#[shoal::service]` trait for `rpc_server.apis`) and [`python`]
+//! into a Python client module (dataclasses for `protos`, a client balancing as shoal's Rust
+//! client does).
 //!
 //! ```
 //! let idl = shoal_idl::parse(r#"{"app": "echo",
@@ -23,6 +25,7 @@
 //! otherwise be ignored).
 
 mod locate;
+pub mod python;
 pub mod rust;
 
 use std::collections::HashSet;
