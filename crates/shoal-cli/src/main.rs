@@ -1,11 +1,12 @@
 //! The `shoal` command: one binary for calling services, explaining configurations, watching
-//! monitor feeds, serving the echo bench and generating load. It owns signals and exit codes;
+//! monitor feeds, generating code from an IDL, serving the echo bench and generating load. It owns signals and exit codes;
 //! the libraries take a shutdown future.
 
 mod bench;
 mod call;
 mod config;
 mod demo;
+mod idl;
 mod monitor;
 mod signal;
 
@@ -38,6 +39,9 @@ enum Command {
     Config(config::ConfigCommand),
     /// Subscribe to a service's monitor feed (monitor.publish) and print each status snapshot.
     Monitor(monitor::MonitorArgs),
+    /// Code from a pysvrkit JSON IDL (svr.json): a Python client.
+    #[command(subcommand)]
+    Idl(idl::IdlCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Config(cmd) => config::run(cmd),
         Command::Monitor(args) => monitor::run(args),
+        Command::Idl(cmd) => idl::run(cmd),
     };
     match result {
         Ok(code) => code,
