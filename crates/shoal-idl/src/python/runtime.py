@@ -162,8 +162,9 @@ def _endpoints(endpoints: Any, balance: str | None, shard_count: int | None) -> 
     """What a client's constructor was given, as checked `Endpoints`."""
     if isinstance(endpoints, (Endpoints, str, os.PathLike)):
         if balance is not None or shard_count is not None:
+            origin = endpoints.origin if isinstance(endpoints, Endpoints) else os.fspath(endpoints)
             raise ConfigError(
-                f"{endpoints}: balance and shard_count come from the endpoint file; "
+                f"{origin}: balance and shard_count come from the endpoint file; "
                 "pass them only with a list of endpoints"
             )
         return endpoints if isinstance(endpoints, Endpoints) else Endpoints.load(endpoints)
