@@ -36,7 +36,8 @@ def raises(kind, text, f):
 
 
 def calls():
-    """Typed calls, a notification, errors, and endpoint checks; one server."""
+    """Typed calls, a notification, errors, and endpoint checks; a server on TCP and one on a
+    Unix socket."""
     client = shop.ShopClient([addrs[0]])
     assert client.echo(shop.Echomsg(value="hi")) == {"server": addrs[0], "value": "hi"}
     # A proto may be given as a plain map.
@@ -66,7 +67,9 @@ def calls():
     assert client.record("hello from python") is None
     emit(step="recorded")
 
-    error = raises(shop.RemoteError, "out of stock (code 1234)", lambda: client.fail(1234, "out of stock"))
+    error = raises(
+        shop.RemoteError, "out of stock (code 1234)", lambda: client.fail(1234, "out of stock")
+    )
     assert (error.code, error.message, error.data) == (1234, "out of stock", [1, 2]), vars(error)
     assert error.error == {"code": 1234, "message": "out of stock", "data": [1, 2]}, error.error
     assert isinstance(error, shop.RpcError)
@@ -80,13 +83,16 @@ def calls():
     quiet = shop.ShopClient([f"127.0.0.1:{silent.getsockname()[1]}"], timeout=0.2)
     started = time.monotonic()
     raises(shop.DeadlineExceeded, "deadline of 0.2s exceeded", lambda: quiet.echo(shop.Echomsg()))
-    assert 0.2 <= time.monotonic() - started < 2
+    assert time.monotonic() - started >= 0.2
     silent.close()
     # Nobody listening: never sent.
     raises(shop.NotSent, "not sent", lambda: quiet.echo(shop.Echomsg()))
 
     with shop.ShopClient([addrs[0]], key="pinned") as pinned:
         assert pinned.echo(shop.Echomsg(value="k"), timeout=5)["value"] == "k"
+    # A server on a Unix socket.
+    assert addrs[1].startswith("unix:"), addrs
+    assert shop.ShopClient([addrs[1]]).echo(shop.Echomsg())["server"] == addrs[1]
 
     endpoint_checks()
     emit(step="done")
@@ -105,36 +111,102 @@ def endpoint_checks():
     path = f"{directory}/bad.toml"
     cases = [
         ("", f"{path}: no endpoints"),
-        ('balance = "random"\n[[endpoint]]\naddr = "a:1"\n', f'{path}: balance: expected one of "round_robin", "least_pending", "hashring", "shard", got "random"'),
-        ('balance = "shard"\n[[endpoint]]\naddr = "a:1"\nshard = [0, 0]\n', f"{path}: balance: shard balancing needs shard_count = N"),
-        (f'balance = "shard"\nshard_count = 0\n{two}', f"{path}: shard_count: expected an integer of at least 1, got 0"),
-        (f"shard_count = 4\n{two}", f'{path}: shard_count: shard_count is only used with balance = "shard", not "hashring"'),
+        (
+            'balance = "random"\n[[endpoint]]\naddr = "a:1"\n',
+            f'{path}: balance: expected one of "round_robin", "least_pending", "hashring", "shard", got "random"',
+        ),
+        (
+            'balance = "shard"\n[[endpoint]]\naddr = "a:1"\nshard = [0, 0]\n',
+            f"{path}: balance: shard balancing needs shard_count = N",
+        ),
+        (
+            f'balance = "shard"\nshard_count = 0\n{two}',
+            f"{path}: shard_count: expected an integer of at least 1, got 0",
+        ),
+        (
+            f"shard_count = 4\n{two}",
+            f'{path}: shard_count: shard_count is only used with balance = "shard", not "hashring"',
+        ),
         ("[[endpoint]]\nweight = 2\n", f"{path}: endpoint[0]: missing addr"),
-        ('[[endpoint]]\naddr = "a:1"\n[[endpoint]]\naddr = "nope"\n', f'{path}: endpoint[1].addr: address "nope": expected host:port'),
+        (
+            '[[endpoint]]\naddr = "a:1"\n[[endpoint]]\naddr = "nope"\n',
+            f'{path}: endpoint[1].addr: address "nope": expected host:port',
+        ),
         ("[[endpoint]]\naddr = 5\n", f"{path}: endpoint[0].addr: expected an address string"),
-        ('[[endpoint]]\naddr = "a:1"\nweight = 0\n', f"{path}: endpoint[0].weight: expected an integer from 1 to 100, got 0"),
-        ('[[endpoint]]\naddr = "a:1"\nweight = true\n', f"{path}: endpoint[0].weight: expected an integer from 1 to 100, got true"),
+        (
+            '[[endpoint]]\naddr = "a:1"\nweight = 0\n',
+            f"{path}: endpoint[0].weight: expected an integer from 1 to 100, got 0",
+        ),
+        (
+            '[[endpoint]]\naddr = "a:1"\nweight = true\n',
+            f"{path}: endpoint[0].weight: expected an integer from 1 to 100, got true",
+        ),
         ('[[endpoint]]\naddr = "a:1"\nwieght = 2\n', f"{path}: endpoint[0].wieght: unknown key"),
         ('colour = "red"\n[[endpoint]]\naddr = "a:1"\n', f"{path}: colour: unknown key"),
         ('[[endpoint]\naddr = "a:1"\n', f"{path}: "),
-        (f'{two}[[endpoint]]\naddr = "a:1"\n', f"{path}: endpoint[2].addr: a:1 is listed twice (endpoints 0 and 2)"),
-        ('[[endpoint]]\naddr = "a:1"\nshard = [0, 1]\n', f"{path}: endpoint[0].shard: a:1: a shard range needs shard balancing, not hashring"),
-        ('[[endpoint]]\naddr = "a:1"\nbackup = "b:1"\n', f"{path}: endpoint[0].backup: a:1: a backup needs shard balancing, not hashring"),
-        (shard("[0, 3]", "[5]"), f"{path}: endpoint[1].shard: expected [begin, end], two integers of at least 0, got [5]"),
-        (shard("[0, 3]", "[4, 8]"), f"{path}: endpoint[1].shard: b:1: shard range [4, 8] goes past 7"),
-        (shard("[0, 3]", "[7, 4]"), f"{path}: endpoint[1].shard: b:1: shard range [7, 4] is backwards"),
-        (shard("[0, 4]", "[4, 7]"), f"{path}: endpoint[1].shard: b:1: shard range [4, 7] overlaps [0, 4] of a:1"),
-        (shard("[1, 2]", "[4, 6]"), f"{path}: shard_count: shard values [0, 0], [3, 3], [7, 7] of 0..8 are not covered"),
-        ('balance = "shard"\nshard_count = 2\n[[endpoint]]\naddr = "a:1"\nshard = [0, 1]\nbackup = "a:1"\n', f"{path}: endpoint[0].backup: a:1: an endpoint cannot be its own backup"),
+        (
+            f'{two}[[endpoint]]\naddr = "a:1"\n',
+            f"{path}: endpoint[2].addr: a:1 is listed twice (endpoints 0 and 2)",
+        ),
+        (
+            '[[endpoint]]\naddr = "a:1"\nshard = [0, 1]\n',
+            f"{path}: endpoint[0].shard: a:1: a shard range needs shard balancing, not hashring",
+        ),
+        (
+            '[[endpoint]]\naddr = "a:1"\nbackup = "b:1"\n',
+            f"{path}: endpoint[0].backup: a:1: a backup needs shard balancing, not hashring",
+        ),
+        (
+            shard("[0, 3]", "[5]"),
+            f"{path}: endpoint[1].shard: expected [begin, end], two integers of at least 0, got [5]",
+        ),
+        (
+            shard("[0, 3]", "[4, 8]"),
+            f"{path}: endpoint[1].shard: b:1: shard range [4, 8] goes past 7",
+        ),
+        (
+            shard("[0, 3]", "[7, 4]"),
+            f"{path}: endpoint[1].shard: b:1: shard range [7, 4] is backwards",
+        ),
+        (
+            shard("[0, 4]", "[4, 7]"),
+            f"{path}: endpoint[1].shard: b:1: shard range [4, 7] overlaps [0, 4] of a:1",
+        ),
+        (
+            shard("[1, 2]", "[4, 6]"),
+            f"{path}: shard_count: shard values [0, 0], [3, 3], [7, 7] of 0..8 are not covered",
+        ),
+        (
+            'balance = "shard"\nshard_count = 2\n[[endpoint]]\naddr = "a:1"\nshard = [0, 1]\nbackup = "a:1"\n',
+            f"{path}: endpoint[0].backup: a:1: an endpoint cannot be its own backup",
+        ),
     ]
     for text, expected in cases:
         with open(path, "w") as f:
             f.write(text)
         raises(shop.ConfigError, expected, lambda: shop.ShopClient(path))
-    raises(shop.ConfigError, f"read endpoint file {directory}/missing.toml", lambda: shop.ShopClient(f"{directory}/missing.toml"))
-    raises(shop.ConfigError, "endpoints: endpoint[0].weight: expected an integer from 1 to 100, got 101", lambda: shop.ShopClient([shop.Endpoint("a:1", weight=101)]))
-    raises(shop.ConfigError, "come from the endpoint file", lambda: shop.ShopClient(path, balance="shard"))
-    raises(ValueError, "shard balancing needs an integer key, not the text 'x'", lambda: shop.ShopClient([{"addr": "a:1", "shard": [0, 0]}], balance="shard", shard_count=1, key="x"))
+    raises(
+        shop.ConfigError,
+        f"read endpoint file {directory}/missing.toml",
+        lambda: shop.ShopClient(f"{directory}/missing.toml"),
+    )
+    raises(
+        shop.ConfigError,
+        "endpoints: endpoint[0].weight: expected an integer from 1 to 100, got 101",
+        lambda: shop.ShopClient([shop.Endpoint("a:1", weight=101)]),
+    )
+    raises(
+        shop.ConfigError,
+        f"{path}: balance and shard_count come from the endpoint file",
+        lambda: shop.ShopClient(path, balance="shard"),
+    )
+    raises(
+        ValueError,
+        "shard balancing needs an integer key, not the text 'x'",
+        lambda: shop.ShopClient(
+            [{"addr": "a:1", "shard": [0, 0]}], balance="shard", shard_count=1, key="x"
+        ),
+    )
 
     # Endpoints from code: strings, Endpoint values and dicts, the ranges checked the same way.
     mixed = shop.Endpoints.of(
@@ -145,15 +217,27 @@ def endpoint_checks():
     assert [e.addr for e in mixed.endpoints] == ["a:1", "b:1", "c:1"], mixed.endpoints
     assert mixed.route(3) == ["a:1", "c:1"] and mixed.route(12) == ["b:1"], mixed
     client = shop.ShopClient(mixed)
-    raises(ValueError, "shard balancing needs an integer key: pass key=", lambda: client.echo(shop.Echomsg()))
+    raises(
+        ValueError,
+        "shard balancing needs an integer key: pass key=",
+        lambda: client.echo(shop.Echomsg()),
+    )
     raises(TypeError, "a key is an int or a str", lambda: client.echo(shop.Echomsg(), key=1.5))
-    raises(ValueError, "an integer key is from 0 to 2**64-1", lambda: client.echo(shop.Echomsg(), key=-1))
+    raises(
+        ValueError,
+        "an integer key is from 0 to 2**64-1",
+        lambda: client.echo(shop.Echomsg(), key=-1),
+    )
 
     # An IDL whose rpc_client.mode is sharding makes shard the default for files without one.
     shop.DEFAULT_BALANCE = "shard"
     with open(path, "w") as f:
         f.write('[[endpoint]]\naddr = "a:1"\nshard = [0, 0]\n')
-    raises(shop.ConfigError, f"{path}: balance: shard balancing (the IDL's rpc_client.mode sharding makes it the default) needs shard_count", lambda: shop.Endpoints.load(path))
+    raises(
+        shop.ConfigError,
+        f"{path}: balance: shard balancing (the IDL's rpc_client.mode sharding makes it the default) needs shard_count",
+        lambda: shop.Endpoints.load(path),
+    )
     with open(path, "w") as f:
         f.write('shard_count = 1\n[[endpoint]]\naddr = "a:1"\nshard = [0, 0]\n')
     assert shop.Endpoints.load(path).balance == "shard"
@@ -169,7 +253,9 @@ def hashring():
     emit(step="routes", routes=[[key, endpoints.route(key)] for key in keys])
 
     client = shop.ShopClient(path)
-    wire = [(key, client.echo(shop.Echomsg(value=str(key)), key=key)["server"]) for key in keys[:200:3]]
+    wire = [
+        (key, client.echo(shop.Echomsg(value=str(key)), key=key)["server"]) for key in keys[:200:3]
+    ]
     emit(step="served", served=wire)
     # Without a key a client sticks to one server; a pinned key routes every call.
     unkeyed = {client.echo(shop.Echomsg())["server"] for _ in range(20)}

@@ -168,7 +168,9 @@ async fn python_calls_through_protos_notifies_and_gets_errors() {
     let (recorded, mut lines) = mpsc::unbounded_channel();
     let server = Serving::start("127.0.0.1:0", &recorded).await;
     let dir = Scratch::new("calls");
-    let mut script = Script::start(&python, &dir, "calls", &[&server.addr]).await;
+    let socket = format!("unix:{}", dir.0.join("shop.sock").display());
+    let unix = Serving::start(&socket, &recorded).await;
+    let mut script = Script::start(&python, &dir, "calls", &[&server.addr, &unix.addr]).await;
 
     script.step("recorded").await;
     let line = tokio::time::timeout(LIMIT, lines.recv()).await.unwrap();
@@ -179,6 +181,7 @@ async fn python_calls_through_protos_notifies_and_gets_errors() {
     script.step("done").await;
     script.finish().await;
     server.stop().await;
+    unix.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
