@@ -93,6 +93,13 @@ def calls():
     # A server on a Unix socket.
     assert addrs[1].startswith("unix:"), addrs
     assert shop.ShopClient([addrs[1]]).echo(shop.Echomsg())["server"] == addrs[1]
+    # Round robin takes weights as the Rust client does: round r visits the weights above r.
+    both = [addrs[0], shop.Endpoint(addrs[1], weight=2)]
+    turns = shop.ShopClient(both, balance="round_robin")
+    served = [turns.echo(shop.Echomsg())["server"] for _ in range(6)]
+    assert served == [addrs[0], addrs[1], addrs[1]] * 2, served
+    spread = shop.ShopClient(both, balance="least_pending")
+    assert {spread.echo(shop.Echomsg())["server"] for _ in range(4)} <= set(addrs)
 
     endpoint_checks()
     emit(step="done")
