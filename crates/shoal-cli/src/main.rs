@@ -1,11 +1,12 @@
 //! The `shoal` command: one binary for calling services, explaining configurations, watching
-//! monitor feeds, serving the echo bench and generating load. It owns signals and exit codes;
+//! monitor feeds, generating code from an IDL, serving the echo bench and generating load. It owns signals and exit codes;
 //! the libraries take a shutdown future.
 
 mod bench;
 mod call;
 mod config;
 mod demo;
+mod idl;
 mod monitor;
 mod new;
 mod signal;
@@ -42,6 +43,9 @@ enum Command {
     /// Create a service crate (from a pysvrkit JSON IDL with --idl) that builds, runs and
     /// passes its test as written.
     New(new::NewArgs),
+    /// Code from a pysvrkit JSON IDL (svr.json): a Python client.
+    #[command(subcommand)]
+    Idl(idl::IdlCommand),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config::run(cmd),
         Command::Monitor(args) => monitor::run(args),
         Command::New(args) => new::run(args),
+        Command::Idl(cmd) => idl::run(cmd),
     };
     match result {
         Ok(code) => code,

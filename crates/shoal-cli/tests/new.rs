@@ -1,6 +1,7 @@
 //! `shoal new`, end to end: the crates it writes build, pass their own tests and run as
-//! written; pysvrkit's echo example becomes a service that answers its generated client and
-//! starts its worker groups with the declared sizes; the files a user edits are never
+//! written; pysvrkit's echo example becomes a service that answers its generated Rust client
+//! and the Python client of `shoal idl python`, and starts its worker groups with the
+//! declared sizes; the files a user edits are never
 //! overwritten; a changed IDL is a compile error in the user's code; a bad IDL or name writes
 //! nothing.
 
@@ -178,6 +179,23 @@ impl Drop for Run {
     }
 }
 
+/// The Python with `msgpack` the tests use (`SHOAL_TEST_PYTHON`), or `None` after printing
+/// that the Python leg is skipped; under `SHOAL_REQUIRE_TOOLS=1` (as `.ci/run` sets it) a
+/// missing interpreter fails the test.
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("SHOAL_TEST_PYTHON") {
+        Some(python) => Some(python.into()),
+        None => {
+            let why = "SHOAL_TEST_PYTHON is not set (a venv with msgpack, see .ci/run)";
+            if std::env::var_os("SHOAL_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+                panic!("{why}; SHOAL_REQUIRE_TOOLS=1 requires every tool the tests use");
+            }
+            println!("skipped: the Python client: {why}");
+            None
+        }
+    }
+}
+
 async fn status(admin: &str) -> Status {
     let admin = Client::connect(admin).await.unwrap();
     admin.call("shoal.status", &()).await.unwrap()
@@ -349,6 +367,29 @@ async fn main() {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&called.stdout), "hello from rust\n");
+
+    // The Python client `shoal idl python` writes for the same svr.json, over the same
+    // endpoint file.
+    if let Some(python) = python() {
+        let py = scratch.0.join("py");
+        let out = shoal(
+            &["idl", "python", "svr.json", "-o", py.to_str().unwrap()],
+            &dir,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let script = "import sys
+from echo_client import EchoClient, Echomsg
+client = EchoClient(sys.argv[1])
+print(client.echo(Echomsg(value='hello from python')))
+";
+        let out = Command::new(python)
+            .args(["-c", script, endpoints.to_str().unwrap()])
+            .env("PYTHONPATH", &py)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from python\n");
+    }
     run.close().await;
 
     // A new argument in the IDL breaks the build in the handler that must follow it.

@@ -1,6 +1,8 @@
 //! The JSON IDL of pysvrkit (`svr.json`), read unchanged: [`parse`] checks a file whole and
 //! says what is wrong at a JSON path and a line:column; [`rust`] turns the result into Rust
-//! (structs for `protos`, a `#[shoal::service]` trait for `rpc_server.apis`).
+//! (structs for `protos`, a `#[shoal::service]` trait for `rpc_server.apis`) and [`python`]
+//! into a Python client module (dataclasses for `protos`, a client balancing as shoal's Rust
+//! client does).
 //!
 //! ```
 //! let idl = shoal_idl::parse(r#"{"app": "echo",
@@ -23,6 +25,7 @@
 //! otherwise be ignored).
 
 mod locate;
+pub mod python;
 pub mod rust;
 
 use std::collections::HashSet;
@@ -273,7 +276,9 @@ fn build_into(path: &str, out_dir: Option<std::ffi::OsString>) -> Result<(), Str
     let stem = std::path::Path::new(path)
         .file_stem()
         .ok_or_else(|| format!("{path}: not a file name"))?;
-    let out = std::path::Path::new(&out_dir).join(stem).with_extension("rs");
+    let out = std::path::Path::new(&out_dir)
+        .join(stem)
+        .with_extension("rs");
     std::fs::write(&out, rust::generate(&idl, path))
         .map_err(|e| format!("write {}: {e}", out.display()))
 }

@@ -86,7 +86,10 @@ async fn the_generated_service_serves_and_its_client_calls() {
     let server = serve("a").await;
     let client = Client::connect(&server.addr).await.unwrap();
     let typed = EchoClient::new(client.clone());
-    assert_eq!(typed.echo(msg("hello")).await.unwrap(), Value::from("a:hello"));
+    assert_eq!(
+        typed.echo(msg("hello")).await.unwrap(),
+        Value::from("a:hello")
+    );
 
     // What a pysvrkit client sends: the proto as a map of its fields.
     let map = Value::Map(vec![(Value::from("value"), Value::from("from python"))]);
@@ -116,7 +119,15 @@ async fn the_client_from_an_endpoint_file_balances_as_the_idl_says() {
     let mut answered = std::collections::BTreeSet::new();
     for i in 0..20 {
         let answer = client.echo(msg(&i.to_string())).await.unwrap();
-        answered.insert(answer.as_str().unwrap().split(':').next().unwrap().to_owned());
+        answered.insert(
+            answer
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(answered.len(), 1, "one pinned server, got {answered:?}");
 
@@ -127,7 +138,15 @@ async fn the_client_from_an_endpoint_file_balances_as_the_idl_says() {
     let mut answered = std::collections::BTreeSet::new();
     for i in 0..4 {
         let answer = client.echo(msg(&i.to_string())).await.unwrap();
-        answered.insert(answer.as_str().unwrap().split(':').next().unwrap().to_owned());
+        answered.insert(
+            answer
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(answered.len(), 2, "both servers, got {answered:?}");
 
