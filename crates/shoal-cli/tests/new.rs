@@ -425,6 +425,56 @@ print(client.echo(Echomsg(value='hello from python')))
     );
 }
 
+/// The other server and worker kinds: a process-mode server with a simple group of threads,
+/// and async handlers with custom groups of processes. Each crate passes its own test, which
+/// calls every api and waits for every group at its declared size.
+#[test]
+fn every_worker_kind_builds_and_passes_its_test() {
+    let scratch = Scratch::new("kinds");
+    let kinds = [
+        (
+            "kinds-a",
+            r#"{"app": "kinds_a",
+  "protos": [{"name": "pair", "fields": [{"name": "k", "type": "string"}, {"name": "v", "type": "list", "subtype": "int"}]}],
+  "rpc_client": {"mode": "sharding"},
+  "rpc_server": {"ip": "127.0.0.1", "port": 3100, "worker_type": "process", "worker_sum": 2,
+    "apis": [{"name": "put", "args": [{"name": "p", "type": "pair"}], "ret": true},
+             {"name": "log", "args": [{"name": "line", "type": "string"}], "ret": false}]},
+  "self_server": {"dispatch_type": "simple", "worker_type": "thread", "worker_sum": 2}}"#,
+        ),
+        (
+            "kinds-b",
+            r#"{"app": "kinds_b",
+  "rpc_server": {"port": 3200, "apis": [{"name": "type", "args": [{"name": "in", "type": "dict", "subtype": "float"}], "ret": true}]},
+  "self_server": {"worker_type": "process",
+    "groups": [{"group_name": "fast-lane", "worker_sum": 1}, {"group_name": "bulk", "worker_sum": 3}]}}"#,
+        ),
+    ];
+    for (name, idl) in kinds {
+        let file = scratch.0.join(format!("{name}.json"));
+        std::fs::write(&file, idl).unwrap();
+        let out = shoal(&["new", name, "--idl", file.to_str().unwrap()], &scratch.0);
+        assert!(out.status.success(), "{}", text(&out));
+        let dir = scratch.0.join(name);
+        let tested = cargo_ok(&dir, &["test"]);
+        assert!(
+            text(&tested).contains("test the_service_answers_through_its_client ... ok"),
+            "{}",
+            text(&tested)
+        );
+    }
+    let config = std::fs::read_to_string(scratch.0.join("kinds-a/kinds-a.toml")).unwrap();
+    assert!(config.contains("processes = 2\n"), "{config}");
+    assert!(config.contains("worker = 2  # threads\n"), "{config}");
+    let clients = std::fs::read_to_string(scratch.0.join("kinds-a/clients.toml")).unwrap();
+    assert!(clients.contains("shard_count = 1\n"), "{clients}");
+    let config = std::fs::read_to_string(scratch.0.join("kinds-b/kinds-b.toml")).unwrap();
+    assert!(
+        config.contains("fast-lane = 1  # processes\nbulk = 3  # processes\n"),
+        "{config}"
+    );
+}
+
 #[test]
 fn a_bad_idl_or_name_writes_nothing() {
     let scratch = Scratch::new("bad");
