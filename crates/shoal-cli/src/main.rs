@@ -7,6 +7,7 @@ mod call;
 mod config;
 mod demo;
 mod monitor;
+mod pkg;
 mod signal;
 
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ enum Command {
     Config(config::ConfigCommand),
     /// Subscribe to a service's monitor feed (monitor.publish) and print each status snapshot.
     Monitor(monitor::MonitorArgs),
+    /// Packages: build a directory into NAME-VERSION.tar.gz, inspect an archive.
+    #[command(subcommand)]
+    Pkg(pkg::Pkg),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Config(cmd) => config::run(cmd),
         Command::Monitor(args) => monitor::run(args),
+        Command::Pkg(cmd) => pkg::run(cmd),
     };
     match result {
         Ok(code) => code,
