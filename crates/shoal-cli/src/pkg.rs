@@ -50,9 +50,9 @@ pub fn run(cmd: Pkg) -> anyhow::Result<ExitCode> {
                 built.files,
                 format_size(built.size)
             );
-            println!("archive:  {}", shown(&built.archive));
+            println!("archive:  {}", shown(&out_dir, &built.archive));
             println!("sha256:   {}", built.sha256);
-            println!("checksum: {}", shown(&built.checksum_file));
+            println!("checksum: {}", shown(&out_dir, &built.checksum_file));
         }
         Pkg::Inspect { file, json } => {
             let inspection = shoal_pkg::inspect(&file, &Limits::default())?;
@@ -66,17 +66,12 @@ pub fn run(cmd: Pkg) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `path` relative to the current directory when it is below it, for shorter lines.
-fn shown(path: &Path) -> String {
-    let relative = std::env::current_dir().ok().and_then(|cwd| {
-        path.strip_prefix(cwd.canonicalize().ok()?)
-            .ok()
-            .map(Path::to_path_buf)
-    });
-    relative
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
+/// `file` (written into `out_dir`) under the directory the user named, for shorter lines.
+fn shown(out_dir: &Path, file: &Path) -> String {
+    match file.file_name() {
+        Some(name) => out_dir.join(name).display().to_string(),
+        None => file.display().to_string(),
+    }
 }
 
 /// The inspection with name, version and kind at the top for scripts.
