@@ -31,8 +31,9 @@ impl Default for Limits {
     }
 }
 
-/// The longest entry path or symlink target, in bytes.
-pub const MAX_PATH_LEN: usize = 4096;
+/// The longest entry path or symlink target, in bytes. Well above what packages need, and low
+/// enough that the paths of `max_files` entries held in memory stay modest.
+pub const MAX_PATH_LEN: usize = 1024;
 
 /// The largest GNU long-name or long-link record.
 const MAX_LONG_NAME: u64 = MAX_PATH_LEN as u64 + 1;
@@ -44,7 +45,7 @@ const MAX_GLOBAL_HEADERS: u32 = 16;
 const MAX_LINK_HOPS: usize = 40;
 /// Path components walked while resolving all targets of an archive together, so that many
 /// long chains cannot make the check itself slow.
-const MAX_LINK_STEPS: usize = 4_000_000;
+const MAX_LINK_STEPS: usize = 1_000_000;
 
 /// The rule an entry broke; [`ArchiveError::Rejected`] names the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -506,8 +507,10 @@ impl Walk {
             let looping = || Rule::LinkLoop {
                 target: target.clone(),
             };
-            let mut dir: Vec<&str> = path.split('/').collect();
-            dir.pop();
+            let mut dir = Cursor::default();
+            for part in path.split('/').take(path.matches('/').count()) {
+                dir.push(part);
+            }
             let mut queue: VecDeque<&str> = components(target).collect();
             let mut hops = 0;
             while let Some(part) = queue.pop_front() {
@@ -516,13 +519,17 @@ impl Walk {
                     return reject(path, looping());
                 }
                 if part == ".." {
-                    if dir.pop().is_none() {
+                    if !dir.pop() {
                         return reject(path, escaping());
                     }
                     continue;
                 }
                 dir.push(part);
-                match self.tree.get(&dir.join("/")) {
+                // No path in the tree is longer than MAX_PATH_LEN, so a longer one is no entry.
+                let node = (dir.path.len() <= MAX_PATH_LEN)
+                    .then(|| self.tree.get(dir.path.as_str()))
+                    .flatten();
+                match node {
                     Some(Node::Link(next)) => {
                         hops += 1;
                         if hops > MAX_LINK_HOPS {
@@ -542,6 +549,35 @@ impl Walk {
             }
         }
         Ok(())
+    }
+}
+
+/// A directory path walked one component at a time without reallocating: `a/b/c` and where
+/// each component starts.
+#[derive(Default)]
+struct Cursor {
+    path: String,
+    starts: Vec<usize>,
+}
+
+impl Cursor {
+    fn push(&mut self, part: &str) {
+        self.starts.push(self.path.len());
+        if !self.path.is_empty() {
+            self.path.push('/');
+        }
+        self.path.push_str(part);
+    }
+
+    /// Goes up one level; false at the root.
+    fn pop(&mut self) -> bool {
+        match self.starts.pop() {
+            Some(start) => {
+                self.path.truncate(start);
+                true
+            }
+            None => false,
+        }
     }
 }
 

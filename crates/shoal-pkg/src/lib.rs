@@ -96,9 +96,9 @@
 //! - the files, directories and symlinks created (implied directories included) exceed
 //!   [`Limits::max_files`], or the file contents exceed [`Limits::max_size`], counted as they
 //!   are read (a header claiming more than the archive holds is an error too);
-//! - its extension records are oversized (GNU long names over 4 KiB, pax headers over
-//!   64 KiB), repeated for one entry, or set a pax `size` (readers disagree on it); pax global
-//!   headers are limited to 16;
+//! - its extension records are oversized (GNU long names over [`MAX_PATH_LEN`], pax headers
+//!   over 64 KiB), repeated for one entry, or set a pax `size` (readers disagree on it); pax
+//!   global headers are limited to 16;
 //! - `shoal.toml` at the root is missing, is not a regular file, is over 64 KiB, or is not a
 //!   valid manifest.
 //!
