@@ -9,6 +9,7 @@ mod demo;
 mod idl;
 mod monitor;
 mod new;
+mod pkg;
 mod signal;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     /// Code from a pysvrkit JSON IDL (svr.json): a Python client.
     #[command(subcommand)]
     Idl(idl::IdlCommand),
+    /// Packages: build a directory into NAME-VERSION.tar.gz, inspect an archive.
+    #[command(subcommand)]
+    Pkg(pkg::Pkg),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Monitor(args) => monitor::run(args),
         Command::New(args) => new::run(args),
         Command::Idl(cmd) => idl::run(cmd),
+        Command::Pkg(cmd) => pkg::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -232,6 +232,14 @@ async fn a_new_crate_passes_its_test_and_runs_as_written() {
         "{manifest}"
     );
 
+    // The package manifest is one the agent accepts, running the binary with its config.
+    let package = shoal_pkg::manifest::Manifest::load(&dir.join("shoal.toml")).unwrap();
+    assert_eq!(package.package.name.as_str(), "hello-svc");
+    let run = package.run.unwrap();
+    assert_eq!(run.command.program, "bin/hello-svc");
+    assert_eq!(run.command.args, ["--config", "hello-svc.toml"]);
+    assert_eq!(package.health.unwrap().port, Some(3000));
+
     // Its own test: it starts the binary and calls it through the generated client.
     let tested = cargo_ok(&dir, &["test"]);
     assert!(
@@ -240,6 +248,25 @@ async fn a_new_crate_passes_its_test_and_runs_as_written() {
         text(&tested)
     );
     cargo_ok(&dir, &["fmt", "--check"]);
+
+    // Packaged as its README says, it makes a package `shoal pkg build` accepts.
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    std::fs::copy(
+        target_dir().join("debug/hello-svc"),
+        pkg.join("bin/hello-svc"),
+    )
+    .unwrap();
+    for file in ["hello-svc.toml", "shoal.toml"] {
+        std::fs::copy(dir.join(file), pkg.join(file)).unwrap();
+    }
+    let built = shoal(&["pkg", "build", "pkg"], &dir);
+    assert!(built.status.success(), "{}", text(&built));
+    assert!(
+        dir.join("hello-svc-0.1.0.tar.gz").is_file(),
+        "{}",
+        text(&built)
+    );
 
     // `cargo run` serves, with its config file found through .cargo/config.toml.
     let run = Run::start(&dir, &scratch.0);

@@ -1,0 +1,450 @@
+//! `shoal.toml` checking: the design's example parses to the values it says, every bad key is
+//! refused with a message naming the file, the key and what is expected, and versions are
+//! ordered as versions.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use shoal_pkg::manifest::{
+    Command, HttpCheck, Kind, Manifest, Overlap, Restart, StopSignal, Version,
+};
+
+/// The example of DESIGN.md section 4, unchanged.
+const DESIGN_EXAMPLE: &str = r#"
+[package]
+name = "calculate"
+version = "1.3.0"          # semver, compared as versions, never as floats
+kind = "service"           # or "crontab"
+
+[run]
+command = "bin/calculate"
+args = ["--config", "calculate.toml"]
+env = { RUST_LOG = "info" }
+stop_signal = "TERM"
+stop_timeout = "10s"
+restart = "always"         # on-failure | never; exponential backoff with a cap, reset after stable uptime
+start_after = ["cache"]    # start once those are healthy
+
+[health]                   # any of: port probe, shoal.ping, HTTP GET; interval, timeout, failures, grace
+port = 3000
+ping = true
+
+[hooks]                    # run inside the version directory
+install = "pip install -r requirements.txt -t vendor"
+verify = "bin/check"       # after start during an upgrade; failure = rollback
+
+[logs]
+max_size = "100MB"
+keep = 10
+
+[backup]
+paths = ["data"]
+every = "1d"
+keep = 7
+
+[[cron]]
+name = "report"
+schedule = "0 */5 * * * *"
+command = "bin/report"
+overlap = "forbid"
+"#;
+
+const SERVICE: &str = "[package]\nname = \"calc\"\nversion = \"1.0.0\"\nkind = \"service\"\n\
+                       [run]\ncommand = \"bin/calc\"\n";
+
+const CRONTAB: &str = "[package]\nname = \"reports\"\nversion = \"0.1.0\"\nkind = \"crontab\"\n\
+                       [[cron]]\nname = \"daily\"\nschedule = \"0 0 3 * * *\"\ncommand = \"bin/daily\"\n";
+
+fn parse(text: &str) -> Result<Manifest, String> {
+    Manifest::parse(text, "shoal.toml").map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_design_example_parses() {
+    let m = parse(DESIGN_EXAMPLE).unwrap();
+    assert_eq!(m.package.name.as_str(), "calculate");
+    assert_eq!(m.package.version, Version::new(1, 3, 0));
+    assert_eq!(m.package.kind, Kind::Service);
+    assert_eq!(m.archive_name(), "calculate-1.3.0.tar.gz");
+
+    let run = m.run.as_ref().unwrap();
+    assert_eq!(
+        run.command,
+        Command {
+            program: "bin/calculate".into(),
+            args: vec!["--config".into(), "calculate.toml".into()],
+        }
+    );
+    assert_eq!(run.env.get("RUST_LOG").map(String::as_str), Some("info"));
+    assert_eq!(run.stop_signal, StopSignal::Term);
+    assert_eq!(run.stop_signal.sig_name(), "SIGTERM");
+    assert_eq!(run.stop_timeout, Duration::from_secs(10));
+    assert_eq!(run.restart, Restart::Always);
+    assert_eq!(run.start_after[0].as_str(), "cache");
+
+    let health = m.health.as_ref().unwrap();
+    assert_eq!(
+        (health.port, health.ping, &health.http),
+        (Some(3000), true, &None)
+    );
+    assert_eq!(health.interval, Duration::from_secs(10));
+    assert_eq!(health.timeout, Duration::from_secs(2));
+    assert_eq!(health.failures, 3);
+
+    let install = m.hooks.install.as_ref().unwrap();
+    assert_eq!(install.program, "pip");
+    assert_eq!(
+        install.args,
+        ["install", "-r", "requirements.txt", "-t", "vendor"]
+    );
+    assert_eq!(m.hooks.verify.as_ref().unwrap().to_string(), "bin/check");
+
+    assert_eq!((m.logs.max_size, m.logs.keep), (100_000_000, 10));
+    let backup = m.backup.as_ref().unwrap();
+    assert_eq!(backup.paths, ["data"]);
+    assert_eq!(
+        (backup.every, backup.keep),
+        (Duration::from_secs(86_400), 7)
+    );
+
+    assert_eq!(m.cron.len(), 1);
+    assert_eq!(m.cron[0].name.as_str(), "report");
+    assert_eq!(m.cron[0].schedule, "0 */5 * * * *");
+    assert_eq!(m.cron[0].command.program, "bin/report");
+    assert_eq!(m.cron[0].overlap, Overlap::Forbid);
+    assert_eq!(m.cron[0].timeout, Duration::from_secs(3600));
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let m = parse(SERVICE).unwrap();
+    let run = m.run.unwrap();
+    assert_eq!(run.command.args, Vec::<String>::new());
+    assert_eq!(run.stop_signal, StopSignal::Term);
+    assert_eq!(run.restart, Restart::Always);
+    assert!(m.health.is_none() && m.backup.is_none() && m.cron.is_empty());
+    assert!(m.hooks.install.is_none() && m.hooks.verify.is_none());
+    assert_eq!((m.logs.max_size, m.logs.keep), (100_000_000, 10));
+}
+
+#[test]
+fn a_crontab_needs_cron_jobs_and_no_run() {
+    let m = parse(CRONTAB).unwrap();
+    assert_eq!(m.package.kind, Kind::Crontab);
+    assert!(m.run.is_none());
+    assert_eq!(m.cron[0].schedule, "0 0 3 * * *");
+}
+
+#[test]
+fn other_forms_that_are_accepted() {
+    let ok = |extra: &str| {
+        let text = format!("{SERVICE}{extra}");
+        parse(&text).unwrap_or_else(|e| panic!("{extra:?}: {e}"))
+    };
+    let m = ok("stop_signal = \"SIGINT\"\nrestart = \"on-failure\"\n");
+    assert_eq!(m.run.as_ref().unwrap().stop_signal, StopSignal::Int);
+    assert_eq!(m.run.as_ref().unwrap().restart, Restart::OnFailure);
+    let m = ok("[health]\nport = 8080\nhttp = \"/healthz\"\ninterval = \"5s\"\ntimeout = \"5s\"\n");
+    assert_eq!(
+        m.health.unwrap().http,
+        Some(HttpCheck::Path("/healthz".into()))
+    );
+    let m = ok("[health]\nhttp = \"http://127.0.0.1:9000/up\"\n");
+    assert_eq!(
+        m.health.unwrap().http,
+        Some(HttpCheck::Url("http://127.0.0.1:9000/up".into()))
+    );
+    let m = ok("[hooks]\ninstall = [\"sh\", \"-c\", \"make && make install\"]\n");
+    assert_eq!(
+        m.hooks.install.unwrap().args,
+        ["-c", "make && make install"]
+    );
+    let m = ok("[logs]\nmax_size = \"1.5 GiB\"\nkeep = 0\n");
+    assert_eq!(m.logs.max_size, 3 << 29);
+    let m = ok(
+        "[[cron]]\nname = \"a\"\nschedule = \"*/10 * * * * *\"\ncommand = \"/usr/bin/true\"\n\
+                overlap = \"allow\"\ntimeout = \"30s\"\nargs = [\"-v\"]\n",
+    );
+    assert_eq!(m.cron[0].overlap, Overlap::Allow);
+    assert_eq!(m.cron[0].timeout, Duration::from_secs(30));
+    let m = ok("[backup]\npaths = [\"data\", \"./state/db\"]\n");
+    assert_eq!(m.backup.unwrap().keep, 7);
+}
+
+/// Each case: a manifest and the whole error it gives.
+#[test]
+fn bad_keys_are_named_with_what_is_expected() {
+    let check = |text: &str, expected: &str| {
+        assert_eq!(parse(text).unwrap_err(), expected, "for:\n{text}");
+    };
+    let service = |extra: &str| format!("{SERVICE}{extra}");
+    let package = |name: &str, version: &str, kind: &str| {
+        format!("[package]\nname = {name}\nversion = {version}\nkind = {kind}\n[run]\ncommand = \"x\"\n")
+    };
+
+    check(
+        &service("restart = \"sometimes\"\n"),
+        r#"shoal.toml: run.restart: "sometimes" is not one of always, on-failure, never"#,
+    );
+    check(
+        &service("comand = \"x\"\n"),
+        "shoal.toml: run.comand: unknown key (did you mean command?); [run] takes command, \
+         args, env, stop_signal, stop_timeout, restart, start_after",
+    );
+    check(
+        &format!("{SERVICE}[deploy]\nx = 1\n"),
+        "shoal.toml: deploy: unknown key; the manifest's top level takes package, run, health, \
+         hooks, logs, backup, cron",
+    );
+    check(
+        &package("\"Calc App\"", "\"1.0.0\"", "\"service\""),
+        "shoal.toml: package.name: \"Calc App\" is not a valid name: use 1 to 64 lowercase \
+         letters, digits, '-' and '_', starting with a letter or a digit",
+    );
+    check(
+        &package("\"../etc\"", "\"1.0.0\"", "\"service\""),
+        "shoal.toml: package.name: \"../etc\" is not a valid name: use 1 to 64 lowercase \
+         letters, digits, '-' and '_', starting with a letter or a digit",
+    );
+    check(
+        &package("\"calc\"", "\"1.3\"", "\"service\""),
+        "shoal.toml: package.version: \"1.3\" is not a semantic version (MAJOR.MINOR.PATCH, \
+         like \"1.3.0\"): unexpected end of input while parsing minor version number",
+    );
+    check(
+        &package("\"calc\"", "1.3", "\"service\""),
+        "shoal.toml: package.version: expected a string like \"1.3.0\", found the number 1.3",
+    );
+    check(
+        &package("\"calc\"", "\"1.0.0\"", "\"daemon\""),
+        "shoal.toml: package.kind: \"daemon\" is not one of service, crontab",
+    );
+    check(
+        "[package]\nname = \"calc\"\nversion = \"1.0.0\"\n",
+        "shoal.toml: package.kind: missing: expected \"service\" or \"crontab\"",
+    );
+    check(
+        "[run]\ncommand = \"x\"\n",
+        "shoal.toml: package: missing: every manifest starts with [package] (name, version, kind)",
+    );
+    check(
+        "[package]\nname = \"calc\"\nversion = \"1.0.0\"\nkind = \"service\"\n",
+        "shoal.toml: run: missing: a service needs [run] with the command to start (or set \
+         package.kind = \"crontab\" for a package of [[cron]] jobs only)",
+    );
+    check(
+        &format!("{CRONTAB}[run]\ncommand = \"x\"\n"),
+        "shoal.toml: run: a crontab package runs only its [[cron]] jobs: remove [run], or set \
+         package.kind = \"service\"",
+    );
+    check(
+        "[package]\nname = \"r\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n",
+        "shoal.toml: cron: missing: a crontab package needs at least one [[cron]] job (name, \
+         schedule, command)",
+    );
+    check(
+        "[package]\nname = \"calc\"\nversion = \"1.0.0\"\nkind = \"service\"\n[run]\n\
+         command = \"bin/calc --port 3000\"\n",
+        "shoal.toml: run.command: \"bin/calc --port 3000\" contains whitespace: commands run \
+         without a shell, so name only the program here and put its arguments in args = [...]",
+    );
+    check(
+        "[package]\nname = \"calc\"\nversion = \"1.0.0\"\nkind = \"service\"\n[run]\n\
+         command = [\"bin/calc\"]\n",
+        "shoal.toml: run.command: expected the program as a string (its arguments go in args), \
+         found an array",
+    );
+    check(
+        "[package]\nname = \"calc\"\nversion = \"1.0.0\"\nkind = \"service\"\n[run]\n\
+         command = \"../other/bin/x\"\n",
+        "shoal.toml: run.command: \"../other/bin/x\" leaves the package with '..': name a \
+         program inside it (\"bin/NAME\"), an absolute path, or a name found on PATH",
+    );
+    check(
+        &service("args = \"--verbose\"\n"),
+        "shoal.toml: run.args: expected an array of strings, found the string \"--verbose\"",
+    );
+    check(
+        &service("args = [\"-p\", 3000]\n"),
+        "shoal.toml: run.args: expected only strings in the array, found the integer 3000",
+    );
+    check(
+        &service("env = { PORT = 3000 }\n"),
+        "shoal.toml: run.env.PORT: expected a string (environment values are text: PORT = \
+         \"...\"), found the integer 3000",
+    );
+    check(
+        &service("stop_signal = \"STOP\"\n"),
+        "shoal.toml: run.stop_signal: \"STOP\" is not one of TERM, INT, QUIT, HUP, USR1, USR2, \
+         WINCH, KILL",
+    );
+    check(
+        &service("stop_timeout = \"soon\"\n"),
+        "shoal.toml: run.stop_timeout: \"soon\" is not a duration like \"10s\", \"5m\" or \
+         \"1d\": expected number at 0",
+    );
+    check(
+        &service("stop_timeout = 10\n"),
+        "shoal.toml: run.stop_timeout: expected a duration as a string, like \"10s\", found the \
+         integer 10",
+    );
+    check(
+        &service("start_after = [\"calc\"]\n"),
+        "shoal.toml: run.start_after[0]: a package cannot start after itself",
+    );
+    check(
+        &service("[health]\ninterval = \"5s\"\n"),
+        "shoal.toml: health: no check: set port (a TCP connection), ping = true with port \
+         (shoal.ping), or http",
+    );
+    check(
+        &service("[health]\nping = true\n"),
+        "shoal.toml: health.ping: shoal.ping is called on health.port: set port too",
+    );
+    check(
+        &service("[health]\nport = 70000\n"),
+        "shoal.toml: health.port: expected an integer from 1 to 65535, found the integer 70000",
+    );
+    check(
+        &service("[health]\nhttp = \"/up\"\n"),
+        "shoal.toml: health.http: a path is asked on 127.0.0.1 at health.port: set port too, or \
+         give a full http:// URL",
+    );
+    check(
+        &service("[health]\nhttp = \"https://x/up\"\n"),
+        "shoal.toml: health.http: \"https://x/up\" is neither a path like \"/healthz\" (asked on \
+         health.port) nor an http:// URL",
+    );
+    check(
+        &service("[health]\nport = 1\ninterval = \"1s\"\ntimeout = \"2s\"\n"),
+        "shoal.toml: health.timeout: 2s is longer than health.interval (1s): a check must end \
+         before the next starts",
+    );
+    check(
+        &service("[health]\nport = 1\nfailures = 0\n"),
+        "shoal.toml: health.failures: expected an integer from 1 to 4294967295, found the \
+         integer 0",
+    );
+    check(
+        &service("[health]\nport = 1\ninterval = \"0s\"\n"),
+        "shoal.toml: health.interval: must be longer than 0s",
+    );
+    check(
+        &service("[hooks]\ninstall = \"make && make install\"\n"),
+        "shoal.toml: hooks.install: \"make && make install\" contains '&', which needs a shell, \
+         and hooks run without one: put the steps in a script and name it here, or write the \
+         arguments as an array",
+    );
+    check(
+        &service("[hooks]\nverify = \"\"\n"),
+        "shoal.toml: hooks.verify: empty: name the program to run",
+    );
+    check(
+        &service("[hooks]\nverify = 1\n"),
+        "shoal.toml: hooks.verify: expected a program and its arguments, as a string or an \
+         array of strings, found the integer 1",
+    );
+    check(
+        &service("[logs]\nmax_size = \"100M\"\n"),
+        "shoal.toml: logs.max_size: \"100M\": unknown unit \"m\": use B, KB, MB, GB, TB (powers \
+         of 1000) or KiB, MiB, GiB, TiB (powers of 1024)",
+    );
+    check(
+        &service("[backup]\nevery = \"1d\"\n"),
+        "shoal.toml: backup.paths: missing: the paths to back up, like paths = [\"data\"]",
+    );
+    check(
+        &service("[backup]\npaths = [\"/var/lib/x\"]\n"),
+        "shoal.toml: backup.paths[0]: \"/var/lib/x\" is absolute: paths are relative to the \
+         app's directory",
+    );
+    check(
+        &service("[backup]\npaths = [\"data/../../x\"]\n"),
+        "shoal.toml: backup.paths[0]: \"data/../../x\" leaves the app's directory with '..'",
+    );
+    check(
+        &format!(
+            "{CRONTAB}[[cron]]\nname = \"daily\"\nschedule = \"0 0 4 * * *\"\ncommand = \"x\"\n"
+        ),
+        "shoal.toml: cron[1].name: \"daily\" names two [[cron]] jobs",
+    );
+    check(
+        "[package]\nname = \"r\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n[[cron]]\nname = \"a\"\n\
+         schedule = \"*/5 * * * *\"\ncommand = \"x\"\n",
+        "shoal.toml: cron[0].schedule: \"*/5 * * * *\" has 5 fields; expected six, seconds \
+         first: SEC MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK, like \"0 */5 * * * *\"",
+    );
+    check(
+        "[package]\nname = \"r\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n[[cron]]\nname = \"a\"\n\
+         schedule = \"0 0 25 * * *\"\ncommand = \"x\"\n",
+        "shoal.toml: cron[0].schedule: \"0 0 25 * * *\" is not a valid schedule (SEC MIN HOUR \
+         DAY-OF-MONTH MONTH DAY-OF-WEEK): Component error: Number out of bounds.",
+    );
+    check(
+        "[package]\nname = \"r\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n[[cron]]\nname = \"a\"\n\
+         schedule = \"0 0 3 * * *\"\ncommand = \"x\"\noverlap = \"queue\"\n",
+        "shoal.toml: cron[0].overlap: \"queue\" is not one of forbid, allow",
+    );
+    check(
+        "[package]\nname = \"r\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n[[cron]]\nname = \"a\"\n\
+         schedule = \"0 0 3 * * *\"\ncommand = \"x\"\nretries = 3\n",
+        "shoal.toml: cron[0].retries: unknown key; [cron] takes name, schedule, command, args, \
+         overlap, timeout",
+    );
+    check(
+        &format!("{CRONTAB}[cron]\n"),
+        "shoal.toml: not valid TOML at line 9, column 1: invalid table header; duplicate key \
+         `cron` in document root",
+    );
+    check(
+        "[package\nname = 1\n",
+        "shoal.toml: not valid TOML at line 1, column 9: invalid table header; expected `.`, `]`",
+    );
+}
+
+#[test]
+fn load_names_the_path() {
+    let dir = std::env::temp_dir().join(format!("shoal-pkg-manifest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shoal.toml");
+    std::fs::write(&path, format!("{SERVICE}restart = \"sometimes\"\n")).unwrap();
+    let err = Manifest::load(&path).unwrap_err();
+    assert_eq!(err.file, path.display().to_string());
+    assert_eq!(err.key, "run.restart");
+    let missing = Manifest::load(&dir.join("nope.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("nope.toml: cannot read: "), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn versions_are_ordered_as_versions_not_as_numbers() {
+    let v = |s: &str| Version::parse(s).unwrap();
+    assert!(v("1.10.0") > v("1.9.0"));
+    assert!(v("1.9.10") > v("1.9.9"));
+    assert!(v("2.0.0") > v("1.99.99"));
+    assert!(v("1.0.0-rc.1") < v("1.0.0"));
+    assert!(v("1.0.0-alpha") < v("1.0.0-beta"));
+    assert!(v("1.0.0-rc.2") < v("1.0.0-rc.10"));
+}
+
+proptest! {
+    /// Release versions order exactly as their (major, minor, patch) numbers do.
+    #[test]
+    fn version_order_is_numeric(
+        a in (0u64..200, 0u64..200, 0u64..200),
+        b in (0u64..200, 0u64..200, 0u64..200),
+    ) {
+        let parse = |(x, y, z): (u64, u64, u64)| {
+            Manifest::parse(
+                &CRONTAB.replace("0.1.0", &format!("{x}.{y}.{z}")),
+                "shoal.toml",
+            )
+            .unwrap()
+            .package
+            .version
+        };
+        prop_assert_eq!(parse(a).cmp(&parse(b)), a.cmp(&b));
+    }
+}
