@@ -1,0 +1,103 @@
+//! Where everything lives in the agent's data directory (see the crate documentation).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use shoal_pkg::manifest::Name;
+
+/// The agent's data directory and the paths inside it. Names are [`Name`]s, which hold only
+/// lowercase letters, digits, `-` and `_`, so a path built from one never leaves its parent.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data directory at `root`, created (with its top-level directories) if missing.
+    pub fn create(root: impl Into<PathBuf>) -> io::Result<DataDir> {
+        let dir = DataDir { root: root.into() };
+        for sub in ["apps", "logs", "backups", "run"] {
+            std::fs::create_dir_all(dir.root.join(sub))?;
+        }
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.root.join("agent.db")
+    }
+
+    pub fn token(&self) -> PathBuf {
+        self.root.join("agent.token")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("agent.sock")
+    }
+
+    /// `apps/NAME`.
+    pub fn app(&self, name: &Name) -> PathBuf {
+        self.root.join("apps").join(name.as_str())
+    }
+
+    /// `apps/NAME/versions`.
+    pub fn versions(&self, name: &Name) -> PathBuf {
+        self.app(name).join("versions")
+    }
+
+    /// `apps/NAME/versions/VERSION`.
+    pub fn version(&self, name: &Name, version: &shoal_pkg::manifest::Version) -> PathBuf {
+        self.versions(name).join(version.to_string())
+    }
+
+    /// `apps/NAME/current`, the symlink to the running version.
+    pub fn current(&self, name: &Name) -> PathBuf {
+        self.app(name).join("current")
+    }
+
+    /// `apps/NAME/data`, kept across versions.
+    pub fn data(&self, name: &Name) -> PathBuf {
+        self.app(name).join("data")
+    }
+
+    /// `logs/NAME`.
+    pub fn logs(&self, name: &Name) -> PathBuf {
+        self.root.join("logs").join(name.as_str())
+    }
+
+    /// `backups/NAME`.
+    pub fn backups(&self, name: &Name) -> PathBuf {
+        self.root.join("backups").join(name.as_str())
+    }
+
+    /// `run/NAME`, for the FIFOs of a running program.
+    pub fn run(&self, name: &Name) -> PathBuf {
+        self.root.join("run").join(name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("shoal-agent-layout-{}", std::process::id()));
+        let dir = DataDir::create(&root).unwrap();
+        let name = Name::new("web-1").unwrap();
+        let version: shoal_pkg::manifest::Version = "1.10.0".parse().unwrap();
+        assert_eq!(
+            dir.version(&name, &version),
+            root.join("apps/web-1/versions/1.10.0")
+        );
+        assert_eq!(dir.current(&name), root.join("apps/web-1/current"));
+        assert_eq!(dir.logs(&name), root.join("logs/web-1"));
+        for sub in ["apps", "logs", "backups", "run"] {
+            assert!(root.join(sub).is_dir());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

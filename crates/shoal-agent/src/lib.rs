@@ -1,0 +1,26 @@
+//! The per-machine agent: installs packages into a data directory, supervises the programs
+//! of service packages, captures their output, health-checks them, and runs the jobs of
+//! crontab packages; its own state lives in SQLite beside them.
+//!
+//! # The data directory
+//!
+//! ```text
+//! DATA/
+//!   agent.db                     the agent's state (SQLite, WAL)
+//!   agent.token                  the local API's token, mode 0600
+//!   agent.sock                   the local API's Unix socket
+//!   apps/NAME/versions/VERSION/  an unpacked package, never changed after install
+//!   apps/NAME/current            -> versions/VERSION, switched atomically (rename of a symlink)
+//!   apps/NAME/data/              the app's data, kept across versions
+//!   logs/NAME/                   stdout.log, stderr.log and their rotated, compressed files
+//!   backups/NAME/                backups of the app's [backup] paths
+//!   run/NAME/                    the FIFOs a running program writes its output into
+//! ```
+//!
+//! [`DataDir`] names every path; [`State`] opens the database.
+
+mod layout;
+mod state;
+
+pub use layout::DataDir;
+pub use state::{State, StateError};
