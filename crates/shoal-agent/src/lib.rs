@@ -19,6 +19,7 @@
 //!
 //! [`DataDir`] names every path; [`State`] opens the database.
 
+pub mod api;
 mod layout;
 mod state;
 

@@ -1,0 +1,172 @@
+//! The API's client, for the CLI and tests: HTTP/1.1 over the agent's Unix socket with the
+//! token read from the data directory.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Token;
+
+/// Why a request to the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No agent to talk to, and what to do about it.
+    #[error("{0}")]
+    NoAgent(String),
+    /// The agent answered with an error.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    #[error("talking to the agent: {0}")]
+    Transport(String),
+}
+
+/// A client of the agent whose data directory is `data_dir`.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    socket: PathBuf,
+    token: Token,
+}
+
+impl AgentClient {
+    /// Finds the agent of `data_dir` (its token and socket).
+    pub fn open(data_dir: &Path) -> Result<AgentClient, ClientError> {
+        let token_path = data_dir.join("agent.token");
+        if !token_path.exists() {
+            return Err(ClientError::NoAgent(format!(
+                "no agent has used {} (no agent.token there); start one with `shoal agent \
+                 --data-dir {}` or pass the --data-dir it uses",
+                data_dir.display(),
+                data_dir.display()
+            )));
+        }
+        let token = Token::load(&token_path).map_err(|e| ClientError::NoAgent(e.to_string()))?;
+        Ok(AgentClient {
+            socket: data_dir.join("agent.sock"),
+            token,
+        })
+    }
+
+    /// GET `path`, answered as JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.send(Method::GET, path, None, Bytes::new()).await?;
+        json(response).await
+    }
+
+    /// POST `path` with a JSON body, answered as JSON.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response = self
+            .send(Method::POST, path, Some("application/json"), body.into())
+            .await?;
+        json(response).await
+    }
+
+    /// POST `path` with raw bytes (an archive), answered as JSON.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .send(Method::POST, path, Some("application/octet-stream"), body)
+            .await?;
+        json(response).await
+    }
+
+    /// GET `path` and hand each chunk of the answer to `chunk` as it arrives (a followed log).
+    pub async fn stream(
+        &self,
+        path: &str,
+        mut chunk: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let response = self.send(Method::GET, path, None, Bytes::new()).await?;
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Transport(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                chunk(data);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| {
+                ClientError::NoAgent(format!(
+                    "no agent answers on {}: {e}; is `shoal agent` running with this data directory?",
+                    self.socket.display()
+                ))
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "agent")
+            .header(hyper::header::AUTHORIZATION, self.token.header());
+        if let Some(content_type) = content_type {
+            request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        Err(api_error(status, &bytes))
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(body)));
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+async fn json<T: DeserializeOwned>(response: hyper::Response<Incoming>) -> Result<T, ClientError> {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ClientError::Transport(format!("the agent's answer is not what was expected: {e}"))
+    })
+}
