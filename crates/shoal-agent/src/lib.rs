@@ -22,6 +22,7 @@
 pub mod api;
 mod layout;
 mod state;
+pub mod versions;
 
 pub use layout::DataDir;
 pub use state::{State, StateError};
