@@ -448,3 +448,22 @@ proptest! {
         prop_assert_eq!(parse(a).cmp(&parse(b)), a.cmp(&b));
     }
 }
+
+#[test]
+fn programs_resolve_against_the_package_directory() {
+    use shoal_pkg::manifest::Command;
+    let dir = std::path::Path::new("/data/apps/web/versions/1.0.0");
+    let command = |program: &str| Command {
+        program: program.into(),
+        args: vec![],
+    };
+    assert_eq!(command("bin/web").program_in(dir), dir.join("bin/web"));
+    assert_eq!(
+        command("/usr/bin/python3").program_in(dir),
+        std::path::Path::new("/usr/bin/python3")
+    );
+    assert_eq!(
+        command("python3").program_in(dir),
+        std::path::Path::new("python3")
+    );
+}

@@ -9,7 +9,7 @@ pub(crate) mod units;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use semver::Version;
@@ -155,6 +155,18 @@ pub struct Command {
     #[serde(rename = "command")]
     pub program: String,
     pub args: Vec<String>,
+}
+
+impl Command {
+    /// The program to execute for a package unpacked in `dir`: `dir/bin/x` for `bin/x`, an
+    /// absolute path as it is, a bare name as it is (for the `PATH` lookup of exec).
+    pub fn program_in(&self, dir: &Path) -> PathBuf {
+        if self.program.contains('/') && !self.program.starts_with('/') {
+            dir.join(&self.program)
+        } else {
+            PathBuf::from(&self.program)
+        }
+    }
 }
 
 impl fmt::Display for Command {

@@ -1,0 +1,136 @@
+//! Running an install or verify hook: the manifest's program with its arguments (never a
+//! shell), inside the version directory, in a process group of its own, its output appended
+//! to `logs/NAME/hooks.log` and its tail kept for the error; past its timeout the whole
+//! group is killed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use shoal_pkg::manifest::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The output kept for an error message.
+const TAIL: usize = 2048;
+
+/// Why a hook failed: what ran, how it ended, and the end of its output.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} `{command}` {how}{}", tail_text(.tail))]
+pub struct HookError {
+    pub what: String,
+    pub command: String,
+    pub how: String,
+    pub tail: String,
+}
+
+fn tail_text(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its output ended with:\n{tail}")
+    }
+}
+
+/// Runs `command` in `dir` with `env` added, appending its output to `log`; `what` names it
+/// in errors ("the install hook of web 1.2.0").
+pub async fn run(
+    what: &str,
+    command: &Command,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+    log: &Path,
+) -> Result<(), HookError> {
+    let fail = |how: String, tail: String| HookError {
+        what: what.to_owned(),
+        command: command.to_string(),
+        how,
+        tail,
+    };
+    if let Some(parent) = log.parent() {
+        let _ = tokio::fs::create_dir_all(parent).await;
+    }
+    let mut child = tokio::process::Command::new(command.program_in(dir))
+        .args(&command.args)
+        .current_dir(dir)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
+    let pgid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    let mut log_file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await
+        .ok();
+    if let Some(file) = log_file.as_mut() {
+        let _ = file
+            .write_all(format!("--- {what}: {command}\n").as_bytes())
+            .await;
+    }
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let mut tail: Vec<u8> = Vec::new();
+    let collect = async {
+        let (mut out_buf, mut err_buf) = ([0u8; 4096], [0u8; 4096]);
+        let (mut out_open, mut err_open) = (true, true);
+        while out_open || err_open {
+            let chunk = tokio::select! {
+                n = stdout.read(&mut out_buf), if out_open => match n {
+                    Ok(0) | Err(_) => { out_open = false; continue }
+                    Ok(n) => &out_buf[..n],
+                },
+                n = stderr.read(&mut err_buf), if err_open => match n {
+                    Ok(0) | Err(_) => { err_open = false; continue }
+                    Ok(n) => &err_buf[..n],
+                },
+            };
+            if let Some(file) = log_file.as_mut() {
+                let _ = file.write_all(chunk).await;
+            }
+            tail.extend_from_slice(chunk);
+            if tail.len() > TAIL {
+                tail.drain(..tail.len() - TAIL);
+            }
+        }
+        child.wait().await
+    };
+    let ended = tokio::time::timeout(timeout, collect).await;
+    let tail_string = |tail: &[u8]| String::from_utf8_lossy(tail).trim_end().to_owned();
+    match ended {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(fail(
+            match (
+                status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&status),
+            ) {
+                (Some(code), _) => format!("exited with {code}"),
+                (None, Some(signal)) => format!("was killed by signal {signal}"),
+                _ => format!("ended: {status}"),
+            },
+            tail_string(&tail),
+        )),
+        Ok(Err(e)) => Err(fail(
+            format!("could not be waited for: {e}"),
+            tail_string(&tail),
+        )),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+            Err(fail(
+                format!(
+                    "did not finish within {}",
+                    humantime::format_duration(timeout)
+                ),
+                tail_string(&tail),
+            ))
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Hooks: run as argv in their directory, output logged and quoted in errors, the whole
+//! process group killed at the timeout.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use shoal_agent::hooks;
+use shoal_pkg::manifest::Command;
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("shoal-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    Scratch(dir)
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> Command {
+    let path = dir.join("bin").join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Command {
+        program: format!("bin/{name}"),
+        args: vec!["one arg; not shell".into()],
+    }
+}
+
+#[tokio::test]
+async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
+    let dir = scratch("hooks");
+    let log = dir.0.join("logs/hooks.log");
+    let env = BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
+    let ok = script(
+        &dir.0,
+        "ok",
+        "echo \"$GREETING from $(pwd): $1\"; touch made",
+    );
+    hooks::run(
+        "the install hook",
+        &ok,
+        &dir.0,
+        &env,
+        Duration::from_secs(10),
+        &log,
+    )
+    .await
+    .unwrap();
+    assert!(dir.0.join("made").is_file());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("hi from {}: one arg; not shell", dir.0.display())),
+        "{logged}"
+    );
+
+    let bad = script(
+        &dir.0,
+        "bad",
+        "echo checking; echo 'port 3000 refused' >&2; exit 3",
+    );
+    let e = hooks::run(
+        "the verify hook",
+        &bad,
+        &dir.0,
+        &env,
+        Duration::from_secs(10),
+        &log,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("the verify hook `bin/bad one arg; not shell` exited with 3"),
+        "{e}"
+    );
+    assert!(e.contains("port 3000 refused"), "{e}");
+
+    let missing = Command {
+        program: "bin/none".into(),
+        args: vec![],
+    };
+    let e = hooks::run(
+        "the install hook",
+        &missing,
+        &dir.0,
+        &env,
+        Duration::from_secs(10),
+        &log,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`bin/none` could not start"), "{e}");
+}
+
+#[tokio::test]
+async fn a_hook_past_its_timeout_is_killed_with_its_children() {
+    let dir = scratch("hooks-timeout");
+    let pid_file = dir.0.join("child.pid");
+    let slow = script(
+        &dir.0,
+        "slow",
+        &format!("sleep 1000 & echo $! > {}; wait", pid_file.display()),
+    );
+    let e = hooks::run(
+        "the install hook",
+        &slow,
+        &dir.0,
+        &BTreeMap::new(),
+        Duration::from_millis(500),
+        &dir.0.join("hooks.log"),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("did not finish within 500ms"), "{e}");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The grandchild got SIGKILL with the group; once reaped by init it is gone. A zombie
+    // ("Z") counts as dead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        if stat.is_empty() || state == Some('Z') {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} still runs: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
