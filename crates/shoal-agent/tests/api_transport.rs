@@ -1,28 +1,14 @@
 //! The local API's transport: the token is required on the Unix socket and on TCP, answers
 //! and errors travel as JSON, a stale socket file is replaced, and TCP is loopback only.
 
-use std::path::PathBuf;
+mod common;
 
 use axum::routing::get;
 use axum::Router;
+use common::Scratch;
 use shoal_agent::api::{serve, AgentClient, ApiError, ClientError, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("shoal-agent-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
 
 fn routes() -> Router {
     Router::new()
@@ -47,7 +33,7 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
 
 #[tokio::test]
 async fn the_token_is_required_and_errors_are_json() {
-    let dir = scratch("api");
+    let dir = Scratch::new("api");
     let token = Token::load_or_create(&dir.0.join("agent.token")).unwrap();
     // A socket file left behind by a killed agent.
     drop(std::os::unix::net::UnixListener::bind(dir.0.join("agent.sock")).unwrap());
@@ -103,7 +89,7 @@ async fn the_token_is_required_and_errors_are_json() {
 
 #[tokio::test]
 async fn tcp_is_loopback_only_and_a_missing_agent_says_what_to_do() {
-    let dir = scratch("api-refuse");
+    let dir = Scratch::new("api-refuse");
     let token = Token::load_or_create(&dir.0.join("agent.token")).unwrap();
     let e = serve(
         routes(),
@@ -116,7 +102,7 @@ async fn tcp_is_loopback_only_and_a_missing_agent_says_what_to_do() {
     .unwrap_err();
     assert!(e.to_string().contains("loopback only"), "{e}");
 
-    let empty = scratch("api-empty");
+    let empty = Scratch::new("api-empty");
     let e = AgentClient::open(&empty.0).unwrap_err().to_string();
     assert!(e.contains("shoal agent --data-dir"), "{e}");
     // A token but no agent behind the socket.

@@ -1,30 +1,19 @@
 //! Hooks: run as argv in their directory, output logged and quoted in errors, the whole
 //! process group killed at the timeout.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use common::Scratch;
 use shoal_agent::hooks;
 use shoal_pkg::manifest::Command;
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("shoal-agent-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    Scratch(dir)
-}
-
 fn script(dir: &Path, name: &str, body: &str) -> Command {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
     let path = dir.join("bin").join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -36,7 +25,7 @@ fn script(dir: &Path, name: &str, body: &str) -> Command {
 
 #[tokio::test]
 async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
-    let dir = scratch("hooks");
+    let dir = Scratch::new("hooks");
     let log = dir.0.join("logs/hooks.log");
     let env = BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
     let ok = script(
@@ -103,7 +92,7 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
 
 #[tokio::test]
 async fn a_hook_past_its_timeout_is_killed_with_its_children() {
-    let dir = scratch("hooks-timeout");
+    let dir = Scratch::new("hooks-timeout");
     let pid_file = dir.0.join("child.pid");
     let slow = script(
         &dir.0,

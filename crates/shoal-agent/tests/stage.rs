@@ -1,30 +1,16 @@
 //! Staging a package: checked whole and checksum first, unpacked once into its version
 //! directory, never over an installed version, nothing written when refused.
 
-use std::path::PathBuf;
+mod common;
 
+use common::Scratch;
 use shoal_agent::versions::{stage, StageError};
 use shoal_agent::DataDir;
 use shoal_pkg::{Limits, Sha256};
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("shoal-agent-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
-}
-
 #[test]
 fn a_package_is_staged_once_and_a_bad_checksum_writes_nothing() {
-    let dir = scratch("stage");
+    let dir = Scratch::new("stage");
     let pkg = dir.0.join("pkg");
     std::fs::create_dir_all(pkg.join("bin")).unwrap();
     std::fs::write(

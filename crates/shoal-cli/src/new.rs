@@ -275,7 +275,10 @@ fn plain_files(names: &Names, source: &Source) -> Vec<(String, String)> {
                 .replace("@SERVER_CONFIG@", "")
                 .replace("@CALLS@", &fill(PLAIN_CALLS, names)),
         ),
-        ("README.md".into(), fill(PLAIN_README, names)),
+        (
+            "README.md".into(),
+            fill(&format!("{PLAIN_README}{PACKAGING}"), names),
+        ),
         ("shoal.toml".into(), manifest(names, 3000)),
     ]);
     files
@@ -342,7 +345,10 @@ fn idl_files(names: &Names, source: &Source, idl: &Idl, text: &str) -> Vec<(Stri
                 .replace("@CALLS@", &fill(&calls, names)),
         ),
         ("clients.toml".into(), clients_toml(names, idl, port)),
-        ("README.md".into(), fill(IDL_README, names)),
+        (
+            "README.md".into(),
+            fill(&format!("{IDL_README}{PACKAGING}"), names),
+        ),
         ("shoal.toml".into(), manifest(names, port)),
     ]);
     if workers {
@@ -767,7 +773,9 @@ cargo test                                     # starts it and calls it through 
 | `tests/service.rs` | Starts the binary and calls it through `@SERVICE@Client`. |
 | `@NAME@.toml` | The configuration (`shoal config explain @NAME@.toml`). |
 | `shoal.toml` | The package manifest for the shoal agent. |
+"#;
 
+const PACKAGING: &str = r#"
 Package it for the agent:
 
 ```sh
@@ -804,12 +812,4 @@ must follow it.
 
 Clients: in Rust, `@CRATE@::client_from_file("clients.toml")`; in Python,
 `shoal idl python svr.json -o DIR` writes a module with plain `msgpack`.
-
-Package it for the agent:
-
-```sh
-cargo build --release
-mkdir -p pkg/bin && cp target/release/@NAME@ pkg/bin/ && cp @NAME@.toml shoal.toml pkg/
-shoal pkg build pkg
-```
 "#;

@@ -101,6 +101,20 @@ async fn the_generated_service_serves_and_its_client_calls() {
     server.stop().await;
 }
 
+/// The ids of the servers that answered `calls` calls.
+async fn servers_answering(
+    client: &EchoClient,
+    calls: usize,
+) -> std::collections::BTreeSet<String> {
+    let mut answered = std::collections::BTreeSet::new();
+    for i in 0..calls {
+        let answer = client.echo(msg(&i.to_string())).await.unwrap();
+        let id = answer.as_str().unwrap().split(':').next().unwrap();
+        answered.insert(id.to_owned());
+    }
+    answered
+}
+
 #[tokio::test]
 async fn the_client_from_an_endpoint_file_balances_as_the_idl_says() {
     let (a, b) = (serve("a").await, serve("b").await);
@@ -116,38 +130,14 @@ async fn the_client_from_an_endpoint_file_balances_as_the_idl_says() {
     let file = dir.join("clients.toml");
     std::fs::write(&file, &endpoints).unwrap();
     let client = echo::client_from_file(&file).unwrap();
-    let mut answered = std::collections::BTreeSet::new();
-    for i in 0..20 {
-        let answer = client.echo(msg(&i.to_string())).await.unwrap();
-        answered.insert(
-            answer
-                .as_str()
-                .unwrap()
-                .split(':')
-                .next()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let answered = servers_answering(&client, 20).await;
     assert_eq!(answered.len(), 1, "one pinned server, got {answered:?}");
 
     // The file's own `balance` wins: round robin visits both.
     let file = dir.join("round_robin.toml");
     std::fs::write(&file, format!("balance = \"round_robin\"\n{endpoints}")).unwrap();
     let client = echo::client_from_file(&file).unwrap();
-    let mut answered = std::collections::BTreeSet::new();
-    for i in 0..4 {
-        let answer = client.echo(msg(&i.to_string())).await.unwrap();
-        answered.insert(
-            answer
-                .as_str()
-                .unwrap()
-                .split(':')
-                .next()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let answered = servers_answering(&client, 4).await;
     assert_eq!(answered.len(), 2, "both servers, got {answered:?}");
 
     // A bad file names itself.

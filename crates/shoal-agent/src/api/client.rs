@@ -138,13 +138,7 @@ impl AgentClient {
             return Ok(response);
         }
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_bytes();
-        Err(api_error(status, &bytes))
+        Err(api_error(status, &read_body(response).await?))
     }
 }
 
@@ -160,13 +154,16 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
 }
 
 async fn json<T: DeserializeOwned>(response: hyper::Response<Incoming>) -> Result<T, ClientError> {
-    let bytes = response
+    serde_json::from_slice(&read_body(response).await?).map_err(|e| {
+        ClientError::Transport(format!("the agent's answer is not what was expected: {e}"))
+    })
+}
+
+async fn read_body(response: hyper::Response<Incoming>) -> Result<Bytes, ClientError> {
+    Ok(response
         .into_body()
         .collect()
         .await
         .map_err(|e| ClientError::Transport(e.to_string()))?
-        .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ClientError::Transport(format!("the agent's answer is not what was expected: {e}"))
-    })
+        .to_bytes())
 }
