@@ -20,6 +20,7 @@
 //! [`DataDir`] names every path; [`State`] opens the database.
 
 pub mod api;
+pub mod backup;
 pub mod cron;
 pub mod hooks;
 mod layout;
