@@ -60,7 +60,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, Local, Timelike, Utc};
+use chrono::{DateTime, Local, TimeZone, Timelike, Utc};
 use serde::Serialize;
 use shoal_pkg::manifest::{CronJob, Name, Overlap};
 use tokio::sync::watch;
@@ -402,8 +402,19 @@ impl std::fmt::Debug for Cron {
 /// A clock that stops being read for longer than this would hide a clock change for as long.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// The tick to wait for after firing `last`, at `now`: the first after both, so that a tick
+/// never fires twice (the clock went back) and ticks missed are not made up (it jumped
+/// forward, or the agent was down).
+fn following<Tz: TimeZone>(
+    schedule: &croner::Cron,
+    last: DateTime<Tz>,
+    now: DateTime<Tz>,
+) -> Option<DateTime<Tz>> {
+    next_tick(schedule, last.max(now))
+}
+
 /// The next tick of `schedule` strictly after `after`, in whole seconds.
-fn next_tick(schedule: &croner::Cron, after: DateTime<Local>) -> Option<DateTime<Local>> {
+fn next_tick<Tz: TimeZone>(schedule: &croner::Cron, after: DateTime<Tz>) -> Option<DateTime<Tz>> {
     let after = after.with_nanosecond(0).unwrap_or(after);
     schedule.find_next_occurrence(&after, false).ok()
 }
@@ -473,7 +484,7 @@ impl Inner {
     async fn schedule(self: Arc<Inner>, app: Name, job: Arc<Job>, cancel: CancellationToken) {
         let mut last = Local::now();
         loop {
-            let Some(tick) = next_tick(&job.schedule, last.max(Local::now())) else {
+            let Some(tick) = following(&job.schedule, last, Local::now()) else {
                 tracing::warn!(%app, job = %job.spec.name, schedule = %job.spec.schedule,
                     "cron schedule has no next tick");
                 return;
@@ -665,5 +676,36 @@ impl Inner {
             table.runs.remove(&id);
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_follow_the_last_one_fired_and_the_clock() {
+        let minutely = croner::Cron::new("0 * * * * *")
+            .with_seconds_required()
+            .parse()
+            .unwrap();
+        let at = |h: u32, m: u32, s: u32, ms: i64| {
+            Utc.with_ymd_and_hms(2024, 3, 1, h, m, s).unwrap() + chrono::TimeDelta::milliseconds(ms)
+        };
+        let check = |last, now, expected| {
+            assert_eq!(
+                following(&minutely, last, now),
+                Some(expected),
+                "{last} {now}"
+            );
+        };
+        // The usual case: woken just after the tick it fired.
+        check(at(10, 0, 0, 0), at(10, 0, 0, 3), at(10, 1, 0, 0));
+        // The clock jumped forward an hour: the next tick after the new time, no burst.
+        check(at(10, 0, 0, 0), at(11, 30, 0, 500), at(11, 31, 0, 0));
+        // The clock went back an hour: nothing before or at the last tick fires again.
+        check(at(10, 0, 0, 0), at(9, 0, 0, 0), at(10, 1, 0, 0));
+        // Seconds are whole: a tick is never a fraction late.
+        check(at(10, 0, 59, 999), at(10, 0, 59, 999), at(10, 1, 0, 0));
     }
 }
