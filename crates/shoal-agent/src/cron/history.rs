@@ -294,30 +294,35 @@ pub(super) fn record_skip(
     })
 }
 
-/// Marks every run the database says is going as interrupted by an agent restart, and returns
-/// them so that their leftover processes can be stopped.
-pub(super) fn recover(state: &State) -> Result<Vec<Leftover>, StateError> {
-    state.transaction(|tx| {
-        let leftovers = {
-            let mut stmt =
-                tx.prepare("SELECT id, pgid, pid_start FROM cron_runs WHERE status = 'running'")?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Leftover {
-                    id: RunId(r.get(0)?),
-                    pgid: r.get(1)?,
-                    pid_start: r
-                        .get::<_, Option<i64>>(2)?
-                        .and_then(|t| u64::try_from(t).ok()),
-                })
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.execute(
+/// The runs the database says are going: when the agent starts, runs a previous agent was
+/// watching.
+pub(super) fn leftovers(state: &State) -> Result<Vec<Leftover>, StateError> {
+    state.with(|c| {
+        let mut stmt =
+            c.prepare("SELECT id, pgid, pid_start FROM cron_runs WHERE status = 'running'")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Leftover {
+                id: RunId(r.get(0)?),
+                pgid: r.get(1)?,
+                pid_start: r
+                    .get::<_, Option<i64>>(2)?
+                    .and_then(|t| u64::try_from(t).ok()),
+            })
+        })?;
+        rows.collect()
+    })
+}
+
+/// Records the [`leftovers`] as interrupted by an agent restart, once what was left of them
+/// is stopped (so that an agent dying meanwhile still finds them next time).
+pub(super) fn recover(state: &State) -> Result<(), StateError> {
+    state.with(|c| {
+        c.execute(
             "UPDATE cron_runs SET status = 'interrupted', message = ?1 WHERE status = 'running'",
             params![RESTARTED],
-        )?;
-        Ok(leftovers)
-    })
+        )
+    })?;
+    Ok(())
 }
 
 /// Why a run left `running` by [`recover`] ended.

@@ -156,7 +156,7 @@ impl Cron {
         options: CronOptions,
     ) -> Result<Cron, CronError> {
         state.ensure(history::SCHEMA)?;
-        let leftovers = history::recover(&state)?;
+        let leftovers = history::leftovers(&state)?;
         let stops = leftovers.iter().filter_map(|left| {
             let pgid = left.pgid?;
             if !run::is_ours(pgid, left.pid_start) {
@@ -174,6 +174,7 @@ impl Cron {
             ))
         });
         futures_util::future::join_all(stops).await;
+        history::recover(&state)?;
 
         let closing = CancellationToken::new();
         Ok(Cron {
