@@ -17,6 +17,9 @@ use shoal_pkg::manifest::{Backup, Name};
 use shoal_pkg::Sha256;
 use tar::{EntryType, Header};
 
+mod common;
+use common::Scratch;
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 #[test]
@@ -361,7 +364,7 @@ fn hostile_archives_are_refused_and_change_nothing() {
             "{what}: the app's files changed"
         );
         assert!(
-            !t.dir.join("evil").exists() && !Path::new("/tmp/evil").exists(),
+            !t.dir.0.join("evil").exists() && !Path::new("/tmp/evil").exists(),
             "{what}"
         );
         let apps = t.app_dir.parent().unwrap();
@@ -372,7 +375,7 @@ fn hostile_archives_are_refused_and_change_nothing() {
 // ---- helpers ----
 
 struct Setup {
-    dir: PathBuf,
+    dir: Scratch,
     data: DataDir,
     app: Name,
     app_dir: PathBuf,
@@ -382,11 +385,8 @@ struct Setup {
 
 impl Setup {
     fn new(test: &str) -> Setup {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("backup-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let data = DataDir::create(dir.join("data")).unwrap();
+        let dir = Scratch::new(&format!("backup-{test}"));
+        let data = DataDir::create(dir.0.join("data")).unwrap();
         let app = Name::new("app").unwrap();
         let app_dir = data.app(&app);
         std::fs::create_dir_all(&app_dir).unwrap();
@@ -417,8 +417,8 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        make_writable(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Directories without write permission, which the scratch directory could not remove.
+        make_writable(&self.dir.0);
     }
 }
 

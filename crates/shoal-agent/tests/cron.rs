@@ -11,6 +11,9 @@ use shoal_agent::{DataDir, State};
 use shoal_pkg::manifest::{Command, CronJob, Name, Overlap};
 use tokio::time::Instant;
 
+mod common;
+use common::Scratch;
+
 /// Every second.
 const EVERY_SECOND: &str = "* * * * * *";
 /// Once a year: for jobs that only run when asked.
@@ -450,7 +453,7 @@ fn a_run_left_by_a_killed_agent_is_interrupted_at_the_next_start() {
 // ---- helpers ----
 
 struct Setup {
-    dir: TempDir,
+    dir: Scratch,
     data: DataDir,
     app: Name,
     /// The package's version directory.
@@ -460,7 +463,7 @@ struct Setup {
 
 impl Setup {
     async fn new(test: &str, options: CronOptions) -> Setup {
-        let dir = TempDir::new(test);
+        let dir = Scratch::new(&format!("cron-{test}"));
         let data = DataDir::create(dir.0.join("data")).unwrap();
         let app = name("app");
         let pkg = data.version(&app, &"1.0.0".parse().unwrap());
@@ -542,24 +545,5 @@ fn gone(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => true,
-    }
-}
-
-/// A directory under Cargo's temporary directory for tests, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("cron-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -569,7 +569,7 @@ impl Inner {
         };
 
         let spec = run::Spec {
-            program: run::resolve(&dir, &job.spec.command.program),
+            program: job.spec.command.program_in(&dir),
             args: job.spec.command.args.clone(),
             env: vec![
                 ("SHOAL_APP", app.as_str().into()),

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -75,16 +75,6 @@ const POLL: Duration = Duration::from_millis(20);
 /// After the group is gone, how long the rest of the output may take. A process that left
 /// the group (with `setsid`) may hold the pipe open; its output is not waited for.
 const DRAIN: Duration = Duration::from_secs(1);
-
-/// `program` as a manifest names it, for a package in `dir`: a relative path with a `/` is
-/// inside the package; an absolute path or a bare name (found on `PATH`) is taken as is.
-pub(super) fn resolve(dir: &Path, program: &str) -> PathBuf {
-    if program.contains('/') && !program.starts_with('/') {
-        dir.join(program)
-    } else {
-        PathBuf::from(program)
-    }
-}
 
 /// Starts `spec` in a new process group, stdin from `/dev/null`, stdout and stderr into one
 /// pipe. Must be called inside a tokio runtime.
@@ -323,15 +313,6 @@ mod tests {
         check(4, &["aé€".as_bytes()], "€");
         check(5, &["aé€".as_bytes()], "é€");
         check(4, &[b"ab\xff"], "ab\u{fffd}");
-    }
-
-    #[test]
-    fn programs_resolve_like_the_manifest_says() {
-        let dir = Path::new("/data/apps/x/versions/1.0.0");
-        assert_eq!(resolve(dir, "bin/job"), dir.join("bin/job"));
-        assert_eq!(resolve(dir, "./job"), dir.join("./job"));
-        assert_eq!(resolve(dir, "/usr/bin/env"), PathBuf::from("/usr/bin/env"));
-        assert_eq!(resolve(dir, "python3"), PathBuf::from("python3"));
     }
 
     #[test]
