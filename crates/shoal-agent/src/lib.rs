@@ -18,9 +18,18 @@
 //! ```
 //!
 //! [`DataDir`] names every path; [`State`] opens the database.
+//!
+//! # Modules
+//!
+//! - `layout.rs`: [`DataDir`].
+//! - `state.rs`: [`State`], the SQLite database each part keeps its own tables in.
+//! - [`supervise`]: the programs of service packages, their processes, restarts, health
+//!   checks and output ([`Supervisor`]).
 
 mod layout;
 mod state;
+pub mod supervise;
 
 pub use layout::DataDir;
 pub use state::{State, StateError};
+pub use supervise::{ProgramSpec, ProgramState, ProgramStatus, Supervisor, SupervisorError};
