@@ -18,6 +18,13 @@
 //! ```
 //!
 //! [`DataDir`] names every path; [`State`] opens the database.
+//!
+//! # Modules
+//!
+//! - `layout.rs`: [`DataDir`].
+//! - `state.rs`: [`State`], the SQLite database each part keeps its own tables in.
+//! - [`supervise`]: the programs of service packages, their processes, restarts, health
+//!   checks and output ([`Supervisor`]).
 
 pub mod api;
 pub mod backup;
@@ -25,7 +32,9 @@ pub mod cron;
 pub mod hooks;
 mod layout;
 mod state;
+pub mod supervise;
 pub mod versions;
 
 pub use layout::DataDir;
 pub use state::{State, StateError};
+pub use supervise::{ProgramSpec, ProgramState, ProgramStatus, Supervisor, SupervisorError};

@@ -26,7 +26,7 @@
 //! [health]                      # optional; at least one of port, ping, http
 //! port = 3000                   # alone: a TCP connection to 127.0.0.1:port
 //! ping = true                   # shoal.ping on port (needs port)
-//! http = "/healthz"             # GET on port (needs port), or "http://host:port/path"; 2xx
+//! http = "/healthz"             # GET on port (needs port), or "http://host:port/path"; 2xx, 3xx
 //! interval = "10s"              # default 10s
 //! timeout = "2s"                # default 2s, at most interval
 //! failures = 3                  # default 3; consecutive failures before a restart

@@ -284,7 +284,7 @@ impl fmt::Display for Restart {
 
 /// `[health]`: how the agent decides a running service is healthy. With only `port`, a TCP
 /// connection to it; with `ping`, the `shoal.ping` RPC method on it; with `http`, a GET that
-/// must answer 2xx. At least one check is set.
+/// must answer 2xx or 3xx. At least one check is set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
     /// On 127.0.0.1.

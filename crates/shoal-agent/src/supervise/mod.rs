@@ -1,0 +1,718 @@
+//! Supervision: the agent's programs run, are restarted with backoff, health-checked,
+//! stopped without orphans, have their output captured, and outlive the agent.
+//!
+//! [`Supervisor`] is the handle everything else uses (install and upgrade, the local API,
+//! the CLI); [`ProgramSpec`] is what it runs and [`ProgramStatus`] what it reports.
+//!
+//! # Modules
+//!
+//! - `spec.rs`: [`ProgramSpec`], from a manifest and its version directory.
+//! - `program.rs`: one task per program, the only place its processes are started, stopped
+//!   and restarted; the [`Supervisor`] sends it commands and reads what it publishes.
+//! - `process.rs`: starting a process in its own session with its output into FIFOs,
+//!   adopting one, noticing its exit, stopping its group.
+//! - `capture.rs`: the one thread that copies every FIFO into its log file.
+//! - `health.rs`: a TCP, `shoal.ping` or HTTP check.
+//! - `backoff.rs`: restart delays.
+//! - `store.rs`: the `supervised` table in the agent's SQLite state.
+//! - `sys.rs`: pidfd, setsid and `/proc` (the crate's only `unsafe`).
+//! - `status.rs`, `error.rs`: what callers get back.
+//!
+//! # A program's process
+//!
+//! Each program runs as the leader of its own session (`setsid`), so its process group id is
+//! its pid, no terminal signal reaches it, and the agent can signal the whole group. It runs
+//! in its version directory, without a shell: `command` is executed with `args` (a relative
+//! path with a `/` is resolved against the version directory, a bare name on `PATH`). Its
+//! stdin is `/dev/null`. Its environment is the agent's, without the variables that address
+//! the agent itself (`NOTIFY_SOCKET`, `LISTEN_*`, `SHOAL_CONFIG`, `SHOAL_HANDOVER_*`,
+//! `SHOAL_WORKER*`, `SHOAL_RPC_WORKER`), plus the spec's `env`, plus:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `SHOAL_APP` | the program's name |
+//! | `SHOAL_VERSION` | its version |
+//! | `SHOAL_APP_DIR` | its version directory (also its working directory) |
+//! | `SHOAL_APP_DATA` | `apps/NAME/data`, kept across versions (created before the start) |
+//! | `SHOAL_DATA_DIR` | the agent's data directory, where the `shoal` CLI finds the agent |
+//!
+//! # Output, and an agent that dies
+//!
+//! An agent restart, even `kill -9`, never disturbs a program: nothing the program holds
+//! depends on the agent being alive.
+//!
+//! - Its stdout and stderr are FIFOs, `run/NAME/stdout` and `run/NAME/stderr`, which the
+//!   program's own process opens read-write as its fd 1 and 2 (the agent opens them for it
+//!   before exec). Because the program holds a read end itself, the pipe always has a
+//!   reader: it never gets SIGPIPE or EPIPE while no agent runs; its writes only block once
+//!   the pipe is full (the agent asks for 128 KiB pipes instead of 64 KiB).
+//! - The agent opens the same FIFOs read-write and non-blocking, and one thread reads them
+//!   all (`capture.rs`) into `logs/NAME/stdout.log` and `stderr.log`
+//!   ([`shoal::logging::RotatingFile`]: rotated at `[logs] max_size`, `keep` rotated files
+//!   gzipped, the active name stable). Every read is written to the log before the next
+//!   read, so nothing read is held only in memory, and what the agent has not read stays in
+//!   the pipe for the next agent: lines written while no agent runs are in the log once one
+//!   does. A line may be split between a rotated file and the next one.
+//! - A program does not die with the agent: no parent-death signal, its own session.
+//! - Every start is recorded in the `supervised` table: pid, start time (from
+//!   `/proc/PID/stat`), boot id, start wall time, version and FIFO paths. [`Supervisor::open`]
+//!   adopts a recorded process only if the boot id, the pid and its start time all match, so
+//!   a reused pid is never mistaken for the program. It watches an adopted process through a
+//!   pidfd (readable when it exits, child or not), reopens its FIFOs (the unread output comes
+//!   first), and enforces the restart policy and health checks again. An adopted process is
+//!   not the agent's child, so when it ends the kernel does not tell the agent how:
+//!   [`Exit::Unknown`], counted as a failure by the `on-failure` policy.
+//! - A program recorded as running but found gone, or one that was waiting in backoff, is
+//!   started again (its `start_after` honoured) if it should run.
+//!
+//! # Restarts
+//!
+//! `restart = "always"` starts a program again whenever it ends; `"on-failure"` when it ends
+//! with a non-zero code, by a signal, of an unknown cause, or fails its health checks;
+//! `"never"` leaves it (then [`ProgramState::Exited`] or [`ProgramState::Failed`]). Delays
+//! ([`BACKOFF_FIRST`], [`BACKOFF_CAP`], [`BACKOFF_RESET`]): the first restart after a stable
+//! run is immediate; then 100 ms, doubling, up to 30 s; a run of 30 s or more starts over.
+//! The supervisor never gives up on a program that should run: one that keeps failing is
+//! tried every 30 s (supervisord gives up after 3 quick failures; PM2 uses 100 ms x 1.5 up to
+//! 15 s, reset after 30 s; systemd restarts after 100 ms). While it waits, the program is in
+//! [`ProgramState::Backoff`] with [`ProgramStatus::next_start`]. When a main process exits,
+//! what is left of its group gets the stop signal, then SIGKILL after `stop_timeout`, before
+//! the next start.
+//!
+//! # Stopping
+//!
+//! `stop_signal` goes to the whole process group; after `stop_timeout`, if the main process
+//! or any other member is alive, SIGKILL goes to the group, and [`Supervisor::stop`] returns
+//! once no live process of the group is left. [`Supervisor::signal`] (`SIGHUP` for a reload)
+//! goes to the main process only.
+//!
+//! # Health
+//!
+//! With `[health]`, a check runs every `interval` (bounded by `timeout`): `shoal.ping` on
+//! `port` when `ping`, a GET of `http` (2xx and 3xx are healthy), or with neither a TCP
+//! connection to 127.0.0.1:`port`. Until the first check passes within the `grace` period
+//! after a start, checks run every 200 ms (or `interval`, if shorter) and failures do not
+//! count; a program is [`ProgramState::Starting`] until a check passes. After `failures`
+//! failed checks in a row the program is stopped and started again through the backoff.
+//! An adopted program is checked at once.
+//!
+//! # Resources
+//!
+//! [`ProgramStatus::cpu_percent`] and [`ProgramStatus::rss_bytes`] sum every live process in
+//! the program's group, read from `/proc/PID/stat` in one pass over `/proc` per
+//! [`Supervisor::status`] call; nothing is sampled in the background, so an idle agent does
+//! no work for them. A program costs a task, a watch channel, two pipe descriptors and a
+//! pidfd; there is no thread or buffer per program.
+
+mod backoff;
+mod capture;
+mod error;
+mod health;
+mod process;
+mod program;
+mod spec;
+mod status;
+mod store;
+mod sys;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use shoal_pkg::manifest::{Name, Restart};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use self::backoff::{BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_RESET};
+pub use self::error::SupervisorError;
+pub use self::spec::ProgramSpec;
+pub use self::status::{Exit, HealthStatus, ProgramState, ProgramStatus};
+pub use nix::sys::signal::Signal;
+
+use self::capture::Capture;
+use self::process::{Outputs, Process};
+use self::program::{Cmd, Initial, Program, Shared, Slot};
+use self::store::{Goal, Store};
+use crate::{DataDir, State};
+
+/// How long [`Supervisor::start`] waits for each program in `start_after` to be healthy.
+pub const START_AFTER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The agent's programs. Clones share them; every method may be called from any task.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    programs: Mutex<BTreeMap<Name, Handle>>,
+    tracker: TaskTracker,
+    /// Cancelled by `detach` and `shutdown`.
+    closed: CancellationToken,
+}
+
+#[derive(Clone)]
+struct Handle {
+    commands: mpsc::UnboundedSender<Cmd>,
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let programs = self.lock();
+        f.debug_struct("Supervisor")
+            .field("data", &self.inner.shared.data.root())
+            .field("programs", &programs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Supervisor {
+    /// Opens the supervisor on `data` and its `state`, adopting every process recorded as
+    /// running that still is, and starting (in the background, `start_after` honoured) the
+    /// programs that should run and do not.
+    pub async fn open(data: DataDir, state: State) -> Result<Supervisor, SupervisorError> {
+        let store = Store::open(state)?;
+        let rows = store.load()?;
+        let capture = Capture::start().map_err(SupervisorError::Capture)?;
+        let shared = Arc::new(Shared {
+            data,
+            store,
+            capture,
+        });
+        let supervisor = Supervisor {
+            inner: Arc::new(Inner {
+                shared,
+                programs: Mutex::new(BTreeMap::new()),
+                tracker: TaskTracker::new(),
+                closed: CancellationToken::new(),
+            }),
+        };
+        let mut to_start = Vec::new();
+        for row in rows {
+            let spec = match row.spec {
+                Ok(spec) => Arc::new(spec),
+                Err(reason) => {
+                    tracing::error!(program = %row.name, %reason, "cannot read the program's stored spec: left alone");
+                    continue;
+                }
+            };
+            let adopted = row.process.as_ref().and_then(Process::adopt);
+            let vanished = row.process.is_some() && adopted.is_none();
+            let mut status = initial_status(&spec);
+            status.restarts = row.restarts;
+            status.last_exit = row.last_exit;
+            let initial = match adopted {
+                Some(process) => {
+                    tracing::info!(program = %spec.name, pid = %process.pid, "adopted");
+                    let outputs = Outputs::open(
+                        &supervisor.inner.shared.data,
+                        &spec,
+                        &supervisor.inner.shared.capture,
+                    )
+                    .inspect_err(|error| {
+                        tracing::error!(program = %spec.name, %error, "cannot capture the adopted program's output")
+                    })
+                    .ok();
+                    let pid = process.pid.as_raw() as u32;
+                    status.version = process.version.clone();
+                    status.state = ProgramState::Running;
+                    status.pid = Some(pid);
+                    status.pgid = Some(pid);
+                    status.started_at = Some(process.started_at.into());
+                    Initial::Adopted { process, outputs }
+                }
+                None => {
+                    let mut goal = row.goal;
+                    if vanished {
+                        tracing::info!(program = %spec.name, "ended while no agent ran");
+                        status.last_exit = Some(Exit::Unknown);
+                        let record = supervisor
+                            .inner
+                            .shared
+                            .store
+                            .ended(&spec.name, Some(&Exit::Unknown));
+                        if let Err(error) = record {
+                            tracing::warn!(program = %spec.name, %error, "cannot record the program's state");
+                        }
+                        // An unknown end counts as a failure: only `never` leaves it so.
+                        if goal == Goal::Run && spec.restart == Restart::Never {
+                            goal = Goal::Failed;
+                            let record = supervisor.inner.shared.store.set_goal(&spec.name, goal);
+                            if let Err(error) = record {
+                                tracing::warn!(program = %spec.name, %error, "cannot record the program's state");
+                            }
+                        }
+                    }
+                    status.state = goal.state();
+                    if goal == Goal::Run {
+                        to_start.push(spec.name.clone());
+                    }
+                    Initial::Idle { goal }
+                }
+            };
+            let name = spec.name.clone();
+            let handle = supervisor.spawn_program(spec, row.restarts, status, initial);
+            supervisor.lock().insert(name, handle);
+        }
+        for name in to_start {
+            let supervisor2 = supervisor.clone();
+            let closed = supervisor.inner.closed.clone();
+            supervisor.inner.tracker.spawn(async move {
+                tokio::select! {
+                    started = supervisor2.start(&name) => {
+                        if let Err(error) = started {
+                            tracing::warn!(program = %name, %error, "cannot start again");
+                        }
+                    }
+                    () = closed.cancelled() => {}
+                }
+            });
+        }
+        Ok(supervisor)
+    }
+
+    /// Registers `spec`, or replaces the spec of the program of that name: a running process
+    /// keeps running as it was started until it is restarted (its log rotation changes at
+    /// once). A new program is stopped until [`start`](Supervisor::start)ed.
+    pub async fn add(&self, spec: ProgramSpec) -> Result<(), SupervisorError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(SupervisorError::Closed);
+        }
+        if spec.start_after.contains(&spec.name) {
+            return Err(SupervisorError::Cycle {
+                cycle: format!("{0} -> {0}", spec.name),
+                name: spec.name,
+            });
+        }
+        let spec = Arc::new(spec);
+        let mut programs = self.lock();
+        self.inner.shared.store.put_spec(&spec)?;
+        match programs.get(&spec.name) {
+            Some(handle) => {
+                handle.slot.set_spec(spec.clone());
+                handle
+                    .commands
+                    .send(Cmd::Replace(spec))
+                    .map_err(|_| SupervisorError::Closed)?;
+            }
+            None => {
+                let status = initial_status(&spec);
+                let name = spec.name.clone();
+                let handle = self.spawn_program(
+                    spec,
+                    0,
+                    status,
+                    Initial::Idle {
+                        goal: Goal::Stopped,
+                    },
+                );
+                programs.insert(name, handle);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the program (as [`stop`](Supervisor::stop)), closes its output and forgets it.
+    /// Its logs stay.
+    pub async fn remove(&self, name: &Name) -> Result<(), SupervisorError> {
+        let handle = self.handle(name)?;
+        let removed = request(&handle, Cmd::Remove).await;
+        let mut programs = self.lock();
+        if programs
+            .get(name)
+            .is_some_and(|h| Arc::ptr_eq(&h.slot, &handle.slot))
+        {
+            programs.remove(name);
+        }
+        removed
+    }
+
+    /// Starts the program unless it runs, after every program in its `start_after` is
+    /// healthy (each waited for up to [`START_AFTER_TIMEOUT`]; one that is stopped, failed or
+    /// not registered fails the start at once). Returns once the process is started, without
+    /// waiting for it to be healthy ([`wait_healthy`](Supervisor::wait_healthy)). A start
+    /// resets the backoff and the restart count. Err if it could not be executed (the
+    /// restart policy then goes on trying, through the backoff).
+    pub async fn start(&self, name: &Name) -> Result<(), SupervisorError> {
+        let handle = self.handle(name)?;
+        if handle.slot.status.borrow().pid.is_some() {
+            return Ok(());
+        }
+        self.await_start_after(name, &handle).await?;
+        request(&handle, Cmd::Start).await
+    }
+
+    /// Stops the program: its stop signal to its process group, SIGKILL to the group after
+    /// its stop timeout; returns once no process of the group is left. It stays stopped
+    /// (across agent restarts too) until started.
+    pub async fn stop(&self, name: &Name) -> Result<(), SupervisorError> {
+        let handle = self.handle(name)?;
+        request(&handle, Cmd::Stop).await
+    }
+
+    /// Stops the program if it runs, then starts it with its registered spec (as
+    /// [`start`](Supervisor::start) does, `start_after` included).
+    pub async fn restart(&self, name: &Name) -> Result<(), SupervisorError> {
+        let handle = self.handle(name)?;
+        self.await_start_after(name, &handle).await?;
+        request(&handle, Cmd::Restart).await
+    }
+
+    /// Sends `signal` to the program's main process (`Signal::SIGHUP` to reload).
+    pub async fn signal(&self, name: &Name, signal: Signal) -> Result<(), SupervisorError> {
+        let handle = self.handle(name)?;
+        request(&handle, |reply| Cmd::Signal(signal, reply)).await
+    }
+
+    /// Waits until the program is running and (with `[health]`) its last check passed.
+    /// Fails at once if it is stopped, exited or failed, and after `timeout` otherwise,
+    /// saying why (restarting after an exit, its check failing and the last error, ...).
+    pub async fn wait_healthy(
+        &self,
+        name: &Name,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        let handle = self.handle(name)?;
+        let mut status = handle.slot.status.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let now = status.borrow_and_update();
+                if now.is_healthy() {
+                    return Ok(());
+                }
+                if now.state.is_at_rest() {
+                    return Err(SupervisorError::NotHealthy {
+                        name: name.clone(),
+                        reason: why_not_healthy(&now),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(SupervisorError::Closed),
+                Err(_) => {
+                    return Err(SupervisorError::NotHealthy {
+                        name: name.clone(),
+                        reason: format!(
+                            "not after {}: {}",
+                            humanize(timeout),
+                            why_not_healthy(&status.borrow())
+                        ),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Every program, by name, with its CPU and memory read now.
+    pub fn status(&self) -> Vec<ProgramStatus> {
+        let handles: Vec<Handle> = self.lock().values().cloned().collect();
+        let mut all: Vec<ProgramStatus> = handles
+            .iter()
+            .map(|h| h.slot.status.borrow().clone())
+            .collect();
+        let groups: Vec<i32> = all
+            .iter()
+            .filter_map(|s| s.pgid)
+            .map(|p| p as i32)
+            .collect();
+        let usage = sys::group_usage(&groups);
+        for (status, handle) in all.iter_mut().zip(&handles) {
+            let Some(pgid) = status.pgid else { continue };
+            let Some(used) = usage.get(&(pgid as i32)) else {
+                continue;
+            };
+            status.rss_bytes = Some(used.rss_pages * sys::page_size());
+            status.cpu_percent = Some(handle.slot.cpu_percent(
+                pgid,
+                used.cpu_ticks,
+                status.started_at,
+            ));
+        }
+        all
+    }
+
+    /// The agent is exiting: stops supervising and returns, leaving every program running
+    /// (and its unread output in its pipes) for the next agent to adopt. The state is
+    /// already saved: every change is written when it happens.
+    pub async fn detach(self) {
+        self.inner.closed.cancel();
+        let handles: Vec<Handle> = std::mem::take(&mut *self.lock()).into_values().collect();
+        for handle in &handles {
+            let _ = handle.commands.send(Cmd::Detach);
+        }
+        drop(handles);
+        self.finish().await;
+    }
+
+    /// Stops every program, those that others start after last (in reverse `start_after`
+    /// order, each level at once), then returns. Programs that should run stay recorded
+    /// so: the next [`open`](Supervisor::open) starts them again.
+    pub async fn shutdown(self) {
+        self.inner.closed.cancel();
+        let handles: BTreeMap<Name, Handle> = std::mem::take(&mut *self.lock());
+        let specs: HashMap<Name, Arc<ProgramSpec>> = handles
+            .iter()
+            .map(|(name, h)| (name.clone(), h.slot.spec()))
+            .collect();
+        let mut levels: BTreeMap<usize, Vec<&Handle>> = BTreeMap::new();
+        for (name, handle) in &handles {
+            levels
+                .entry(depth(name, &specs, &mut Vec::new()))
+                .or_default()
+                .push(handle);
+        }
+        for (_, level) in levels.into_iter().rev() {
+            // Every command of a level is sent before any answer is awaited: the programs'
+            // tasks stop them all at once.
+            let answers: Vec<_> = level
+                .into_iter()
+                .map(|handle| {
+                    let (reply, answer) = oneshot::channel();
+                    let _ = handle.commands.send(Cmd::Shutdown(reply));
+                    answer
+                })
+                .collect();
+            for answer in answers {
+                if let Ok(Err(error)) = answer.await {
+                    tracing::warn!(%error, "cannot stop a program");
+                }
+            }
+        }
+        drop(handles);
+        self.finish().await;
+    }
+
+    async fn finish(&self) {
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        if let Some(thread) = self.inner.shared.capture.stop() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, Handle>> {
+        self.inner
+            .programs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handle(&self, name: &Name) -> Result<Handle, SupervisorError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(SupervisorError::Closed);
+        }
+        self.lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SupervisorError::Unknown { name: name.clone() })
+    }
+
+    fn spawn_program(
+        &self,
+        spec: Arc<ProgramSpec>,
+        restarts: u32,
+        status: ProgramStatus,
+        initial: Initial,
+    ) -> Handle {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let slot = Arc::new(Slot::new(status, spec.clone()));
+        let span = tracing::info_span!("program", name = %spec.name);
+        let program = Program::new(
+            slot.clone(),
+            self.inner.shared.clone(),
+            spec,
+            restarts,
+            initial,
+        );
+        self.inner
+            .tracker
+            .spawn(program.run(receiver).instrument(span));
+        Handle { commands, slot }
+    }
+
+    /// Waits for `name`'s `start_after` programs to be healthy.
+    async fn await_start_after(&self, name: &Name, handle: &Handle) -> Result<(), SupervisorError> {
+        let spec = handle.slot.spec();
+        if spec.start_after.is_empty() {
+            return Ok(());
+        }
+        self.check_cycle(name)?;
+        for after in &spec.start_after {
+            let waited = match self.handle(after) {
+                Ok(_) => self.wait_healthy(after, START_AFTER_TIMEOUT).await,
+                Err(SupervisorError::Unknown { .. }) => Err(SupervisorError::NotHealthy {
+                    name: after.clone(),
+                    reason: "it is not registered".into(),
+                }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = waited {
+                let e = match e {
+                    SupervisorError::NotHealthy { reason, .. } => SupervisorError::StartAfter {
+                        name: name.clone(),
+                        after: after.clone(),
+                        reason,
+                    },
+                    other => other,
+                };
+                let message = e.to_string();
+                handle.slot.status.send_modify(|s| {
+                    if s.pid.is_none() {
+                        s.error = Some(message);
+                        if s.state == ProgramState::Starting {
+                            s.state = ProgramState::Failed;
+                            s.since = Utc::now();
+                        }
+                    }
+                });
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Err if following `start_after` from `name` comes back to it.
+    fn check_cycle(&self, name: &Name) -> Result<(), SupervisorError> {
+        let specs: HashMap<Name, Arc<ProgramSpec>> = self
+            .lock()
+            .iter()
+            .map(|(n, h)| (n.clone(), h.slot.spec()))
+            .collect();
+        let mut path = vec![name.clone()];
+        if let Some(cycle) = find_cycle(name, &specs, &mut path) {
+            return Err(SupervisorError::Cycle {
+                name: name.clone(),
+                cycle,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Depth-first from the last name of `path`; the cycle back to `path[0]` as `a -> b -> a`.
+fn find_cycle(
+    start: &Name,
+    specs: &HashMap<Name, Arc<ProgramSpec>>,
+    path: &mut Vec<Name>,
+) -> Option<String> {
+    let last = path.last()?.clone();
+    for next in specs
+        .get(&last)
+        .map(|s| s.start_after.as_slice())
+        .unwrap_or(&[])
+    {
+        if next == start {
+            let mut names: Vec<&str> = path.iter().map(Name::as_str).collect();
+            names.push(start.as_str());
+            return Some(names.join(" -> "));
+        }
+        // A cycle not through `start` is another program's to report.
+        if path.contains(next) {
+            continue;
+        }
+        path.push(next.clone());
+        if let Some(cycle) = find_cycle(start, specs, path) {
+            return Some(cycle);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// How many `start_after` steps lead from `name` down to a program that starts after none
+/// (cycles cut).
+fn depth(name: &Name, specs: &HashMap<Name, Arc<ProgramSpec>>, seen: &mut Vec<Name>) -> usize {
+    if seen.contains(name) {
+        return 0;
+    }
+    seen.push(name.clone());
+    let deepest = specs
+        .get(name)
+        .map(|s| {
+            s.start_after
+                .iter()
+                .filter(|after| specs.contains_key(*after))
+                .map(|after| depth(after, specs, seen) + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    seen.pop();
+    deepest
+}
+
+async fn request(
+    handle: &Handle,
+    cmd: impl FnOnce(program::Reply) -> Cmd,
+) -> Result<(), SupervisorError> {
+    let (reply, answer) = oneshot::channel();
+    handle
+        .commands
+        .send(cmd(reply))
+        .map_err(|_| SupervisorError::Closed)?;
+    answer.await.map_err(|_| SupervisorError::Closed)?
+}
+
+fn initial_status(spec: &ProgramSpec) -> ProgramStatus {
+    ProgramStatus {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        state: ProgramState::Stopped,
+        pid: None,
+        pgid: None,
+        started_at: None,
+        since: Utc::now(),
+        next_start: None,
+        restarts: 0,
+        last_exit: None,
+        error: None,
+        health: spec.health.as_ref().map(|_| HealthStatus::unknown()),
+        cpu_percent: None,
+        rss_bytes: None,
+    }
+}
+
+fn why_not_healthy(status: &ProgramStatus) -> String {
+    let exit = status
+        .last_exit
+        .as_ref()
+        .map_or_else(|| "no exit recorded".to_owned(), ToString::to_string);
+    let mut reason = match status.state {
+        ProgramState::Stopped => "it is stopped".to_owned(),
+        ProgramState::Stopping => "it is stopping".to_owned(),
+        ProgramState::Exited | ProgramState::Failed => format!("it {} ({exit})", status.state),
+        ProgramState::Backoff => format!(
+            "it is restarting after {exit} ({} restarts so far)",
+            status.restarts
+        ),
+        ProgramState::Starting | ProgramState::Running => match &status.health {
+            Some(HealthStatus {
+                last_error: Some(e),
+                checked_at: Some(_),
+                ok: false,
+                ..
+            }) => format!("its health check fails: {e}"),
+            Some(_) => "no health check has passed yet".to_owned(),
+            None => "it is starting".to_owned(),
+        },
+    };
+    if let Some(error) = &status.error {
+        reason.push_str(&format!("; {error}"));
+    }
+    reason
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

@@ -1,0 +1,208 @@
+//! What the supervisor asks of Linux beyond nix's safe wrappers: a pidfd, a new session for a
+//! child, and the figures it reads from `/proc` (start time, process group, CPU, memory).
+//!
+//! The crate's `unsafe` blocks are here and nowhere else, each in a small function.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::sync::OnceLock;
+
+use nix::libc;
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// A descriptor that refers to process `pid` for as long as it is open (`pidfd_open(2)`):
+/// it becomes readable when that process exits, child of ours or not, and it never comes to
+/// mean another process that later gets the same number. Close-on-exec.
+#[allow(unsafe_code)]
+pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1; it touches no
+    // memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd_open: bad descriptor"))?;
+    // SAFETY: the kernel just created `fd` for this call; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Watches `pidfd` from the async runtime: readable once its process has exited.
+#[allow(unsafe_code)]
+pub(crate) fn watch_pidfd(pidfd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is an open descriptor that stays open and the same until the
+    // AsyncFd that owns it drops it; `as_raw_fd` always returns that descriptor.
+    unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }.map_err(Into::into)
+}
+
+/// Makes the child `command` starts the leader of a new session (and so of a new process
+/// group whose id is its pid), with no controlling terminal: a terminal's signals (Ctrl-C,
+/// hang-up) never reach it, and the whole group can be signalled at once.
+#[allow(unsafe_code)]
+pub(crate) fn new_session(command: &mut std::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one system call (setsid), allocates
+    // nothing and takes no lock.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+}
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// `R`, `S`, `D`, `Z` (zombie: exited, not yet reaped), ...
+    pub state: char,
+    pub pgrp: i32,
+    /// User plus system time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Clock ticks after boot at which it started: with the pid and the boot id, what tells
+    /// a process from a later one that got the same pid.
+    pub start_time: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
+}
+
+/// Reads `/proc/PID/stat`; Err when there is no such process.
+pub(crate) fn stat(pid: Pid) -> io::Result<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: unreadable")))
+}
+
+/// `pid (comm) state ppid pgrp ...`: comm may hold spaces and parentheses, so the fields are
+/// counted from the last `)`.
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // Field N of proc(5) is at N - 3 here: `state` is field 3.
+    let field = |n: usize| fields.get(n - 3).copied();
+    let number = |n: usize| field(n)?.parse::<u64>().ok();
+    Some(Stat {
+        state: field(3)?.chars().next()?,
+        pgrp: field(5)?.parse().ok()?,
+        cpu_ticks: number(14)? + number(15)?,
+        start_time: number(22)?,
+        rss_pages: number(24)?,
+    })
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`); empty if unreadable. A pid and start
+/// time recorded under another boot id name no process of this boot.
+pub(crate) fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Clock ticks per second, for CPU times.
+pub(crate) fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+pub(crate) fn page_size() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(4096)
+    })
+}
+
+/// CPU and memory of the live (not zombie) processes of a group, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub cpu_ticks: u64,
+    pub rss_pages: u64,
+}
+
+/// One pass over `/proc`: the usage of each group in `groups`. Costs one small read per
+/// process on the machine, whatever the number of groups asked about.
+pub(crate) fn group_usage(groups: &[i32]) -> HashMap<i32, Usage> {
+    let mut usage = HashMap::new();
+    if groups.is_empty() {
+        return usage;
+    }
+    for_each_process(|stat| {
+        if stat.state != 'Z' && groups.contains(&stat.pgrp) {
+            let u: &mut Usage = usage.entry(stat.pgrp).or_default();
+            u.cpu_ticks += stat.cpu_ticks;
+            u.rss_pages += stat.rss_pages;
+        }
+    });
+    usage
+}
+
+/// Whether any live (not zombie) process is in group `pgid`.
+pub(crate) fn group_alive(pgid: Pid) -> bool {
+    // No process at all in the group: the common case, answered without reading /proc.
+    if nix::sys::signal::killpg(pgid, None) == Err(nix::errno::Errno::ESRCH) {
+        return false;
+    }
+    // Zombies count for kill(2) but not here: an exited member waits to be reaped by its
+    // parent (often pid 1, which may take seconds), and is gone in every way that matters.
+    let mut alive = false;
+    for_each_process(|stat| alive |= stat.pgrp == pgid.as_raw() && stat.state != 'Z');
+    alive
+}
+
+fn for_each_process(mut f: impl FnMut(Stat)) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = stat(Pid::from_raw(pid)) {
+            f(stat);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let text = "4242 (a (b) c) S 1 4240 4240 0 -1 4194560 130 0 0 0 7 5 0 0 20 0 1 0 \
+                    123456 2371584 321 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
+        assert_eq!(
+            parse_stat(text),
+            Some(Stat {
+                state: 'S',
+                pgrp: 4240,
+                cpu_ticks: 12,
+                start_time: 123456,
+                rss_pages: 321,
+            })
+        );
+        assert_eq!(parse_stat("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_reads_as_itself() {
+        let me = stat(nix::unistd::getpid()).unwrap();
+        assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(me.rss_pages > 0);
+        assert_ne!(me.state, 'Z');
+        assert!(group_alive(nix::unistd::getpgrp()));
+    }
+}

@@ -1,0 +1,93 @@
+//! Restart policies, and the backoff of a program that keeps failing.
+
+use std::time::Duration;
+
+use shoal_agent::supervise::Exit;
+use shoal_agent::ProgramState;
+use shoal_pkg::manifest::Restart;
+
+use crate::common::{n, status_of, wait_for, Env};
+
+#[tokio::test]
+async fn a_crash_loop_backs_off_visibly_with_doubling_delays() {
+    let env = Env::new("crash-loop");
+    let supervisor = env.supervisor().await;
+    supervisor
+        .add(env.spec("crash", "echo crashing >&2\nexit 1"))
+        .await
+        .unwrap();
+    supervisor.start(&n("crash")).await.unwrap();
+
+    // Each backoff seen: the restarts made so far and the delay before the next.
+    let mut seen: Vec<(u32, Duration)> = Vec::new();
+    wait_for(&supervisor, "crash", "restarted 5 times", |s| {
+        if s.state == ProgramState::Backoff && seen.last().is_none_or(|(r, _)| *r != s.restarts) {
+            let next = s.next_start.expect("a backoff has a next start");
+            seen.push((s.restarts, (next - s.since).to_std().unwrap()));
+        }
+        s.restarts >= 5
+    })
+    .await;
+
+    // The delay before restart k+1 is 100 ms << (k-1): restart 1 came at once, the next
+    // after 100 ms, then 200, 400, 800.
+    assert!(seen.len() >= 3, "too few backoffs seen: {seen:?}");
+    for (restarts, delay) in &seen {
+        assert_eq!(
+            *delay,
+            Duration::from_millis(100) * (1 << (restarts - 1)),
+            "{seen:?}"
+        );
+    }
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{seen:?}");
+    let status = status_of(&supervisor, "crash");
+    assert_eq!(status.last_exit, Some(Exit::Code(1)));
+    assert!(env.log("crash", "stderr").contains("crashing\n"));
+
+    // A start asked for starts over: no backoff, no restarts counted.
+    supervisor.stop(&n("crash")).await.unwrap();
+    assert_eq!(status_of(&supervisor, "crash").state, ProgramState::Stopped);
+    supervisor.start(&n("crash")).await.unwrap();
+    let status = status_of(&supervisor, "crash");
+    assert!(status.restarts <= 1, "{status:#?}");
+    supervisor.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_policies_decide_by_exit_code() {
+    // (name, policy, exit code, the state it rests in, or None: it is restarted)
+    let cases = [
+        ("always-ok", Restart::Always, 0, None),
+        ("always-fail", Restart::Always, 3, None),
+        (
+            "onfail-ok",
+            Restart::OnFailure,
+            0,
+            Some(ProgramState::Exited),
+        ),
+        ("onfail-fail", Restart::OnFailure, 3, None),
+        ("never-ok", Restart::Never, 0, Some(ProgramState::Exited)),
+        ("never-fail", Restart::Never, 3, Some(ProgramState::Failed)),
+    ];
+    let env = Env::new("policies");
+    let supervisor = env.supervisor().await;
+    for (name, restart, code, _) in cases {
+        let mut spec = env.spec(name, &format!("exit {code}"));
+        spec.restart = restart;
+        supervisor.add(spec).await.unwrap();
+        supervisor.start(&n(name)).await.unwrap();
+    }
+    for (name, restart, code, rest) in cases {
+        let status = match rest {
+            Some(state) => {
+                let status =
+                    wait_for(&supervisor, name, state.as_str(), |s| s.state == state).await;
+                assert_eq!(status.restarts, 0, "{name} ({restart}) was restarted");
+                status
+            }
+            None => wait_for(&supervisor, name, "restarted twice", |s| s.restarts >= 2).await,
+        };
+        assert_eq!(status.last_exit, Some(Exit::Code(code)), "{name}");
+    }
+    supervisor.shutdown().await;
+}
