@@ -26,6 +26,7 @@
 //! - [`supervise`]: the programs of service packages, their processes, restarts, health
 //!   checks and output ([`Supervisor`]).
 
+mod agent;
 pub mod api;
 pub mod backup;
 pub mod cron;
@@ -35,6 +36,7 @@ mod state;
 pub mod supervise;
 pub mod versions;
 
+pub use agent::{Agent, AgentError, InstallReport, Options};
 pub use layout::DataDir;
 pub use state::{State, StateError};
 pub use supervise::{ProgramSpec, ProgramState, ProgramStatus, Supervisor, SupervisorError};

@@ -2,6 +2,7 @@
 //! monitor feeds, generating code from an IDL, serving the echo bench and generating load. It owns signals and exit codes;
 //! the libraries take a shutdown future.
 
+mod agent;
 mod bench;
 mod call;
 mod config;
@@ -11,6 +12,7 @@ mod monitor;
 mod new;
 mod pkg;
 mod signal;
+mod up;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,40 @@ enum Command {
     /// Create a service crate (from a pysvrkit JSON IDL with --idl) that builds, runs and
     /// passes its test as written.
     New(new::NewArgs),
+    /// A local fleet in a minute: an agent, an RPC service and a crontab installed, a live
+    /// status table; Ctrl-C stops everything.
+    Up(up::UpArgs),
+    /// Run an SDK example service (what `shoal up` packages): `shoal example hello --config FILE`.
+    #[command(hide = true)]
+    Example(up::ExampleArgs),
+    /// Run the agent on a data directory: supervise the installed packages' programs, run
+    /// their crontabs, serve the local API (DIR/agent.sock, token in DIR/agent.token).
+    Agent(agent::AgentArgs),
+    /// Install or upgrade a package on the agent; a failed upgrade rolls back by itself.
+    Install(agent::InstallArgs),
+    /// The agent's apps: state, pid, uptime, restarts, CPU, memory, health.
+    Ps(agent::PsArgs),
+    /// Start an app (and keep it started across agent restarts).
+    Start(agent::NameArgs),
+    /// Stop an app: its stop signal, then SIGKILL to its process group after its timeout.
+    Stop(agent::NameArgs),
+    /// Stop then start an app.
+    Restart(agent::NameArgs),
+    /// Send an app SIGHUP.
+    Reload(agent::NameArgs),
+    /// An app's captured output (-f to follow, --grep, --since).
+    Logs(agent::LogsArgs),
+    /// An app's installed versions.
+    Versions(agent::VersionsArgs),
+    /// Go back to an app's previous version (or --to VERSION).
+    Rollback(agent::RollbackArgs),
+    /// Back up an app's [backup] paths now.
+    Backup(agent::BackupArgs),
+    /// An app's backups, newest first.
+    Backups(agent::BackupArgs),
+    /// Crontab jobs: ls, run, history.
+    #[command(subcommand)]
+    Cron(agent::CronCommand),
     /// Code from a pysvrkit JSON IDL (svr.json): a Python client.
     #[command(subcommand)]
     Idl(idl::IdlCommand),
@@ -68,6 +104,21 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config::run(cmd),
         Command::Monitor(args) => monitor::run(args),
         Command::New(args) => new::run(args),
+        Command::Agent(args) => agent::run_agent(args),
+        Command::Up(args) => up::run(args),
+        Command::Example(args) => up::example(args),
+        Command::Install(args) => agent::install(args),
+        Command::Ps(args) => agent::ps(args),
+        Command::Start(args) => agent::act("start", args),
+        Command::Stop(args) => agent::act("stop", args),
+        Command::Restart(args) => agent::act("restart", args),
+        Command::Reload(args) => agent::act("reload", args),
+        Command::Logs(args) => agent::logs(args),
+        Command::Versions(args) => agent::versions(args),
+        Command::Rollback(args) => agent::rollback(args),
+        Command::Backup(args) => agent::backup(args),
+        Command::Backups(args) => agent::backups(args),
+        Command::Cron(cmd) => agent::cron(cmd),
         Command::Idl(cmd) => idl::run(cmd),
         Command::Pkg(cmd) => pkg::run(cmd),
     };

@@ -71,14 +71,21 @@ impl AgentClient {
         json(response).await
     }
 
-    /// POST `path` with raw bytes (an archive), answered as JSON.
+    /// POST `path` with raw bytes (an archive) and extra `headers`, answered as JSON.
     pub async fn post_bytes<T: DeserializeOwned>(
         &self,
         path: &str,
+        headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<T, ClientError> {
         let response = self
-            .send(Method::POST, path, Some("application/octet-stream"), body)
+            .send_with(
+                Method::POST,
+                path,
+                Some("application/octet-stream"),
+                headers,
+                body,
+            )
             .await?;
         json(response).await
     }
@@ -107,6 +114,17 @@ impl AgentClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send_with(method, path, content_type, &[], body).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| {
@@ -126,6 +144,9 @@ impl AgentClient {
             .header(hyper::header::AUTHORIZATION, self.token.header());
         if let Some(content_type) = content_type {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(body))

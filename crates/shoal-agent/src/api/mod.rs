@@ -6,6 +6,8 @@
 //! Errors are JSON `{"error": "what went wrong and what to do"}` with a 4xx or 5xx status.
 
 mod client;
+mod logs;
+mod routes;
 mod token;
 
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use client::{AgentClient, ClientError};
+pub use routes::{routes, AppStatus, RollbackRequest, VersionInfo};
 pub use token::Token;
 
 /// An API error: its status and the message sent as `{"error": ...}`.

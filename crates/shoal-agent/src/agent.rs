@@ -1,0 +1,665 @@
+//! The agent as a whole: the data directory, the state, the supervisor and the crontab
+//! scheduler, and what changes them together: install, upgrade, rollback, start and stop.
+//!
+//! # Install and upgrade
+//!
+//! One install or rollback runs at a time. Installing `NAME-VERSION.tar.gz`:
+//!
+//! 1. the archive is checked whole (checksum first) and unpacked into
+//!    `apps/NAME/versions/VERSION` (a hidden directory renamed into place: never half there);
+//! 2. when NAME is installed and its manifest has `[backup]`, its data is backed up;
+//! 3. `hooks.install` runs in the new version directory;
+//! 4. the upgrade is written down (`upgrades` table: from, to, phase), the old version
+//!    stopped, `current` switched (an atomic rename), the new one started; the agent waits
+//!    until it is healthy (its `[health]` checks, or running) and runs `hooks.verify`;
+//! 5. any failure from 3 on rolls back: the new version is stopped and removed, `current`
+//!    points to the old again, the old is started, and the error says why and what runs now.
+//!
+//! An agent killed in the middle comes back to a consistent state: before the switch the old
+//! version still runs (the unpacked new one is kept until pruned); after it, the agent finds
+//! the written-down upgrade and rolls back to the old version. Never neither, never a
+//! half-written directory. Old versions beyond `keep_versions` are pruned, never the current
+//! or the previous.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_pkg::manifest::{Kind, Manifest, Name, Version};
+use shoal_pkg::{Limits, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppStatus, Bound, Token};
+use crate::cron::{Cron, CronOptions};
+use crate::supervise::{ProgramSpec, ProgramStatus, Supervisor};
+use crate::{backup, hooks, versions, DataDir, State, StateError};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A loopback address for the API besides the Unix socket.
+    pub listen: Option<SocketAddr>,
+    /// Versions kept per app (the current and the previous always are).
+    pub keep_versions: usize,
+    /// How long a started version may take to become healthy.
+    pub health_timeout: Duration,
+    /// How long a hook may run.
+    pub hook_timeout: Duration,
+    /// What an archive may hold.
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            listen: None,
+            keep_versions: 5,
+            health_timeout: Duration::from_secs(60),
+            hook_timeout: Duration::from_secs(600),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What went wrong, said for the person who asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl AgentError {
+    fn failed(what: impl std::fmt::Display) -> AgentError {
+        AgentError::Failed(what.to_string())
+    }
+}
+
+/// The result of an install, upgrade or rollback.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InstallReport {
+    pub name: String,
+    /// The version now current.
+    pub version: String,
+    /// The version that was current before, if any.
+    pub previous: Option<String>,
+    /// `installed`, `upgraded`, `downgraded` or `rolled back`.
+    pub outcome: String,
+}
+
+/// The agent.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("data", &self.inner.data.root())
+            .finish()
+    }
+}
+
+struct Inner {
+    data: DataDir,
+    state: State,
+    supervisor: Supervisor,
+    cron: Cron,
+    options: Options,
+    token: Token,
+    /// One install or rollback at a time.
+    changing: tokio::sync::Mutex<()>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS upgrades (
+    app TEXT PRIMARY KEY,
+    from_version TEXT,
+    to_version TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);
+";
+
+impl Agent {
+    /// Opens the agent of data directory `root`: the state, the token, the programs still
+    /// running from an earlier agent (adopted, not restarted), an upgrade that an earlier
+    /// agent left half done (rolled back), and every installed app as it was meant to be.
+    pub async fn open(root: &Path, options: Options) -> Result<Agent, AgentError> {
+        let data = DataDir::create(root)
+            .map_err(|e| AgentError::failed(format!("{}: {e}", root.display())))?;
+        let state = State::open(&data.database())?;
+        state.ensure(SCHEMA)?;
+        let token = Token::load_or_create(&data.token()).map_err(AgentError::failed)?;
+        let supervisor = Supervisor::open(data.clone(), state.clone())
+            .await
+            .map_err(AgentError::failed)?;
+        let cron = Cron::open(data.clone(), state.clone(), CronOptions::default())
+            .await
+            .map_err(AgentError::failed)?;
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                data,
+                state,
+                supervisor,
+                cron,
+                options,
+                token,
+                changing: tokio::sync::Mutex::new(()),
+            }),
+        };
+        agent.recover().await?;
+        agent.load_installed().await?;
+        Ok(agent)
+    }
+
+    pub fn data(&self) -> &DataDir {
+        &self.inner.data
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.inner.supervisor
+    }
+
+    pub fn cron(&self) -> &Cron {
+        &self.inner.cron
+    }
+
+    /// Serves the API until `shutdown` fires (see [`api`]).
+    pub async fn serve(&self, shutdown: CancellationToken) -> std::io::Result<Bound> {
+        api::serve(
+            api::routes(self.clone()),
+            self.inner.token.clone(),
+            &self.inner.data.socket(),
+            self.inner.options.listen,
+            shutdown,
+        )
+        .await
+    }
+
+    /// Ends the agent: with `stop_services`, every program is stopped first; without, they
+    /// keep running for the next agent to adopt.
+    pub async fn close(self, stop_services: bool) {
+        self.inner.cron.shutdown(Duration::from_secs(10)).await;
+        if stop_services {
+            self.inner.supervisor.clone().shutdown().await;
+        } else {
+            self.inner.supervisor.clone().detach().await;
+        }
+    }
+
+    /// The installed apps' names.
+    pub fn installed(&self) -> Result<Vec<Name>, AgentError> {
+        let mut names = Vec::new();
+        let apps =
+            std::fs::read_dir(self.inner.data.root().join("apps")).map_err(AgentError::failed)?;
+        for entry in apps.flatten() {
+            if let Some(name) = entry.file_name().to_str().and_then(|n| Name::new(n).ok()) {
+                if self.inner.data.current(&name).symlink_metadata().is_ok() {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(names)
+    }
+
+    /// The manifest of `name`'s current version.
+    pub fn manifest(&self, name: &Name) -> Result<Manifest, AgentError> {
+        let path = self
+            .inner
+            .data
+            .current(name)
+            .join(shoal_pkg::manifest::MANIFEST_FILE);
+        if self.inner.data.current(name).symlink_metadata().is_err() {
+            return Err(AgentError::NotFound(format!(
+                "no app named {name} is installed; `shoal ps` lists them"
+            )));
+        }
+        Manifest::load(&path).map_err(AgentError::failed)
+    }
+
+    /// Installs or upgrades from `archive`, whose sha256 must be `sha256`.
+    pub async fn install(
+        &self,
+        archive: &Path,
+        sha256: &Sha256,
+    ) -> Result<InstallReport, AgentError> {
+        let _one = self.inner.changing.lock().await;
+        let data = self.inner.data.clone();
+        let (archive_path, expected, limits) =
+            (archive.to_owned(), *sha256, self.inner.options.limits);
+        let (manifest, dir) = tokio::task::spawn_blocking(move || {
+            versions::stage(&data, &archive_path, &expected, &limits)
+        })
+        .await
+        .map_err(AgentError::failed)?
+        .map_err(|e| match e {
+            versions::StageError::AlreadyInstalled { .. } => AgentError::Conflict(e.to_string()),
+            other => AgentError::Invalid(other.to_string()),
+        })?;
+        let name = manifest.package.name.clone();
+        let previous = versions::current(&self.inner.data, &name).map_err(AgentError::failed)?;
+        let result = self.change(&manifest, &dir, previous.as_ref()).await;
+        if result.is_err() {
+            // The refused version goes, so that a fixed build of it can be installed.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    /// Switches `name` back to version `to`, or to the newest installed version older than
+    /// the current one.
+    pub async fn rollback(
+        &self,
+        name: &Name,
+        to: Option<&Version>,
+    ) -> Result<InstallReport, AgentError> {
+        let _one = self.inner.changing.lock().await;
+        let current = versions::current(&self.inner.data, name)
+            .map_err(AgentError::failed)?
+            .ok_or_else(|| {
+                AgentError::NotFound(format!(
+                    "no app named {name} is installed; `shoal ps` lists them"
+                ))
+            })?;
+        let installed = versions::list(&self.inner.data, name).map_err(AgentError::failed)?;
+        let target = match to {
+            Some(v) if installed.contains(v) => v.clone(),
+            Some(v) => {
+                return Err(AgentError::NotFound(format!(
+                    "{name} {v} is not installed; installed: {}",
+                    list_text(&installed)
+                )))
+            }
+            None => installed
+                .iter()
+                .find(|v| **v < current)
+                .cloned()
+                .ok_or_else(|| {
+                    AgentError::Conflict(format!(
+                        "{name} has no version older than {current} to roll back to; installed: {}",
+                        list_text(&installed)
+                    ))
+                })?,
+        };
+        if target == current {
+            return Err(AgentError::Conflict(format!(
+                "{name} {current} is already current"
+            )));
+        }
+        let dir = self.inner.data.version(name, &target);
+        let manifest = Manifest::load(&dir.join(shoal_pkg::manifest::MANIFEST_FILE))
+            .map_err(AgentError::failed)?;
+        let mut report = self.change(&manifest, &dir, Some(&current)).await?;
+        report.outcome = "rolled back".into();
+        Ok(report)
+    }
+
+    /// Makes `manifest` (unpacked in `dir`) the current version of its app, `previous` being
+    /// the current one; rolls back on any failure.
+    async fn change(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        previous: Option<&Version>,
+    ) -> Result<InstallReport, AgentError> {
+        let name = &manifest.package.name;
+        let version = &manifest.package.version;
+        let data = &self.inner.data;
+        let old_manifest = match previous {
+            Some(_) => Some(self.manifest(name)?),
+            None => None,
+        };
+        if let Some(backup) = old_manifest.as_ref().and_then(|m| m.backup.as_ref()) {
+            let (data, app, backup) = (data.clone(), name.clone(), backup.clone());
+            tokio::task::spawn_blocking(move || backup::create(&data, &app, &backup))
+                .await
+                .map_err(AgentError::failed)?
+                .map_err(|e| {
+                    AgentError::failed(format!("backing up {name} before the upgrade: {e}"))
+                })?;
+        }
+        if let Some(hook) = &manifest.hooks.install {
+            hooks::run(
+                &format!("the install hook of {name} {version}"),
+                hook,
+                dir,
+                &self.env(manifest, dir),
+                self.inner.options.hook_timeout,
+                &data.logs(name).join("hooks.log"),
+            )
+            .await
+            .map_err(AgentError::failed)?;
+        }
+        self.inner.state.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO upgrades (app, from_version, to_version, started_at)
+                 VALUES (?1, ?2, ?3, strftime('%s', 'now'))",
+                rusqlite::params![
+                    name.as_str(),
+                    previous.map(|v| v.to_string()),
+                    version.to_string()
+                ],
+            )
+        })?;
+        if let Some(old) = &old_manifest {
+            self.deactivate(old).await;
+        }
+        let activated = match versions::switch(data, name, version) {
+            Ok(()) => self.activate(manifest, dir).await,
+            Err(e) => Err(AgentError::failed(format!(
+                "switching {name} to {version}: {e}"
+            ))),
+        };
+        let outcome = match activated {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                self.deactivate(manifest).await;
+                let back = match (previous, &old_manifest) {
+                    (Some(old), Some(old_manifest)) => {
+                        let old_dir = data.version(name, old);
+                        match versions::switch(data, name, old) {
+                            Ok(()) => match self.activate(old_manifest, &old_dir).await {
+                                Ok(()) => format!("rolled back: {name} {old} runs again"),
+                                Err(e) => {
+                                    format!("rolled back to {name} {old}, which failed too: {e}")
+                                }
+                            },
+                            Err(e) => format!("could not switch back to {old}: {e}"),
+                        }
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(data.current(name));
+                        format!("{name} is not installed")
+                    }
+                };
+                Err(AgentError::Failed(format!(
+                    "{name} {version}: {why}; {back}"
+                )))
+            }
+        };
+        self.inner
+            .state
+            .with(|c| c.execute("DELETE FROM upgrades WHERE app = ?1", [name.as_str()]))?;
+        outcome?;
+        let keep = self.inner.options.keep_versions;
+        let _ = versions::prune(data, name, keep, &[version, previous.unwrap_or(version)]);
+        Ok(InstallReport {
+            name: name.to_string(),
+            version: version.to_string(),
+            previous: previous.map(|v| v.to_string()),
+            outcome: match previous {
+                None => "installed",
+                Some(p) if p < version => "upgraded",
+                Some(_) => "downgraded",
+            }
+            .into(),
+        })
+    }
+
+    /// Starts `manifest`'s programs (or schedules its jobs), waits until healthy and runs its
+    /// verify hook.
+    async fn activate(&self, manifest: &Manifest, dir: &Path) -> Result<(), AgentError> {
+        let name = &manifest.package.name;
+        let version = &manifest.package.version;
+        match manifest.package.kind {
+            Kind::Service => {
+                let spec = self.spec(manifest, dir)?;
+                let supervisor = &self.inner.supervisor;
+                supervisor.add(spec).await.map_err(AgentError::failed)?;
+                supervisor.start(name).await.map_err(AgentError::failed)?;
+                supervisor
+                    .wait_healthy(name, self.inner.options.health_timeout)
+                    .await
+                    .map_err(AgentError::failed)?;
+            }
+            Kind::Crontab => {
+                self.inner
+                    .cron
+                    .add(name.clone(), dir.to_owned(), manifest.cron.clone())
+                    .map_err(AgentError::failed)?;
+            }
+        }
+        if let Some(hook) = &manifest.hooks.verify {
+            hooks::run(
+                &format!("the verify hook of {name} {version}"),
+                hook,
+                dir,
+                &self.env(manifest, dir),
+                self.inner.options.hook_timeout,
+                &self.inner.data.logs(name).join("hooks.log"),
+            )
+            .await
+            .map_err(AgentError::failed)?;
+        }
+        Ok(())
+    }
+
+    /// Stops `manifest`'s programs or jobs; failures are logged (the caller goes on).
+    async fn deactivate(&self, manifest: &Manifest) {
+        let name = &manifest.package.name;
+        match manifest.package.kind {
+            Kind::Service => {
+                if let Err(e) = self.inner.supervisor.remove(name).await {
+                    tracing::warn!(app = %name, error = %e, "stopping the old version");
+                }
+            }
+            Kind::Crontab => {
+                self.inner.cron.remove(name);
+            }
+        }
+    }
+
+    fn spec(&self, manifest: &Manifest, dir: &Path) -> Result<ProgramSpec, AgentError> {
+        ProgramSpec::from_manifest(manifest, dir).ok_or_else(|| {
+            AgentError::Invalid(format!("{} has no [run] program", manifest.package.name))
+        })
+    }
+
+    /// What a hook finds in its environment, as a program does (see [`crate::supervise`]).
+    fn env(&self, manifest: &Manifest, dir: &Path) -> BTreeMap<String, String> {
+        let name = &manifest.package.name;
+        BTreeMap::from([
+            ("SHOAL_APP".into(), name.to_string()),
+            ("SHOAL_VERSION".into(), manifest.package.version.to_string()),
+            ("SHOAL_APP_DIR".into(), dir.display().to_string()),
+            (
+                "SHOAL_APP_DATA".into(),
+                self.inner.data.data(name).display().to_string(),
+            ),
+        ])
+    }
+
+    /// Finishes what an agent killed in an upgrade left: an app whose upgrade was written
+    /// down is put back on the version it came from.
+    async fn recover(&self) -> Result<(), AgentError> {
+        let pending: Vec<(String, Option<String>, String)> = self.inner.state.with(|c| {
+            let mut stmt = c.prepare("SELECT app, from_version, to_version FROM upgrades")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        for (app, from, to) in pending {
+            let Ok(name) = Name::new(&app) else { continue };
+            tracing::warn!(
+                app,
+                from,
+                to,
+                "an upgrade was interrupted; going back to where it came from"
+            );
+            if let Ok(manifest) = self.manifest(&name) {
+                self.deactivate(&manifest).await;
+            }
+            match from.as_deref().and_then(|v| v.parse::<Version>().ok()) {
+                Some(from) => {
+                    versions::switch(&self.inner.data, &name, &from).map_err(AgentError::failed)?
+                }
+                None => {
+                    let _ = std::fs::remove_file(self.inner.data.current(&name));
+                }
+            }
+            if let Ok(to) = to.parse::<Version>() {
+                if Some(&to) != from.as_deref().and_then(|v| v.parse().ok()).as_ref() {
+                    let _ = std::fs::remove_dir_all(self.inner.data.version(&name, &to));
+                }
+            }
+            self.inner
+                .state
+                .with(|c| c.execute("DELETE FROM upgrades WHERE app = ?1", [app.as_str()]))?;
+        }
+        Ok(())
+    }
+
+    /// Registers every installed app with the supervisor or the scheduler. The supervisor
+    /// remembers its programs (and whether each should run) and has adopted or started them
+    /// already; a service it does not know (put back by [`recover`](Self::recover)) is added
+    /// and started.
+    async fn load_installed(&self) -> Result<(), AgentError> {
+        let known: Vec<String> = self
+            .inner
+            .supervisor
+            .status()
+            .into_iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        for name in self.installed()? {
+            let manifest = match self.manifest(&name) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(app = %name, error = %e, "cannot load an installed app");
+                    continue;
+                }
+            };
+            let dir = self.current_dir(&name)?;
+            match manifest.package.kind {
+                Kind::Service => {
+                    let supervisor = &self.inner.supervisor;
+                    supervisor
+                        .add(self.spec(&manifest, &dir)?)
+                        .await
+                        .map_err(AgentError::failed)?;
+                    if !known.iter().any(|k| k == name.as_str()) {
+                        if let Err(e) = supervisor.start(&name).await {
+                            tracing::error!(app = %name, error = %e, "starting an installed app");
+                        }
+                    }
+                }
+                Kind::Crontab => {
+                    self.inner
+                        .cron
+                        .add(name.clone(), dir, manifest.cron.clone())
+                        .map_err(AgentError::failed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every installed app as `shoal ps` shows it.
+    pub fn apps(&self) -> Result<Vec<AppStatus>, AgentError> {
+        let mut programs: std::collections::HashMap<String, ProgramStatus> = self
+            .inner
+            .supervisor
+            .status()
+            .into_iter()
+            .map(|p| (p.name.to_string(), p))
+            .collect();
+        let now = chrono::Utc::now();
+        let mut apps = Vec::new();
+        for name in self.installed()? {
+            let Ok(manifest) = self.manifest(&name) else {
+                continue;
+            };
+            let version = manifest.package.version.to_string();
+            let app = match (manifest.package.kind, programs.remove(name.as_str())) {
+                (Kind::Service, Some(p)) => AppStatus {
+                    name: name.to_string(),
+                    version: p.version.to_string(),
+                    kind: "service".into(),
+                    state: p.state.to_string(),
+                    pid: p.pid,
+                    uptime_secs: p.started_at.map(|t| (now - t).num_seconds().max(0) as u64),
+                    restarts: u64::from(p.restarts),
+                    cpu_percent: p.cpu_percent,
+                    rss_bytes: p.rss_bytes,
+                    health: p.health.map(|h| {
+                        if h.ok {
+                            "ok".to_owned()
+                        } else {
+                            format!(
+                                "failing ({}): {}",
+                                h.consecutive_failures,
+                                h.last_error.unwrap_or_default()
+                            )
+                        }
+                    }),
+                    last_exit: p.last_exit.map(|e| e.to_string()).or(p.error),
+                },
+                (kind, _) => AppStatus {
+                    name: name.to_string(),
+                    version,
+                    kind: match kind {
+                        Kind::Service => "service",
+                        Kind::Crontab => "crontab",
+                    }
+                    .into(),
+                    state: match kind {
+                        Kind::Service => "unknown",
+                        Kind::Crontab => "scheduled",
+                    }
+                    .into(),
+                    pid: None,
+                    uptime_secs: None,
+                    restarts: 0,
+                    cpu_percent: None,
+                    rss_bytes: None,
+                    health: None,
+                    last_exit: None,
+                },
+            };
+            apps.push(app);
+        }
+        Ok(apps)
+    }
+
+    /// `apps/NAME/current` resolved to its version directory.
+    pub fn current_dir(&self, name: &Name) -> Result<PathBuf, AgentError> {
+        let version = versions::current(&self.inner.data, name)
+            .map_err(AgentError::failed)?
+            .ok_or_else(|| AgentError::NotFound(format!("no app named {name} is installed")))?;
+        Ok(self.inner.data.version(name, &version))
+    }
+
+    /// Starts or stops `name`; the supervisor remembers which across agent restarts.
+    pub async fn set_running(&self, name: &Name, running: bool) -> Result<(), AgentError> {
+        let manifest = self.manifest(name)?;
+        if manifest.package.kind != Kind::Service {
+            return Err(AgentError::Invalid(format!(
+                "{name} is a crontab package: its jobs run on their schedule (`shoal cron run {name} JOB` runs one now)"
+            )));
+        }
+        let supervisor = &self.inner.supervisor;
+        if running {
+            supervisor.start(name).await.map_err(AgentError::failed)
+        } else {
+            supervisor.stop(name).await.map_err(AgentError::failed)
+        }
+    }
+}
+
+fn list_text(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

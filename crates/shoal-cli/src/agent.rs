@@ -1,0 +1,600 @@
+//! The agent and the commands that talk to it: `shoal agent` runs one on a data directory;
+//! `shoal install`, `ps`, `start`, `stop`, `restart`, `reload`, `logs`, `versions`,
+//! `rollback`, `backup`, `backups` and `cron` ask it over its local API. Each finds the agent
+//! through `--data-dir DIR` (the agent's own flag) or `SHOAL_DATA_DIR`. Tables for people,
+//! `--json` for scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use shoal_agent::api::{AgentClient, AppStatus, RollbackRequest, VersionInfo};
+use shoal_agent::{Agent, InstallReport, Options};
+
+/// Where the agent keeps its data, for every agent command.
+#[derive(Args, Debug, Clone)]
+pub struct DataDirArg {
+    /// The agent's data directory (else $SHOAL_DATA_DIR).
+    #[arg(long, env = "SHOAL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    fn get(&self) -> anyhow::Result<&Path> {
+        match &self.data_dir {
+            Some(dir) => Ok(dir),
+            None => bail!(
+                "which agent? pass --data-dir DIR (the directory `shoal agent --data-dir DIR` \
+                 uses) or set SHOAL_DATA_DIR"
+            ),
+        }
+    }
+
+    fn client(&self) -> anyhow::Result<AgentClient> {
+        Ok(AgentClient::open(self.get()?)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Also serve the API on this loopback address (the Unix socket DIR/agent.sock always).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Stop every program when the agent stops (by default they keep running, and the next
+    /// agent adopts them).
+    #[arg(long)]
+    stop_on_exit: bool,
+}
+
+pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.data.get()?.to_owned();
+    runtime()?.block_on(async {
+        let options = Options {
+            listen: args.listen,
+            ..Options::default()
+        };
+        let agent = Agent::open(&dir, options)
+            .await
+            .with_context(|| format!("starting the agent on {}", dir.display()))?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let bound = agent.serve(stop.clone()).await?;
+        eprintln!(
+            "shoal agent: data {}, API unix:{}{}",
+            dir.display(),
+            agent.data().socket().display(),
+            bound
+                .tcp
+                .map(|a| format!(" and http://{a}"))
+                .unwrap_or_default()
+        );
+        crate::signal::shutdown().await;
+        stop.cancel();
+        agent.close(args.stop_on_exit).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Output as JSON instead of a table.
+#[derive(Args, Debug, Clone)]
+pub struct JsonArg {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// A package built by `shoal pkg build`; its sha256 is read from FILE.sha256 beside it.
+    file: PathBuf,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let sums = PathBuf::from(format!("{}.sha256", args.file.display()));
+    let sha256 = std::fs::read_to_string(&sums)
+        .with_context(|| {
+            format!(
+                "{}: the package's checksum file is missing; `shoal pkg build` writes it beside the archive",
+                sums.display()
+            )
+        })?
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .with_context(|| format!("{}: empty", sums.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let report: InstallReport = runtime()?.block_on(client.post_bytes(
+        "/v1/install",
+        &[("x-shoal-sha256", sha256.as_str())],
+        bytes.into(),
+    ))?;
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match &report.previous {
+            Some(previous) => println!(
+                "{} {}: {} from {previous}",
+                report.name, report.version, report.outcome
+            ),
+            None => println!("{} {}: {}", report.name, report.version, report.outcome),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let apps: Vec<AppStatus> = runtime()?.block_on(client.get("/v1/apps"))?;
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&apps)?);
+    } else {
+        print!("{}", ps_table(&apps));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shoal ps` as a table.
+pub fn ps_table(apps: &[AppStatus]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.version.clone(),
+                a.state.clone(),
+                a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                a.uptime_secs
+                    .map(|s| {
+                        humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                a.restarts.to_string(),
+                a.cpu_percent
+                    .map(|c| format!("{c:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
+                a.rss_bytes
+                    .map(shoal_pkg::format_size)
+                    .unwrap_or_else(|| "-".into()),
+                a.health.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "VERSION", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEM", "HEALTH",
+        ],
+        &rows,
+    )
+}
+
+/// Columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    /// The app's name.
+    name: String,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+/// `start`, `stop`, `restart` or `reload` NAME.
+pub fn act(action: &str, args: NameArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let _: serde_json::Value = runtime()?.block_on(client.post(
+        &format!("/v1/apps/{}/{action}", args.name),
+        &serde_json::json!({}),
+    ))?;
+    println!("{}: {action} done", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The app's name.
+    name: String,
+    /// Keep printing what it writes next.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines matching this regular expression (matched in the agent).
+    #[arg(long, value_name = "REGEX")]
+    grep: Option<String>,
+    /// Only lines captured within this long: 90s, 10m, 2h.
+    #[arg(long, value_name = "DUR")]
+    since: Option<String>,
+    /// stdout, stderr or both.
+    #[arg(long, default_value = "both")]
+    stream: String,
+    /// How many of the last lines.
+    #[arg(long, default_value_t = 200)]
+    tail: usize,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let mut query = vec![
+        ("stream", args.stream.clone()),
+        ("tail", args.tail.to_string()),
+    ];
+    if let Some(grep) = &args.grep {
+        query.push(("grep", grep.clone()));
+    }
+    if let Some(since) = &args.since {
+        query.push(("since", since.clone()));
+    }
+    if args.follow {
+        query.push(("follow", "true".into()));
+    }
+    let query: String = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let path = format!("/v1/apps/{}/logs?{query}", args.name);
+    runtime()?.block_on(async {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let streaming = client.stream(&path, |chunk| {
+            let _ = stdout.write_all(chunk);
+            let _ = stdout.flush();
+        });
+        tokio::select! {
+            done = streaming => done,
+            _ = crate::signal::shutdown() => Ok(()),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A query value with everything but unreserved characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Args, Debug)]
+pub struct VersionsArgs {
+    name: String,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+pub fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let list: Vec<VersionInfo> =
+        runtime()?.block_on(client.get(&format!("/v1/apps/{}/versions", args.name)))?;
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|v| {
+                vec![
+                    v.version.clone(),
+                    if v.current {
+                        "current".into()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        print!("{}", table(&["VERSION", ""], &rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    name: String,
+    /// The version to go back to (default: the newest older than the current one).
+    #[arg(long, value_name = "VERSION")]
+    to: Option<String>,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let report: InstallReport = runtime()?.block_on(client.post(
+        &format!("/v1/apps/{}/rollback", args.name),
+        &RollbackRequest { to: args.to },
+    ))?;
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} {}: rolled back from {}",
+            report.name,
+            report.version,
+            report.previous.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    name: String,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let created: serde_json::Value = runtime()?.block_on(client.post(
+        &format!("/v1/apps/{}/backups", args.name),
+        &serde_json::json!({}),
+    ))?;
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&created)?);
+    } else {
+        let backup = &created["backup"];
+        println!(
+            "{}: backed up to {} ({})",
+            args.name,
+            text(&backup["id"]),
+            backup["size"]
+                .as_u64()
+                .map(shoal_pkg::format_size)
+                .unwrap_or_default()
+        );
+        for note in created["notes"].as_array().into_iter().flatten() {
+            println!("  note: {}", text(note));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let list: Vec<serde_json::Value> =
+        runtime()?.block_on(client.get(&format!("/v1/apps/{}/backups", args.name)))?;
+    if args.out.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|b| {
+                vec![
+                    text(&b["id"]),
+                    text(&b["created_at"]),
+                    b["size"]
+                        .as_u64()
+                        .map(shoal_pkg::format_size)
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["BACKUP", "CREATED", "SIZE"], &rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CronCommand {
+    /// Every crontab job: schedule, next run, last run.
+    Ls {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Run a job now (overlap = "forbid" still holds).
+    Run {
+        app: String,
+        job: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// An app's past runs: start, duration, exit code, the tail of their output.
+    History {
+        app: String,
+        job: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        data: DataDirArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+}
+
+pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CronCommand::Ls { data, out } => {
+            let client = data.client()?;
+            let jobs: Vec<serde_json::Value> = runtime()?.block_on(client.get("/v1/cron"))?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print!("{}", cron_table(&jobs));
+            }
+        }
+        CronCommand::Run { app, job, data } => {
+            let client = data.client()?;
+            let run: serde_json::Value = runtime()?.block_on(
+                client.post(&format!("/v1/cron/{app}/{job}/run"), &serde_json::json!({})),
+            )?;
+            println!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run));
+            let output = text(&run["output"]);
+            if !output.is_empty() && output != "-" {
+                println!("{output}");
+            }
+        }
+        CronCommand::History {
+            app,
+            job,
+            limit,
+            data,
+            out,
+        } => {
+            let client = data.client()?;
+            let mut query = format!("limit={limit}&app={}", percent_encode(&app));
+            if let Some(job) = job {
+                query.push_str(&format!("&job={}", percent_encode(&job)));
+            }
+            let runs: Vec<serde_json::Value> =
+                runtime()?.block_on(client.get(&format!("/v1/cron/history?{query}")))?;
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", runs_table(&runs));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Crontab jobs as a table (from the API's JSON).
+pub fn cron_table(jobs: &[serde_json::Value]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let last = &j["last"];
+            vec![
+                format!("{}/{}", text(&j["app"]), text(&j["job"])),
+                text(&j["schedule"]),
+                text(&j["next"]),
+                if j["running"].as_array().is_some_and(|r| !r.is_empty()) {
+                    "running".into()
+                } else {
+                    String::new()
+                },
+                if last.is_null() {
+                    "-".into()
+                } else {
+                    format!("{} at {}", outcome(last), text(&last["started_at"]))
+                },
+            ]
+        })
+        .collect();
+    table(&["JOB", "SCHEDULE", "NEXT", "NOW", "LAST"], &rows)
+}
+
+/// Past runs as a table (from the API's JSON); the output's last line shown.
+pub fn runs_table(runs: &[serde_json::Value]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let output = text(&r["output"]);
+            vec![
+                text(&r["id"]),
+                format!("{}/{}", text(&r["app"]), text(&r["job"])),
+                text(&r["started_at"]),
+                r["duration_ms"]
+                    .as_u64()
+                    .map(|ms| {
+                        humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                outcome(r),
+                output
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "RUN",
+            "JOB",
+            "STARTED",
+            "TOOK",
+            "OUTCOME",
+            "OUTPUT (LAST LINE)",
+        ],
+        &rows,
+    )
+}
+
+/// A JSON value for a table cell.
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A run's outcome as a short text, from its `status` and the fields that go with it.
+fn outcome(run: &serde_json::Value) -> String {
+    match run["status"].as_str().unwrap_or("-") {
+        "exited" => format!("exit {}", text(&run["code"])),
+        "signaled" => format!("signal {}", text(&run["signal"])),
+        "failed-to-start" => format!("failed to start: {}", text(&run["error"])),
+        "skipped" => format!(
+            "skipped {} ticks (run {} going)",
+            text(&run["ticks"]),
+            text(&run["blocked_by"])
+        ),
+        "interrupted" => format!("interrupted: {}", text(&run["reason"])),
+        other => other.replace('-', " "),
+    }
+}

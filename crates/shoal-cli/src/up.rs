@@ -1,0 +1,200 @@
+//! `shoal up`: a working fleet of one machine, from a fresh clone. It starts an agent on a
+//! local data directory, builds and installs two packages — `hello`, an RPC service built
+//! with the SDK, and `greeter`, a crontab whose job calls it every five seconds — and shows
+//! them in a live status table until Ctrl-C, which stops everything.
+//!
+//! Both packages run this very binary, named by its absolute path (a package's command may be
+//! one): the service as `shoal example hello`, the job as `shoal call`. The data directory
+//! (default `.shoal-up`) starts empty each time; another agent running on it is an error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use shoal_agent::{Agent, Options};
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// The agent's data directory, emptied first.
+    #[arg(long, value_name = "DIR", default_value = ".shoal-up")]
+    data_dir: PathBuf,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let dir = &args.data_dir;
+    if std::os::unix::net::UnixStream::connect(dir.join("agent.sock")).is_ok() {
+        bail!(
+            "an agent already runs on {}; stop it, or pass --data-dir for another directory",
+            dir.display()
+        );
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let port = free_port()?;
+    let packages = build_packages(&dir.join("packages"), port)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let agent = Agent::open(&dir.join("data"), Options::default()).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        agent.serve(stop.clone()).await?;
+        for built in &packages {
+            let report = agent.install(&built.archive, &built.sha256).await?;
+            println!("installed {} {}", report.name, report.version);
+        }
+        println!(
+            "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet '\"you\"'); \
+             Ctrl-C stops everything",
+            dir.join("data").display()
+        );
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let shutdown = crate::signal::shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            let apps = agent.apps()?;
+            let mut screen = String::new();
+            if tty {
+                screen.push_str("\x1b[H\x1b[2J");
+            }
+            screen.push_str(&crate::agent::ps_table(&apps));
+            let jobs = serde_json::to_value(agent.cron().list()?)?;
+            screen.push('\n');
+            screen.push_str(&crate::agent::cron_table(jobs.as_array().map_or(&[], |v| v)));
+            if tty {
+                screen.push_str("\nCtrl-C stops everything.\n");
+            } else {
+                screen.push('\n');
+            }
+            print!("{screen}");
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        println!("stopping...");
+        stop.cancel();
+        agent.close(true).await;
+        println!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Writes and builds the two packages into `dir`.
+fn build_packages(dir: &Path, port: u16) -> anyhow::Result<Vec<shoal_pkg::Built>> {
+    let exe = std::env::current_exe().context("finding this binary to package it")?;
+    let version = env!("CARGO_PKG_VERSION");
+    let exe = exe.display();
+    let hello = dir.join("hello");
+    std::fs::create_dir_all(&hello)?;
+    std::fs::write(
+        hello.join("shoal.toml"),
+        format!(
+            "[package]\nname = \"hello\"\nversion = \"{version}\"\nkind = \"service\"\n\n\
+             [run]\ncommand = \"{exe}\"\nargs = [\"example\", \"hello\", \"--config\", \"hello.toml\"]\n\
+             restart = \"always\"\n\n[health]\nport = {port}\nping = true\ninterval = \"2s\"\n"
+        ),
+    )?;
+    std::fs::write(
+        hello.join("hello.toml"),
+        format!("[rpc]\nlisten = \"127.0.0.1:{port}\"\n\n[hello]\ngreeting = \"Hello\"\n"),
+    )?;
+    let greeter = dir.join("greeter");
+    std::fs::create_dir_all(&greeter)?;
+    std::fs::write(
+        greeter.join("shoal.toml"),
+        format!(
+            "[package]\nname = \"greeter\"\nversion = \"{version}\"\nkind = \"crontab\"\n\n\
+             [[cron]]\nname = \"greet\"\nschedule = \"*/5 * * * * *\"\ncommand = \"{exe}\"\n\
+             args = [\"call\", \"127.0.0.1:{port}\", \"greet\", \"\\\"cron\\\"\"]\n\
+             overlap = \"forbid\"\ntimeout = \"10s\"\n"
+        ),
+    )?;
+    let out = dir.join("built");
+    std::fs::create_dir_all(&out)?;
+    [hello, greeter]
+        .iter()
+        .map(|pkg| {
+            shoal_pkg::build(pkg, &out).with_context(|| format!("building {}", pkg.display()))
+        })
+        .collect()
+}
+
+/// The SDK services `shoal example NAME` runs (what the packages of `shoal up` start).
+#[derive(Args, Debug)]
+pub struct ExampleArgs {
+    /// `hello`: greet(name) answers "<greeting>, <name>", the greeting from `[hello]`.
+    name: String,
+    /// The service's own arguments (`--config FILE`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub fn example(args: ExampleArgs) -> anyhow::Result<ExitCode> {
+    if args.name != "hello" {
+        bail!("no example {:?}; the one there is: hello", args.name);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let exit = rt.block_on(hello::app().args(args.args, env).run());
+    Ok(ExitCode::from(exit.code()))
+}
+
+mod hello {
+    //! The hello service, as in the SDK's `hello` example.
+
+    use serde::Deserialize;
+    use shoal::{App, Live};
+
+    #[shoal::service]
+    pub trait Hello {
+        async fn greet(&self, name: String) -> String;
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct HelloConfig {
+        #[serde(default = "default_greeting")]
+        pub greeting: String,
+    }
+
+    fn default_greeting() -> String {
+        "Hello".into()
+    }
+
+    struct Greeter {
+        config: Live<HelloConfig>,
+    }
+
+    impl Hello for Greeter {
+        async fn greet(&self, name: String) -> String {
+            format!("{}, {name}", self.config.get().greeting)
+        }
+    }
+
+    pub fn app() -> App {
+        App::new("hello", env!("CARGO_PKG_VERSION")).setup(|app| {
+            let config = app.section::<HelloConfig>("hello")?;
+            app.serve(HelloServer::new(Greeter { config }));
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,556 @@
+//! The agent end to end, through the `shoal` binary as an operator uses it: packages built
+//! with `shoal pkg build` and installed with `shoal install`; an upgrade whose verify hook
+//! fails rolled back; a rollback on request; logs grepped in the agent; a crontab run and
+//! its history; `kill -9` of the agent leaving every service running, re-adopted by the next
+//! agent; an agent killed in the middle of an upgrade coming back to the old version; a
+//! hostile package refused with nothing installed.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let path =
+            std::env::temp_dir().join(format!("shoal-agent-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `shoal ARGS --data-dir DATA`.
+fn shoal(data: &Path, args: &[&str]) -> Output {
+    Command::new(SHOAL)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+fn shoal_ok(data: &Path, args: &[&str]) -> String {
+    let out = shoal(data, args);
+    assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(data: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    serde_json::from_str(&shoal_ok(data, &all)).unwrap()
+}
+
+/// A running `shoal agent`; killed (SIGKILL) when dropped, its services left to the test.
+struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    fn start(data: &Path) -> Agent {
+        let child = Command::new(SHOAL)
+            .args(["agent", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Agent { child };
+        wait_for("the agent to answer", || {
+            shoal(data, &["ps"]).status.success().then_some(())
+        });
+        agent
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`LIMIT`].
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn python() -> Option<String> {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some("python3".into());
+    }
+    let why = "python3 is not on PATH (the test services are Python scripts)";
+    if std::env::var_os("SHOAL_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+        panic!("{why}; SHOAL_REQUIRE_TOOLS=1 requires every tool the tests use");
+    }
+    println!("skipped: {why}");
+    None
+}
+
+/// A service package `web` at `version`: a Python TCP server on `port` that prints a line
+/// per connection; `verify` is its verify hook's exit code.
+fn web_package(dir: &Path, version: &str, port: u16, verify: i32) -> PathBuf {
+    let pkg = dir.join(format!("web-{version}"));
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    let server = format!(
+        "#!/usr/bin/env python3
+import socket, sys
+print('web {version} listening', flush=True)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', {port}))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    print('web {version} served a connection', flush=True)
+    c.close()
+"
+    );
+    write_exec(&pkg.join("bin/web"), &server);
+    write_exec(
+        &pkg.join("bin/verify"),
+        &format!("#!/bin/sh\necho verifying {version}\nexit {verify}\n"),
+    );
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        format!(
+            "[package]\nname = \"web\"\nversion = \"{version}\"\nkind = \"service\"\n\n\
+             [run]\ncommand = \"bin/web\"\nrestart = \"always\"\nstop_timeout = \"2s\"\n\n\
+             [health]\nport = {port}\n\n[hooks]\nverify = \"bin/verify\"\n"
+        ),
+    )
+    .unwrap();
+    build(&pkg, dir)
+}
+
+fn write_exec(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `shoal pkg build`, returning the archive.
+fn build(pkg: &Path, out: &Path) -> PathBuf {
+    let built = Command::new(SHOAL)
+        .args(["pkg", "build"])
+        .arg(pkg)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let manifest = std::fs::read_to_string(pkg.join("shoal.toml")).unwrap();
+    let field = |key: &str| {
+        manifest
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    out.join(format!("{}-{}.tar.gz", field("name"), field("version")))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn app<'a>(ps: &'a Value, name: &str) -> &'a Value {
+    ps.as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {ps}"))
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(") ")
+            .next()
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn install_upgrade_rollback_logs_and_a_verify_failure_rolled_back() {
+    if python().is_none() {
+        return;
+    }
+    let dir = Scratch::new("upgrade");
+    let data = dir.0.join("data");
+    let port = free_port();
+    let agent = Agent::start(&data);
+
+    let v1 = web_package(&dir.0, "1.9.0", port, 0);
+    let said = shoal_ok(&data, &["install", v1.to_str().unwrap()]);
+    assert_eq!(said, "web 1.9.0: installed\n");
+    let ps = json(&data, &["ps"]);
+    let web = app(&ps, "web");
+    assert_eq!(
+        (web["version"].as_str(), web["state"].as_str()),
+        (Some("1.9.0"), Some("running"))
+    );
+    assert_eq!(web["health"], "ok");
+    let table = shoal_ok(&data, &["ps"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("web   1.9.0"), "{table}");
+
+    // 1.10.0 is newer than 1.9.0 (versions, not numbers).
+    let v2 = web_package(&dir.0, "1.10.0", port, 0);
+    let said = shoal_ok(&data, &["install", v2.to_str().unwrap()]);
+    assert_eq!(said, "web 1.10.0: upgraded from 1.9.0\n");
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+
+    // A verify hook that fails: rolled back to 1.10.0, which runs again.
+    let v3 = web_package(&dir.0, "1.11.0", port, 3);
+    let out = shoal(&data, &["install", v3.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("the verify hook of web 1.11.0 `bin/verify` exited with 3"),
+        "{said}"
+    );
+    assert!(said.contains("verifying 1.11.0"), "{said}");
+    assert!(
+        said.contains("rolled back: web 1.10.0 runs again"),
+        "{said}"
+    );
+    let web = app(&json(&data, &["ps"]), "web").clone();
+    assert_eq!(web["version"], "1.10.0");
+    assert_eq!(web["state"], "running");
+    let versions = json(&data, &["versions", "web"]);
+    let listed: Vec<(&str, bool)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap(),
+                v["current"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [("1.10.0", true), ("1.9.0", false)]);
+
+    // Rollback on request, to the previous version.
+    let said = shoal_ok(&data, &["rollback", "web"]);
+    assert_eq!(said, "web 1.9.0: rolled back from 1.10.0\n");
+    assert_eq!(app(&json(&data, &["ps"]), "web")["version"], "1.9.0");
+
+    // Logs, grepped in the agent.
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let served = wait_for("a logged connection", || {
+        let out = shoal_ok(&data, &["logs", "web", "--grep", "1\\.9\\.0 served"]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert!(
+        served
+            .lines()
+            .all(|l| l.contains("web 1.9.0 served a connection")),
+        "{served}"
+    );
+    let bad = shoal(&data, &["logs", "web", "--grep", "("]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("grep \"(\""), "{}", text(&bad));
+
+    // Stop and start.
+    shoal_ok(&data, &["stop", "web"]);
+    assert_eq!(app(&json(&data, &["ps"]), "web")["state"], "stopped");
+    shoal_ok(&data, &["start", "web"]);
+    wait_for("web to run again", || {
+        (app(&json(&data, &["ps"]), "web")["state"] == "running").then_some(())
+    });
+    let out = shoal(&data, &["stop", "nope"]);
+    assert!(text(&out).contains("no app named nope"), "{}", text(&out));
+
+    // Closing the agent with SIGTERM leaves the service running.
+    let pid = app(&json(&data, &["ps"]), "web")["pid"].as_u64().unwrap();
+    agent.stop();
+    assert!(alive(pid));
+    let agent = Agent::start(&data);
+    assert_eq!(app(&json(&data, &["ps"]), "web")["pid"].as_u64(), Some(pid));
+    shoal_ok(&data, &["stop", "web"]);
+    drop(agent);
+}
+
+#[test]
+fn a_killed_agent_leaves_services_running_and_the_next_adopts_them() {
+    if python().is_none() {
+        return;
+    }
+    let dir = Scratch::new("kill9");
+    let data = dir.0.join("data");
+    let port = free_port();
+    let agent = Agent::start(&data);
+    shoal_ok(
+        &data,
+        &[
+            "install",
+            web_package(&dir.0, "1.0.0", port, 0).to_str().unwrap(),
+        ],
+    );
+    let pid = app(&json(&data, &["ps"]), "web")["pid"].as_u64().unwrap();
+
+    agent.kill9();
+    assert!(alive(pid), "the service died with the agent");
+    // While no agent runs, the service keeps answering and writing output.
+    for _ in 0..3 {
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    }
+
+    let agent = Agent::start(&data);
+    let web = app(&json(&data, &["ps"]), "web").clone();
+    assert_eq!(
+        web["pid"].as_u64(),
+        Some(pid),
+        "re-adopted, not restarted: {web}"
+    );
+    // The lines written while no agent ran are captured.
+    wait_for("the connections made without an agent in the log", || {
+        let out = shoal_ok(&data, &["logs", "web", "--grep", "served a connection"]);
+        (out.lines().count() >= 3).then_some(())
+    });
+    // And the restart policy holds for an adopted process.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let restarted = wait_for("web to be restarted", || {
+        let web = app(&json(&data, &["ps"]), "web").clone();
+        (web["state"] == "running" && web["pid"].as_u64() != Some(pid)).then_some(web)
+    });
+    assert!(restarted["restarts"].as_u64().unwrap() >= 1, "{restarted}");
+    shoal_ok(&data, &["stop", "web"]);
+    drop(agent);
+}
+
+#[test]
+fn an_agent_killed_during_an_upgrade_comes_back_on_the_old_version() {
+    if python().is_none() {
+        return;
+    }
+    let dir = Scratch::new("killed-upgrade");
+    let data = dir.0.join("data");
+    let port = free_port();
+    let agent = Agent::start(&data);
+    shoal_ok(
+        &data,
+        &[
+            "install",
+            web_package(&dir.0, "1.0.0", port, 0).to_str().unwrap(),
+        ],
+    );
+
+    // 2.0.0's verify hook says it started, then waits: the agent is killed while it runs,
+    // after the switch to 2.0.0.
+    let pkg = dir.0.join("web-2.0.0");
+    web_package(&dir.0, "2.0.0", port, 0);
+    let marker = dir.0.join("verifying");
+    write_exec(
+        &pkg.join("bin/verify"),
+        &format!("#!/bin/sh\ntouch {}\nexec sleep 1000\n", marker.display()),
+    );
+    let v2 = build(&pkg, &dir.0);
+    let mut install = Command::new(SHOAL)
+        .args(["install", v2.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the verify hook to run", || marker.exists().then_some(()));
+    agent.kill9();
+    let _ = install.wait();
+
+    let agent = Agent::start(&data);
+    let web = wait_for("web to run on the old version", || {
+        let web = app(&json(&data, &["ps"]), "web").clone();
+        (web["state"] == "running").then_some(web)
+    });
+    assert_eq!(web["version"], "1.0.0", "{web}");
+    let versions = json(&data, &["versions", "web"]);
+    assert_eq!(
+        versions,
+        serde_json::json!([{"version": "1.0.0", "current": true}])
+    );
+    shoal_ok(&data, &["stop", "web"]);
+    drop(agent);
+}
+
+#[test]
+fn a_crontab_runs_and_a_hostile_package_is_refused() {
+    let dir = Scratch::new("cron");
+    let data = dir.0.join("data");
+    let agent = Agent::start(&data);
+    let pkg = dir.0.join("report");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    write_exec(
+        &pkg.join("bin/report"),
+        "#!/bin/sh\necho \"report from $(pwd)\"\nexit 4\n",
+    );
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        "[package]\nname = \"report\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n\n\
+         [[cron]]\nname = \"daily\"\nschedule = \"0 0 3 * * *\"\ncommand = \"bin/report\"\n\
+         overlap = \"forbid\"\ntimeout = \"10s\"\n",
+    )
+    .unwrap();
+    let archive = build(&pkg, &dir.0);
+    shoal_ok(&data, &["install", archive.to_str().unwrap()]);
+    let said = shoal_ok(&data, &["cron", "run", "report", "daily"]);
+    assert!(said.starts_with("report/daily: run "), "{said}");
+    assert!(said.contains(": exit 4"), "{said}");
+    assert!(said.contains("report from "), "{said}");
+    let history = json(&data, &["cron", "history", "report"]);
+    assert_eq!(history[0]["status"], "exited");
+    assert_eq!(history[0]["code"], 4);
+    let listed = shoal_ok(&data, &["cron", "ls"]);
+    assert!(listed.contains("report/daily  0 0 3 * * *"), "{listed}");
+    assert_eq!(app(&json(&data, &["ps"]), "report")["kind"], "crontab");
+
+    // A package whose archive holds a path out of its directory: refused, nothing installed.
+    let evil = dir.0.join("evil-1.0.0.tar.gz");
+    {
+        let file = std::fs::File::create(&evil).unwrap();
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let manifest = b"[package]\nname = \"evil\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n[run]\ncommand = \"bin/x\"\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(manifest.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "shoal.toml", &manifest[..])
+            .unwrap();
+        let mut header = tar::Header::new_gnu();
+        let payload = b"owned";
+        {
+            let name = b"../../escaped";
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        }
+        header.set_size(payload.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append(&header, &payload[..]).unwrap();
+        tar.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    }
+    let digest = {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(&evil).unwrap();
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::write(
+        dir.0.join("evil-1.0.0.tar.gz.sha256"),
+        format!("{digest}  evil-1.0.0.tar.gz\n"),
+    )
+    .unwrap();
+    let out = shoal(&data, &["install", evil.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("../../escaped"), "{}", text(&out));
+    assert!(!data.join("apps/evil").exists());
+    assert!(!dir.0.join("escaped").exists() && !data.join("escaped").exists());
+    drop(agent);
+}
+
+#[test]
+fn shoal_up_runs_a_service_and_a_crontab_until_ctrl_c_stops_everything() {
+    use std::io::BufRead as _;
+    let dir = Scratch::new("up");
+    let data = dir.0.join("up");
+    let mut up = Command::new(SHOAL)
+        .args(["up", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let (mut service_pid, mut job_ran) = (None, false);
+    let deadline = Instant::now() + LIMIT;
+    let mut seen = Vec::new();
+    let mut lines = lines.map_while(Result::ok);
+    while service_pid.is_none() || !job_ran {
+        assert!(
+            Instant::now() < deadline,
+            "shoal up showed:\n{}",
+            seen.join("\n")
+        );
+        let line = lines.next().expect("shoal up ended early");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"hello")
+            && words.get(2) == Some(&"running")
+            && words.last() == Some(&"ok")
+        {
+            service_pid = words.get(3).and_then(|p| p.parse::<u64>().ok());
+        }
+        if line.starts_with("greeter/greet") && line.contains("exit 0 at") {
+            job_ran = true;
+        }
+        seen.push(line);
+    }
+    let pid = service_pid.unwrap();
+    assert!(alive(pid));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.collect();
+    assert!(up.wait().unwrap().success());
+    assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
+    assert!(!alive(pid), "the service outlived shoal up");
+}
