@@ -327,6 +327,8 @@ impl Program {
             Cmd::Replace(spec) => self.replace(spec),
             Cmd::Remove(reply) => {
                 self.stop(Goal::Stopped).await;
+                // Its FIFOs go with it; its logs stay.
+                let _ = std::fs::remove_dir_all(self.shared.data.run(&self.name));
                 let removed = self.shared.store.delete(&self.name).map_err(Into::into);
                 let _ = reply.send(removed);
                 return Flow::End;
