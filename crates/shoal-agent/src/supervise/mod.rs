@@ -15,6 +15,7 @@
 //! - `health.rs`: a TCP, `shoal.ping` or HTTP check.
 //! - `backoff.rs`: restart delays.
 //! - `store.rs`: the `supervised` table in the agent's SQLite state.
+//! - `lock.rs`: one supervisor per data directory.
 //! - `sys.rs`: pidfd, setsid and `/proc` (the crate's only `unsafe`).
 //! - `status.rs`, `error.rs`: what callers get back.
 //!
@@ -50,9 +51,14 @@
 //!   all (`capture.rs`) into `logs/NAME/stdout.log` and `stderr.log`
 //!   ([`shoal::logging::RotatingFile`]: rotated at `[logs] max_size`, `keep` rotated files
 //!   gzipped, the active name stable). Every read is written to the log before the next
-//!   read, so nothing read is held only in memory, and what the agent has not read stays in
-//!   the pipe for the next agent: lines written while no agent runs are in the log once one
-//!   does. A line may be split between a rotated file and the next one.
+//!   read, and what the agent has not read stays in the pipe for the next agent: lines
+//!   written while no agent runs are in the log once one does. Only an agent killed between
+//!   a read and its write loses that read (at most 64 KiB). Reads are written in records of
+//!   whole lines up to 4 KiB, so a file rotates close to `max_size` and a line is split
+//!   between two files only when it is longer than that or was still being written.
+//! - One agent supervises a data directory: [`Supervisor::open`] takes an exclusive lock on
+//!   `run/supervise.lock` (released when its process dies, however), so a second agent is
+//!   refused rather than adopting the same processes.
 //! - A program does not die with the agent: no parent-death signal, its own session.
 //! - Every start is recorded in the `supervised` table: pid, start time (from
 //!   `/proc/PID/stat`), boot id, start wall time, version and FIFO paths. [`Supervisor::open`]
@@ -108,6 +114,7 @@ mod backoff;
 mod capture;
 mod error;
 mod health;
+mod lock;
 mod process;
 mod program;
 mod spec;
@@ -128,11 +135,13 @@ use tracing::Instrument;
 
 pub use self::backoff::{BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_RESET};
 pub use self::error::SupervisorError;
+pub use self::lock::LockError;
 pub use self::spec::ProgramSpec;
 pub use self::status::{Exit, HealthStatus, ProgramState, ProgramStatus};
 pub use nix::sys::signal::Signal;
 
 use self::capture::Capture;
+use self::lock::Lock;
 use self::process::{Outputs, Process};
 use self::program::{Cmd, Initial, Program, Shared, Slot};
 use self::store::{Goal, Store};
@@ -149,6 +158,8 @@ pub struct Supervisor {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Released by `detach` and `shutdown`, once every program's task has ended.
+    lock: Mutex<Option<Lock>>,
     programs: Mutex<BTreeMap<Name, Handle>>,
     tracker: TaskTracker,
     /// Cancelled by `detach` and `shutdown`.
@@ -176,6 +187,7 @@ impl Supervisor {
     /// running that still is, and starting (in the background, `start_after` honoured) the
     /// programs that should run and do not.
     pub async fn open(data: DataDir, state: State) -> Result<Supervisor, SupervisorError> {
+        let lock = Lock::take(&data.run_lock())?;
         let store = Store::open(state)?;
         let rows = store.load()?;
         let capture = Capture::start().map_err(SupervisorError::Capture)?;
@@ -187,6 +199,7 @@ impl Supervisor {
         let supervisor = Supervisor {
             inner: Arc::new(Inner {
                 shared,
+                lock: Mutex::new(Some(lock)),
                 programs: Mutex::new(BTreeMap::new()),
                 tracker: TaskTracker::new(),
                 closed: CancellationToken::new(),
@@ -224,7 +237,11 @@ impl Supervisor {
                     status.pid = Some(pid);
                     status.pgid = Some(pid);
                     status.started_at = Some(process.started_at.into());
-                    Initial::Adopted { process, outputs }
+                    Initial::Adopted {
+                        process,
+                        outputs,
+                        goal: row.goal,
+                    }
                 }
                 None => {
                     let mut goal = row.goal;
@@ -495,6 +512,11 @@ impl Supervisor {
         if let Some(thread) = self.inner.shared.capture.stop() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, Handle>> {
