@@ -144,7 +144,7 @@ use self::capture::Capture;
 use self::lock::Lock;
 use self::process::{Outputs, Process};
 use self::program::{Cmd, Initial, Program, Shared, Slot};
-use self::store::{Goal, Store};
+use self::store::{Goal, Row, Store};
 use crate::{DataDir, State};
 
 /// How long [`Supervisor::start`] waits for each program in `start_after` to be healthy.
@@ -174,7 +174,7 @@ struct Handle {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let programs = self.lock();
+        let programs = self.programs();
         f.debug_struct("Supervisor")
             .field("data", &self.inner.shared.data.root())
             .field("programs", &programs.keys().collect::<Vec<_>>())
@@ -205,90 +205,10 @@ impl Supervisor {
                 closed: CancellationToken::new(),
             }),
         };
-        let mut to_start = Vec::new();
         for row in rows {
-            let spec = match row.spec {
-                Ok(spec) => Arc::new(spec),
-                Err(reason) => {
-                    tracing::error!(program = %row.name, %reason, "cannot read the program's stored spec: left alone");
-                    continue;
-                }
-            };
-            let adopted = row.process.as_ref().and_then(Process::adopt);
-            let vanished = row.process.is_some() && adopted.is_none();
-            let mut status = initial_status(&spec);
-            status.restarts = row.restarts;
-            status.last_exit = row.last_exit;
-            let initial = match adopted {
-                Some(process) => {
-                    tracing::info!(program = %spec.name, pid = %process.pid, "adopted");
-                    let outputs = Outputs::open(
-                        &supervisor.inner.shared.data,
-                        &spec,
-                        &supervisor.inner.shared.capture,
-                    )
-                    .inspect_err(|error| {
-                        tracing::error!(program = %spec.name, %error, "cannot capture the adopted program's output")
-                    })
-                    .ok();
-                    let pid = process.pid.as_raw() as u32;
-                    status.version = process.version.clone();
-                    status.state = ProgramState::Running;
-                    status.pid = Some(pid);
-                    status.pgid = Some(pid);
-                    status.started_at = Some(process.started_at.into());
-                    Initial::Adopted {
-                        process,
-                        outputs,
-                        goal: row.goal,
-                    }
-                }
-                None => {
-                    let mut goal = row.goal;
-                    if vanished {
-                        tracing::info!(program = %spec.name, "ended while no agent ran");
-                        status.last_exit = Some(Exit::Unknown);
-                        let record = supervisor
-                            .inner
-                            .shared
-                            .store
-                            .ended(&spec.name, Some(&Exit::Unknown));
-                        if let Err(error) = record {
-                            tracing::warn!(program = %spec.name, %error, "cannot record the program's state");
-                        }
-                        // An unknown end counts as a failure: only `never` leaves it so.
-                        if goal == Goal::Run && spec.restart == Restart::Never {
-                            goal = Goal::Failed;
-                            let record = supervisor.inner.shared.store.set_goal(&spec.name, goal);
-                            if let Err(error) = record {
-                                tracing::warn!(program = %spec.name, %error, "cannot record the program's state");
-                            }
-                        }
-                    }
-                    status.state = goal.state();
-                    if goal == Goal::Run {
-                        to_start.push(spec.name.clone());
-                    }
-                    Initial::Idle { goal }
-                }
-            };
-            let name = spec.name.clone();
-            let handle = supervisor.spawn_program(spec, row.restarts, status, initial);
-            supervisor.lock().insert(name, handle);
-        }
-        for name in to_start {
-            let supervisor2 = supervisor.clone();
-            let closed = supervisor.inner.closed.clone();
-            supervisor.inner.tracker.spawn(async move {
-                tokio::select! {
-                    started = supervisor2.start(&name) => {
-                        if let Err(error) = started {
-                            tracing::warn!(program = %name, %error, "cannot start again");
-                        }
-                    }
-                    () = closed.cancelled() => {}
-                }
-            });
+            if let Some(name) = supervisor.resume(row) {
+                supervisor.start_in_background(name);
+            }
         }
         Ok(supervisor)
     }
@@ -307,7 +227,7 @@ impl Supervisor {
             });
         }
         let spec = Arc::new(spec);
-        let mut programs = self.lock();
+        let mut programs = self.programs();
         self.inner.shared.store.put_spec(&spec)?;
         match programs.get(&spec.name) {
             Some(handle) => {
@@ -339,7 +259,7 @@ impl Supervisor {
     pub async fn remove(&self, name: &Name) -> Result<(), SupervisorError> {
         let handle = self.handle(name)?;
         let removed = request(&handle, Cmd::Remove).await;
-        let mut programs = self.lock();
+        let mut programs = self.programs();
         if programs
             .get(name)
             .is_some_and(|h| Arc::ptr_eq(&h.slot, &handle.slot))
@@ -429,7 +349,7 @@ impl Supervisor {
 
     /// Every program, by name, with its CPU and memory read now.
     pub fn status(&self) -> Vec<ProgramStatus> {
-        let handles: Vec<Handle> = self.lock().values().cloned().collect();
+        let handles: Vec<Handle> = self.programs().values().cloned().collect();
         let mut all: Vec<ProgramStatus> = handles
             .iter()
             .map(|h| h.slot.status.borrow().clone())
@@ -460,7 +380,9 @@ impl Supervisor {
     /// already saved: every change is written when it happens.
     pub async fn detach(self) {
         self.inner.closed.cancel();
-        let handles: Vec<Handle> = std::mem::take(&mut *self.lock()).into_values().collect();
+        let handles: Vec<Handle> = std::mem::take(&mut *self.programs())
+            .into_values()
+            .collect();
         for handle in &handles {
             let _ = handle.commands.send(Cmd::Detach);
         }
@@ -473,7 +395,7 @@ impl Supervisor {
     /// so: the next [`open`](Supervisor::open) starts them again.
     pub async fn shutdown(self) {
         self.inner.closed.cancel();
-        let handles: BTreeMap<Name, Handle> = std::mem::take(&mut *self.lock());
+        let handles: BTreeMap<Name, Handle> = std::mem::take(&mut *self.programs());
         let specs: HashMap<Name, Arc<ProgramSpec>> = handles
             .iter()
             .map(|(name, h)| (name.clone(), h.slot.spec()))
@@ -506,6 +428,82 @@ impl Supervisor {
         self.finish().await;
     }
 
+    /// Takes up a program an earlier agent recorded: adopts its process if it still runs;
+    /// returns its name if it should run and does not.
+    fn resume(&self, row: Row) -> Option<Name> {
+        let spec = match row.spec {
+            Ok(spec) => Arc::new(spec),
+            Err(reason) => {
+                tracing::error!(program = %row.name, %reason, "cannot read the program's stored spec: left alone");
+                return None;
+            }
+        };
+        let name = spec.name.clone();
+        let mut status = initial_status(&spec);
+        status.restarts = row.restarts;
+        status.last_exit = row.last_exit;
+        let adopted = row.process.as_ref().and_then(Process::adopt);
+        let (initial, to_start) = match adopted {
+            Some(process) => {
+                tracing::info!(program = %name, pid = %process.pid, "adopted");
+                let shared = &self.inner.shared;
+                let outputs = Outputs::open(&shared.data, &spec, &shared.capture)
+                    .inspect_err(|error| {
+                        tracing::error!(program = %name, %error, "cannot capture the adopted program's output")
+                    })
+                    .ok();
+                let pid = process.pid.as_raw() as u32;
+                status.version = process.version.clone();
+                status.state = ProgramState::Running;
+                status.pid = Some(pid);
+                status.pgid = Some(pid);
+                status.started_at = Some(process.started_at.into());
+                let initial = Initial::Adopted {
+                    process,
+                    outputs,
+                    goal: row.goal,
+                };
+                (initial, false)
+            }
+            None => {
+                let mut goal = row.goal;
+                if row.process.is_some() {
+                    tracing::info!(program = %name, "ended while no agent ran");
+                    status.last_exit = Some(Exit::Unknown);
+                    let store = &self.inner.shared.store;
+                    record(&name, store.ended(&name, Some(&Exit::Unknown)));
+                    // An unknown end counts as a failure: only `never` leaves it so.
+                    if goal == Goal::Run && spec.restart == Restart::Never {
+                        goal = Goal::Failed;
+                        record(&name, store.set_goal(&name, goal));
+                    }
+                }
+                status.state = goal.state();
+                (Initial::Idle { goal }, goal == Goal::Run)
+            }
+        };
+        let handle = self.spawn_program(spec, row.restarts, status, initial);
+        self.programs().insert(name.clone(), handle);
+        to_start.then_some(name)
+    }
+
+    /// Starts `name` (as [`start`](Supervisor::start)) in a task of its own, given up if
+    /// the supervisor closes first.
+    fn start_in_background(&self, name: Name) {
+        let supervisor = self.clone();
+        let closed = self.inner.closed.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                started = supervisor.start(&name) => {
+                    if let Err(error) = started {
+                        tracing::warn!(program = %name, %error, "cannot start again");
+                    }
+                }
+                () = closed.cancelled() => {}
+            }
+        });
+    }
+
     async fn finish(&self) {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
@@ -519,7 +517,7 @@ impl Supervisor {
             .take();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, Handle>> {
+    fn programs(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, Handle>> {
         self.inner
             .programs
             .lock()
@@ -530,7 +528,7 @@ impl Supervisor {
         if self.inner.closed.is_cancelled() {
             return Err(SupervisorError::Closed);
         }
-        self.lock()
+        self.programs()
             .get(name)
             .cloned()
             .ok_or_else(|| SupervisorError::Unknown { name: name.clone() })
@@ -603,7 +601,7 @@ impl Supervisor {
     /// Err if following `start_after` from `name` comes back to it.
     fn check_cycle(&self, name: &Name) -> Result<(), SupervisorError> {
         let specs: HashMap<Name, Arc<ProgramSpec>> = self
-            .lock()
+            .programs()
             .iter()
             .map(|(n, h)| (n.clone(), h.slot.spec()))
             .collect();
@@ -680,6 +678,14 @@ async fn request(
         .send(cmd(reply))
         .map_err(|_| SupervisorError::Closed)?;
     answer.await.map_err(|_| SupervisorError::Closed)?
+}
+
+/// A failure to write the state database does not stop supervision: it is logged, and the
+/// next agent may find the record a step behind.
+fn record<T>(name: &Name, written: Result<T, crate::StateError>) {
+    if let Err(error) = written {
+        tracing::warn!(program = %name, %error, "cannot record the program's state");
+    }
 }
 
 fn initial_status(spec: &ProgramSpec) -> ProgramStatus {
