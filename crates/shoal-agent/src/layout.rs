@@ -73,6 +73,11 @@ impl DataDir {
         self.root.join("backups").join(name.as_str())
     }
 
+    /// `run/supervise.lock`, held by the one supervisor of this data directory.
+    pub fn run_lock(&self) -> PathBuf {
+        self.root.join("run").join("supervise.lock")
+    }
+
     /// `run/NAME`, for the FIFOs of a running program.
     pub fn run(&self, name: &Name) -> PathBuf {
         self.root.join("run").join(name.as_str())

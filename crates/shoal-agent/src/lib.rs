@@ -15,6 +15,7 @@
 //!   logs/NAME/                   stdout.log, stderr.log and their rotated, compressed files
 //!   backups/NAME/                backups of the app's [backup] paths
 //!   run/NAME/                    the FIFOs a running program writes its output into
+//!   run/supervise.lock           held by the agent that supervises the programs
 //! ```
 //!
 //! [`DataDir`] names every path; [`State`] opens the database.

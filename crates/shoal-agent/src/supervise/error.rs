@@ -7,6 +7,7 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use shoal_pkg::manifest::Name;
 
+use super::lock::LockError;
 use crate::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub enum SupervisorError {
         #[source]
         source: Errno,
     },
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot start the output capture thread: {0}")]
     Capture(#[source] io::Error),
     #[error(transparent)]

@@ -15,6 +15,7 @@
 //! - `health.rs`: a TCP, `shoal.ping` or HTTP check.
 //! - `backoff.rs`: restart delays.
 //! - `store.rs`: the `supervised` table in the agent's SQLite state.
+//! - `lock.rs`: one supervisor per data directory.
 //! - `sys.rs`: pidfd, setsid and `/proc` (the crate's only `unsafe`).
 //! - `status.rs`, `error.rs`: what callers get back.
 //!
@@ -50,9 +51,14 @@
 //!   all (`capture.rs`) into `logs/NAME/stdout.log` and `stderr.log`
 //!   ([`shoal::logging::RotatingFile`]: rotated at `[logs] max_size`, `keep` rotated files
 //!   gzipped, the active name stable). Every read is written to the log before the next
-//!   read, so nothing read is held only in memory, and what the agent has not read stays in
-//!   the pipe for the next agent: lines written while no agent runs are in the log once one
-//!   does. A line may be split between a rotated file and the next one.
+//!   read, and what the agent has not read stays in the pipe for the next agent: lines
+//!   written while no agent runs are in the log once one does. Only an agent killed between
+//!   a read and its write loses that read (at most 64 KiB). Reads are written in records of
+//!   whole lines up to 4 KiB, so a file rotates close to `max_size` and a line is split
+//!   between two files only when it is longer than that or was still being written.
+//! - One agent supervises a data directory: [`Supervisor::open`] takes an exclusive lock on
+//!   `run/supervise.lock` (released when its process dies, however), so a second agent is
+//!   refused rather than adopting the same processes.
 //! - A program does not die with the agent: no parent-death signal, its own session.
 //! - Every start is recorded in the `supervised` table: pid, start time (from
 //!   `/proc/PID/stat`), boot id, start wall time, version and FIFO paths. [`Supervisor::open`]
@@ -108,6 +114,7 @@ mod backoff;
 mod capture;
 mod error;
 mod health;
+mod lock;
 mod process;
 mod program;
 mod spec;
@@ -128,14 +135,16 @@ use tracing::Instrument;
 
 pub use self::backoff::{BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_RESET};
 pub use self::error::SupervisorError;
+pub use self::lock::LockError;
 pub use self::spec::ProgramSpec;
 pub use self::status::{Exit, HealthStatus, ProgramState, ProgramStatus};
 pub use nix::sys::signal::Signal;
 
 use self::capture::Capture;
+use self::lock::Lock;
 use self::process::{Outputs, Process};
 use self::program::{Cmd, Initial, Program, Shared, Slot};
-use self::store::{Goal, Store};
+use self::store::{Goal, Row, Store};
 use crate::{DataDir, State};
 
 /// How long [`Supervisor::start`] waits for each program in `start_after` to be healthy.
@@ -149,6 +158,8 @@ pub struct Supervisor {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Released by `detach` and `shutdown`, once every program's task has ended.
+    lock: Mutex<Option<Lock>>,
     programs: Mutex<BTreeMap<Name, Handle>>,
     tracker: TaskTracker,
     /// Cancelled by `detach` and `shutdown`.
@@ -163,7 +174,7 @@ struct Handle {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let programs = self.lock();
+        let programs = self.programs();
         f.debug_struct("Supervisor")
             .field("data", &self.inner.shared.data.root())
             .field("programs", &programs.keys().collect::<Vec<_>>())
@@ -176,6 +187,7 @@ impl Supervisor {
     /// running that still is, and starting (in the background, `start_after` honoured) the
     /// programs that should run and do not.
     pub async fn open(data: DataDir, state: State) -> Result<Supervisor, SupervisorError> {
+        let lock = Lock::take(&data.run_lock())?;
         let store = Store::open(state)?;
         let rows = store.load()?;
         let capture = Capture::start().map_err(SupervisorError::Capture)?;
@@ -187,91 +199,16 @@ impl Supervisor {
         let supervisor = Supervisor {
             inner: Arc::new(Inner {
                 shared,
+                lock: Mutex::new(Some(lock)),
                 programs: Mutex::new(BTreeMap::new()),
                 tracker: TaskTracker::new(),
                 closed: CancellationToken::new(),
             }),
         };
-        let mut to_start = Vec::new();
         for row in rows {
-            let spec = match row.spec {
-                Ok(spec) => Arc::new(spec),
-                Err(reason) => {
-                    tracing::error!(program = %row.name, %reason, "cannot read the program's stored spec: left alone");
-                    continue;
-                }
-            };
-            let adopted = row.process.as_ref().and_then(Process::adopt);
-            let vanished = row.process.is_some() && adopted.is_none();
-            let mut status = initial_status(&spec);
-            status.restarts = row.restarts;
-            status.last_exit = row.last_exit;
-            let initial = match adopted {
-                Some(process) => {
-                    tracing::info!(program = %spec.name, pid = %process.pid, "adopted");
-                    let outputs = Outputs::open(
-                        &supervisor.inner.shared.data,
-                        &spec,
-                        &supervisor.inner.shared.capture,
-                    )
-                    .inspect_err(|error| {
-                        tracing::error!(program = %spec.name, %error, "cannot capture the adopted program's output")
-                    })
-                    .ok();
-                    let pid = process.pid.as_raw() as u32;
-                    status.version = process.version.clone();
-                    status.state = ProgramState::Running;
-                    status.pid = Some(pid);
-                    status.pgid = Some(pid);
-                    status.started_at = Some(process.started_at.into());
-                    Initial::Adopted { process, outputs }
-                }
-                None => {
-                    let mut goal = row.goal;
-                    if vanished {
-                        tracing::info!(program = %spec.name, "ended while no agent ran");
-                        status.last_exit = Some(Exit::Unknown);
-                        let record = supervisor
-                            .inner
-                            .shared
-                            .store
-                            .ended(&spec.name, Some(&Exit::Unknown));
-                        if let Err(error) = record {
-                            tracing::warn!(program = %spec.name, %error, "cannot record the program's state");
-                        }
-                        // An unknown end counts as a failure: only `never` leaves it so.
-                        if goal == Goal::Run && spec.restart == Restart::Never {
-                            goal = Goal::Failed;
-                            let record = supervisor.inner.shared.store.set_goal(&spec.name, goal);
-                            if let Err(error) = record {
-                                tracing::warn!(program = %spec.name, %error, "cannot record the program's state");
-                            }
-                        }
-                    }
-                    status.state = goal.state();
-                    if goal == Goal::Run {
-                        to_start.push(spec.name.clone());
-                    }
-                    Initial::Idle { goal }
-                }
-            };
-            let name = spec.name.clone();
-            let handle = supervisor.spawn_program(spec, row.restarts, status, initial);
-            supervisor.lock().insert(name, handle);
-        }
-        for name in to_start {
-            let supervisor2 = supervisor.clone();
-            let closed = supervisor.inner.closed.clone();
-            supervisor.inner.tracker.spawn(async move {
-                tokio::select! {
-                    started = supervisor2.start(&name) => {
-                        if let Err(error) = started {
-                            tracing::warn!(program = %name, %error, "cannot start again");
-                        }
-                    }
-                    () = closed.cancelled() => {}
-                }
-            });
+            if let Some(name) = supervisor.resume(row) {
+                supervisor.start_in_background(name);
+            }
         }
         Ok(supervisor)
     }
@@ -290,7 +227,7 @@ impl Supervisor {
             });
         }
         let spec = Arc::new(spec);
-        let mut programs = self.lock();
+        let mut programs = self.programs();
         self.inner.shared.store.put_spec(&spec)?;
         match programs.get(&spec.name) {
             Some(handle) => {
@@ -322,7 +259,7 @@ impl Supervisor {
     pub async fn remove(&self, name: &Name) -> Result<(), SupervisorError> {
         let handle = self.handle(name)?;
         let removed = request(&handle, Cmd::Remove).await;
-        let mut programs = self.lock();
+        let mut programs = self.programs();
         if programs
             .get(name)
             .is_some_and(|h| Arc::ptr_eq(&h.slot, &handle.slot))
@@ -412,7 +349,7 @@ impl Supervisor {
 
     /// Every program, by name, with its CPU and memory read now.
     pub fn status(&self) -> Vec<ProgramStatus> {
-        let handles: Vec<Handle> = self.lock().values().cloned().collect();
+        let handles: Vec<Handle> = self.programs().values().cloned().collect();
         let mut all: Vec<ProgramStatus> = handles
             .iter()
             .map(|h| h.slot.status.borrow().clone())
@@ -443,7 +380,9 @@ impl Supervisor {
     /// already saved: every change is written when it happens.
     pub async fn detach(self) {
         self.inner.closed.cancel();
-        let handles: Vec<Handle> = std::mem::take(&mut *self.lock()).into_values().collect();
+        let handles: Vec<Handle> = std::mem::take(&mut *self.programs())
+            .into_values()
+            .collect();
         for handle in &handles {
             let _ = handle.commands.send(Cmd::Detach);
         }
@@ -456,7 +395,7 @@ impl Supervisor {
     /// so: the next [`open`](Supervisor::open) starts them again.
     pub async fn shutdown(self) {
         self.inner.closed.cancel();
-        let handles: BTreeMap<Name, Handle> = std::mem::take(&mut *self.lock());
+        let handles: BTreeMap<Name, Handle> = std::mem::take(&mut *self.programs());
         let specs: HashMap<Name, Arc<ProgramSpec>> = handles
             .iter()
             .map(|(name, h)| (name.clone(), h.slot.spec()))
@@ -489,15 +428,96 @@ impl Supervisor {
         self.finish().await;
     }
 
+    /// Takes up a program an earlier agent recorded: adopts its process if it still runs;
+    /// returns its name if it should run and does not.
+    fn resume(&self, row: Row) -> Option<Name> {
+        let spec = match row.spec {
+            Ok(spec) => Arc::new(spec),
+            Err(reason) => {
+                tracing::error!(program = %row.name, %reason, "cannot read the program's stored spec: left alone");
+                return None;
+            }
+        };
+        let name = spec.name.clone();
+        let mut status = initial_status(&spec);
+        status.restarts = row.restarts;
+        status.last_exit = row.last_exit;
+        let adopted = row.process.as_ref().and_then(Process::adopt);
+        let (initial, to_start) = match adopted {
+            Some(process) => {
+                tracing::info!(program = %name, pid = %process.pid, "adopted");
+                let shared = &self.inner.shared;
+                let outputs = Outputs::open(&shared.data, &spec, &shared.capture)
+                    .inspect_err(|error| {
+                        tracing::error!(program = %name, %error, "cannot capture the adopted program's output")
+                    })
+                    .ok();
+                let pid = process.pid.as_raw() as u32;
+                status.version = process.version.clone();
+                status.state = ProgramState::Running;
+                status.pid = Some(pid);
+                status.pgid = Some(pid);
+                status.started_at = Some(process.started_at.into());
+                let initial = Initial::Adopted {
+                    process,
+                    outputs,
+                    goal: row.goal,
+                };
+                (initial, false)
+            }
+            None => {
+                let mut goal = row.goal;
+                if row.process.is_some() {
+                    tracing::info!(program = %name, "ended while no agent ran");
+                    status.last_exit = Some(Exit::Unknown);
+                    let store = &self.inner.shared.store;
+                    record(&name, store.ended(&name, Some(&Exit::Unknown)));
+                    // An unknown end counts as a failure: only `never` leaves it so.
+                    if goal == Goal::Run && spec.restart == Restart::Never {
+                        goal = Goal::Failed;
+                        record(&name, store.set_goal(&name, goal));
+                    }
+                }
+                status.state = goal.state();
+                (Initial::Idle { goal }, goal == Goal::Run)
+            }
+        };
+        let handle = self.spawn_program(spec, row.restarts, status, initial);
+        self.programs().insert(name.clone(), handle);
+        to_start.then_some(name)
+    }
+
+    /// Starts `name` (as [`start`](Supervisor::start)) in a task of its own, given up if
+    /// the supervisor closes first.
+    fn start_in_background(&self, name: Name) {
+        let supervisor = self.clone();
+        let closed = self.inner.closed.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                started = supervisor.start(&name) => {
+                    if let Err(error) = started {
+                        tracing::warn!(program = %name, %error, "cannot start again");
+                    }
+                }
+                () = closed.cancelled() => {}
+            }
+        });
+    }
+
     async fn finish(&self) {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         if let Some(thread) = self.inner.shared.capture.stop() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, Handle>> {
+    fn programs(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, Handle>> {
         self.inner
             .programs
             .lock()
@@ -508,7 +528,7 @@ impl Supervisor {
         if self.inner.closed.is_cancelled() {
             return Err(SupervisorError::Closed);
         }
-        self.lock()
+        self.programs()
             .get(name)
             .cloned()
             .ok_or_else(|| SupervisorError::Unknown { name: name.clone() })
@@ -581,7 +601,7 @@ impl Supervisor {
     /// Err if following `start_after` from `name` comes back to it.
     fn check_cycle(&self, name: &Name) -> Result<(), SupervisorError> {
         let specs: HashMap<Name, Arc<ProgramSpec>> = self
-            .lock()
+            .programs()
             .iter()
             .map(|(n, h)| (n.clone(), h.slot.spec()))
             .collect();
@@ -658,6 +678,14 @@ async fn request(
         .send(cmd(reply))
         .map_err(|_| SupervisorError::Closed)?;
     answer.await.map_err(|_| SupervisorError::Closed)?
+}
+
+/// A failure to write the state database does not stop supervision: it is logged, and the
+/// next agent may find the record a step behind.
+fn record<T>(name: &Name, written: Result<T, crate::StateError>) {
+    if let Err(error) = written {
+        tracing::warn!(program = %name, %error, "cannot record the program's state");
+    }
 }
 
 fn initial_status(spec: &ProgramSpec) -> ProgramStatus {

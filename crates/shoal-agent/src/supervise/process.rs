@@ -197,16 +197,27 @@ pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io
     // reaps this child (the agent never waits for "any child"), so the pid stays this
     // process's until `reap`.
     drop(child);
-    let pidfd = sys::pidfd_open(pid)?;
-    let start_time = sys::stat(pid)?.start_time;
-    Ok(Process {
-        pid,
-        start_time,
-        started_at: SystemTime::now(),
-        started: Instant::now(),
-        version: spec.version.clone(),
-        pidfd: sys::watch_pidfd(pidfd)?,
-    })
+    let watched = sys::pidfd_open(pid).and_then(|pidfd| {
+        let start_time = sys::stat(pid)?.start_time;
+        Ok((sys::watch_pidfd(pidfd)?, start_time))
+    });
+    match watched {
+        Ok((pidfd, start_time)) => Ok(Process {
+            pid,
+            start_time,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            version: spec.version.clone(),
+            pidfd,
+        }),
+        Err(e) => {
+            // A process the supervisor cannot watch must not run unsupervised: a restart
+            // would start a second one beside it.
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(e)
+        }
+    }
 }
 
 /// What the state database remembers of a running process.

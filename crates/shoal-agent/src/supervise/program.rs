@@ -133,9 +133,12 @@ pub(crate) enum Initial {
     /// Nothing runs; `goal` says whether something should.
     Idle { goal: Goal },
     /// A process an earlier agent started, found alive, with its outputs opened again.
+    /// With a goal other than [`Goal::Run`], that agent died stopping it: the stop is
+    /// finished.
     Adopted {
         process: Process,
         outputs: Option<Outputs>,
+        goal: Goal,
     },
 }
 
@@ -155,6 +158,8 @@ pub(crate) struct Program {
     /// How the last process ended, not yet published: it is, with the state that follows,
     /// so that no one sees a program running without a process.
     gone: Option<Exit>,
+    /// A stop an earlier agent did not finish, done first.
+    unfinished_stop: Option<Goal>,
 }
 
 struct Running {
@@ -229,11 +234,17 @@ impl Program {
             next_start: None,
             restarts,
             gone: None,
+            unfinished_stop: None,
         };
         match initial {
             Initial::Idle { goal } => program.wanted = goal == Goal::Run,
-            Initial::Adopted { process, outputs } => {
-                program.wanted = true;
+            Initial::Adopted {
+                process,
+                outputs,
+                goal,
+            } => {
+                program.wanted = goal == Goal::Run;
+                program.unfinished_stop = (goal != Goal::Run).then_some(goal);
                 let mut checks = program
                     .spec
                     .health
@@ -255,6 +266,10 @@ impl Program {
     }
 
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Cmd>) {
+        if let Some(goal) = self.unfinished_stop.take() {
+            info!("finishing the stop an earlier agent began");
+            self.stop(goal).await;
+        }
         loop {
             let event = {
                 let (process, checks) = match &mut self.running {
@@ -327,6 +342,8 @@ impl Program {
             Cmd::Replace(spec) => self.replace(spec),
             Cmd::Remove(reply) => {
                 self.stop(Goal::Stopped).await;
+                // Its FIFOs go with it; its logs stay.
+                let _ = std::fs::remove_dir_all(self.shared.data.run(&self.name));
                 let removed = self.shared.store.delete(&self.name).map_err(Into::into);
                 let _ = reply.send(removed);
                 return Flow::End;

@@ -7,13 +7,15 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::Duration;
 
+use chrono::Utc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use shoal_agent::supervise::Exit;
-use shoal_agent::ProgramState;
+use shoal_agent::{ProgramState, Supervisor};
+use tokio::net::TcpListener;
 
-use crate::common::{alive, n, poll, status_of, Env};
+use crate::common::{alive, n, poll, status_of, tcp_health, wait_for, Env};
 
 /// `examples/supervisor.rs` on the test's data directory, driven through its stdin.
 struct Agent {
@@ -130,7 +132,8 @@ fn a_killed_agent_leaves_programs_running_and_the_next_adopts_them() {
         assert!(alive(pid), "{pid} died with the agent");
     }
     // While no agent reads, the counter goes on, its lines waiting in the pipe.
-    let at_death = count().unwrap();
+    // (The file is rewritten in place: a read may find it empty.)
+    let at_death = poll("the count read", count);
     let written = poll("lines written while no agent runs", || {
         count().filter(|&c| c >= at_death + 30)
     });
@@ -183,20 +186,57 @@ fn a_killed_agent_leaves_programs_running_and_the_next_adopts_them() {
 async fn a_detached_supervisors_programs_are_adopted_by_the_next() {
     let env = Env::new("detach");
     let supervisor = env.supervisor().await;
+    // One supervisor per data directory.
+    let e = Supervisor::open(env.data.clone(), env.state())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "another agent (pid {}) supervises this data directory",
+            std::process::id()
+        )),
+        "{e}"
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut checked = env.spec("checked", "exec sleep 600");
+    checked.health = Some(tcp_health(listener.local_addr().unwrap().port(), 2));
+    supervisor.add(checked).await.unwrap();
     supervisor
         .add(env.spec("steady", "exec sleep 600"))
         .await
         .unwrap();
-    supervisor.start(&n("steady")).await.unwrap();
+    for name in ["checked", "steady"] {
+        supervisor.start(&n(name)).await.unwrap();
+        supervisor
+            .wait_healthy(&n(name), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
     let pid = status_of(&supervisor, "steady").pid.unwrap();
+    let checked_pid = status_of(&supervisor, "checked").pid;
     supervisor.detach().await;
     assert!(alive(pid));
 
+    let reopened_at = Utc::now();
     let supervisor = env.supervisor().await;
     let status = status_of(&supervisor, "steady");
     assert_eq!(status.pid, Some(pid));
     assert_eq!(status.state, ProgramState::Running);
     assert!(status.rss_bytes.unwrap() > 0);
+    // Health checks go on for the adopted program, and a failing one restarts it.
+    assert_eq!(status_of(&supervisor, "checked").pid, checked_pid);
+    wait_for(&supervisor, "checked", "checked again", |s| {
+        s.health
+            .as_ref()
+            .unwrap()
+            .checked_at
+            .is_some_and(|t| t >= reopened_at)
+    })
+    .await;
+    drop(listener);
+    let restarted = wait_for(&supervisor, "checked", "restarted", |s| s.restarts >= 1).await;
+    assert_ne!(restarted.pid, checked_pid);
+
     // Adopted by the process that started it, so still its child: its end is known.
     supervisor.stop(&n("steady")).await.unwrap();
     let status = status_of(&supervisor, "steady");
