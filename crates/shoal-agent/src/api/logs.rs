@@ -170,8 +170,9 @@ fn read_all(dir: &FsPath, stream: &str, filter: &Filter, out: &mut Vec<(String, 
                 .is_some_and(|n| n.starts_with(&format!("{stream}.log.")) && !n.ends_with(".tmp"))
         })
         .collect();
-    // Rotated names carry their UTC time, so the name order is the time order.
-    files.sort();
+    // Rotated names carry their UTC time, and a number for a second rotation in the same
+    // second (`stdout.log.20261122T110000Z.gz`, then `...Z-1.gz`).
+    files.sort_by_key(|path| rotation_order(path));
     files.push(dir.join(format!("{stream}.log")));
     let mut last_time = String::new();
     for path in files {
@@ -196,6 +197,19 @@ fn read_all(dir: &FsPath, stream: &str, filter: &Filter, out: &mut Vec<(String, 
                 }
             }
         }
+    }
+}
+
+/// A rotated file's place in time: its stamp, then its number within that second.
+fn rotation_order(path: &FsPath) -> (String, u32) {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let stem = name.trim_end_matches(".gz");
+    match stem
+        .rsplit_once('-')
+        .map(|(stamp, n)| (stamp, n.parse::<u32>()))
+    {
+        Some((stamp, Ok(n))) => (stamp.to_owned(), n),
+        _ => (stem.to_owned(), 0),
     }
 }
 

@@ -7,6 +7,10 @@
 //! written. What the thread has not read stays in the pipe, where the next agent finds it.
 //! File writes never run on the async executor, and a program costs two descriptors here,
 //! not a task, a thread or a buffer.
+//!
+//! Each line in a log starts with the time the agent read it, RFC 3339 in UTC with
+//! milliseconds, and a space (`2026-11-22T11:00:00.123Z listening on 3000`), so `shoal logs
+//! --since` can pick lines by time; the program's bytes follow unchanged.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -137,11 +141,14 @@ impl Drop for Capture {
 struct Stream {
     fifo: File,
     log: RotatingFile,
+    /// The next byte read starts a line (and gets a timestamp).
+    at_line_start: std::cell::Cell<bool>,
 }
 
 fn run(epoll: Epoll, wake: &EventFd, rx: mpsc::Receiver<Msg>) {
     let mut streams: HashMap<u64, Stream> = HashMap::new();
     let mut buffer = vec![0; BUFFER];
+    let mut stamped = Vec::with_capacity(BUFFER);
     let mut events = [EpollEvent::empty(); 64];
     loop {
         let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
@@ -157,7 +164,7 @@ fn run(epoll: Epoll, wake: &EventFd, rx: mpsc::Receiver<Msg>) {
             if key != WAKE {
                 // Absent when removed earlier in this batch.
                 if let Some(stream) = streams.get(&key) {
-                    pump(stream, &mut buffer, READS_PER_TURN);
+                    pump(stream, &mut buffer, &mut stamped, READS_PER_TURN);
                 }
                 continue;
             }
@@ -167,7 +174,15 @@ fn run(epoll: Epoll, wake: &EventFd, rx: mpsc::Receiver<Msg>) {
                     Ok(Msg::Add { key, fifo, log }) => {
                         match epoll.add(fifo.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, key)) {
                             Ok(()) => {
-                                streams.insert(key, Stream { fifo, log });
+                                let at_line_start = std::cell::Cell::new(true);
+                                streams.insert(
+                                    key,
+                                    Stream {
+                                        fifo,
+                                        log,
+                                        at_line_start,
+                                    },
+                                );
                             }
                             Err(e) => tracing::error!(
                                 log = %log.path().display(),
@@ -178,7 +193,7 @@ fn run(epoll: Epoll, wake: &EventFd, rx: mpsc::Receiver<Msg>) {
                     }
                     Ok(Msg::Remove { key, done }) => {
                         if let Some(stream) = streams.remove(&key) {
-                            pump(&stream, &mut buffer, DRAIN_TURNS);
+                            pump(&stream, &mut buffer, &mut stamped, DRAIN_TURNS);
                             let _ = epoll.delete(stream.fifo.as_fd());
                         }
                         let _ = done.send(());
@@ -193,12 +208,22 @@ fn run(epoll: Epoll, wake: &EventFd, rx: mpsc::Receiver<Msg>) {
 
 /// Moves up to `turns` buffers from the stream's FIFO to its log, stopping when the FIFO is
 /// empty. The FIFO never reads as closed: the agent holds it open for writing too.
-fn pump(stream: &Stream, buffer: &mut [u8], turns: usize) {
+fn pump(stream: &Stream, buffer: &mut [u8], stamped: &mut Vec<u8>, turns: usize) {
     for _ in 0..turns {
         match (&stream.fifo).read(buffer) {
             Ok(0) => return,
             Ok(n) => {
-                for record in records(&buffer[..n], RECORD) {
+                let now = chrono::Utc::now()
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ ")
+                    .to_string();
+                let at_line_start = stamp(
+                    &buffer[..n],
+                    now.as_bytes(),
+                    stream.at_line_start.get(),
+                    stamped,
+                );
+                stream.at_line_start.set(at_line_start);
+                for record in records(stamped, RECORD) {
                     // A failure is reported by the file itself (once); the bytes are lost
                     // either way, and holding them would only block the program.
                     let _ = stream.log.write_record(record);
@@ -212,6 +237,20 @@ fn pump(stream: &Stream, buffer: &mut [u8], turns: usize) {
             }
         }
     }
+}
+
+/// `data` into `out` with `stamp` before each line's first byte (the first byte of `data`
+/// starts one when `at_line_start`); returns whether the byte after `data` starts a line.
+fn stamp(data: &[u8], stamp: &[u8], mut at_line_start: bool, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    for piece in data.split_inclusive(|&b| b == b'\n') {
+        if at_line_start {
+            out.extend_from_slice(stamp);
+        }
+        out.extend_from_slice(piece);
+        at_line_start = piece.ends_with(b"\n");
+    }
+    at_line_start
 }
 
 /// `data` cut into pieces of at most `max` bytes, each ending just after the last newline
@@ -239,6 +278,22 @@ fn records(data: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_line_is_stamped_once_across_reads() {
+        let mut out = Vec::new();
+        let t = b"T ";
+        assert!(stamp(b"a\nb\n", t, true, &mut out));
+        assert_eq!(out, b"T a\nT b\n");
+        assert!(!stamp(b"half", t, true, &mut out));
+        assert_eq!(out, b"T half");
+        assert!(!stamp(b" more", t, false, &mut out));
+        assert_eq!(out, b" more");
+        assert!(stamp(b" end\n", t, false, &mut out));
+        assert_eq!(out, b" end\n");
+        assert!(!stamp(b"\n\nx", t, true, &mut out));
+        assert_eq!(out, b"T \nT \nT x");
+    }
 
     #[test]
     fn reads_are_cut_after_newlines_within_reach() {

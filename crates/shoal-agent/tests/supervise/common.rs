@@ -73,10 +73,33 @@ impl Env {
         }
     }
 
+    /// The active log of `name`'s `stream`, each line's capture time taken off (see
+    /// [`unstamp`]).
     pub fn log(&self, name: &str, stream: &str) -> String {
-        std::fs::read_to_string(self.data.logs(&n(name)).join(format!("{stream}.log")))
-            .unwrap_or_default()
+        unstamp(
+            &std::fs::read_to_string(self.data.logs(&n(name)).join(format!("{stream}.log")))
+                .unwrap_or_default(),
+        )
     }
+}
+
+/// `text` without the capture time that starts each line (`2026-11-22T11:00:00.123Z `),
+/// checking that every line has one.
+pub fn unstamp(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (time, rest) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("a line without its capture time: {line:?}"));
+        assert!(
+            time.len() == 24
+                && time.ends_with('Z')
+                && chrono::DateTime::parse_from_rfc3339(time).is_ok(),
+            "a line without its capture time: {line:?}"
+        );
+        out.push_str(rest);
+    }
+    out
 }
 
 impl Drop for Env {

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use shoal_pkg::manifest::Logs;
 
-use crate::common::{eventually, n, Env};
+use crate::common::{eventually, n, unstamp, Env};
 
 #[tokio::test]
 async fn output_is_captured_rotated_and_compressed() {
@@ -42,7 +42,8 @@ async fn output_is_captured_rotated_and_compressed() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with("stdout.log."))
             .collect();
-        names.sort();
+        // Rotated in the same second: NAME.STAMP.gz, then NAME.STAMP-1.gz, and so on.
+        names.sort_by_key(|name| rotation_order(name));
         (names.len() == 2 && names.iter().all(|n| n.ends_with(".gz"))).then_some(names)
     })
     .await;
@@ -52,7 +53,9 @@ async fn output_is_captured_rotated_and_compressed() {
     let mut text = String::new();
     for name in &rotated {
         let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(dir.join(name)).unwrap());
-        gz.read_to_string(&mut text).unwrap();
+        let mut rotated = String::new();
+        gz.read_to_string(&mut rotated).unwrap();
+        text.push_str(&unstamp(&rotated));
     }
     let active = env.log("chatty", "stdout");
     assert!(active.len() <= 8000, "{} bytes", active.len());
@@ -73,4 +76,13 @@ async fn output_is_captured_rotated_and_compressed() {
     })
     .await;
     supervisor.shutdown().await;
+}
+
+/// A rotated file's place in time: its stamp, then its number within that second.
+fn rotation_order(name: &str) -> (String, u32) {
+    let stem = name.trim_end_matches(".gz");
+    match stem.rsplit_once('-') {
+        Some((stamp, n)) if n.parse::<u32>().is_ok() => (stamp.to_owned(), n.parse().unwrap()),
+        _ => (stem.to_owned(), 0),
+    }
 }
