@@ -36,6 +36,10 @@ use crate::cron::{Cron, CronOptions};
 use crate::supervise::{ProgramSpec, ProgramStatus, Supervisor};
 use crate::{backup, hooks, versions, DataDir, State, StateError};
 
+/// How often the agent looks for backups that fall due (each app's `[backup] every`, counted
+/// from its newest backup on disk, so a restarted agent takes no extra one).
+const BACKUP_CHECK: Duration = Duration::from_secs(60);
+
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -174,8 +178,20 @@ impl Agent {
         &self.inner.cron
     }
 
-    /// Serves the API until `shutdown` fires (see [`api`]).
+    /// Serves the API, and takes the backups that fall due, until `shutdown` fires (see
+    /// [`api`]).
     pub async fn serve(&self, shutdown: CancellationToken) -> std::io::Result<Bound> {
+        let agent = self.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                agent.backups_due().await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(BACKUP_CHECK) => {}
+                }
+            }
+        });
         api::serve(
             api::routes(self.clone()),
             self.inner.token.clone(),
@@ -562,6 +578,67 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Takes each backup that is due.
+    async fn backups_due(&self) {
+        let Ok(names) = self.installed() else { return };
+        for name in names {
+            let Some(spec) = self.manifest(&name).ok().and_then(|m| m.backup) else {
+                continue;
+            };
+            let data = self.inner.data.clone();
+            let app = name.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                backup::create_if_due(&data, &app, &spec, chrono::Utc::now())
+            })
+            .await;
+            match taken {
+                Ok(Ok(Some(created))) => {
+                    tracing::info!(app = %name, backup = %created.backup.id, "backup taken");
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(app = %name, error = %e, "scheduled backup failed"),
+                Err(e) => tracing::error!(app = %name, error = %e, "scheduled backup failed"),
+            }
+        }
+    }
+
+    /// Restores backup `id` of `name`: a service is stopped first and started again after
+    /// (also when the restore fails, which changes nothing).
+    pub async fn restore(&self, name: &Name, id: &str) -> Result<(), AgentError> {
+        let _one = self.inner.changing.lock().await;
+        let manifest = self.manifest(name)?;
+        let was_running = manifest.package.kind == Kind::Service
+            && self
+                .inner
+                .supervisor
+                .status()
+                .iter()
+                .any(|p| p.name == *name && !p.state.is_at_rest());
+        if was_running {
+            self.inner
+                .supervisor
+                .stop(name)
+                .await
+                .map_err(AgentError::failed)?;
+        }
+        let (data, app, backup_id) = (self.inner.data.clone(), name.clone(), id.to_owned());
+        let restored =
+            tokio::task::spawn_blocking(move || backup::restore(&data, &app, &backup_id))
+                .await
+                .map_err(AgentError::failed)?;
+        if was_running {
+            self.inner
+                .supervisor
+                .start(name)
+                .await
+                .map_err(AgentError::failed)?;
+        }
+        restored.map_err(|e| match e {
+            backup::BackupError::NotFound { .. } => AgentError::NotFound(e.to_string()),
+            other => AgentError::Failed(other.to_string()),
+        })
     }
 
     /// Every installed app as `shoal ps` shows it.

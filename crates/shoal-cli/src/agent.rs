@@ -433,6 +433,29 @@ pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    name: String,
+    /// The backup, as `shoal backups NAME` lists it.
+    backup: String,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let client = args.data.client()?;
+    let _: serde_json::Value = runtime()?.block_on(client.post(
+        &format!(
+            "/v1/apps/{}/backups/{}/restore",
+            args.name,
+            percent_encode(&args.backup)
+        ),
+        &serde_json::json!({}),
+    ))?;
+    println!("{}: restored {}", args.name, args.backup);
+    Ok(ExitCode::SUCCESS)
+}
+
 #[derive(Subcommand, Debug)]
 pub enum CronCommand {
     /// Every crontab job: schedule, next run, last run.

@@ -77,6 +77,8 @@ enum Command {
     Backup(agent::BackupArgs),
     /// An app's backups, newest first.
     Backups(agent::BackupArgs),
+    /// Put an app's [backup] paths back as a backup holds them (a service is stopped first).
+    Restore(agent::RestoreArgs),
     /// Crontab jobs: ls, run, history.
     #[command(subcommand)]
     Cron(agent::CronCommand),
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
         Command::Rollback(args) => agent::rollback(args),
         Command::Backup(args) => agent::backup(args),
         Command::Backups(args) => agent::backups(args),
+        Command::Restore(args) => agent::restore(args),
         Command::Cron(cmd) => agent::cron(cmd),
         Command::Idl(cmd) => idl::run(cmd),
         Command::Pkg(cmd) => pkg::run(cmd),

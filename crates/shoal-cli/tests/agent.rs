@@ -164,7 +164,8 @@ while True:
         format!(
             "[package]\nname = \"web\"\nversion = \"{version}\"\nkind = \"service\"\n\n\
              [run]\ncommand = \"bin/web\"\nrestart = \"always\"\nstop_timeout = \"2s\"\n\n\
-             [health]\nport = {port}\n\n[hooks]\nverify = \"bin/verify\"\n"
+             [health]\nport = {port}\n\n[hooks]\nverify = \"bin/verify\"\n\n\
+             [backup]\npaths = [\"data\"]\nevery = \"1d\"\nkeep = 3\n"
         ),
     )
     .unwrap();
@@ -246,11 +247,30 @@ fn install_upgrade_rollback_logs_and_a_verify_failure_rolled_back() {
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("web   1.9.0"), "{table}");
 
+    // The app's data, which the upgrade backs up first.
+    std::fs::write(data.join("apps/web/data/state.txt"), "before the upgrade").unwrap();
+
     // 1.10.0 is newer than 1.9.0 (versions, not numbers).
     let v2 = web_package(&dir.0, "1.10.0", port, 0);
     let said = shoal_ok(&data, &["install", v2.to_str().unwrap()]);
     assert_eq!(said, "web 1.10.0: upgraded from 1.9.0\n");
     std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let backups = json(&data, &["backups", "web"]);
+    assert_eq!(backups.as_array().unwrap().len(), 1, "{backups}");
+    let upgrade_backup = backups[0]["id"].as_str().unwrap().to_owned();
+    // Restoring it puts the data back as it was, the service stopped meanwhile.
+    std::fs::write(data.join("apps/web/data/state.txt"), "changed since").unwrap();
+    let said = shoal_ok(&data, &["restore", "web", &upgrade_backup]);
+    assert_eq!(said, format!("web: restored {upgrade_backup}\n"));
+    assert_eq!(
+        std::fs::read_to_string(data.join("apps/web/data/state.txt")).unwrap(),
+        "before the upgrade"
+    );
+    wait_for("web to run after the restore", || {
+        (app(&json(&data, &["ps"]), "web")["state"] == "running").then_some(())
+    });
+    let out = shoal(&data, &["restore", "web", "web-20000101T000000Z.tar.gz"]);
+    assert!(!out.status.success());
 
     // A verify hook that fails: rolled back to 1.10.0, which runs again.
     let v3 = web_package(&dir.0, "1.11.0", port, 3);
@@ -300,6 +320,38 @@ fn install_upgrade_rollback_logs_and_a_verify_failure_rolled_back() {
             .all(|l| l.contains("web 1.9.0 served a connection")),
         "{served}"
     );
+    // Followed: a line written later arrives.
+    let mut follow = Command::new(SHOAL)
+        .args([
+            "logs",
+            "web",
+            "-f",
+            "--tail",
+            "0",
+            "--grep",
+            "served",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let (lines, arrived) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(followed).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    // Connections until one made after the follow began shows up.
+    let line = wait_for("a followed line", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        arrived.recv_timeout(Duration::from_millis(500)).ok()
+    });
+    assert!(line.ends_with("web 1.9.0 served a connection"), "{line:?}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
     let bad = shoal(&data, &["logs", "web", "--grep", "("]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("grep \"(\""), "{}", text(&bad));

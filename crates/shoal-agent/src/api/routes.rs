@@ -9,6 +9,7 @@
 //! | `POST /v1/apps/{name}/rollback` | body `{"to": "1.2.0"}` or `{}` for the previous version |
 //! | `GET /v1/apps/{name}/logs?stream=&grep=&since=&follow=` | captured output, filtered in the agent |
 //! | `GET/POST /v1/apps/{name}/backups` | list, or take one now |
+//! | `POST /v1/apps/{name}/backups/{id}/restore` | restore one (a service is stopped, then started) |
 //! | `GET /v1/cron` | every crontab job with its schedule, next and last run |
 //! | `POST /v1/cron/{app}/{job}/run` | run a job now (overlap rules hold), answered when it ends |
 //! | `GET /v1/cron/history?app=&job=&limit=` | an app's past runs: exit code, duration, output tail |
@@ -80,6 +81,7 @@ pub fn routes(agent: Agent) -> Router {
         .route("/v1/apps/{name}/versions", get(app_versions))
         .route("/v1/apps/{name}/rollback", post(rollback))
         .route("/v1/apps/{name}/backups", get(backups).post(take_backup))
+        .route("/v1/apps/{name}/backups/{id}/restore", post(restore))
         .route("/v1/apps/{name}/logs", get(super::logs::logs))
         .route("/v1/apps/{name}/{action}", post(act))
         .route("/v1/cron", get(cron_list))
@@ -232,6 +234,15 @@ async fn take_backup(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(info))
+}
+
+async fn restore(
+    State(agent): State<Agent>,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = name(&app)?;
+    agent.restore(&name, &id).await?;
+    Ok(Json(serde_json::json!({ "app": app, "restored": id })))
 }
 
 async fn cron_list(
