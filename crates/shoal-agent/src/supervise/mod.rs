@@ -69,7 +69,8 @@
 //!   not the agent's child, so when it ends the kernel does not tell the agent how:
 //!   [`Exit::Unknown`], counted as a failure by the `on-failure` policy.
 //! - A program recorded as running but found gone, or one that was waiting in backoff, is
-//!   started again (its `start_after` honoured) if it should run.
+//!   started again (its `start_after` honoured) if it should run; one found gone whose
+//!   policy is `never` is failed instead. One adopted while it was being stopped is stopped.
 //!
 //! # Restarts
 //!
@@ -95,8 +96,8 @@
 //! # Health
 //!
 //! With `[health]`, a check runs every `interval` (bounded by `timeout`): `shoal.ping` on
-//! `port` when `ping`, a GET of `http` (2xx and 3xx are healthy), or with neither a TCP
-//! connection to 127.0.0.1:`port`. Until the first check passes within the `grace` period
+//! `port` when `ping`, a GET of `http` (2xx and 3xx are healthy; with both set, both must
+//! pass), or with neither a TCP connection to 127.0.0.1:`port`. Until the first check passes within the `grace` period
 //! after a start, checks run every 200 ms (or `interval`, if shorter) and failures do not
 //! count; a program is [`ProgramState::Starting`] until a check passes. After `failures`
 //! failed checks in a row the program is stopped and started again through the backoff.

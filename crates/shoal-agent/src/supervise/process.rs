@@ -168,6 +168,13 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 /// Starts `spec`'s program as the leader of a new session, in its version directory, with
 /// stdin from /dev/null and stdout and stderr into `outputs`.
 pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io::Result<Process> {
+    // The child's chdir would fail with the same words as a missing program: say which.
+    if !spec.dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("its directory {} does not exist", spec.dir.display()),
+        ));
+    }
     let app_data = data.data(&spec.name);
     std::fs::create_dir_all(&app_data).map_err(|e| at(&app_data, e))?;
     let (stdout, stderr) = outputs.writers()?;

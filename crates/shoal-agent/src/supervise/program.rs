@@ -493,10 +493,13 @@ impl Program {
                 );
                 self.next_start = Some(Instant::now() + delay);
                 let now = Utc::now();
+                let restarts = self.restarts;
                 self.publish(|s| {
                     set_state(s, ProgramState::Backoff);
                     s.since = now;
                     s.next_start = Some(now + delay);
+                    // Counts the starts that failed too.
+                    s.restarts = restarts;
                 });
                 return;
             }

@@ -91,3 +91,35 @@ async fn restart_policies_decide_by_exit_code() {
     }
     supervisor.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_program_that_cannot_be_executed_fails_its_start_and_says_why() {
+    let env = Env::new("no-exec");
+    let supervisor = env.supervisor().await;
+    let mut missing = env.spec("missing", "exit 0");
+    missing.command.program = "./absent".into();
+    missing.restart = Restart::Never;
+    supervisor.add(missing).await.unwrap();
+    let e = supervisor.start(&n("missing")).await.unwrap_err();
+    let message = e.to_string();
+    assert!(message.starts_with("missing: cannot start "), "{message}");
+    assert!(
+        message.ends_with("/missing/./absent: No such file or directory (os error 2)"),
+        "{message}"
+    );
+    let status = status_of(&supervisor, "missing");
+    assert_eq!(status.state, ProgramState::Failed);
+    assert_eq!(status.error.as_deref(), Some(message.as_str()));
+
+    // With `always`, it is tried again through the backoff.
+    let mut gone = env.spec("gone", "exit 0");
+    gone.dir = env.root.join("nowhere");
+    supervisor.add(gone).await.unwrap();
+    let e = supervisor.start(&n("gone")).await.unwrap_err();
+    assert!(e.to_string().ends_with("nowhere does not exist"), "{e}");
+    wait_for(&supervisor, "gone", "backing off", |s| {
+        s.state == ProgramState::Backoff && s.restarts >= 1
+    })
+    .await;
+    supervisor.shutdown().await;
+}
