@@ -55,12 +55,7 @@ impl ProgramSpec {
     /// What is executed: a relative path with a `/` is inside [`dir`](ProgramSpec::dir); an
     /// absolute path or a bare name (looked up on `PATH`) is used as it is.
     pub fn program(&self) -> PathBuf {
-        let program = &self.command.program;
-        if program.contains('/') && !program.starts_with('/') {
-            self.dir.join(program)
-        } else {
-            PathBuf::from(program)
-        }
+        self.command.program_in(&self.dir)
     }
 }
 
