@@ -97,7 +97,11 @@ pub(crate) fn name(text: &str) -> Result<Name, ApiError> {
 }
 
 async fn apps(State(agent): State<Agent>) -> Result<Json<Vec<AppStatus>>, ApiError> {
-    Ok(Json(agent.apps()?))
+    // A pass over /proc and the manifests: off the executor.
+    let apps = tokio::task::spawn_blocking(move || agent.apps())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(apps))
 }
 
 async fn install(
