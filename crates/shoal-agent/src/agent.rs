@@ -130,6 +130,9 @@ CREATE TABLE IF NOT EXISTS upgrades (
     app TEXT PRIMARY KEY,
     from_version TEXT,
     to_version TEXT NOT NULL,
+    -- 1 when to_version was unpacked by this install (and goes if it does not stay), 0 for a
+    -- rollback to a version installed before.
+    fresh INTEGER NOT NULL,
     started_at INTEGER NOT NULL
 );
 ";
@@ -265,9 +268,12 @@ impl Agent {
         })?;
         let name = manifest.package.name.clone();
         let previous = versions::current(&self.inner.data, &name).map_err(AgentError::failed)?;
-        let result = self.change(&manifest, &dir, previous.as_ref()).await;
-        if result.is_err() {
-            // The refused version goes, so that a fixed build of it can be installed.
+        let result = self.change(&manifest, &dir, previous.as_ref(), true).await;
+        let version = &manifest.package.version;
+        let current = versions::current(&self.inner.data, &name).ok().flatten();
+        if result.is_err() && current.as_ref() != Some(version) {
+            // The refused version goes, so that a fixed build of it can be installed (unless
+            // switching back failed and it is still current: then it stays, as it runs).
             let _ = std::fs::remove_dir_all(&dir);
         }
         result
@@ -316,18 +322,19 @@ impl Agent {
         let dir = self.inner.data.version(name, &target);
         let manifest = Manifest::load(&dir.join(shoal_pkg::manifest::MANIFEST_FILE))
             .map_err(AgentError::failed)?;
-        let mut report = self.change(&manifest, &dir, Some(&current)).await?;
+        let mut report = self.change(&manifest, &dir, Some(&current), false).await?;
         report.outcome = "rolled back".into();
         Ok(report)
     }
 
-    /// Makes `manifest` (unpacked in `dir`) the current version of its app, `previous` being
-    /// the current one; rolls back on any failure.
+    /// Makes `manifest` (unpacked in `dir`; `fresh` when this install unpacked it) the current
+    /// version of its app, `previous` being the current one; rolls back on any failure.
     async fn change(
         &self,
         manifest: &Manifest,
         dir: &Path,
         previous: Option<&Version>,
+        fresh: bool,
     ) -> Result<InstallReport, AgentError> {
         let name = &manifest.package.name;
         let version = &manifest.package.version;
@@ -359,12 +366,13 @@ impl Agent {
         }
         self.inner.state.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO upgrades (app, from_version, to_version, started_at)
-                 VALUES (?1, ?2, ?3, strftime('%s', 'now'))",
+                "INSERT OR REPLACE INTO upgrades (app, from_version, to_version, fresh, started_at)
+                 VALUES (?1, ?2, ?3, ?4, strftime('%s', 'now'))",
                 rusqlite::params![
                     name.as_str(),
                     previous.map(|v| v.to_string()),
-                    version.to_string()
+                    version.to_string(),
+                    fresh
                 ],
             )
         })?;
@@ -499,12 +507,14 @@ impl Agent {
     /// Finishes what an agent killed in an upgrade left: an app whose upgrade was written
     /// down is put back on the version it came from.
     async fn recover(&self) -> Result<(), AgentError> {
-        let pending: Vec<(String, Option<String>, String)> = self.inner.state.with(|c| {
-            let mut stmt = c.prepare("SELECT app, from_version, to_version FROM upgrades")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        type Pending = (String, Option<String>, String, bool);
+        let pending: Vec<Pending> = self.inner.state.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT app, from_version, to_version, fresh FROM upgrades")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect()
         })?;
-        for (app, from, to) in pending {
+        for (app, from, to, fresh) in pending {
             let Ok(name) = Name::new(&app) else { continue };
             tracing::warn!(
                 app,
@@ -523,10 +533,10 @@ impl Agent {
                     let _ = std::fs::remove_file(self.inner.data.current(&name));
                 }
             }
-            if let Ok(to) = to.parse::<Version>() {
-                if Some(&to) != from.as_deref().and_then(|v| v.parse().ok()).as_ref() {
-                    let _ = std::fs::remove_dir_all(self.inner.data.version(&name, &to));
-                }
+            // A version this install unpacked goes; a rollback's target was installed before
+            // and stays.
+            if let (true, Ok(to)) = (fresh, to.parse::<Version>()) {
+                let _ = std::fs::remove_dir_all(self.inner.data.version(&name, &to));
             }
             self.inner
                 .state
