@@ -8,18 +8,22 @@
 //! 1. the archive is checked whole (checksum first) and unpacked into
 //!    `apps/NAME/versions/VERSION` (a hidden directory renamed into place: never half there);
 //! 2. when NAME is installed and its manifest has `[backup]`, its data is backed up;
-//! 3. `hooks.install` runs in the new version directory;
-//! 4. the upgrade is written down (`upgrades` table: from, to, phase), the old version
-//!    stopped, `current` switched (an atomic rename), the new one started; the agent waits
-//!    until it is healthy (its `[health]` checks, or running) and runs `hooks.verify`;
-//! 5. any failure from 3 on rolls back: the new version is stopped and removed, `current`
+//! 3. the upgrade is written down (`upgrades` table: from, to, whether this install unpacked
+//!    the new version, the hook running now);
+//! 4. `hooks.install` runs in the new version directory (not for a rollback, whose target
+//!    ran it when it was installed), the old version is stopped, `current` switched (an
+//!    atomic rename), the new one started; the agent waits until it is healthy (its
+//!    `[health]` checks, or running; at least its own grace and checks) and still so, the
+//!    same process, [`Options::settle`] later, then runs `hooks.verify`;
+//! 5. any failure from 4 on rolls back: the new version is stopped and removed, `current`
 //!    points to the old again, the old is started, and the error says why and what runs now.
 //!
-//! An agent killed in the middle comes back to a consistent state: before the switch the old
-//! version still runs (the unpacked new one is kept until pruned); after it, the agent finds
-//! the written-down upgrade and rolls back to the old version. Never neither, never a
-//! half-written directory. Old versions beyond `keep_versions` are pruned, never the current
-//! or the previous.
+//! Install, rollback and restore run to their end even when the client that asked goes
+//! away. An agent killed in the middle comes back to a consistent state: it kills the hook
+//! that was running (recorded by pid and start time) and puts the written-down app back on
+//! its old version, removing a version that install had unpacked. Never neither, never a
+//! half-prepared directory left installed. Old versions beyond `keep_versions` are pruned,
+//! never the current or the previous.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,6 +55,8 @@ pub struct Options {
     pub health_timeout: Duration,
     /// How long a hook may run.
     pub hook_timeout: Duration,
+    /// How long a started version must stay up, healthy and unrestarted, to pass.
+    pub settle: Duration,
     /// What an archive may hold.
     pub limits: Limits,
 }
@@ -62,6 +68,7 @@ impl Default for Options {
             keep_versions: 5,
             health_timeout: Duration::from_secs(60),
             hook_timeout: Duration::from_secs(600),
+            settle: Duration::from_secs(2),
             limits: Limits::default(),
         }
     }
@@ -133,7 +140,10 @@ CREATE TABLE IF NOT EXISTS upgrades (
     -- 1 when to_version was unpacked by this install (and goes if it does not stay), 0 for a
     -- rollback to a version installed before.
     fresh INTEGER NOT NULL,
-    started_at INTEGER NOT NULL
+    started_at INTEGER NOT NULL,
+    -- The hook running now, if any: its process group and start time (clock ticks).
+    hook_pid INTEGER,
+    hook_start INTEGER
 );
 ";
 
@@ -146,6 +156,7 @@ impl Agent {
             .map_err(|e| AgentError::failed(format!("{}: {e}", root.display())))?;
         let state = State::open(&data.database())?;
         state.ensure(SCHEMA)?;
+        migrate(&state)?;
         let token = Token::load_or_create(&data.token()).map_err(AgentError::failed)?;
         let supervisor = Supervisor::open(data.clone(), state.clone())
             .await
@@ -352,22 +363,13 @@ impl Agent {
                     AgentError::failed(format!("backing up {name} before the upgrade: {e}"))
                 })?;
         }
-        if let Some(hook) = &manifest.hooks.install {
-            hooks::run(
-                &format!("the install hook of {name} {version}"),
-                hook,
-                dir,
-                &self.env(manifest, dir),
-                self.inner.options.hook_timeout,
-                &data.logs(name).join("hooks.log"),
-            )
-            .await
-            .map_err(AgentError::failed)?;
-        }
+        // Written down before anything of the new version runs: an agent killed from here on
+        // finds it and puts the old version back (removing a version this install unpacked).
         self.inner.state.with(|c| {
             c.execute(
-                "INSERT OR REPLACE INTO upgrades (app, from_version, to_version, fresh, started_at)
-                 VALUES (?1, ?2, ?3, ?4, strftime('%s', 'now'))",
+                "INSERT OR REPLACE INTO upgrades
+                 (app, from_version, to_version, fresh, started_at, hook_pid, hook_start)
+                 VALUES (?1, ?2, ?3, ?4, strftime('%s', 'now'), NULL, NULL)",
                 rusqlite::params![
                     name.as_str(),
                     previous.map(|v| v.to_string()),
@@ -376,30 +378,35 @@ impl Agent {
                 ],
             )
         })?;
-        if let Some(old) = &old_manifest {
-            self.deactivate(old).await;
-        }
-        let activated = match versions::switch(data, name, version) {
-            Ok(()) => self.activate(manifest, dir).await,
-            Err(e) => Err(AgentError::failed(format!(
-                "switching {name} to {version}: {e}"
-            ))),
-        };
-        let outcome = match activated {
+        // Whether the old version was stopped or `current` moved: only then is there
+        // anything to put back.
+        let mut touched = false;
+        let done = self
+            .apply(manifest, dir, old_manifest.as_ref(), fresh, &mut touched)
+            .await;
+        let mut settled = true;
+        let outcome = match done {
             Ok(()) => Ok(()),
+            Err(why) if !touched => Err(AgentError::Failed(format!(
+                "{name} {version}: {why}; nothing changed"
+            ))),
             Err(why) => {
                 self.deactivate(manifest).await;
                 let back = match (previous, &old_manifest) {
                     (Some(old), Some(old_manifest)) => {
                         let old_dir = data.version(name, old);
                         match versions::switch(data, name, old) {
-                            Ok(()) => match self.activate(old_manifest, &old_dir).await {
+                            Ok(()) => match self.activate(old_manifest, &old_dir, false).await {
                                 Ok(()) => format!("rolled back: {name} {old} runs again"),
                                 Err(e) => {
                                     format!("rolled back to {name} {old}, which failed too: {e}")
                                 }
                             },
-                            Err(e) => format!("could not switch back to {old}: {e}"),
+                            Err(e) => {
+                                // Left written down: the next agent tries again.
+                                settled = false;
+                                format!("could not switch back to {old}: {e}")
+                            }
                         }
                     }
                     _ => {
@@ -412,9 +419,11 @@ impl Agent {
                 )))
             }
         };
-        self.inner
-            .state
-            .with(|c| c.execute("DELETE FROM upgrades WHERE app = ?1", [name.as_str()]))?;
+        if settled {
+            self.inner
+                .state
+                .with(|c| c.execute("DELETE FROM upgrades WHERE app = ?1", [name.as_str()]))?;
+        }
         outcome?;
         let keep = self.inner.options.keep_versions;
         let _ = versions::prune(data, name, keep, &[version, previous.unwrap_or(version)]);
@@ -431,21 +440,93 @@ impl Agent {
         })
     }
 
-    /// Starts `manifest`'s programs (or schedules its jobs), waits until healthy and runs its
-    /// verify hook.
-    async fn activate(&self, manifest: &Manifest, dir: &Path) -> Result<(), AgentError> {
+    /// The steps of [`change`](Self::change) that can be undone: the install hook (for a
+    /// version this install unpacked; a rollback's target ran it before), stopping the old
+    /// version, switching `current`, starting the new one. `touched` says whether anything
+    /// needs putting back.
+    async fn apply(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        old_manifest: Option<&Manifest>,
+        fresh: bool,
+        touched: &mut bool,
+    ) -> Result<(), AgentError> {
         let name = &manifest.package.name;
         let version = &manifest.package.version;
+        if let (true, Some(hook)) = (fresh, &manifest.hooks.install) {
+            self.hook(manifest, dir, "install", hook).await?;
+        }
+        *touched = true;
+        if let Some(old) = old_manifest {
+            self.deactivate(old).await;
+        }
+        versions::switch(&self.inner.data, name, version)
+            .map_err(|e| AgentError::failed(format!("switching {name} to {version}: {e}")))?;
+        self.activate(manifest, dir, true).await
+    }
+
+    /// Runs hook `which` (`install` or `verify`) of `manifest` in `dir`, its process group
+    /// written down with the upgrade so that an agent killed meanwhile stops it when it
+    /// comes back.
+    async fn hook(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        which: &str,
+        hook: &shoal_pkg::manifest::Command,
+    ) -> Result<(), AgentError> {
+        let name = &manifest.package.name;
+        let state = self.inner.state.clone();
+        let app = name.to_string();
+        let started = move |pid: u32| {
+            let start = crate::supervise::process_start_time(pid);
+            let _ = state.with(|c| {
+                c.execute(
+                    "UPDATE upgrades SET hook_pid = ?2, hook_start = ?3 WHERE app = ?1",
+                    rusqlite::params![app, pid, start.map(|t| t as i64)],
+                )
+            });
+        };
+        hooks::run(
+            &format!("the {which} hook of {name} {}", manifest.package.version),
+            hook,
+            dir,
+            &self.env(manifest, dir),
+            self.inner.options.hook_timeout,
+            &self.inner.data.logs(name).join("hooks.log"),
+            &started,
+        )
+        .await
+        .map_err(AgentError::failed)
+    }
+
+    /// Starts `manifest`'s programs (or schedules its jobs), waits until healthy and stable,
+    /// and with `verify` runs its verify hook.
+    async fn activate(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        verify: bool,
+    ) -> Result<(), AgentError> {
+        let name = &manifest.package.name;
         match manifest.package.kind {
             Kind::Service => {
                 let spec = self.spec(manifest, dir)?;
                 let supervisor = &self.inner.supervisor;
                 supervisor.add(spec).await.map_err(AgentError::failed)?;
                 supervisor.start(name).await.map_err(AgentError::failed)?;
+                // A slow starter's own grace and checks count, not only the agent's limit.
+                let checks = manifest
+                    .health
+                    .as_ref()
+                    .map_or(Duration::ZERO, |h| h.grace + h.interval * h.failures);
+                let timeout = self.inner.options.health_timeout.max(checks);
                 supervisor
-                    .wait_healthy(name, self.inner.options.health_timeout)
+                    .wait_healthy(name, timeout)
                     .await
                     .map_err(AgentError::failed)?;
+                self.wait_stable(name).await?;
             }
             Kind::Crontab => {
                 self.inner
@@ -454,19 +535,44 @@ impl Agent {
                     .map_err(AgentError::failed)?;
             }
         }
-        if let Some(hook) = &manifest.hooks.verify {
-            hooks::run(
-                &format!("the verify hook of {name} {version}"),
-                hook,
-                dir,
-                &self.env(manifest, dir),
-                self.inner.options.hook_timeout,
-                &self.inner.data.logs(name).join("hooks.log"),
-            )
-            .await
-            .map_err(AgentError::failed)?;
+        if let (true, Some(hook)) = (verify, &manifest.hooks.verify) {
+            self.hook(manifest, dir, "verify", hook).await?;
         }
         Ok(())
+    }
+
+    /// Healthy is not enough: the program must still run the same process, not restarted,
+    /// and healthy, [`Options::settle`] later (a program that crashes a second after it
+    /// starts would otherwise pass an upgrade it fails).
+    async fn wait_stable(&self, name: &Name) -> Result<(), AgentError> {
+        let look = |supervisor: &Supervisor| {
+            supervisor
+                .status()
+                .into_iter()
+                .find(|p| p.name == *name)
+                .map(|p| (p.pid, p.restarts, p.is_healthy(), p.last_exit, p.error))
+        };
+        let supervisor = &self.inner.supervisor;
+        let before = look(supervisor);
+        tokio::time::sleep(self.inner.options.settle).await;
+        let after = look(supervisor);
+        match (before, after) {
+            (Some((pid, restarts, true, _, _)), Some((now, again, true, _, _)))
+                if pid == now && restarts == again =>
+            {
+                Ok(())
+            }
+            (_, Some((_, _, _, exit, error))) => Err(AgentError::Failed(format!(
+                "it did not stay up for {} after it started ({})",
+                humantime::format_duration(self.inner.options.settle),
+                exit.map(|e| e.to_string())
+                    .or(error)
+                    .unwrap_or_else(|| "its health check failed".into())
+            ))),
+            (_, None) => Err(AgentError::failed(format!(
+                "{name} is no longer supervised"
+            ))),
+        }
     }
 
     /// Stops `manifest`'s programs or jobs; failures are logged (the caller goes on).
@@ -501,20 +607,42 @@ impl Agent {
                 "SHOAL_APP_DATA".into(),
                 self.inner.data.data(name).display().to_string(),
             ),
+            (
+                "SHOAL_DATA_DIR".into(),
+                self.inner.data.root().display().to_string(),
+            ),
         ])
     }
 
-    /// Finishes what an agent killed in an upgrade left: an app whose upgrade was written
-    /// down is put back on the version it came from.
+    /// Finishes what an agent killed in an upgrade left: the hook it was running is stopped,
+    /// and an app whose upgrade was written down is put back on the version it came from. An
+    /// app that cannot be put back is logged and left for the next start; the others go on.
     async fn recover(&self) -> Result<(), AgentError> {
-        type Pending = (String, Option<String>, String, bool);
+        type Pending = (
+            String,
+            Option<String>,
+            String,
+            bool,
+            Option<i64>,
+            Option<i64>,
+        );
         let pending: Vec<Pending> = self.inner.state.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT app, from_version, to_version, fresh FROM upgrades")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut stmt = c.prepare(
+                "SELECT app, from_version, to_version, fresh, hook_pid, hook_start FROM upgrades",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
             rows.collect()
         })?;
-        for (app, from, to, fresh) in pending {
+        for (app, from, to, fresh, hook_pid, hook_start) in pending {
             let Ok(name) = Name::new(&app) else { continue };
             tracing::warn!(
                 app,
@@ -522,16 +650,30 @@ impl Agent {
                 to,
                 "an upgrade was interrupted; going back to where it came from"
             );
+            // The hook the killed agent was running, if it still is (same pid, same start).
+            if let (Some(pid), Some(start)) = (hook_pid, hook_start) {
+                let pid = u32::try_from(pid).unwrap_or(0);
+                if pid > 1 && crate::supervise::process_start_time(pid) == Some(start as u64) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
             if let Ok(manifest) = self.manifest(&name) {
                 self.deactivate(&manifest).await;
             }
-            match from.as_deref().and_then(|v| v.parse::<Version>().ok()) {
-                Some(from) => {
-                    versions::switch(&self.inner.data, &name, &from).map_err(AgentError::failed)?
-                }
-                None => {
-                    let _ = std::fs::remove_file(self.inner.data.current(&name));
-                }
+            let back = match from.as_deref().map(str::parse::<Version>) {
+                Some(Ok(from)) => versions::switch(&self.inner.data, &name, &from),
+                Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                None => match std::fs::remove_file(self.inner.data.current(&name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = back {
+                tracing::error!(app, from, error = %e, "cannot put the app back; will try again at the next start");
+                continue;
             }
             // A version this install unpacked goes; a rollback's target was installed before
             // and stays.
@@ -542,6 +684,8 @@ impl Agent {
                 .state
                 .with(|c| c.execute("DELETE FROM upgrades WHERE app = ?1", [app.as_str()]))?;
         }
+        // Uploads an earlier agent was installing from.
+        let _ = std::fs::remove_dir_all(self.inner.data.root().join("incoming"));
         Ok(())
     }
 
@@ -726,21 +870,62 @@ impl Agent {
         Ok(self.inner.data.version(name, &version))
     }
 
-    /// Starts or stops `name`; the supervisor remembers which across agent restarts.
-    pub async fn set_running(&self, name: &Name, running: bool) -> Result<(), AgentError> {
+    /// `start`, `stop`, `restart` or `reload` (SIGHUP) service `name`; the supervisor
+    /// remembers across agent restarts whether it should run. Waits for an install, rollback
+    /// or restore of it to end first.
+    pub async fn act(&self, name: &Name, action: &str) -> Result<(), AgentError> {
+        let _one = self.inner.changing.lock().await;
         let manifest = self.manifest(name)?;
         if manifest.package.kind != Kind::Service {
             return Err(AgentError::Invalid(format!(
-                "{name} is a crontab package: its jobs run on their schedule (`shoal cron run {name} JOB` runs one now)"
+                "{name} is a crontab package, with no process to {action}: its jobs run on their \
+                 schedule (`shoal cron run {name} JOB` runs one now)"
             )));
         }
         let supervisor = &self.inner.supervisor;
-        if running {
-            supervisor.start(name).await.map_err(AgentError::failed)
-        } else {
-            supervisor.stop(name).await.map_err(AgentError::failed)
+        match action {
+            "start" => supervisor.start(name).await,
+            "stop" => supervisor.stop(name).await,
+            "restart" => supervisor.restart(name).await,
+            "reload" => {
+                supervisor
+                    .signal(name, crate::supervise::Signal::SIGHUP)
+                    .await
+            }
+            other => {
+                return Err(AgentError::Invalid(format!(
+                    "no action {other:?}; use start, stop, restart or reload"
+                )))
+            }
+        }
+        .map_err(AgentError::failed)
+    }
+
+    /// The most bytes an uploaded archive may have.
+    pub fn upload_limit(&self) -> u64 {
+        self.inner.options.limits.max_size
+    }
+}
+
+/// Adds the `upgrades` columns a database made by an earlier agent lacks.
+fn migrate(state: &State) -> Result<(), StateError> {
+    let columns: Vec<String> = state.with(|c| {
+        let mut stmt = c.prepare("SELECT name FROM pragma_table_info('upgrades')")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect()
+    })?;
+    for (column, definition) in [
+        ("fresh", "fresh INTEGER NOT NULL DEFAULT 1"),
+        ("hook_pid", "hook_pid INTEGER"),
+        ("hook_start", "hook_start INTEGER"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            state.with(|c| {
+                c.execute(&format!("ALTER TABLE upgrades ADD COLUMN {definition}"), [])
+            })?;
         }
     }
+    Ok(())
 }
 
 fn list_text(versions: &[Version]) -> String {

@@ -1,7 +1,10 @@
 //! Running an install or verify hook: the manifest's program with its arguments (never a
 //! shell), inside the version directory, in a process group of its own, its output appended
-//! to `logs/NAME/hooks.log` and its tail kept for the error; past its timeout the whole
-//! group is killed.
+//! to `logs/NAME/hooks.log` and its tail kept for the error. A hook is over when its own
+//! process exits (what it left running in its group is killed then, so a background child
+//! holding its output open cannot hold the install) or at its timeout (the whole group is
+//! killed). Its environment is the agent's without the variables that address the agent
+//! itself, plus what the caller adds.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,8 +35,22 @@ fn tail_text(tail: &str) -> String {
     }
 }
 
+/// Variables of the agent's environment a hook does not inherit: they address the agent (its
+/// service manager's notifications, sockets handed to it, its own configuration).
+const NOT_INHERITED: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "SHOAL_CONFIG",
+];
+
+/// How long output already written is still read after the hook's process exits.
+const DRAIN: Duration = Duration::from_millis(200);
+
 /// Runs `command` in `dir` with `env` added, appending its output to `log`; `what` names it
-/// in errors ("the install hook of web 1.2.0").
+/// in errors ("the install hook of web 1.2.0"). `started` is told the hook's pid (also its
+/// process group) as soon as it runs.
 pub async fn run(
     what: &str,
     command: &Command,
@@ -41,6 +58,7 @@ pub async fn run(
     env: &BTreeMap<String, String>,
     timeout: Duration,
     log: &Path,
+    started: &(dyn Fn(u32) + Send + Sync),
 ) -> Result<(), HookError> {
     let fail = |how: String, tail: String| HookError {
         what: what.to_owned(),
@@ -51,7 +69,11 @@ pub async fn run(
     if let Some(parent) = log.parent() {
         let _ = tokio::fs::create_dir_all(parent).await;
     }
-    let mut child = tokio::process::Command::new(command.program_in(dir))
+    let mut spawn = tokio::process::Command::new(command.program_in(dir));
+    for name in NOT_INHERITED {
+        spawn.env_remove(name);
+    }
+    let mut child = spawn
         .args(&command.args)
         .current_dir(dir)
         .envs(env)
@@ -63,6 +85,9 @@ pub async fn run(
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
     let pgid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    if let Some(pid) = child.id() {
+        started(pid);
+    }
     let mut log_file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -99,9 +124,24 @@ pub async fn run(
                 tail.drain(..tail.len() - TAIL);
             }
         }
-        child.wait().await
     };
-    let ended = tokio::time::timeout(timeout, collect).await;
+    let run = async {
+        tokio::pin!(collect);
+        tokio::select! {
+            () = &mut collect => child.wait().await,
+            status = child.wait() => {
+                // Over when its own process is: output still open belongs to something it
+                // left running, read only what is already there.
+                let _ = tokio::time::timeout(DRAIN, &mut collect).await;
+                status
+            }
+        }
+    };
+    let ended = tokio::time::timeout(timeout, run).await;
+    // Nothing of a hook outlives it.
+    if let Some(pgid) = pgid {
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
     let tail_string = |tail: &[u8]| String::from_utf8_lossy(tail).trim_end().to_owned();
     match ended {
         Ok(Ok(status)) if status.success() => Ok(()),
@@ -120,17 +160,12 @@ pub async fn run(
             format!("could not be waited for: {e}"),
             tail_string(&tail),
         )),
-        Err(_) => {
-            if let Some(pgid) = pgid {
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            }
-            Err(fail(
-                format!(
-                    "did not finish within {}",
-                    humantime::format_duration(timeout)
-                ),
-                tail_string(&tail),
-            ))
-        }
+        Err(_) => Err(fail(
+            format!(
+                "did not finish within {}",
+                humantime::format_duration(timeout)
+            ),
+            tail_string(&tail),
+        )),
     }
 }

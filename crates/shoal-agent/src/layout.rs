@@ -13,12 +13,16 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// The data directory at `root`, created (with its top-level directories) if missing.
+    /// The data directory at `root`, created (with its top-level directories) if missing,
+    /// and made private to its owner (0700): it holds programs' environments, their output
+    /// and their data.
     pub fn create(root: impl Into<PathBuf>) -> io::Result<DataDir> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = DataDir { root: root.into() };
         for sub in ["apps", "logs", "backups", "run"] {
             std::fs::create_dir_all(dir.root.join(sub))?;
         }
+        std::fs::set_permissions(&dir.root, std::fs::Permissions::from_mode(0o700))?;
         Ok(dir)
     }
 
@@ -103,6 +107,9 @@ mod tests {
         for sub in ["apps", "logs", "backups", "run"] {
             assert!(root.join(sub).is_dir());
         }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

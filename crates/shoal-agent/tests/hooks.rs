@@ -40,6 +40,7 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
         &env,
         Duration::from_secs(10),
         &log,
+        &|_| {},
     )
     .await
     .unwrap();
@@ -62,6 +63,7 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
         &env,
         Duration::from_secs(10),
         &log,
+        &|_| {},
     )
     .await
     .unwrap_err()
@@ -83,6 +85,7 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
         &env,
         Duration::from_secs(10),
         &log,
+        &|_| {},
     )
     .await
     .unwrap_err()
@@ -106,6 +109,7 @@ async fn a_hook_past_its_timeout_is_killed_with_its_children() {
         &BTreeMap::new(),
         Duration::from_millis(500),
         &dir.0.join("hooks.log"),
+        &|_| {},
     )
     .await
     .unwrap_err()
@@ -118,6 +122,49 @@ async fn a_hook_past_its_timeout_is_killed_with_its_children() {
         .unwrap();
     // The grandchild got SIGKILL with the group; once reaped by init it is gone. A zombie
     // ("Z") counts as dead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        if stat.is_empty() || state == Some('Z') {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} still runs: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hook_is_over_when_its_process_exits_and_leaves_nothing_behind() {
+    let dir = Scratch::new("hooks-leftover");
+    let pid_file = dir.0.join("child.pid");
+    // Exits 0 at once, leaving a background child that holds its output open.
+    let quick = script(
+        &dir.0,
+        "quick",
+        &format!("sleep 1000 & echo $! > {}; echo done", pid_file.display()),
+    );
+    let started = std::sync::Mutex::new(None);
+    hooks::run(
+        "the install hook",
+        &quick,
+        &dir.0,
+        &BTreeMap::new(),
+        Duration::from_secs(60),
+        &dir.0.join("hooks.log"),
+        &|pid| *started.lock().unwrap() = Some(pid),
+    )
+    .await
+    .unwrap();
+    assert!(started.lock().unwrap().is_some());
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -5,7 +5,8 @@
 //!
 //! Both packages run this very binary, named by its absolute path (a package's command may be
 //! one): the service as `shoal example hello`, the job as `shoal call`. The data directory
-//! (default `.shoal-up`) starts empty each time; another agent running on it is an error.
+//! (default `.shoal-up`, the agent's in `.shoal-up/data`) starts empty each time; a non-empty
+//! directory that `shoal up` did not make, or one an agent runs on, is an error.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,18 +24,36 @@ pub struct UpArgs {
     data_dir: PathBuf,
 }
 
+/// The file that marks a directory as `shoal up`'s, so that only such a directory (or an
+/// empty one) is ever emptied.
+const MARKER: &str = ".shoal-up";
+
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir;
-    if std::os::unix::net::UnixStream::connect(dir.join("agent.sock")).is_ok() {
+    let socket = dir.join("data").join("agent.sock");
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         bail!(
-            "an agent already runs on {}; stop it, or pass --data-dir for another directory",
+            "an agent already runs on {} (another shoal up?); stop it, or pass --data-dir for \
+             another directory",
             dir.display()
         );
     }
     if dir.exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if !empty && !dir.join(MARKER).is_file() {
+            bail!(
+                "{} is not empty and not a directory shoal up made (no {MARKER} in it); pass \
+                 --data-dir with a new or empty directory",
+                dir.display()
+            );
+        }
         std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(MARKER),
+        "made by shoal up; emptied by the next shoal up\n",
+    )?;
     let dir = dir.canonicalize()?;
     let port = free_port()?;
     let packages = build_packages(&dir.join("packages"), port)?;
@@ -43,47 +62,56 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let agent = Agent::open(&dir.join("data"), Options::default()).await?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        agent.serve(stop.clone()).await?;
-        for built in &packages {
-            let report = agent.install(&built.archive, &built.sha256).await?;
-            println!("installed {} {}", report.name, report.version);
-        }
-        println!(
-            "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet '\"you\"'); \
-             Ctrl-C stops everything",
-            dir.join("data").display()
-        );
-        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        // Ctrl-C is ours from here on: during the installs too, everything started is stopped.
         let shutdown = crate::signal::shutdown();
         tokio::pin!(shutdown);
-        loop {
-            let apps = agent.apps()?;
-            let mut screen = String::new();
-            if tty {
-                screen.push_str("\x1b[H\x1b[2J");
+        let agent = Agent::open(&dir.join("data"), Options::default()).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let shown = async {
+            agent.serve(stop.clone()).await?;
+            for built in &packages {
+                let report = agent.install(&built.archive, &built.sha256).await?;
+                println!("installed {} {}", report.name, report.version);
             }
-            screen.push_str(&crate::agent::ps_table(&apps));
-            let jobs = serde_json::to_value(agent.cron().list()?)?;
-            screen.push('\n');
-            screen.push_str(&crate::agent::cron_table(jobs.as_array().map_or(&[], |v| v)));
-            if tty {
-                screen.push_str("\nCtrl-C stops everything.\n");
-            } else {
+            println!(
+                "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet \
+                 '\"you\"'); Ctrl-C stops everything",
+                dir.join("data").display()
+            );
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            loop {
+                let apps = agent.apps()?;
+                let mut screen = String::new();
+                if tty {
+                    screen.push_str("\x1b[H\x1b[2J");
+                }
+                screen.push_str(&crate::agent::ps_table(&apps));
+                let jobs = serde_json::to_value(agent.cron().list()?)?;
                 screen.push('\n');
+                screen.push_str(&crate::agent::cron_table(
+                    jobs.as_array().map_or(&[], |v| v),
+                ));
+                screen.push_str(if tty {
+                    "\nCtrl-C stops everything.\n"
+                } else {
+                    "\n"
+                });
+                print!("{screen}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            print!("{screen}");
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+            #[allow(unreachable_code)]
+            anyhow::Ok(())
+        };
+        // Whatever ends it (Ctrl-C, an error), everything started is stopped.
+        let result = tokio::select! {
+            _ = &mut shutdown => Ok(()),
+            failed = shown => failed,
+        };
         println!("stopping...");
         stop.cancel();
         agent.close(true).await;
         println!("stopped");
-        anyhow::Ok(())
+        result
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -64,9 +64,11 @@ fn json(data: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&shoal_ok(data, &all)).unwrap()
 }
 
-/// A running `shoal agent`; killed (SIGKILL) when dropped, its services left to the test.
+/// A running `shoal agent`; when dropped, its services' process groups and then the agent
+/// are killed, so a failed test leaves nothing running.
 struct Agent {
     child: Child,
+    data: PathBuf,
 }
 
 impl Agent {
@@ -78,30 +80,55 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let agent = Agent { child };
+        let agent = Agent {
+            child,
+            data: data.to_owned(),
+        };
         wait_for("the agent to answer", || {
             shoal(data, &["ps"]).status.success().then_some(())
         });
         agent
     }
 
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// SIGKILL to the agent alone: its services go on.
+    fn kill9(self) {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        me.child.kill().unwrap();
+        me.child.wait().unwrap();
     }
 
-    fn stop(mut self) {
+    /// SIGTERM to the agent alone: it ends and leaves its services running.
+    fn stop(self) {
+        let mut me = std::mem::ManuallyDrop::new(self);
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::unistd::Pid::from_raw(me.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        assert!(self.child.wait().unwrap().success());
+        assert!(me.child.wait().unwrap().success());
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Ok(out) = Command::new(SHOAL)
+            .args(["ps", "--json", "--data-dir"])
+            .arg(&self.data)
+            .output()
+        {
+            let apps: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            for pid in apps
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["pid"].as_i64())
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -270,7 +297,12 @@ fn install_upgrade_rollback_logs_and_a_verify_failure_rolled_back() {
         (app(&json(&data, &["ps"]), "web")["state"] == "running").then_some(())
     });
     let out = shoal(&data, &["restore", "web", "web-20000101T000000Z.tar.gz"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("web-20000101T000000Z.tar.gz"),
+        "{}",
+        text(&out)
+    );
 
     // A verify hook that fails: rolled back to 1.10.0, which runs again.
     let v3 = web_package(&dir.0, "1.11.0", port, 3);
@@ -364,6 +396,7 @@ fn install_upgrade_rollback_logs_and_a_verify_failure_rolled_back() {
         (app(&json(&data, &["ps"]), "web")["state"] == "running").then_some(())
     });
     let out = shoal(&data, &["stop", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no app named nope"), "{}", text(&out));
 
     // Closing the agent with SIGTERM leaves the service running.
@@ -452,7 +485,10 @@ fn an_agent_killed_during_an_upgrade_comes_back_on_the_old_version() {
     let marker = dir.0.join("verifying");
     write_exec(
         &pkg.join("bin/verify"),
-        &format!("#!/bin/sh\ntouch {}\nexec sleep 1000\n", marker.display()),
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 1000\n",
+            marker.display()
+        ),
     );
     let v2 = build(&pkg, &dir.0);
     let mut install = Command::new(SHOAL)
@@ -462,7 +498,9 @@ fn an_agent_killed_during_an_upgrade_comes_back_on_the_old_version() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the verify hook to run", || marker.exists().then_some(()));
+    let hook: u64 = wait_for("the verify hook to run", || {
+        std::fs::read_to_string(&marker).ok()?.trim().parse().ok()
+    });
     agent.kill9();
     let _ = install.wait();
 
@@ -472,6 +510,7 @@ fn an_agent_killed_during_an_upgrade_comes_back_on_the_old_version() {
         (web["state"] == "running").then_some(web)
     });
     assert_eq!(web["version"], "1.0.0", "{web}");
+    assert!(!alive(hook), "the killed agent's verify hook still runs");
     let versions = json(&data, &["versions", "web"]);
     assert_eq!(
         versions,
@@ -570,18 +609,36 @@ fn shoal_up_runs_a_service_and_a_crontab_until_ctrl_c_stops_everything() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let lines = std::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    // Killed (with what it started, through their own test guard) if the test fails.
+    struct Up(Child);
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = up.stdout.take().unwrap();
+    let mut up = Up(up);
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = send.send(line);
+        }
+    });
     let (mut service_pid, mut job_ran) = (None, false);
     let deadline = Instant::now() + LIMIT;
     let mut seen = Vec::new();
-    let mut lines = lines.map_while(Result::ok);
     while service_pid.is_none() || !job_ran {
-        assert!(
-            Instant::now() < deadline,
-            "shoal up showed:\n{}",
-            seen.join("\n")
-        );
-        let line = lines.next().expect("shoal up ended early");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            panic!("shoal up showed:\n{}", seen.join("\n"));
+        };
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.first() == Some(&"hello")
             && words.get(2) == Some(&"running")
@@ -597,12 +654,70 @@ fn shoal_up_runs_a_service_and_a_crontab_until_ctrl_c_stops_everything() {
     let pid = service_pid.unwrap();
     assert!(alive(pid));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::unistd::Pid::from_raw(up.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let rest: Vec<String> = lines.collect();
-    assert!(up.wait().unwrap().success());
+    assert!(up.0.wait().unwrap().success());
+    let rest: Vec<String> = lines.iter().collect();
     assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
     assert!(!alive(pid), "the service outlived shoal up");
+
+    // A second shoal up refuses a directory it did not make.
+    let foreign = dir.0.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+    let out = Command::new(SHOAL)
+        .args(["up", "--data-dir"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not a directory shoal up made"),
+        "{}",
+        text(&out)
+    );
+    assert!(foreign.join("keep.txt").exists());
+}
+
+/// A package `flaky` at `version` without `[health]`, whose program runs `body`.
+fn flaky_package(dir: &Path, version: &str, body: &str) -> PathBuf {
+    let pkg = dir.join(format!("flaky-{version}"));
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    write_exec(&pkg.join("bin/flaky"), &format!("#!/bin/sh\n{body}\n"));
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        format!(
+            "[package]\nname = \"flaky\"\nversion = \"{version}\"\nkind = \"service\"\n\n\
+             [run]\ncommand = \"bin/flaky\"\nrestart = \"always\"\n"
+        ),
+    )
+    .unwrap();
+    build(&pkg, dir)
+}
+
+#[test]
+fn a_version_that_crashes_soon_after_it_starts_is_rolled_back() {
+    let dir = Scratch::new("flaky");
+    let data = dir.0.join("data");
+    let agent = Agent::start(&data);
+    let good = flaky_package(&dir.0, "1.0.0", "exec sleep 1000");
+    shoal_ok(&data, &["install", good.to_str().unwrap()]);
+    // Runs for half a second, then fails: "running" when first looked at, not for long.
+    let bad = flaky_package(&dir.0, "2.0.0", "sleep 0.5\nexit 1");
+    let out = shoal(&data, &["install", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("did not stay up for 2s"), "{said}");
+    assert!(
+        said.contains("rolled back: flaky 1.0.0 runs again"),
+        "{said}"
+    );
+    let flaky = app(&json(&data, &["ps"]), "flaky").clone();
+    assert_eq!(
+        (flaky["version"].as_str(), flaky["state"].as_str()),
+        (Some("1.0.0"), Some("running"))
+    );
+    drop(agent);
 }

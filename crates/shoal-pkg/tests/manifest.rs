@@ -363,6 +363,25 @@ fn bad_keys_are_named_with_what_is_expected() {
         "shoal.toml: backup.paths[0]: \"data/../../x\" leaves the app's directory with '..'",
     );
     check(
+        &service("[backup]\npaths = [\"data\", \"./versions\"]\n"),
+        "shoal.toml: backup.paths[1]: \"./versions\" is the agent's: backups hold the app's data, \
+         like \"data\"",
+    );
+    check(
+        &service("[backup]\npaths = [\"current/x\"]\n"),
+        "shoal.toml: backup.paths[0]: \"current/x\" is the agent's: backups hold the app's data, \
+         like \"data\"",
+    );
+    check(
+        &service("[backup]\npaths = [\".\"]\n"),
+        "shoal.toml: backup.paths[0]: \".\" is the whole app directory, with the agent's versions; \
+         name what to back up, like \"data\"",
+    );
+    check(
+        &service("[backup]\npaths = [\".restore-x\"]\n"),
+        "shoal.toml: backup.paths[0]: \".restore-x\" is hidden: the agent keeps its work files there",
+    );
+    check(
         &format!(
             "{CRONTAB}[[cron]]\nname = \"daily\"\nschedule = \"0 0 4 * * *\"\ncommand = \"x\"\n"
         ),

@@ -14,9 +14,6 @@
 //! | `POST /v1/cron/{app}/{job}/run` | run a job now (overlap rules hold), answered when it ends |
 //! | `GET /v1/cron/history?app=&job=&limit=` | an app's past runs: exit code, duration, output tail |
 
-use std::io::Write;
-
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -87,8 +84,8 @@ pub fn routes(agent: Agent) -> Router {
         .route("/v1/cron", get(cron_list))
         .route("/v1/cron/history", get(cron_history))
         .route("/v1/cron/{app}/{job}/run", post(cron_run))
-        // An archive up to the unpack limit's order of size.
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 30))
+        // Uploads are streamed to disk and bounded by the agent's own limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(agent)
 }
 
@@ -107,7 +104,7 @@ async fn apps(State(agent): State<Agent>) -> Result<Json<Vec<AppStatus>>, ApiErr
 async fn install(
     State(agent): State<Agent>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<InstallReport>, ApiError> {
     let sha256: Sha256 = headers
         .get("x-shoal-sha256")
@@ -117,18 +114,66 @@ async fn install(
         })?
         .parse()
         .map_err(|e| ApiError::bad_request(format!("x-shoal-sha256: {e}")))?;
-    // The upload lands in the data directory (same filesystem as the versions) and goes
-    // when the install is over, whatever its outcome.
+    // The upload is streamed into the data directory (the versions' filesystem), never held
+    // whole in memory, and goes when the install is over, whatever its outcome.
     let incoming = agent.data().root().join("incoming");
     std::fs::create_dir_all(&incoming).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut file = tempfile_in(&incoming)?;
-    file.1
-        .write_all(&body)
-        .and_then(|()| file.1.sync_all())
-        .map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
-    let result = agent.install(&file.0, &sha256).await;
-    let _ = std::fs::remove_file(&file.0);
-    Ok(Json(result?))
+    let (path, file) = tempfile_in(&incoming)?;
+    let saved = save(body, file, agent.upload_limit()).await;
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    // Run to the end even if the client goes away: an install stopped halfway would leave
+    // the app between versions.
+    let worker = agent.clone();
+    let done = tokio::spawn(async move {
+        let result = worker.install(&path, &sha256).await;
+        let _ = std::fs::remove_file(&path);
+        result
+    });
+    let report = done.await.map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(report.map_err(uploaded)?))
+}
+
+/// An error about the upload names it as such, not by the agent's temporary file.
+fn uploaded(e: AgentError) -> AgentError {
+    match e {
+        AgentError::Invalid(message) => {
+            AgentError::Invalid(match message.split_once(".tar.gz: ") {
+                Some((temp, rest)) if temp.contains("/incoming/upload-") => {
+                    format!("the uploaded archive: {rest}")
+                }
+                _ => message,
+            })
+        }
+        other => other,
+    }
+}
+
+/// Writes the request body to `file`, refusing more than `limit` bytes.
+async fn save(body: axum::body::Body, file: std::fs::File, limit: u64) -> Result<(), ApiError> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut stream = body.into_data_stream();
+    let mut written: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the archive is larger than the {limit} bytes a package may have"),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| ApiError::internal(format!("saving the upload: {e}")))
 }
 
 /// A new file in `dir` that no other request uses.
@@ -154,18 +199,8 @@ async fn act(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = name(&app)?;
     agent.manifest(&name)?;
-    let supervisor = agent.supervisor();
     match action.as_str() {
-        "start" => agent.set_running(&name, true).await?,
-        "stop" => agent.set_running(&name, false).await?,
-        "restart" => supervisor
-            .restart(&name)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-        "reload" => supervisor
-            .signal(&name, nix::sys::signal::Signal::SIGHUP)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?,
+        "start" | "stop" | "restart" | "reload" => agent.act(&name, &action).await?,
         other => {
             return Err(ApiError::not_found(format!(
                 "no action {other:?}; use start, stop, restart or reload"
@@ -207,7 +242,11 @@ async fn rollback(
         ),
         None => None,
     };
-    Ok(Json(agent.rollback(&name, to.as_ref()).await?))
+    // Run to the end even if the client goes away.
+    let report = tokio::spawn(async move { agent.rollback(&name, to.as_ref()).await })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(report))
 }
 
 async fn backups(
@@ -245,7 +284,12 @@ async fn restore(
     Path((app, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = name(&app)?;
-    agent.restore(&name, &id).await?;
+    // Run to the end even if the client goes away: a service stopped for the restore must
+    // be started again.
+    let backup = id.clone();
+    tokio::spawn(async move { agent.restore(&name, &backup).await })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok(Json(serde_json::json!({ "app": app, "restored": id })))
 }
 

@@ -20,18 +20,27 @@ impl Token {
     /// can read, or that another user owns, is refused: anyone reading it could drive the
     /// agent.
     pub fn load_or_create(path: &Path) -> io::Result<Token> {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut file) => {
-                let token = Token(random_hex(32)?);
-                file.write_all(token.0.as_bytes())?;
-                file.sync_all()?;
-                Ok(token)
-            }
+        if path.exists() {
+            return Token::load(path);
+        }
+        // Written whole under another name, then linked into place: a reader never sees a
+        // half-written token, and of two agents starting at once one token wins.
+        let temp = path.with_extension(format!("new-{}", std::process::id()));
+        let token = Token(random_hex(32)?);
+        let write = || -> io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)?;
+            file.write_all(token.0.as_bytes())?;
+            file.sync_all()
+        };
+        let _ = std::fs::remove_file(&temp);
+        let linked = write().and_then(|()| std::fs::hard_link(&temp, path));
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Ok(token),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Token::load(path),
             Err(e) => Err(annotate(path, e)),
         }

@@ -387,7 +387,7 @@ fn backup(s: &Section<'_>) -> Result<Backup, ManifestError> {
     }
     let mut paths = Vec::with_capacity(list.len());
     for (i, path) in list.into_iter().enumerate() {
-        if let Err(why) = relative_inside(path) {
+        if let Err(why) = relative_inside(path).and_then(|()| not_the_agents(path)) {
             return Err(s.error(&format!("paths[{i}]"), &format!("{path:?} {why}")));
         }
         paths.push(path.to_owned());
@@ -569,6 +569,21 @@ fn relative_inside(path: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Why a backup path is the agent's own (the versions, `current`, the whole app directory,
+/// a hidden name), which a restore must never replace.
+fn not_the_agents(path: &str) -> Result<(), &'static str> {
+    let first = Path::new(path).components().find_map(|c| match c {
+        Component::Normal(name) => name.to_str(),
+        _ => None,
+    });
+    match first {
+        None => Err("is the whole app directory, with the agent's versions; name what to back up, like \"data\""),
+        Some("versions" | "current") => Err("is the agent's: backups hold the app's data, like \"data\""),
+        Some(name) if name.starts_with('.') => Err("is hidden: the agent keeps its work files there"),
+        Some(_) => Ok(()),
+    }
 }
 
 /// "an integer (3)", "an array": what a value is, for "found ..." in errors.
