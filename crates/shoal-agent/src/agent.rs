@@ -274,7 +274,22 @@ impl Agent {
         .await
         .map_err(AgentError::failed)?
         .map_err(|e| match e {
-            versions::StageError::AlreadyInstalled { .. } => AgentError::Conflict(e.to_string()),
+            versions::StageError::AlreadyInstalled { name, version } => {
+                let current = Name::new(&name)
+                    .ok()
+                    .and_then(|n| versions::current(&self.inner.data, &n).ok().flatten());
+                AgentError::Conflict(match current {
+                    Some(current) if current.to_string() != version => format!(
+                        "{name} {version} is installed already (current: {current}); `shoal \
+                         rollback {name} --to {version}` switches to it, or build the change \
+                         with a new version (shoal.toml package.version)"
+                    ),
+                    _ => format!(
+                        "{name} {version} is installed and current; build the change with a \
+                         new version (shoal.toml package.version)"
+                    ),
+                })
+            }
             other => AgentError::Invalid(other.to_string()),
         })?;
         let name = manifest.package.name.clone();

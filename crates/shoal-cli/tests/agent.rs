@@ -339,6 +339,14 @@ fn install_upgrade_rollback_logs_and_a_verify_failure_rolled_back() {
     let said = shoal_ok(&data, &["rollback", "web"]);
     assert_eq!(said, "web 1.9.0: rolled back from 1.10.0\n");
     assert_eq!(app(&json(&data, &["ps"]), "web")["version"], "1.9.0");
+    // Installing an installed version again says how to switch to it.
+    let out = shoal(&data, &["install", v2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("web 1.10.0 is installed already (current: 1.9.0); `shoal rollback web --to 1.10.0` switches to it"),
+        "{}",
+        text(&out)
+    );
 
     // Logs, grepped in the agent.
     std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
