@@ -434,14 +434,18 @@ def main():
 
     rows = []
 
-    def row(label, peer, shoal, unit, fmt="{:.1f}", target=None):
-        ratio = shoal / peer if peer else (0.0 if shoal == 0 else math.inf)
+    def row(label, peer, shoal, unit, fmt="{:.1f}", target=None, ratio=True):
+        if not ratio:
+            ratio = "-"
+        elif peer:
+            ratio = f"{shoal / peer:.3f}"
+        else:
+            ratio = "0.000" if shoal == 0 else "inf"
         t = ""
         if target is not None:
             limit, ok = target
             t = f"{limit:<10} {verdict(ok)}"
-        rows.append((label, fmt.format(peer) + unit, fmt.format(shoal) + unit,
-                     f"{ratio:.3f}", t))
+        rows.append((label, fmt.format(peer) + unit, fmt.format(shoal) + unit, ratio, t))
 
     sp, ss = statistics.median(starts["supervisord"]), statistics.median(starts["shoal"])
     row(f"all {n} running, median", sp, ss, " ms",
@@ -462,7 +466,8 @@ def main():
     row(f"RSS after {args.kills} kills", mb(churn_mem["supervisord"]["VmRSS"]),
         mb(churn_mem["shoal"]["VmRSS"]), " MB", "{:.2f}",
         target=("flat", flat))
-    row("  change over the kills", mb(grow["supervisord"]), mb(grow["shoal"]), " MB", "{:+.2f}")
+    row("  change over the kills", grow["supervisord"], grow["shoal"], " kB", "{:+.0f}",
+        ratio=False)
     row("peak RSS (VmHWM)", mb(churn_mem["supervisord"]["VmHWM"]),
         mb(churn_mem["shoal"]["VmHWM"]), " MB", "{:.2f}")
     row("threads", mp["Threads"], ms_["Threads"], "", "{:.0f}")
