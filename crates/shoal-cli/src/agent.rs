@@ -51,6 +51,7 @@ pub struct AgentArgs {
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.get()?.to_owned();
+    raise_fd_limit();
     runtime()?.block_on(async {
         let options = Options {
             listen: args.listen,
@@ -75,6 +76,20 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         agent.close(args.stop_on_exit).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Raises this process's soft limit on open files to its hard limit: the agent holds about
+/// five descriptors per program, so the usual soft limit of 1024 runs out near 200 programs.
+/// Programs inherit the raised limit.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -30,6 +30,7 @@ const MARKER: &str = ".shoal-up";
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir;
+    crate::agent::raise_fd_limit();
     let socket = dir.join("data").join("agent.sock");
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         bail!(
