@@ -66,11 +66,7 @@ pub(crate) async fn logs(
         None => None,
     };
     let since = match &query.since {
-        Some(text) => {
-            let ago = humantime::parse_duration(text)
-                .map_err(|e| ApiError::bad_request(format!("since {text:?}: {e}; e.g. 10m")))?;
-            Some(Utc::now() - chrono::Duration::from_std(ago).unwrap_or(chrono::Duration::MAX))
-        }
+        Some(text) => since_time(text, Utc::now())?,
         None => None,
     };
     let filter = Filter { grep, since };
@@ -130,6 +126,16 @@ pub(crate) async fn logs(
         },
     );
     Ok(Response::new(Body::from_stream(stream)))
+}
+
+/// The time `text` (a duration) before `now`; None when that is further back than a time can
+/// be, which keeps every line.
+fn since_time(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let ago = humantime::parse_duration(text)
+        .map_err(|e| ApiError::bad_request(format!("since {text:?}: {e}; e.g. 10m")))?;
+    Ok(chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| now.checked_sub_signed(ago)))
 }
 
 struct Filter {
@@ -241,5 +247,21 @@ fn read_new(path: &FsPath, offset: &mut u64, filter: &Filter, out: &mut String) 
             out.push_str(&line);
             out.push('\n');
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_since_too_far_back_keeps_everything() {
+        let now = Utc::now();
+        assert_eq!(
+            since_time("10m", now).unwrap(),
+            Some(now - chrono::Duration::minutes(10))
+        );
+        assert_eq!(since_time("300000y", now).unwrap(), None);
+        assert!(since_time("ten", now).is_err());
     }
 }
