@@ -76,6 +76,12 @@ impl Served {
     }
 }
 
+/// `2026-01-01T10:00:00.000Z` plus `ms` milliseconds, as the capture writes times.
+fn at(ms: i64) -> String {
+    let start: DateTime<Utc> = "2026-01-01T10:00:00Z".parse().unwrap();
+    stamp(start + chrono::Duration::milliseconds(ms))
+}
+
 fn stamp(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
@@ -121,5 +127,36 @@ async fn a_since_further_back_than_time_goes_keeps_every_line() {
         }
         other => panic!("{other:?}"),
     }
+    t.close().await;
+}
+
+#[tokio::test]
+async fn grep_looks_past_the_time() {
+    let t = Served::new("grep").await;
+    t.write(
+        "stdout.log",
+        &[
+            format!("{} NEWEST release is out", at(0)),
+            format!("{} the job began at 10:00 sharp", at(1000)),
+            format!("{} nothing to see", at(2000)),
+            // The rest of a line too long for one record: no time of its own.
+            "NEWEST and untimed".to_owned(),
+        ],
+    );
+    let check = |grep: &'static str, expected: &'static [&'static str]| {
+        let t = &t;
+        async move {
+            let got = t.get(&format!("grep={grep}")).await.unwrap();
+            assert_eq!(messages(&got), expected, "grep {grep}");
+        }
+    };
+    check(
+        "%5ENEWEST",
+        &["NEWEST release is out", "NEWEST and untimed"],
+    )
+    .await;
+    check("10%3A00", &["the job began at 10:00 sharp"]).await;
+    check("%5Ethe%20job", &["the job began at 10:00 sharp"]).await;
+    check("%5E2026", &[]).await;
     t.close().await;
 }

@@ -3,7 +3,8 @@
 //! with `follow=1` kept open to send what is written next.
 //!
 //! Each captured line starts with the time the agent read it (RFC 3339, UTC, milliseconds)
-//! and a space; `since=10m` keeps the lines of the last ten minutes.
+//! and a space; `since=10m` keeps the lines of the last ten minutes, and `grep` looks at what
+//! follows the time.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path as FsPath, PathBuf};
@@ -144,23 +145,38 @@ struct Filter {
 }
 
 impl Filter {
-    fn keeps(&self, time: &str, line: &str) -> bool {
+    /// Whether a line captured at `time` whose text after the time is `message` is kept.
+    fn keeps(&self, time: &str, message: &str) -> bool {
         if let Some(since) = self.since {
             match DateTime::parse_from_rfc3339(time) {
                 Ok(t) if t < since => return false,
                 _ => {}
             }
         }
-        self.grep.as_ref().is_none_or(|re| re.is_match(line))
+        self.grep.as_ref().is_none_or(|re| re.is_match(message))
     }
 }
 
-/// The time a line was captured, and the line.
-fn split(line: &str) -> (&str, &str) {
+/// The time a line was captured, if it starts with one, and the rest of the line after the
+/// space (the whole line without a time).
+fn split(line: &str) -> (Option<&str>, &str) {
     match line.split_once(' ') {
-        Some((time, _)) if time.len() >= 20 && time.ends_with('Z') => (time, line),
-        _ => ("", line),
+        Some((time, message)) if is_stamp(time) => (Some(time), message),
+        _ => (None, line),
     }
+}
+
+/// `2026-11-22T11:00:00.123Z` and the like: RFC 3339 in UTC, as the capture writes it.
+fn is_stamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 20
+        && text.ends_with('Z')
+        && b[..19].iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 /// Every line of `stream`'s files in `dir`, oldest file first, that `filter` keeps.
@@ -192,11 +208,11 @@ fn read_all(dir: &FsPath, stream: &str, filter: &Filter, out: &mut Vec<(String, 
         };
         for line in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
             let line = String::from_utf8_lossy(&line).into_owned();
-            let (time, _) = split(&line);
-            if !time.is_empty() {
+            let (time, message) = split(&line);
+            if let Some(time) = time {
                 last_time = time.to_owned();
             }
-            if filter.keeps(&last_time, &line) {
+            if filter.keeps(&last_time, message) {
                 out.push((last_time.clone(), line));
                 if out.len() > 2 * MAX_LINES {
                     out.drain(..MAX_LINES);
@@ -242,8 +258,8 @@ fn read_new(path: &FsPath, offset: &mut u64, filter: &Filter, out: &mut String) 
     *offset += end as u64 + 1;
     for line in buf[..end].split(|&b| b == b'\n') {
         let line = String::from_utf8_lossy(line);
-        let (time, _) = split(&line);
-        if filter.keeps(time, &line) {
+        let (time, message) = split(&line);
+        if filter.keeps(time.unwrap_or(""), message) {
             out.push_str(&line);
             out.push('\n');
         }
@@ -253,6 +269,32 @@ fn read_new(path: &FsPath, offset: &mut u64, filter: &Filter, out: &mut String) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_time_the_capture_writes_is_split_off() {
+        let check = |line: &str, expected: (Option<&str>, &str)| {
+            assert_eq!(split(line), expected, "{line:?}");
+        };
+        check(
+            "2026-11-22T11:00:00.123Z listening on 3000",
+            (Some("2026-11-22T11:00:00.123Z"), "listening on 3000"),
+        );
+        check(
+            "2026-11-22T11:00:00Z bare",
+            (Some("2026-11-22T11:00:00Z"), "bare"),
+        );
+        check(
+            "2026-11-22T11:00:00.123Z ",
+            (Some("2026-11-22T11:00:00.123Z"), ""),
+        );
+        check("no time here", (None, "no time here"));
+        check("2026-11-22 11:00:00Z x", (None, "2026-11-22 11:00:00Z x"));
+        check(
+            "ABCD-11-22T11:00:00.1Z x",
+            (None, "ABCD-11-22T11:00:00.1Z x"),
+        );
+        check("", (None, ""));
+    }
 
     #[test]
     fn a_since_too_far_back_keeps_everything() {
