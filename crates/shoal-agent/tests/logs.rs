@@ -160,3 +160,65 @@ async fn grep_looks_past_the_time() {
     check("%5E2026", &[]).await;
     t.close().await;
 }
+
+#[tokio::test]
+async fn a_busy_stream_does_not_crowd_out_the_other_ones_newest_lines() {
+    let t = Served::new("merge").await;
+    // The newest five lines are on stdout; stderr has many more, all older.
+    let newest: Vec<String> = (0..5)
+        .map(|i| format!("{} NEWEST {i}", at(3_600_000 + i)))
+        .collect();
+    t.write("stdout.log", &newest);
+    let older: Vec<String> = (0..250_000).map(|i| format!("{} err {i}", at(i))).collect();
+    t.write("stderr.log", &older);
+    let got = t.get("tail=5").await.unwrap();
+    assert_eq!(
+        messages(&got),
+        ["NEWEST 0", "NEWEST 1", "NEWEST 2", "NEWEST 3", "NEWEST 4"]
+    );
+    // Interleaved by time, each stream's own order kept.
+    t.write(
+        "stdout.log",
+        &[format!("{} out 1", at(1)), format!("{} out 3", at(3))],
+    );
+    t.write(
+        "stderr.log",
+        &[format!("{} err 2", at(2)), format!("{} err 4", at(4))],
+    );
+    let got = t.get("tail=3").await.unwrap();
+    assert_eq!(messages(&got), ["err 2", "out 3", "err 4"]);
+    t.close().await;
+}
+
+#[tokio::test]
+async fn rotated_files_are_read_once_each_in_order() {
+    let t = Served::new("rotated").await;
+    let gz = |name: &str, lines: &[String]| {
+        use std::io::Write as _;
+        let file = std::fs::File::create(t.logs.join(name)).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        for line in lines {
+            writeln!(gz, "{line}").unwrap();
+        }
+        gz.finish().unwrap();
+    };
+    let line = |n: i64| format!("{} line {n}", at(n));
+    // An earlier version's local-time name, then UTC ones, a second rotation within a second.
+    gz("stdout.log.20251231-235959.gz", &[line(0), line(1)]);
+    gz("stdout.log.20260101T100000Z.gz", &[line(2), line(3)]);
+    // Compressed while the request looks: the rotated file and its whole `.gz` are both there,
+    // and the `.gz.tmp` of another compression under way.
+    t.write("stdout.log.20260101T100000Z-1", &[line(4), line(5)]);
+    gz("stdout.log.20260101T100000Z-1.gz", &[line(4), line(5)]);
+    std::fs::write(t.logs.join("stdout.log.20260101T100000Z-2.gz.tmp"), "half").unwrap();
+    t.write("stdout.log.20260101T100000Z-2", &[line(6)]);
+    t.write("stdout.log", &[line(7), line(8)]);
+    let all: Vec<String> = (0..9).map(|n| format!("line {n}")).collect();
+    let got = t.get("tail=100").await.unwrap();
+    assert_eq!(messages(&got), all);
+    let got = t.get("tail=4").await.unwrap();
+    assert_eq!(messages(&got), all[5..]);
+    let got = t.get("tail=0").await.unwrap();
+    assert_eq!(got, "");
+    t.close().await;
+}

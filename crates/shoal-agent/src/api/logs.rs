@@ -6,7 +6,10 @@
 //! and a space; `since=10m` keeps the lines of the last ten minutes, and `grep` looks at what
 //! follows the time.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 
@@ -47,7 +50,7 @@ pub(crate) async fn logs(
 ) -> Result<Response, ApiError> {
     let name = name(&app)?;
     agent.manifest(&name)?;
-    let streams: &[&str] = match query.stream.as_deref().unwrap_or("both") {
+    let streams: &'static [&'static str] = match query.stream.as_deref().unwrap_or("both") {
         "both" => &["stdout", "stderr"],
         "stdout" => &["stdout"],
         "stderr" => &["stderr"],
@@ -77,24 +80,25 @@ pub(crate) async fn logs(
         .map(|s| dir.join(format!("{s}.log")))
         .collect();
     let tail = query.tail.unwrap_or(200).min(MAX_LINES);
-    let (filter, dir2, streams2) = (filter, dir.clone(), streams.to_vec());
-    let (lines, filter) = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for stream in &streams2 {
-            read_all(&dir2, stream, &filter, &mut lines);
+    let (text, filter) = tokio::task::spawn_blocking(move || {
+        let mut kept = Vec::new();
+        for stream in streams {
+            let read = read_stream(&dir, stream, &filter, tail);
+            let mut lines = read.lines;
+            if let Some(partial) = read.partial {
+                lines.push_back(partial);
+                if lines.len() > tail {
+                    lines.pop_front();
+                }
+            }
+            kept.push(lines);
         }
-        // Both streams merged by time; a stable sort keeps each file's order.
-        lines.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
+        let lines = merge(kept);
         let start = lines.len().saturating_sub(tail);
-        (lines.split_off(start), filter)
+        (render(&lines[start..]), filter)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut text = String::new();
-    for (_, line) in &lines {
-        text.push_str(line);
-        text.push('\n');
-    }
     if !query.follow {
         return Ok(Response::new(Body::from(text)));
     }
@@ -157,6 +161,14 @@ impl Filter {
     }
 }
 
+/// A kept line and the time it was captured (that of the line it continues when it has
+/// none), for merging streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    time: String,
+    text: String,
+}
+
 /// The time a line was captured, if it starts with one, and the rest of the line after the
 /// space (the whole line without a time).
 fn split(line: &str) -> (Option<&str>, &str) {
@@ -179,60 +191,242 @@ fn is_stamp(text: &str) -> bool {
         })
 }
 
-/// Every line of `stream`'s files in `dir`, oldest file first, that `filter` keeps.
-fn read_all(dir: &FsPath, stream: &str, filter: &Filter, out: &mut Vec<(String, String)>) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{stream}.log.")) && !n.ends_with(".tmp"))
+/// Turns raw lines of one file into kept [`Line`]s.
+#[derive(Default)]
+struct Stamper {
+    /// The newest time seen: a line without one (the rest of a line too long for one record)
+    /// takes it.
+    last_time: String,
+}
+
+impl Stamper {
+    fn line(&mut self, raw: &[u8], filter: &Filter) -> Option<Line> {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let (time, message) = split(&text);
+        if let Some(time) = time {
+            time.clone_into(&mut self.last_time);
+        }
+        filter.keeps(&self.last_time, message).then(|| Line {
+            time: self.last_time.clone(),
+            text,
         })
-        .collect();
-    // Rotated names carry their UTC time, and a number for a second rotation in the same
-    // second (`stdout.log.20261122T110000Z.gz`, then `...Z-1.gz`).
-    files.sort_by_key(|path| rotation_order(path));
-    files.push(dir.join(format!("{stream}.log")));
-    let mut last_time = String::new();
-    for path in files {
-        let Ok(file) = std::fs::File::open(&path) else {
+    }
+}
+
+/// What reading one stream's files found.
+struct StreamRead {
+    /// The newest `tail` kept lines, oldest first, all ending in a newline in their file.
+    lines: VecDeque<Line>,
+    /// The active file's last line when it has no newline yet (being written), if kept.
+    partial: Option<Line>,
+}
+
+/// The last `tail` lines of `stream` in `dir` that `filter` keeps: the active file's, then
+/// the rotated files' newest first until there are `tail` (older ones cannot change which
+/// lines are the last).
+fn read_stream(dir: &FsPath, stream: &str, filter: &Filter, tail: usize) -> StreamRead {
+    let path = dir.join(format!("{stream}.log"));
+    let mut lines = VecDeque::new();
+    let mut partial = None;
+    let mut active = None;
+    // The active file first, so that one rotated in the meantime is known by its identity.
+    if let Ok(file) = File::open(&path) {
+        if let Ok(meta) = file.metadata() {
+            active = Some(identity(&meta));
+            let scan = scan(BufReader::new(&file), filter, tail);
+            lines = scan.lines;
+            let mut stamper = Stamper {
+                last_time: scan.last_time,
+            };
+            partial = scan.partial.and_then(|raw| stamper.line(&raw, filter));
+        }
+    }
+    for stem in rotations(dir, stream).into_iter().rev() {
+        let need = tail.saturating_sub(lines.len());
+        if need == 0 {
+            break;
+        }
+        let Some(reader) = open_rotated(&stem, active) else {
             continue;
         };
-        let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-            Box::new(flate2::read::GzDecoder::new(file))
-        } else {
-            Box::new(file)
+        let scan = scan(BufReader::new(reader), filter, need);
+        let mut older = scan.lines;
+        // A rotated file is finished: a last line without a newline is a line.
+        let mut stamper = Stamper {
+            last_time: scan.last_time,
         };
-        for line in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let (time, message) = split(&line);
-            if let Some(time) = time {
-                last_time = time.to_owned();
+        if let Some(line) = scan.partial.and_then(|raw| stamper.line(&raw, filter)) {
+            older.push_back(line);
+            if older.len() > need {
+                older.pop_front();
             }
-            if filter.keeps(&last_time, message) {
-                out.push((last_time.clone(), line));
-                if out.len() > 2 * MAX_LINES {
-                    out.drain(..MAX_LINES);
+        }
+        older.extend(lines);
+        lines = older;
+    }
+    StreamRead { lines, partial }
+}
+
+/// What [`scan`] found in one file.
+struct Scan {
+    /// The newest kept lines that end in a newline, at most the number asked for.
+    lines: VecDeque<Line>,
+    /// What follows the last newline, if anything.
+    partial: Option<Vec<u8>>,
+    last_time: String,
+}
+
+/// Reads a file from its start, keeping the newest `max` lines that `filter` keeps.
+fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
+    let mut stamper = Stamper::default();
+    let mut first_time = None;
+    let mut lines = VecDeque::new();
+    let mut partial = None;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if raw.last() != Some(&b'\n') {
+                    partial = Some(raw.clone());
+                    break;
+                }
+                let kept = stamper.line(&raw[..n - 1], filter);
+                if first_time.is_none() && !stamper.last_time.is_empty() {
+                    first_time = Some(stamper.last_time.clone());
+                }
+                if let Some(line) = kept.filter(|_| max > 0) {
+                    lines.push_back(line);
+                    if lines.len() > max {
+                        lines.pop_front();
+                    }
                 }
             }
         }
     }
+    // Lines before the file's first time continue one from the file before; the first time
+    // here is the closest known, and keeps them in place when streams are merged.
+    if let Some(first) = first_time {
+        for line in lines.iter_mut().take_while(|l| l.time.is_empty()) {
+            line.time.clone_from(&first);
+        }
+    }
+    Scan {
+        lines,
+        partial,
+        last_time: stamper.last_time,
+    }
 }
 
-/// A rotated file's place in time: its stamp, then its number within that second.
-fn rotation_order(path: &FsPath) -> (String, u32) {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let stem = name.trim_end_matches(".gz");
-    match stem
-        .rsplit_once('-')
-        .map(|(stamp, n)| (stamp, n.parse::<u32>()))
-    {
-        Some((stamp, Ok(n))) => (stamp.to_owned(), n),
-        _ => (stem.to_owned(), 0),
+/// The rotated files of `stream` in `dir` in the order they were rotated, each as its
+/// uncompressed path (its `.gz` may be what is there).
+fn rotations(dir: &FsPath, stream: &str) -> Vec<PathBuf> {
+    let prefix = format!("{stream}.log.");
+    let mut found: Vec<(Order, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let rest = name.to_str()?.strip_prefix(&prefix)?;
+            let stem = rest.strip_suffix(".gz").unwrap_or(rest);
+            let order = rotation_order(stem)?;
+            Some((order, dir.join(format!("{prefix}{stem}"))))
+        })
+        .collect();
+    found.sort();
+    // While a rotation is compressed it has both names.
+    found.dedup();
+    found.into_iter().map(|(_, path)| path).collect()
+}
+
+/// One rotation's content: the uncompressed file while it is there (it is whole: the `.gz`
+/// is made from it, and renamed into place only once whole), else the `.gz`. None when
+/// neither opens, or the file is the active one read already (rotated since).
+fn open_rotated(stem: &FsPath, active: Option<(u64, u64)>) -> Option<Box<dyn Read>> {
+    match File::open(stem) {
+        Ok(file) => {
+            let id = file.metadata().ok().map(|m| identity(&m));
+            (active.is_none() || id != active).then(|| Box::new(file) as Box<dyn Read>)
+        }
+        Err(_) => {
+            let mut gz = stem.as_os_str().to_owned();
+            gz.push(".gz");
+            let file = File::open(gz).ok()?;
+            Some(Box::new(flate2::read::GzDecoder::new(file)))
+        }
     }
+}
+
+/// Where a rotated name sorts, as `RotatingFile` names them: the local-time names of earlier
+/// versions (`YYYYMMDD-HHMMSS`) first, then the UTC ones (`YYYYMMDDTHHMMSSZ`), each by stamp
+/// and then by the number added for a second rotation within a second (`-1`, `-2`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    utc: bool,
+    stamp: String,
+    suffix: u32,
+}
+
+/// A rotated name's stem (after `NAME.`, before `.gz`) → its place; None for other names
+/// (`.gz.tmp` files of a compression under way among them).
+fn rotation_order(stem: &str) -> Option<Order> {
+    let utc = stem.get(15..16) == Some("Z");
+    let len = if utc { 16 } else { 15 };
+    let stamp = stem.get(..len)?;
+    let suffix = match &stem[len..] {
+        "" => 0,
+        rest => rest
+            .strip_prefix('-')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()?,
+    };
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match (utc, i) {
+        (true, 8) => b == b'T',
+        (true, 15) => b == b'Z',
+        (false, 8) => b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    shape.then(|| Order {
+        utc,
+        stamp: stamp.to_owned(),
+        suffix,
+    })
+}
+
+/// The streams' lines in one sequence by time, each stream's own order kept (on equal times
+/// the earlier stream's line first).
+fn merge(mut streams: Vec<VecDeque<Line>>) -> Vec<Line> {
+    let mut out = Vec::with_capacity(streams.iter().map(VecDeque::len).sum());
+    loop {
+        let next = streams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, lines)| Some((i, &lines.front()?.time)))
+            // The first of equal minimums.
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(i, _)| i);
+        match next.and_then(|i| streams[i].pop_front()) {
+            Some(line) => out.push(line),
+            None => return out,
+        }
+    }
+}
+
+fn render(lines: &[Line]) -> String {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&line.text);
+        text.push('\n');
+    }
+    text
+}
+
+/// What identifies a file across renames: (device, inode).
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
 }
 
 /// Appends to `out` the kept lines written to `path` after `offset`, moving it on; starts
@@ -305,5 +499,25 @@ mod tests {
         );
         assert_eq!(since_time("300000y", now).unwrap(), None);
         assert!(since_time("ten", now).is_err());
+    }
+
+    #[test]
+    fn merging_keeps_each_streams_order() {
+        let line = |time: &str, text: &str| Line {
+            time: time.into(),
+            text: text.into(),
+        };
+        let out = vec![
+            line("1", "o1"),
+            line("3", "o3"),
+            line("3", "o3b"),
+            line("2", "o2"),
+        ];
+        let err = vec![line("2", "e2"), line("3", "e3")];
+        let merged: Vec<String> = merge(vec![out.into(), err.into()])
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(merged, ["o1", "e2", "o3", "o3b", "o2", "e3"]);
     }
 }
