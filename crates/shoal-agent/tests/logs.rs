@@ -1,15 +1,25 @@
 //! `GET /v1/apps/{name}/logs` through the real API on a real agent: log files written
-//! straight into the data directory, read back with `grep`, `since` and `tail`.
+//! straight into the data directory (and through `RotatingFile`, rotated while followed), read
+//! back with `grep`, `since`, `tail` and `follow`.
 
 mod common;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::Scratch;
+use shoal::logging::{RotatingFile, Rotation};
 use shoal_agent::api::{AgentClient, ClientError};
 use shoal_agent::{Agent, Options};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How long a wait for followed lines may take.
+const LIMIT: Duration = Duration::from_secs(20);
 
 /// An agent serving its API, with one installed app (`app`, a crontab package whose job runs
 /// once a year) whose log directory the test writes.
@@ -70,9 +80,68 @@ impl Served {
         Ok(String::from_utf8(out).unwrap())
     }
 
+    /// `GET /v1/apps/app/logs?QUERY&follow=true`, read as it arrives.
+    fn follow(&self, query: &str) -> Followed {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.client.clone();
+        let path = format!("/v1/apps/app/logs?{query}&follow=true");
+        let task = tokio::spawn(async move {
+            let _ = client
+                .stream(&path, |chunk| {
+                    let _ = tx.send(chunk.to_vec());
+                })
+                .await;
+        });
+        Followed {
+            task,
+            rx,
+            pending: Vec::new(),
+            lines: Vec::new(),
+        }
+    }
+
     async fn close(self) {
         self.stop.cancel();
         self.agent.close(true).await;
+    }
+}
+
+/// A followed log: the whole lines received so far.
+struct Followed {
+    task: tokio::task::JoinHandle<()>,
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Vec<u8>,
+    lines: Vec<String>,
+}
+
+impl Followed {
+    /// Receives until `done` holds for the lines so far, or panics after [`LIMIT`].
+    async fn until(&mut self, what: &str, done: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        while !done(&self.lines) {
+            let chunk = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out waiting for {what}; {} lines received, the last {:?}",
+                        self.lines.len(),
+                        self.lines.last()
+                    )
+                })
+                .expect("the followed answer ended");
+            self.pending.extend_from_slice(&chunk);
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                self.lines
+                    .push(String::from_utf8_lossy(&line[..end]).into_owned());
+            }
+        }
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -220,5 +289,131 @@ async fn rotated_files_are_read_once_each_in_order() {
     assert_eq!(messages(&got), all[5..]);
     let got = t.get("tail=0").await.unwrap();
     assert_eq!(got, "");
+    t.close().await;
+}
+
+#[tokio::test]
+async fn following_goes_on_from_exactly_where_the_first_read_stopped() {
+    let t = Served::new("follow-start").await;
+    let log = RotatingFile::open(
+        t.logs.join("stdout.log"),
+        Rotation {
+            max_size: None,
+            ..Rotation::default()
+        },
+    )
+    .unwrap();
+    // A writer that never pauses long, so that lines land while the request reads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 1_000_000 {
+                log.write_record(format!("{} line {n}\n", stamp(Utc::now())).as_bytes())
+                    .unwrap();
+                n += 1;
+                if n % 64 == 0 {
+                    // Paced, not synchronised: keeps the file from growing too fast.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            n
+        })
+    };
+    let number = |line: &String| -> u64 { line.rsplit_once(' ').unwrap().1.parse().unwrap() };
+    let deadline = Instant::now() + LIMIT;
+    while std::fs::metadata(t.logs.join("stdout.log")).map_or(0, |m| m.len()) < 40_000 {
+        assert!(Instant::now() < deadline, "the writer wrote nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut followed = t.follow("tail=100000");
+    followed
+        .until("the first lines", |lines| !lines.is_empty())
+        .await;
+    let first = number(&followed.lines[0]);
+    followed
+        .until("lines written after the first read", |lines| {
+            lines.last().is_some_and(|l| number(l) > first + 2000)
+        })
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    followed
+        .until("the last line written", |lines| {
+            lines.last().is_some_and(|l| number(l) == written - 1)
+        })
+        .await;
+    let numbers: Vec<u64> = followed.lines.iter().map(number).collect();
+    let expected: Vec<u64> = (first..written).collect();
+    if numbers != expected {
+        let gap = numbers.windows(2).find(|w| w[1] != w[0] + 1);
+        panic!(
+            "{} lines from {first} to {}, not {}; first break: {gap:?}",
+            numbers.len(),
+            written - 1,
+            expected.len()
+        );
+    }
+    drop(followed);
+    t.close().await;
+}
+
+#[tokio::test]
+async fn following_reads_each_file_to_its_end_across_rotations() {
+    let t = Served::new("follow-rotate").await;
+    let log = RotatingFile::open(
+        t.logs.join("stdout.log"),
+        Rotation {
+            max_size: None,
+            keep: 100,
+            ..Rotation::default()
+        },
+    )
+    .unwrap();
+    // Numbered lines from `from` on.
+    let write = |from: usize, count: usize| {
+        for i in from..from + count {
+            log.write_record(format!("{} line {i}\n", stamp(Utc::now())).as_bytes())
+                .unwrap();
+        }
+        from + count
+    };
+    let mut n = write(0, 3);
+    let mut followed = t.follow("tail=100");
+    followed
+        .until("the lines there before", |l| l.len() == 3)
+        .await;
+    let rounds = 12;
+    for round in 0..rounds {
+        // Lines written to the old file just before it is rotated, then more in the new one
+        // than the old one held (a new file longer than the old offset), and one line in two
+        // records, which arrives whole.
+        n = write(n, 5);
+        log.rotate().unwrap();
+        n = write(n, 10 * (round + 2));
+        log.write_record(format!("{} line {n}", stamp(Utc::now())).as_bytes())
+            .unwrap();
+        log.write_record(b" and its end\n").unwrap();
+        n += 1;
+        followed
+            .until(&format!("round {round}'s lines"), |l| l.len() == n)
+            .await;
+    }
+    let got: Vec<&str> = followed
+        .lines
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    let numbered: Vec<&str> = got
+        .iter()
+        .map(|l| l.trim_end_matches(" and its end"))
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("line {i}")).collect();
+    assert_eq!(numbered, expected);
+    let whole = got.iter().filter(|l| l.ends_with(" and its end")).count();
+    assert_eq!(whole, rounds);
+    log.wait_idle();
+    drop(followed);
     t.close().await;
 }

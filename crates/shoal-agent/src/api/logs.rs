@@ -1,6 +1,6 @@
 //! `GET /v1/apps/{name}/logs`: an app's captured output, filtered in the agent (a regex, no
 //! shell), from the rotated files (compressed ones included) through the active one, and
-//! with `follow=1` kept open to send what is written next.
+//! with `follow=1` kept open to send what is written next, across rotations.
 //!
 //! Each captured line starts with the time the agent read it (RFC 3339, UTC, milliseconds)
 //! and a space; `since=10m` keeps the lines of the last ten minutes, and `grep` looks at what
@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -24,11 +25,15 @@ use super::routes::name;
 use super::ApiError;
 use crate::agent::Agent;
 
-/// How often a followed log is checked for new lines.
+/// How often a followed log is checked for new lines when the last look found none.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
 /// The most lines one answer holds without `follow` (the newest are kept).
 const MAX_LINES: usize = 100_000;
+
+/// The most read from one file in one look while following: a chunk of the answer stays
+/// small however much was written since the last look.
+const FOLLOW_CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LogQuery {
@@ -73,19 +78,20 @@ pub(crate) async fn logs(
         Some(text) => since_time(text, Utc::now())?,
         None => None,
     };
-    let filter = Filter { grep, since };
+    let filter = Arc::new(Filter { grep, since });
     let dir = agent.data().logs(&name);
-    let paths: Vec<PathBuf> = streams
-        .iter()
-        .map(|s| dir.join(format!("{s}.log")))
-        .collect();
     let tail = query.tail.unwrap_or(200).min(MAX_LINES);
-    let (text, filter) = tokio::task::spawn_blocking(move || {
+    let follow = query.follow;
+    let (text, following) = tokio::task::spawn_blocking(move || {
         let mut kept = Vec::new();
+        let mut followers = Vec::new();
         for stream in streams {
             let read = read_stream(&dir, stream, &filter, tail);
             let mut lines = read.lines;
-            if let Some(partial) = read.partial {
+            if follow {
+                // A last line still being written is sent once it is whole.
+                followers.push(read.follower);
+            } else if let Some(partial) = read.partial {
                 lines.push_back(partial);
                 if lines.len() > tail {
                     lines.pop_front();
@@ -95,38 +101,40 @@ pub(crate) async fn logs(
         }
         let lines = merge(kept);
         let start = lines.len().saturating_sub(tail);
-        (render(&lines[start..]), filter)
+        let following = Following { followers, filter };
+        (render(&lines[start..]), following)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?;
-    if !query.follow {
+    if !follow {
         return Ok(Response::new(Body::from(text)));
     }
-    let ends: Vec<(PathBuf, u64)> = paths
-        .iter()
-        .map(|p| {
-            (
-                p.clone(),
-                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-            )
-        })
-        .collect();
-    let first = Some(Bytes::from(text));
     let stream = futures_util::stream::unfold(
-        (first, ends, filter),
-        |(first, mut ends, filter)| async move {
+        (Some(text), following),
+        |(first, mut following)| async move {
             if let Some(first) = first {
-                return Some((Ok::<_, std::io::Error>(first), (None, ends, filter)));
+                return Some((
+                    Ok::<_, std::io::Error>(Bytes::from(first)),
+                    (None, following),
+                ));
             }
+            let mut wait = false;
             loop {
-                tokio::time::sleep(FOLLOW_EVERY).await;
-                let mut out = String::new();
-                for (path, offset) in &mut ends {
-                    read_new(path, offset, &filter, &mut out);
+                if wait {
+                    tokio::time::sleep(FOLLOW_EVERY).await;
                 }
-                if !out.is_empty() {
-                    return Some((Ok(Bytes::from(out)), (None, ends, filter)));
+                // File reads stay off the executor; a panic in one ends the answer.
+                let (back, text, more) = tokio::task::spawn_blocking(move || {
+                    let (text, more) = following.look();
+                    (following, text, more)
+                })
+                .await
+                .ok()?;
+                following = back;
+                if !text.is_empty() {
+                    return Some((Ok(Bytes::from(text)), (None, following)));
                 }
+                wait = !more;
             }
         },
     );
@@ -211,6 +219,14 @@ impl Stamper {
             text,
         })
     }
+
+    /// [`Stamper::line`] without moving on the last time: the line is read again later.
+    fn clone_line(&self, raw: &[u8], filter: &Filter) -> Option<Line> {
+        Stamper {
+            last_time: self.last_time.clone(),
+        }
+        .line(raw, filter)
+    }
 }
 
 /// What reading one stream's files found.
@@ -219,6 +235,8 @@ struct StreamRead {
     lines: VecDeque<Line>,
     /// The active file's last line when it has no newline yet (being written), if kept.
     partial: Option<Line>,
+    /// Goes on from where the active file's complete lines end.
+    follower: Follower,
 }
 
 /// The last `tail` lines of `stream` in `dir` that `filter` keeps: the active file's, then
@@ -226,21 +244,30 @@ struct StreamRead {
 /// lines are the last).
 fn read_stream(dir: &FsPath, stream: &str, filter: &Filter, tail: usize) -> StreamRead {
     let path = dir.join(format!("{stream}.log"));
+    let mut follower = Follower {
+        path: path.clone(),
+        open: None,
+        stamper: Stamper::default(),
+    };
     let mut lines = VecDeque::new();
     let mut partial = None;
-    let mut active = None;
     // The active file first, so that one rotated in the meantime is known by its identity.
     if let Ok(file) = File::open(&path) {
         if let Ok(meta) = file.metadata() {
-            active = Some(identity(&meta));
             let scan = scan(BufReader::new(&file), filter, tail);
             lines = scan.lines;
-            let mut stamper = Stamper {
-                last_time: scan.last_time,
-            };
-            partial = scan.partial.and_then(|raw| stamper.line(&raw, filter));
+            follower.stamper.last_time = scan.last_time;
+            partial = scan
+                .partial
+                .and_then(|raw| follower.stamper.clone_line(&raw, filter));
+            follower.open = Some(Open {
+                file,
+                id: identity(&meta),
+                offset: scan.complete,
+            });
         }
     }
+    let active = follower.open.as_ref().map(|open| open.id);
     for stem in rotations(dir, stream).into_iter().rev() {
         let need = tail.saturating_sub(lines.len());
         if need == 0 {
@@ -264,13 +291,19 @@ fn read_stream(dir: &FsPath, stream: &str, filter: &Filter, tail: usize) -> Stre
         older.extend(lines);
         lines = older;
     }
-    StreamRead { lines, partial }
+    StreamRead {
+        lines,
+        partial,
+        follower,
+    }
 }
 
 /// What [`scan`] found in one file.
 struct Scan {
     /// The newest kept lines that end in a newline, at most the number asked for.
     lines: VecDeque<Line>,
+    /// Bytes up to and including the last newline.
+    complete: u64,
     /// What follows the last newline, if anything.
     partial: Option<Vec<u8>>,
     last_time: String,
@@ -281,6 +314,7 @@ fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
     let mut stamper = Stamper::default();
     let mut first_time = None;
     let mut lines = VecDeque::new();
+    let mut complete = 0;
     let mut partial = None;
     let mut raw = Vec::new();
     loop {
@@ -292,6 +326,7 @@ fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
                     partial = Some(raw.clone());
                     break;
                 }
+                complete += n as u64;
                 let kept = stamper.line(&raw[..n - 1], filter);
                 if first_time.is_none() && !stamper.last_time.is_empty() {
                     first_time = Some(stamper.last_time.clone());
@@ -314,6 +349,7 @@ fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
     }
     Scan {
         lines,
+        complete,
         partial,
         last_time: stamper.last_time,
     }
@@ -429,34 +465,137 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-/// Appends to `out` the kept lines written to `path` after `offset`, moving it on; starts
-/// over when the file was rotated (it is shorter than before). A partial last line waits.
-fn read_new(path: &FsPath, offset: &mut u64, filter: &Filter, out: &mut String) {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return;
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < *offset {
-        *offset = 0;
-    }
-    if len == *offset || file.seek(SeekFrom::Start(*offset)).is_err() {
-        return;
-    }
-    let mut buf = Vec::new();
-    if file.take(len - *offset).read_to_end(&mut buf).is_err() {
-        return;
-    }
-    let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
-        return;
-    };
-    *offset += end as u64 + 1;
-    for line in buf[..end].split(|&b| b == b'\n') {
-        let line = String::from_utf8_lossy(line);
-        let (time, message) = split(&line);
-        if filter.keeps(time.unwrap_or(""), message) {
-            out.push_str(&line);
-            out.push('\n');
+/// The followed streams of one answer.
+struct Following {
+    followers: Vec<Follower>,
+    filter: Arc<Filter>,
+}
+
+impl Following {
+    /// The kept lines written since the last look, merged by time, and whether there is
+    /// more to read at once.
+    fn look(&mut self) -> (String, bool) {
+        let mut more = false;
+        let mut streams = Vec::new();
+        for follower in &mut self.followers {
+            let mut lines = Vec::new();
+            more |= follower.look(&self.filter, &mut lines);
+            streams.push(VecDeque::from(lines));
         }
+        (render(&merge(streams)), more)
+    }
+}
+
+/// One stream's active file, followed across rotations: the file stays open, so that what
+/// was written to it before it was renamed aside is read before the new one.
+struct Follower {
+    path: PathBuf,
+    /// None until the path names a file.
+    open: Option<Open>,
+    stamper: Stamper,
+}
+
+struct Open {
+    file: File,
+    id: (u64, u64),
+    /// Where the next unread line starts.
+    offset: u64,
+}
+
+/// Whether a followed file may still grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// It is the active file: a last line without its newline waits for it.
+    Continue,
+    /// It was rotated away: what is there is all there will be.
+    Ended,
+}
+
+impl Follower {
+    /// Appends the kept lines written since the last look to `out`; true when there is more
+    /// to read at once.
+    fn look(&mut self, filter: &Filter, out: &mut Vec<Line>) -> bool {
+        // The path is looked at before the open file is read: once it names another file,
+        // everything written to the open one is there to read, and after that the open one
+        // is done.
+        let at_path = std::fs::metadata(&self.path).ok().map(|m| identity(&m));
+        if let Some(open) = &mut self.open {
+            let rotated = at_path.is_some_and(|id| id != open.id);
+            let writes = if rotated {
+                Writes::Ended
+            } else {
+                Writes::Continue
+            };
+            let more = open.read(filter, &mut self.stamper, writes, out);
+            if more || !rotated {
+                return more;
+            }
+            self.open = None;
+        }
+        if at_path.is_none() {
+            return false;
+        }
+        // A file rotated in and out between two looks is not seen: more than a rotation's
+        // size written within one look.
+        let Ok(file) = File::open(&self.path) else {
+            return false;
+        };
+        let Ok(meta) = file.metadata() else {
+            return false;
+        };
+        let open = self.open.insert(Open {
+            file,
+            id: identity(&meta),
+            offset: 0,
+        });
+        open.read(filter, &mut self.stamper, Writes::Continue, out)
+    }
+}
+
+impl Open {
+    /// Reads on from `offset`, at most [`FOLLOW_CHUNK`]: the lines that end in a newline, and
+    /// when the file's writes `Ended`, a last line without one. True when it stopped short of
+    /// the end.
+    fn read(
+        &mut self,
+        filter: &Filter,
+        stamper: &mut Stamper,
+        writes: Writes,
+        out: &mut Vec<Line>,
+    ) -> bool {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        if len < self.offset {
+            // Cut short in place (`truncate`): start over.
+            self.offset = 0;
+        }
+        if len == self.offset || self.file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return false;
+        }
+        let want = (len - self.offset).min(FOLLOW_CHUNK as u64);
+        let mut buf = Vec::new();
+        if (&self.file).take(want).read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return false;
+        }
+        let at_end = self.offset + buf.len() as u64 >= len;
+        let end = match buf.iter().rposition(|&b| b == b'\n') {
+            _ if at_end && writes == Writes::Ended => buf.len(),
+            Some(i) => i + 1,
+            // A line longer than a chunk goes out in pieces.
+            None if buf.len() == FOLLOW_CHUNK => buf.len(),
+            None => return false,
+        };
+        self.offset += end as u64;
+        let read = &buf[..end];
+        for raw in read
+            .strip_suffix(b"\n")
+            .unwrap_or(read)
+            .split(|&b| b == b'\n')
+        {
+            out.extend(stamper.line(raw, filter));
+        }
+        !at_end
     }
 }
 
