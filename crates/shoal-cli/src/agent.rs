@@ -244,7 +244,7 @@ pub struct NameArgs {
 pub fn act(action: &str, args: NameArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
     let _: serde_json::Value = runtime()?.block_on(client.post(
-        &format!("/v1/apps/{}/{action}", args.name),
+        &format!("/v1/apps/{}/{action}", percent_encode(&args.name)),
         &serde_json::json!({}),
     ))?;
     println!("{}: {action} done", args.name);
@@ -294,7 +294,7 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         .map(|(k, v)| format!("{k}={}", percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&");
-    let path = format!("/v1/apps/{}/logs?{query}", args.name);
+    let path = format!("/v1/apps/{}/logs?{query}", percent_encode(&args.name));
     runtime()?.block_on(async {
         use std::io::Write as _;
         let mut stdout = std::io::stdout();
@@ -310,7 +310,8 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A query value with everything but unreserved characters percent-encoded.
+/// A path segment or query value with everything but unreserved characters percent-encoded:
+/// a name the agent refuses gets its own answer, not one about the URL.
 fn percent_encode(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
@@ -334,8 +335,8 @@ pub struct VersionsArgs {
 
 pub fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let list: Vec<VersionInfo> =
-        runtime()?.block_on(client.get(&format!("/v1/apps/{}/versions", args.name)))?;
+    let list: Vec<VersionInfo> = runtime()?
+        .block_on(client.get(&format!("/v1/apps/{}/versions", percent_encode(&args.name))))?;
     if args.out.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
@@ -372,7 +373,7 @@ pub struct RollbackArgs {
 pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
     let report: InstallReport = runtime()?.block_on(client.post(
-        &format!("/v1/apps/{}/rollback", args.name),
+        &format!("/v1/apps/{}/rollback", percent_encode(&args.name)),
         &RollbackRequest { to: args.to },
     ))?;
     if args.out.json {
@@ -400,7 +401,7 @@ pub struct BackupArgs {
 pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
     let created: serde_json::Value = runtime()?.block_on(client.post(
-        &format!("/v1/apps/{}/backups", args.name),
+        &format!("/v1/apps/{}/backups", percent_encode(&args.name)),
         &serde_json::json!({}),
     ))?;
     if args.out.json {
@@ -425,8 +426,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 
 pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let list: Vec<serde_json::Value> =
-        runtime()?.block_on(client.get(&format!("/v1/apps/{}/backups", args.name)))?;
+    let list: Vec<serde_json::Value> = runtime()?
+        .block_on(client.get(&format!("/v1/apps/{}/backups", percent_encode(&args.name))))?;
     if args.out.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
@@ -462,7 +463,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let _: serde_json::Value = runtime()?.block_on(client.post(
         &format!(
             "/v1/apps/{}/backups/{}/restore",
-            args.name,
+            percent_encode(&args.name),
             percent_encode(&args.backup)
         ),
         &serde_json::json!({}),
@@ -513,9 +514,14 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
         }
         CronCommand::Run { app, job, data } => {
             let client = data.client()?;
-            let run: serde_json::Value = runtime()?.block_on(
-                client.post(&format!("/v1/cron/{app}/{job}/run"), &serde_json::json!({})),
-            )?;
+            let run: serde_json::Value = runtime()?.block_on(client.post(
+                &format!(
+                    "/v1/cron/{}/{}/run",
+                    percent_encode(&app),
+                    percent_encode(&job)
+                ),
+                &serde_json::json!({}),
+            ))?;
             println!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run));
             let output = text(&run["output"]);
             if !output.is_empty() && output != "-" {

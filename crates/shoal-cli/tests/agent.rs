@@ -2,8 +2,9 @@
 //! with `shoal pkg build` and installed with `shoal install`; an upgrade whose verify hook
 //! fails rolled back; a rollback on request; logs grepped in the agent; a crontab run and
 //! its history; `kill -9` of the agent leaving every service running, re-adopted by the next
-//! agent; an agent killed in the middle of an upgrade coming back to the old version; a
-//! hostile package refused with nothing installed.
+//! agent; an agent killed in the middle of an upgrade coming back to the old version; names
+//! that are no app's answered by the agent, not by the URL parser; a hostile package refused
+//! with nothing installed.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -529,7 +530,7 @@ fn an_agent_killed_during_an_upgrade_comes_back_on_the_old_version() {
 }
 
 #[test]
-fn a_crontab_runs_and_a_hostile_package_is_refused() {
+fn a_crontab_runs_and_hostile_names_and_packages_are_refused() {
     let dir = Scratch::new("cron");
     let data = dir.0.join("data");
     let agent = Agent::start(&data);
@@ -558,6 +559,25 @@ fn a_crontab_runs_and_a_hostile_package_is_refused() {
     let listed = shoal_ok(&data, &["cron", "ls"]);
     assert!(listed.contains("report/daily  0 0 3 * * *"), "{listed}");
     assert_eq!(app(&json(&data, &["ps"]), "report")["kind"], "crontab");
+
+    // Names go into the URL percent-encoded: the agent says what is wrong with them.
+    for args in [
+        &["logs", "a b"][..],
+        &["versions", "a/b"],
+        &["start", "a?b"],
+        &["backups", "a#b"],
+    ] {
+        let out = shoal(&data, args);
+        assert!(!out.status.success(), "{args:?}");
+        let name = args[1];
+        assert!(
+            text(&out).contains(&format!("app name {name:?}")),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = shoal(&data, &["cron", "run", "report", "dai ly"]);
+    assert!(text(&out).contains("\"dai ly\""), "{}", text(&out));
 
     // A package whose archive holds a path out of its directory: refused, nothing installed.
     let evil = dir.0.join("evil-1.0.0.tar.gz");
