@@ -487,6 +487,8 @@ pub enum CronCommand {
         job: String,
         #[command(flatten)]
         data: DataDirArg,
+        #[command(flatten)]
+        out: JsonArg,
     },
     /// An app's past runs: start, duration, exit code, the tail of their output.
     History {
@@ -512,7 +514,12 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
                 print!("{}", cron_table(&jobs));
             }
         }
-        CronCommand::Run { app, job, data } => {
+        CronCommand::Run {
+            app,
+            job,
+            data,
+            out,
+        } => {
             let client = data.client()?;
             let run: serde_json::Value = runtime()?.block_on(client.post(
                 &format!(
@@ -522,10 +529,14 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
                 ),
                 &serde_json::json!({}),
             ))?;
-            println!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run));
-            let output = text(&run["output"]);
-            if !output.is_empty() && output != "-" {
-                println!("{output}");
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                println!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run));
+                let output = text(&run["output"]);
+                if !output.is_empty() && output != "-" {
+                    println!("{output}");
+                }
             }
         }
         CronCommand::History {

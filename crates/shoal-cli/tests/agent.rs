@@ -553,6 +553,11 @@ fn a_crontab_runs_and_hostile_names_and_packages_are_refused() {
     assert!(said.starts_with("report/daily: run "), "{said}");
     assert!(said.contains(": exit 4"), "{said}");
     assert!(said.contains("report from "), "{said}");
+    let run = json(&data, &["cron", "run", "report", "daily"]);
+    assert_eq!(
+        (run["status"].as_str(), run["code"].as_i64()),
+        (Some("exited"), Some(4))
+    );
     let history = json(&data, &["cron", "history", "report"]);
     assert_eq!(history[0]["status"], "exited");
     assert_eq!(history[0]["code"], 4);
@@ -577,7 +582,11 @@ fn a_crontab_runs_and_hostile_names_and_packages_are_refused() {
         );
     }
     let out = shoal(&data, &["cron", "run", "report", "dai ly"]);
-    assert!(text(&out).contains("\"dai ly\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("cron job name \"dai ly\""),
+        "{}",
+        text(&out)
+    );
 
     // A package whose archive holds a path out of its directory: refused, nothing installed.
     let evil = dir.0.join("evil-1.0.0.tar.gz");

@@ -93,6 +93,10 @@ pub(crate) fn name(text: &str) -> Result<Name, ApiError> {
     Name::new(text).map_err(|e| ApiError::bad_request(format!("app name {text:?}: {e}")))
 }
 
+fn job_name(text: &str) -> Result<Name, ApiError> {
+    Name::new(text).map_err(|e| ApiError::bad_request(format!("cron job name {text:?}: {e}")))
+}
+
 async fn apps(State(agent): State<Agent>) -> Result<Json<Vec<AppStatus>>, ApiError> {
     // A pass over /proc and the manifests: off the executor.
     let apps = tokio::task::spawn_blocking(move || agent.apps())
@@ -315,7 +319,7 @@ async fn cron_history(
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<Vec<crate::cron::RunRecord>>, ApiError> {
     let app = name(&query.app)?;
-    let job = query.job.as_deref().map(name).transpose()?;
+    let job = query.job.as_deref().map(job_name).transpose()?;
     agent
         .cron()
         .history(&app, job.as_ref(), query.limit.unwrap_or(20).min(1000))
@@ -340,7 +344,7 @@ async fn cron_run(
     State(agent): State<Agent>,
     Path((app, job)): Path<(String, String)>,
 ) -> Result<Json<crate::cron::RunRecord>, ApiError> {
-    let (app, job) = (name(&app)?, name(&job)?);
+    let (app, job) = (name(&app)?, job_name(&job)?);
     let cron = agent.cron();
     let id = cron.run_now(&app, &job).map_err(cron_error)?;
     // Answered when the run is over (its timeout bounds the wait).
