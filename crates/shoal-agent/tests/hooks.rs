@@ -23,6 +23,24 @@ fn script(dir: &Path, name: &str, body: &str) -> Command {
     }
 }
 
+/// Waits until process `pid` is gone: SIGKILLed with its group, then reaped by init (a zombie
+/// counts as gone).
+async fn gone(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        if stat.is_empty() || state == Some('Z') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} still runs: {stat}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
     let dir = Scratch::new("hooks");
@@ -120,21 +138,7 @@ async fn a_hook_past_its_timeout_is_killed_with_its_children() {
         .trim()
         .parse()
         .unwrap();
-    // The grandchild got SIGKILL with the group; once reaped by init it is gone. A zombie
-    // ("Z") counts as dead.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-        if stat.is_empty() || state == Some('Z') {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{pid} still runs: {stat}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    gone(pid).await;
 }
 
 #[tokio::test]
@@ -165,17 +169,5 @@ async fn a_hook_is_over_when_its_process_exits_and_leaves_nothing_behind() {
         .trim()
         .parse()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-        if stat.is_empty() || state == Some('Z') {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{pid} still runs: {stat}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    gone(pid).await;
 }

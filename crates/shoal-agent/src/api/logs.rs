@@ -20,6 +20,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use regex::Regex;
 use serde::Deserialize;
+use shoal::logging::{rotation_order, RotationOrder};
 
 use super::routes::name;
 use super::ApiError;
@@ -359,7 +360,7 @@ fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
 /// uncompressed path (its `.gz` may be what is there).
 fn rotations(dir: &FsPath, stream: &str) -> Vec<PathBuf> {
     let prefix = format!("{stream}.log.");
-    let mut found: Vec<(Order, PathBuf)> = std::fs::read_dir(dir)
+    let mut found: Vec<(RotationOrder, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -393,43 +394,6 @@ fn open_rotated(stem: &FsPath, active: Option<(u64, u64)>) -> Option<Box<dyn Rea
             Some(Box::new(flate2::read::GzDecoder::new(file)))
         }
     }
-}
-
-/// Where a rotated name sorts, as `RotatingFile` names them: the local-time names of earlier
-/// versions (`YYYYMMDD-HHMMSS`) first, then the UTC ones (`YYYYMMDDTHHMMSSZ`), each by stamp
-/// and then by the number added for a second rotation within a second (`-1`, `-2`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Order {
-    utc: bool,
-    stamp: String,
-    suffix: u32,
-}
-
-/// A rotated name's stem (after `NAME.`, before `.gz`) → its place; None for other names
-/// (`.gz.tmp` files of a compression under way among them).
-fn rotation_order(stem: &str) -> Option<Order> {
-    let utc = stem.get(15..16) == Some("Z");
-    let len = if utc { 16 } else { 15 };
-    let stamp = stem.get(..len)?;
-    let suffix = match &stem[len..] {
-        "" => 0,
-        rest => rest
-            .strip_prefix('-')
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?
-            .parse()
-            .ok()?,
-    };
-    let shape = stamp.bytes().enumerate().all(|(i, b)| match (utc, i) {
-        (true, 8) => b == b'T',
-        (true, 15) => b == b'Z',
-        (false, 8) => b == b'-',
-        _ => b.is_ascii_digit(),
-    });
-    shape.then(|| Order {
-        utc,
-        stamp: stamp.to_owned(),
-        suffix,
-    })
 }
 
 /// The streams' lines in one sequence by time, each stream's own order kept (on equal times

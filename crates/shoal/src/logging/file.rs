@@ -667,8 +667,8 @@ fn prune(active: &Path, keep: usize) -> io::Result<()> {
 
 /// The rotations of `active` in the order they were made, each with its files (the rotated
 /// file, its `.gz`, or both while it is being compressed).
-fn rotations(active: &Path) -> io::Result<BTreeMap<Order, Vec<PathBuf>>> {
-    let mut found: BTreeMap<Order, Vec<PathBuf>> = BTreeMap::new();
+fn rotations(active: &Path) -> io::Result<BTreeMap<RotationOrder, Vec<PathBuf>>> {
+    let mut found: BTreeMap<RotationOrder, Vec<PathBuf>> = BTreeMap::new();
     let Some(prefix) = prefix(active) else {
         return Ok(found);
     };
@@ -707,9 +707,12 @@ fn prefix(active: &Path) -> Option<String> {
 /// time) does not put newer names before older ones.
 const STAMP: &str = "%Y%m%dT%H%M%SZ";
 
-/// Where a rotated name sorts.
+/// Where a rotated name sorts: the local-time names of earlier versions (`YYYYMMDD-HHMMSS`)
+/// first, then the UTC ones (`YYYYMMDDTHHMMSSZ`), each by stamp and then by the number added
+/// for a second rotation within a second (`-1`, `-2`, ...). Readers of rotated logs (the
+/// agent's `shoal logs`) sort by it too.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Order {
+pub struct RotationOrder {
     /// False for the local-time names of earlier versions (`YYYYMMDD-HHMMSS`), which come
     /// before every UTC one.
     utc: bool,
@@ -717,9 +720,10 @@ struct Order {
     suffix: u32,
 }
 
-/// `20261122T101500Z` or `20261122T101500Z-3` (or the earlier `20261122-101500[-3]`) → its
-/// place in rotation order; None for other names.
-fn rotation_order(stem: &str) -> Option<Order> {
+/// A rotated name's stem (after `NAME.`, before `.gz`): `20261122T101500Z` or
+/// `20261122T101500Z-3` (or the earlier `20261122-101500[-3]`) → its place in rotation order;
+/// None for other names (a compression's `.gz.tmp` among them).
+pub fn rotation_order(stem: &str) -> Option<RotationOrder> {
     let utc = stem.get(15..16) == Some("Z");
     let len = if utc { 16 } else { 15 };
     let stamp = stem.get(..len)?;
@@ -737,7 +741,7 @@ fn rotation_order(stem: &str) -> Option<Order> {
         (false, 8) => b == b'-',
         _ => b.is_ascii_digit(),
     });
-    shape.then(|| Order {
+    shape.then(|| RotationOrder {
         utc,
         stamp: stamp.to_owned(),
         suffix,
@@ -756,7 +760,7 @@ mod tests {
 
     #[test]
     fn rotated_names_order_by_stamp_then_suffix() {
-        let order = |utc, stamp: &str, suffix| Order {
+        let order = |utc, stamp: &str, suffix| RotationOrder {
             utc,
             stamp: stamp.to_owned(),
             suffix,

@@ -78,7 +78,7 @@ use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
-pub use file::{RotatingFile, Rotation};
+pub use file::{rotation_order, RotatingFile, Rotation, RotationOrder};
 
 use crate::config::LogConfig;
 use sink::Sink;
