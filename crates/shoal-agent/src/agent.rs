@@ -264,6 +264,18 @@ impl Agent {
         archive: &Path,
         sha256: &Sha256,
     ) -> Result<InstallReport, AgentError> {
+        self.install_as(archive, sha256, &archive.display().to_string())
+            .await
+    }
+
+    /// As [`install`](Self::install), with the archive called `called` in errors (an upload
+    /// is "the uploaded archive", not the agent's temporary file).
+    pub async fn install_as(
+        &self,
+        archive: &Path,
+        sha256: &Sha256,
+        called: &str,
+    ) -> Result<InstallReport, AgentError> {
         let _one = self.inner.changing.lock().await;
         let data = self.inner.data.clone();
         let (archive_path, expected, limits) =
@@ -290,7 +302,11 @@ impl Agent {
                     ),
                 })
             }
-            other => AgentError::Invalid(other.to_string()),
+            other => AgentError::Invalid(
+                other
+                    .to_string()
+                    .replace(&archive.display().to_string(), called),
+            ),
         })?;
         let name = manifest.package.name.clone();
         let previous = versions::current(&self.inner.data, &name).map_err(AgentError::failed)?;
@@ -495,7 +511,7 @@ impl Agent {
         let state = self.inner.state.clone();
         let app = name.to_string();
         let started = move |pid: u32| {
-            let start = crate::supervise::process_start_time(pid);
+            let start = start_time(pid);
             let _ = state.with(|c| {
                 c.execute(
                     "UPDATE upgrades SET hook_pid = ?2, hook_start = ?3 WHERE app = ?1",
@@ -668,7 +684,7 @@ impl Agent {
             // The hook the killed agent was running, if it still is (same pid, same start).
             if let (Some(pid), Some(start)) = (hook_pid, hook_start) {
                 let pid = u32::try_from(pid).unwrap_or(0);
-                if pid > 1 && crate::supervise::process_start_time(pid) == Some(start as u64) {
+                if pid > 1 && start_time(pid) == Some(start as u64) {
                     let _ = nix::sys::signal::killpg(
                         nix::unistd::Pid::from_raw(pid as i32),
                         nix::sys::signal::Signal::SIGKILL,
@@ -920,6 +936,15 @@ impl Agent {
     pub fn upload_limit(&self) -> u64 {
         self.inner.options.limits.max_size
     }
+}
+
+/// When process `pid` started (clock ticks after boot): with the pid, what tells it from a
+/// later process that got the same pid. `None` when there is no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
+    crate::supervise::sys::stat(pid)
+        .ok()
+        .map(|stat| stat.start_time)
 }
 
 /// Adds the `upgrades` columns a database made by an earlier agent lacks.

@@ -187,43 +187,7 @@ pub fn example(args: ExampleArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit.code()))
 }
 
-mod hello {
-    //! The hello service, as in the SDK's `hello` example.
-
-    use serde::Deserialize;
-    use shoal::{App, Live};
-
-    #[shoal::service]
-    pub trait Hello {
-        async fn greet(&self, name: String) -> String;
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct HelloConfig {
-        #[serde(default = "default_greeting")]
-        pub greeting: String,
-    }
-
-    fn default_greeting() -> String {
-        "Hello".into()
-    }
-
-    struct Greeter {
-        config: Live<HelloConfig>,
-    }
-
-    impl Hello for Greeter {
-        async fn greet(&self, name: String) -> String {
-            format!("{}, {name}", self.config.get().greeting)
-        }
-    }
-
-    pub fn app() -> App {
-        App::new("hello", env!("CARGO_PKG_VERSION")).setup(|app| {
-            let config = app.section::<HelloConfig>("hello")?;
-            app.serve(HelloServer::new(Greeter { config }));
-            Ok(())
-        })
-    }
-}
+/// The hello service: the SDK's `hello` example itself (its `main` goes unused here).
+#[path = "../../shoal/examples/hello.rs"]
+#[allow(dead_code)]
+mod hello;

@@ -227,6 +227,16 @@ fn build(pkg: &Path, out: &Path) -> PathBuf {
     out.join(format!("{}-{}.tar.gz", field("name"), field("version")))
 }
 
+/// An agent on `dir/data` running `web` 1.0.0 on a free port.
+fn with_web(dir: &Scratch) -> (PathBuf, u16, Agent) {
+    let data = dir.0.join("data");
+    let port = free_port();
+    let agent = Agent::start(&data);
+    let v1 = web_package(&dir.0, "1.0.0", port, 0);
+    shoal_ok(&data, &["install", v1.to_str().unwrap()]);
+    (data, port, agent)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -424,16 +434,7 @@ fn a_killed_agent_leaves_services_running_and_the_next_adopts_them() {
         return;
     }
     let dir = Scratch::new("kill9");
-    let data = dir.0.join("data");
-    let port = free_port();
-    let agent = Agent::start(&data);
-    shoal_ok(
-        &data,
-        &[
-            "install",
-            web_package(&dir.0, "1.0.0", port, 0).to_str().unwrap(),
-        ],
-    );
+    let (data, port, agent) = with_web(&dir);
     let pid = app(&json(&data, &["ps"]), "web")["pid"].as_u64().unwrap();
 
     agent.kill9();
@@ -476,16 +477,7 @@ fn an_agent_killed_during_an_upgrade_comes_back_on_the_old_version() {
         return;
     }
     let dir = Scratch::new("killed-upgrade");
-    let data = dir.0.join("data");
-    let port = free_port();
-    let agent = Agent::start(&data);
-    shoal_ok(
-        &data,
-        &[
-            "install",
-            web_package(&dir.0, "1.0.0", port, 0).to_str().unwrap(),
-        ],
-    );
+    let (data, port, agent) = with_web(&dir);
 
     // 2.0.0's verify hook says it started, then waits: the agent is killed while it runs,
     // after the switch to 2.0.0.
@@ -629,6 +621,7 @@ fn a_crontab_runs_and_hostile_names_and_packages_are_refused() {
     let out = shoal(&data, &["install", evil.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out).contains("../../escaped"), "{}", text(&out));
+    assert!(!text(&out).contains("/incoming/"), "{}", text(&out));
     assert!(!data.join("apps/evil").exists());
     assert!(!dir.0.join("escaped").exists() && !data.join("escaped").exists());
     drop(agent);

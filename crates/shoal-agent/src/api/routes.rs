@@ -132,27 +132,14 @@ async fn install(
     // the app between versions.
     let worker = agent.clone();
     let done = tokio::spawn(async move {
-        let result = worker.install(&path, &sha256).await;
+        let result = worker
+            .install_as(&path, &sha256, "the uploaded archive")
+            .await;
         let _ = std::fs::remove_file(&path);
         result
     });
     let report = done.await.map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(report.map_err(uploaded)?))
-}
-
-/// An error about the upload names it as such, not by the agent's temporary file.
-fn uploaded(e: AgentError) -> AgentError {
-    match e {
-        AgentError::Invalid(message) => {
-            AgentError::Invalid(match message.split_once(".tar.gz: ") {
-                Some((temp, rest)) if temp.contains("/incoming/upload-") => {
-                    format!("the uploaded archive: {rest}")
-                }
-                _ => message,
-            })
-        }
-        other => other,
-    }
+    Ok(Json(report?))
 }
 
 /// Writes the request body to `file`, refusing more than `limit` bytes.

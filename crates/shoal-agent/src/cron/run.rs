@@ -19,6 +19,8 @@ use tokio::process::Child;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::supervise::sys;
+
 /// What to start.
 #[derive(Debug)]
 pub(super) struct Spec {
@@ -103,7 +105,7 @@ pub(super) fn spawn(spec: &Spec) -> io::Result<Spawned> {
     Ok(Spawned {
         child,
         pgid: Pid::from_raw(pid),
-        start_time: start_time(pid),
+        start_time: sys::stat(Pid::from_raw(pid)).ok().map(|s| s.start_time),
         output,
     })
 }
@@ -183,13 +185,8 @@ pub(super) fn is_ours(pgid: i32, start_time: Option<u64>) -> bool {
     let Some(start_time) = start_time else {
         return false;
     };
-    match std::fs::read_to_string(format!("/proc/{pgid}/stat")) {
-        Ok(stat) => {
-            let fields = stat_fields(&stat);
-            let group = fields.get(2).and_then(|f| f.parse::<i32>().ok());
-            let started = fields.get(19).and_then(|f| f.parse::<u64>().ok());
-            group == Some(pgid) && started == Some(start_time)
-        }
+    match sys::stat(Pid::from_raw(pgid)) {
+        Ok(stat) => stat.pgrp == pgid && stat.start_time == start_time,
         Err(_) => true,
     }
 }
@@ -222,20 +219,6 @@ async fn read_some(reader: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> io::R
         Some(r) => r.read(buf).await,
         None => std::future::pending().await,
     }
-}
-
-/// The start time of process `pid` in clock ticks after boot (field 22 of `/proc/PID/stat`).
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_fields(&stat).get(19)?.parse().ok()
-}
-
-/// The fields of `/proc/PID/stat` after the command name (which may hold spaces and
-/// parentheses), starting with the state (field 3).
-fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default()
 }
 
 /// The last `cap` bytes of output.
@@ -313,14 +296,5 @@ mod tests {
         check(4, &["aé€".as_bytes()], "€");
         check(5, &["aé€".as_bytes()], "é€");
         check(4, &[b"ab\xff"], "ab\u{fffd}");
-    }
-
-    #[test]
-    fn stat_fields_survive_odd_command_names() {
-        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 777 0";
-        let fields = stat_fields(stat);
-        assert_eq!(fields[0], "S");
-        assert_eq!(fields[2], "42");
-        assert_eq!(fields[19], "777");
     }
 }

@@ -121,7 +121,8 @@ mod program;
 mod spec;
 mod status;
 mod store;
-mod sys;
+/// `/proc` and process syscalls, also for the crontab runner and the installer.
+pub(crate) mod sys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -147,14 +148,6 @@ use self::process::{Outputs, Process};
 use self::program::{Cmd, Initial, Program, Shared, Slot};
 use self::store::{Goal, Row, Store};
 use crate::{DataDir, State};
-
-/// When process `pid` started, in clock ticks after boot (`/proc/PID/stat`); with the pid, what
-/// tells it from a later process that got the same pid. `None` when there is no such process.
-pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
-    sys::stat(nix::unistd::Pid::from_raw(pid as i32))
-        .ok()
-        .map(|stat| stat.start_time)
-}
 
 /// How long [`Supervisor::start`] waits for each program in `start_after` to be healthy.
 pub const START_AFTER_TIMEOUT: Duration = Duration::from_secs(60);
