@@ -75,21 +75,23 @@ impl Serialize for Sha256 {
     }
 }
 
-/// Hashes what passes through it, read or written.
-pub(crate) struct Hasher<T> {
+/// Hashes what passes through it, read or written (the agent's backups use it too).
+#[derive(Debug)]
+pub struct Hasher<T> {
     inner: T,
     hasher: sha2::Sha256,
 }
 
 impl<T> Hasher<T> {
-    pub(crate) fn new(inner: T) -> Hasher<T> {
+    pub fn new(inner: T) -> Hasher<T> {
         Hasher {
             inner,
             hasher: sha2::Sha256::new(),
         }
     }
 
-    pub(crate) fn finish(self) -> (T, Sha256) {
+    /// The inner reader or writer, and the digest of everything that passed.
+    pub fn finish(self) -> (T, Sha256) {
         (self.inner, Sha256(self.hasher.finalize().into()))
     }
 }

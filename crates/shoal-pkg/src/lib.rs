@@ -118,7 +118,7 @@ mod unpack;
 
 pub use archive::{ArchiveError, Limits, Rule, MAX_PATH_LEN};
 pub use build::{build, BuildError, Built};
-pub use digest::{BadDigest, Sha256};
+pub use digest::{BadDigest, Hasher, Sha256};
 pub use inspect::{inspect, Inspection};
 pub use manifest::units::format_size;
 pub use manifest::{Manifest, ManifestError, Version};

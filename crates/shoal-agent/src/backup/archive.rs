@@ -14,9 +14,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 use shoal_pkg::manifest::Name;
-use shoal_pkg::Sha256;
+use shoal_pkg::{Hasher, Sha256};
 use tar::{EntryType, Header};
 
 use super::{BackupError, INDEX};
@@ -107,10 +106,7 @@ pub(super) fn write(
         .create_new(true)
         .mode(0o600)
         .open(dest)?;
-    let hashing = HashWriter {
-        inner: BufWriter::new(file),
-        hasher: sha2::Sha256::new(),
-    };
+    let hashing = Hasher::new(BufWriter::new(file));
     let mut tar = tar::Builder::new(GzEncoder::new(hashing, Compression::default()));
     let index = serde_json::to_vec_pretty(&Index {
         app: app.to_string(),
@@ -126,16 +122,12 @@ pub(super) fn write(
     for root in &present {
         add_tree(&mut tar, app_dir, root, &mut notes)?;
     }
-    let hashing = tar.into_inner()?.finish()?;
-    let file = hashing
-        .inner
+    let (buffered, sha256) = tar.into_inner()?.finish()?.finish();
+    let file = buffered
         .into_inner()
         .map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
-    Ok(Written {
-        sha256: Sha256(hashing.hasher.finalize().into()),
-        notes,
-    })
+    Ok(Written { sha256, notes })
 }
 
 /// Whether `root` goes in the backup, or the note saying why not.
@@ -274,10 +266,7 @@ fn add_tree<W: Write>(
 /// Reads the archive in `file` into `staging`, checking every entry (see the module docs),
 /// and hashes the whole file on the way.
 pub(super) fn extract(file: File, staging: &Path, app: &Name) -> Result<Extracted, ExtractError> {
-    let mut hashing = HashReader {
-        inner: BufReader::new(file),
-        hasher: sha2::Sha256::new(),
-    };
+    let mut hashing = Hasher::new(BufReader::new(file));
     let roots = {
         let mut archive = tar::Archive::new(GzDecoder::new(&mut hashing));
         let mut entries = archive.entries().map_err(ExtractError::Read)?;
@@ -309,10 +298,8 @@ pub(super) fn extract(file: File, staging: &Path, app: &Name) -> Result<Extracte
     };
     // The rest of the file (the gzip trailer, anything after it) completes the digest.
     io::copy(&mut hashing, &mut io::sink()).map_err(ExtractError::Read)?;
-    Ok(Extracted {
-        roots,
-        sha256: Sha256(hashing.hasher.finalize().into()),
-    })
+    let (_, sha256) = hashing.finish();
+    Ok(Extracted { roots, sha256 })
 }
 
 /// Makes every directory below `dir` (not through symlinks) writable by its owner, so that
@@ -703,36 +690,6 @@ impl<R: Read> Read for Exactly<R> {
             self.padded += n as u64;
         }
         self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-struct HashWriter<W> {
-    inner: W,
-    hasher: sha2::Sha256,
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-struct HashReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: Read> Read for HashReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }

@@ -298,19 +298,10 @@ impl StoredSpec {
 
     fn decode(name: &str, json: &str) -> Result<ProgramSpec, String> {
         let s: StoredSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        let stop_signal = [
-            StopSignal::Term,
-            StopSignal::Int,
-            StopSignal::Quit,
-            StopSignal::Hup,
-            StopSignal::Usr1,
-            StopSignal::Usr2,
-            StopSignal::Winch,
-            StopSignal::Kill,
-        ]
-        .into_iter()
-        .find(|sig| sig.name() == s.stop_signal)
-        .ok_or_else(|| format!("unknown stop signal {:?}", s.stop_signal))?;
+        let stop_signal = StopSignal::ALL
+            .into_iter()
+            .find(|sig| sig.name() == s.stop_signal)
+            .ok_or_else(|| format!("unknown stop signal {:?}", s.stop_signal))?;
         let restart = [Restart::Always, Restart::OnFailure, Restart::Never]
             .into_iter()
             .find(|r| r.as_str() == s.restart)

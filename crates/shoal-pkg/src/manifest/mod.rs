@@ -219,7 +219,8 @@ pub enum StopSignal {
 }
 
 impl StopSignal {
-    pub(crate) const ALL: [StopSignal; 8] = [
+    /// Every signal a program may ask to be stopped with.
+    pub const ALL: [StopSignal; 8] = [
         StopSignal::Term,
         StopSignal::Int,
         StopSignal::Quit,
