@@ -177,7 +177,9 @@ impl ClientBuilder {
             }
             Some(_) if !self.endpoints.is_empty() => {
                 return Err(Error::Config(
-                    "a client takes its endpoints from a list or from discovery, not both".into(),
+                    "a client takes its endpoints from a list (endpoint, endpoints, \
+                     endpoints_file) or from discover, not both; give it one of them"
+                        .into(),
                 ));
             }
             Some(Sets(sets)) => {
@@ -234,45 +236,6 @@ impl ClientBuilder {
         match last {
             Some(e) if endpoints.len() == 1 => Err(e),
             _ => Ok(client),
-        }
-    }
-}
-
-/// The stream of sets a [`Discover`] gave the builder.
-struct Sets(BoxStream<'static, Result<EndpointSet, Error>>);
-
-impl fmt::Debug for Sets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sets(..)")
-    }
-}
-
-/// Takes each set `sets` gives into `pool` until the source ends or the client is dropped.
-async fn follow(
-    pool: Arc<Pool>,
-    mut sets: BoxStream<'static, Result<EndpointSet, Error>>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            next = sets.next() => next,
-        };
-        let Some(next) = next else {
-            debug!("endpoint discovery ended; the client keeps its last set");
-            return;
-        };
-        match next.and_then(|set| pool.replace(set)) {
-            Ok(changed) if changed.added.is_empty() && changed.removed.is_empty() => {
-                debug!("endpoint set replaced, same servers");
-            }
-            Ok(changed) => {
-                info!(added = ?changed.added, removed = ?changed.removed, "endpoint set changed");
-            }
-            Err(error) => {
-                warn!(%error, "endpoint set not taken; the client keeps its last one");
-                pool.report(&error);
-            }
         }
     }
 }
@@ -365,9 +328,11 @@ impl Client {
         // by identity, not position.
         let mut tried: Vec<Endpoint> = Vec::new();
         let mut failures = 0;
+        let mut waited = false;
         let mut last = None;
         loop {
-            let first = tried.is_empty();
+            // The clock read at the start is still fresh: no attempt or wait came between.
+            let first = tried.is_empty() && !waited;
             let now = if first {
                 Now::at(start)
             } else {
@@ -378,6 +343,7 @@ impl Client {
                 Picked::None => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
                 Picked::NoSet => {
                     inner.pool.first_set(deadline, timeout).await?;
+                    waited = true;
                     continue;
                 }
             };
@@ -651,5 +617,44 @@ impl ClientInner {
         peer.negotiate(CONNECT_TIMEOUT.min(self.timeout)).await;
         ep.keep(&peer);
         Ok(peer)
+    }
+}
+
+/// The stream of sets a [`Discover`] gave the builder.
+struct Sets(BoxStream<'static, Result<EndpointSet, Error>>);
+
+impl fmt::Debug for Sets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sets(..)")
+    }
+}
+
+/// Takes each set `sets` gives into `pool` until the source ends or the client is dropped.
+async fn follow(
+    pool: Arc<Pool>,
+    mut sets: BoxStream<'static, Result<EndpointSet, Error>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = sets.next() => next,
+        };
+        let Some(next) = next else {
+            debug!("endpoint discovery ended; the client keeps its last set");
+            return;
+        };
+        match next.and_then(|set| pool.replace(set)) {
+            Ok(changed) if changed.added.is_empty() && changed.removed.is_empty() => {
+                debug!("endpoint set replaced, same servers");
+            }
+            Ok(changed) => {
+                info!(added = ?changed.added, removed = ?changed.removed, "endpoint set changed");
+            }
+            Err(error) => {
+                warn!(%error, "endpoint set not taken; the client keeps its last one");
+                pool.report(&error);
+            }
+        }
     }
 }

@@ -184,8 +184,8 @@ impl Pool {
                     "no endpoint set yet: discovery gave none within {timeout:?}"
                 )))
             }
-            // The sender lives in this pool, which `self` keeps alive.
-            Ok(Err(_)) => unreachable!("the pool holds its own sender"),
+            // Only when the sender is gone, and this pool holds it.
+            Ok(Err(_)) => return Err(Error::Unavailable("the client is closed".into())),
             Ok(Ok(state)) => state,
         };
         match (&state.members, &state.error) {
@@ -290,5 +290,102 @@ impl Deref for Endpoint {
 impl AsRef<Load> for Endpoint {
     fn as_ref(&self) -> &Load {
         &self.0.load
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::Balance;
+
+    fn set(balance: Balance, addrs: &[&str]) -> EndpointSet {
+        EndpointSet {
+            balance,
+            endpoints: addrs
+                .iter()
+                .map(|a| EndpointConfig::new(a.parse().unwrap()))
+                .collect(),
+        }
+    }
+
+    fn addrs(pool: &Pool) -> Vec<String> {
+        pool.endpoints()
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_new_set_keeps_the_servers_that_stay_and_retires_the_others() {
+        let pool = Pool::new(None);
+        pool.replace(set(Balance::HashRing, &["a:1", "b:1", "c:1"]))
+            .unwrap();
+        let old = pool.endpoints();
+        let changed = pool
+            .replace(set(Balance::HashRing, &["b:1", "d:1", "a:1"]))
+            .unwrap();
+        assert_eq!(changed.added, ["d:1"]);
+        assert_eq!(changed.removed, ["c:1"]);
+        let new = pool.endpoints();
+        assert_eq!(addrs(&pool), ["b:1", "d:1", "a:1"]);
+        assert!(
+            Arc::ptr_eq(&new[0].0, &old[1].0),
+            "b:1 is the same endpoint"
+        );
+        assert!(
+            Arc::ptr_eq(&new[2].0, &old[0].0),
+            "a:1 is the same endpoint"
+        );
+        assert!(old[2].is_retired(), "c:1 is retired");
+        assert!(!new.iter().any(Endpoint::is_retired));
+    }
+
+    #[test]
+    fn a_set_that_cannot_be_balanced_is_refused_and_the_last_one_stays() {
+        let pool = Pool::new(Some(RouteKey::from("user:1")));
+        let err = pool.replace(set(Balance::RoundRobin, &[])).unwrap_err();
+        assert!(err.to_string().contains("at least one endpoint"), "{err}");
+        pool.replace(set(Balance::RoundRobin, &["a:1"])).unwrap();
+        let kept = pool.endpoints();
+
+        let err = pool
+            .replace(set(Balance::RoundRobin, &["a:1", "a:1"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("a:1 is listed twice"), "{err}");
+        // A text key pinned at build time cannot route shard calls.
+        let mut shard = set(Balance::Shard { count: 1 }, &["b:1"]);
+        shard.endpoints[0].shard = Some((0, 0));
+        let err = pool.replace(shard).unwrap_err();
+        assert!(err.to_string().contains("integer key"), "{err}");
+
+        assert_eq!(addrs(&pool), ["a:1"]);
+        assert!(Arc::ptr_eq(&pool.endpoints()[0].0, &kept[0].0));
+        assert!(!kept[0].is_retired());
+    }
+
+    #[tokio::test]
+    async fn calls_before_the_first_set_wait_for_it_or_fail_with_the_sources_error() {
+        let pool = Pool::new(None);
+        let soon = Instant::now() + Duration::from_secs(10);
+        assert!(matches!(
+            pool.pick(None, &[], &Now::default()),
+            Ok(Picked::NoSet)
+        ));
+        pool.report(&Error::Config(
+            "clients.toml:3: endpoint[0].weight: bad".into(),
+        ));
+        let err = pool.first_set(soon, Duration::from_secs(10)).await;
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("no endpoint set yet: clients.toml:3"), "{err}");
+
+        pool.replace(set(Balance::RoundRobin, &["a:1"])).unwrap();
+        pool.first_set(soon, Duration::from_secs(10)).await.unwrap();
+        // Once there is a set, a later error does not hide it.
+        pool.report(&Error::Config("clients.toml:1: broken".into()));
+        pool.first_set(soon, Duration::from_secs(10)).await.unwrap();
+        assert!(matches!(
+            pool.pick(None, &[], &Now::default()),
+            Ok(Picked::One(..))
+        ));
     }
 }
