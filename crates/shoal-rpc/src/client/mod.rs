@@ -340,7 +340,7 @@ impl Client {
             };
             let (ep, pick) = match inner.pool.pick(key, &tried, &now)? {
                 Picked::One(ep, pick) => (ep, pick),
-                Picked::None => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
+                Picked::Exhausted => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
                 Picked::NoSet => {
                     inner.pool.first_set(deadline, timeout).await?;
                     waited = true;
@@ -448,7 +448,7 @@ impl Client {
         loop {
             let (ep, pick) = match inner.pool.pick(key, &tried, &Now::default())? {
                 Picked::One(ep, pick) => (ep, pick),
-                Picked::None => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
+                Picked::Exhausted => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
                 Picked::NoSet => {
                     let timeout = opts.timeout.unwrap_or(inner.timeout);
                     inner

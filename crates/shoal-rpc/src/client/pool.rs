@@ -59,7 +59,7 @@ pub(super) struct EndpointState {
 pub(super) enum Picked {
     One(Endpoint, Pick),
     /// Every candidate has been tried.
-    None,
+    Exhausted,
     /// No endpoint set has arrived yet.
     NoSet,
 }
@@ -161,7 +161,7 @@ impl Pool {
         };
         Ok(match members.picker.pick(eps, key, &tried, now)? {
             Some(pick) => Picked::One(eps[pick.index].clone(), pick),
-            None => Picked::None,
+            None => Picked::Exhausted,
         })
     }
 
