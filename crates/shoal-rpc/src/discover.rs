@@ -21,14 +21,28 @@
 //! - `tokio::sync::watch::Receiver<EndpointSet>`: whatever the sending side sets, for a
 //!   source inside the program (the center's feed, tests).
 //!
+//! ```no_run
+//! # async fn example() -> Result<(), shoal_rpc::Error> {
+//! use shoal_rpc::discover::FileWatch;
+//! use shoal_rpc::Client;
+//!
+//! let client = Client::builder()
+//!     .discover(&FileWatch::new("/etc/shop/clients.toml"))
+//!     .connect()
+//!     .await?;
+//! let total: i64 = client.call("add", &(1, 2)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Watching a file
 //!
 //! [`FileWatch`] reads the whole file every [`FileWatch::interval`] (1 s unless set) on the
 //! blocking pool and compares its bytes with the last read; only different bytes are parsed,
 //! and only a set different from the last one is yielded. A file that turns bad (unreadable,
-//! or not a valid endpoint file) yields one error naming the file and, when it parses, the
-//! line and key at fault, then nothing until its bytes change again; the client keeps the last
-//! good set meanwhile.
+//! or not a valid endpoint file) yields one error naming the file and, for a file that could
+//! be read, the line and key at fault, then nothing until its bytes change again; the client
+//! keeps the last good set meanwhile.
 //!
 //! Polling was chosen over file-system notifications: inotify needs a new dependency, and
 //! sees the common ways of replacing such a file (an editor's or a deploy tool's rename over

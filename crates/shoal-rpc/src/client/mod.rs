@@ -117,7 +117,8 @@ impl ClientBuilder {
     /// to their deadline); on each new set the picker is rebuilt, servers that stay keep
     /// their connection and calls in flight, servers that leave are drained (calls already
     /// on them are answered, then the connection closes) and new ones are connected on first
-    /// use. A set that cannot be balanced is logged and the last one stays.
+    /// use. A set that cannot be balanced is logged and the last one stays. Each set
+    /// carries its own balancing: [`balance`](Self::balance) does not apply.
     pub fn discover(mut self, source: &impl Discover) -> Self {
         self.discover = Some(Sets(Box::pin(source.watch())));
         self
