@@ -48,7 +48,7 @@ pub(super) struct Endpoint(Arc<EndpointState>);
 #[derive(Debug)]
 pub(super) struct EndpointState {
     pub(super) addr: Addr,
-    pub(super) peer: Mutex<Option<Peer>>,
+    peer: Mutex<Option<Peer>>,
     pub(super) connecting: tokio::sync::Mutex<()>,
     pub(super) load: Load,
     /// No set lists this server any more: no connection is made to it again.
