@@ -352,6 +352,12 @@ impl Peer {
         self.inner.pending.lock().unwrap().len()
     }
 
+    /// Takes no new calls and closes once the calls made are answered, as if the other end
+    /// had sent `shoal.goaway`: how a client lets go of a server its endpoint set dropped.
+    pub(crate) fn drain(&self) {
+        self.inner.start_draining();
+    }
+
     /// Stops the connection: no more reading; queued frames are flushed first.
     pub fn close(&self) {
         self.inner.out.close();

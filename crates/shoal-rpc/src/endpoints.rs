@@ -1,5 +1,5 @@
-//! Static endpoint lists: the servers a client calls, with their balancing, read from a TOML
-//! file.
+//! Endpoint sets: the servers a client calls, with their balancing, as one value that
+//! discovery ([`crate::discover`]) hands a client whole, and the TOML file that writes one down.
 //!
 //! # Format
 //!
@@ -45,22 +45,22 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use crate::balance::{Balance, Invalid, Picker, MAX_WEIGHT};
-use crate::client::EndpointConfig;
+use crate::endpoint::{EndpointConfig, RouteKey};
 use crate::error::Error;
 use crate::transport::Addr;
 
-/// The contents of an endpoint file, checked: what [`crate::ClientBuilder::endpoints_file`]
-/// gives a client.
+/// The servers a client calls and how it balances over them: the contents of an endpoint file,
+/// checked, or one item of a [`Discover`](crate::Discover) stream.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EndpointsFile {
+pub struct EndpointSet {
     pub balance: Balance,
     /// In file order.
     pub endpoints: Vec<EndpointConfig>,
 }
 
-impl EndpointsFile {
+impl EndpointSet {
     /// Reads and checks the endpoint file at `path`. Reads synchronously: meant for startup.
-    pub fn load(path: impl AsRef<Path>) -> Result<EndpointsFile, Error> {
+    pub fn load(path: impl AsRef<Path>) -> Result<EndpointSet, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("read endpoint file {}", path.display()), e))?;
@@ -70,7 +70,7 @@ impl EndpointsFile {
     /// Like [`load`](Self::load), but a file without a `balance` key balances by `default`
     /// instead of round robin (a generated client's default, e.g. its IDL's `hashring`). Only
     /// the strategy is taken from `default`: a shard count still comes from the file.
-    pub fn load_or(path: impl AsRef<Path>, default: &Balance) -> Result<EndpointsFile, Error> {
+    pub fn load_or(path: impl AsRef<Path>, default: &Balance) -> Result<EndpointSet, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("read endpoint file {}", path.display()), e))?;
@@ -78,12 +78,12 @@ impl EndpointsFile {
     }
 
     /// Checks endpoint-file `text`; `origin` (usually the file's path) starts every error.
-    pub fn parse(text: &str, origin: &str) -> Result<EndpointsFile, Error> {
+    pub fn parse(text: &str, origin: &str) -> Result<EndpointSet, Error> {
         Self::parse_or(text, origin, &Balance::RoundRobin)
     }
 
     /// Like [`parse`](Self::parse), with `default` for a file that has no `balance` key.
-    pub fn parse_or(text: &str, origin: &str, default: &Balance) -> Result<EndpointsFile, Error> {
+    pub fn parse_or(text: &str, origin: &str, default: &Balance) -> Result<EndpointSet, Error> {
         let at = Locator { text, origin };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().replace('\n', "; ");
@@ -102,9 +102,11 @@ impl EndpointsFile {
         for (i, table) in raw.endpoint.iter().enumerate() {
             endpoints.push(endpoint(i, table, &at)?);
         }
-        // The checks every client makes at build time, pointed at the file's lines.
-        Picker::new(balance.clone(), endpoints.clone()).map_err(|e| at.invalid(&raw, e))?;
-        Ok(EndpointsFile { balance, endpoints })
+        // The checks every client makes at build time, pointed at the file's lines (the key
+        // only routes calls, which this picker never makes).
+        Picker::new(balance.clone(), endpoints.clone(), RouteKey::Int(0))
+            .map_err(|e| at.invalid(&raw, e))?;
+        Ok(EndpointSet { balance, endpoints })
     }
 }
 
@@ -325,10 +327,10 @@ mod tests {
 
     fn check_ok(text: &str, balance: Balance, endpoints: &[EndpointConfig]) {
         let got =
-            EndpointsFile::parse(text, "clients.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+            EndpointSet::parse(text, "clients.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(
             got,
-            EndpointsFile {
+            EndpointSet {
                 balance,
                 endpoints: endpoints.to_vec()
             },
@@ -337,7 +339,7 @@ mod tests {
     }
 
     fn check_err(text: &str, expected: &str) {
-        match EndpointsFile::parse(text, "clients.toml") {
+        match EndpointSet::parse(text, "clients.toml") {
             Ok(got) => panic!("accepted {got:?}\n{text}"),
             Err(e) => assert!(
                 e.to_string().contains(expected),
@@ -349,16 +351,16 @@ mod tests {
     #[test]
     fn a_file_without_balance_takes_the_default() {
         let text = "[[endpoint]]\naddr = \"a:1\"\n";
-        let file = EndpointsFile::parse_or(text, "clients.toml", &Balance::HashRing).unwrap();
+        let file = EndpointSet::parse_or(text, "clients.toml", &Balance::HashRing).unwrap();
         assert_eq!(file.balance, Balance::HashRing);
         let said = "balance = \"round_robin\"\n[[endpoint]]\naddr = \"a:1\"\n";
-        let file = EndpointsFile::parse_or(said, "clients.toml", &Balance::HashRing).unwrap();
+        let file = EndpointSet::parse_or(said, "clients.toml", &Balance::HashRing).unwrap();
         assert_eq!(file.balance, Balance::RoundRobin);
         let shard = "shard_count = 2\n[[endpoint]]\naddr = \"a:1\"\nshard = [0, 1]\n";
         let file =
-            EndpointsFile::parse_or(shard, "clients.toml", &Balance::Shard { count: 0 }).unwrap();
+            EndpointSet::parse_or(shard, "clients.toml", &Balance::Shard { count: 0 }).unwrap();
         assert_eq!(file.balance, Balance::Shard { count: 2 });
-        let e = EndpointsFile::parse_or(text, "clients.toml", &Balance::Shard { count: 0 })
+        let e = EndpointSet::parse_or(text, "clients.toml", &Balance::Shard { count: 0 })
             .unwrap_err()
             .to_string();
         assert!(
@@ -458,7 +460,7 @@ backup = "10.0.0.1:3000"
 
     #[test]
     fn load_names_a_missing_file() {
-        let err = EndpointsFile::load("/nonexistent/clients.toml").unwrap_err();
+        let err = EndpointSet::load("/nonexistent/clients.toml").unwrap_err();
         assert!(
             err.to_string()
                 .contains("read endpoint file /nonexistent/clients.toml"),

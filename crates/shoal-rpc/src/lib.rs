@@ -1,11 +1,14 @@
 //! MessagePack-RPC for shoal: the wire codec, connections where either side may call, a server
-//! with tower middleware, and a multiplexed client with balancing over endpoints.
+//! with tower middleware, and a multiplexed client with balancing over endpoints that discovery
+//! may change while it runs.
 
 pub mod balance;
 pub mod blocking;
 pub mod client;
 pub mod codec;
 pub mod conn;
+pub mod discover;
+pub mod endpoint;
 pub mod endpoints;
 pub mod error;
 pub mod extensions;
@@ -15,9 +18,11 @@ pub mod service;
 pub mod transport;
 
 pub use balance::Balance;
-pub use client::{CallOptions, Client, ClientBuilder, EndpointConfig, EndpointStatus, RouteKey};
+pub use client::{CallOptions, Client, ClientBuilder};
 pub use conn::Peer;
-pub use endpoints::EndpointsFile;
+pub use discover::Discover;
+pub use endpoint::{EndpointConfig, EndpointStatus, RouteKey};
+pub use endpoints::EndpointSet;
 pub use error::{codes, Error, RemoteError, RpcError};
 pub use extensions::Extensions;
 pub use rmpv::Value;

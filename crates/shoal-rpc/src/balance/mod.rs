@@ -84,8 +84,9 @@ mod tests;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use crate::client::{Endpoint, EndpointConfig, RouteKey};
+use crate::endpoint::{EndpointConfig, RouteKey};
 use crate::error::Error;
 
 pub(crate) use self::health::{Admission, Health, Now};
@@ -166,7 +167,16 @@ impl From<Invalid> for Error {
     }
 }
 
-/// The balancing state of one client.
+/// What balancing reads and updates of one endpoint: whether it is in service, and how many
+/// calls it has in flight. The client keeps one per server, for as long as any endpoint set
+/// lists it, so a rebuilt picker sees the same health and load.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    pub(crate) health: Mutex<Health>,
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// The balancing state of one client over one endpoint set.
 #[derive(Debug)]
 pub(crate) struct Picker {
     strategy: Strategy,
@@ -199,9 +209,12 @@ pub(crate) struct Pick {
 impl Picker {
     /// Validates `endpoints` for `balance`; returns the picker and the endpoints to connect
     /// to, which are `endpoints` followed by any shard backup not listed among them.
+    /// `own_key` routes `hashring` calls that carry no key: the client draws it once, so
+    /// its calls stay on one server across rebuilt pickers.
     pub(crate) fn new(
         balance: Balance,
         mut endpoints: Vec<EndpointConfig>,
+        own_key: RouteKey,
     ) -> Result<(Picker, Vec<EndpointConfig>), Invalid> {
         check_endpoints(&balance, &endpoints)?;
         let weights = || {
@@ -222,10 +235,7 @@ impl Picker {
                         .map(String::as_str)
                         .zip(endpoints.iter().map(|e| e.weight)),
                 );
-                Strategy::HashRing {
-                    ring,
-                    own_key: RouteKey::Int(fastrand::u64(..)),
-                }
+                Strategy::HashRing { ring, own_key }
             }
             Balance::Shard { count } => Strategy::Shard(Shards::new(count, &mut endpoints)?),
         };
@@ -249,10 +259,10 @@ impl Picker {
     }
 
     /// The endpoint for the next attempt of a call, never one in `tried`; `None` when every
-    /// candidate has been tried.
-    pub(crate) fn pick(
+    /// candidate has been tried. `endpoints` are the ones [`Picker::new`] returned, in order.
+    pub(crate) fn pick<E: AsRef<Load>>(
         &self,
-        endpoints: &[Endpoint],
+        endpoints: &[E],
         key: Option<&RouteKey>,
         tried: &[usize],
         now: &Now,
@@ -348,17 +358,17 @@ fn turns(weights: &[u64]) -> Vec<usize> {
         .collect()
 }
 
-fn least_pending(
-    endpoints: &[Endpoint],
+fn least_pending<E: AsRef<Load>>(
+    endpoints: &[E],
     weights: &[u64],
     tried: &[usize],
     now: &Now,
 ) -> Option<Pick> {
     let n = endpoints.len();
     let fresh = |i: &usize| !tried.contains(i);
-    let usable = |i: usize| fresh(&i) && endpoints[i].health.lock().unwrap().usable(now);
+    let usable = |i: usize| fresh(&i) && endpoints[i].as_ref().health.lock().unwrap().usable(now);
     let lighter = |a: usize, b: usize| {
-        let load = |i: usize| endpoints[i].in_flight.load(Ordering::Relaxed) as u64;
+        let load = |i: usize| endpoints[i].as_ref().in_flight.load(Ordering::Relaxed) as u64;
         // Fewer calls per unit of weight; compared by cross-multiplying to stay in integers.
         if load(b) * weights[a] < load(a) * weights[b] {
             b
@@ -393,22 +403,27 @@ fn least_pending(
 }
 
 /// The first of `order` that lets a call through.
-fn admit_first(
-    endpoints: &[Endpoint],
+fn admit_first<E: AsRef<Load>>(
+    endpoints: &[E],
     order: impl Iterator<Item = usize>,
     now: &Now,
 ) -> Option<Pick> {
     order.into_iter().find_map(|index| {
-        let admission = endpoints[index].health.lock().unwrap().admit(now)?;
+        let admission = endpoints[index]
+            .as_ref()
+            .health
+            .lock()
+            .unwrap()
+            .admit(now)?;
         Some(Pick { index, admission })
     })
 }
 
 /// Among `order`, all of them ejected, the one whose backoff ends first (the earliest in
 /// `order` on a tie).
-fn forced(endpoints: &[Endpoint], order: impl Iterator<Item = usize>) -> Option<Pick> {
+fn forced<E: AsRef<Load>>(endpoints: &[E], order: impl Iterator<Item = usize>) -> Option<Pick> {
     order
-        .min_by_key(|&i| endpoints[i].health.lock().unwrap().retry_at())
+        .min_by_key(|&i| endpoints[i].as_ref().health.lock().unwrap().retry_at())
         .map(|index| Pick {
             index,
             admission: Admission::Forced,

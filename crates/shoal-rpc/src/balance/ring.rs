@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::client::RouteKey;
+use crate::endpoint::RouteKey;
 
 /// Points on the ring per unit of weight.
 pub const POINTS_PER_WEIGHT: u32 = 512;

@@ -1,7 +1,7 @@
 //! `shard` balancing: `key % count` falls in exactly one endpoint's inclusive range
 //! `[begin, end]`, served by that endpoint or, while it is down, by its backup.
 
-use crate::client::EndpointConfig;
+use crate::endpoint::EndpointConfig;
 
 use super::Invalid;
 

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 
 use super::health::{Now, BACKOFF_MAX, BACKOFF_MIN};
 use super::{
-    key_hash, point, turns, Admission, Balance, Health, Pick, Picker, Ring, POINTS_PER_WEIGHT,
+    key_hash, point, turns, Admission, Balance, Health, Load, Pick, Picker, Ring, POINTS_PER_WEIGHT,
 };
-use crate::client::{Endpoint, EndpointConfig, RouteKey};
+use crate::endpoint::{EndpointConfig, RouteKey};
 use crate::transport::Addr;
 
 /// Hashes of the integer keys `0..100_000`, computed once for every property case.
@@ -23,19 +23,46 @@ fn config(addr: &str) -> EndpointConfig {
     EndpointConfig::new(addr.parse().unwrap())
 }
 
-fn picker(balance: Balance, configs: Vec<EndpointConfig>) -> (Picker, Vec<Endpoint>) {
-    let (picker, configs) =
-        Picker::new(balance, configs).unwrap_or_else(|e| panic!("{}", e.message));
-    (picker, configs.into_iter().map(Endpoint::new).collect())
+/// An endpoint as the picker sees it, with the configuration it came from.
+struct Ep {
+    config: EndpointConfig,
+    load: Load,
 }
 
-fn eject(ep: &Endpoint, now: Instant) {
+impl std::ops::Deref for Ep {
+    type Target = Load;
+
+    fn deref(&self) -> &Load {
+        &self.load
+    }
+}
+
+impl AsRef<Load> for Ep {
+    fn as_ref(&self) -> &Load {
+        &self.load
+    }
+}
+
+fn picker(balance: Balance, configs: Vec<EndpointConfig>) -> (Picker, Vec<Ep>) {
+    let (picker, configs) = Picker::new(balance, configs, RouteKey::Int(fastrand::u64(..)))
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    let eps = configs
+        .into_iter()
+        .map(|config| Ep {
+            config,
+            load: Load::default(),
+        })
+        .collect();
+    (picker, eps)
+}
+
+fn eject(ep: &Load, now: Instant) {
     ep.health.lock().unwrap().failed(now);
 }
 
 fn pick(
     p: &Picker,
-    eps: &[Endpoint],
+    eps: &[Ep],
     key: Option<RouteKey>,
     tried: &[usize],
     now: Instant,
@@ -441,7 +468,7 @@ fn bad_endpoint_lists_are_refused_naming_the_address() {
         ),
     ];
     for (balance, configs, expected) in cases {
-        let err = Picker::new(balance.clone(), configs).unwrap_err();
+        let err = Picker::new(balance.clone(), configs, RouteKey::Int(0)).unwrap_err();
         assert!(
             err.message.contains(expected),
             "{balance}: {}\n  does not contain: {expected}",

@@ -27,6 +27,8 @@ pub struct Probe {
     /// Set when a `hold` handler's future was dropped before finishing.
     pub dropped: Notify,
     pub deadlines: Mutex<Vec<Option<Duration>>>,
+    /// The server's end of each connection a `hold` call came on, in arrival order.
+    pub held_on: Mutex<Vec<shoal_rpc::Peer>>,
 }
 
 pub struct TestService(pub Arc<Probe>);
@@ -98,6 +100,9 @@ impl Dispatch for TestService {
                     let mut args = Args::new("hold", params, 1)?;
                     let x: Value = args.next("x")?;
                     let mut guard = DropSignal(probe.clone(), false);
+                    if let Some(peer) = ctx.peer() {
+                        probe.held_on.lock().unwrap().push(peer.clone());
+                    }
                     let (tx, rx) = oneshot::channel();
                     probe.gates.lock().unwrap().push(tx);
                     probe.entered.notify_one();

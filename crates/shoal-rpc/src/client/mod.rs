@@ -1,11 +1,17 @@
 //! The client: one multiplexed connection per endpoint, a deadline on every call, reconnection
-//! with backoff, and balancing over several endpoints (see [`crate::balance`]).
+//! with backoff, and balancing over several endpoints (see [`crate::balance`]), which may come
+//! and go while it runs (see [`crate::discover`]).
 
+mod pool;
+
+use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use rmpv::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,10 +19,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
+use tracing::{debug, info, warn};
 
-use crate::balance::{Admission, Balance, Health, Now, Pick, Picker};
+use self::pool::{Endpoint, Picked, Pool};
+use crate::balance::{Admission, Balance, Now, Pick};
 use crate::conn::{self, ConnConfig, Handler, Peer};
-use crate::endpoints::EndpointsFile;
+use crate::discover::Discover;
+use crate::endpoint::{EndpointConfig, EndpointStatus, RouteKey};
+use crate::endpoints::EndpointSet;
 use crate::error::Error;
 use crate::service::{Dispatch, Router};
 use crate::transport::{self, Addr, ClientTls};
@@ -25,33 +35,6 @@ use crate::transport::{self, Addr, ClientTls};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for a connection to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The key a call is routed by, for `hashring` and `shard` balancing. On the ring an `Int`
-/// hashes as its decimal digits and a `Text` as its UTF-8 bytes, so `Int(42)` and
-/// `Text("42")` meet the same server (see [`crate::balance::Ring`]); `shard` takes only `Int`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RouteKey {
-    Int(u64),
-    Text(String),
-}
-
-impl From<u64> for RouteKey {
-    fn from(v: u64) -> Self {
-        RouteKey::Int(v)
-    }
-}
-
-impl From<&str> for RouteKey {
-    fn from(v: &str) -> Self {
-        RouteKey::Text(v.to_owned())
-    }
-}
-
-impl From<String> for RouteKey {
-    fn from(v: String) -> Self {
-        RouteKey::Text(v)
-    }
-}
 
 /// Per-call options; typed clients keep one and pass it on every call.
 #[derive(Debug, Clone, Default)]
@@ -64,33 +47,12 @@ pub struct CallOptions {
     pub idempotent: bool,
 }
 
-/// One server a client may call, with its balancing weight and shard range.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EndpointConfig {
-    pub addr: Addr,
-    pub weight: u32,
-    /// Inclusive range of `key % shard_count` served here (shard balancing).
-    pub shard: Option<(u64, u64)>,
-    /// Where shard calls go when this endpoint is down.
-    pub backup: Option<Addr>,
-}
-
-impl EndpointConfig {
-    pub fn new(addr: Addr) -> Self {
-        Self {
-            addr,
-            weight: 1,
-            shard: None,
-            backup: None,
-        }
-    }
-}
-
 /// Builds a [`Client`].
 #[derive(Debug)]
 pub struct ClientBuilder {
     endpoints: Vec<EndpointConfig>,
     balance: Balance,
+    discover: Option<Sets>,
     timeout: Duration,
     pinned: Option<RouteKey>,
     retries: usize,
@@ -104,6 +66,7 @@ impl Default for ClientBuilder {
         Self {
             endpoints: Vec::new(),
             balance: Balance::RoundRobin,
+            discover: None,
             timeout: DEFAULT_TIMEOUT,
             pinned: None,
             retries: 2,
@@ -131,21 +94,34 @@ impl ClientBuilder {
     }
 
     /// Adds the endpoints of an endpoint file (see [`crate::endpoints`]) and takes its
-    /// balancing. Reads the file synchronously: meant for startup.
+    /// balancing. Reads the file synchronously, once: meant for startup (to follow the file
+    /// as it changes, use [`discover`](Self::discover) with a [`crate::discover::FileWatch`]).
     pub fn endpoints_file(self, path: impl AsRef<Path>) -> Result<Self, Error> {
-        let file = EndpointsFile::load(path)?;
+        let file = EndpointSet::load(path)?;
         Ok(self.endpoints(file.endpoints).balance(file.balance))
     }
 
     /// Like [`endpoints_file`](Self::endpoints_file), balancing by `default` when the file
-    /// does not say (see [`EndpointsFile::load_or`]).
+    /// does not say (see [`EndpointSet::load_or`]).
     pub fn endpoints_file_or(
         self,
         path: impl AsRef<Path>,
         default: &Balance,
     ) -> Result<Self, Error> {
-        let file = EndpointsFile::load_or(path, default)?;
+        let file = EndpointSet::load_or(path, default)?;
         Ok(self.endpoints(file.endpoints).balance(file.balance))
+    }
+
+    /// Takes endpoints and balancing from `source`, following each set it gives while the
+    /// client runs, instead of a fixed list: calls made before the first set wait for it (up
+    /// to their deadline); on each new set the picker is rebuilt, servers that stay keep
+    /// their connection and calls in flight, servers that leave are drained (calls already
+    /// on them are answered, then the connection closes) and new ones are connected on first
+    /// use. A set that cannot be balanced is logged and the last one stays. Each set
+    /// carries its own balancing: [`balance`](Self::balance) does not apply.
+    pub fn discover(mut self, source: &impl Discover) -> Self {
+        self.discover = Some(Sets(Box::pin(source.watch())));
+        self
     }
 
     /// Default deadline of each call.
@@ -185,48 +161,81 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    /// The client, connecting lazily on first use.
+    /// The client, connecting lazily on first use. A client with [`discover`](Self::discover)
+    /// must be built inside a tokio runtime: it follows its source on a task of its own.
     pub fn build(self) -> Result<Client, Error> {
-        if self.endpoints.is_empty() {
-            return Err(Error::Config("a client needs at least one endpoint".into()));
-        }
-        let (picker, endpoints) = Picker::new(self.balance, self.endpoints)?;
-        if let Some(key) = &self.pinned {
-            picker.check_key(key)?;
-        }
+        let pool = Arc::new(Pool::new(self.pinned.clone()));
+        let sets = match self.discover {
+            None if self.endpoints.is_empty() => {
+                return Err(Error::Config("a client needs at least one endpoint".into()));
+            }
+            None => {
+                pool.replace(EndpointSet {
+                    balance: self.balance,
+                    endpoints: self.endpoints,
+                })?;
+                None
+            }
+            Some(_) if !self.endpoints.is_empty() => {
+                return Err(Error::Config(
+                    "a client takes its endpoints from a list (endpoint, endpoints, \
+                     endpoints_file) or from discover, not both; give it one of them"
+                        .into(),
+                ));
+            }
+            Some(Sets(sets)) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(Error::Config(
+                        "a client with discovery must be built inside a tokio runtime".into(),
+                    ));
+                }
+                Some(sets)
+            }
+        };
         let handler: Handler = match self.handler {
             Some(router) => BoxCloneSyncService::new(router),
             None => BoxCloneSyncService::new(Router::new(Vec::new())?),
         };
-        let endpoints = endpoints.into_iter().map(Endpoint::new).collect();
+        let inner = ClientInner {
+            pool,
+            timeout: self.timeout,
+            pinned: self.pinned,
+            retries: self.retries,
+            tls: self.tls,
+            config: self.config,
+            handler,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        };
+        if let Some(sets) = sets {
+            let follow = follow(inner.pool.clone(), sets, inner.shutdown.child_token());
+            inner.tracker.spawn(follow);
+        }
         Ok(Client {
-            inner: Arc::new(ClientInner {
-                endpoints,
-                picker,
-                timeout: self.timeout,
-                pinned: self.pinned,
-                retries: self.retries,
-                tls: self.tls,
-                config: self.config,
-                handler,
-                tracker: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
-    /// The client, with a connection to every endpoint opened (or failed) now.
+    /// The client, with a connection to every endpoint opened (or failed) now. With
+    /// discovery, first waits for the source's first set, failing if it reports an error
+    /// instead or gives nothing within the client's timeout.
     pub async fn connect(self) -> Result<Client, Error> {
         let client = self.build()?;
+        let inner = &client.inner;
+        inner
+            .pool
+            .first_set(Instant::now() + inner.timeout, inner.timeout)
+            .await?;
+        let endpoints = inner.pool.endpoints();
         let mut last = None;
-        for ep in &client.inner.endpoints {
-            if let Err(e) = client.inner.peer(ep).await {
-                ep.health.lock().unwrap().failed(Instant::now());
+        for ep in &endpoints {
+            if let Err(e) = inner.peer(ep).await {
+                ep.load.health.lock().unwrap().failed(Instant::now());
                 last = Some(e);
             }
         }
         match last {
-            Some(e) if client.inner.endpoints.len() == 1 => Err(e),
+            Some(e) if endpoints.len() == 1 => Err(e),
             _ => Ok(client),
         }
     }
@@ -241,8 +250,7 @@ pub struct Client {
 
 #[derive(Debug)]
 struct ClientInner {
-    endpoints: Vec<Endpoint>,
-    picker: Picker,
+    pool: Arc<Pool>,
     timeout: Duration,
     pinned: Option<RouteKey>,
     retries: usize,
@@ -256,40 +264,6 @@ struct ClientInner {
 impl Drop for ClientInner {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// One server and the state of our connection to it.
-#[derive(Debug)]
-pub(crate) struct Endpoint {
-    pub(crate) config: EndpointConfig,
-    peer: Mutex<Option<Peer>>,
-    connecting: tokio::sync::Mutex<()>,
-    pub(crate) health: Mutex<Health>,
-    /// Calls in progress, for least-pending balancing.
-    pub(crate) in_flight: AtomicUsize,
-}
-
-impl Endpoint {
-    pub(crate) fn new(config: EndpointConfig) -> Self {
-        Self {
-            config,
-            peer: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            health: Mutex::new(Health::default()),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-
-    /// The connection new calls may use: open, and not draining (a server going away still
-    /// answers the calls made on it, but takes no new ones).
-    fn open_peer(&self) -> Option<Peer> {
-        self.peer
-            .lock()
-            .unwrap()
-            .as_ref()
-            .filter(|p| !p.is_closed() && !p.is_draining())
-            .cloned()
     }
 }
 
@@ -351,20 +325,30 @@ impl Client {
         let start = Instant::now();
         let deadline = start + timeout;
         let key = opts.key.as_ref().or(inner.pinned.as_ref());
-        let mut tried = Vec::new();
+        // Endpoints tried and failed: the set may change between attempts, so they are named
+        // by identity, not position.
+        let mut tried: Vec<Endpoint> = Vec::new();
+        let mut failures = 0;
+        let mut waited = false;
         let mut last = None;
         loop {
-            let now = if tried.is_empty() {
+            // The clock read at the start is still fresh: no attempt or wait came between.
+            let first = tried.is_empty() && !waited;
+            let now = if first {
                 Now::at(start)
             } else {
                 Now::default()
             };
-            let Some(pick) = inner.pick(key, &tried, &now)? else {
-                return Err(last.unwrap_or_else(|| inner.unavailable()));
+            let (ep, pick) = match inner.pool.pick(key, &tried, &now)? {
+                Picked::One(ep, pick) => (ep, pick),
+                Picked::Exhausted => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
+                Picked::NoSet => {
+                    inner.pool.first_set(deadline, timeout).await?;
+                    waited = true;
+                    continue;
+                }
             };
-            tried.push(pick.index);
-            let ep = &inner.endpoints[pick.index];
-            let mut attempt = Attempt::new(ep, pick);
+            let mut attempt = Attempt::new(&ep, pick);
             let sent = async {
                 let mut replaced = false;
                 loop {
@@ -377,13 +361,13 @@ impl Client {
                         // and TLS states do not make every call's future kilobytes larger.
                         None => {
                             already_open = false;
-                            tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
+                            tokio::time::timeout_at(deadline, Box::pin(inner.peer(&ep)))
                                 .await
                                 .map_err(|_| Error::DeadlineExceeded(timeout))??
                         }
                     };
                     // The first attempt on an open connection needs no second clock read.
-                    let left = if tried.len() == 1 && already_open && !replaced {
+                    let left = if first && already_open && !replaced {
                         timeout
                     } else {
                         deadline.saturating_duration_since(Instant::now())
@@ -391,8 +375,8 @@ impl Client {
                     if left.is_zero() {
                         return Err(Error::DeadlineExceeded(timeout));
                     }
-                    ep.in_flight.fetch_add(1, Ordering::Relaxed);
-                    let _done = InFlight(&ep.in_flight);
+                    ep.load.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let _done = InFlight(&ep.load.in_flight);
                     match peer.call_until(method, params, deadline, left).await {
                         // The connection closed before the request left: a server draining
                         // it (`shoal.goaway`, while its successor takes the listening
@@ -418,13 +402,20 @@ impl Client {
                 Err(e) => e,
             };
             let closed = matches!(e, Error::Closed { .. });
-            if e.never_sent() || closed {
-                attempt.down();
+            // An endpoint its set dropped under the call says nothing of its health, and
+            // the call goes on in the new set without counting it as a retry.
+            if !ep.is_retired() {
+                if e.never_sent() || closed {
+                    attempt.down();
+                }
+                failures += 1;
             }
             let retry = e.never_sent() || (opts.idempotent && closed);
-            if !retry || tried.len() > inner.retries {
+            if !retry || failures > inner.retries {
                 return Err(e);
             }
+            drop(attempt);
+            tried.push(ep);
             last = Some(e);
         }
     }
@@ -452,21 +443,29 @@ impl Client {
     {
         let inner = &self.inner;
         let key = opts.key.as_ref().or(inner.pinned.as_ref());
-        let mut tried = Vec::new();
+        let mut tried: Vec<Endpoint> = Vec::new();
+        let mut failures = 0;
         let mut last = None;
         loop {
-            let Some(pick) = inner.pick(key, &tried, &Now::default())? else {
-                return Err(last.unwrap_or_else(|| inner.unavailable()));
+            let (ep, pick) = match inner.pool.pick(key, &tried, &Now::default())? {
+                Picked::One(ep, pick) => (ep, pick),
+                Picked::Exhausted => return Err(last.unwrap_or_else(|| inner.pool.unavailable())),
+                Picked::NoSet => {
+                    let timeout = opts.timeout.unwrap_or(inner.timeout);
+                    inner
+                        .pool
+                        .first_set(Instant::now() + timeout, timeout)
+                        .await?;
+                    continue;
+                }
             };
-            tried.push(pick.index);
-            let ep = &inner.endpoints[pick.index];
-            let mut attempt = Attempt::new(ep, pick);
-            let result = match inner.peer(ep).await {
+            let mut attempt = Attempt::new(&ep, pick);
+            let result = match inner.peer(&ep).await {
                 Ok(peer) => match peer.notify(method, params) {
                     // Closed between the pick and the send (see `call_value`): one new
                     // connection before the endpoint counts as down.
                     Err(e) if e.never_sent() => inner
-                        .peer(ep)
+                        .peer(&ep)
                         .await
                         .and_then(|peer| peer.notify(method, params)),
                     result => result,
@@ -480,10 +479,16 @@ impl Client {
                     return Ok(());
                 }
                 Err(e) if e.never_sent() => {
-                    attempt.down();
-                    if tried.len() > inner.retries {
+                    // As in `call_value`: a dropped endpoint counts neither down nor as a retry.
+                    if !ep.is_retired() {
+                        attempt.down();
+                        failures += 1;
+                    }
+                    if failures > inner.retries {
                         return Err(e);
                     }
+                    drop(attempt);
+                    tried.push(ep);
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -492,52 +497,34 @@ impl Client {
     }
 
     /// The connection to the first endpoint, opened if needed: for calling with a raw
-    /// [`Peer`] (e.g. to see whether the server speaks shoal's extensions).
+    /// [`Peer`] (e.g. to see whether the server speaks shoal's extensions). With discovery,
+    /// waits for the first set (up to the client's timeout).
     pub async fn peer(&self) -> Result<Peer, Error> {
-        self.inner.peer(&self.inner.endpoints[0]).await
+        let inner = &self.inner;
+        inner
+            .pool
+            .first_set(Instant::now() + inner.timeout, inner.timeout)
+            .await?;
+        let first = inner.pool.endpoints().into_iter().next();
+        let first = first.ok_or_else(|| inner.pool.unavailable())?;
+        inner.peer(&first).await
     }
 
-    /// Addresses of the endpoints, in configuration order, then shard backups that were not
-    /// listed as endpoints.
+    /// Addresses of the endpoints of the current set, in its order, then shard backups that
+    /// were not listed as endpoints; empty while discovery has given no set yet.
     pub fn endpoints(&self) -> Vec<Addr> {
         self.inner
-            .endpoints
+            .pool
+            .endpoints()
             .iter()
-            .map(|e| e.config.addr.clone())
+            .map(|e| e.addr.clone())
             .collect()
     }
 
     /// How each endpoint is doing, in the order of [`Client::endpoints`].
     pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
-        self.inner
-            .endpoints
-            .iter()
-            .map(|ep| {
-                let health = ep.health.lock().unwrap();
-                EndpointStatus {
-                    addr: ep.config.addr.clone(),
-                    connected: ep.open_peer().is_some(),
-                    ejected: health.retry_at().is_some(),
-                    failures: health.failures(),
-                    in_flight: ep.in_flight.load(Ordering::Relaxed),
-                }
-            })
-            .collect()
+        self.inner.pool.status()
     }
-}
-
-/// The state of one endpoint of a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointStatus {
-    pub addr: Addr,
-    /// A connection is open.
-    pub connected: bool,
-    /// Taken out of service after a failure, until a probe call succeeds.
-    pub ejected: bool,
-    /// Consecutive failures; 0 when in service.
-    pub failures: u32,
-    /// Calls waiting for an answer.
-    pub in_flight: usize,
 }
 
 /// One attempt of a call on one endpoint. Records in the endpoint's health whether it
@@ -559,12 +546,12 @@ impl<'a> Attempt<'a> {
     }
 
     fn up(&mut self) {
-        self.ep.health.lock().unwrap().ok();
+        self.ep.load.health.lock().unwrap().ok();
         self.decided = true;
     }
 
     fn down(&mut self) {
-        self.ep.health.lock().unwrap().failed(Instant::now());
+        self.ep.load.health.lock().unwrap().failed(Instant::now());
         self.decided = true;
     }
 }
@@ -572,7 +559,7 @@ impl<'a> Attempt<'a> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.decided && self.admission == Admission::Probe {
-            self.ep.health.lock().unwrap().release_probe();
+            self.ep.load.health.lock().unwrap().release_probe();
         }
     }
 }
@@ -586,42 +573,27 @@ impl Drop for InFlight<'_> {
 }
 
 impl ClientInner {
-    /// `now` is the caller's last clock reading: health checks need no fresher one.
-    fn pick(
-        &self,
-        key: Option<&RouteKey>,
-        tried: &[usize],
-        now: &Now,
-    ) -> Result<Option<Pick>, Error> {
-        self.picker.pick(&self.endpoints, key, tried, now)
-    }
-
-    fn unavailable(&self) -> Error {
-        let addrs: Vec<String> = self
-            .endpoints
-            .iter()
-            .map(|e| e.config.addr.to_string())
-            .collect();
-        Error::Unavailable(format!(
-            "all endpoints failed or are backing off: {}",
-            addrs.join(", ")
-        ))
-    }
-
     /// The open connection to `ep`, or a new one.
     async fn peer(&self, ep: &Endpoint) -> Result<Peer, Error> {
         if let Some(peer) = ep.open_peer() {
             return Ok(peer);
         }
-        let _one_at_a_time = ep.connecting.lock().await;
-        if let Some(peer) = ep.open_peer() {
-            return Ok(peer);
-        }
-        let addr = &ep.config.addr;
+        let addr = &ep.addr;
         let not_sent = |reason: String| Error::NotSent {
             addr: addr.to_string(),
             reason,
         };
+        let retired = || not_sent("no longer in the client's endpoint set".into());
+        if ep.is_retired() {
+            return Err(retired());
+        }
+        let _one_at_a_time = ep.connecting.lock().await;
+        if let Some(peer) = ep.open_peer() {
+            return Ok(peer);
+        }
+        if ep.is_retired() {
+            return Err(retired());
+        }
         let connected =
             tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(addr, self.tls.as_ref()))
                 .await
@@ -644,7 +616,46 @@ impl ClientInner {
             &self.tracker,
         );
         peer.negotiate(CONNECT_TIMEOUT.min(self.timeout)).await;
-        *ep.peer.lock().unwrap() = Some(peer.clone());
+        ep.keep(&peer);
         Ok(peer)
+    }
+}
+
+/// The stream of sets a [`Discover`] gave the builder.
+struct Sets(BoxStream<'static, Result<EndpointSet, Error>>);
+
+impl fmt::Debug for Sets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sets(..)")
+    }
+}
+
+/// Takes each set `sets` gives into `pool` until the source ends or the client is dropped.
+async fn follow(
+    pool: Arc<Pool>,
+    mut sets: BoxStream<'static, Result<EndpointSet, Error>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = sets.next() => next,
+        };
+        let Some(next) = next else {
+            debug!("endpoint discovery ended; the client keeps its last set");
+            return;
+        };
+        match next.and_then(|set| pool.replace(set)) {
+            Ok(changed) if changed.added.is_empty() && changed.removed.is_empty() => {
+                debug!("endpoint set replaced, same servers");
+            }
+            Ok(changed) => {
+                info!(added = ?changed.added, removed = ?changed.removed, "endpoint set changed");
+            }
+            Err(error) => {
+                warn!(%error, "endpoint set not taken; the client keeps its last one");
+                pool.report(&error);
+            }
+        }
     }
 }
