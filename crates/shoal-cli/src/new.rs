@@ -622,6 +622,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use shoal::status::Status;
+use shoal::workers::WorkerState;
 use shoal::{Addr, Client};
 
 /// How long the service may take to start or stop.
@@ -687,7 +688,7 @@ async fn wait_for_workers(admin: &Client, group: &str, count: usize) {
         let workers = status(admin).await.workers;
         let running = workers
             .iter()
-            .filter(|w| w.group == group && w.state == "running")
+            .filter(|w| w.group == group && w.state == WorkerState::Running)
             .count();
         if running == count {
             return;

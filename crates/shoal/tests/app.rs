@@ -22,8 +22,9 @@ use common::{config_args, no_env, wait_for, Scratch};
 use serde::Deserialize;
 use shoal::events::{priority, Event, EventKind};
 use shoal::rpc::Request;
-use shoal::status::{ErrorRecord, Status};
+use shoal::status::{ErrorRecord, ServiceState, Status};
 use shoal::timer::{TestClock, Timer, Zone};
+use shoal::workers::WorkerState;
 use shoal::{codes, App, BoxError, Client, Context, Exit, Handle, Hooks, RpcError, WorkerKind};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -210,7 +211,7 @@ async fn services_enabled_by_configuration_start_with_what_they_require() {
         let workers = handle.status().workers;
         let auditors: Vec<(usize, WorkerKind)> = workers
             .iter()
-            .filter(|w| w.group == "auditor" && w.state == "running")
+            .filter(|w| w.group == "auditor" && w.state == WorkerState::Running)
             .map(|w| (w.index, w.kind))
             .collect();
         (auditors == [(0, WorkerKind::Task), (1, WorkerKind::Task)]).then_some(())
@@ -417,7 +418,7 @@ async fn graceful_close_lets_in_flight_calls_finish_within_the_grace_period() {
         closed.load(Ordering::SeqCst).then_some(())
     })
     .await;
-    assert_eq!(running.handle().status().state, "closing");
+    assert_eq!(running.handle().status().state, ServiceState::Closing);
     release.notify_one();
     assert!(
         call.await.unwrap().unwrap(),
@@ -486,7 +487,7 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     assert_eq!(status.name, "hello");
     assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(status.pid, std::process::id());
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, ServiceState::Running);
     assert_eq!(status.config_file.as_deref(), Some(file.to_str().unwrap()));
     assert_eq!(
         status.config["store"]["password"].as_str(),

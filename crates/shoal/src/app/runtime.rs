@@ -29,7 +29,7 @@ use crate::hooks::DynHooks;
 use crate::live::ConfigCell;
 use crate::logging::{self, LogHandle, SinkError, Sinks};
 use crate::metrics::MetricsLayer;
-use crate::status::{trace_of, Recorder, ReloadRecord};
+use crate::status::{trace_of, Recorder, ReloadRecord, ServiceState};
 use crate::timer::{TimerFailure, Timers};
 use crate::workers::process::Role;
 use crate::workers::run::Launcher;
@@ -439,7 +439,7 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
 
     // Ready.
     events.notify(&Event::ServicesStarted);
-    handle.shared.recorder.set_state("running");
+    handle.shared.recorder.set_state(ServiceState::Running);
     match inherited.predecessor() {
         Some(from) if !role.is_worker() => {
             info!(from, "took over the listeners from the previous process")
@@ -588,7 +588,7 @@ fn group_worker(
         Ok(forward) => drop(tokio::spawn(forward)),
         Err(e) => warn!(error = %e, "cannot install signal handlers"),
     }
-    handle.shared.recorder.set_state("running");
+    handle.shared.recorder.set_state(ServiceState::Running);
     inherited.signal_ready();
     info!(
         group,
@@ -646,7 +646,7 @@ fn group_worker(
                 },
             }
         }
-        app.shared.recorder.set_state("closing");
+        app.shared.recorder.set_state(ServiceState::Closing);
         app.shared.closing.cancel();
         let grace = app.config().runtime().shutdown.grace;
         let exit = match tokio::time::timeout(grace, &mut body).await {
@@ -964,7 +964,7 @@ impl Runtime {
     /// keeps the old one and says why.
     async fn reload(&self) -> Result<(), String> {
         let shared = self.handle.shared.clone();
-        shared.recorder.set_state("reloading");
+        shared.recorder.set_state(ServiceState::Reloading);
         if let Some(n) = &self.notifier {
             n.send("RELOADING=1");
         }
@@ -983,7 +983,7 @@ impl Runtime {
                 e.clone(),
             ),
         }
-        shared.recorder.set_state("running");
+        shared.recorder.set_state(ServiceState::Running);
         if let Some(n) = &self.notifier {
             n.send("READY=1");
         }
@@ -1066,7 +1066,7 @@ impl Runtime {
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Exit {
         let shared = self.handle.shared.clone();
-        shared.recorder.set_state("closing");
+        shared.recorder.set_state(ServiceState::Closing);
         // The listening sockets stop taking connections now: only the servers held them
         // besides these copies (after a handover the new process has its own).
         self.sockets.fds.clear();
