@@ -137,7 +137,7 @@ pub mod workers;
 /// The error type hooks, setup functions and timers return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub use app::{App, Handle, Running, ServiceEntry, Setup};
+pub use app::{App, Handle, Running, ServiceEntry, Setup, StartCause, StartError};
 pub use config::Config;
 pub use control::Exit;
 pub use hooks::{Hooks, NoHooks};

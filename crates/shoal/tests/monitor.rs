@@ -252,7 +252,8 @@ async fn a_malformed_endpoint_is_a_configuration_error_at_start() {
             .args(config_args(&file), no_env())
             .start()
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .exit();
         assert_eq!(exit, Exit::BadConfig, "{publish}");
     }
 }

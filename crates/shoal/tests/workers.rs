@@ -251,7 +251,8 @@ async fn worker_sizes_for_undeclared_groups_and_duplicate_groups_are_rejected() 
         .args(config_args(&file), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
 
     let twice = App::new("workers", "1.0").setup(|app| {
@@ -263,7 +264,8 @@ async fn worker_sizes_for_undeclared_groups_and_duplicate_groups_are_rejected() 
         .args(Vec::<String>::new(), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
 }
 
@@ -324,7 +326,8 @@ async fn process_groups_need_a_process_and_rpc_is_a_reserved_name() {
         .args(Vec::<String>::new(), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
     for name in ["rpc", "a b", "a:b", ""] {
         let app = App::new("workers", "1.0").setup(move |app| {
@@ -335,7 +338,8 @@ async fn process_groups_need_a_process_and_rpc_is_a_reserved_name() {
             .args(Vec::<String>::new(), no_env())
             .start()
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .exit();
         assert_eq!(exit, Exit::BadConfig, "{name:?}");
     }
 }
