@@ -30,6 +30,8 @@
 //! `--config FILE` (or `$SHOAL_CONFIG`; `--check` only validates it), loads the configuration,
 //! runs the setup, binds the listeners, calls [`Hooks::on_start`] and serves until told to
 //! close. See `examples/hello.rs`, `examples/calculator.rs` and `examples/lifecycle.rs`.
+//! [`App::start`] does the same inside a caller's runtime and prints nothing: a start that
+//! ends early is a [`StartError`] carrying the exit code and the cause, which `run` prints.
 //!
 //! ## Configuration
 //!

@@ -121,7 +121,8 @@ impl App {
 
     /// Uses these arguments (after the program name) and environment instead of the
     /// process's: for tests and embedding. Arguments the command line would reject make
-    /// `run` and `start` end with [`Exit::BadConfig`], saying why.
+    /// `start` return a [`StartError`] with [`Exit::BadConfig`] saying why, which `run`
+    /// prints.
     pub fn args<A, E>(mut self, args: A, env: E) -> App
     where
         A: IntoIterator,
