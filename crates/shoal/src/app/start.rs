@@ -442,7 +442,7 @@ async fn rpc_worker(mut loaded: Loaded, mut declared: Declared) -> Result<Runnin
     let handle = declared.handle.clone();
     let events = startup_events(&loaded, &mut declared)?;
     // In the worker's status too, though only the parent runs them.
-    let _timers = declare_timers(&loaded, &mut declared);
+    declare_timers(&loaded, &mut declared);
     let mut sockets = Sockets::default();
     let metrics_layer = MetricsLayer::new();
     let serving: Vec<_> = bind_rpc(
