@@ -371,22 +371,8 @@ async fn launch_master(
         .flatten()
         .map(Arc::new);
     let changed = Arc::new(Notify::new());
-    let (fired, fired_rx) = mpsc::unbounded_channel();
     let background = TaskTracker::new();
-    background.spawn(watchdog::watch(
-        handle.clone(),
-        notifier.clone(),
-        fired,
-        changed.clone(),
-        handle.shared.closing.clone(),
-    ));
-    background.spawn(watchdog::summarize(
-        handle.clone(),
-        loaded.clock.clone(),
-        loaded.zone,
-        changed.clone(),
-        handle.shared.closing.clone(),
-    ));
+    let fired_rx = watch_and_summarize(&loaded, &handle, &background, &notifier, &changed);
     let run_task = tokio::spawn({
         let (hooks, app) = (loaded.hooks.clone(), handle.clone());
         async move { hooks.run(app).await }
@@ -512,7 +498,7 @@ fn group_worker(
 ) -> Result<Running, StartError> {
     let Declared {
         handle,
-        mut commands,
+        commands,
         setup,
         ..
     } = declared;
@@ -530,23 +516,55 @@ fn group_worker(
         pid = std::process::id(),
         "worker process runs"
     );
-    let app = handle.clone();
-    let (env, logging, role) = (loaded.inv.env, loaded.logging, loaded.role);
-    let done = tokio::spawn(async move {
-        let body = tokio::spawn({
-            let app = app.clone();
-            async move { crate::workers::run::as_group_worker(app, &decl, index, count).await }
-        });
-        let mut body = AbortOnDropHandle::new(body);
-        loop {
+    let body = tokio::spawn({
+        let app = handle.clone();
+        async move { crate::workers::run::as_group_worker(app, &decl, index, count).await }
+    });
+    let control = GroupWorkerControl {
+        app: handle.clone(),
+        commands,
+        env: loaded.inv.env,
+        logging: loaded.logging,
+        role: loaded.role,
+        signals_stop,
+        signals_task,
+    };
+    let done = tokio::spawn(control.run(AbortOnDropHandle::new(body)));
+    Ok(Running {
+        handle,
+        rpc_addr: None,
+        admin_path: None,
+        metrics_addr: None,
+        done,
+    })
+}
+
+/// A group worker's control loop: reloads until a close or the worker's end, then the close
+/// within the grace period.
+struct GroupWorkerControl {
+    app: Handle,
+    commands: mpsc::UnboundedReceiver<Command>,
+    env: Vec<(String, String)>,
+    logging: Option<LogHandle>,
+    role: Role,
+    signals_stop: CancellationToken,
+    signals_task: Option<JoinHandle<()>>,
+}
+
+impl GroupWorkerControl {
+    async fn run(mut self, mut body: AbortOnDropHandle<Exit>) -> Exit {
+        let exit = loop {
             tokio::select! {
-                exit = &mut body => {
-                    stop_signals(signals_stop, signals_task).await;
-                    return exit.unwrap_or(Exit::Failed);
-                }
-                command = commands.recv() => match command {
+                exit = &mut body => break Some(exit.unwrap_or(Exit::Failed)),
+                command = self.commands.recv() => match command {
                     Some(Command::Reload(reply)) => {
-                        let result = reload_group_worker(&app, &env, logging.as_ref(), &role).await;
+                        let result = reload_group_worker(
+                            &self.app,
+                            &self.env,
+                            self.logging.as_ref(),
+                            &self.role,
+                        )
+                        .await;
                         if let Some(reply) = reply {
                             let _ = reply.send(result);
                         }
@@ -556,30 +574,29 @@ fn group_worker(
                             let _ = reply.send(Err("a worker process is restarted by its parent".into()));
                         }
                     }
-                    Some(Command::Close { .. }) | None => break,
+                    Some(Command::Close { .. }) | None => break None,
                 },
             }
-        }
-        app.shared.recorder.set_state(ServiceState::Closing);
-        app.shared.closing.cancel();
-        let grace = app.config().runtime().shutdown.grace;
-        let exit = match tokio::time::timeout(grace, &mut body).await {
-            Ok(exit) => exit.unwrap_or(Exit::Failed),
-            Err(_) => Exit::GraceExpired,
         };
-        stop_signals(signals_stop, signals_task).await;
-        if let Some(logging) = logging {
+        let exit = match exit {
+            // The worker ended on its own.
+            Some(exit) => exit,
+            None => {
+                self.app.shared.recorder.set_state(ServiceState::Closing);
+                self.app.shared.closing.cancel();
+                let grace = self.app.config().runtime().shutdown.grace;
+                match tokio::time::timeout(grace, &mut body).await {
+                    Ok(exit) => exit.unwrap_or(Exit::Failed),
+                    Err(_) => Exit::GraceExpired,
+                }
+            }
+        };
+        stop_signals(self.signals_stop, self.signals_task).await;
+        if let Some(logging) = self.logging {
             let _ = tokio::task::spawn_blocking(move || logging.close(runtime::LAST_MAIL)).await;
         }
         exit
-    });
-    Ok(Running {
-        handle,
-        rpc_addr: None,
-        admin_path: None,
-        metrics_addr: None,
-        done,
-    })
+    }
 }
 
 /// A group worker's reload: the file read again, with its log sinks, off the executor (both
@@ -837,6 +854,33 @@ fn run_timers(handle: &Handle, timers: Timers, stop: &CancellationToken) -> Join
             );
         }),
     ))
+}
+
+/// Launch: the watchdog, whose verdicts come out of the returned channel, and the periodic
+/// summary; both follow reloads through `changed`.
+fn watch_and_summarize(
+    loaded: &Loaded,
+    handle: &Handle,
+    background: &TaskTracker,
+    notifier: &Option<Arc<Notifier>>,
+    changed: &Arc<Notify>,
+) -> mpsc::UnboundedReceiver<String> {
+    let (fired, fired_rx) = mpsc::unbounded_channel();
+    background.spawn(watchdog::watch(
+        handle.clone(),
+        notifier.clone(),
+        fired,
+        changed.clone(),
+        handle.shared.closing.clone(),
+    ));
+    background.spawn(watchdog::summarize(
+        handle.clone(),
+        loaded.clock.clone(),
+        loaded.zone,
+        changed.clone(),
+        handle.shared.closing.clone(),
+    ));
+    fired_rx
 }
 
 /// Launch: signals become commands, when the application is the process; the task ends when
