@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context as _};
 use clap::Args;
 use shoal::config::MonitorAddr;
 use shoal::monitor::TOPIC;
-use shoal::status::Status;
+use shoal_api::status::Status;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
 
 #[derive(Args, Debug)]

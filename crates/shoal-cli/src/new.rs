@@ -603,9 +603,15 @@ pub fn app() -> shoal::App {
 "#;
 
 const BUILD_RS: &str = r#"//! Generates the service's code from svr.json into OUT_DIR, again whenever svr.json changes.
+//! A bad svr.json stops the build with its error at a JSON path and line:column.
 
 fn main() {
-    shoal_idl::build("svr.json");
+    println!("cargo::rerun-if-changed=svr.json");
+    let out_dir = std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
+    if let Err(e) = shoal_idl::build("svr.json", out_dir.as_ref()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 "#;
 
@@ -622,6 +628,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use shoal::status::Status;
+use shoal::workers::WorkerState;
 use shoal::{Addr, Client};
 
 /// How long the service may take to start or stop.
@@ -687,7 +694,7 @@ async fn wait_for_workers(admin: &Client, group: &str, count: usize) {
         let workers = status(admin).await.workers;
         let running = workers
             .iter()
-            .filter(|w| w.group == group && w.state == "running")
+            .filter(|w| w.group == group && w.state == WorkerState::Running)
             .count();
         if running == count {
             return;

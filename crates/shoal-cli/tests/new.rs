@@ -12,8 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal::status::Status;
 use shoal::Client;
+use shoal_api::status::Status;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 

@@ -30,6 +30,7 @@ pub mod rust;
 
 use std::collections::HashSet;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -254,33 +255,63 @@ struct Raw {
     self_server: Option<SelfServer>,
 }
 
-/// For a `build.rs`: reads the IDL at `path` (relative to the crate), writes its Rust
-/// ([`rust::generate`]) to `OUT_DIR/<file stem>.rs` for the crate to `include!`, and asks
-/// cargo to run again when the file changes. A bad IDL stops the build with its error
+/// For a `build.rs`: reads the IDL at `path` (relative to the crate) and writes its Rust
+/// ([`rust::generate`]) to `out_dir/<file stem>.rs` for the crate to `include!`; returns that
+/// file's path. A bad IDL is an error naming the file, JSON path and line:column
 /// (`svr.json:3:25: $.protos[0].fields[0].type: unknown type "str"; ...`).
 ///
-/// In `build.rs`, `fn main() { shoal_idl::build("svr.json"); }`; in the crate,
-/// `include!(concat!(env!("OUT_DIR"), "/svr.rs"));`.
-pub fn build(path: &str) {
-    println!("cargo::rerun-if-changed={path}");
-    if let Err(message) = build_into(path, std::env::var_os("OUT_DIR")) {
-        eprintln!("error: {message}");
-        std::process::exit(1);
-    }
+/// It only reads and writes files: the build script itself reads `OUT_DIR`, tells cargo to
+/// run it again when the IDL changes and fails the build, so this library, like every other
+/// shoal library, never reads the environment or ends the process.
+///
+/// `build.rs`'s `main`:
+///
+/// ```no_run
+/// println!("cargo::rerun-if-changed=svr.json");
+/// let out_dir = std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR for build scripts");
+/// if let Err(e) = shoal_idl::build("svr.json", out_dir.as_ref()) {
+///     eprintln!("error: {e}");
+///     std::process::exit(1);
+/// }
+/// ```
+///
+/// and in the crate, `include!(concat!(env!("OUT_DIR"), "/svr.rs"));`.
+pub fn build(path: &str, out_dir: &Path) -> Result<PathBuf, BuildError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BuildError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let idl = parse(&text, path)?;
+    let stem = Path::new(path)
+        .file_stem()
+        .ok_or_else(|| BuildError::NotAFile {
+            path: path.to_owned(),
+        })?;
+    let out = out_dir.join(stem).with_extension("rs");
+    std::fs::write(&out, rust::generate(&idl, path)).map_err(|source| BuildError::Write {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
 }
 
-fn build_into(path: &str, out_dir: Option<std::ffi::OsString>) -> Result<(), String> {
-    let out_dir = out_dir.ok_or("OUT_DIR is not set: call shoal_idl::build from a build.rs")?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let idl = parse(&text, path).map_err(|e| e.to_string())?;
-    let stem = std::path::Path::new(path)
-        .file_stem()
-        .ok_or_else(|| format!("{path}: not a file name"))?;
-    let out = std::path::Path::new(&out_dir)
-        .join(stem)
-        .with_extension("rs");
-    std::fs::write(&out, rust::generate(&idl, path))
-        .map_err(|e| format!("write {}: {e}", out.display()))
+/// Why [`build`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read the IDL {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Idl(#[from] IdlError),
+    #[error("{path} names no file: give the IDL's file, such as svr.json")]
+    NotAFile { path: String },
+    #[error("cannot write the generated Rust to {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The types every field may have besides a proto's name.

@@ -30,6 +30,8 @@
 //! `--config FILE` (or `$SHOAL_CONFIG`; `--check` only validates it), loads the configuration,
 //! runs the setup, binds the listeners, calls [`Hooks::on_start`] and serves until told to
 //! close. See `examples/hello.rs`, `examples/calculator.rs` and `examples/lifecycle.rs`.
+//! [`App::start`] does the same inside a caller's runtime and prints nothing: a start that
+//! ends early is a [`StartError`] carrying the exit code and the cause, which `run` prints.
 //!
 //! ## Configuration
 //!
@@ -137,7 +139,7 @@ pub mod workers;
 /// The error type hooks, setup functions and timers return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub use app::{App, Handle, Running, ServiceEntry, Setup};
+pub use app::{App, Handle, Running, ServiceEntry, Setup, StartCause, StartError};
 pub use config::Config;
 pub use control::Exit;
 pub use hooks::{Hooks, NoHooks};

@@ -22,8 +22,9 @@ use common::{config_args, no_env, wait_for, Scratch};
 use serde::Deserialize;
 use shoal::events::{priority, Event, EventKind};
 use shoal::rpc::Request;
-use shoal::status::{ErrorRecord, Status};
+use shoal::status::{ErrorRecord, ServiceState, Status};
 use shoal::timer::{TestClock, Timer, Zone};
+use shoal::workers::WorkerState;
 use shoal::{codes, App, BoxError, Client, Context, Exit, Handle, Hooks, RpcError, WorkerKind};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -109,7 +110,8 @@ async fn a_bad_configuration_at_start_is_exit_2_before_anything_is_bound() {
             .args(config_args(&file), no_env())
             .start()
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .exit();
         assert_eq!(exit, Exit::BadConfig, "{text}");
         assert!(!socket.exists(), "nothing was bound: {text}");
     }
@@ -117,14 +119,16 @@ async fn a_bad_configuration_at_start_is_exit_2_before_anything_is_bound() {
         .args(["--frobnicate"], no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig, "bad arguments");
     let missing = dir.join("missing.toml");
     let exit = hello::app()
         .args(config_args(&missing), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
 }
 
@@ -210,7 +214,7 @@ async fn services_enabled_by_configuration_start_with_what_they_require() {
         let workers = handle.status().workers;
         let auditors: Vec<(usize, WorkerKind)> = workers
             .iter()
-            .filter(|w| w.group == "auditor" && w.state == "running")
+            .filter(|w| w.group == "auditor" && w.state == WorkerState::Running)
             .map(|w| (w.index, w.kind))
             .collect();
         (auditors == [(0, WorkerKind::Task), (1, WorkerKind::Task)]).then_some(())
@@ -287,13 +291,13 @@ fn cyclic_and_unknown_requirements_are_exit_2() {
                 .requires(["a"]);
             Ok(())
         });
-        assert_eq!(cyclic.start().await.unwrap_err(), Exit::BadConfig);
+        assert_eq!(cyclic.start().await.unwrap_err().exit(), Exit::BadConfig);
         let unknown = App::new("ghost", "0").setup(|app| {
             app.service("a", |_| Ok(ProbeServer::new(ProbeImpl::default())))
                 .requires(["ghost"]);
             Ok(())
         });
-        assert_eq!(unknown.start().await.unwrap_err(), Exit::BadConfig);
+        assert_eq!(unknown.start().await.unwrap_err().exit(), Exit::BadConfig);
     });
 }
 
@@ -417,7 +421,7 @@ async fn graceful_close_lets_in_flight_calls_finish_within_the_grace_period() {
         closed.load(Ordering::SeqCst).then_some(())
     })
     .await;
-    assert_eq!(running.handle().status().state, "closing");
+    assert_eq!(running.handle().status().state, ServiceState::Closing);
     release.notify_one();
     assert!(
         call.await.unwrap().unwrap(),
@@ -486,7 +490,7 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     assert_eq!(status.name, "hello");
     assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(status.pid, std::process::id());
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, ServiceState::Running);
     assert_eq!(status.config_file.as_deref(), Some(file.to_str().unwrap()));
     assert_eq!(
         status.config["store"]["password"].as_str(),
@@ -637,7 +641,8 @@ async fn the_run_loop_ending_closes_the_app_with_its_outcome() {
         .hooks(FailsToStart)
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::Failed);
 }
 
@@ -708,4 +713,148 @@ async fn no_handler_sees_a_half_applied_configuration() {
     assert_eq!(pair.get().a, 20);
     running.handle().close();
     assert_eq!(running.wait().await, Exit::Closed);
+}
+
+/// `App::start` prints nothing: each way a start ends comes back as a `StartError` with its
+/// exit code and cause. The checks run in a child process (this test binary again, output
+/// not captured), whose output must not hold a word of the causes.
+#[test]
+fn start_returns_the_exit_code_and_the_cause_and_prints_nothing() {
+    const CHILD: &str = "SHOAL_TEST_START_ERRORS_CHILD";
+    const NAME: &str = "start_returns_the_exit_code_and_the_cause_and_prints_nothing";
+    if std::env::var_os(CHILD).is_some() {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(check_start_errors());
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(NAME),
+        "the child ran the checks: {printed}"
+    );
+    for word in [
+        "start-errors.toml",
+        "rpc.listen",
+        "hello.greeting",
+        "is valid",
+        "usage:",
+        "no database",
+        "boom",
+    ] {
+        assert!(!printed.contains(word), "{word:?} printed: {printed}");
+    }
+}
+
+/// Every way `App::start` ends early, with its exit code, cause and message.
+async fn check_start_errors() {
+    use shoal::{StartCause, StartError};
+
+    let dir = Scratch::new("start-errors");
+    let start = |text: &str, extra: &[&str]| {
+        let file = dir.write("start-errors.toml", text);
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        args.extend(config_args(&file));
+        hello::app().args(args, no_env()).start()
+    };
+    let check = |error: StartError, exit: Exit, message: &str| {
+        assert_eq!(error.exit(), exit, "{error}");
+        assert!(
+            error.to_string().contains(message),
+            "{error} lacks {message:?}"
+        );
+        error
+    };
+    let file = dir.join("start-errors.toml");
+
+    // A runtime key, then a section the setup reads: the file and the key, exit 2.
+    let error = start("[rpc]\nlisten = 5\n", &[]).await.unwrap_err();
+    let error = check(error, Exit::BadConfig, "rpc.listen");
+    assert!(matches!(error.cause(), StartCause::Config(_)), "{error:?}");
+    assert!(error.to_string().starts_with("hello: "), "{error}");
+    assert!(
+        error.to_string().contains(&file.display().to_string()),
+        "{error}"
+    );
+    let error = start("[hello]\ngreeting = 5\n", &[]).await.unwrap_err();
+    let error = check(error, Exit::BadConfig, "hello.greeting");
+    assert!(matches!(error.cause(), StartCause::Config(_)), "{error:?}");
+
+    // The command line: rejected arguments, then the answers that are the command's output.
+    let error = hello::app()
+        .args(["--frobnicate"], no_env())
+        .start()
+        .await
+        .unwrap_err();
+    let error = check(error, Exit::BadConfig, "unknown argument `--frobnicate`");
+    assert!(
+        matches!(error.cause(), StartCause::Arguments(_)),
+        "{error:?}"
+    );
+    let error = hello::app()
+        .args(["--version"], no_env())
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(error.exit(), Exit::Closed);
+    match error.cause() {
+        StartCause::Answered(text) => {
+            assert_eq!(text, &format!("hello {}\n", env!("CARGO_PKG_VERSION")))
+        }
+        other => panic!("expected the version, got {other:?}"),
+    }
+    let error = start("[hello]\ngreeting = \"Hi\"\n", &["--check"])
+        .await
+        .unwrap_err();
+    assert_eq!(error.exit(), Exit::Closed);
+    assert!(
+        matches!(error.cause(), StartCause::Answered(text) if text.contains("is valid")),
+        "{error:?}"
+    );
+    let error = hello::app()
+        .args(["--help"], no_env())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.cause(), StartCause::Answered(text) if text.contains("usage:")),
+        "{error:?}"
+    );
+
+    // Failures of the application's own code keep their source; exit 1.
+    let error = App::new("broken", "0")
+        .setup(|_| Err("boom".into()))
+        .start()
+        .await
+        .unwrap_err();
+    let error = check(
+        error,
+        Exit::Failed,
+        "broken: setup failed ((default configuration))",
+    );
+    let source = std::error::Error::source(&error).expect("the setup's error");
+    assert_eq!(source.to_string(), "boom");
+
+    struct FailsToStart;
+    impl Hooks for FailsToStart {
+        async fn on_start(&self, _app: &Handle) -> Result<(), BoxError> {
+            Err("no database".into())
+        }
+    }
+    let error = App::new("nostart", "0")
+        .hooks(FailsToStart)
+        .start()
+        .await
+        .unwrap_err();
+    let error = check(error, Exit::Failed, "nostart: on_start failed");
+    assert!(error.is_logged());
+    let source = std::error::Error::source(&error).expect("on_start's error");
+    assert_eq!(source.to_string(), "no database");
 }

@@ -61,7 +61,7 @@ fn app() -> App {
     })
 }
 
-async fn start(dir: &Scratch, text: &str) -> Result<shoal::Running, Exit> {
+async fn start(dir: &Scratch, text: &str) -> Result<shoal::Running, shoal::StartError> {
     let file = dir.write("shapes.toml", text);
     app().args(config_args(&file), no_env()).start().await
 }
@@ -247,7 +247,10 @@ async fn a_metrics_port_in_use_fails_the_start() {
         socket.display(),
         taken.local_addr().unwrap()
     );
-    assert_eq!(start(&dir, &text).await.unwrap_err(), Exit::Failed);
+    let error = start(&dir, &text).await.unwrap_err();
+    assert_eq!(error.exit(), Exit::Failed);
+    let taken = taken.local_addr().unwrap().to_string();
+    assert!(error.to_string().contains(&taken), "{error}");
     // The RPC socket bound before it is not left behind.
     assert!(!socket.exists());
 }

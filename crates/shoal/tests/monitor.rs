@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{config_args, no_env, wait_for, Scratch};
-use shoal::status::Status;
+use shoal::status::{ServiceState, Status};
 use shoal::{Client, Exit, Running, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -146,7 +146,7 @@ async fn msgpack_snapshots_reach_a_subscriber_and_the_last_one_says_closing() {
         assert_eq!(status.name, "hello");
         assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(status.pid, std::process::id());
-        assert_eq!(status.state, "running");
+        assert_eq!(status.state, ServiceState::Running);
         assert_eq!(status.monitor_addr.as_ref(), Some(&addr));
         assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hi"));
         // The same map `shoal.status` answers.
@@ -162,8 +162,11 @@ async fn msgpack_snapshots_reach_a_subscriber_and_the_last_one_says_closing() {
     }
 
     running.handle().close();
-    let last = next_where(&mut sub, "state closing", |_, s| s.state != "running").await;
-    assert_eq!(last.state, "closing");
+    let last = next_where(&mut sub, "state closing", |_, s| {
+        s.state != ServiceState::Running
+    })
+    .await;
+    assert_eq!(last.state, ServiceState::Closing);
     assert_eq!(last.pid, std::process::id());
     assert_eq!(running.wait().await, Exit::Closed);
     // Closed, not leaked: the port can be bound again.
@@ -185,7 +188,7 @@ async fn a_reload_changes_format_at_once_and_moves_the_feed_releasing_the_old_po
         (status.name.as_str(), status.pid),
         ("hello", std::process::id())
     );
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, ServiceState::Running);
 
     // The format: the same socket, msgpack from the next snapshot on.
     dir.write(
@@ -224,10 +227,13 @@ async fn a_reload_changes_format_at_once_and_moves_the_feed_releasing_the_old_po
         f == "msgpack" && s.monitor_addr.as_ref() == Some(&ipc)
     })
     .await;
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, ServiceState::Running);
 
     running.handle().close();
-    next_where(&mut sub, "state closing", |_, s| s.state == "closing").await;
+    next_where(&mut sub, "state closing", |_, s| {
+        s.state == ServiceState::Closing
+    })
+    .await;
     assert_eq!(running.wait().await, Exit::Closed);
     assert!(!socket.exists(), "the socket file is removed at close");
 }
@@ -246,7 +252,8 @@ async fn a_malformed_endpoint_is_a_configuration_error_at_start() {
             .args(config_args(&file), no_env())
             .start()
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .exit();
         assert_eq!(exit, Exit::BadConfig, "{publish}");
     }
 }
@@ -350,7 +357,7 @@ async fn hostile_peers_are_disconnected_and_the_feed_goes_on() {
     }
     let mut sub = subscribe(&addr).await;
     let status = next_where(&mut sub, "a snapshot", |_, _| true).await;
-    assert_eq!(status.state, "running");
+    assert_eq!(status.state, ServiceState::Running);
     running.handle().close();
     assert_eq!(running.wait().await, Exit::Closed);
 }

@@ -16,6 +16,7 @@ use common::{wait_for, Scratch};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shoal::status::Status;
+use shoal::workers::WorkerState;
 use shoal::Client;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -511,7 +512,7 @@ async fn running_workers(admin: &Path, group: &str, count: usize) -> Vec<u32> {
         let mut pids: Vec<(usize, u32)> = status
             .workers
             .iter()
-            .filter(|w| w.group == group && w.state == "running")
+            .filter(|w| w.group == group && w.state == WorkerState::Running)
             .filter_map(|w| Some((w.index, w.pid?)))
             .collect();
         if pids.len() == count {

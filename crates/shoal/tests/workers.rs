@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{config_args, no_env, wait_for, Scratch};
+use shoal::workers::WorkerState;
 use shoal::{App, Exit, WorkerKind};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -76,7 +77,7 @@ async fn task_and_thread_workers_know_who_they_are_and_stop_with_the_app() {
     let status = running.handle().status();
     assert_eq!(status.workers.len(), 5);
     for w in &status.workers {
-        assert_eq!(w.state, "running", "{w:?}");
+        assert_eq!(w.state, WorkerState::Running, "{w:?}");
         assert_eq!(w.pid, Some(std::process::id()));
     }
 
@@ -89,7 +90,7 @@ async fn task_and_thread_workers_know_who_they_are_and_stop_with_the_app() {
         "every worker saw the close"
     );
     for w in handle.status().workers {
-        assert_eq!(w.state, "stopped", "{w:?}");
+        assert_eq!(w.state, WorkerState::Stopped, "{w:?}");
     }
 }
 
@@ -131,7 +132,7 @@ async fn a_failing_worker_is_restarted_and_recorded_and_a_finished_one_is_not() 
     let flaky = wait_for("the flaky worker to run a third time", LIMIT, || {
         let status = handle.status();
         let w = status.workers.iter().find(|w| w.group == "flaky")?.clone();
-        (w.state == "running" && w.restarts == 2).then_some(w)
+        (w.state == WorkerState::Running && w.restarts == 2).then_some(w)
     })
     .await;
     assert!(
@@ -150,7 +151,7 @@ async fn a_failing_worker_is_restarted_and_recorded_and_a_finished_one_is_not() 
     let once = wait_for("the finished worker", LIMIT, || {
         let status = handle.status();
         let w = status.workers.iter().find(|w| w.group == "once")?.clone();
-        (w.state == "finished").then_some(w)
+        (w.state == WorkerState::Finished).then_some(w)
     })
     .await;
     assert_eq!(once.restarts, 0);
@@ -229,7 +230,7 @@ async fn coroutines_run_side_by_side_and_a_failing_one_restarts_the_worker() {
         .into_iter()
         .find(|w| w.index == 0)
         .unwrap();
-    assert_eq!((worker0.restarts, worker0.state.as_str()), (0, "running"));
+    assert_eq!((worker0.restarts, worker0.state), (0, WorkerState::Running));
 
     handle.close();
     assert_eq!(running.wait().await, Exit::Closed);
@@ -250,7 +251,8 @@ async fn worker_sizes_for_undeclared_groups_and_duplicate_groups_are_rejected() 
         .args(config_args(&file), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
 
     let twice = App::new("workers", "1.0").setup(|app| {
@@ -262,7 +264,8 @@ async fn worker_sizes_for_undeclared_groups_and_duplicate_groups_are_rejected() 
         .args(Vec::<String>::new(), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
 }
 
@@ -323,7 +326,8 @@ async fn process_groups_need_a_process_and_rpc_is_a_reserved_name() {
         .args(Vec::<String>::new(), no_env())
         .start()
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .exit();
     assert_eq!(exit, Exit::BadConfig);
     for name in ["rpc", "a b", "a:b", ""] {
         let app = App::new("workers", "1.0").setup(move |app| {
@@ -334,7 +338,8 @@ async fn process_groups_need_a_process_and_rpc_is_a_reserved_name() {
             .args(Vec::<String>::new(), no_env())
             .start()
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .exit();
         assert_eq!(exit, Exit::BadConfig, "{name:?}");
     }
 }

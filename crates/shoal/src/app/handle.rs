@@ -161,7 +161,7 @@ impl Handle {
             name: shared.name.clone(),
             version: shared.version.clone(),
             pid: std::process::id(),
-            state: records.state.to_owned(),
+            state: records.state,
             started_at: shared.started_at,
             uptime_secs: shared.started.elapsed().as_secs(),
             rpc_addr: shared.rpc_addr.get().cloned(),

@@ -2,21 +2,27 @@
 //! codes), [`App::start`] runs it inside a caller's runtime (tests, embedding) and returns a
 //! [`Running`] to drive and await.
 //!
-//! Start: arguments → configuration (validated before anything is bound) → setup and
-//! services (dependencies first) → listeners (inherited from a re-executed predecessor, or
-//! bound) → `on_start` → serving, timers, watchdog, summary, run loop → ready (systemd
-//! `READY=1`, the predecessor told to drain). Close: stop accepting, `on_close`, in-flight
-//! calls, timers and the run loop finish within `shutdown.grace`, summary logged.
+//! Start (`start.rs`), in phases: load (arguments, role, configuration validated whole,
+//! logging) → declare (setup, services dependencies first, worker groups) → bind (listeners,
+//! inherited from a re-executed predecessor or a parent, or bound) → launch (`on_start`,
+//! workers, serving, timers, watchdog, summary, run loop, then ready: systemd `READY=1`, the
+//! predecessor told to drain). A start that ends early is a [`StartError`], printed only by
+//! [`App::run`]. Close (`runtime.rs`): stop accepting, `on_close`, in-flight calls, timers
+//! and the run loop finish within `shutdown.grace`, summary logged.
 
+mod error;
 mod handle;
+mod listen;
 mod runtime;
 mod services;
 mod setup;
+mod start;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use error::{StartCause, StartError};
 pub use handle::Handle;
 pub use setup::{ServiceEntry, Setup};
 use shoal_rpc::Addr;
@@ -25,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::control::handover::Inherited;
 use crate::control::{self, Exit, Invocation};
 use crate::hooks::{DynHooks, Hooks, NoHooks};
+use crate::status::trace_of;
 use crate::timer::{Clock, SystemClock, Zone};
 use crate::BoxError;
 
@@ -114,7 +121,8 @@ impl App {
 
     /// Uses these arguments (after the program name) and environment instead of the
     /// process's: for tests and embedding. Arguments the command line would reject make
-    /// `run` and `start` end with [`Exit::BadConfig`], saying why.
+    /// `start` return a [`StartError`] with [`Exit::BadConfig`] saying why, which `run`
+    /// prints.
     pub fn args<A, E>(mut self, args: A, env: E) -> App
     where
         A: IntoIterator,
@@ -141,18 +149,15 @@ impl App {
     /// and returns how it ended (`fn main() -> shoal::Exit`). When waiting could hang (a
     /// second close signal, the grace period over, the watchdog) it ends the process at once
     /// with the documented code.
+    ///
+    /// This is the one place the runtime prints: `--help`, `--version` and `--check` answer
+    /// on standard output, and a start that fails says why on standard error in one line
+    /// (unless the cause was already logged).
     pub async fn run(mut self) -> Exit {
-        if let Some(e) = self.args_error.take() {
-            eprintln!("{}: {e}", self.name);
-            return Exit::BadConfig;
-        }
-        if self.invocation.is_none() {
+        if self.invocation.is_none() && self.args_error.is_none() {
             match Invocation::from_process() {
                 Ok(inv) => self.invocation = Some(inv),
-                Err(e) => {
-                    eprintln!("{}: {e}", self.name);
-                    return Exit::BadConfig;
-                }
+                Err(e) => self.args_error = Some(e),
             }
         }
         if let Some(inv) = self.invocation.as_mut().filter(|inv| inv.exe.is_none()) {
@@ -160,16 +165,17 @@ impl App {
             // processes start again.
             inv.exe = control::executable();
         }
-        let inherited = Inherited::from_env(
-            &self
-                .invocation
-                .as_ref()
-                .map(|inv| inv.env.clone())
-                .unwrap_or_default(),
-        );
-        let running = match runtime::start(self, Some(inherited)).await {
+        let env = self
+            .invocation
+            .as_ref()
+            .map(|inv| inv.env.clone())
+            .unwrap_or_default();
+        let running = match start::start(self, Some(Inherited::from_env(&env))).await {
             Ok(running) => running,
-            Err(exit) => return exit,
+            Err(e) => {
+                print_start_error(&e);
+                return e.exit();
+            }
         };
         let exit = running.wait().await;
         match exit {
@@ -179,16 +185,35 @@ impl App {
     }
 
     /// Starts the application inside the caller's runtime, without signal handlers or
-    /// process exits; drive it through [`Running::handle`].
-    pub async fn start(mut self) -> Result<Running, Exit> {
-        if let Some(e) = self.args_error.take() {
-            eprintln!("{}: {e}", self.name);
-            return Err(Exit::BadConfig);
-        }
+    /// process exits; drive it through [`Running::handle`]. It prints nothing: a start that
+    /// ends early returns a [`StartError`] with its exit code and cause (or, for `--help`,
+    /// `--version` and `--check` given through [`App::args`], the text to show).
+    pub async fn start(mut self) -> Result<Running, StartError> {
         if self.invocation.is_none() {
             self.invocation = Some(Invocation::default());
         }
-        runtime::start(self, None).await
+        start::start(self, None).await
+    }
+}
+
+/// Prints why the start ended, once: an answer on standard output, a failure on standard
+/// error with its causes, one per line. A closed output is not worth a panic: the exit code
+/// still says how it went.
+fn print_start_error(error: &StartError) {
+    use std::io::Write as _;
+    match error.cause() {
+        StartCause::Answered(text) => {
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+        _ if error.is_logged() => {}
+        _ => {
+            let mut text = error.to_string();
+            if let Some(source) = std::error::Error::source(error) {
+                text.push_str(": ");
+                text.push_str(&trace_of(source));
+            }
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        }
     }
 }
 

@@ -111,7 +111,8 @@ impl fmt::Display for Source {
 
 impl Config {
     /// Reads `path` (None = no file: every runtime key at its default) and applies overrides
-    /// from `env` (the App passes `std::env::vars()`; tests pass a Vec).
+    /// from `env` (the runtime's `control` module reads the process's environment and passes
+    /// it in; tests pass a Vec).
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,

@@ -186,6 +186,7 @@ impl Mailer {
         while !state.done {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // The last resort, as for a failed send.
                 eprintln!("shoal: the last log mail is still being sent; not waiting for it");
                 return;
             }
@@ -266,6 +267,7 @@ impl Post {
             if !batch.is_empty() {
                 let sent = self.send(&batch);
                 shared.last_sent.set(Instant::now());
+                // On stderr, the last resort: the log is what failed (see `logging`'s docs).
                 if let Err(e) = sent {
                     if closing {
                         eprintln!(

@@ -292,7 +292,8 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reports `message` on stderr unless `failing` says it was already.
+    /// Reports `message` on stderr unless `failing` says it was already: the last resort,
+    /// since the log is what failed (see the module docs of `logging`).
     fn report(&self, failing: &AtomicBool, message: &str) {
         if !failing.swap(true, Ordering::Relaxed) {
             eprintln!("shoal: log file {}: {message}", self.path.display());
@@ -535,6 +536,7 @@ fn background(job: Job) {
     run(job);
 }
 
+/// Runs a rotation job; failures go to stderr, the last resort (see `compress_file`).
 fn run(job: Job) {
     let active = &job.active;
     match &job.task {
@@ -567,6 +569,7 @@ fn run(job: Job) {
     job.pending.idle.notify_all();
 }
 
+/// Failures go to stderr, the background thread's last resort: it has no caller to return to.
 fn compress_file(rotated: &Path) {
     match gzip(rotated) {
         Ok(()) => {}

@@ -53,6 +53,13 @@
 //! and the pending lines carry over. Records of crates that log through the `log` crate follow
 //! the new levels too when `log` is bridged to `tracing` (as the runtime's subscriber does):
 //! installing sinks sets `log`'s max level.
+//!
+//! # When the log itself fails
+//!
+//! A sink that cannot deliver (a full disk, a syslog socket gone, an SMTP server refusing)
+//! says so on standard error itself, once per failure and once when it recovers. That is the
+//! last resort and the only printing the library does besides `App::run`: reporting through
+//! `tracing` would go back into the sinks that are failing.
 
 #[cfg(feature = "email")]
 mod email;

@@ -140,6 +140,8 @@ impl SyslogSocket {
         })
     }
 
+    /// Sends one frame. Failing and recovering are said on stderr, once each: the last resort,
+    /// since the log is what fails (see the module docs of `logging`).
     pub(super) fn send(&self, datagram: &[u8]) {
         let sent = match &self.to {
             Destination::Unix(socket, path) => socket.send_to(datagram, path),

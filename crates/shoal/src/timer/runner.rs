@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use serde::{Deserialize, Serialize};
+pub use shoal_api::status::TimerStats;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
@@ -85,32 +85,6 @@ impl fmt::Debug for Timer {
             .field("max_runs", &self.max_runs)
             .finish_non_exhaustive()
     }
-}
-
-/// One timer's counters, as status reports them. Times are RFC 3339 strings in UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimerStats {
-    /// The timer's name.
-    pub name: String,
-    /// The schedule in its string form (`every 30s`, `hour+5m`, `cron: ...`).
-    pub schedule: String,
-    /// Runs started and finished, failed ones included.
-    pub runs: u64,
-    /// Runs that returned an error or panicked.
-    pub failures: u64,
-    /// Ticks missed because a run (of this timer or, in the serial lane, another) overran, or
-    /// the wall clock jumped forward.
-    pub skipped: u64,
-    /// When the last run started.
-    #[serde(default, with = "rfc3339")]
-    pub last_run: Option<DateTime<Utc>>,
-    /// How long the last run took.
-    pub last_duration_ms: Option<u64>,
-    /// When the timer runs next; `None` before the timers start and after the timer stops.
-    #[serde(default, with = "rfc3339")]
-    pub next_run: Option<DateTime<Utc>>,
-    /// The last failure's message.
-    pub last_error: Option<String>,
 }
 
 /// A failed run, as the app's error callback receives it.
@@ -470,33 +444,4 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// a few plain assignments).
 fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
     registry.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Times in stats as RFC 3339 strings, independent of chrono's `serde` feature.
-mod rfc3339 {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        time: &Option<DateTime<Utc>>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match time {
-            Some(time) => {
-                serializer.serialize_some(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-            }
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let Some(text) = Option::<String>::deserialize(deserializer)? else {
-            return Ok(None);
-        };
-        DateTime::parse_from_rfc3339(&text)
-            .map(|time| Some(time.with_timezone(&Utc)))
-            .map_err(serde::de::Error::custom)
-    }
 }

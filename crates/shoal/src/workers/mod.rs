@@ -59,51 +59,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+pub use shoal_api::status::{WorkerKind, WorkerState, WorkerStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::{BoxError, Handle};
-
-/// How the workers of a group run; in status, `"task"`, `"thread"` or `"process"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum WorkerKind {
-    /// Async tasks on the application's runtime.
-    Task,
-    /// OS threads, for blocking work.
-    Thread,
-    /// Processes: the binary started again, running only this worker.
-    Process,
-}
-
-impl std::fmt::Display for WorkerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WorkerKind::Task => "task",
-            WorkerKind::Thread => "thread",
-            WorkerKind::Process => "process",
-        })
-    }
-}
-
-impl From<WorkerKind> for String {
-    fn from(kind: WorkerKind) -> String {
-        kind.to_string()
-    }
-}
-
-impl TryFrom<String> for WorkerKind {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<WorkerKind, String> {
-        match text.as_str() {
-            "task" => Ok(WorkerKind::Task),
-            "thread" => Ok(WorkerKind::Thread),
-            "process" => Ok(WorkerKind::Process),
-            _ => Err(format!("unknown worker kind {text:?}")),
-        }
-    }
-}
 
 /// What a worker is told: who it is, and when to stop.
 #[derive(Clone)]
@@ -328,25 +287,6 @@ impl WorkerGroup {
     }
 }
 
-/// A worker as `shoal.status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerStatus {
-    /// The group's name; `rpc` for process-mode RPC workers.
-    pub group: String,
-    pub index: usize,
-    pub kind: WorkerKind,
-    /// The process running it (this one for tasks and threads); None between restarts.
-    pub pid: Option<u32>,
-    /// `starting`, `running`, `restarting` (waiting out the backoff after a failure),
-    /// `finished` (returned Ok, not restarted), `stopping` (a process told to close) or
-    /// `stopped`.
-    pub state: String,
-    /// Restarts after failures since the application started.
-    pub restarts: u64,
-    /// How the last run ended, when one has.
-    pub last_exit: Option<String>,
-}
-
 /// Every worker's status, shared by the supervisors and `shoal.status`.
 #[derive(Debug, Default)]
 pub(crate) struct Board {
@@ -364,7 +304,7 @@ impl Board {
             index,
             kind,
             pid: None,
-            state: "starting".to_owned(),
+            state: WorkerState::Starting,
             restarts: 0,
             last_exit: None,
         });

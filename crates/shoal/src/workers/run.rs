@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::{
     process, AsyncBody, Backoff, BlockingBody, Board, Body, Worker, WorkerGroup, WorkerKind,
+    WorkerState,
 };
 use crate::Handle;
 
@@ -139,7 +140,7 @@ impl Launcher {
                 WorkerKind::Task | WorkerKind::Thread => {
                     self.board().update(&slot.group, slot.index, |w| {
                         w.pid = Some(std::process::id());
-                        w.state = "running".into();
+                        w.state = WorkerState::Running;
                     });
                     let worker =
                         Worker::new(&slot.group, slot.index, slot.count, self.handle.clone());
@@ -159,7 +160,7 @@ impl Launcher {
             };
             if closing.is_cancelled() {
                 self.board().update(&slot.group, slot.index, |w| {
-                    w.state = "stopped".into();
+                    w.state = WorkerState::Stopped;
                     w.pid = None;
                     w.last_exit = Some(ended);
                 });
@@ -169,7 +170,7 @@ impl Launcher {
                 Ok(()) if !slot.always_restart => {
                     info!(group = %slot.group, index = slot.index, "worker finished");
                     self.board().update(&slot.group, slot.index, |w| {
-                        w.state = "finished".into();
+                        w.state = WorkerState::Finished;
                         w.pid = None;
                         w.last_exit = Some(ended);
                     });
@@ -186,7 +187,7 @@ impl Launcher {
             }
             let delay = backoff.after(started.elapsed());
             self.board().update(&slot.group, slot.index, |w| {
-                w.state = "restarting".into();
+                w.state = WorkerState::Restarting;
                 w.pid = None;
                 w.restarts += 1;
                 w.last_exit = Some(ended);
@@ -201,7 +202,7 @@ impl Launcher {
                 _ = tokio::time::sleep(delay) => {}
                 _ = closing.cancelled() => {
                     self.board().update(&slot.group, slot.index, |w| {
-                        w.state = "stopped".into();
+                        w.state = WorkerState::Stopped;
                         w.pid = None;
                     });
                     return;
@@ -242,7 +243,7 @@ impl Launcher {
         };
         self.board().update(&slot.group, slot.index, |w| {
             w.pid = Some(pid);
-            w.state = "starting".into();
+            w.state = WorkerState::Starting;
         });
         let ready = tokio::select! {
             ready = spawned.ready(self.ready_timeout) => ready.map_err(|e| {
@@ -258,7 +259,7 @@ impl Launcher {
         if !closing.is_cancelled() {
             info!(group = %slot.group, index = slot.index, pid, "worker process runs");
             self.board()
-                .update(&slot.group, slot.index, |w| w.state = "running".into());
+                .update(&slot.group, slot.index, |w| w.state = WorkerState::Running);
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
             }
@@ -279,7 +280,7 @@ impl Launcher {
             }
         }
         self.board()
-            .update(&slot.group, slot.index, |w| w.state = "stopping".into());
+            .update(&slot.group, slot.index, |w| w.state = WorkerState::Stopping);
         signal(Signal::SIGTERM);
         exit_outcome(pid, spawned.child.wait().await)
     }
