@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use shoal::config::{Config, Explained};
 
+use crate::out::out;
+
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Print every effective value (secrets redacted) and its source: file:line, env VAR, or
@@ -24,7 +26,7 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             let env = std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
             let config = Config::load(Some(&file), env)?;
-            print!("{}", render(&config.explain()));
+            out!("{}", render(&config.explain()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,6 +1,11 @@
 //! The `shoal` command: one binary for calling services, explaining configurations, watching
 //! monitor feeds, generating code from an IDL, serving the echo bench and generating load. It owns signals and exit codes;
 //! the libraries take a shutdown future.
+//!
+//! Exit status: 0 done, 2 an error (printed on stderr), or a command's own (`shoal call`).
+//! A command whose standard output closes (`shoal ps | head -1`, `shoal logs -f APP | head
+//! -1`) ends quietly with status 0, as a reader that stops reading had what it wanted; no
+//! command panics on it (writes go through `out.rs`).
 
 mod agent;
 mod bench;
@@ -10,10 +15,12 @@ mod demo;
 mod idl;
 mod monitor;
 mod new;
+mod out;
 mod pkg;
 mod signal;
 mod up;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -127,8 +134,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`, which panics when stderr is closed too.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::from(2)
         }
     }
