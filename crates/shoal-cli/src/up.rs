@@ -24,7 +24,7 @@ use clap::Args;
 use shoal_agent::{Agent, Options};
 use tokio_util::sync::CancellationToken;
 
-use crate::out::{out, outln};
+use crate::out::out;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -81,6 +81,8 @@ pub fn run(args: UpArgs, exe: &Path) -> anyhow::Result<ExitCode> {
             ran
         })
     });
+    // A write stuck behind a reader that stopped reading is left to end with the process.
+    rt.shutdown_timeout(Duration::from_millis(100));
     ran?;
     watched?;
     Ok(ExitCode::SUCCESS)
@@ -121,13 +123,14 @@ async fn fleet(
         agent.serve(shutdown.clone()).await?;
         for built in packages {
             let report = agent.install(&built.archive, &built.sha256).await?;
-            outln!("installed {} {}", report.name, report.version)?;
+            write(format!("installed {} {}\n", report.name, report.version)).await?;
         }
-        outln!(
+        write(format!(
             "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet \
-             '\"you\"'); Ctrl-C stops everything",
+             '\"you\"'); Ctrl-C stops everything\n",
             data.display()
-        )?;
+        ))
+        .await?;
         show(&agent).await
     };
     let result = tokio::select! {
@@ -135,11 +138,21 @@ async fn fleet(
         () = shutdown.cancelled() => Ok(()),
     };
     shutdown.cancel();
-    // The output may be what ended it: these lines are for whoever still reads.
-    let _ = outln!("stopping...");
+    // The output may be what ended it, or be stuck: these lines are for whoever still
+    // reads, and never hold up the stop.
+    let _ = tokio::time::timeout(SAY_WITHIN, write("stopping...\n".into())).await;
     agent.close(true).await;
-    let _ = outln!("stopped");
+    let _ = tokio::time::timeout(SAY_WITHIN, write("stopped\n".into())).await;
     result
+}
+
+/// How long a line about stopping may take to write before the stop goes on without it.
+const SAY_WITHIN: Duration = Duration::from_millis(200);
+
+/// Writes `text` to standard output from a blocking thread: a reader that stops reading
+/// (a full pipe) then holds up that thread alone, and a signal still stops everything.
+async fn write(text: String) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || out!("{text}")).await?
 }
 
 /// Redraws the apps and crontab tables every second, until a write or a read fails.
@@ -162,7 +175,7 @@ async fn show(agent: &Agent) -> anyhow::Result<()> {
         } else {
             "\n"
         });
-        out!("{screen}")?;
+        write(screen).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -1,6 +1,7 @@
 //! Every way out of a command ends it cleanly, through the built binary: `shoal up` stops
-//! everything it started when its output closes, on SIGINT, SIGTERM and SIGHUP, and when it
-//! fails after starting things; `shoal logs -f` ends when its reader goes although nothing
+//! everything it started when its output closes, on SIGINT, SIGTERM and SIGHUP (also while
+//! a write is stuck on a reader that stopped reading), and when it fails after starting
+//! things; `shoal logs -f` ends when its reader goes although nothing
 //! more is written; one-shot commands writing into a closed pipe end quietly. "Nothing left"
 //! is checked in `/proc`: no process whose working directory or command line is under the
 //! test's data directory.
@@ -106,6 +107,39 @@ fn up_stops_everything_on(signal: Signal) {
     let rest: Vec<String> = lines.iter().collect();
     assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
     assert_eq!(under(&up.data), Vec::new(), "left running");
+}
+
+#[test]
+fn up_stops_everything_on_sigterm_while_its_output_is_stuck() {
+    // A reader that is there but stops reading: a pipe made small, never read, fills after a
+    // few redraws, and the next write blocks.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+    let dir = Scratch::new("up-stuck");
+    let mut up = Up::start(&dir, Stdio::from(writer));
+    let tasks = format!("/proc/{}/task", up.child.id());
+    wait_for("shoal up to block writing to its full pipe", || {
+        std::fs::read_dir(&tasks)
+            .ok()?
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan"))
+                    .is_ok_and(|wchan| wchan.contains("pipe_write"))
+            })
+            .then_some(())
+    });
+    let running = up.started();
+    assert!(
+        running.iter().any(|(_, cmd)| cmd.contains("example hello")),
+        "the hello service should run: {running:?}"
+    );
+    kill(Pid::from_raw(up.child.id() as i32), Signal::SIGTERM).unwrap();
+
+    let (status, stderr) = up.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(under(&up.data), Vec::new(), "left running");
+    drop(reader);
 }
 
 #[test]
