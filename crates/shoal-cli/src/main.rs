@@ -25,7 +25,6 @@ mod pkg;
 mod signal;
 mod up;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -144,8 +143,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            // Not `eprintln!`, which panics when stderr is closed too.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            out::errln!("error: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -17,7 +17,7 @@ use shoal::monitor::TOPIC;
 use shoal::status::Status;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
 
-use crate::out::out;
+use crate::out::{errln, out};
 
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
@@ -83,14 +83,14 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
             let frames = match received {
                 Ok(message) => message.into_vec(),
                 Err(e) => {
-                    eprintln!("warning: {endpoint}: {e}; reconnecting");
+                    errln!("warning: {endpoint}: {e}; reconnecting");
                     continue;
                 }
             };
             let snapshot = match decode(&frames) {
                 Ok(snapshot) => snapshot,
                 Err(why) => {
-                    eprintln!("warning: {endpoint}: skipped a malformed message: {why}");
+                    errln!("warning: {endpoint}: skipped a malformed message: {why}");
                     continue;
                 }
             };
@@ -103,7 +103,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
                 // A closed pipe (`| head`) ends the command quietly, in `main`.
                 Ok(text) => out!("{text}")?,
                 Err(e) => {
-                    eprintln!("warning: {endpoint}: skipped a snapshot that is not a status: {e}");
+                    errln!("warning: {endpoint}: skipped a snapshot that is not a status: {e}");
                     continue;
                 }
             }

@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use shoal_idl::{GroupWorkers, Idl, ServerWorkers};
 
-use crate::out::outln;
+use crate::out::{errln, outln};
 
 #[derive(Args, Debug)]
 pub struct NewArgs {
@@ -127,7 +127,7 @@ fn format(dir: &Path, written: &[(PathBuf, bool)]) {
                 let _ = std::fs::write(&path, formatted);
             }
             None => {
-                eprintln!("note: rustfmt did not run; the new Rust files are left as generated");
+                errln!("note: rustfmt did not run; the new Rust files are left as generated");
                 return;
             }
         }

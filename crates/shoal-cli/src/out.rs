@@ -2,6 +2,7 @@
 //! instead of panicking as `println!` does (Rust ignores SIGPIPE, so a write to a pipe whose
 //! reader is gone fails with EPIPE), and [`closed`], which notices the reader going while
 //! nothing is being written. `main` ends a command whose output closed quietly, with status 0.
+//! Standard error's lines (`errln!`) are written whatever becomes of them.
 
 use std::io::Write as _;
 use std::os::fd::{AsFd as _, OwnedFd};
@@ -23,7 +24,17 @@ macro_rules! outln {
     };
 }
 
-pub(crate) use {out, outln};
+/// Writes a line to standard error, whatever becomes of it: `eprintln!` panics when stderr
+/// is a pipe whose reader is gone (`2>&1 | head`), and a warning nobody reads is no reason to
+/// stop.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub(crate) use {errln, out, outln};
 
 /// Standard output's reader is gone: whatever the command had left to say, nobody reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
