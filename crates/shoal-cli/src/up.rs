@@ -3,11 +3,12 @@
 //! with the SDK, and `greeter`, a crontab whose job calls it every five seconds — and shows
 //! them in a live status table until Ctrl-C, which stops everything.
 //!
-//! Every way out stops everything: SIGINT, SIGTERM, SIGHUP, an error (exit status 2, the
-//! error on stderr) and standard output closing (`shoal up | head -3`: noticed even between
-//! two redraws, exit status 0). Each becomes the one `CancellationToken` the agent's start
-//! and stop wait on; the agent stops the programs it started and the crontab's runs before
-//! the process ends, so nothing it started outlives it.
+//! Every way out stops everything: SIGINT, SIGTERM, SIGHUP (the terminal gone), an error and
+//! standard output closing (`shoal up | head -3`: noticed even between two redraws, and
+//! even when a reader that stopped reading has a write stuck). Each cancels the one
+//! `CancellationToken` the agent's start and stop wait on; the agent stops the programs it
+//! started and the crontab's runs before the process ends, so nothing it started outlives
+//! it. The exit status is 2 after an error (printed on stderr), 0 otherwise.
 //!
 //! Both packages run this very binary, named by its absolute path (a package's command may be
 //! one): the service as `shoal example hello`, the job as `shoal call`. The data directory
