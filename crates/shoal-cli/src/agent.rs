@@ -12,6 +12,8 @@ use clap::{Args, Subcommand};
 use shoal_agent::api::{AgentClient, AppStatus, RollbackRequest, VersionInfo};
 use shoal_agent::{Agent, InstallReport, Options};
 
+use crate::out::{out, outln};
+
 /// Where the agent keeps its data, for every agent command.
 #[derive(Args, Debug, Clone)]
 pub struct DataDirArg {
@@ -138,14 +140,16 @@ pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
         bytes.into(),
     ))?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         match &report.previous {
-            Some(previous) => println!(
+            Some(previous) => outln!(
                 "{} {}: {} from {previous}",
-                report.name, report.version, report.outcome
-            ),
-            None => println!("{} {}: {}", report.name, report.version, report.outcome),
+                report.name,
+                report.version,
+                report.outcome
+            )?,
+            None => outln!("{} {}: {}", report.name, report.version, report.outcome)?,
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -163,9 +167,9 @@ pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
     let apps: Vec<AppStatus> = runtime()?.block_on(client.get("/v1/apps"))?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&apps)?);
+        outln!("{}", serde_json::to_string_pretty(&apps)?)?;
     } else {
-        print!("{}", ps_table(&apps));
+        out!("{}", ps_table(&apps))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -247,7 +251,7 @@ pub fn act(action: &str, args: NameArgs) -> anyhow::Result<ExitCode> {
         &format!("/v1/apps/{}/{action}", percent_encode(&args.name)),
         &serde_json::json!({}),
     ))?;
-    println!("{}: {action} done", args.name);
+    outln!("{}: {action} done", args.name)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -296,16 +300,26 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         .join("&");
     let path = format!("/v1/apps/{}/logs?{query}", percent_encode(&args.name));
     runtime()?.block_on(async {
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout();
+        // The first failed write ends the command: what follows would not be seen.
+        let mut unwritten = None;
+        let write_failed = tokio_util::sync::CancellationToken::new();
         let streaming = client.stream(&path, |chunk| {
-            let _ = stdout.write_all(chunk);
-            let _ = stdout.flush();
+            if unwritten.is_none() {
+                if let Err(e) = crate::out::write_bytes(chunk) {
+                    unwritten = Some(e);
+                    write_failed.cancel();
+                }
+            }
         });
-        tokio::select! {
-            done = streaming => done,
-            _ = crate::signal::shutdown() => Ok(()),
-        }
+        // A followed log that writes nothing more still ends when the reader goes
+        // (`shoal logs -f APP | head -1`).
+        let ended = tokio::select! {
+            done = streaming => done.map_err(anyhow::Error::from),
+            () = write_failed.cancelled() => Ok(()),
+            () = crate::out::closed() => Err(crate::out::Closed.into()),
+            () = crate::signal::shutdown() => Ok(()),
+        };
+        unwritten.map_or(ended, Err)
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -338,7 +352,7 @@ pub fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
     let list: Vec<VersionInfo> = runtime()?
         .block_on(client.get(&format!("/v1/apps/{}/versions", percent_encode(&args.name))))?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
     } else {
         let rows: Vec<Vec<String>> = list
             .iter()
@@ -353,7 +367,7 @@ pub fn versions(args: VersionsArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print!("{}", table(&["VERSION", ""], &rows));
+        out!("{}", table(&["VERSION", ""], &rows))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -377,14 +391,14 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         &RollbackRequest { to: args.to },
     ))?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        outln!(
             "{} {}: rolled back from {}",
             report.name,
             report.version,
             report.previous.as_deref().unwrap_or("-")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -405,10 +419,10 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         &serde_json::json!({}),
     ))?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&created)?);
+        outln!("{}", serde_json::to_string_pretty(&created)?)?;
     } else {
         let backup = &created["backup"];
-        println!(
+        outln!(
             "{}: backed up to {} ({})",
             args.name,
             text(&backup["id"]),
@@ -416,9 +430,9 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
                 .as_u64()
                 .map(shoal_pkg::format_size)
                 .unwrap_or_default()
-        );
+        )?;
         for note in created["notes"].as_array().into_iter().flatten() {
-            println!("  note: {}", text(note));
+            outln!("  note: {}", text(note))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -429,7 +443,7 @@ pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let list: Vec<serde_json::Value> = runtime()?
         .block_on(client.get(&format!("/v1/apps/{}/backups", percent_encode(&args.name))))?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
     } else {
         let rows: Vec<Vec<String>> = list
             .iter()
@@ -444,7 +458,7 @@ pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        print!("{}", table(&["BACKUP", "CREATED", "SIZE"], &rows));
+        out!("{}", table(&["BACKUP", "CREATED", "SIZE"], &rows))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -468,7 +482,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         ),
         &serde_json::json!({}),
     ))?;
-    println!("{}: restored {}", args.name, args.backup);
+    outln!("{}: restored {}", args.name, args.backup)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -509,9 +523,9 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
             let client = data.client()?;
             let jobs: Vec<serde_json::Value> = runtime()?.block_on(client.get("/v1/cron"))?;
             if out.json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
             } else {
-                print!("{}", cron_table(&jobs));
+                out!("{}", cron_table(&jobs))?;
             }
         }
         CronCommand::Run {
@@ -530,12 +544,12 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
                 &serde_json::json!({}),
             ))?;
             if out.json {
-                println!("{}", serde_json::to_string_pretty(&run)?);
+                outln!("{}", serde_json::to_string_pretty(&run)?)?;
             } else {
-                println!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run));
+                outln!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run))?;
                 let output = text(&run["output"]);
                 if !output.is_empty() && output != "-" {
-                    println!("{output}");
+                    outln!("{output}")?;
                 }
             }
         }
@@ -554,9 +568,9 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
             let runs: Vec<serde_json::Value> =
                 runtime()?.block_on(client.get(&format!("/v1/cron/history?{query}")))?;
             if out.json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                outln!("{}", serde_json::to_string_pretty(&runs)?)?;
             } else {
-                print!("{}", runs_table(&runs));
+                out!("{}", runs_table(&runs))?;
             }
         }
     }

@@ -14,6 +14,8 @@ use shoal::rpc::{Addr, Client, Listener};
 use shoal::{Server, Value};
 use tokio::time::Instant;
 
+use crate::out::outln;
+
 /// The service the bench measures.
 #[shoal::service]
 pub trait Echo {
@@ -127,9 +129,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let threads = args.threads.unwrap_or(args.connections.clamp(1, cores));
             let report = runtime(Some(threads))?.block_on(load(args.clone()))?;
             if args.json {
-                println!("{}", serde_json::to_string(&report)?);
+                outln!("{}", serde_json::to_string(&report)?)?;
             } else {
-                println!("{report}");
+                outln!("{report}")?;
             }
             Ok(if report.errors == 0 {
                 ExitCode::SUCCESS
@@ -160,7 +162,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .service(EchoServer::new(EchoService::default()))
         .build()?;
     let listener = Listener::bind(&addr).await?;
-    println!("listening on {}", listener.local_addr());
+    outln!("listening on {}", listener.local_addr())?;
     server.serve(listener, crate::signal::shutdown()).await?;
     Ok(())
 }

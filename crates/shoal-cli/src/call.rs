@@ -9,6 +9,8 @@ use clap::Args;
 use shoal::rpc::{CallOptions, Client, Error};
 use shoal::Value;
 
+use crate::out::outln;
+
 #[derive(Args, Debug)]
 pub struct CallArgs {
     /// Server address: host:port or unix:PATH.
@@ -49,12 +51,16 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         };
         match client.call_value(&opts, &args.method, &params).await {
             Ok(v) => {
-                println!("{}", to_json(&v));
+                outln!("{}", to_json(&v))?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(Error::Remote(e)) => {
-                println!("{}", serde_json::json!({ "error": to_json(&e.raw) }));
-                Ok(ExitCode::from(1))
+                // The call failed whoever reads: an output closed meanwhile does not make
+                // its status 0.
+                match outln!("{}", serde_json::json!({ "error": to_json(&e.raw) })) {
+                    Err(e) if !crate::out::is_closed(&e) => Err(e),
+                    _ => Ok(ExitCode::from(1)),
+                }
             }
             Err(e) => Err(e).with_context(|| format!("call {} on {}", args.method, args.addr)),
         }

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use shoal::config::{Config, Explained};
 
+use crate::out::out;
+
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Print every effective value (secrets redacted) and its source: file:line, env VAR, or
@@ -17,14 +19,12 @@ pub enum ConfigCommand {
     },
 }
 
-pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+/// Runs `cmd` with `env`, the process's environment (its `SHOAL_…` overrides).
+pub fn run(cmd: ConfigCommand, env: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Explain { file } => {
-            // `std::env::vars` panics on a variable that is not Unicode; no override is one.
-            let env = std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
             let config = Config::load(Some(&file), env)?;
-            print!("{}", render(&config.explain()));
+            out!("{}", render(&config.explain()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

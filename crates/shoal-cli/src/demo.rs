@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bench::{self, EchoClient, EchoServer, EchoService};
 use crate::call::to_json;
+use crate::out::outln;
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -26,7 +27,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             let stop = stop.clone();
             async move { server.serve(listener, stop.cancelled_owned()).await }
         });
-        println!("echo service listening on {addr}\n");
+        outln!("echo service listening on {addr}\n")?;
 
         let client = Client::connect(&addr.to_string()).await?;
         let echo = EchoClient::new(client.clone());
@@ -37,34 +38,34 @@ pub fn run() -> anyhow::Result<ExitCode> {
             .flatten()
             .filter_map(|m| m["name"].as_str().map(str::to_owned))
             .collect();
-        println!("shoal.methods        -> {}", names.join(", "));
+        outln!("shoal.methods        -> {}", names.join(", "))?;
         let pong: String = client.call("shoal.ping", &[(); 0]).await?;
-        println!("shoal.ping           -> {pong}");
+        outln!("shoal.ping           -> {pong}")?;
         let sample = Value::Map(vec![(
             "hello".into(),
             Value::Array(vec![1.into(), "two".into()]),
         )]);
-        println!(
+        outln!(
             "echo({})  -> {}",
             to_json(&sample),
             to_json(&echo.echo(sample.clone()).await?)
-        );
+        )?;
         let late = echo.clone().with_timeout(Duration::from_millis(50));
         match late.sleep_echo(500, Value::from("late")).await {
-            Ok(v) => println!("sleep_echo(500ms) -> {}", to_json(&v)),
-            Err(e) => println!("sleep_echo(500ms) with a 50ms deadline -> {e}"),
+            Ok(v) => outln!("sleep_echo(500ms) -> {}", to_json(&v))?,
+            Err(e) => outln!("sleep_echo(500ms) with a 50ms deadline -> {e}")?,
         }
         match client.call::<_, Value>("no_such_method", &[(); 0]).await {
-            Ok(v) => println!("no_such_method -> {}", to_json(&v)),
-            Err(e) => println!("no_such_method -> {e}"),
+            Ok(v) => outln!("no_such_method -> {}", to_json(&v))?,
+            Err(e) => outln!("no_such_method -> {e}")?,
         }
-        println!("\nload: 1 second, 8 connections x 8 calls in flight");
+        outln!("\nload: 1 second, 8 connections x 8 calls in flight")?;
         let report = bench::load(bench::RunArgs::quick(addr.to_string())).await?;
-        println!("{report}\n");
-        println!("try it yourself:");
-        println!("  target/release/shoal bench serve --listen 127.0.0.1:7400");
-        println!("  target/release/shoal call 127.0.0.1:7400 echo '\"hi\"'");
-        println!("  target/release/shoal bench run --addr 127.0.0.1:7400 --connections 50 --in-flight 16");
+        outln!("{report}\n")?;
+        outln!("try it yourself:")?;
+        outln!("  target/release/shoal bench serve --listen 127.0.0.1:7400")?;
+        outln!("  target/release/shoal call 127.0.0.1:7400 echo '\"hi\"'")?;
+        outln!("  target/release/shoal bench run --addr 127.0.0.1:7400 --connections 50 --in-flight 16")?;
         stop.cancel();
         serving.await??;
         Ok(ExitCode::SUCCESS)

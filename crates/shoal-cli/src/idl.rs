@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 
+use crate::out::outln;
+
 #[derive(Subcommand, Debug)]
 pub enum IdlCommand {
     /// Write DIR/<app>_client.py, a Python client for the IDL's service.
@@ -27,7 +29,7 @@ pub fn run(cmd: IdlCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         IdlCommand::Python { idl, out } => {
             let path = python(&idl, &out)?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display())?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,6 +1,16 @@
 //! The `shoal` command: one binary for calling services, explaining configurations, watching
 //! monitor feeds, generating code from an IDL, serving the echo bench and generating load. It owns signals and exit codes;
 //! the libraries take a shutdown future.
+//!
+//! This file and `signal.rs` are the only ones that touch the process itself: `main` reads
+//! the arguments, the environment and this binary's path and hands them to the commands as
+//! values, and turns their result into the exit status; `signal.rs` installs the signal
+//! handlers.
+//!
+//! Exit status: 0 done, 2 an error (printed on stderr), or a command's own (`shoal call`).
+//! A command whose standard output closes (`shoal ps | head -1`, `shoal logs -f APP | head
+//! -1`) ends quietly with status 0, as a reader that stops reading had what it wanted; no
+//! command panics on it (writes go through `out.rs`).
 
 mod agent;
 mod bench;
@@ -10,12 +20,14 @@ mod demo;
 mod idl;
 mod monitor;
 mod new;
+mod out;
 mod pkg;
 mod signal;
 mod up;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -103,12 +115,14 @@ fn main() -> ExitCode {
         Command::Call(args) => call::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Demo => demo::run(),
-        Command::Config(cmd) => config::run(cmd),
+        Command::Config(cmd) => config::run(cmd, environment()),
         Command::Monitor(args) => monitor::run(args),
         Command::New(args) => new::run(args),
         Command::Agent(args) => agent::run_agent(args),
-        Command::Up(args) => up::run(args),
-        Command::Example(args) => up::example(args),
+        Command::Up(args) => std::env::current_exe()
+            .context("finding this binary to package it")
+            .and_then(|exe| up::run(args, &exe)),
+        Command::Example(args) => up::example(args, environment()),
         Command::Install(args) => agent::install(args),
         Command::Ps(args) => agent::ps(args),
         Command::Start(args) => agent::act("start", args),
@@ -127,9 +141,18 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            out::errln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The process's environment, for the SDK's `SHOAL_…` overrides. A variable that is not
+/// Unicode is no override, so it is left out (`std::env::vars` would panic on it).
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }

@@ -7,7 +7,6 @@
 //! announces: a hostile publisher can abort this command (not a service), so point it at
 //! services you run.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +16,8 @@ use shoal::config::MonitorAddr;
 use shoal::monitor::TOPIC;
 use shoal_api::status::Status;
 use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket};
+
+use crate::out::{errln, out};
 
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
@@ -73,20 +74,23 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         sub.subscribe(TOPIC).await?;
         let mut printed = 0;
         loop {
-            let received = deadline(args.timeout, sub.recv())
-                .await
-                .map_err(within("snapshot"))?;
+            // A feed that sends nothing more still ends when the reader goes.
+            let received = tokio::select! {
+                received = deadline(args.timeout, sub.recv()) => received,
+                () = crate::out::closed() => return Err(crate::out::Closed.into()),
+            }
+            .map_err(within("snapshot"))?;
             let frames = match received {
                 Ok(message) => message.into_vec(),
                 Err(e) => {
-                    eprintln!("warning: {endpoint}: {e}; reconnecting");
+                    errln!("warning: {endpoint}: {e}; reconnecting");
                     continue;
                 }
             };
             let snapshot = match decode(&frames) {
                 Ok(snapshot) => snapshot,
                 Err(why) => {
-                    eprintln!("warning: {endpoint}: skipped a malformed message: {why}");
+                    errln!("warning: {endpoint}: skipped a malformed message: {why}");
                     continue;
                 }
             };
@@ -96,19 +100,10 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
                 serde_json::from_value::<Status>(snapshot).map(|status| render(&status))
             };
             match shown {
-                Ok(text) => {
-                    let mut out = std::io::stdout().lock();
-                    // A closed pipe (`| head`) ends the command quietly.
-                    if out
-                        .write_all(text.as_bytes())
-                        .and_then(|()| out.flush())
-                        .is_err()
-                    {
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                }
+                // A closed pipe (`| head`) ends the command quietly, in `main`.
+                Ok(text) => out!("{text}")?,
                 Err(e) => {
-                    eprintln!("warning: {endpoint}: skipped a snapshot that is not a status: {e}");
+                    errln!("warning: {endpoint}: skipped a snapshot that is not a status: {e}");
                     continue;
                 }
             }

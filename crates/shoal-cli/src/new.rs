@@ -20,6 +20,8 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use shoal_idl::{GroupWorkers, Idl, ServerWorkers};
 
+use crate::out::{errln, outln};
+
 #[derive(Args, Debug)]
 pub struct NewArgs {
     /// The crate's name (also its binary's, its package's and its config file's).
@@ -97,13 +99,13 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     format(&dir, &written);
     for (path, new) in &written {
         let what = if *new { "wrote" } else { "kept " };
-        println!("{what} {}", dir.join(path).display());
+        outln!("{what} {}", dir.join(path).display())?;
     }
-    println!(
+    outln!(
         "\n{} is ready: cd {} && cargo test && cargo run",
         names.name,
         dir.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -125,7 +127,7 @@ fn format(dir: &Path, written: &[(PathBuf, bool)]) {
                 let _ = std::fs::write(&path, formatted);
             }
             None => {
-                eprintln!("note: rustfmt did not run; the new Rust files are left as generated");
+                errln!("note: rustfmt did not run; the new Rust files are left as generated");
                 return;
             }
         }

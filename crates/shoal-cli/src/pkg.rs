@@ -9,6 +9,8 @@ use clap::Subcommand;
 use shoal_pkg::manifest::{Command, Health, HttpCheck, Manifest};
 use shoal_pkg::{format_size, Inspection, Limits};
 
+use crate::out::{out, outln};
+
 #[derive(Subcommand, Debug)]
 pub enum Pkg {
     /// Check DIR/shoal.toml and pack DIR into NAME-VERSION.tar.gz and
@@ -42,24 +44,24 @@ pub fn run(cmd: Pkg) -> anyhow::Result<ExitCode> {
             let built = shoal_pkg::build(&dir, &out_dir)
                 .with_context(|| format!("cannot build a package from {}", dir.display()))?;
             let package = &built.manifest.package;
-            println!(
+            outln!(
                 "built {} {} ({}): {} files, {}",
                 package.name,
                 package.version,
                 package.kind,
                 built.files,
                 format_size(built.size)
-            );
-            println!("archive:  {}", shown(&out_dir, &built.archive));
-            println!("sha256:   {}", built.sha256);
-            println!("checksum: {}", shown(&out_dir, &built.checksum_file));
+            )?;
+            outln!("archive:  {}", shown(&out_dir, &built.archive))?;
+            outln!("sha256:   {}", built.sha256)?;
+            outln!("checksum: {}", shown(&out_dir, &built.checksum_file))?;
         }
         Pkg::Inspect { file, json } => {
             let inspection = shoal_pkg::inspect(&file, &Limits::default())?;
             if json {
-                println!("{}", render_json(&inspection)?);
+                outln!("{}", render_json(&inspection)?)?;
             } else {
-                print!("{}", render(&inspection));
+                out!("{}", render(&inspection))?;
             }
         }
     }

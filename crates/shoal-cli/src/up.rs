@@ -3,6 +3,13 @@
 //! with the SDK, and `greeter`, a crontab whose job calls it every five seconds — and shows
 //! them in a live status table until Ctrl-C, which stops everything.
 //!
+//! Every way out stops everything: SIGINT, SIGTERM, SIGHUP (the terminal gone), an error and
+//! standard output closing (`shoal up | head -3`: noticed even between two redraws, and
+//! even when a reader that stopped reading has a write stuck). Each cancels the one
+//! `CancellationToken` the agent's start and stop wait on; the agent stops the programs it
+//! started and the crontab's runs before the process ends, so nothing it started outlives
+//! it. The exit status is 2 after an error (printed on stderr), 0 otherwise.
+//!
 //! Both packages run this very binary, named by its absolute path (a package's command may be
 //! one): the service as `shoal example hello`, the job as `shoal call`. The data directory
 //! (default `.shoal-up`, the agent's in `.shoal-up/data`) starts empty each time; a non-empty
@@ -16,6 +23,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use shoal_agent::{Agent, Options};
+use tokio_util::sync::CancellationToken;
+
+use crate::out::out;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -28,7 +38,7 @@ pub struct UpArgs {
 /// empty one) is ever emptied.
 const MARKER: &str = ".shoal-up";
 
-pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: UpArgs, exe: &Path) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir;
     crate::agent::raise_fd_limit();
     let socket = dir.join("data").join("agent.sock");
@@ -57,64 +67,118 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     )?;
     let dir = dir.canonicalize()?;
     let port = free_port()?;
-    let packages = build_packages(&dir.join("packages"), port)?;
+    let packages = build_packages(&dir.join("packages"), exe, port)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        // Ctrl-C is ours from here on: during the installs too, everything started is stopped.
-        let shutdown = crate::signal::shutdown();
-        tokio::pin!(shutdown);
-        let agent = Agent::open(&dir.join("data"), Options::default()).await?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        let shown = async {
-            agent.serve(stop.clone()).await?;
-            for built in &packages {
-                let report = agent.install(&built.archive, &built.sha256).await?;
-                println!("installed {} {}", report.name, report.version);
-            }
-            println!(
-                "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet \
-                 '\"you\"'); Ctrl-C stops everything",
-                dir.join("data").display()
-            );
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            loop {
-                let apps = agent.apps()?;
-                let mut screen = String::new();
-                if tty {
-                    screen.push_str("\x1b[H\x1b[2J");
-                }
-                screen.push_str(&crate::agent::ps_table(&apps));
-                let jobs = serde_json::to_value(agent.cron().list()?)?;
-                screen.push('\n');
-                screen.push_str(&crate::agent::cron_table(
-                    jobs.as_array().map_or(&[], |v| v),
-                ));
-                screen.push_str(if tty {
-                    "\nCtrl-C stops everything.\n"
-                } else {
-                    "\n"
-                });
-                print!("{screen}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            #[allow(unreachable_code)]
-            anyhow::Ok(())
-        };
-        // Whatever ends it (Ctrl-C, an error), everything started is stopped.
-        let result = tokio::select! {
-            _ = &mut shutdown => Ok(()),
-            failed = shown => failed,
-        };
-        println!("stopping...");
-        stop.cancel();
-        agent.close(true).await;
-        println!("stopped");
-        result
-    })?;
+    // The one cause everything stops for: the first of a signal, the output closing, or the
+    // fleet's own end (an error).
+    let shutdown = CancellationToken::new();
+    let (watched, ran) = rt.block_on(async {
+        tokio::join!(stop_causes(&shutdown), async {
+            let ran = fleet(&dir, &packages, port, &shutdown).await;
+            shutdown.cancel();
+            ran
+        })
+    });
+    // A write stuck behind a reader that stopped reading is left to end with the process.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    ran?;
+    watched?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on SIGINT, SIGTERM or SIGHUP, or when standard output's reader is
+/// gone; returns once `shutdown` is cancelled, by them or by the fleet ending.
+async fn stop_causes(shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let watched = tokio::select! {
+        stop = crate::signal::stop() => stop
+            .map(|signal| tracing::info!(%signal, "stopping everything"))
+            .context("installing the handlers of SIGINT, SIGTERM and SIGHUP"),
+        () = crate::out::closed() => {
+            tracing::info!("standard output closed; stopping everything");
+            Ok(())
+        }
+        () = shutdown.cancelled() => Ok(()),
+    };
+    shutdown.cancel();
+    watched
+}
+
+/// The agent on `dir/data` with `packages` installed and shown, until `shutdown` fires or
+/// something fails; then, whichever way it ended, every program, run and task the agent
+/// started is stopped before this returns.
+async fn fleet(
+    dir: &Path,
+    packages: &[shoal_pkg::Built],
+    port: u16,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let data = dir.join("data");
+    let agent = Agent::open(&data, Options::default())
+        .await
+        .with_context(|| format!("starting the agent on {}", data.display()))?;
+    // From here on programs may run: every way out goes through the close below.
+    let shown = async {
+        agent.serve(shutdown.clone()).await?;
+        for built in packages {
+            let report = agent.install(&built.archive, &built.sha256).await?;
+            write(format!("installed {} {}\n", report.name, report.version)).await?;
+        }
+        write(format!(
+            "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet \
+             '\"you\"'); Ctrl-C stops everything\n",
+            data.display()
+        ))
+        .await?;
+        show(&agent).await
+    };
+    let result = tokio::select! {
+        failed = shown => failed,
+        () = shutdown.cancelled() => Ok(()),
+    };
+    shutdown.cancel();
+    // The output may be what ended it, or be stuck: these lines are for whoever still
+    // reads, and never hold up the stop.
+    let _ = tokio::time::timeout(SAY_WITHIN, write("stopping...\n".into())).await;
+    agent.close(true).await;
+    let _ = tokio::time::timeout(SAY_WITHIN, write("stopped\n".into())).await;
+    result
+}
+
+/// How long a line about stopping may take to write before the stop goes on without it.
+const SAY_WITHIN: Duration = Duration::from_millis(200);
+
+/// Writes `text` to standard output from a blocking thread: a reader that stops reading
+/// (a full pipe) then holds up that thread alone, and a signal still stops everything.
+async fn write(text: String) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || out!("{text}")).await?
+}
+
+/// Redraws the apps and crontab tables every second, until a write or a read fails.
+async fn show(agent: &Agent) -> anyhow::Result<()> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let apps = agent.apps()?;
+        let mut screen = String::new();
+        if tty {
+            screen.push_str("\x1b[H\x1b[2J");
+        }
+        screen.push_str(&crate::agent::ps_table(&apps));
+        let jobs = serde_json::to_value(agent.cron().list()?)?;
+        screen.push('\n');
+        screen.push_str(&crate::agent::cron_table(
+            jobs.as_array().map_or(&[], |v| v),
+        ));
+        screen.push_str(if tty {
+            "\nCtrl-C stops everything.\n"
+        } else {
+            "\n"
+        });
+        write(screen).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A loopback port nobody listens on now.
@@ -124,8 +188,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Writes and builds the two packages into `dir`.
-fn build_packages(dir: &Path, port: u16) -> anyhow::Result<Vec<shoal_pkg::Built>> {
-    let exe = std::env::current_exe().context("finding this binary to package it")?;
+fn build_packages(dir: &Path, exe: &Path, port: u16) -> anyhow::Result<Vec<shoal_pkg::Built>> {
     let version = env!("CARGO_PKG_VERSION");
     let exe = exe.display();
     let hello = dir.join("hello");
@@ -173,16 +236,14 @@ pub struct ExampleArgs {
     args: Vec<String>,
 }
 
-pub fn example(args: ExampleArgs) -> anyhow::Result<ExitCode> {
+/// Runs the example with `env`, the process's environment (its `SHOAL_…` overrides).
+pub fn example(args: ExampleArgs, env: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     if args.name != "hello" {
         bail!("no example {:?}; the one there is: hello", args.name);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
     let exit = rt.block_on(hello::app().args(args.args, env).run());
     Ok(ExitCode::from(exit.code()))
 }
