@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_pkg::manifest::{Kind, Manifest, Name, Version};
+use shoal_pkg::manifest::{Kind, Manifest, ManifestExt, Name, Version};
 use shoal_pkg::{Limits, Sha256};
 use tokio_util::sync::CancellationToken;
 

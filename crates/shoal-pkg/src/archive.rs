@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 use crate::digest::Sha256;
-use crate::manifest::{Manifest, ManifestError, MANIFEST_FILE, MAX_MANIFEST_SIZE};
+use crate::manifest::{Manifest, ManifestError, ManifestExt, MANIFEST_FILE, MAX_MANIFEST_SIZE};
 
 /// What an archive is held to while it is read. Both are counted as the archive is read, not
 /// taken from what its headers claim.

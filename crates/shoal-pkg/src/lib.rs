@@ -121,5 +121,5 @@ pub use build::{build, BuildError, Built};
 pub use digest::{BadDigest, Hasher, Sha256};
 pub use inspect::{inspect, Inspection};
 pub use manifest::units::format_size;
-pub use manifest::{Manifest, ManifestError, Version};
+pub use manifest::{Manifest, ManifestError, ManifestExt, Version};
 pub use unpack::{unpack, Unpacked};
