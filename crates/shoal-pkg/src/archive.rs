@@ -217,8 +217,7 @@ pub trait Sink {
     /// once the walk's own rules passed and before anything of the entry is handed over;
     /// `size` is what a file's header claims. An error says why not, and the walk refuses
     /// the entry with it ([`Rule::Refused`]).
-    fn admit(&mut self, path: &str, kind: EntryKind, size: u64) -> Result<(), String> {
-        let _ = (path, kind, size);
+    fn admit(&mut self, _path: &str, _kind: EntryKind, _size: u64) -> Result<(), String> {
         Ok(())
     }
 
@@ -262,7 +261,7 @@ pub struct Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
     #[error("not a readable tar stream: {0}")]
-    Read(io::Error),
+    Read(#[source] io::Error),
     #[error("{path}: {rule}")]
     Rejected {
         /// The entry's path as the archive has it (lossily decoded, a long one cut short).
