@@ -193,6 +193,8 @@ pub fn restore(
     };
     // Only names this module writes: no `/`, so the path stays in the app's backup directory.
     parse_id(app, id).ok_or_else(not_found)?;
+    // What the restore may write: the manifest's paths, as a backup of them is taken.
+    let scope = roots(&backup.paths)?;
     let dir = data.backups(app);
     let path = dir.join(id);
     let _lock = lock(&dir)?;
@@ -215,7 +217,6 @@ pub fn restore(
     let app_dir = data.app(app);
     fs::create_dir_all(&app_dir).map_err(|source| io_error(&app_dir, source))?;
     let staging = Scratch::create(&app_dir, "restore")?;
-    let scope = roots(&backup.paths)?;
     let extracted = restore::extract(&path, file, &staging.path, app, &scope, limits)?;
     if extracted.sha256 != expected {
         return Err(BackupError::Checksum {
