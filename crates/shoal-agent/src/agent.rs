@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_pkg::manifest::{Kind, Manifest, Name, Version};
+use shoal_pkg::manifest::{Kind, Manifest, ManifestExt, Name, Version};
 use shoal_pkg::{Limits, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -794,6 +794,11 @@ impl Agent {
     pub async fn restore(&self, name: &Name, id: &str) -> Result<(), AgentError> {
         let _one = self.inner.changing.lock().await;
         let manifest = self.manifest(name)?;
+        let Some(spec) = manifest.backup.clone() else {
+            return Err(AgentError::Invalid(format!(
+                "{name} has no [backup] in its manifest: a restore writes only its [backup] paths"
+            )));
+        };
         let was_running = manifest.package.kind == Kind::Service
             && self
                 .inner
@@ -809,10 +814,12 @@ impl Agent {
                 .map_err(AgentError::failed)?;
         }
         let (data, app, backup_id) = (self.inner.data.clone(), name.clone(), id.to_owned());
-        let restored =
-            tokio::task::spawn_blocking(move || backup::restore(&data, &app, &backup_id))
-                .await
-                .map_err(AgentError::failed)?;
+        let limits = self.inner.options.limits;
+        let restored = tokio::task::spawn_blocking(move || {
+            backup::restore(&data, &app, &spec, &backup_id, &limits)
+        })
+        .await
+        .map_err(AgentError::failed)?;
         if was_running {
             self.inner
                 .supervisor

@@ -1,6 +1,7 @@
 //! Backups of real directories: a round trip with modes and symlinks, pruning, the schedule
-//! at explicit times, and restores refused for tampered and hand-made hostile archives, which
-//! must leave the app's files as they were.
+//! at explicit times, and restores refused for tampered and hand-made hostile archives (header
+//! by header: escaping paths and links, huge extension headers, sparse files, paths outside
+//! the manifest's, archives over the limits), which must leave the app's files as they were.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,7 +15,7 @@ use flate2::Compression;
 use shoal_agent::backup::{self, BackupError};
 use shoal_agent::DataDir;
 use shoal_pkg::manifest::{Backup, Name};
-use shoal_pkg::Sha256;
+use shoal_pkg::{Limits, Rule, Sha256};
 use tar::{EntryType, Header};
 
 mod common;
@@ -73,7 +74,7 @@ fn a_backup_round_trips_files_modes_and_symlinks() {
     // A directory the restore must be able to replace although it cannot write into it.
     mkdir(&data.join("locked"), 0o500);
 
-    backup::restore(&t.data, &t.app, &info.id).unwrap();
+    backup::restore(&t.data, &t.app, &config, &info.id, &Limits::default()).unwrap();
     let mut expected = before;
     expected.remove("data/app.sock");
     expected.remove("data/outside");
@@ -198,7 +199,7 @@ fn a_tampered_backup_is_refused_and_changes_nothing() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
     std::fs::write(&file, bytes).unwrap();
-    let refused = backup::restore(&t.data, &t.app, &id).unwrap_err();
+    let refused = t.restore(&["data"], &id).unwrap_err();
     assert!(matches!(refused, BackupError::Checksum { .. }), "{refused}");
     assert!(
         refused
@@ -213,72 +214,75 @@ fn a_tampered_backup_is_refused_and_changes_nothing() {
         "../../etc/passwd",
         "other-x.tar.gz",
     ] {
-        let refused = backup::restore(&t.data, &t.app, id).unwrap_err();
+        let refused = t.restore(&["data"], id).unwrap_err();
         assert!(matches!(refused, BackupError::NotFound { .. }), "{refused}");
     }
     assert_eq!(
-        backup::restore(&t.data, &t.app, "nope")
-            .unwrap_err()
-            .to_string(),
+        t.restore(&["data"], "nope").unwrap_err().to_string(),
         "app has no backup \"nope\": `shoal backups app` lists them"
     );
 }
 
+/// The index a backup of `app` holding `paths` starts with.
+fn index(app: &str, paths: &[&str]) -> String {
+    let paths: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "{{\"app\":{app:?},\"created_at\":\"2024-01-01T00:00:00Z\",\"paths\":[{}]}}",
+        paths.join(",")
+    )
+}
+
+/// A backup of `app`'s `data` so far: its index.
+fn backup_of_data() -> Raw {
+    Raw::new().file(
+        ".shoal-backup.json",
+        0o644,
+        index("app", &["data"]).as_bytes(),
+    )
+}
+
 #[test]
 fn hostile_archives_are_refused_and_change_nothing() {
-    let index = |app: &str, paths: &[&str]| {
-        let paths: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
-        format!(
-            "{{\"app\":{app:?},\"created_at\":\"2024-01-01T00:00:00Z\",\"paths\":[{}]}}",
-            paths.join(",")
-        )
-    };
-    let ok = || {
-        Raw::new().file(
-            ".shoal-backup.json",
-            0o644,
-            index("app", &["data"]).as_bytes(),
-        )
-    };
+    let ok = backup_of_data;
     let cases: Vec<(&str, Raw, &str)> = vec![
         (
             "parent",
             ok().dir("data").file("data/../../evil", 0o644, b"x"),
-            "'..' in the path",
+            "data/../../evil: '..' in the path",
         ),
         (
             "absolute",
             ok().dir("data").file("/tmp/evil", 0o644, b"x"),
-            "an absolute path",
+            "/tmp/evil: absolute path",
         ),
         (
             "outside the roots",
             ok().dir("data").file("conf.toml", 0o644, b"x"),
-            "outside the paths the backup holds",
+            "conf.toml: outside the paths the backup holds (data)",
         ),
         (
             "escaping link",
             ok().dir("data").symlink("data/l", "../../../etc"),
-            "points outside the app's directory",
+            "data/l: symlink to \"../../../etc\", which points outside the archive's root",
         ),
         (
             "absolute link",
             ok().dir("data").symlink("data/l", "/etc"),
-            "absolute path \"/etc\"",
+            "data/l: symlink to the absolute path \"/etc\"",
         ),
         (
             "links through links",
             ok().dir("data")
                 .symlink("data/a", "..")
                 .symlink("data/b", "a/.."),
-            "resolves outside the app's directory",
+            "data/b: symlink to \"a/..\", which points outside",
         ),
         (
             "below a link",
             ok().dir("data")
                 .symlink("data/l", "x")
                 .file("data/l/f", 0o644, b"x"),
-            "\"data/l\" is a file or a symlink",
+            "data/l/f: \"data/l\" is a file or a symlink",
         ),
         (
             "hard link",
@@ -289,26 +293,52 @@ fn hostile_archives_are_refused_and_change_nothing() {
                 0,
                 b"",
             ),
-            "a hard link",
+            "data/h: hard link to \"data/f\"",
         ),
         (
-            "device",
+            "escaping hard link",
+            ok().dir("data")
+                .entry(EntryType::Link, "data/h", "../../../etc/shadow", 0, b""),
+            "data/h: hard link to \"../../../etc/shadow\"",
+        ),
+        (
+            "character device",
             ok().dir("data")
                 .entry(EntryType::Char, "data/tty", "", 0, b""),
-            "a character device",
+            "data/tty: character device",
+        ),
+        (
+            "block device",
+            ok().dir("data")
+                .entry(EntryType::Block, "data/sda", "", 0, b""),
+            "data/sda: block device",
         ),
         (
             "fifo",
             ok().dir("data")
                 .entry(EntryType::Fifo, "data/p", "", 0, b""),
-            "a fifo",
+            "data/p: fifo",
         ),
         (
             "twice",
             ok().dir("data")
                 .file("data/f", 0o644, b"x")
                 .file("data/f", 0o644, b"y"),
-            "appears twice",
+            "data/f: appears twice",
+        ),
+        (
+            "through a long name",
+            ok().dir("data")
+                .long_name(b"data/../../evil")
+                .file("data/fine", 0o644, b"x"),
+            "data/../../evil: '..' in the path",
+        ),
+        (
+            "through a pax path",
+            ok().dir("data")
+                .pax(&[("path", "/etc/cron.d/evil")])
+                .file("data/fine", 0o644, b"x"),
+            "/etc/cron.d/evil: absolute path",
         ),
         (
             "another app",
@@ -319,12 +349,12 @@ fn hostile_archives_are_refused_and_change_nothing() {
                     index("other", &["data"]).as_bytes(),
                 )
                 .dir("data"),
-            "holds a backup of \"other\"",
+            ".shoal-backup.json: it holds a backup of \"other\", not of app",
         ),
         (
             "no index",
             Raw::new().dir("data").file("data/f", 0o644, b"x"),
-            "its first entry is \"data\"",
+            "data: the first entry of a backup is its index, .shoal-backup.json",
         ),
         (
             "index names a path",
@@ -344,32 +374,279 @@ fn hostile_archives_are_refused_and_change_nothing() {
 
     for (what, raw, expected) in cases {
         let t = Setup::new(&format!("hostile-{}", what.replace(' ', "-")));
-        t.file("data/x", 0o644, "mine");
-        t.file("conf.toml", 0o644, "mine");
-        let before = snapshot(&t.app_dir);
-        let dir = t.data.backups(&t.app);
-        std::fs::create_dir_all(&dir).unwrap();
-        let id = "app-20240101T000000Z.tar.gz";
-        // Whoever wrote the archive rewrote its checksum too.
-        let bytes = raw.gz();
-        std::fs::write(dir.join(id), &bytes).unwrap();
-        let sha = Sha256::of_reader(bytes.as_slice()).unwrap();
-        std::fs::write(dir.join(format!("{id}.sha256")), sha.checksum_line(id)).unwrap();
-
-        let refused = backup::restore(&t.data, &t.app, id).unwrap_err();
+        let refused = t.refuse(raw, &["data"], &Limits::default());
         assert!(refused.to_string().contains(expected), "{what}: {refused}");
-        assert_eq!(
-            snapshot(&t.app_dir),
-            before,
-            "{what}: the app's files changed"
-        );
-        assert!(
-            !t.dir.0.join("evil").exists() && !Path::new("/tmp/evil").exists(),
-            "{what}"
-        );
-        let apps = t.app_dir.parent().unwrap();
-        assert_eq!(std::fs::read_dir(apps).unwrap().count(), 1, "{what}");
+        assert!(!Path::new("/tmp/evil").exists(), "{what}");
     }
+}
+
+#[test]
+fn huge_extension_headers_are_refused_unread() {
+    // Each header claims far more than follows it (nothing does): read, it would fail as
+    // truncated or take the memory it claims; refused by its size, it is never read.
+    for (what, kind, path, size, limit) in [
+        (
+            "pax 200 MB",
+            EntryType::XHeader,
+            "PaxHeader",
+            200 << 20,
+            64 * 1024,
+        ),
+        (
+            "pax 1 GiB",
+            EntryType::XHeader,
+            "PaxHeader",
+            1 << 30,
+            64 * 1024,
+        ),
+        (
+            "long name 1 GiB",
+            EntryType::GNULongName,
+            "././@LongLink",
+            1 << 30,
+            1025,
+        ),
+        (
+            "long link 1 GiB",
+            EntryType::GNULongLink,
+            "././@LongLink",
+            1 << 30,
+            1025,
+        ),
+        (
+            "global pax 1 GiB",
+            EntryType::XGlobalHeader,
+            "PaxHeader",
+            1 << 30,
+            64 * 1024,
+        ),
+    ] {
+        let t = Setup::new(&format!("huge-{}", what.replace(' ', "-")));
+        let raw = backup_of_data().dir("data").claim(kind, path, size);
+        let refused = t.refuse(raw, &["data"], &Limits::default());
+        match &refused {
+            BackupError::Rejected { path: p, rule, .. } => assert_eq!(
+                (p.as_str(), rule),
+                (path, &Rule::ExtensionTooLarge { size, limit }),
+                "{what}"
+            ),
+            other => panic!("{what}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_long_path_is_refused_and_quoted_short() {
+    let t = Setup::new("long-path");
+    let long = format!("data/{}", "a".repeat(60_000));
+    let raw = backup_of_data()
+        .dir("data")
+        .pax(&[("path", &long)])
+        .file("data/fine", 0o644, b"x");
+    let refused = t.refuse(raw, &["data"], &Limits::default());
+    let BackupError::Rejected { path, rule, .. } = &refused else {
+        panic!("{refused}");
+    };
+    assert_eq!(rule, &Rule::PathTooLong);
+    assert!(path.starts_with("data/aaaa"), "{path}");
+    assert!(path.ends_with("... (60005 bytes)"), "{path}");
+    assert!(refused.to_string().len() < 500, "{refused}");
+}
+
+#[test]
+fn sparse_files_are_refused_at_their_header() {
+    // GNU sparse: a header marked extended, then blocks of more sparse map; the map is never
+    // read, so its length does not matter.
+    let t = Setup::new("sparse-gnu");
+    let raw = backup_of_data().dir("data").gnu_sparse("data/s", 4_000);
+    let refused = t.refuse(raw, &["data"], &Limits::default());
+    assert!(
+        matches!(&refused, BackupError::Rejected { path, rule: Rule::UnsupportedType('S'), .. } if path == "data/s"),
+        "{refused}"
+    );
+
+    // pax sparse, in each of its versions' keys.
+    let t = Setup::new("sparse-pax");
+    let raw = backup_of_data()
+        .dir("data")
+        .pax(&[("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0")])
+        .file("data/s", 0o644, b"x");
+    let refused = t.refuse(raw, &["data"], &Limits::default());
+    assert!(
+        refused
+            .to_string()
+            .contains("PaxHeader: pax header key \"GNU.sparse.major\" is not supported"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_link_that_escapes_only_through_a_link_on_disk_is_refused() {
+    let t = Setup::new("disk-link");
+    // An installed version's link to itself, as a package may hold.
+    let version = t.app_dir.join("versions/1.0.0");
+    std::fs::create_dir_all(&version).unwrap();
+    symlink(".", &version.join("self"));
+    let target = "../versions/1.0.0/self/../../../other/secret";
+    // Read as written, the target stays in the app's directory; the kernel, through `self`,
+    // takes it to the app's parent.
+    std::fs::create_dir_all(t.app_dir.join("data")).unwrap();
+    symlink(target, &t.app_dir.join("data/probe"));
+    let apps = t.app_dir.parent().unwrap();
+    std::fs::create_dir_all(apps.join("other")).unwrap();
+    std::fs::write(apps.join("other/secret"), "x").unwrap();
+    assert_eq!(
+        t.app_dir.join("data/probe").canonicalize().unwrap(),
+        apps.join("other/secret").canonicalize().unwrap()
+    );
+    std::fs::remove_file(t.app_dir.join("data/probe")).unwrap();
+
+    let raw = backup_of_data().dir("data").symlink("data/l", target);
+    let refused = t.refuse(raw, &["data"], &Limits::default());
+    match &refused {
+        BackupError::Rejected { path, rule, .. } => assert_eq!(
+            (path.as_str(), rule),
+            (
+                "data/l",
+                &Rule::LinkThroughUnknown {
+                    target: target.into(),
+                    through: "versions".into()
+                }
+            )
+        ),
+        other => panic!("{other}"),
+    }
+    // A link into what the backup does not hold, without climbing back out, is kept.
+    let raw = backup_of_data()
+        .dir("data")
+        .symlink("data/bin", "../current/bin");
+    let id = t.plant(raw);
+    t.restore(&["data"], &id).unwrap();
+    assert_eq!(
+        std::fs::read_link(t.app_dir.join("data/bin")).unwrap(),
+        Path::new("../current/bin")
+    );
+}
+
+#[test]
+fn a_restore_writes_only_the_manifests_backup_paths() {
+    let t = Setup::new("scope");
+    t.file(
+        "versions/1.0.0/bin/app",
+        0o755,
+        "#!/bin/sh\necho verified\n",
+    );
+    // An index that names the versions, with a program in them that was never verified.
+    let raw = Raw::new()
+        .file(
+            ".shoal-backup.json",
+            0o644,
+            index("app", &["data", "versions"]).as_bytes(),
+        )
+        .dir("data")
+        .dir("versions")
+        .file("versions/1.0.0/bin/app", 0o755, b"#!/bin/sh\necho evil\n");
+    let refused = t.refuse(raw, &["data"], &Limits::default());
+    assert!(
+        refused.to_string().contains(
+            ".shoal-backup.json: its index names \"versions\", which is not in the [backup] \
+             paths of app's manifest (data): a restore writes only those"
+        ),
+        "{refused}"
+    );
+
+    // A manifest that now backs up less than the backup holds: refused too, not cut down.
+    let raw = backup_of_data().dir("data").file("data/x", 0o644, b"x");
+    let refused = t.refuse(raw, &["data/db"], &Limits::default());
+    assert!(
+        refused
+            .to_string()
+            .contains("its index names \"data\", which is not in the [backup] paths"),
+        "{refused}"
+    );
+
+    // A backup of a path inside the manifest's is restored, and only that path changes.
+    t.file("data/keep", 0o644, "kept");
+    let raw = Raw::new()
+        .file(
+            ".shoal-backup.json",
+            0o644,
+            index("app", &["data/db"]).as_bytes(),
+        )
+        .file("data/db/rows", 0o600, b"restored");
+    let id = t.plant(raw);
+    t.restore(&["data"], &id).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(t.app_dir.join("data/db/rows")).unwrap(),
+        "restored"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.app_dir.join("data/keep")).unwrap(),
+        "kept"
+    );
+}
+
+#[test]
+fn directories_listed_twice_are_read_in_one_pass() {
+    // Each directory is looked up in a tree by its path, so a name seen again costs what a
+    // new one does; the restore ends, with every directory in place.
+    const DIRS: usize = 60_000;
+    let t = Setup::new("twice");
+    let mut raw = backup_of_data().dir("data");
+    for _ in 0..2 {
+        for i in 0..DIRS {
+            raw = raw.dir(&format!("data/d{i:05}"));
+        }
+    }
+    let id = t.plant(raw);
+    t.restore(&["data"], &id).unwrap();
+    let restored = std::fs::read_dir(t.app_dir.join("data")).unwrap().count();
+    assert_eq!(restored, DIRS);
+}
+
+#[test]
+fn archives_over_the_limits_are_refused_with_the_limit_named() {
+    let limits = Limits {
+        max_files: 10,
+        max_size: 64 * 1024,
+    };
+    let t = Setup::new("limit-files");
+    let many = (0..10).fold(backup_of_data().dir("data"), |raw, i| {
+        raw.file(&format!("data/f{i}"), 0o644, b"")
+    });
+    let refused = t.refuse(many, &["data"], &limits);
+    assert!(
+        refused.to_string().contains(
+            "data/f8: more than 10 files, directories and symlinks (the file-count limit)"
+        ),
+        "{refused}"
+    );
+
+    // A file whose header claims more than the limit is refused before a byte is written...
+    let t = Setup::new("limit-claim");
+    let raw = backup_of_data()
+        .dir("data")
+        .claim(EntryType::Regular, "data/big", 1 << 30);
+    let refused = t.refuse(raw, &["data"], &limits);
+    assert!(
+        refused
+            .to_string()
+            .contains("data/big: files add up to more than 65536 bytes (the size limit)"),
+        "{refused}"
+    );
+    // ...and many files that add up to more, as they are read.
+    let t = Setup::new("limit-size");
+    let chunk = vec![0u8; 20_000];
+    let raw = (0..4).fold(backup_of_data().dir("data"), |raw, i| {
+        raw.file(&format!("data/z{i}"), 0o644, &chunk)
+    });
+    let refused = t.refuse(raw, &["data"], &limits);
+    assert!(
+        refused
+            .to_string()
+            .contains("data/z3: files add up to more than 65536 bytes (the size limit)"),
+        "{refused}"
+    );
 }
 
 // ---- helpers ----
@@ -412,6 +689,58 @@ impl Setup {
             .unwrap()
             .set_modified(time)
             .unwrap();
+    }
+}
+
+impl Setup {
+    /// Puts `raw`, gzipped, in the app's backups with a matching checksum (whoever wrote the
+    /// archive rewrote its checksum too); returns its id.
+    fn plant(&self, raw: Raw) -> String {
+        let dir = self.data.backups(&self.app);
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "app-20240101T000000Z.tar.gz";
+        let bytes = raw.gz();
+        std::fs::write(dir.join(id), &bytes).unwrap();
+        let sha = Sha256::of_reader(bytes.as_slice()).unwrap();
+        std::fs::write(dir.join(format!("{id}.sha256")), sha.checksum_line(id)).unwrap();
+        id.to_owned()
+    }
+
+    /// Restores `id` for a manifest whose `[backup] paths` are `paths`, with the default
+    /// limits.
+    fn restore(&self, paths: &[&str], id: &str) -> Result<(), BackupError> {
+        self.restore_within(paths, id, &Limits::default())
+    }
+
+    fn restore_within(&self, paths: &[&str], id: &str, limits: &Limits) -> Result<(), BackupError> {
+        let config = Backup {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            every: DAY,
+            keep: 7,
+        };
+        backup::restore(&self.data, &self.app, &config, id, limits)
+    }
+
+    /// Plants `raw` over an app with files of its own, restores it, and checks that it was
+    /// refused with nothing changed, nothing left behind and nothing written outside.
+    fn refuse(&self, raw: Raw, paths: &[&str], limits: &Limits) -> BackupError {
+        self.file("data/x", 0o644, "mine");
+        self.file("conf.toml", 0o644, "mine");
+        let before = snapshot(&self.app_dir);
+        let outside = snapshot(&self.dir.0);
+        let id = self.plant(raw);
+        let refused = self.restore_within(paths, &id, limits).unwrap_err();
+        assert_eq!(
+            snapshot(&self.app_dir),
+            before,
+            "{refused}: the app's files changed"
+        );
+        let mut after = snapshot(&self.dir.0);
+        after.retain(|path, _| !path.starts_with("data/backups/"));
+        let mut outside = outside;
+        outside.retain(|path, _| !path.starts_with("data/backups/"));
+        assert_eq!(after, outside, "{refused}: written outside the app's files");
+        refused
     }
 }
 
@@ -469,7 +798,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Kind> {
                 walk(root, &path, out);
                 Kind::Dir(mode)
             } else if meta.is_file() {
-                Kind::File(mode, std::fs::read_to_string(&path).unwrap())
+                Kind::File(
+                    mode,
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned(),
+                )
             } else {
                 Kind::Other
             };
@@ -514,6 +846,62 @@ impl Raw {
 
     fn symlink(self, path: &str, target: &str) -> Raw {
         self.entry(EntryType::Symlink, path, target, 0o777, b"")
+    }
+
+    /// A header of `kind` that claims `size` bytes, with nothing after it.
+    fn claim(mut self, kind: EntryType, path: &str, size: u64) -> Raw {
+        let mut header = Header::new_gnu();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(size);
+        header.set_mtime(0);
+        header.set_cksum();
+        self.0.extend_from_slice(header.as_bytes());
+        self
+    }
+
+    /// A GNU long-name record naming the next entry.
+    fn long_name(self, name: &[u8]) -> Raw {
+        let mut data = name.to_vec();
+        data.push(0);
+        self.entry(EntryType::GNULongName, "././@LongLink", "", 0o644, &data)
+    }
+
+    /// A pax extended header for the next entry.
+    fn pax(self, records: &[(&str, &str)]) -> Raw {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            let body = format!(" {key}={value}\n");
+            // The length counts its own digits.
+            let mut len = body.len() + 1;
+            while format!("{len}{body}").len() != len {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        self.entry(EntryType::XHeader, "PaxHeader", "", 0o644, &data)
+    }
+
+    /// A GNU sparse file whose header is followed by `blocks` blocks of sparse map, each
+    /// saying another follows.
+    fn gnu_sparse(mut self, path: &str, blocks: usize) -> Raw {
+        let mut header = Header::new_gnu();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_entry_type(EntryType::GNUSparse);
+        header.set_mode(0o644);
+        header.set_size(0);
+        header.set_mtime(0);
+        header.as_gnu_mut().unwrap().isextended[0] = 1;
+        header.set_cksum();
+        self.0.extend_from_slice(header.as_bytes());
+        let mut block = [0u8; 512];
+        // The extension block's "is extended" flag, after 21 sparse entries of 24 bytes.
+        block[504] = 1;
+        for _ in 0..blocks {
+            self.0.extend_from_slice(&block);
+        }
+        self
     }
 
     fn gz(mut self) -> Vec<u8> {

@@ -233,7 +233,10 @@ async fn a_new_crate_passes_its_test_and_runs_as_written() {
     );
 
     // The package manifest is one the agent accepts, running the binary with its config.
-    let package = shoal_pkg::manifest::Manifest::load(&dir.join("shoal.toml")).unwrap();
+    let package = <shoal_pkg::manifest::Manifest as shoal_pkg::manifest::ManifestExt>::load(
+        &dir.join("shoal.toml"),
+    )
+    .unwrap();
     assert_eq!(package.package.name.as_str(), "hello-svc");
     let run = package.run.unwrap();
     assert_eq!(run.command.program, "bin/hello-svc");

@@ -1,6 +1,8 @@
-//! Reading a package archive as hostile input: one pass over the tar stream that checks every
-//! entry against the rules in the crate docs and hands what passes to a [`Sink`] (the unpacker
-//! writes it, inspection only counts it). Both see exactly the same checks.
+//! Reading an archive as hostile input: one pass over the tar stream that checks every entry
+//! against the rules in the crate docs and hands what passes to a [`Sink`] (the unpacker
+//! writes it, inspection only counts it, the agent's restore writes a backup into staging).
+//! All see exactly the same checks; [`Options`] says what differs between a package and a
+//! backup: whether a manifest is required, whether modes are kept, and the limits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 use crate::digest::Sha256;
-use crate::manifest::{Manifest, ManifestError, MANIFEST_FILE, MAX_MANIFEST_SIZE};
+use crate::manifest::{Manifest, ManifestError, ManifestExt, MANIFEST_FILE, MAX_MANIFEST_SIZE};
 
 /// What an archive is held to while it is read. Both are counted as the archive is read, not
 /// taken from what its headers claim.
@@ -35,6 +37,11 @@ impl Default for Limits {
 /// enough that the paths of `max_files` entries held in memory stay modest.
 pub const MAX_PATH_LEN: usize = 1024;
 
+/// The modes of [`Modes::Reset`]: nothing is setuid, setgid, sticky or writable by others.
+const DIR_MODE: u32 = 0o755;
+const EXECUTABLE_MODE: u32 = 0o755;
+const FILE_MODE: u32 = 0o644;
+
 /// The largest GNU long-name or long-link record.
 const MAX_LONG_NAME: u64 = MAX_PATH_LEN as u64 + 1;
 /// The largest pax extended header.
@@ -47,12 +54,63 @@ const MAX_LINK_HOPS: usize = 40;
 /// long chains cannot make the check itself slow.
 const MAX_LINK_STEPS: usize = 1_000_000;
 
+/// The most of a path or link target an error quotes: a hostile one may be as long as an
+/// extension header allows, and an error is for people.
+const MAX_SHOWN: usize = 200;
+
+/// How [`walk`] reads an archive, beyond the rules every archive is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub limits: Limits,
+    pub manifest: ManifestRule,
+    pub modes: Modes,
+}
+
+impl Options {
+    /// A package's: a manifest required, modes reset.
+    pub fn package(limits: &Limits) -> Options {
+        Options {
+            limits: *limits,
+            manifest: ManifestRule::Required,
+            modes: Modes::Reset,
+        }
+    }
+}
+
+/// Whether an archive must hold a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestRule {
+    /// `shoal.toml` at the root: a regular file of at most 64 KiB that parses (a package).
+    Required,
+    /// None is looked for: `shoal.toml` is a file like any other (a backup).
+    NotRead,
+}
+
+/// The permission bits a [`Sink`] is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modes {
+    /// 0755 for directories and for files with an executable bit, 0644 for other files: a
+    /// package's own bits are not its business.
+    Reset,
+    /// The archive's permission bits, without setuid, setgid and sticky (a backup, which
+    /// restores what it saved).
+    Kept,
+}
+
+/// What an entry is, for [`Sink::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
 /// The rule an entry broke; [`ArchiveError::Rejected`] names the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rule {
-    #[error("absolute path: entries are relative to the package root")]
+    #[error("absolute path: entries are relative to the archive's root")]
     Absolute,
-    #[error("'..' in the path: entries stay inside the package")]
+    #[error("'..' in the path: entries stay inside the archive's root")]
     ParentDir,
     #[error("the path is not UTF-8 or contains NUL")]
     BadBytes,
@@ -64,20 +122,25 @@ pub enum Rule {
     Duplicate,
     #[error("{parent:?} is a file or a symlink, so nothing can be put below it")]
     ParentNotDir { parent: String },
-    #[error("symlink to the absolute path {target:?}: symlinks point inside the package")]
+    #[error("symlink to the absolute path {target:?}: symlinks point inside the archive's root")]
     AbsoluteLink { target: String },
-    #[error("symlink to {target:?}, which points outside the package")]
+    #[error("symlink to {target:?}, which points outside the archive's root")]
     EscapingLink { target: String },
     #[error("symlink with an empty target")]
     EmptyLink,
     #[error("symlink to {target:?} resolves through too many symlinks")]
     LinkLoop { target: String },
-    #[error("hard link to {target:?}: packages hold no hard links")]
+    #[error(
+        "symlink to {target:?} climbs out of {through:?}, which the archive does not hold: \
+         what is there on disk is not known, and no link is resolved through the disk"
+    )]
+    LinkThroughUnknown { target: String, through: String },
+    #[error("hard link to {target:?}: shoal's archives hold no hard links")]
     HardLink { target: String },
-    #[error("{kind}: packages hold only files, directories and symlinks")]
+    #[error("{kind}: shoal's archives hold only files, directories and symlinks")]
     Special { kind: &'static str },
     #[error(
-        "tar entry type {0:?} is not supported: packages hold only files, directories and symlinks"
+        "tar entry type {0:?} is not supported: shoal's archives hold only files, directories and symlinks"
     )]
     UnsupportedType(char),
     #[error("pax header key {key:?} is not supported")]
@@ -102,6 +165,9 @@ pub enum Rule {
     ManifestNotFile,
     #[error("shoal.toml is {size} bytes, more than the {MAX_MANIFEST_SIZE} allowed")]
     ManifestTooLarge { size: u64 },
+    /// A rule of the reader's own ([`Sink::admit`], [`SinkError::Refused`]): a backup's paths.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why an archive was not inspected or unpacked. Every variant names the archive or the path
@@ -144,29 +210,70 @@ pub enum ArchiveError {
 }
 
 /// Where the entries that pass go. Paths are relative, `/`-separated and checked; the parents
-/// of each have been handed to `dir` first, and no path is handed over twice.
-pub(crate) trait Sink {
-    fn dir(&mut self, path: &str) -> io::Result<()>;
-    /// Consumes `data` to its end; returns the bytes read.
-    fn file(&mut self, path: &str, executable: bool, data: &mut dyn Read) -> io::Result<u64>;
-    fn symlink(&mut self, path: &str, target: &str) -> io::Result<()>;
+/// of each have been handed to `dir` first, and no path is handed over twice. Modes are as
+/// [`Options::modes`] says.
+pub trait Sink {
+    /// Whether the reader takes this entry, by rules of its own (a backup's paths), called
+    /// once the walk's own rules passed and before anything of the entry is handed over;
+    /// `size` is what a file's header claims. An error says why not, and the walk refuses
+    /// the entry with it ([`Rule::Refused`]).
+    fn admit(&mut self, _path: &str, _kind: EntryKind, _size: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn dir(&mut self, path: &str, mode: u32) -> Result<(), SinkError>;
+
+    /// Consumes `data` to its end; returns the bytes read. `mtime` is the header's, in
+    /// seconds since the epoch.
+    fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        mtime: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, SinkError>;
+
+    fn symlink(&mut self, path: &str, target: &str) -> Result<(), SinkError>;
+}
+
+/// Why a [`Sink`] did not take an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// By a rule of its own, said here; the walk reports [`Rule::Refused`] for the entry.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// What a whole archive held, once every rule passed.
 #[derive(Debug)]
-pub(crate) struct Summary {
+pub struct Summary {
+    /// Files, directories and symlinks created, implied directories included.
     pub files: u64,
+    /// Bytes of file contents.
     pub size: u64,
-    pub manifest: Manifest,
+    /// Present when [`ManifestRule::Required`].
+    pub manifest: Option<Manifest>,
 }
 
 /// Why [`walk`] stopped; the caller adds the archive's path.
-#[derive(Debug)]
-pub(crate) enum WalkError {
-    Read(io::Error),
-    Rejected { path: String, rule: Rule },
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("not a readable tar stream: {0}")]
+    Read(#[source] io::Error),
+    #[error("{path}: {rule}")]
+    Rejected {
+        /// The entry's path as the archive has it (lossily decoded, a long one cut short).
+        path: String,
+        rule: Rule,
+    },
+    #[error("no shoal.toml at the root of the archive")]
     NoManifest,
+    #[error(transparent)]
     Manifest(ManifestError),
+    /// The sink failed to write `path` (relative to where it writes).
+    #[error("{path}: {source}")]
     Sink { path: String, source: io::Error },
 }
 
@@ -192,19 +299,24 @@ impl WalkError {
 }
 
 /// Reads the uncompressed tar stream `reader` entry by entry, checking each against the rules
-/// and `limits` and handing it to `sink`; then checks symlinks against each other and parses
-/// the manifest.
-pub(crate) fn walk(
+/// and `options` and handing it to `sink`; then checks symlinks against each other and, if
+/// required, parses the manifest.
+///
+/// Time is linear in the entries (each is looked up in a tree of what exists so far by its
+/// path's components), memory is bounded by the limits, and no header is read into memory
+/// beyond its cap.
+pub fn walk(
     reader: impl Read,
-    limits: &Limits,
+    options: &Options,
     sink: &mut dyn Sink,
 ) -> Result<Summary, WalkError> {
     let mut archive = tar::Archive::new(reader);
     // Raw entries: GNU long names and pax headers are read here, with size limits, instead of
-    // by `tar`, which would read them whole into memory whatever their size.
+    // by `tar`, which would read them whole into memory whatever their size; nor does `tar`
+    // then read GNU sparse maps, whose entries are refused by type.
     let entries = archive.entries().map_err(WalkError::Read)?.raw(true);
     let mut walk = Walk {
-        limits: *limits,
+        options: *options,
         tree: BTreeMap::new(),
         files: 0,
         size: 0,
@@ -218,19 +330,35 @@ pub(crate) fn walk(
         walk.entry(&mut entry, &mut pending, sink)?;
     }
     walk.check_links()?;
-    let text = walk.manifest.ok_or(WalkError::NoManifest)?;
-    let text = String::from_utf8(text).map_err(|_| {
-        WalkError::Manifest(ManifestError::whole(
-            MANIFEST_FILE,
-            "not UTF-8 text".to_owned(),
-        ))
-    })?;
-    let manifest = Manifest::parse(&text, MANIFEST_FILE).map_err(WalkError::Manifest)?;
+    let manifest = match options.manifest {
+        ManifestRule::NotRead => None,
+        ManifestRule::Required => {
+            let text = walk.manifest.ok_or(WalkError::NoManifest)?;
+            let text = String::from_utf8(text).map_err(|_| {
+                WalkError::Manifest(ManifestError::whole(
+                    MANIFEST_FILE,
+                    "not UTF-8 text".to_owned(),
+                ))
+            })?;
+            Some(Manifest::parse(&text, MANIFEST_FILE).map_err(WalkError::Manifest)?)
+        }
+    };
     Ok(Summary {
         files: walk.files,
         size: walk.size,
         manifest,
     })
+}
+
+/// [`walk`] with a package's [`Options`], returning its manifest.
+pub(crate) fn walk_package(
+    reader: impl Read,
+    limits: &Limits,
+    sink: &mut dyn Sink,
+) -> Result<(Summary, Manifest), WalkError> {
+    let mut summary = walk(reader, &Options::package(limits), sink)?;
+    let manifest = summary.manifest.take().ok_or(WalkError::NoManifest)?;
+    Ok((summary, manifest))
 }
 
 /// What the archive holds so far, as it would be on disk.
@@ -242,7 +370,7 @@ enum Node {
 }
 
 struct Walk {
-    limits: Limits,
+    options: Options,
     tree: BTreeMap<String, Node>,
     files: u64,
     size: u64,
@@ -265,9 +393,20 @@ struct Pending {
 
 fn reject<T>(path: &str, rule: Rule) -> Result<T, WalkError> {
     Err(WalkError::Rejected {
-        path: path.to_owned(),
+        path: shown(path.as_bytes()),
         rule,
     })
+}
+
+/// `bytes` as text for an error: lossily decoded, and cut to its first [`MAX_SHOWN`] bytes
+/// with the length said when it is longer.
+fn shown(bytes: &[u8]) -> String {
+    if bytes.len() <= MAX_SHOWN {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let prefix = String::from_utf8_lossy(&bytes[..MAX_SHOWN]);
+    let prefix = prefix.trim_end_matches(char::REPLACEMENT_CHARACTER);
+    format!("{prefix}... ({} bytes)", bytes.len())
 }
 
 impl Walk {
@@ -321,18 +460,18 @@ impl Walk {
             .path
             .unwrap_or_else(|| entry.header().path_bytes().into_owned());
         let link = described.link;
-        let shown = String::from_utf8_lossy(&path_bytes).into_owned();
-        let path = normalize(&path_bytes).or_else(|rule| reject(&shown, rule))?;
+        let lossy = String::from_utf8_lossy(&path_bytes).into_owned();
+        let path = normalize(&path_bytes).or_else(|rule| reject(&lossy, rule))?;
         let Some(path) = path else {
             // `./`, the root itself, as `tar -C DIR .` writes it.
             return if kind == EntryType::Directory {
                 Ok(())
             } else {
-                reject(&shown, Rule::EmptyPath)
+                reject(&lossy, Rule::EmptyPath)
             };
         };
         let is_file = matches!(kind, EntryType::Regular | EntryType::Continuous);
-        if path == MANIFEST_FILE && !is_file {
+        if self.is_manifest(&path) && !is_file {
             return reject(&path, Rule::ManifestNotFile);
         }
         match kind {
@@ -341,7 +480,12 @@ impl Walk {
                 if size != 0 {
                     return reject(&path, Rule::UnexpectedData { size });
                 }
-                self.place(&path, Node::Dir, sink)
+                let mode = match self.options.modes {
+                    Modes::Reset => DIR_MODE,
+                    Modes::Kept => entry.header().mode().map_err(WalkError::Read)? & 0o777,
+                };
+                admit(sink, &path, EntryKind::Dir, 0)?;
+                self.place(&path, Node::Dir, mode, sink)
             }
             EntryType::Symlink => {
                 if size != 0 {
@@ -351,12 +495,10 @@ impl Walk {
                     .or_else(|| entry.header().link_name_bytes().map(|b| b.into_owned()))
                     .unwrap_or_default();
                 let target = link_target(&path, &target).or_else(|rule| reject(&path, rule))?;
-                self.place(&path, Node::Link(target.clone()), sink)?;
+                admit(sink, &path, EntryKind::Symlink, 0)?;
+                self.place(&path, Node::Link(target.clone()), 0, sink)?;
                 sink.symlink(&path, &target)
-                    .map_err(|source| WalkError::Sink {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    .map_err(|e| sink_error(&path, e))?;
                 self.links.push(path);
                 Ok(())
             }
@@ -364,8 +506,12 @@ impl Walk {
                 let target = link
                     .or_else(|| entry.header().link_name_bytes().map(|b| b.into_owned()))
                     .unwrap_or_default();
-                let target = String::from_utf8_lossy(&target).into_owned();
-                reject(&path, Rule::HardLink { target })
+                reject(
+                    &path,
+                    Rule::HardLink {
+                        target: shown(&target),
+                    },
+                )
             }
             EntryType::Char => reject(
                 &path,
@@ -387,19 +533,31 @@ impl Walk {
     /// Counts one more file, directory or symlink against the limit.
     fn count(&mut self, path: &str) -> Result<(), WalkError> {
         self.files += 1;
-        if self.files > self.limits.max_files {
+        if self.files > self.options.limits.max_files {
             return reject(
                 path,
                 Rule::TooManyFiles {
-                    limit: self.limits.max_files,
+                    limit: self.options.limits.max_files,
                 },
             );
         }
         Ok(())
     }
 
-    /// Records `node` at `path`, creating the directories above it that are not there yet.
-    fn place(&mut self, path: &str, node: Node, sink: &mut dyn Sink) -> Result<(), WalkError> {
+    /// Whether `path` is the manifest, which the walk reads itself.
+    fn is_manifest(&self, path: &str) -> bool {
+        self.options.manifest == ManifestRule::Required && path == MANIFEST_FILE
+    }
+
+    /// Records `node` at `path`, creating the directories above it that are not there yet
+    /// (with [`DIR_MODE`]); a new directory is handed to the sink with `mode`.
+    fn place(
+        &mut self,
+        path: &str,
+        node: Node,
+        mode: u32,
+        sink: &mut dyn Sink,
+    ) -> Result<(), WalkError> {
         for (end, _) in path.match_indices('/') {
             let parent = &path[..end];
             match self.tree.get(parent) {
@@ -414,26 +572,22 @@ impl Walk {
                 }
                 None => {
                     self.count(path)?;
-                    sink.dir(parent).map_err(|source| WalkError::Sink {
-                        path: parent.to_owned(),
-                        source,
-                    })?;
+                    sink.dir(parent, DIR_MODE)
+                        .map_err(|e| sink_error(parent, e))?;
                     self.tree.insert(parent.to_owned(), Node::Dir);
                 }
             }
         }
         match (self.tree.get(path), &node) {
             (None, _) => {}
-            // A directory named again (often once implied by a file below it, then listed).
+            // A directory named again (often once implied by a file below it, then listed):
+            // it keeps the mode it was made with, and costs one lookup, like any entry.
             (Some(Node::Dir), Node::Dir) => return Ok(()),
             (Some(_), _) => return reject(path, Rule::Duplicate),
         }
         self.count(path)?;
         if node == Node::Dir {
-            sink.dir(path).map_err(|source| WalkError::Sink {
-                path: path.to_owned(),
-                source,
-            })?;
+            sink.dir(path, mode).map_err(|e| sink_error(path, e))?;
         }
         self.tree.insert(path.to_owned(), node);
         Ok(())
@@ -446,19 +600,26 @@ impl Walk {
         path: &str,
         sink: &mut dyn Sink,
     ) -> Result<(), WalkError> {
-        let allowed = self.limits.max_size - self.size;
+        let allowed = self.options.limits.max_size - self.size;
         let too_large = Rule::TooLarge {
-            limit: self.limits.max_size,
+            limit: self.options.limits.max_size,
         };
         if size > allowed {
             return reject(path, too_large);
         }
-        let is_manifest = path == MANIFEST_FILE;
+        let is_manifest = self.is_manifest(path);
         if is_manifest && size > MAX_MANIFEST_SIZE {
             return reject(path, Rule::ManifestTooLarge { size });
         }
-        let executable = entry.header().mode().map_err(WalkError::Read)? & 0o111 != 0;
-        self.place(path, Node::File, sink)?;
+        let header_mode = entry.header().mode().map_err(WalkError::Read)?;
+        let mode = match self.options.modes {
+            Modes::Reset if header_mode & 0o111 != 0 => EXECUTABLE_MODE,
+            Modes::Reset => FILE_MODE,
+            Modes::Kept => header_mode & 0o777,
+        };
+        let mtime = entry.header().mtime().map_err(WalkError::Read)?;
+        admit(sink, path, EntryKind::File, size)?;
+        self.place(path, Node::File, 0, sink)?;
         let mut data = Counted {
             inner: entry,
             read: 0,
@@ -472,18 +633,15 @@ impl Walk {
                     .take()
                     .map_or(WalkError::Read(e), |f| f.into_error(path, &too_large))
             })?;
-            let written = sink.file(path, executable, &mut text.as_slice());
+            let written = sink.file(path, mode, mtime, &mut text.as_slice());
             self.manifest = Some(text);
             written
         } else {
-            sink.file(path, executable, &mut data)
+            sink.file(path, mode, mtime, &mut data)
         };
-        let written = written.map_err(|source| match data.failure.take() {
+        let written = written.map_err(|e| match data.failure.take() {
             Some(failure) => failure.into_error(path, &too_large),
-            None => WalkError::Sink {
-                path: path.to_owned(),
-                source,
-            },
+            None => sink_error(path, e),
         })?;
         if data.read != size || written != size {
             return reject(path, Rule::Truncated);
@@ -493,8 +651,11 @@ impl Walk {
     }
 
     /// Follows every symlink through the others, as the kernel would, and refuses any that
-    /// ends up outside the root. Checking each target alone is not enough: with `a -> .`,
-    /// the target `a/..` looks inside but is the root's parent.
+    /// ends up outside the root, or climbs back out of a name the archive does not hold.
+    /// Checking each target alone is not enough: with `a -> .`, the target `a/..` looks
+    /// inside but is the root's parent. Nothing on disk is looked at: what the archive does
+    /// not hold is unknown, so with `self -> .` on disk beside a restored `data`, the target
+    /// `../self/..` is refused.
     fn check_links(&self) -> Result<(), WalkError> {
         let mut steps = 0;
         for path in &self.links {
@@ -513,12 +674,23 @@ impl Walk {
             }
             let mut queue: VecDeque<&str> = components(target).collect();
             let mut hops = 0;
+            // The first name on the way that the archive does not hold, once one is passed.
+            let mut unknown: Option<String> = None;
             while let Some(part) = queue.pop_front() {
                 steps += 1;
                 if steps > MAX_LINK_STEPS {
                     return reject(path, looping());
                 }
                 if part == ".." {
+                    if let Some(through) = unknown {
+                        return reject(
+                            path,
+                            Rule::LinkThroughUnknown {
+                                target: target.clone(),
+                                through,
+                            },
+                        );
+                    }
                     if !dir.pop() {
                         return reject(path, escaping());
                     }
@@ -542,13 +714,40 @@ impl Walk {
                     }
                     // Nothing resolves below a file; the kernel stops there too.
                     Some(Node::File) => break,
-                    // A directory, or a name the archive does not have: taken as written, which
-                    // can only refuse more than the kernel would, never less.
-                    Some(Node::Dir) | None => {}
+                    Some(Node::Dir) => {}
+                    // A name the archive does not hold: nothing in a fresh package directory,
+                    // but anything in a backup's (an app's other files, an installed
+                    // version's symlinks). Names below it are taken as written, since they
+                    // stay below it whatever it is; climbing back out of it with `..` could
+                    // land anywhere, so that is refused.
+                    None => {
+                        if unknown.is_none() {
+                            unknown = Some(shown(dir.path.as_bytes()));
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Asks the sink whether it takes an entry; its refusal is the entry's.
+fn admit(sink: &mut dyn Sink, path: &str, kind: EntryKind, size: u64) -> Result<(), WalkError> {
+    sink.admit(path, kind, size)
+        .or_else(|why| reject(path, Rule::Refused(why)))
+}
+
+fn sink_error(path: &str, error: SinkError) -> WalkError {
+    match error {
+        SinkError::Refused(why) => WalkError::Rejected {
+            path: shown(path.as_bytes()),
+            rule: Rule::Refused(why),
+        },
+        SinkError::Io(source) => WalkError::Sink {
+            path: path.to_owned(),
+            source,
+        },
     }
 }
 
@@ -675,7 +874,7 @@ fn pax(data: &[u8], path: &str, pending: Option<&mut Pending>) -> Result<(), Wal
                 return reject(
                     path,
                     Rule::UnsupportedPax {
-                        key: key.to_owned(),
+                        key: shown(key.as_bytes()),
                     },
                 )
             }

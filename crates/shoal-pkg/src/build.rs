@@ -13,7 +13,7 @@ use tar::{EntryType, Header};
 use crate::archive::{ArchiveError, Limits, Rule};
 use crate::digest::{Hasher, Sha256};
 use crate::inspect::inspect;
-use crate::manifest::{Manifest, ManifestError, MANIFEST_FILE};
+use crate::manifest::{Manifest, ManifestError, ManifestExt, MANIFEST_FILE};
 
 /// What [`build`] wrote.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use flate2::read::GzDecoder;
 use serde::Serialize;
 
-use crate::archive::{walk, ArchiveError, Limits, Sink};
+use crate::archive::{walk_package, ArchiveError, Limits, Sink, SinkError};
 use crate::digest::{Hasher, Sha256};
 use crate::manifest::Manifest;
 
@@ -36,7 +36,7 @@ pub fn inspect(archive: &Path, limits: &Limits) -> Result<Inspection, ArchiveErr
     let file = File::open(archive).map_err(open_error)?;
     let archive_size = file.metadata().map_err(open_error)?.len();
     let mut hashed = Hasher::new(file);
-    let summary = walk(GzDecoder::new(&mut hashed), limits, &mut Discard)
+    let (summary, manifest) = walk_package(GzDecoder::new(&mut hashed), limits, &mut Discard)
         .map_err(|e| e.into_archive_error(archive, Path::new("")))?;
     io::copy(&mut hashed, &mut io::sink()).map_err(open_error)?;
     let (_, sha256) = hashed.finish();
@@ -45,7 +45,7 @@ pub fn inspect(archive: &Path, limits: &Limits) -> Result<Inspection, ArchiveErr
         archive_size,
         files: summary.files,
         size: summary.size,
-        manifest: summary.manifest,
+        manifest,
     })
 }
 
@@ -54,15 +54,21 @@ pub fn inspect(archive: &Path, limits: &Limits) -> Result<Inspection, ArchiveErr
 struct Discard;
 
 impl Sink for Discard {
-    fn dir(&mut self, _path: &str) -> io::Result<()> {
+    fn dir(&mut self, _path: &str, _mode: u32) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn file(&mut self, _path: &str, _executable: bool, data: &mut dyn Read) -> io::Result<u64> {
-        io::copy(data, &mut io::sink())
+    fn file(
+        &mut self,
+        _path: &str,
+        _mode: u32,
+        _mtime: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, SinkError> {
+        Ok(io::copy(data, &mut io::sink())?)
     }
 
-    fn symlink(&mut self, _path: &str, _target: &str) -> io::Result<()> {
+    fn symlink(&mut self, _path: &str, _target: &str) -> Result<(), SinkError> {
         Ok(())
     }
 }

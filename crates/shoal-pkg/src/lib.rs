@@ -88,9 +88,11 @@
 //! - it is a symlink whose target is absolute, or climbs above the root from the link's
 //!   directory, or does so once the links in the archive are followed through each other as
 //!   the kernel would (after `a -> .`, the target `a/..` is the root's parent), or resolves
-//!   through more than 40 links;
+//!   through more than 40 links, or climbs with `..` out of a name the archive does not hold
+//!   (what that is on disk is never looked at);
 //! - it is a hard link (any: the builder never writes them, so none is needed), a character
-//!   or block device, a fifo, or of any other type than file, directory and symlink;
+//!   or block device, a fifo, a GNU sparse file, or of any other type than file, directory
+//!   and symlink;
 //! - something would be written below a symlink or a file, or the same path comes twice
 //!   (so nothing is ever written through a link);
 //! - the files, directories and symlinks created (implied directories included) exceed
@@ -102,14 +104,20 @@
 //! - `shoal.toml` at the root is missing, is not a regular file, is over 64 KiB, or is not a
 //!   valid manifest.
 //!
-//! The defaults are 100 000 files and 1 GiB ([`Limits::default`]). Permissions are not taken
+//! The defaults are 100 000 files and 1 GiB ([`Limits::default`]). Reading takes time linear
+//! in the entries, and no extension header is read into memory beyond its cap; an error
+//! quotes at most the first 200 bytes of a path.
+//!
+//! The same walk ([`archive::walk`]) reads the agent's backups, with [`archive::Options`]
+//! that require no manifest and keep modes, and a [`archive::Sink`] that admits only the
+//! backup's paths. Permissions are not taken
 //! from the archive: files are 0755 if the archive marks them executable and 0644 otherwise,
 //! directories 0755, so setuid, setgid and sticky bits are never set; owners are never
 //! changed and modification times are not restored. Files and directories are synced before
 //! the rename. The file is hashed a second time while it is unpacked, and a difference (it
 //! changed on disk meanwhile) fails the unpack.
 
-mod archive;
+pub mod archive;
 mod build;
 mod digest;
 mod inspect;
@@ -121,5 +129,5 @@ pub use build::{build, BuildError, Built};
 pub use digest::{BadDigest, Hasher, Sha256};
 pub use inspect::{inspect, Inspection};
 pub use manifest::units::format_size;
-pub use manifest::{Manifest, ManifestError, Version};
+pub use manifest::{Manifest, ManifestError, ManifestExt, Version};
 pub use unpack::{unpack, Unpacked};

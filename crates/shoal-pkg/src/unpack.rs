@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::GzDecoder;
 
-use crate::archive::{walk, ArchiveError, Limits, Sink};
+use crate::archive::{walk_package, ArchiveError, Limits, Sink, SinkError};
 use crate::digest::{Hasher, Sha256};
 use crate::manifest::Manifest;
 
@@ -65,7 +65,7 @@ pub fn unpack(
         dirs: Vec::new(),
     };
     let mut hashed = Hasher::new(file);
-    let summary = walk(GzDecoder::new(&mut hashed), limits, &mut writer)
+    let (summary, manifest) = walk_package(GzDecoder::new(&mut hashed), limits, &mut writer)
         .map_err(|e| e.into_archive_error(archive, dest))?;
     // The rest of the file (the gzip trailer, anything after it) completes the second hash.
     io::copy(&mut hashed, &mut io::sink()).map_err(open_error)?;
@@ -79,17 +79,11 @@ pub fn unpack(
     writer.sync().map_err(|e| staging.error(e))?;
     staging.commit(dest)?;
     Ok(Unpacked {
-        manifest: summary.manifest,
+        manifest,
         files: summary.files,
         size: summary.size,
     })
 }
-
-/// Permissions given to what is unpacked: the archive's own are not kept, beyond whether a
-/// file is executable, so no entry can be setuid, setgid, sticky or writable by others.
-const DIR_MODE: u32 = 0o755;
-const EXECUTABLE_MODE: u32 = 0o755;
-const FILE_MODE: u32 = 0o644;
 
 /// Writes entries below `root`, which this process created and nobody else writes into; the
 /// walk has checked that every parent is a directory made here.
@@ -109,22 +103,26 @@ impl Writer {
     }
 }
 
+/// Modes come from the walk, reset ([`crate::archive::Modes::Reset`]): the archive's own are
+/// not kept beyond whether a file is executable, so no entry can be setuid, setgid, sticky or
+/// writable by others.
 impl Sink for Writer {
-    fn dir(&mut self, path: &str) -> io::Result<()> {
+    fn dir(&mut self, path: &str, mode: u32) -> Result<(), SinkError> {
         let full = self.root.join(path);
-        DirBuilder::new().mode(DIR_MODE).create(&full)?;
+        DirBuilder::new().mode(mode).create(&full)?;
         // The mode again, without the umask: the agent's umask is not the package's business.
-        fs::set_permissions(&full, fs::Permissions::from_mode(DIR_MODE))?;
+        fs::set_permissions(&full, fs::Permissions::from_mode(mode))?;
         self.dirs.push(full);
         Ok(())
     }
 
-    fn file(&mut self, path: &str, executable: bool, data: &mut dyn Read) -> io::Result<u64> {
-        let mode = if executable {
-            EXECUTABLE_MODE
-        } else {
-            FILE_MODE
-        };
+    fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        _mtime: u64,
+        data: &mut dyn Read,
+    ) -> Result<u64, SinkError> {
         let full = self.root.join(path);
         // create_new: O_EXCL, which also refuses to follow a symlink at the last component.
         let mut file = OpenOptions::new()
@@ -138,8 +136,8 @@ impl Sink for Writer {
         Ok(written)
     }
 
-    fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
-        std::os::unix::fs::symlink(target, self.root.join(path))
+    fn symlink(&mut self, path: &str, target: &str) -> Result<(), SinkError> {
+        Ok(std::os::unix::fs::symlink(target, self.root.join(path))?)
     }
 }
 
@@ -189,7 +187,8 @@ impl Staging {
     }
 
     fn commit(mut self, dest: &Path) -> Result<(), ArchiveError> {
-        fs::set_permissions(&self.path, fs::Permissions::from_mode(DIR_MODE))
+        // The mode every unpacked directory gets (`Modes::Reset`).
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o755))
             .map_err(|e| self.error(e))?;
         fs::rename(&self.path, dest).map_err(|source| ArchiveError::Write {
             path: dest.to_path_buf(),

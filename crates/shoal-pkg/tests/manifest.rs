@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shoal_pkg::manifest::{
-    Command, HttpCheck, Kind, Manifest, Overlap, Restart, StopSignal, Version,
+    Command, HttpCheck, Kind, Manifest, ManifestExt, Name, Overlap, Restart, StopSignal, Version,
 };
 
 /// The example of DESIGN.md section 4, unchanged.
@@ -57,6 +57,32 @@ const CRONTAB: &str = "[package]\nname = \"reports\"\nversion = \"0.1.0\"\nkind 
 
 fn parse(text: &str) -> Result<Manifest, String> {
     Manifest::parse(text, "shoal.toml").map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_manifest_crosses_processes_as_json_unchanged() {
+    for text in [DESIGN_EXAMPLE, SERVICE, CRONTAB] {
+        let manifest = parse(text).unwrap();
+        let json = serde_json::to_string(&manifest).unwrap();
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, manifest, "{json}");
+    }
+    let json = serde_json::to_value(parse(DESIGN_EXAMPLE).unwrap()).unwrap();
+    assert_eq!(json["run"]["stop_timeout"], "10s");
+    assert_eq!(json["backup"]["every"], "1day");
+    assert_eq!(json["package"]["version"], "1.3.0");
+    assert_eq!(json["run"]["command"], "bin/calculate");
+
+    // A name is checked on the way in too: names become directory names.
+    let bad: Result<Name, _> = serde_json::from_str("\"../etc\"");
+    let error = bad.unwrap_err().to_string();
+    assert!(error.contains("\"../etc\" is not a valid name"), "{error}");
+    let stop: Result<Manifest, _> =
+        serde_json::from_str(&json.to_string().replace("\"10s\"", "\"soon\""));
+    assert!(stop
+        .unwrap_err()
+        .to_string()
+        .contains("\"soon\" is not a duration"));
 }
 
 #[test]

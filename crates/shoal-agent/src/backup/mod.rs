@@ -24,14 +24,21 @@
 //! # Restoring
 //!
 //! [`restore`] checks the archive's SHA-256 against its `.sha256` before anything is written,
-//! then reads the archive as hostile input into a hidden directory inside `apps/NAME/`:
-//! every entry must lie below one of the paths the index names; an absolute path, a `..`, a
-//! hard link, a device, a fifo, a duplicate, anything below a file or a symlink, and a symlink
-//! that is absolute or resolves (through the archive's other symlinks) outside `apps/NAME/`
-//! are refused. The file is hashed again as it is read; only when everything passed are the
-//! paths swapped in one by one (the current one renamed aside, the restored one renamed in,
-//! the old one removed), and a failed swap puts back what it had moved. On any refusal the
-//! app's files are as they were.
+//! then reads the archive as hostile input into a hidden directory inside `apps/NAME/`,
+//! through `shoal-pkg`'s archive walk: every rule a package is held to (no absolute path or
+//! `..`, no hard link, device, fifo or sparse file, nothing twice or below a file or a
+//! symlink, no symlink that is absolute or resolves outside `apps/NAME/` through the
+//! archive's other symlinks or climbs out of a name the archive does not hold, so nothing on
+//! disk is ever resolved through; extension headers bounded before they are read), under the
+//! same limits as packages (the agent's [`Limits`]), in time linear in the entries. Modes are
+//! kept (without setuid, setgid and sticky), as are files' modification times. On top:
+//! the first entry is the index, which names only paths inside the manifest's current
+//! `[backup] paths`, and every other entry lies below one of the paths the index names, so a
+//! restore never writes anything else (the versions, `current`). The file is hashed again as
+//! it is read; only when everything passed are the paths swapped in one by one (the current
+//! one renamed aside, the restored one renamed in, the old one removed), and a failed swap
+//! puts back what it had moved. On any refusal the app's files are as they were, and the
+//! error names the entry and the rule it broke.
 //!
 //! The app must be stopped while it is restored: the caller stops it first (a running app
 //! would keep writing into files that are about to be replaced). Paths are replaced by
@@ -50,6 +57,7 @@
 //! Everything here blocks: async callers use `spawn_blocking`.
 
 mod archive;
+mod restore;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -61,7 +69,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 use shoal_pkg::manifest::{Backup, Name};
-use shoal_pkg::Sha256;
+use shoal_pkg::{Limits, Rule, Sha256};
 
 use crate::layout::DataDir;
 
@@ -105,12 +113,12 @@ pub enum BackupError {
         expected: Sha256,
         actual: Sha256,
     },
-    #[error("{}: {path}: {why}", archive.display())]
+    #[error("{}: {path}: {rule}", archive.display())]
     Rejected {
         archive: PathBuf,
-        /// The entry's path as the archive has it (lossily decoded).
+        /// The entry's path as the archive has it (lossily decoded, a long one cut short).
         path: String,
-        why: String,
+        rule: Rule,
     },
     #[error("{}: not a backup of {app} that shoal can restore: {why}", archive.display())]
     NotABackup {
@@ -169,15 +177,24 @@ pub fn list(data: &DataDir, app: &Name) -> Result<Vec<BackupInfo>, BackupError> 
 }
 
 /// Restores backup `id` of `app` over `apps/NAME/`: each path it holds is replaced whole.
-/// Nothing changes unless the archive matches its checksum and passes every rule (see the
-/// module docs). The app must be stopped by the caller.
-pub fn restore(data: &DataDir, app: &Name, id: &str) -> Result<(), BackupError> {
+/// Nothing changes unless the archive matches its checksum and passes every rule under
+/// `limits` (see the module docs); only paths inside `backup.paths`, the app's manifest's, are
+/// ever written. The app must be stopped by the caller.
+pub fn restore(
+    data: &DataDir,
+    app: &Name,
+    backup: &Backup,
+    id: &str,
+    limits: &Limits,
+) -> Result<(), BackupError> {
     let not_found = || BackupError::NotFound {
         app: app.clone(),
         id: id.to_owned(),
     };
     // Only names this module writes: no `/`, so the path stays in the app's backup directory.
     parse_id(app, id).ok_or_else(not_found)?;
+    // What the restore may write: the manifest's paths, as a backup of them is taken.
+    let scope = roots(&backup.paths)?;
     let dir = data.backups(app);
     let path = dir.join(id);
     let _lock = lock(&dir)?;
@@ -200,7 +217,7 @@ pub fn restore(data: &DataDir, app: &Name, id: &str) -> Result<(), BackupError> 
     let app_dir = data.app(app);
     fs::create_dir_all(&app_dir).map_err(|source| io_error(&app_dir, source))?;
     let staging = Scratch::create(&app_dir, "restore")?;
-    let extracted = archive::extract(file, &staging.path, app).map_err(|e| e.at(&path, app))?;
+    let extracted = restore::extract(&path, file, &staging.path, app, &scope, limits)?;
     if extracted.sha256 != expected {
         return Err(BackupError::Checksum {
             archive: path,
@@ -542,7 +559,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         match self.path.symlink_metadata() {
             Ok(meta) if meta.is_dir() => {
-                archive::make_removable(&self.path);
+                restore::make_removable(&self.path);
                 let _ = fs::remove_dir_all(&self.path);
             }
             Ok(_) => {

@@ -61,6 +61,8 @@ impl ProgramSpec {
 
 #[cfg(test)]
 mod tests {
+    use shoal_pkg::manifest::ManifestExt;
+
     use super::*;
 
     #[test]
