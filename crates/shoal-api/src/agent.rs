@@ -312,17 +312,28 @@ pub enum Trigger {
 pub enum RunStatus {
     Running,
     /// The job's process exited by itself with this code (0 is success).
-    Exited { code: i32 },
+    Exited {
+        code: i32,
+    },
     /// The job's process was killed by this signal, not by the agent.
-    Signaled { signal: i32 },
+    Signaled {
+        signal: i32,
+    },
     /// Still going after the job's timeout: its process group was stopped.
     TimedOut,
     /// The program could not be started.
-    FailedToStart { error: String },
+    FailedToStart {
+        error: String,
+    },
     /// Ticks that came while run `blocked_by` was going and the job's overlap is `forbid`.
-    Skipped { ticks: u32, blocked_by: i64 },
+    Skipped {
+        ticks: u32,
+        blocked_by: i64,
+    },
     /// The agent stopped watching the run: it shut down, or was killed and restarted.
-    Interrupted { reason: String },
+    Interrupted {
+        reason: String,
+    },
     /// Stopped on request.
     Stopped,
 }
@@ -376,6 +387,27 @@ pub enum LogStream {
     Both,
 }
 
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Both => "both",
+        }
+    }
+}
+
+impl std::str::FromStr for LogStream {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogStream, String> {
+        [LogStream::Stdout, LogStream::Stderr, LogStream::Both]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| format!("no stream {text:?}; use stdout, stderr or both"))
+    }
+}
+
 /// A question about an app's captured output (the query of `GET /v1/apps/NAME/logs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogQuery {
@@ -388,8 +420,9 @@ pub struct LogQuery {
     /// Keep the answer open, sending what is written next.
     #[serde(default)]
     pub follow: bool,
-    /// How many of the last lines (after `since` and `grep`).
-    #[serde(default = "LogQuery::default_lines")]
+    /// How many of the last lines (after `since` and `grep`); `tail` is the name earlier
+    /// clients send.
+    #[serde(default = "LogQuery::default_lines", alias = "tail")]
     pub lines: usize,
 }
 

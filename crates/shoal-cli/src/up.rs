@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use shoal_agent::{Agent, Options};
+use shoal_agent::{Config, Programs};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -66,10 +66,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         // Ctrl-C is ours from here on: during the installs too, everything started is stopped.
         let shutdown = crate::signal::shutdown();
         tokio::pin!(shutdown);
-        let agent = Agent::open(&dir.join("data"), Options::default()).await?;
         let stop = tokio_util::sync::CancellationToken::new();
+        let config = Config {
+            at_exit: Programs::Stop,
+            ..Config::new(dir.join("data"))
+        };
+        let running = shoal_agent::run(config, stop.clone()).await?;
+        let agent = running.agent();
         let shown = async {
-            agent.serve(stop.clone()).await?;
             for built in &packages {
                 let report = agent.install(&built.archive, &built.sha256).await?;
                 println!("installed {} {}", report.name, report.version);
@@ -81,17 +85,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             );
             let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
             loop {
-                let apps = agent.apps()?;
+                let apps = agent.apps().await?;
                 let mut screen = String::new();
                 if tty {
                     screen.push_str("\x1b[H\x1b[2J");
                 }
                 screen.push_str(&crate::agent::ps_table(&apps));
-                let jobs = serde_json::to_value(agent.cron().list()?)?;
+                let jobs = agent.cron_jobs().await?;
                 screen.push('\n');
-                screen.push_str(&crate::agent::cron_table(
-                    jobs.as_array().map_or(&[], |v| v),
-                ));
+                screen.push_str(&crate::agent::cron_table(&jobs));
                 screen.push_str(if tty {
                     "\nCtrl-C stops everything.\n"
                 } else {
@@ -110,7 +112,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         };
         println!("stopping...");
         stop.cancel();
-        agent.close(true).await;
+        running.stopped().await;
         println!("stopped");
         result
     })?;

@@ -144,6 +144,10 @@ pub enum CronError {
     ShuttingDown,
     #[error(transparent)]
     State(#[from] StateError),
+    /// The blocking task that records and starts runs did not finish (the runtime is
+    /// shutting down).
+    #[error("starting a cron run: {0}")]
+    Blocking(String),
 }
 
 impl Cron {
@@ -283,7 +287,7 @@ impl Cron {
     /// Starts `job` of `app` now, outside its schedule. With `overlap = "forbid"` and a run
     /// of the job going, nothing starts and the answer is [`CronError::AlreadyRunning`]. A
     /// program that cannot start is still a run, recorded with why; [`Cron::wait`] gives it.
-    pub fn run_now(&self, app: &Name, job: &Name) -> Result<RunId, CronError> {
+    pub async fn run_now(&self, app: &Name, job: &Name) -> Result<RunId, CronError> {
         let found = {
             let table = self.inner.lock();
             let entry = table
@@ -306,7 +310,13 @@ impl Cron {
                         .join(", "),
                 })?
         };
-        match self.inner.start(app, &found, Trigger::Manual, None)? {
+        // Recording the run and starting its process block: off the executor.
+        let (inner, owner) = (self.inner.clone(), app.clone());
+        let started =
+            tokio::task::spawn_blocking(move || inner.start(&owner, &found, Trigger::Manual, None))
+                .await
+                .map_err(|e| CronError::Blocking(e.to_string()))?;
+        match started? {
             Start::Started(id) => Ok(id),
             Start::Busy(run) => Err(CronError::AlreadyRunning {
                 app: app.clone(),
@@ -502,25 +512,35 @@ impl Inner {
                 }
             }
             last = tick;
-            let started = self.start(&app, &job, Trigger::Schedule, Some(&cancel));
-            match started {
-                Ok(Start::Started(_)) => {}
-                Ok(Start::Busy(run)) => {
+            // Recording the run (or the skip) and starting its process block: off the
+            // executor.
+            let (inner, owner, fired, token) =
+                (self.clone(), app.clone(), job.clone(), cancel.clone());
+            let started = tokio::task::spawn_blocking(move || {
+                let started = inner.start(&owner, &fired, Trigger::Schedule, Some(&token));
+                if let Ok(Start::Busy(run)) = started {
                     let recorded = history::record_skip(
-                        &self.state,
-                        &app,
-                        &job.spec.name,
+                        &inner.state,
+                        &owner,
+                        &fired.spec.name,
                         tick.with_timezone(&Utc),
                         run,
-                        self.options.keep_runs,
+                        inner.options.keep_runs,
                     );
                     if let Err(error) = recorded {
-                        tracing::error!(%app, job = %job.spec.name, %error, "cron skip not recorded");
+                        tracing::error!(app = %owner, job = %fired.spec.name, %error, "cron skip not recorded");
                     }
+                }
+                started
+            })
+            .await;
+            match started {
+                Ok(Ok(Start::Started(_))) => {}
+                Ok(Ok(Start::Busy(run))) => {
                     tracing::debug!(%app, job = %job.spec.name, %run, "cron tick skipped: run still going");
                 }
-                Ok(Start::Cancelled) | Err(CronError::ShuttingDown) => return,
-                Err(error) => {
+                Ok(Ok(Start::Cancelled) | Err(CronError::ShuttingDown)) | Err(_) => return,
+                Ok(Err(error)) => {
                     tracing::error!(%app, job = %job.spec.name, %error, "cron job not started");
                 }
             }
@@ -640,14 +660,21 @@ impl Inner {
                 },
             };
             tracing::info!(%app, job = %name, run = %id, %outcome, "cron job ended");
-            inner.finish(
-                &app,
-                &name,
-                id,
-                outcome,
-                Some(ended.duration),
-                &ended.output,
-            );
+            // A SQLite write: off the executor.
+            let finished = tokio::task::spawn_blocking(move || {
+                inner.finish(
+                    &app,
+                    &name,
+                    id,
+                    outcome,
+                    Some(ended.duration),
+                    &ended.output,
+                );
+            })
+            .await;
+            if let Err(error) = finished {
+                tracing::error!(run = %id, %error, "cron run's end not recorded");
+            }
         });
         Ok(Start::Started(id))
     }

@@ -349,7 +349,9 @@ impl Supervisor {
         }
     }
 
-    /// Every program, by name, with its CPU and memory read now.
+    /// Every program, by name, with its CPU and memory read now: a walk of `/proc`, so
+    /// blocking (async code calls it through `spawn_blocking`, or takes
+    /// [`snapshots`](Supervisor::snapshots)).
     pub fn status(&self) -> Vec<ProgramStatus> {
         let handles: Vec<Handle> = self.programs().values().cloned().collect();
         let mut all: Vec<ProgramStatus> = handles
@@ -375,6 +377,22 @@ impl Supervisor {
             ));
         }
         all
+    }
+
+    /// Every program, by name, as its task last published it, without the CPU and memory
+    /// figures: nothing is read, so async code may call it.
+    pub fn snapshots(&self) -> Vec<ProgramStatus> {
+        self.programs()
+            .values()
+            .map(|h| h.slot.status.borrow().clone())
+            .collect()
+    }
+
+    /// One program as [`snapshots`](Supervisor::snapshots) gives it.
+    pub fn snapshot(&self, name: &Name) -> Option<ProgramStatus> {
+        let handle = self.programs().get(name).cloned()?;
+        let status = handle.slot.status.borrow().clone();
+        Some(status)
     }
 
     /// The agent is exiting: stops supervising and returns, leaving every program running
