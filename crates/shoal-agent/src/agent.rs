@@ -344,7 +344,9 @@ impl Agent {
         let name = manifest.package.name.clone();
         let previous = versions::current(&self.inner.data, &name)
             .map_err(failed(format!("reading {name}'s current version")))?;
-        let result = self.change(&manifest, &dir, previous.as_ref(), true).await;
+        let result = self
+            .change(&manifest, &dir, previous.as_ref(), Target::Fresh)
+            .await;
         let version = &manifest.package.version;
         let current = versions::current(&self.inner.data, &name).ok().flatten();
         if result.is_err() && current.as_ref() != Some(version) {
@@ -455,7 +457,8 @@ impl Agent {
         let dir = self.inner.data.version(name, &target);
         let manifest = Manifest::load(&dir.join(shoal_pkg::manifest::MANIFEST_FILE))
             .map_err(failed(format!("reading {name} {target}'s manifest")))?;
-        self.change(&manifest, &dir, Some(&current), false).await?;
+        self.change(&manifest, &dir, Some(&current), Target::Installed)
+            .await?;
         Ok(InstallReport {
             name: name.to_string(),
             version: target.to_string(),
@@ -464,14 +467,14 @@ impl Agent {
         })
     }
 
-    /// Makes `manifest` (unpacked in `dir`; `fresh` when this install unpacked it) the current
+    /// Makes `manifest` (unpacked in `dir`, by this install or before: `target`) the current
     /// version of its app, `previous` being the current one; rolls back on any failure.
     async fn change(
         &self,
         manifest: &Manifest,
         dir: &Path,
         previous: Option<&Version>,
-        fresh: bool,
+        target: Target,
     ) -> Result<(), AgentError> {
         let name = &manifest.package.name;
         let version = &manifest.package.version;
@@ -502,7 +505,7 @@ impl Agent {
                     "INSERT OR REPLACE INTO upgrades
                      (app, from_version, to_version, fresh, started_at, hook_pid, hook_start)
                      VALUES (?1, ?2, ?3, ?4, strftime('%s', 'now'), NULL, NULL)",
-                    rusqlite::params![row.0, row.1, row.2, fresh],
+                    rusqlite::params![row.0, row.1, row.2, target == Target::Fresh],
                 )
             })
             .await?;
@@ -510,7 +513,7 @@ impl Agent {
         // anything to put back.
         let mut touched = false;
         let done = self
-            .apply(manifest, dir, old_manifest.as_ref(), fresh, &mut touched)
+            .apply(manifest, dir, old_manifest.as_ref(), target, &mut touched)
             .await;
         let mut settled = true;
         let outcome = match done {
@@ -527,17 +530,19 @@ impl Agent {
                     (Some(old), Some(old_manifest)) => {
                         let old_dir = data.version(name, old);
                         match switch(data, name, old).await {
-                            Ok(()) => match self.activate(old_manifest, &old_dir, false).await {
-                                Ok(()) => Aftermath::RolledBack {
-                                    app: name.clone(),
-                                    to: old.clone(),
-                                },
-                                Err(e) => Aftermath::RolledBackFailing {
-                                    app: name.clone(),
-                                    to: old.clone(),
-                                    error: e.chain(),
-                                },
-                            },
+                            Ok(()) => {
+                                match self.activate(old_manifest, &old_dir, Verify::Skip).await {
+                                    Ok(()) => Aftermath::RolledBack {
+                                        app: name.clone(),
+                                        to: old.clone(),
+                                    },
+                                    Err(e) => Aftermath::RolledBackFailing {
+                                        app: name.clone(),
+                                        to: old.clone(),
+                                        error: e.chain(),
+                                    },
+                                }
+                            }
                             Err(e) => {
                                 // Left written down: the next agent tries again.
                                 settled = false;
@@ -599,12 +604,12 @@ impl Agent {
         manifest: &Manifest,
         dir: &Path,
         old_manifest: Option<&Manifest>,
-        fresh: bool,
+        target: Target,
         touched: &mut bool,
     ) -> Result<(), AgentError> {
         let name = &manifest.package.name;
         let version = &manifest.package.version;
-        if let (true, Some(hook)) = (fresh, &manifest.hooks.install) {
+        if let (Target::Fresh, Some(hook)) = (target, &manifest.hooks.install) {
             self.hook(manifest, dir, Hook::Install, hook).await?;
         }
         *touched = true;
@@ -614,7 +619,7 @@ impl Agent {
         switch(&self.inner.data, name, version)
             .await
             .map_err(failed(format!("switching {name} to {version}")))?;
-        self.activate(manifest, dir, true).await
+        self.activate(manifest, dir, Verify::Run).await
     }
 
     /// Runs `which` hook of `manifest` in `dir`, its process group written down with the
@@ -666,12 +671,12 @@ impl Agent {
     }
 
     /// Starts `manifest`'s programs (or schedules its jobs), waits until healthy and stable,
-    /// and with `verify` runs its verify hook.
+    /// and runs its verify hook if `verify` says so.
     async fn activate(
         &self,
         manifest: &Manifest,
         dir: &Path,
-        verify: bool,
+        verify: Verify,
     ) -> Result<(), AgentError> {
         let name = &manifest.package.name;
         match manifest.package.kind {
@@ -699,7 +704,7 @@ impl Agent {
                     .map_err(failed(format!("scheduling {name}'s jobs")))?;
             }
         }
-        if let (true, Some(hook)) = (verify, &manifest.hooks.verify) {
+        if let (Verify::Run, Some(hook)) = (verify, &manifest.hooks.verify) {
             self.hook(manifest, dir, Hook::Verify, hook).await?;
         }
         Ok(())
@@ -1121,6 +1126,24 @@ impl Agent {
         }
         .map_err(AgentError::from)
     }
+}
+
+/// The version a change switches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Unpacked by this install: its install hook runs, and it goes if it does not stay.
+    Fresh,
+    /// Installed before (a rollback's): its install hook ran then, and it stays.
+    Installed,
+}
+
+/// Whether a started version's verify hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    /// A new version: it must pass.
+    Run,
+    /// The old version put back after a failure: getting it running is all there is to do.
+    Skip,
 }
 
 /// Which hook of a package runs.

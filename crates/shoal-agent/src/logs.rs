@@ -36,7 +36,7 @@ const FOLLOW_CHUNK: usize = 1 << 20;
 /// A [`LogQuery`] checked: its pattern compiled, its `since` a time.
 #[derive(Debug)]
 pub(crate) struct Query {
-    streams: &'static [&'static str],
+    streams: &'static [Captured],
     filter: Filter,
     follow: bool,
     lines: usize,
@@ -45,10 +45,10 @@ pub(crate) struct Query {
 impl Query {
     /// Checks `query`, asked at `now`.
     pub(crate) fn parse(query: &LogQuery, now: DateTime<Utc>) -> Result<Query, AgentError> {
-        let streams: &'static [&'static str] = match query.stream {
-            LogStream::Both => &["stdout", "stderr"],
-            LogStream::Stdout => &["stdout"],
-            LogStream::Stderr => &["stderr"],
+        let streams: &'static [Captured] = match query.stream {
+            LogStream::Both => &[Captured::Stdout, Captured::Stderr],
+            LogStream::Stdout => &[Captured::Stdout],
+            LogStream::Stderr => &[Captured::Stderr],
         };
         let grep = match &query.grep {
             Some(pattern) => Some(
@@ -133,6 +133,22 @@ impl Follow {
     }
 }
 
+/// A stream the agent captures of each program, which its log files are named after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Captured {
+    Stdout,
+    Stderr,
+}
+
+impl Captured {
+    fn as_str(self) -> &'static str {
+        match self {
+            Captured::Stdout => "stdout",
+            Captured::Stderr => "stderr",
+        }
+    }
+}
+
 /// Reads the logs in `dir` as `query` asks; a follow ends when `closing` is cancelled.
 pub(crate) async fn read(
     dir: PathBuf,
@@ -150,7 +166,7 @@ pub(crate) async fn read(
         let mut kept = Vec::new();
         let mut followers = Vec::new();
         for stream in streams {
-            let read = read_stream(&dir, stream, &filter, tail);
+            let read = read_stream(&dir, *stream, &filter, tail);
             let mut lines = read.lines;
             if follow {
                 // A last line still being written is sent once it is whole.
@@ -281,8 +297,8 @@ struct StreamRead {
 /// The last `tail` lines of `stream` in `dir` that `filter` keeps: the active file's, then
 /// the rotated files' newest first until there are `tail` (older ones cannot change which
 /// lines are the last).
-fn read_stream(dir: &FsPath, stream: &str, filter: &Filter, tail: usize) -> StreamRead {
-    let path = dir.join(format!("{stream}.log"));
+fn read_stream(dir: &FsPath, stream: Captured, filter: &Filter, tail: usize) -> StreamRead {
+    let path = dir.join(format!("{}.log", stream.as_str()));
     let mut follower = Follower {
         path: path.clone(),
         open: None,
@@ -396,8 +412,8 @@ fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
 
 /// The rotated files of `stream` in `dir` in the order they were rotated, each as its
 /// uncompressed path (its `.gz` may be what is there).
-fn rotations(dir: &FsPath, stream: &str) -> Vec<PathBuf> {
-    let prefix = format!("{stream}.log.");
+fn rotations(dir: &FsPath, stream: Captured) -> Vec<PathBuf> {
+    let prefix = format!("{}.log.", stream.as_str());
     let mut found: Vec<(RotationOrder, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
