@@ -144,9 +144,9 @@ pub enum CronError {
     ShuttingDown,
     #[error(transparent)]
     State(#[from] StateError),
-    /// The blocking task that records and starts runs did not finish (the runtime is
-    /// shutting down).
-    #[error("starting a cron run: {0}")]
+    /// A blocking task (SQLite, `/proc`, starting a process) did not finish: the runtime
+    /// is shutting down.
+    #[error("the cron scheduler's blocking work did not finish: {0}")]
     Blocking(String),
 }
 
@@ -159,26 +159,35 @@ impl Cron {
         state: State,
         options: CronOptions,
     ) -> Result<Cron, CronError> {
-        state.ensure(history::SCHEMA)?;
-        let leftovers = history::leftovers(&state)?;
-        let stops = leftovers.iter().filter_map(|left| {
-            let pgid = left.pgid?;
-            if !run::is_ours(pgid, left.pid_start) {
-                return None;
-            }
+        // The table, the runs left going and which of them still have processes: SQLite
+        // and `/proc`, off the executor.
+        let reading = state.clone();
+        let leftovers = tokio::task::spawn_blocking(move || -> Result<_, CronError> {
+            reading.ensure(history::SCHEMA)?;
+            let leftovers = history::leftovers(&reading)?;
+            Ok(leftovers
+                .into_iter()
+                .filter_map(|left| {
+                    let pgid = left.pgid?;
+                    run::is_ours(pgid, left.pid_start).then_some((left.id, pgid))
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| CronError::Blocking(e.to_string()))??;
+        let stops = leftovers.into_iter().map(|(id, pgid)| {
             tracing::warn!(
-                run = %left.id,
+                run = %id,
                 pgid,
                 "stopping what is left of a cron run the previous agent was watching"
             );
-            Some(run::stop_group(
-                nix::unistd::Pid::from_raw(pgid),
-                None,
-                options.kill_grace,
-            ))
+            run::stop_group(nix::unistd::Pid::from_raw(pgid), None, options.kill_grace)
         });
         futures_util::future::join_all(stops).await;
-        history::recover(&state)?;
+        let recovering = state.clone();
+        tokio::task::spawn_blocking(move || history::recover(&recovering))
+            .await
+            .map_err(|e| CronError::Blocking(e.to_string()))??;
 
         let closing = CancellationToken::new();
         Ok(Cron {
@@ -349,7 +358,11 @@ impl Cron {
         let mut changed = self.inner.changed.subscribe();
         loop {
             changed.mark_unchanged();
-            match self.get(id)? {
+            let cron = self.clone();
+            let record = tokio::task::spawn_blocking(move || cron.get(id))
+                .await
+                .map_err(|e| CronError::Blocking(e.to_string()))??;
+            match record {
                 Some(record) if !record.outcome.is_running() => return Ok(record),
                 Some(_) => {}
                 None => return Err(CronError::UnknownRun { id }),
