@@ -399,11 +399,7 @@ impl Agent {
             | StageError::Archive(shoal_pkg::ArchiveError::Write { path, source }) => {
                 io_failure(&format!("installing {called}"), &path, source)
             }
-            other => AgentError::invalid(
-                other
-                    .to_string()
-                    .replace(&archive.display().to_string(), called),
-            ),
+            StageError::Archive(e) => AgentError::invalid(called_as(e, archive, called)),
         }
     }
 
@@ -1144,6 +1140,55 @@ enum Verify {
     Run,
     /// The old version put back after a failure: getting it running is all there is to do.
     Skip,
+}
+
+/// `e` with `archive` called `called` (an upload is "the uploaded archive", not the agent's
+/// temporary file).
+fn called_as(e: shoal_pkg::ArchiveError, archive: &Path, called: &str) -> shoal_pkg::ArchiveError {
+    use shoal_pkg::ArchiveError as E;
+    let rename = |path: PathBuf| {
+        if path == archive {
+            PathBuf::from(called)
+        } else {
+            path
+        }
+    };
+    match e {
+        E::Checksum {
+            archive,
+            expected,
+            actual,
+        } => E::Checksum {
+            archive: rename(archive),
+            expected,
+            actual,
+        },
+        E::Changed { archive, actual } => E::Changed {
+            archive: rename(archive),
+            actual,
+        },
+        E::Read { archive, source } => E::Read {
+            archive: rename(archive),
+            source,
+        },
+        E::Rejected {
+            archive,
+            path,
+            rule,
+        } => E::Rejected {
+            archive: rename(archive),
+            path,
+            rule,
+        },
+        E::NoManifest { archive } => E::NoManifest {
+            archive: rename(archive),
+        },
+        E::Manifest { archive, source } => E::Manifest {
+            archive: rename(archive),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// Which hook of a package runs.
