@@ -192,12 +192,6 @@ impl Agent {
         &self.inner.data
     }
 
-    /// A token cancelled when the agent starts closing, for work that goes on as long as
-    /// the agent does (a transport's connections).
-    pub fn closing(&self) -> CancellationToken {
-        self.inner.closing.child_token()
-    }
-
     /// Ends the agent (see the module documentation): timers and followed logs end, a change
     /// in progress finishes or rolls back within [`Options::close_grace`], crontab runs end,
     /// and the programs are stopped or left running as `programs` says.
@@ -1087,7 +1081,8 @@ impl Agent {
     pub async fn logs(&self, name: &Name, query: &LogQuery) -> Result<Logs, AgentError> {
         self.manifest(name)?;
         let query = logs::Query::parse(query, chrono::Utc::now())?;
-        logs::read(self.inner.data.logs(name), query, self.closing()).await
+        let closing = self.inner.closing.child_token();
+        logs::read(self.inner.data.logs(name), query, closing).await
     }
 
     /// `apps/NAME/current` resolved to its version directory.

@@ -2,9 +2,10 @@
 //! with `shoal pkg build` and installed with `shoal install`; an upgrade whose verify hook
 //! fails rolled back; a rollback on request; logs grepped in the agent; a crontab run and
 //! its history; `kill -9` of the agent leaving every service running, re-adopted by the next
-//! agent; an agent killed in the middle of an upgrade coming back to the old version; names
-//! that are no app's answered by the agent, not by the URL parser; a hostile package refused
-//! with nothing installed.
+//! agent; an agent killed in the middle of an upgrade coming back to the old version; SIGTERM
+//! during an install's hook, the agent ending only once the install has; an install on a full
+//! filesystem said as one; names that are no app's answered by the agent, not by the URL
+//! parser; a hostile package refused with nothing installed.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
