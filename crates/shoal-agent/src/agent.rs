@@ -18,12 +18,16 @@
 //! 5. any failure from 4 on rolls back: the new version is stopped and removed, `current`
 //!    points to the old again, the old is started, and the error says why and what runs now.
 //!
-//! Install, rollback and restore run to their end even when the caller goes away (they are
-//! tasks of the agent's own, not of the caller). An agent killed in the middle comes back to a consistent state: it kills the hook
-//! that was running (recorded by pid and start time) and puts the written-down app back on
-//! its old version, removing a version that install had unpacked. Never neither, never a
-//! half-prepared directory left installed. Old versions beyond `keep_versions` are pruned,
-//! never the current or the previous.
+//! Install, rollback and restore run to their end even when the caller goes away: they are
+//! tasks of the agent's own, not of the caller. An agent killed in the middle comes back to
+//! a consistent state: it kills the hook that was running (recorded by pid and start time)
+//! and puts the written-down app back on its old version, removing a version that install
+//! had unpacked. Never neither, never a half-prepared directory left installed. Old versions
+//! beyond `keep_versions` are pruned, never the current or the previous.
+//!
+//! The methods take domain and `shoal-api` types and answer `shoal-api` types; they fail with
+//! an [`AgentError`] whose kind a transport maps to its codes. Blocking work (SQLite, version
+//! trees, `/proc`) runs through `spawn_blocking`, never on an async worker.
 //!
 //! # Closing
 //!

@@ -199,7 +199,7 @@ impl Supervisor {
                 Ok((lock, store, rows))
             })
             .await
-            .map_err(|e| SupervisorError::Capture(std::io::Error::other(e)))??;
+            .map_err(SupervisorError::Opening)??;
         let capture = Capture::start().map_err(SupervisorError::Capture)?;
         let shared = Arc::new(Shared {
             data,
