@@ -146,8 +146,8 @@ pub enum CronError {
     State(#[from] StateError),
     /// A blocking task (SQLite, `/proc`, starting a process) did not finish: the runtime
     /// is shutting down.
-    #[error("the cron scheduler's blocking work did not finish: {0}")]
-    Blocking(String),
+    #[error("the cron scheduler's blocking work did not finish")]
+    Blocking(#[source] tokio::task::JoinError),
 }
 
 impl Cron {
@@ -174,7 +174,7 @@ impl Cron {
                 .collect::<Vec<_>>())
         })
         .await
-        .map_err(|e| CronError::Blocking(e.to_string()))??;
+        .map_err(CronError::Blocking)??;
         let stops = leftovers.into_iter().map(|(id, pgid)| {
             tracing::warn!(
                 run = %id,
@@ -187,7 +187,7 @@ impl Cron {
         let recovering = state.clone();
         tokio::task::spawn_blocking(move || history::recover(&recovering))
             .await
-            .map_err(|e| CronError::Blocking(e.to_string()))??;
+            .map_err(CronError::Blocking)??;
 
         let closing = CancellationToken::new();
         Ok(Cron {
@@ -324,7 +324,7 @@ impl Cron {
         let started =
             tokio::task::spawn_blocking(move || inner.start(&owner, &found, Trigger::Manual, None))
                 .await
-                .map_err(|e| CronError::Blocking(e.to_string()))?;
+                .map_err(CronError::Blocking)?;
         match started? {
             Start::Started(id) => Ok(id),
             Start::Busy(run) => Err(CronError::AlreadyRunning {
@@ -361,7 +361,7 @@ impl Cron {
             let cron = self.clone();
             let record = tokio::task::spawn_blocking(move || cron.get(id))
                 .await
-                .map_err(|e| CronError::Blocking(e.to_string()))??;
+                .map_err(CronError::Blocking)??;
             match record {
                 Some(record) if !record.outcome.is_running() => return Ok(record),
                 Some(_) => {}
