@@ -778,6 +778,9 @@ fn sigterm_during_an_install_waits_for_it_and_leaves_nothing_to_recover() {
     let agent = Agent::start(&data);
     let v1 = calm_package(&dir.0, "1.0.0", None);
     shoal_ok(&data, &["install", v1.to_str().unwrap()]);
+    // Killed with their groups if the test fails while no agent answers for them.
+    let calm_v1 = app(&json(&data, &["ps"]), "calm")["pid"].as_i64().unwrap();
+    let mut groups = Groups(vec![calm_v1 as i32]);
 
     // 2.0.0's install hook says it runs, then waits for a line on a FIFO the test holds.
     let started = dir.0.join("hook-started");
@@ -799,13 +802,17 @@ fn sigterm_during_an_install_waits_for_it_and_leaves_nothing_to_recover() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the install hook to run", || {
+    let hook: i32 = wait_for("the install hook to run", || {
         std::fs::read_to_string(&started)
             .ok()
-            .filter(|s| s.ends_with('\n'))
+            .filter(|s| s.ends_with('\n'))?
+            .trim()
+            .parse()
+            .ok()
     });
+    groups.0.push(hook);
 
-    let mut agent = std::mem::ManuallyDrop::new(agent);
+    let mut agent = agent;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -835,6 +842,7 @@ fn sigterm_during_an_install_waits_for_it_and_leaves_nothing_to_recover() {
     );
     let exited = wait_for("the agent to exit", || agent.child.try_wait().unwrap());
     assert!(exited.success(), "{exited:?}");
+    drop(agent);
 
     // The next agent finds no upgrade to put back: it says nothing of one, and 2.0.0 runs.
     let log = dir.0.join("next-agent.log");
@@ -858,10 +866,28 @@ fn sigterm_during_an_install_waits_for_it_and_leaves_nothing_to_recover() {
         (Some("2.0.0"), Some("running")),
         "{calm}"
     );
+    groups.0.push(calm["pid"].as_i64().unwrap() as i32);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(!said.contains("interrupted"), "{said}");
     shoal_ok(&data, &["stop", "calm"]);
+    // All gone: nothing for the guard to kill (their ids may be reused from now on).
+    groups.0.clear();
     drop(next);
+}
+
+/// Process groups the test started through an agent, killed if the test fails before it
+/// clears them, so that a failed test leaves nothing running.
+struct Groups(Vec<i32>);
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for &pgid in &self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// A tmpfs of `size` mounted on a directory, unmounted when dropped.
