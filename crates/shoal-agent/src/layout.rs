@@ -42,6 +42,12 @@ impl DataDir {
         self.root.join("agent.sock")
     }
 
+    /// `incoming/`, where uploads are written before they are installed (on the versions'
+    /// filesystem, so an install never copies across filesystems).
+    pub fn incoming(&self) -> PathBuf {
+        self.root.join("incoming")
+    }
+
     /// `apps/NAME`.
     pub fn app(&self, name: &Name) -> PathBuf {
         self.root.join("apps").join(name.as_str())

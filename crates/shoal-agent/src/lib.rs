@@ -22,22 +22,31 @@
 //!
 //! # Modules
 //!
-//! - `layout.rs`: [`DataDir`].
-//! - `state.rs`: [`State`], the SQLite database each part keeps its own tables in.
-//! - [`supervise`]: the programs of service packages, their processes, restarts, health
-//!   checks and output ([`Supervisor`]).
+//! The domain: [`Agent`] (`agent.rs`; its methods take and answer `shoal-api` types and fail
+//! with an [`AgentError`]), `layout.rs` ([`DataDir`]), `state.rs` ([`State`], the SQLite
+//! database each part keeps its own tables in), [`versions`], [`hooks`], [`backup`],
+//! [`cron`], [`logs`] and [`supervise`] (the programs of service packages, their processes,
+//! restarts, health checks and output: [`Supervisor`]). The transport: [`api`], the local
+//! HTTP API over the agent, which nothing in the domain imports. [`run`] puts the two
+//! together.
 
 mod agent;
 pub mod api;
 pub mod backup;
 pub mod cron;
+mod error;
 pub mod hooks;
 mod layout;
+pub mod logs;
+mod run;
 mod state;
 pub mod supervise;
+mod to_api;
 pub mod versions;
 
-pub use agent::{Agent, AgentError, InstallReport, Options};
+pub use agent::{Agent, DiskFull, Options, Programs};
+pub use error::{chain, Aftermath, AgentError, Cause, ChangeFailed, ErrorKind};
 pub use layout::DataDir;
+pub use run::{run, Config, RunError, Running};
 pub use state::{State, StateError};
 pub use supervise::{ProgramSpec, ProgramState, ProgramStatus, Supervisor, SupervisorError};

@@ -2,8 +2,8 @@
 //!
 //! Each part of the agent owns its tables and creates them with [`State::ensure`] when it
 //! starts (`CREATE TABLE IF NOT EXISTS ...`), so no part edits another's schema. Statements
-//! are short and run on the caller's thread: the agent writes a few rows per event, never in
-//! bulk. Every write that must survive a crash is a single statement or one transaction
+//! are short, but a statement may wait on the disk or on the lock: async code runs them with
+//! [`State::call`], on a blocking thread, never on an async worker. Every write that must survive a crash is a single statement or one transaction
 //! ([`State::transaction`]), so the database is always the state before or after it.
 
 use std::path::Path;
@@ -64,6 +64,39 @@ impl State {
     ) -> Result<T, StateError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn).map_err(|source| self.error(source))
+    }
+
+    /// [`State::with`] on a blocking thread, for async callers.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let state = self.clone();
+        match tokio::task::spawn_blocking(move || state.with(f)).await {
+            Ok(done) => done,
+            Err(e) => Err(self.unfinished(e)),
+        }
+    }
+
+    /// [`State::transaction`] on a blocking thread, for async callers.
+    pub async fn call_transaction<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let state = self.clone();
+        match tokio::task::spawn_blocking(move || state.transaction(f)).await {
+            Ok(done) => done,
+            Err(e) => Err(self.unfinished(e)),
+        }
+    }
+
+    /// A statement whose blocking task did not finish: a panic goes on unwinding in the
+    /// caller; a runtime shutting down before it ran is an error.
+    fn unfinished(&self, e: tokio::task::JoinError) -> StateError {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => self.error(rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
+        }
     }
 
     /// Runs `f` in one transaction, committed when it returns `Ok`.

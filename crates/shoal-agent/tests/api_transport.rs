@@ -9,6 +9,7 @@ use common::Scratch;
 use shoal_agent::api::{serve, AgentClient, ApiError, ClientError, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 fn routes() -> Router {
     Router::new()
@@ -38,12 +39,14 @@ async fn the_token_is_required_and_errors_are_json() {
     // A socket file left behind by a killed agent.
     drop(std::os::unix::net::UnixListener::bind(dir.0.join("agent.sock")).unwrap());
     let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let bound = serve(
         routes(),
         token.clone(),
         &dir.0.join("agent.sock"),
         Some("127.0.0.1:0".parse().unwrap()),
         stop.clone(),
+        &tasks,
     )
     .await
     .unwrap();
@@ -84,7 +87,12 @@ async fn the_token_is_required_and_errors_are_json() {
     )
     .await;
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    // Shut down, the servers end.
     stop.cancel();
+    tasks.close();
+    tokio::time::timeout(std::time::Duration::from_secs(10), tasks.wait())
+        .await
+        .expect("the API's tasks end after the shutdown");
 }
 
 #[tokio::test]
@@ -97,6 +105,7 @@ async fn tcp_is_loopback_only_and_a_missing_agent_says_what_to_do() {
         &dir.0.join("agent.sock"),
         Some("0.0.0.0:0".parse().unwrap()),
         CancellationToken::new(),
+        &TaskTracker::new(),
     )
     .await
     .unwrap_err();

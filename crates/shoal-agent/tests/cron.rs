@@ -34,7 +34,7 @@ exit 3"#,
     job.command.args = vec!["one".into(), "two".into()];
     t.add(vec![job]);
 
-    let id = t.cron.run_now(&t.app, &name("report")).unwrap();
+    let id = t.cron.run_now(&t.app, &name("report")).await.unwrap();
     let run = t.cron.wait(id).await.unwrap();
     assert_eq!(run.outcome, Outcome::Exited { code: 3 }, "{run:?}");
     assert_eq!(run.trigger, Trigger::Manual);
@@ -113,7 +113,7 @@ async fn a_timeout_stops_the_whole_process_group() {
     job.timeout = Duration::from_secs(1);
     t.add(vec![job]);
 
-    let id = t.cron.run_now(&t.app, &name("stuck")).unwrap();
+    let id = t.cron.run_now(&t.app, &name("stuck")).await.unwrap();
     let run = t.cron.wait(id).await.unwrap();
     assert_eq!(run.outcome, Outcome::TimedOut, "{run:?}");
     assert_eq!(run.outcome.to_string(), "timed out");
@@ -134,7 +134,7 @@ async fn a_job_that_exits_leaves_no_process_behind() {
     t.script("forks", "sleep 1000 &\necho $! > child.pid\necho done");
     t.add(vec![t.job("forks", YEARLY, Overlap::Forbid)]);
 
-    let id = t.cron.run_now(&t.app, &name("forks")).unwrap();
+    let id = t.cron.run_now(&t.app, &name("forks")).await.unwrap();
     let run = t.cron.wait(id).await.unwrap();
     assert_eq!(run.outcome, Outcome::Exited { code: 0 }, "{run:?}");
     assert_eq!(run.output, "done\n");
@@ -228,8 +228,8 @@ async fn a_manual_run_honours_overlap_forbid() {
     t.script("slow", "while [ ! -e release ]; do sleep 0.02; done");
     t.add(vec![t.job("slow", YEARLY, Overlap::Forbid)]);
 
-    let first = t.cron.run_now(&t.app, &name("slow")).unwrap();
-    let refused = t.cron.run_now(&t.app, &name("slow")).unwrap_err();
+    let first = t.cron.run_now(&t.app, &name("slow")).await.unwrap();
+    let refused = t.cron.run_now(&t.app, &name("slow")).await.unwrap_err();
     assert!(
         matches!(refused, CronError::AlreadyRunning { run, .. } if run == first),
         "{refused:?}"
@@ -237,11 +237,11 @@ async fn a_manual_run_honours_overlap_forbid() {
     assert!(refused.to_string().contains("overlap is \"forbid\""));
     // An upgrade replaces the job; the run of the old version still counts.
     t.add(vec![t.job("slow", YEARLY, Overlap::Forbid)]);
-    assert!(t.cron.run_now(&t.app, &name("slow")).is_err());
+    assert!(t.cron.run_now(&t.app, &name("slow")).await.is_err());
 
     std::fs::write(t.pkg.join("release"), "").unwrap();
     assert!(t.cron.wait(first).await.unwrap().outcome.succeeded());
-    let second = t.cron.run_now(&t.app, &name("slow")).unwrap();
+    let second = t.cron.run_now(&t.app, &name("slow")).await.unwrap();
     assert!(t.cron.wait(second).await.unwrap().outcome.succeeded());
     assert_eq!(t.history("slow").len(), 2);
 }
@@ -256,7 +256,7 @@ async fn stop_runs_stops_an_apps_runs() {
     t.script("slow", "echo waiting\nwhile :; do sleep 0.02; done");
     t.add(vec![t.job("slow", YEARLY, Overlap::Forbid)]);
 
-    let id = t.cron.run_now(&t.app, &name("slow")).unwrap();
+    let id = t.cron.run_now(&t.app, &name("slow")).await.unwrap();
     until("the output", || {
         t.cron.list().unwrap()[0]
             .running
@@ -288,23 +288,27 @@ async fn a_command_that_cannot_start_is_recorded_with_why() {
         }
         other => panic!("expected a failure to start, got {other:?}"),
     };
-    let id = t.cron.run_now(&t.app, &name("missing")).unwrap();
+    let id = t.cron.run_now(&t.app, &name("missing")).await.unwrap();
     let run = t.cron.wait(id).await.unwrap();
     check(&run.outcome, "bin/missing", "No such file or directory");
     assert!(run.outcome.to_string().starts_with("failed to start: "));
-    let id = t.cron.run_now(&t.app, &name("plain")).unwrap();
+    let id = t.cron.run_now(&t.app, &name("plain")).await.unwrap();
     check(
         &t.cron.wait(id).await.unwrap().outcome,
         "bin/not-executable",
         "Permission denied",
     );
 
-    let unknown = t.cron.run_now(&t.app, &name("nope")).unwrap_err();
+    let unknown = t.cron.run_now(&t.app, &name("nope")).await.unwrap_err();
     assert_eq!(
         unknown.to_string(),
         "app has no cron job \"nope\"; its jobs: missing, plain"
     );
-    let unknown = t.cron.run_now(&name("other"), &name("nope")).unwrap_err();
+    let unknown = t
+        .cron
+        .run_now(&name("other"), &name("nope"))
+        .await
+        .unwrap_err();
     assert_eq!(
         unknown.to_string(),
         "other has no cron jobs: is it installed?"
@@ -337,11 +341,11 @@ async fn history_keeps_the_newest_runs_of_each_job() {
     ]);
     std::fs::copy(t.pkg.join("bin/count"), t.pkg.join("bin/other")).unwrap();
 
-    let other = t.cron.run_now(&t.app, &name("other")).unwrap();
+    let other = t.cron.run_now(&t.app, &name("other")).await.unwrap();
     t.cron.wait(other).await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let id = t.cron.run_now(&t.app, &name("count")).unwrap();
+        let id = t.cron.run_now(&t.app, &name("count")).await.unwrap();
         t.cron.wait(id).await.unwrap();
         ids.push(id);
     }
@@ -369,19 +373,24 @@ async fn shutdown_lets_runs_finish_within_its_grace_then_interrupts_them() {
         t.job("quick", YEARLY, Overlap::Forbid),
         t.job("slow", YEARLY, Overlap::Forbid),
     ]);
-    let quick = t.cron.run_now(&t.app, &name("quick")).unwrap();
-    let slow = t.cron.run_now(&t.app, &name("slow")).unwrap();
+    let quick = t.cron.run_now(&t.app, &name("quick")).await.unwrap();
+    let slow = t.cron.run_now(&t.app, &name("slow")).await.unwrap();
 
     let cron = t.cron.clone();
     let shutdown = tokio::spawn(async move { cron.shutdown(Duration::from_secs(2)).await });
     until("shutdown to begin", || {
+        // An app without jobs, added only to see whether the scheduler still takes one.
         matches!(
-            t.cron.run_now(&t.app, &name("quick")),
+            t.cron.add(name("probe"), t.pkg.clone(), Vec::new()),
             Err(CronError::ShuttingDown)
         )
         .then_some(())
     })
     .await;
+    assert!(matches!(
+        t.cron.run_now(&t.app, &name("quick")).await,
+        Err(CronError::ShuttingDown)
+    ));
     std::fs::write(t.pkg.join("release"), "").unwrap();
     shutdown.await.unwrap();
 
@@ -419,7 +428,7 @@ fn a_run_left_by_a_killed_agent_is_interrupted_at_the_next_start() {
             "echo $$ > job.pid\nwhile [ ! -e release ]; do sleep 0.02; done",
         );
         t.add(vec![t.job("slow", YEARLY, Overlap::Forbid)]);
-        let id = t.cron.run_now(&t.app, &name("slow")).unwrap();
+        let id = t.cron.run_now(&t.app, &name("slow")).await.unwrap();
         until("the job to start", || {
             t.cron.list().unwrap()[0]
                 .running

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use common::Scratch;
 use shoal::logging::{RotatingFile, Rotation};
 use shoal_agent::api::{AgentClient, ClientError};
-use shoal_agent::{Agent, Options};
+use shoal_agent::{Config, Programs, Running};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// An agent serving its API, with one installed app (`app`, a crontab package whose job runs
 /// once a year) whose log directory the test writes.
 struct Served {
-    agent: Agent,
+    running: Running,
     stop: CancellationToken,
     client: AgentClient,
     /// `logs/app` in the data directory.
@@ -36,7 +36,12 @@ impl Served {
     async fn new(name: &str) -> Served {
         let dir = Scratch::new(&format!("logs-{name}"));
         let data = dir.0.join("data");
-        let agent = Agent::open(&data, Options::default()).await.unwrap();
+        let stop = CancellationToken::new();
+        let config = Config {
+            at_exit: Programs::Stop,
+            ..Config::new(&data)
+        };
+        let running = shoal_agent::run(config, stop.clone()).await.unwrap();
         let pkg = dir.0.join("pkg");
         std::fs::create_dir_all(pkg.join("bin")).unwrap();
         std::fs::write(pkg.join("bin/job"), "#!/bin/sh\n").unwrap();
@@ -47,14 +52,16 @@ impl Served {
         )
         .unwrap();
         let built = shoal_pkg::build(&pkg, &dir.0.join("out")).unwrap();
-        agent.install(&built.archive, &built.sha256).await.unwrap();
-        let stop = CancellationToken::new();
-        agent.serve(stop.clone()).await.unwrap();
+        running
+            .agent()
+            .install(&built.archive, &built.sha256)
+            .await
+            .unwrap();
         let client = AgentClient::open(&data).unwrap();
         let logs = data.join("logs/app");
         std::fs::create_dir_all(&logs).unwrap();
         Served {
-            agent,
+            running,
             stop,
             client,
             logs,
@@ -102,7 +109,7 @@ impl Served {
 
     async fn close(self) {
         self.stop.cancel();
-        self.agent.close(true).await;
+        self.running.stopped().await;
     }
 }
 

@@ -9,10 +9,15 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use shoal_agent::api::{AgentClient, AppStatus, RollbackRequest, VersionInfo};
-use shoal_agent::{Agent, InstallReport, Options};
+use shoal_agent::api::AgentClient;
+use shoal_agent::{Config, Options, Programs};
+use shoal_api::agent::{
+    ActionDone, AppAction, AppStatus, BackupCreated, BackupInfo, InstallReport, JobStatus,
+    LogStream, Restored, RollbackRequest, RunRecord, VersionInfo,
+};
+use tokio_util::sync::CancellationToken;
 
-use crate::out::{out, outln};
+use crate::out::{errln, out, outln};
 
 /// Where the agent keeps its data, for every agent command.
 #[derive(Args, Debug, Clone)]
@@ -54,29 +59,33 @@ pub struct AgentArgs {
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.get()?.to_owned();
     raise_fd_limit();
+    let config = Config {
+        data_dir: dir.clone(),
+        options: Options::default(),
+        listen: args.listen,
+        at_exit: if args.stop_on_exit {
+            Programs::Stop
+        } else {
+            Programs::KeepRunning
+        },
+    };
     runtime()?.block_on(async {
-        let options = Options {
-            listen: args.listen,
-            ..Options::default()
-        };
-        let agent = Agent::open(&dir, options)
-            .await
-            .with_context(|| format!("starting the agent on {}", dir.display()))?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        let bound = agent.serve(stop.clone()).await?;
-        eprintln!(
+        let stop = CancellationToken::new();
+        let running = shoal_agent::run(config, stop.clone()).await?;
+        errln!(
             "shoal agent: data {}, API unix:{}{}",
             dir.display(),
-            agent.data().socket().display(),
-            bound
+            running.agent().data().socket().display(),
+            running
+                .bound()
                 .tcp
                 .map(|a| format!(" and http://{a}"))
                 .unwrap_or_default()
         );
         crate::signal::shutdown().await;
         stop.cancel();
-        agent.close(args.stop_on_exit).await;
-        Ok(ExitCode::SUCCESS)
+        running.stopped().await;
+        anyhow::Ok(ExitCode::SUCCESS)
     })
 }
 
@@ -182,7 +191,7 @@ pub fn ps_table(apps: &[AppStatus]) -> String {
             vec![
                 a.name.clone(),
                 a.version.clone(),
-                a.state.clone(),
+                a.state.to_string(),
                 a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 a.uptime_secs
                     .map(|s| {
@@ -196,7 +205,9 @@ pub fn ps_table(apps: &[AppStatus]) -> String {
                 a.rss_bytes
                     .map(shoal_pkg::format_size)
                     .unwrap_or_else(|| "-".into()),
-                a.health.clone().unwrap_or_else(|| "-".into()),
+                a.health
+                    .as_ref()
+                    .map_or_else(|| "-".into(), ToString::to_string),
             ]
         })
         .collect();
@@ -245,13 +256,13 @@ pub struct NameArgs {
 }
 
 /// `start`, `stop`, `restart` or `reload` NAME.
-pub fn act(action: &str, args: NameArgs) -> anyhow::Result<ExitCode> {
+pub fn act(action: AppAction, args: NameArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let _: serde_json::Value = runtime()?.block_on(client.post(
+    let done: ActionDone = runtime()?.block_on(client.post(
         &format!("/v1/apps/{}/{action}", percent_encode(&args.name)),
         &serde_json::json!({}),
     ))?;
-    outln!("{}: {action} done", args.name)?;
+    outln!("{}: {} done", args.name, done.done)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -270,7 +281,7 @@ pub struct LogsArgs {
     since: Option<String>,
     /// stdout, stderr or both.
     #[arg(long, default_value = "both")]
-    stream: String,
+    stream: LogStream,
     /// How many of the last lines.
     #[arg(long, default_value_t = 200)]
     tail: usize,
@@ -281,8 +292,8 @@ pub struct LogsArgs {
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
     let mut query = vec![
-        ("stream", args.stream.clone()),
-        ("tail", args.tail.to_string()),
+        ("stream", args.stream.as_str().to_owned()),
+        ("lines", args.tail.to_string()),
     ];
     if let Some(grep) = &args.grep {
         query.push(("grep", grep.clone()));
@@ -414,25 +425,21 @@ pub struct BackupArgs {
 
 pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let created: serde_json::Value = runtime()?.block_on(client.post(
+    let created: BackupCreated = runtime()?.block_on(client.post(
         &format!("/v1/apps/{}/backups", percent_encode(&args.name)),
         &serde_json::json!({}),
     ))?;
     if args.out.json {
         outln!("{}", serde_json::to_string_pretty(&created)?)?;
     } else {
-        let backup = &created["backup"];
         outln!(
             "{}: backed up to {} ({})",
             args.name,
-            text(&backup["id"]),
-            backup["size"]
-                .as_u64()
-                .map(shoal_pkg::format_size)
-                .unwrap_or_default()
+            created.backup.id,
+            shoal_pkg::format_size(created.backup.size)
         )?;
-        for note in created["notes"].as_array().into_iter().flatten() {
-            outln!("  note: {}", text(note))?;
+        for note in &created.notes {
+            outln!("  note: {note}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -440,7 +447,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 
 pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let list: Vec<serde_json::Value> = runtime()?
+    let list: Vec<BackupInfo> = runtime()?
         .block_on(client.get(&format!("/v1/apps/{}/backups", percent_encode(&args.name))))?;
     if args.out.json {
         outln!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -449,12 +456,10 @@ pub fn backups(args: BackupArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|b| {
                 vec![
-                    text(&b["id"]),
-                    text(&b["created_at"]),
-                    b["size"]
-                        .as_u64()
-                        .map(shoal_pkg::format_size)
-                        .unwrap_or_default(),
+                    b.id.clone(),
+                    b.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    shoal_pkg::format_size(b.size),
                 ]
             })
             .collect();
@@ -474,7 +479,7 @@ pub struct RestoreArgs {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let _: serde_json::Value = runtime()?.block_on(client.post(
+    let restored: Restored = runtime()?.block_on(client.post(
         &format!(
             "/v1/apps/{}/backups/{}/restore",
             percent_encode(&args.name),
@@ -482,7 +487,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         ),
         &serde_json::json!({}),
     ))?;
-    outln!("{}: restored {}", args.name, args.backup)?;
+    outln!("{}: restored {}", restored.app, restored.restored)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -521,7 +526,7 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CronCommand::Ls { data, out } => {
             let client = data.client()?;
-            let jobs: Vec<serde_json::Value> = runtime()?.block_on(client.get("/v1/cron"))?;
+            let jobs: Vec<JobStatus> = runtime()?.block_on(client.get("/v1/cron"))?;
             if out.json {
                 outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
             } else {
@@ -535,7 +540,7 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
             out,
         } => {
             let client = data.client()?;
-            let run: serde_json::Value = runtime()?.block_on(client.post(
+            let run: RunRecord = runtime()?.block_on(client.post(
                 &format!(
                     "/v1/cron/{}/{}/run",
                     percent_encode(&app),
@@ -546,10 +551,9 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
             if out.json {
                 outln!("{}", serde_json::to_string_pretty(&run)?)?;
             } else {
-                outln!("{app}/{job}: run {}: {}", text(&run["id"]), outcome(&run))?;
-                let output = text(&run["output"]);
-                if !output.is_empty() && output != "-" {
-                    outln!("{output}")?;
+                outln!("{app}/{job}: run {}: {}", run.id, run.status)?;
+                if !run.output.is_empty() {
+                    outln!("{}", run.output)?;
                 }
             }
         }
@@ -565,7 +569,7 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
             if let Some(job) = job {
                 query.push_str(&format!("&job={}", percent_encode(&job)));
             }
-            let runs: Vec<serde_json::Value> =
+            let runs: Vec<RunRecord> =
                 runtime()?.block_on(client.get(&format!("/v1/cron/history?{query}")))?;
             if out.json {
                 outln!("{}", serde_json::to_string_pretty(&runs)?)?;
@@ -577,25 +581,23 @@ pub fn cron(cmd: CronCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Crontab jobs as a table (from the API's JSON).
-pub fn cron_table(jobs: &[serde_json::Value]) -> String {
+/// Crontab jobs as a table.
+pub fn cron_table(jobs: &[JobStatus]) -> String {
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
-            let last = &j["last"];
             vec![
-                format!("{}/{}", text(&j["app"]), text(&j["job"])),
-                text(&j["schedule"]),
-                text(&j["next"]),
-                if j["running"].as_array().is_some_and(|r| !r.is_empty()) {
-                    "running".into()
-                } else {
+                format!("{}/{}", j.app, j.job),
+                j.schedule.clone(),
+                j.next.map_or_else(|| "-".into(), time),
+                if j.running.is_empty() {
                     String::new()
-                },
-                if last.is_null() {
-                    "-".into()
                 } else {
-                    format!("{} at {}", outcome(last), text(&last["started_at"]))
+                    "running".into()
+                },
+                match &j.last {
+                    None => "-".into(),
+                    Some(last) => format!("{} at {}", last.status, time(last.started_at)),
                 },
             ]
         })
@@ -603,24 +605,22 @@ pub fn cron_table(jobs: &[serde_json::Value]) -> String {
     table(&["JOB", "SCHEDULE", "NEXT", "NOW", "LAST"], &rows)
 }
 
-/// Past runs as a table (from the API's JSON); the output's last line shown.
-pub fn runs_table(runs: &[serde_json::Value]) -> String {
+/// Past runs as a table; the output's last line shown.
+pub fn runs_table(runs: &[RunRecord]) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
-            let output = text(&r["output"]);
             vec![
-                text(&r["id"]),
-                format!("{}/{}", text(&r["app"]), text(&r["job"])),
-                text(&r["started_at"]),
-                r["duration_ms"]
-                    .as_u64()
+                r.id.to_string(),
+                format!("{}/{}", r.app, r.job),
+                time(r.started_at),
+                r.duration_ms
                     .map(|ms| {
                         humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
                     })
                     .unwrap_or_else(|| "-".into()),
-                outcome(r),
-                output
+                r.status.to_string(),
+                r.output
                     .lines()
                     .last()
                     .unwrap_or("")
@@ -643,27 +643,7 @@ pub fn runs_table(runs: &[serde_json::Value]) -> String {
     )
 }
 
-/// A JSON value for a table cell.
-fn text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => "-".into(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A run's outcome as a short text, from its `status` and the fields that go with it.
-fn outcome(run: &serde_json::Value) -> String {
-    match run["status"].as_str().unwrap_or("-") {
-        "exited" => format!("exit {}", text(&run["code"])),
-        "signaled" => format!("signal {}", text(&run["signal"])),
-        "failed-to-start" => format!("failed to start: {}", text(&run["error"])),
-        "skipped" => format!(
-            "skipped {} ticks (run {} going)",
-            text(&run["ticks"]),
-            text(&run["blocked_by"])
-        ),
-        "interrupted" => format!("interrupted: {}", text(&run["reason"])),
-        other => other.replace('-', " "),
-    }
+/// A time for a table cell, as the agent's JSON has it (RFC 3339, UTC).
+fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }

@@ -29,6 +29,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use shoal_api::agent::AppAction;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -125,10 +126,10 @@ fn main() -> ExitCode {
         Command::Example(args) => up::example(args, environment()),
         Command::Install(args) => agent::install(args),
         Command::Ps(args) => agent::ps(args),
-        Command::Start(args) => agent::act("start", args),
-        Command::Stop(args) => agent::act("stop", args),
-        Command::Restart(args) => agent::act("restart", args),
-        Command::Reload(args) => agent::act("reload", args),
+        Command::Start(args) => agent::act(AppAction::Start, args),
+        Command::Stop(args) => agent::act(AppAction::Stop, args),
+        Command::Restart(args) => agent::act(AppAction::Restart, args),
+        Command::Reload(args) => agent::act(AppAction::Reload, args),
         Command::Logs(args) => agent::logs(args),
         Command::Versions(args) => agent::versions(args),
         Command::Rollback(args) => agent::rollback(args),

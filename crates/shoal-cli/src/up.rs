@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use shoal_agent::{Agent, Options};
+use shoal_agent::{Agent, Config, Programs};
 use tokio_util::sync::CancellationToken;
 
 use crate::out::out;
@@ -116,12 +116,14 @@ async fn fleet(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let data = dir.join("data");
-    let agent = Agent::open(&data, Options::default())
-        .await
-        .with_context(|| format!("starting the agent on {}", data.display()))?;
+    let config = Config {
+        at_exit: Programs::Stop,
+        ..Config::new(&data)
+    };
+    let running = shoal_agent::run(config, shutdown.clone()).await?;
+    let agent = running.agent();
     // From here on programs may run: every way out goes through the close below.
     let shown = async {
-        agent.serve(shutdown.clone()).await?;
         for built in packages {
             let report = agent.install(&built.archive, &built.sha256).await?;
             write(format!("installed {} {}\n", report.name, report.version)).await?;
@@ -132,7 +134,7 @@ async fn fleet(
             data.display()
         ))
         .await?;
-        show(&agent).await
+        show(agent).await
     };
     let result = tokio::select! {
         failed = shown => failed,
@@ -142,7 +144,7 @@ async fn fleet(
     // The output may be what ended it, or be stuck: these lines are for whoever still
     // reads, and never hold up the stop.
     let _ = tokio::time::timeout(SAY_WITHIN, write("stopping...\n".into())).await;
-    agent.close(true).await;
+    running.stopped().await;
     let _ = tokio::time::timeout(SAY_WITHIN, write("stopped\n".into())).await;
     result
 }
@@ -160,17 +162,15 @@ async fn write(text: String) -> anyhow::Result<()> {
 async fn show(agent: &Agent) -> anyhow::Result<()> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     loop {
-        let apps = agent.apps()?;
+        let apps = agent.apps().await?;
         let mut screen = String::new();
         if tty {
             screen.push_str("\x1b[H\x1b[2J");
         }
         screen.push_str(&crate::agent::ps_table(&apps));
-        let jobs = serde_json::to_value(agent.cron().list()?)?;
+        let jobs = agent.cron_jobs().await?;
         screen.push('\n');
-        screen.push_str(&crate::agent::cron_table(
-            jobs.as_array().map_or(&[], |v| v),
-        ));
+        screen.push_str(&crate::agent::cron_table(&jobs));
         screen.push_str(if tty {
             "\nCtrl-C stops everything.\n"
         } else {

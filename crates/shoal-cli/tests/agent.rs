@@ -2,9 +2,10 @@
 //! with `shoal pkg build` and installed with `shoal install`; an upgrade whose verify hook
 //! fails rolled back; a rollback on request; logs grepped in the agent; a crontab run and
 //! its history; `kill -9` of the agent leaving every service running, re-adopted by the next
-//! agent; an agent killed in the middle of an upgrade coming back to the old version; names
-//! that are no app's answered by the agent, not by the URL parser; a hostile package refused
-//! with nothing installed.
+//! agent; an agent killed in the middle of an upgrade coming back to the old version; SIGTERM
+//! during an install's hook, the agent ending only once the install has; an install on a full
+//! filesystem said as one; names that are no app's answered by the agent, not by the URL
+//! parser; a hostile package refused with nothing installed.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -749,5 +750,210 @@ fn a_version_that_crashes_soon_after_it_starts_is_rolled_back() {
         (flaky["version"].as_str(), flaky["state"].as_str()),
         (Some("1.0.0"), Some("running"))
     );
+    drop(agent);
+}
+
+/// A service package `calm` at `version` that sleeps; `install_hook`, when given, is its
+/// install hook's shell body.
+fn calm_package(dir: &Path, version: &str, install_hook: Option<&str>) -> PathBuf {
+    let pkg = dir.join(format!("calm-{version}"));
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    write_exec(&pkg.join("bin/calm"), "#!/bin/sh\nexec sleep 1000\n");
+    let mut manifest = format!(
+        "[package]\nname = \"calm\"\nversion = \"{version}\"\nkind = \"service\"\n\n\
+         [run]\ncommand = \"bin/calm\"\nrestart = \"always\"\n"
+    );
+    if let Some(body) = install_hook {
+        write_exec(&pkg.join("bin/install"), &format!("#!/bin/sh\n{body}\n"));
+        manifest.push_str("\n[hooks]\ninstall = \"bin/install\"\n");
+    }
+    std::fs::write(pkg.join("shoal.toml"), manifest).unwrap();
+    build(&pkg, dir)
+}
+
+#[test]
+fn sigterm_during_an_install_waits_for_it_and_leaves_nothing_to_recover() {
+    let dir = Scratch::new("term-install");
+    let data = dir.0.join("data");
+    let agent = Agent::start(&data);
+    let v1 = calm_package(&dir.0, "1.0.0", None);
+    shoal_ok(&data, &["install", v1.to_str().unwrap()]);
+    // Killed with their groups if the test fails while no agent answers for them.
+    let calm_v1 = app(&json(&data, &["ps"]), "calm")["pid"].as_i64().unwrap();
+    let mut groups = Groups(vec![calm_v1 as i32]);
+
+    // 2.0.0's install hook says it runs, then waits for a line on a FIFO the test holds.
+    let started = dir.0.join("hook-started");
+    let gate = dir.0.join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let v2 = calm_package(
+        &dir.0,
+        "2.0.0",
+        Some(&format!(
+            "echo $$ > {}\nread line < {}",
+            started.display(),
+            gate.display()
+        )),
+    );
+    let install = Command::new(SHOAL)
+        .args(["install", v2.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hook: i32 = wait_for("the install hook to run", || {
+        std::fs::read_to_string(&started)
+            .ok()
+            .filter(|s| s.ends_with('\n'))?
+            .trim()
+            .parse()
+            .ok()
+    });
+    groups.0.push(hook);
+
+    let mut agent = agent;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // The API closes at once; the agent itself waits for the install.
+    wait_for("the agent's API to close", || {
+        (!shoal(&data, &["ps"]).status.success()).then_some(())
+    });
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent exited with an install in progress"
+    );
+
+    // Let the hook finish: the install completes, then the agent exits.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&gate)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let installed = install.wait_with_output().unwrap();
+    assert!(installed.status.success(), "{}", text(&installed));
+    assert_eq!(
+        String::from_utf8_lossy(&installed.stdout),
+        "calm 2.0.0: upgraded from 1.0.0\n"
+    );
+    let exited = wait_for("the agent to exit", || agent.child.try_wait().unwrap());
+    assert!(exited.success(), "{exited:?}");
+    drop(agent);
+
+    // The next agent finds no upgrade to put back: it says nothing of one, and 2.0.0 runs.
+    let log = dir.0.join("next-agent.log");
+    let child = Command::new(SHOAL)
+        .args(["agent", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let next = Agent {
+        child,
+        data: data.clone(),
+    };
+    wait_for("the next agent to answer", || {
+        shoal(&data, &["ps"]).status.success().then_some(())
+    });
+    let calm = app(&json(&data, &["ps"]), "calm").clone();
+    assert_eq!(
+        (calm["version"].as_str(), calm["state"].as_str()),
+        (Some("2.0.0"), Some("running")),
+        "{calm}"
+    );
+    groups.0.push(calm["pid"].as_i64().unwrap() as i32);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!said.contains("interrupted"), "{said}");
+    shoal_ok(&data, &["stop", "calm"]);
+    // All gone: nothing for the guard to kill (their ids may be reused from now on).
+    groups.0.clear();
+    drop(next);
+}
+
+/// Process groups the test started through an agent, killed if the test fails before it
+/// clears them, so that a failed test leaves nothing running.
+struct Groups(Vec<i32>);
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for &pgid in &self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A tmpfs of `size` mounted on a directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// None (after saying why) when this test cannot mount one: not root, or no `mount`.
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let why = if nix::unistd::geteuid().is_root() {
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(at)
+                .output();
+            match mounted {
+                Ok(out) if out.status.success() => return Some(Tmpfs(at.to_owned())),
+                Ok(out) => format!("mount -t tmpfs failed: {}", text(&out)),
+                Err(e) => format!("mount: {e}"),
+            }
+        } else {
+            "mounting a small filesystem needs root".to_owned()
+        };
+        if std::env::var_os("SHOAL_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+            panic!("{why}; SHOAL_REQUIRE_TOOLS=1 requires every tool the tests use");
+        }
+        println!("skipped: {why}");
+        None
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_install_on_a_full_disk_says_so_and_names_the_path() {
+    let dir = Scratch::new("full-disk");
+    let data = dir.0.join("data");
+    let incoming = data.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(&incoming, "2m") else {
+        return;
+    };
+    let agent = Agent::start(&data);
+    // 3 MB that do not compress: the upload cannot fit.
+    let pkg = dir.0.join("big");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let mut noise = vec![0u8; 3 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut noise))
+        .unwrap();
+    std::fs::write(pkg.join("noise.bin"), noise).unwrap();
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        "[package]\nname = \"big\"\nversion = \"1.0.0\"\nkind = \"crontab\"\n\n\
+         [[cron]]\nname = \"yearly\"\nschedule = \"0 0 0 1 1 *\"\ncommand = \"/bin/true\"\n",
+    )
+    .unwrap();
+    let archive = build(&pkg, &dir.0);
+    let out = shoal(&data, &["install", archive.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("the disk is full"), "{said}");
+    assert!(said.contains(incoming.to_str().unwrap()), "{said}");
+    assert!(!said.contains("sha256"), "{said}");
+    assert!(!data.join("apps/big").exists());
     drop(agent);
 }

@@ -10,6 +10,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use shoal_api::agent::ErrorBody;
 
 use super::Token;
 
@@ -54,8 +55,8 @@ impl AgentClient {
 
     /// GET `path`, answered as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self.send(Method::GET, path, None, Bytes::new()).await?;
-        json(response).await
+        let exchange = self.send(Method::GET, path, None, Bytes::new()).await?;
+        exchange.json().await
     }
 
     /// POST `path` with a JSON body, answered as JSON.
@@ -65,10 +66,10 @@ impl AgentClient {
         body: &B,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Transport(e.to_string()))?;
-        let response = self
+        let exchange = self
             .send(Method::POST, path, Some("application/json"), body.into())
             .await?;
-        json(response).await
+        exchange.json().await
     }
 
     /// POST `path` with raw bytes (an archive) and extra `headers`, answered as JSON.
@@ -78,7 +79,7 @@ impl AgentClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<T, ClientError> {
-        let response = self
+        let exchange = self
             .send_with(
                 Method::POST,
                 path,
@@ -87,7 +88,7 @@ impl AgentClient {
                 body,
             )
             .await?;
-        json(response).await
+        exchange.json().await
     }
 
     /// GET `path` and hand each chunk of the answer to `chunk` as it arrives (a followed log).
@@ -96,8 +97,8 @@ impl AgentClient {
         path: &str,
         mut chunk: impl FnMut(&[u8]),
     ) -> Result<(), ClientError> {
-        let response = self.send(Method::GET, path, None, Bytes::new()).await?;
-        let mut body = response.into_body();
+        let exchange = self.send(Method::GET, path, None, Bytes::new()).await?;
+        let mut body = exchange.response.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Transport(e.to_string()))?;
             if let Some(data) = frame.data_ref() {
@@ -113,7 +114,7 @@ impl AgentClient {
         path: &str,
         content_type: Option<&str>,
         body: Bytes,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
+    ) -> Result<Exchange, ClientError> {
         self.send_with(method, path, content_type, &[], body).await
     }
 
@@ -124,7 +125,7 @@ impl AgentClient {
         content_type: Option<&str>,
         headers: &[(&str, &str)],
         body: Bytes,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
+    ) -> Result<Exchange, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| {
@@ -136,7 +137,7 @@ impl AgentClient {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        tokio::spawn(connection);
+        let connection = Connection(tokio::spawn(connection));
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -156,28 +157,53 @@ impl AgentClient {
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if response.status().is_success() {
-            return Ok(response);
+            return Ok(Exchange {
+                response,
+                connection,
+            });
         }
         let status = response.status();
-        Err(api_error(status, &read_body(response).await?))
+        let body = read_body(response).await?;
+        drop(connection);
+        Err(api_error(status, &body))
+    }
+}
+
+/// An answer, and the task that drives its connection until the answer has been read.
+struct Exchange {
+    response: hyper::Response<Incoming>,
+    connection: Connection,
+}
+
+impl Exchange {
+    /// The answer's body as JSON.
+    async fn json<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+        let body = read_body(self.response).await?;
+        drop(self.connection);
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Transport(format!("the agent's answer is not what was expected: {e}"))
+        })
+    }
+}
+
+/// The task driving one request's connection, as long as its answer is being read: ended
+/// when dropped, so that no connection task outlives its request.
+struct Connection(tokio::task::JoinHandle<hyper::Result<()>>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(body)));
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(body)));
     ClientError::Api {
         status: status.as_u16(),
         message,
     }
-}
-
-async fn json<T: DeserializeOwned>(response: hyper::Response<Incoming>) -> Result<T, ClientError> {
-    serde_json::from_slice(&read_body(response).await?).map_err(|e| {
-        ClientError::Transport(format!("the agent's answer is not what was expected: {e}"))
-    })
 }
 
 async fn read_body(response: hyper::Response<Incoming>) -> Result<Bytes, ClientError> {

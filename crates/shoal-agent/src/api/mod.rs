@@ -1,12 +1,13 @@
-//! The agent's local HTTP API: JSON over HTTP/1.1 on a Unix socket in the data directory (mode
-//! 0600) and, when asked, on a loopback TCP port; every request carries the token of
-//! `agent.token` as `Authorization: Bearer TOKEN` (see [`Token`]). The CLI is its client
-//! ([`AgentClient`]).
+//! The agent's local HTTP API, a transport over [`Agent`](crate::Agent): JSON over HTTP/1.1
+//! on a Unix socket in the data directory (mode 0600) and, when asked, on a loopback TCP
+//! port; every request carries the token of `agent.token` as `Authorization: Bearer TOKEN`
+//! (see [`Token`]). What it answers and takes are `shoal_api::agent`'s types. The CLI is its
+//! client ([`AgentClient`]). The agent's domain never imports this module.
 //!
-//! Errors are JSON `{"error": "what went wrong and what to do"}` with a 4xx or 5xx status.
+//! Errors are JSON `{"error": "what went wrong and what to do"}` ([`ErrorBody`]) with a 4xx or
+//! 5xx status.
 
 mod client;
-mod logs;
 mod routes;
 mod token;
 
@@ -18,10 +19,12 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use shoal_api::agent::ErrorBody;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use client::{AgentClient, ClientError};
-pub use routes::{routes, AppStatus, RollbackRequest, VersionInfo};
+pub use routes::routes;
 pub use token::Token;
 
 /// An API error: its status and the message sent as `{"error": ...}`.
@@ -58,7 +61,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message });
+        let body = ErrorBody {
+            error: self.message,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -88,14 +93,16 @@ pub struct Bound {
 }
 
 /// Serves `routes` behind the token on the Unix socket `socket` (replacing a stale socket
-/// file, made 0600) and, with `tcp`, on that loopback address, until `shutdown` fires. Binds
-/// before it returns, so a caller knows the API is up; serving runs on spawned tasks.
+/// file, made 0600) and, with `tcp`, on that loopback address, until `shutdown` fires; then
+/// answers what it has begun and ends. Binds before it returns, so a caller knows the API is
+/// up; serving runs on tasks of `tasks`, which end once every connection has.
 pub async fn serve(
     routes: Router,
     token: Token,
     socket: &Path,
     tcp: Option<SocketAddr>,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> std::io::Result<Bound> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(addr) = tcp {
@@ -122,13 +129,13 @@ pub async fn serve(
         bound.tcp = Some(listener.local_addr()?);
         let app = app.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
         });
     }
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let _ = axum::serve(unix, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

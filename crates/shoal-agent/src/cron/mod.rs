@@ -144,6 +144,10 @@ pub enum CronError {
     ShuttingDown,
     #[error(transparent)]
     State(#[from] StateError),
+    /// A blocking task (SQLite, `/proc`, starting a process) did not finish: the runtime
+    /// is shutting down.
+    #[error("the cron scheduler's blocking work did not finish")]
+    Blocking(#[source] tokio::task::JoinError),
 }
 
 impl Cron {
@@ -155,26 +159,35 @@ impl Cron {
         state: State,
         options: CronOptions,
     ) -> Result<Cron, CronError> {
-        state.ensure(history::SCHEMA)?;
-        let leftovers = history::leftovers(&state)?;
-        let stops = leftovers.iter().filter_map(|left| {
-            let pgid = left.pgid?;
-            if !run::is_ours(pgid, left.pid_start) {
-                return None;
-            }
+        // The table, the runs left going and which of them still have processes: SQLite
+        // and `/proc`, off the executor.
+        let reading = state.clone();
+        let leftovers = tokio::task::spawn_blocking(move || -> Result<_, CronError> {
+            reading.ensure(history::SCHEMA)?;
+            let leftovers = history::leftovers(&reading)?;
+            Ok(leftovers
+                .into_iter()
+                .filter_map(|left| {
+                    let pgid = left.pgid?;
+                    run::is_ours(pgid, left.pid_start).then_some((left.id, pgid))
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+        .map_err(CronError::Blocking)??;
+        let stops = leftovers.into_iter().map(|(id, pgid)| {
             tracing::warn!(
-                run = %left.id,
+                run = %id,
                 pgid,
                 "stopping what is left of a cron run the previous agent was watching"
             );
-            Some(run::stop_group(
-                nix::unistd::Pid::from_raw(pgid),
-                None,
-                options.kill_grace,
-            ))
+            run::stop_group(nix::unistd::Pid::from_raw(pgid), None, options.kill_grace)
         });
         futures_util::future::join_all(stops).await;
-        history::recover(&state)?;
+        let recovering = state.clone();
+        tokio::task::spawn_blocking(move || history::recover(&recovering))
+            .await
+            .map_err(CronError::Blocking)??;
 
         let closing = CancellationToken::new();
         Ok(Cron {
@@ -283,7 +296,7 @@ impl Cron {
     /// Starts `job` of `app` now, outside its schedule. With `overlap = "forbid"` and a run
     /// of the job going, nothing starts and the answer is [`CronError::AlreadyRunning`]. A
     /// program that cannot start is still a run, recorded with why; [`Cron::wait`] gives it.
-    pub fn run_now(&self, app: &Name, job: &Name) -> Result<RunId, CronError> {
+    pub async fn run_now(&self, app: &Name, job: &Name) -> Result<RunId, CronError> {
         let found = {
             let table = self.inner.lock();
             let entry = table
@@ -306,7 +319,13 @@ impl Cron {
                         .join(", "),
                 })?
         };
-        match self.inner.start(app, &found, Trigger::Manual, None)? {
+        // Recording the run and starting its process block: off the executor.
+        let (inner, owner) = (self.inner.clone(), app.clone());
+        let started =
+            tokio::task::spawn_blocking(move || inner.start(&owner, &found, Trigger::Manual, None))
+                .await
+                .map_err(CronError::Blocking)?;
+        match started? {
             Start::Started(id) => Ok(id),
             Start::Busy(run) => Err(CronError::AlreadyRunning {
                 app: app.clone(),
@@ -339,7 +358,11 @@ impl Cron {
         let mut changed = self.inner.changed.subscribe();
         loop {
             changed.mark_unchanged();
-            match self.get(id)? {
+            let cron = self.clone();
+            let record = tokio::task::spawn_blocking(move || cron.get(id))
+                .await
+                .map_err(CronError::Blocking)??;
+            match record {
                 Some(record) if !record.outcome.is_running() => return Ok(record),
                 Some(_) => {}
                 None => return Err(CronError::UnknownRun { id }),
@@ -502,25 +525,35 @@ impl Inner {
                 }
             }
             last = tick;
-            let started = self.start(&app, &job, Trigger::Schedule, Some(&cancel));
-            match started {
-                Ok(Start::Started(_)) => {}
-                Ok(Start::Busy(run)) => {
+            // Recording the run (or the skip) and starting its process block: off the
+            // executor.
+            let (inner, owner, fired, token) =
+                (self.clone(), app.clone(), job.clone(), cancel.clone());
+            let started = tokio::task::spawn_blocking(move || {
+                let started = inner.start(&owner, &fired, Trigger::Schedule, Some(&token));
+                if let Ok(Start::Busy(run)) = started {
                     let recorded = history::record_skip(
-                        &self.state,
-                        &app,
-                        &job.spec.name,
+                        &inner.state,
+                        &owner,
+                        &fired.spec.name,
                         tick.with_timezone(&Utc),
                         run,
-                        self.options.keep_runs,
+                        inner.options.keep_runs,
                     );
                     if let Err(error) = recorded {
-                        tracing::error!(%app, job = %job.spec.name, %error, "cron skip not recorded");
+                        tracing::error!(app = %owner, job = %fired.spec.name, %error, "cron skip not recorded");
                     }
+                }
+                started
+            })
+            .await;
+            match started {
+                Ok(Ok(Start::Started(_))) => {}
+                Ok(Ok(Start::Busy(run))) => {
                     tracing::debug!(%app, job = %job.spec.name, %run, "cron tick skipped: run still going");
                 }
-                Ok(Start::Cancelled) | Err(CronError::ShuttingDown) => return,
-                Err(error) => {
+                Ok(Ok(Start::Cancelled) | Err(CronError::ShuttingDown)) | Err(_) => return,
+                Ok(Err(error)) => {
                     tracing::error!(%app, job = %job.spec.name, %error, "cron job not started");
                 }
             }
@@ -640,14 +673,21 @@ impl Inner {
                 },
             };
             tracing::info!(%app, job = %name, run = %id, %outcome, "cron job ended");
-            inner.finish(
-                &app,
-                &name,
-                id,
-                outcome,
-                Some(ended.duration),
-                &ended.output,
-            );
+            // A SQLite write: off the executor.
+            let finished = tokio::task::spawn_blocking(move || {
+                inner.finish(
+                    &app,
+                    &name,
+                    id,
+                    outcome,
+                    Some(ended.duration),
+                    &ended.output,
+                );
+            })
+            .await;
+            if let Err(error) = finished {
+                tracing::error!(run = %id, %error, "cron run's end not recorded");
+            }
         });
         Ok(Start::Started(id))
     }

@@ -54,4 +54,7 @@ pub enum SupervisorError {
     State(#[from] StateError),
     #[error("the supervisor has been shut down or detached")]
     Closed,
+    /// Its start-up work on a blocking thread did not finish (the runtime is shutting down).
+    #[error("opening the supervisor's state did not finish")]
+    Opening(#[source] tokio::task::JoinError),
 }

@@ -189,9 +189,17 @@ impl Supervisor {
     /// running that still is, and starting (in the background, `start_after` honoured) the
     /// programs that should run and do not.
     pub async fn open(data: DataDir, state: State) -> Result<Supervisor, SupervisorError> {
-        let lock = Lock::take(&data.run_lock())?;
-        let store = Store::open(state)?;
-        let rows = store.load()?;
+        // The lock, the table and its rows: file and SQLite work, off the executor.
+        let lock_path = data.run_lock();
+        let (lock, store, rows) =
+            tokio::task::spawn_blocking(move || -> Result<_, SupervisorError> {
+                let lock = Lock::take(&lock_path)?;
+                let store = Store::open(state)?;
+                let rows = store.load()?;
+                Ok((lock, store, rows))
+            })
+            .await
+            .map_err(SupervisorError::Opening)??;
         let capture = Capture::start().map_err(SupervisorError::Capture)?;
         let shared = Arc::new(Shared {
             data,
@@ -208,7 +216,7 @@ impl Supervisor {
             }),
         };
         for row in rows {
-            if let Some(name) = supervisor.resume(row) {
+            if let Some(name) = supervisor.resume(row).await {
                 supervisor.start_in_background(name);
             }
         }
@@ -229,8 +237,11 @@ impl Supervisor {
             });
         }
         let spec = Arc::new(spec);
+        // Written before the table is locked (the write is awaited; the lock is not held
+        // across it). Callers register one program at a time (the agent's changes are
+        // serialised), so the stored spec is the one applied.
+        self.inner.shared.store.put_spec(&spec).await?;
         let mut programs = self.programs();
-        self.inner.shared.store.put_spec(&spec)?;
         match programs.get(&spec.name) {
             Some(handle) => {
                 handle.slot.set_spec(spec.clone());
@@ -349,7 +360,9 @@ impl Supervisor {
         }
     }
 
-    /// Every program, by name, with its CPU and memory read now.
+    /// Every program, by name, with its CPU and memory read now: a walk of `/proc`, so
+    /// blocking (async code calls it through `spawn_blocking`, or takes
+    /// [`snapshots`](Supervisor::snapshots)).
     pub fn status(&self) -> Vec<ProgramStatus> {
         let handles: Vec<Handle> = self.programs().values().cloned().collect();
         let mut all: Vec<ProgramStatus> = handles
@@ -375,6 +388,22 @@ impl Supervisor {
             ));
         }
         all
+    }
+
+    /// Every program, by name, as its task last published it, without the CPU and memory
+    /// figures: nothing is read, so async code may call it.
+    pub fn snapshots(&self) -> Vec<ProgramStatus> {
+        self.programs()
+            .values()
+            .map(|h| h.slot.status.borrow().clone())
+            .collect()
+    }
+
+    /// One program as [`snapshots`](Supervisor::snapshots) gives it.
+    pub fn snapshot(&self, name: &Name) -> Option<ProgramStatus> {
+        let handle = self.programs().get(name).cloned()?;
+        let status = handle.slot.status.borrow().clone();
+        Some(status)
     }
 
     /// The agent is exiting: stops supervising and returns, leaving every program running
@@ -432,7 +461,7 @@ impl Supervisor {
 
     /// Takes up a program an earlier agent recorded: adopts its process if it still runs;
     /// returns its name if it should run and does not.
-    fn resume(&self, row: Row) -> Option<Name> {
+    async fn resume(&self, row: Row) -> Option<Name> {
         let spec = match row.spec {
             Ok(spec) => Arc::new(spec),
             Err(reason) => {
@@ -473,11 +502,11 @@ impl Supervisor {
                     tracing::info!(program = %name, "ended while no agent ran");
                     status.last_exit = Some(Exit::Unknown);
                     let store = &self.inner.shared.store;
-                    record(&name, store.ended(&name, Some(&Exit::Unknown)));
+                    record(&name, store.ended(&name, Some(&Exit::Unknown)).await);
                     // An unknown end counts as a failure: only `never` leaves it so.
                     if goal == Goal::Run && spec.restart == Restart::Never {
                         goal = Goal::Failed;
-                        record(&name, store.set_goal(&name, goal));
+                        record(&name, store.set_goal(&name, goal).await);
                     }
                 }
                 status.state = goal.state();

@@ -348,7 +348,7 @@ impl Process {
     /// After the main process exited by itself: the rest of its group (children it left
     /// behind) is stopped the same way, so a new process never meets the old one's.
     pub async fn clear_group(&self, signal: Signal, timeout: Duration) {
-        if sys::group_alive(self.pgid()) {
+        if sys::group_alive_async(self.pgid()).await {
             tracing::info!(pgid = %self.pgid(), "stopping what the exited process left in its group");
             signal_group(self.pgid(), signal);
             self.clear_group_by(Instant::now() + timeout).await;
@@ -378,7 +378,7 @@ async fn group_empty_by(pgid: Pid, deadline: Instant) -> bool {
     // Nothing tells when the last member of a group goes: look, more rarely as time passes.
     let mut pause = Duration::from_millis(2);
     loop {
-        if !sys::group_alive(pgid) {
+        if !sys::group_alive_async(pgid).await {
             return true;
         }
         let now = Instant::now();

@@ -344,7 +344,12 @@ impl Program {
                 self.stop(Goal::Stopped).await;
                 // Its FIFOs go with it; its logs stay.
                 let _ = std::fs::remove_dir_all(self.shared.data.run(&self.name));
-                let removed = self.shared.store.delete(&self.name).map_err(Into::into);
+                let removed = self
+                    .shared
+                    .store
+                    .delete(&self.name)
+                    .await
+                    .map_err(Into::into);
                 let _ = reply.send(removed);
                 return Flow::End;
             }
@@ -367,7 +372,8 @@ impl Program {
             return Ok(());
         }
         self.wanted = true;
-        self.record(self.shared.store.set_goal(&self.name, Goal::Run));
+        let written = self.shared.store.set_goal(&self.name, Goal::Run).await;
+        self.record(written);
         self.backoff.reset();
         self.next_start = None;
         self.restarts = 0;
@@ -375,7 +381,7 @@ impl Program {
             s.error = None;
             s.restarts = 0;
         });
-        match self.launch() {
+        match self.launch().await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let message = e.to_string();
@@ -392,7 +398,7 @@ impl Program {
     }
 
     /// Starts a process of the registered spec.
-    fn launch(&mut self) -> Result<(), SupervisorError> {
+    async fn launch(&mut self) -> Result<(), SupervisorError> {
         let spec = self.spec.clone();
         if self.outputs.is_none() {
             let outputs = Outputs::open(&self.shared.data, &spec, &self.shared.capture).map_err(
@@ -412,12 +418,12 @@ impl Program {
             }
         })?;
         info!(pid = %process.pid, version = %spec.version, restarts = self.restarts, "started");
-        self.record(self.shared.store.started(
-            &self.name,
-            &process.recorded(),
-            outputs,
-            self.restarts,
-        ));
+        let written = self
+            .shared
+            .store
+            .started(&self.name, &process.recorded(), outputs, self.restarts)
+            .await;
+        self.record(written);
         let checks = spec.health.clone().map(|h| Checks::new(h, process.started));
         let state = if checks.is_some() {
             ProgramState::Starting
@@ -451,7 +457,7 @@ impl Program {
     /// The backoff is over, or no backoff was due: start again, or settle a failure to.
     async fn relaunch(&mut self) {
         self.restarts = self.restarts.saturating_add(1);
-        if let Err(e) = self.launch() {
+        if let Err(e) = self.launch().await {
             warn!(error = %e, "cannot start again");
             let message = e.to_string();
             self.update(|s| s.error = Some(message));
@@ -480,7 +486,8 @@ impl Program {
                     Goal::Exited
                 };
                 self.wanted = false;
-                self.record(self.shared.store.set_goal(&self.name, rest));
+                let written = self.shared.store.set_goal(&self.name, rest).await;
+                self.record(written);
                 self.set_state(rest.state());
                 self.close_outputs().await;
                 return;
@@ -504,7 +511,7 @@ impl Program {
                 return;
             }
             self.restarts = self.restarts.saturating_add(1);
-            match self.launch() {
+            match self.launch().await {
                 Ok(()) => return,
                 Err(e) => {
                     warn!(error = %e, "cannot start again");
@@ -533,7 +540,7 @@ impl Program {
                 running.spec.stop_timeout,
             )
             .await;
-        self.ended(&exit);
+        self.ended(&exit).await;
         self.settle(Ended {
             failure: !exit.is_success(),
             uptime: running.process.uptime(),
@@ -542,8 +549,9 @@ impl Program {
     }
 
     /// Records that the process is gone; the status says so with the next state.
-    fn ended(&mut self, exit: &Exit) {
-        self.record(self.shared.store.ended(&self.name, Some(exit)));
+    async fn ended(&mut self, exit: &Exit) {
+        let written = self.shared.store.ended(&self.name, Some(exit)).await;
+        self.record(written);
         self.gone = Some(exit.clone());
     }
 
@@ -551,7 +559,8 @@ impl Program {
     async fn stop(&mut self, rest: Goal) {
         self.wanted = false;
         self.next_start = None;
-        self.record(self.shared.store.set_goal(&self.name, rest));
+        let written = self.shared.store.set_goal(&self.name, rest).await;
+        self.record(written);
         self.stop_process().await;
         self.set_state(rest.state());
         self.close_outputs().await;
@@ -572,7 +581,7 @@ impl Program {
             )
             .await;
         info!(pid = %running.process.pid, %exit, "stopped");
-        self.ended(&exit);
+        self.ended(&exit).await;
     }
 
     fn replace(&mut self, spec: Arc<ProgramSpec>) {

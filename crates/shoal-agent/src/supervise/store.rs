@@ -140,28 +140,31 @@ impl Store {
     }
 
     /// Registers `spec` (stopped), or replaces the spec of a registered program.
-    pub fn put_spec(&self, spec: &ProgramSpec) -> Result<(), StateError> {
-        let json = StoredSpec::encode(spec);
-        self.state.with(|c| {
-            c.execute(
-                "INSERT INTO supervised (name, spec, goal) VALUES (?1, ?2, 'stopped')
-                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
-                params![spec.name.as_str(), json],
-            )
-        })?;
+    pub async fn put_spec(&self, spec: &ProgramSpec) -> Result<(), StateError> {
+        let (name, json) = (spec.name.to_string(), StoredSpec::encode(spec));
+        self.state
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO supervised (name, spec, goal) VALUES (?1, ?2, 'stopped')
+                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+                    params![name, json],
+                )
+            })
+            .await?;
         Ok(())
     }
 
-    pub fn set_goal(&self, name: &Name, goal: Goal) -> Result<(), StateError> {
+    pub async fn set_goal(&self, name: &Name, goal: Goal) -> Result<(), StateError> {
         self.update(
             "UPDATE supervised SET goal = ?2 WHERE name = ?1",
             name,
             goal.as_str(),
         )
+        .await
     }
 
     /// Records a process that was just started.
-    pub fn started(
+    pub async fn started(
         &self,
         name: &Name,
         process: &Recorded,
@@ -173,56 +176,72 @@ impl Store {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as i64;
-        self.state.with(|c| {
-            c.execute(
-                "UPDATE supervised SET pid = ?2, start_time = ?3, boot_id = ?4,
-                        started_at_ms = ?5, version = ?6, stdout_fifo = ?7, stderr_fifo = ?8,
-                        restarts = ?9
-                 WHERE name = ?1",
-                params![
-                    name.as_str(),
-                    process.pid,
-                    process.start_time as i64,
-                    process.boot_id,
-                    started_at_ms,
-                    process.version.to_string(),
-                    outputs.stdout.fifo.display().to_string(),
-                    outputs.stderr.fifo.display().to_string(),
-                    restarts,
-                ],
-            )
-        })?;
+        let (name, pid, start_time, boot_id, version) = (
+            name.to_string(),
+            process.pid,
+            process.start_time as i64,
+            process.boot_id.clone(),
+            process.version.to_string(),
+        );
+        let (stdout, stderr) = (
+            outputs.stdout.fifo.display().to_string(),
+            outputs.stderr.fifo.display().to_string(),
+        );
+        self.state
+            .call(move |c| {
+                c.execute(
+                    "UPDATE supervised SET pid = ?2, start_time = ?3, boot_id = ?4,
+                            started_at_ms = ?5, version = ?6, stdout_fifo = ?7, stderr_fifo = ?8,
+                            restarts = ?9
+                     WHERE name = ?1",
+                    params![
+                        name,
+                        pid,
+                        start_time,
+                        boot_id,
+                        started_at_ms,
+                        version,
+                        stdout,
+                        stderr,
+                        restarts,
+                    ],
+                )
+            })
+            .await?;
         Ok(())
     }
 
     /// Records that the program's process ended (`exit`, when known).
-    pub fn ended(&self, name: &Name, exit: Option<&Exit>) -> Result<(), StateError> {
+    pub async fn ended(&self, name: &Name, exit: Option<&Exit>) -> Result<(), StateError> {
         let exit = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
-        self.state.with(|c| {
-            c.execute(
-                "UPDATE supervised SET pid = NULL, start_time = NULL, boot_id = NULL,
-                        started_at_ms = NULL, version = NULL, stdout_fifo = NULL,
-                        stderr_fifo = NULL, last_exit = coalesce(?2, last_exit)
-                 WHERE name = ?1",
-                params![name.as_str(), exit],
-            )
-        })?;
-        Ok(())
-    }
-
-    pub fn delete(&self, name: &Name) -> Result<(), StateError> {
-        self.state.with(|c| {
-            c.execute(
-                "DELETE FROM supervised WHERE name = ?1",
-                params![name.as_str()],
-            )
-        })?;
-        Ok(())
-    }
-
-    fn update(&self, sql: &str, name: &Name, value: &str) -> Result<(), StateError> {
+        let name = name.to_string();
         self.state
-            .with(|c| c.execute(sql, params![name.as_str(), value]))?;
+            .call(move |c| {
+                c.execute(
+                    "UPDATE supervised SET pid = NULL, start_time = NULL, boot_id = NULL,
+                            started_at_ms = NULL, version = NULL, stdout_fifo = NULL,
+                            stderr_fifo = NULL, last_exit = coalesce(?2, last_exit)
+                     WHERE name = ?1",
+                    params![name, exit],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &Name) -> Result<(), StateError> {
+        let name = name.to_string();
+        self.state
+            .call(move |c| c.execute("DELETE FROM supervised WHERE name = ?1", params![name]))
+            .await?;
+        Ok(())
+    }
+
+    async fn update(&self, sql: &'static str, name: &Name, value: &str) -> Result<(), StateError> {
+        let (name, value) = (name.to_string(), value.to_owned());
+        self.state
+            .call(move |c| c.execute(sql, params![name, value]))
+            .await?;
         Ok(())
     }
 }

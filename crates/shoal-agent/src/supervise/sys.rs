@@ -161,6 +161,18 @@ pub(crate) fn group_alive(pgid: Pid) -> bool {
     alive
 }
 
+/// [`group_alive`] for async code: the `/proc` walk it may take runs on a blocking thread.
+pub(crate) async fn group_alive_async(pgid: Pid) -> bool {
+    // No process at all in the group: answered at once, without a thread.
+    if nix::sys::signal::killpg(pgid, None) == Err(nix::errno::Errno::ESRCH) {
+        return false;
+    }
+    // A panic in the walk is a bug; a runtime shutting down answers "alive", the safe side.
+    tokio::task::spawn_blocking(move || group_alive(pgid))
+        .await
+        .unwrap_or(true)
+}
+
 fn for_each_process(mut f: impl FnMut(Stat)) {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return;

@@ -1,6 +1,6 @@
-//! `GET /v1/apps/{name}/logs`: an app's captured output, filtered in the agent (a regex, no
-//! shell), from the rotated files (compressed ones included) through the active one, and
-//! with `follow=1` kept open to send what is written next, across rotations.
+//! Reading an app's captured output: filtered in the agent (a regex, no shell), from the
+//! rotated files (compressed ones included) through the active one, and when followed, what
+//! is written next, across rotations.
 //!
 //! Each captured line starts with the time the agent read it (RFC 3339, UTC, milliseconds)
 //! and a space; `since=10m` keeps the lines of the last ten minutes, and `grep` looks at what
@@ -14,17 +14,14 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::response::Response;
 use chrono::{DateTime, Utc};
+use futures_util::Stream;
 use regex::Regex;
-use serde::Deserialize;
 use shoal::logging::{rotation_order, RotationOrder};
+use shoal_api::agent::{LogQuery, LogStream};
+use tokio_util::sync::CancellationToken;
 
-use super::routes::name;
-use super::ApiError;
-use crate::agent::Agent;
+use crate::error::{failed, AgentError};
 
 /// How often a followed log is checked for new lines when the last look found none.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
@@ -36,58 +33,140 @@ const MAX_LINES: usize = 100_000;
 /// small however much was written since the last look.
 const FOLLOW_CHUNK: usize = 1 << 20;
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct LogQuery {
-    /// `stdout`, `stderr` or `both` (the default).
-    stream: Option<String>,
-    grep: Option<String>,
-    /// A duration: `90s`, `10m`, `2h`.
-    since: Option<String>,
-    #[serde(default)]
+/// A [`LogQuery`] checked: its pattern compiled, its `since` a time.
+#[derive(Debug)]
+pub(crate) struct Query {
+    streams: &'static [Captured],
+    filter: Filter,
     follow: bool,
-    /// Lines from the end (default 200; `since` and `grep` apply first).
-    tail: Option<usize>,
+    lines: usize,
 }
 
-pub(crate) async fn logs(
-    State(agent): State<Agent>,
-    Path(app): Path<String>,
-    Query(query): Query<LogQuery>,
-) -> Result<Response, ApiError> {
-    let name = name(&app)?;
-    agent.manifest(&name)?;
-    let streams: &'static [&'static str] = match query.stream.as_deref().unwrap_or("both") {
-        "both" => &["stdout", "stderr"],
-        "stdout" => &["stdout"],
-        "stderr" => &["stderr"],
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "stream {other:?}: use stdout, stderr or both"
-            )))
+impl Query {
+    /// Checks `query`, asked at `now`.
+    pub(crate) fn parse(query: &LogQuery, now: DateTime<Utc>) -> Result<Query, AgentError> {
+        let streams: &'static [Captured] = match query.stream {
+            LogStream::Both => &[Captured::Stdout, Captured::Stderr],
+            LogStream::Stdout => &[Captured::Stdout],
+            LogStream::Stderr => &[Captured::Stderr],
+        };
+        let grep = match &query.grep {
+            Some(pattern) => Some(
+                regex::RegexBuilder::new(pattern)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| AgentError::invalid(format!("grep {pattern:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        let since = match &query.since {
+            Some(text) => since_time(text, now)?,
+            None => None,
+        };
+        Ok(Query {
+            streams,
+            filter: Filter { grep, since },
+            follow: query.follow,
+            lines: query.lines.min(MAX_LINES),
+        })
+    }
+}
+
+/// What a log query answers: the last lines, and when followed, what is written next.
+#[derive(Debug)]
+pub struct Logs {
+    /// The newest lines that pass the query, oldest first, without their newlines.
+    pub lines: Vec<String>,
+    /// With `follow`: the lines written from now on.
+    pub follow: Option<Follow>,
+}
+
+/// The lines written to a followed log from now on, until the agent closes.
+pub struct Follow {
+    following: Option<Following>,
+    closing: CancellationToken,
+}
+
+impl std::fmt::Debug for Follow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follow").finish_non_exhaustive()
+    }
+}
+
+impl Follow {
+    /// The next lines written, as soon as there are some; `None` once the agent closes (or a
+    /// read failed beyond repair).
+    pub async fn next(&mut self) -> Option<Vec<String>> {
+        let mut wait = false;
+        loop {
+            if wait {
+                tokio::select! {
+                    () = self.closing.cancelled() => return None,
+                    () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                }
+            }
+            if self.closing.is_cancelled() {
+                return None;
+            }
+            let mut following = self.following.take()?;
+            // File reads stay off the executor; a panic in one ends the answer.
+            let (back, lines, more) = tokio::task::spawn_blocking(move || {
+                let (lines, more) = following.look();
+                (following, lines, more)
+            })
+            .await
+            .ok()?;
+            self.following = Some(back);
+            if !lines.is_empty() {
+                return Some(lines);
+            }
+            wait = !more;
         }
-    };
-    let grep = match &query.grep {
-        Some(pattern) => Some(
-            regex::RegexBuilder::new(pattern)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| ApiError::bad_request(format!("grep {pattern:?}: {e}")))?,
-        ),
-        None => None,
-    };
-    let since = match &query.since {
-        Some(text) => since_time(text, Utc::now())?,
-        None => None,
-    };
-    let filter = Arc::new(Filter { grep, since });
-    let dir = agent.data().logs(&name);
-    let tail = query.tail.unwrap_or(200).min(MAX_LINES);
-    let follow = query.follow;
-    let (text, following) = tokio::task::spawn_blocking(move || {
+    }
+
+    /// [`Follow::next`] as a stream.
+    pub fn into_stream(self) -> impl Stream<Item = Vec<String>> + Send {
+        futures_util::stream::unfold(self, |mut follow| async move {
+            let lines = follow.next().await?;
+            Some((lines, follow))
+        })
+    }
+}
+
+/// A stream the agent captures of each program, which its log files are named after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Captured {
+    Stdout,
+    Stderr,
+}
+
+impl Captured {
+    fn as_str(self) -> &'static str {
+        match self {
+            Captured::Stdout => "stdout",
+            Captured::Stderr => "stderr",
+        }
+    }
+}
+
+/// Reads the logs in `dir` as `query` asks; a follow ends when `closing` is cancelled.
+pub(crate) async fn read(
+    dir: PathBuf,
+    query: Query,
+    closing: CancellationToken,
+) -> Result<Logs, AgentError> {
+    let Query {
+        streams,
+        filter,
+        follow,
+        lines: tail,
+    } = query;
+    let filter = Arc::new(filter);
+    let (lines, following) = tokio::task::spawn_blocking(move || {
         let mut kept = Vec::new();
         let mut followers = Vec::new();
         for stream in streams {
-            let read = read_stream(&dir, stream, &filter, tail);
+            let read = read_stream(&dir, *stream, &filter, tail);
             let mut lines = read.lines;
             if follow {
                 // A last line still being written is sent once it is whole.
@@ -100,58 +179,33 @@ pub(crate) async fn logs(
             }
             kept.push(lines);
         }
-        let lines = merge(kept);
+        let mut lines = merge(kept);
         let start = lines.len().saturating_sub(tail);
-        let following = Following { followers, filter };
-        (render(&lines[start..]), following)
+        let lines: Vec<String> = lines.drain(start..).map(|l| l.text).collect();
+        (lines, Following { followers, filter })
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    if !follow {
-        return Ok(Response::new(Body::from(text)));
-    }
-    let stream = futures_util::stream::unfold(
-        (Some(text), following),
-        |(first, mut following)| async move {
-            if let Some(first) = first {
-                return Some((
-                    Ok::<_, std::io::Error>(Bytes::from(first)),
-                    (None, following),
-                ));
-            }
-            let mut wait = false;
-            loop {
-                if wait {
-                    tokio::time::sleep(FOLLOW_EVERY).await;
-                }
-                // File reads stay off the executor; a panic in one ends the answer.
-                let (back, text, more) = tokio::task::spawn_blocking(move || {
-                    let (text, more) = following.look();
-                    (following, text, more)
-                })
-                .await
-                .ok()?;
-                following = back;
-                if !text.is_empty() {
-                    return Some((Ok(Bytes::from(text)), (None, following)));
-                }
-                wait = !more;
-            }
-        },
-    );
-    Ok(Response::new(Body::from_stream(stream)))
+    .map_err(failed("reading the logs"))?;
+    Ok(Logs {
+        lines,
+        follow: follow.then(|| Follow {
+            following: Some(following),
+            closing,
+        }),
+    })
 }
 
 /// The time `text` (a duration) before `now`; None when that is further back than a time can
 /// be, which keeps every line.
-fn since_time(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+fn since_time(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, AgentError> {
     let ago = humantime::parse_duration(text)
-        .map_err(|e| ApiError::bad_request(format!("since {text:?}: {e}; e.g. 10m")))?;
+        .map_err(|e| AgentError::invalid(format!("since {text:?}: {e}; e.g. 10m")))?;
     Ok(chrono::Duration::from_std(ago)
         .ok()
         .and_then(|ago| now.checked_sub_signed(ago)))
 }
 
+#[derive(Debug)]
 struct Filter {
     grep: Option<Regex>,
     since: Option<DateTime<Utc>>,
@@ -243,8 +297,8 @@ struct StreamRead {
 /// The last `tail` lines of `stream` in `dir` that `filter` keeps: the active file's, then
 /// the rotated files' newest first until there are `tail` (older ones cannot change which
 /// lines are the last).
-fn read_stream(dir: &FsPath, stream: &str, filter: &Filter, tail: usize) -> StreamRead {
-    let path = dir.join(format!("{stream}.log"));
+fn read_stream(dir: &FsPath, stream: Captured, filter: &Filter, tail: usize) -> StreamRead {
+    let path = dir.join(format!("{}.log", stream.as_str()));
     let mut follower = Follower {
         path: path.clone(),
         open: None,
@@ -358,8 +412,8 @@ fn scan(mut reader: impl BufRead, filter: &Filter, max: usize) -> Scan {
 
 /// The rotated files of `stream` in `dir` in the order they were rotated, each as its
 /// uncompressed path (its `.gz` may be what is there).
-fn rotations(dir: &FsPath, stream: &str) -> Vec<PathBuf> {
-    let prefix = format!("{stream}.log.");
+fn rotations(dir: &FsPath, stream: Captured) -> Vec<PathBuf> {
+    let prefix = format!("{}.log.", stream.as_str());
     let mut found: Vec<(RotationOrder, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -415,15 +469,6 @@ fn merge(mut streams: Vec<VecDeque<Line>>) -> Vec<Line> {
     }
 }
 
-fn render(lines: &[Line]) -> String {
-    let mut text = String::new();
-    for line in lines {
-        text.push_str(&line.text);
-        text.push('\n');
-    }
-    text
-}
-
 /// What identifies a file across renames: (device, inode).
 fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
@@ -438,7 +483,7 @@ struct Following {
 impl Following {
     /// The kept lines written since the last look, merged by time, and whether there is
     /// more to read at once.
-    fn look(&mut self) -> (String, bool) {
+    fn look(&mut self) -> (Vec<String>, bool) {
         let mut more = false;
         let mut streams = Vec::new();
         for follower in &mut self.followers {
@@ -446,7 +491,7 @@ impl Following {
             more |= follower.look(&self.filter, &mut lines);
             streams.push(VecDeque::from(lines));
         }
-        (render(&merge(streams)), more)
+        (merge(streams).into_iter().map(|l| l.text).collect(), more)
     }
 }
 
