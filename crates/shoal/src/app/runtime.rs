@@ -17,7 +17,6 @@ use tracing::{info, warn};
 use super::handle::Handle;
 use super::listen::Sockets;
 use super::services;
-use super::start::{origin, stop_signals};
 use crate::config::{Config, ConfigError};
 use crate::control::handover;
 use crate::control::systemd::Notifier;
@@ -400,4 +399,20 @@ impl Runtime {
             self.sockets.remove_files();
         }
     }
+}
+
+/// Stops forwarding signals and waits for the task that did.
+pub(super) async fn stop_signals(stop: CancellationToken, task: Option<JoinHandle<()>>) {
+    stop.cancel();
+    if let Some(task) = task {
+        let _ = task.await;
+    }
+}
+
+/// The configuration file, for messages.
+pub(super) fn origin(config: &Config) -> String {
+    config
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(default configuration)".into())
 }

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::error::{StartCause, StartError};
 use super::handle::{Handle, Shared};
 use super::listen::{listen, owner_only, tokio_listener, Sockets};
-use super::runtime::{self, Runtime, Tasks};
+use super::runtime::{self, origin, stop_signals, Runtime, Tasks};
 use super::setup::{Boxed, Setup, StateMap};
 use super::{services, App, Running, SetupFn};
 use crate::config::{Config, ConfigError};
@@ -903,14 +903,6 @@ fn forward_signals(
     }
 }
 
-/// Stops forwarding signals and waits for the task that did.
-pub(super) async fn stop_signals(stop: CancellationToken, task: Option<JoinHandle<()>>) {
-    stop.cancel();
-    if let Some(task) = task {
-        let _ = task.await;
-    }
-}
-
 /// Ready: status says running, systemd learns it (and the new main pid before the old process
 /// may exit), a predecessor or parent is told, and the watchdog counts from here, not from
 /// before a slow `on_start`.
@@ -1027,14 +1019,6 @@ fn with_state(mut builder: ServerBuilder, state: &StateMap) -> ServerBuilder {
         builder = builder.state_any(value.clone());
     }
     builder
-}
-
-/// The configuration file, for messages.
-pub(super) fn origin(config: &Config) -> String {
-    config
-        .path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(default configuration)".into())
 }
 
 /// A failed setup function or service factory: a configuration error it returned (a section
