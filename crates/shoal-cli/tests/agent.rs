@@ -10,142 +10,19 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
-const LIMIT: Duration = Duration::from_secs(30);
+mod common;
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path =
-            std::env::temp_dir().join(format!("shoal-agent-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `shoal ARGS --data-dir DATA`.
-fn shoal(data: &Path, args: &[&str]) -> Output {
-    Command::new(SHOAL)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap()
-}
-
-fn shoal_ok(data: &Path, args: &[&str]) -> String {
-    let out = shoal(data, args);
-    assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{shoal, shoal_ok, text, wait_for, Agent, Scratch, LIMIT, SHOAL};
 
 fn json(data: &Path, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     serde_json::from_str(&shoal_ok(data, &all)).unwrap()
-}
-
-/// A running `shoal agent`; when dropped, its services' process groups and then the agent
-/// are killed, so a failed test leaves nothing running.
-struct Agent {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Agent {
-    fn start(data: &Path) -> Agent {
-        let child = Command::new(SHOAL)
-            .args(["agent", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let agent = Agent {
-            child,
-            data: data.to_owned(),
-        };
-        wait_for("the agent to answer", || {
-            shoal(data, &["ps"]).status.success().then_some(())
-        });
-        agent
-    }
-
-    /// SIGKILL to the agent alone: its services go on.
-    fn kill9(self) {
-        let mut me = std::mem::ManuallyDrop::new(self);
-        me.child.kill().unwrap();
-        me.child.wait().unwrap();
-    }
-
-    /// SIGTERM to the agent alone: it ends and leaves its services running.
-    fn stop(self) {
-        let mut me = std::mem::ManuallyDrop::new(self);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(me.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        assert!(me.child.wait().unwrap().success());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new(SHOAL)
-            .args(["ps", "--json", "--data-dir"])
-            .arg(&self.data)
-            .output()
-        {
-            let apps: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            for pid in apps
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a["pid"].as_i64())
-            {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics after [`LIMIT`].
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn python() -> Option<String> {

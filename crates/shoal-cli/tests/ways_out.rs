@@ -11,14 +11,14 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
-/// Generous: `shoal up` builds two packages and waits for a health check, on a shared machine.
-const LIMIT: Duration = Duration::from_secs(60);
+mod common;
+
+use common::{kill_under, shoal_ok, under, wait_for, Agent, AtExit, Scratch, LIMIT, SHOAL};
 
 #[test]
 fn up_stops_everything_when_its_output_closes() {
@@ -226,11 +226,11 @@ fn one_shot_commands_into_a_closed_pipe_end_quietly() {
 /// talker's package.
 fn talking(dir: &Scratch) -> (Agent, PathBuf, PathBuf) {
     let data = dir.0.join("data");
-    let agent = Agent::start(&data);
+    let agent = Agent::start_with(&data, AtExit::Stop);
     let archive = package(&dir.0, "talker", "echo first words\nexec sleep 1000");
-    shoal_ok(&["install", archive.to_str().unwrap(), "--data-dir"], &data);
+    shoal_ok(&data, &["install", archive.to_str().unwrap()]);
     wait_for("the talker's line in its log", || {
-        shoal_ok(&["logs", "talker", "--data-dir"], &data)
+        shoal_ok(&data, &["logs", "talker"])
             .contains("first words")
             .then_some(())
     });
@@ -255,26 +255,6 @@ fn into_closed_pipe(args: &[&str]) -> Output {
         status,
         stdout: Vec::new(),
         stderr: stderr.recv_timeout(LIMIT).unwrap().into_bytes(),
-    }
-}
-
-/// A scratch directory (canonical, as the paths in `/proc` are), removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path =
-            std::env::temp_dir().join(format!("shoal-ways-out-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch(path.canonicalize().unwrap())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        kill_under(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -329,52 +309,6 @@ impl Drop for Up {
     }
 }
 
-/// A `shoal agent --stop-on-exit` on `data`; if the test fails, it and everything under
-/// its directory are killed.
-struct Agent {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Agent {
-    fn start(data: &Path) -> Agent {
-        let child = Command::new(SHOAL)
-            .args(["agent", "--stop-on-exit", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let agent = Agent {
-            child,
-            data: data.to_owned(),
-        };
-        wait_for("the agent to answer", || {
-            shoal(&["ps", "--data-dir"], data)
-                .status
-                .success()
-                .then_some(())
-        });
-        agent
-    }
-
-    /// SIGTERM: the agent stops its programs, then itself. What still runs under its
-    /// directory then, found before the cleanup of a failed test kills it.
-    fn stop(mut self) -> Vec<(i32, String)> {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        assert!(exit_of(&mut self.child).success());
-        under(&self.data)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        kill_under(&self.data);
-    }
-}
-
 /// SIGKILL to a child on drop, so a failed assertion leaves it not running.
 struct Killed(u32);
 
@@ -391,48 +325,9 @@ impl Drop for Killed {
     }
 }
 
-/// The live processes whose working directory or command line is under `dir`, as (pid,
-/// command line); zombies have neither, so they do not count.
-fn under(dir: &Path) -> Vec<(i32, String)> {
-    let text = dir.to_str().unwrap();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let cwd = std::fs::read_link(entry.path().join("cwd"));
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cwd.is_ok_and(|cwd| cwd.starts_with(dir)) || cmdline.contains(text) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
-}
-
-/// SIGKILL to every process under `dir` and its process group: the cleanup of a failed test.
-fn kill_under(dir: &Path) {
-    for (pid, _) in under(dir) {
-        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-}
-
 /// Waits for `child` to exit, within [`LIMIT`].
 fn exit_of(child: &mut Child) -> ExitStatus {
     wait_for("the command to exit", || child.try_wait().unwrap())
-}
-
-/// Polls `check` until it returns `Some`, or panics after [`LIMIT`].
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Each line `from` gives, as it comes.
@@ -455,22 +350,6 @@ fn all_of(mut from: impl Read + Send + 'static) -> Receiver<String> {
         let _ = send.send(text);
     });
     all
-}
-
-/// `shoal ARGS DATA`: the data directory is the last argument.
-fn shoal(args: &[&str], data: &Path) -> Output {
-    Command::new(SHOAL).args(args).arg(data).output().unwrap()
-}
-
-fn shoal_ok(args: &[&str], data: &Path) -> String {
-    let out = shoal(args, data);
-    assert!(
-        out.status.success(),
-        "shoal {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A service package `name` 1.0.0 without `[health]`, whose program runs `body`, built with
