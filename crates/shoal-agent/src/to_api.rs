@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use shoal_api::agent as api;
-use shoal_pkg::manifest::{Kind, Manifest, Overlap};
+use shoal_pkg::manifest::{Kind, Manifest};
 
 use crate::backup::{BackupInfo, Created};
 use crate::cron::{JobStatus, Outcome, RunRecord, Trigger};
@@ -103,10 +103,7 @@ pub(crate) fn job_status(job: &JobStatus) -> api::JobStatus {
         job: job.job.to_string(),
         schedule: job.schedule.clone(),
         command: job.command.clone(),
-        overlap: match job.overlap {
-            Overlap::Forbid => api::Overlap::Forbid,
-            Overlap::Allow => api::Overlap::Allow,
-        },
+        overlap: job.overlap,
         timeout_ms: millis(job.timeout),
         next: job.next,
         running: job.running.iter().map(|id| id.0).collect(),

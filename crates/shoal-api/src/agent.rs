@@ -9,6 +9,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::Overlap;
+
 /// What a package is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -265,15 +267,6 @@ pub struct Restored {
     pub app: String,
     /// The backup's id.
     pub restored: String,
-}
-
-/// Whether a tick starts a run while the job's previous run is still going.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overlap {
-    /// The tick is skipped, and recorded as skipped.
-    Forbid,
-    Allow,
 }
 
 /// A crontab job as `shoal cron ls` shows it.
