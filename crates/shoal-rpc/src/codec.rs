@@ -14,6 +14,11 @@ use crate::error::{text, RpcError};
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Default limit on how deeply arrays and maps may nest in one message.
 pub const DEFAULT_MAX_DEPTH: usize = 256;
+/// Default limit on the values one message holds (every scalar, string, array, map key and
+/// map value counts one). A decoded value takes tens of bytes however few bytes carried it
+/// (a nil is one byte on the wire), so without this a 16 MiB frame of nils would expand to
+/// hundreds of MiB; with it a message expands to at most a few tens of MiB beside its bytes.
+pub const DEFAULT_MAX_VALUES: usize = 1 << 20;
 
 const TYPE_REQUEST: u64 = 0;
 const TYPE_RESPONSE: u64 = 1;
@@ -58,6 +63,9 @@ pub enum DecodeError {
     },
     /// Arrays and maps nest deeper than the limit.
     TooDeep { max: usize },
+    /// A message holds more values than the limit ([`DEFAULT_MAX_VALUES`]). `id` is the
+    /// request's msgid when it could be read.
+    TooManyValues { max: usize, id: Option<Value> },
     /// A byte that starts no MessagePack value (0xc1), or a message that is not an RPC message.
     Malformed(String),
 }
@@ -72,6 +80,10 @@ impl fmt::Display for DecodeError {
                 )
             }
             DecodeError::TooDeep { max } => write!(f, "message nests deeper than {max} levels"),
+            DecodeError::TooManyValues { max, .. } => write!(
+                f,
+                "message holds more than {max} values, the limit of values per message"
+            ),
             DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
         }
     }
@@ -85,6 +97,9 @@ impl std::error::Error for DecodeError {}
 pub struct Decoder {
     max_size: usize,
     max_depth: usize,
+    max_values: usize,
+    /// Values scanned so far in the current message.
+    values: usize,
     /// Offset in the buffer of the next byte to scan; may run past the buffer's end while the
     /// body of a long string is still arriving.
     pos: usize,
@@ -105,10 +120,18 @@ impl Decoder {
         Self {
             max_size,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_values: DEFAULT_MAX_VALUES,
+            values: 0,
             pos: 0,
             open: Vec::new(),
             complete: false,
         }
+    }
+
+    /// The same decoder, refusing messages of more than `max` values.
+    pub fn with_max_values(mut self, max: usize) -> Self {
+        self.max_values = max;
+        self
     }
 
     pub fn max_size(&self) -> usize {
@@ -140,6 +163,7 @@ impl Decoder {
                 }
                 let len = self.pos;
                 self.pos = 0;
+                self.values = 0;
                 self.complete = false;
                 return Ok(Some(len));
             }
@@ -149,6 +173,15 @@ impl Decoder {
             let Some(item) = scan_item(&buf[self.pos..])? else {
                 return Ok(None);
             };
+            // Counted as scanned, before anything is built: what a frame may expand to is
+            // bounded before the first allocation.
+            self.values += 1;
+            if self.values > self.max_values {
+                return Err(DecodeError::TooManyValues {
+                    max: self.max_values,
+                    id: request_id(buf),
+                });
+            }
             let end = self.pos as u64 + item.header as u64 + item.body;
             if end > self.max_size as u64 {
                 return Err(DecodeError::FrameTooLarge {
@@ -831,6 +864,44 @@ pub(crate) mod tests {
                 id: Some(256.into())
             }
         );
+    }
+
+    #[test]
+    fn values_per_message_are_bounded_before_any_is_built() {
+        // A request whose params are 2,000 nils (2,005 values with the envelope) against a limit of
+        // 1,000: refused with its msgid, so the peer can be told which limit it hit.
+        let mut frame = vec![0x94, 0x00, 0x2a, 0xa1, b'm', 0xdc, 0x07, 0xd0];
+        frame.extend_from_slice(&[0xc0; 2000]);
+        let mut buf = BytesMut::from(&frame[..]);
+        let err = Decoder::default()
+            .with_max_values(1000)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooManyValues {
+                max: 1000,
+                id: Some(42.into())
+            }
+        );
+        assert!(err.to_string().contains("more than 1000 values"), "{err}");
+        // The same frame of empty arrays, and one just under the limit that decodes.
+        frame[8..].fill(0x90);
+        let mut buf = BytesMut::from(&frame[..]);
+        let err = Decoder::default().with_max_values(1000).decode(&mut buf);
+        assert!(matches!(err, Err(DecodeError::TooManyValues { .. })));
+        let mut buf = BytesMut::from(&frame[..]);
+        let msg = Decoder::default().with_max_values(2005).decode(&mut buf);
+        assert!(matches!(msg, Ok(Some(Message::Request { .. }))), "{msg:?}");
+        // The default limit stops a frame of nils well under the frame size limit.
+        let n = DEFAULT_MAX_VALUES + 1;
+        let mut frame = vec![0x94, 0x00, 0x01, 0xa1, b'm', 0xdd];
+        frame.extend_from_slice(&(n as u32).to_be_bytes());
+        frame.resize(frame.len() + n, 0xc0);
+        assert!(frame.len() < DEFAULT_MAX_MESSAGE);
+        let mut buf = BytesMut::from(&frame[..]);
+        let err = Decoder::default().decode(&mut buf).unwrap_err();
+        assert!(matches!(err, DecodeError::TooManyValues { .. }), "{err}");
     }
 
     #[test]

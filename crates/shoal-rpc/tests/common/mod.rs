@@ -29,6 +29,8 @@ pub struct Probe {
     pub deadlines: Mutex<Vec<Option<Duration>>>,
     /// The server's end of each connection a `hold` call came on, in arrival order.
     pub held_on: Mutex<Vec<shoal_rpc::Peer>>,
+    /// Notifications received by `count`.
+    pub counted: AtomicUsize,
 }
 
 pub struct TestService(pub Arc<Probe>);
@@ -51,6 +53,7 @@ const METHODS: &[MethodInfo] = &[
     m("big", false),
     m("whoami", false),
     m("hit", false),
+    m("count", true),
 ];
 
 const fn m(name: &'static str, notify: bool) -> MethodInfo {
@@ -146,6 +149,10 @@ impl Dispatch for TestService {
                     Some(name) => Reply::encode(name.0),
                     None => Err(RpcError::internal("the server has no ServerName")),
                 },
+                "count" => {
+                    probe.counted.fetch_add(1, Ordering::Relaxed);
+                    Ok(Reply::none())
+                }
                 "hit" => {
                     let hits = ctx
                         .state_arc::<Hits>()
