@@ -42,6 +42,10 @@ pub enum Message {
     },
     /// `[2, method, params]`.
     Notification { method: String, params: Vec<Value> },
+    /// A request read up to its msgid that breaks the protocol's rules (params that are not
+    /// an array): answered with an invalid-params error saying `why`, and the connection
+    /// goes on.
+    Invalid { id: Value, why: String },
 }
 
 /// What a shoal peer adds to a request once both sides have agreed to it: the time left
@@ -314,7 +318,10 @@ fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
         (Some(TYPE_REQUEST), 4 | 5) => {
             let id = msgid(read_value(&mut rd)?)?;
             let method = read_method(&mut rd)?;
-            let params = params(read_value(&mut rd)?);
+            let params = match params(read_value(&mut rd)?) {
+                Ok(params) => params,
+                Err(why) => return Ok(Message::Invalid { id, why }),
+            };
             let ext = if len == 5 {
                 Some(read_ext(&mut rd)?)
             } else {
@@ -335,7 +342,7 @@ fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
         }
         (Some(TYPE_NOTIFICATION), 3) => {
             let method = read_method(&mut rd)?;
-            let params = params(read_value(&mut rd)?);
+            let params = params(read_value(&mut rd)?).map_err(DecodeError::Malformed)?;
             Ok(Message::Notification { method, params })
         }
         (kind, n) => Err(DecodeError::Malformed(format!(
@@ -523,7 +530,8 @@ fn request_id(buf: &[u8]) -> Option<Value> {
 
 impl Message {
     /// Reads a decoded value as a message. Tolerant where peers differ: any integer or float
-    /// msgid, `str` with bad UTF-8 or `bin` for the method name, params that are not an array.
+    /// msgid, `str` with bad UTF-8 or `bin` for the method name. Params must be an array: a
+    /// request with others is [`Message::Invalid`], a notification with others malformed.
     pub fn from_value(value: Value) -> Result<Message, DecodeError> {
         let Value::Array(items) = value else {
             return Err(DecodeError::Malformed(format!(
@@ -537,7 +545,10 @@ impl Message {
             (Some(TYPE_REQUEST), 3 | 4) => {
                 let id = msgid(it.next().unwrap())?;
                 let method = method(it.next().unwrap())?;
-                let params = params(it.next().unwrap());
+                let params = match params(it.next().unwrap()) {
+                    Ok(params) => params,
+                    Err(why) => return Ok(Message::Invalid { id, why }),
+                };
                 let ext = it.next().map(|v| RequestExt::from_value(&v));
                 Ok(Message::Request {
                     id,
@@ -554,7 +565,7 @@ impl Message {
             }
             (Some(TYPE_NOTIFICATION), 2) => {
                 let method = method(it.next().unwrap())?;
-                let params = params(it.next().unwrap());
+                let params = params(it.next().unwrap()).map_err(DecodeError::Malformed)?;
                 Ok(Message::Notification { method, params })
             }
             (kind, n) => Err(DecodeError::Malformed(format!(
@@ -582,11 +593,29 @@ fn method(v: Value) -> Result<String, DecodeError> {
     text(&v).ok_or_else(|| DecodeError::Malformed(format!("method must be a string, got {v}")))
 }
 
-fn params(v: Value) -> Vec<Value> {
+/// The params of a request or notification: an array, as the specification says. Anything
+/// else is the reason it is refused.
+fn params(v: Value) -> Result<Vec<Value>, String> {
     match v {
-        Value::Array(items) => items,
-        Value::Nil => Vec::new(),
-        other => vec![other],
+        Value::Array(items) => Ok(items),
+        other => Err(format!(
+            "params must be an array of the arguments, got {}",
+            kind_of(&other)
+        )),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Boolean(_) => "a boolean",
+        Value::Integer(_) => "an integer",
+        Value::F32(_) | Value::F64(_) => "a float",
+        Value::String(_) => "a string",
+        Value::Binary(_) => "binary",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+        Value::Ext(..) => "an extension value",
     }
 }
 
@@ -779,7 +808,7 @@ pub(crate) mod tests {
             0.into(),
             Value::F64(5.0),
             bad_utf8,
-            Value::from("single"),
+            arr(vec![Value::from("single")]),
         ]))
         .unwrap();
         let Message::Request {
@@ -797,6 +826,32 @@ pub(crate) mod tests {
         assert_eq!(ext, None);
         assert_eq!(response_key(&Value::F64(2147483648.0)), Some(1 << 31));
         assert_eq!(response_key(&Value::from(-1)), None);
+    }
+
+    #[test]
+    fn params_that_are_not_an_array_are_refused() {
+        for (params, named) in [
+            (Value::Nil, "nil"),
+            (Value::from("single"), "a string"),
+            (Value::Map(vec![]), "a map"),
+        ] {
+            let req = arr(vec![0.into(), 4.into(), "m".into(), params.clone()]);
+            let want = Message::Invalid {
+                id: 4.into(),
+                why: format!("params must be an array of the arguments, got {named}"),
+            };
+            let mut buf = BytesMut::from(&frames(std::slice::from_ref(&req))[..]);
+            assert_eq!(
+                Decoder::default().decode(&mut buf).unwrap(),
+                Some(want.clone())
+            );
+            assert_eq!(Message::from_value(req).unwrap(), want);
+            // A notification has no msgid to answer: it is malformed.
+            let note = arr(vec![2.into(), "m".into(), params]);
+            let mut buf = BytesMut::from(&frames(&[note])[..]);
+            let err = Decoder::default().decode(&mut buf).unwrap_err();
+            assert!(err.to_string().contains("params must be an array"), "{err}");
+        }
     }
 
     #[test]

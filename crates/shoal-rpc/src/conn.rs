@@ -842,6 +842,9 @@ impl Reader {
                 });
                 self.respond(id, fut, deadline);
             }
+            Message::Invalid { id, why } => {
+                codec::encode_response_err(&mut self.batch, &id, &RpcError::invalid_params(why));
+            }
             Message::Notification { method, params } => {
                 if method == builtin::CANCEL {
                     self.cancel(&params);

@@ -54,6 +54,7 @@ const METHODS: &[MethodInfo] = &[
     m("whoami", false),
     m("hit", false),
     m("count", true),
+    m("greet", false),
 ];
 
 const fn m(name: &'static str, notify: bool) -> MethodInfo {
@@ -149,6 +150,16 @@ impl Dispatch for TestService {
                     Some(name) => Reply::encode(name.0),
                     None => Err(RpcError::internal("the server has no ServerName")),
                 },
+                "greet" => {
+                    // The second parameter is a trailing Option: callers may leave it out.
+                    let mut args = Args::new("greet", params, 2)?;
+                    let name: String = args.next("name")?;
+                    let greeting: Option<String> = args.next("greeting")?;
+                    Reply::encode(&format!(
+                        "{}, {name}",
+                        greeting.as_deref().unwrap_or("hello")
+                    ))
+                }
                 "count" => {
                     probe.counted.fetch_add(1, Ordering::Relaxed);
                     Ok(Reply::none())
