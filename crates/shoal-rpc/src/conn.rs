@@ -737,13 +737,13 @@ impl Reader {
         }
     }
 
-    /// Handles every complete message in `buf`, waiting whenever the replies queued for the
-    /// peer pass [`ConnConfig::max_unsent`], and giving the other connections their turn
-    /// every few messages (a peer that floods cheap messages gets no more than its share of
-    /// the thread). Returns early, leaving the rest unread, once the connection closes.
+    /// Handles every complete message in `buf`, waiting before a request or notification
+    /// whenever the bytes queued for the peer pass [`ConnConfig::max_unsent`], and giving
+    /// the other connections their turn every few messages (a peer that floods cheap
+    /// messages gets no more than its share of the thread). Returns early, leaving the rest
+    /// unread, once the connection closes.
     async fn drain(&mut self, buf: &mut BytesMut) -> Result<(), DecodeError> {
         loop {
-            self.wait_for_room().await;
             if self.peer.is_closed() {
                 return Ok(());
             }
@@ -752,7 +752,16 @@ impl Reader {
             // while every other connection on the thread waits.
             tokio::task::consume_budget().await;
             match self.decoder.decode(buf) {
-                Ok(Some(msg)) => self.handle(msg).await,
+                // Answers to our own calls are always taken: they queue nothing, and a peer
+                // waiting for room on its side must not wait on us in turn.
+                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg).await,
+                Ok(Some(msg)) => {
+                    self.wait_for_room().await;
+                    if self.peer.is_closed() {
+                        return Ok(());
+                    }
+                    self.handle(msg).await
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     let answer = match &e {

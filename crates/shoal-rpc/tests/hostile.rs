@@ -510,3 +510,25 @@ async fn an_error_reply_is_never_larger_than_the_frame_limit() {
     assert!(message.len() < 400, "{message}");
     stop.cancel();
 }
+
+/// Backpressure must not deadlock two shoal peers that both queue a lot: a client that has
+/// more than the bound of calls queued still reads its answers, so the server's replies
+/// drain and the server reads on.
+#[tokio::test]
+async fn many_large_calls_at_once_all_finish_under_backpressure() {
+    let probe = Arc::new(Probe::default());
+    let server = server(&probe).max_unsent(256 * 1024).build().unwrap();
+    let peer = common::in_memory(&server);
+    let payload = "p".repeat(256 * 1024);
+    let calls: Vec<_> = (0..64)
+        .map(|_| {
+            let peer = peer.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move { peer.call("echo", &(payload,), T).await })
+        })
+        .collect();
+    for call in calls {
+        let got = call.await.unwrap().unwrap();
+        assert_eq!(got.as_str().map(str::len), Some(256 * 1024));
+    }
+}
