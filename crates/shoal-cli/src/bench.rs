@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// `shutdown.grace`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Close a connection that sent part of a message and then nothing, or took none of its
+    /// replies, for this long (the server's default, 30 s, unless given).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stall_timeout: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -167,9 +171,11 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr: Addr = args.listen.parse()?;
-    let server = Server::builder()
-        .service(EchoServer::new(EchoService::default()))
-        .build()?;
+    let mut server = Server::builder().service(EchoServer::new(EchoService::default()));
+    if let Some(limit) = args.stall_timeout {
+        server = server.stall_timeout(Some(limit));
+    }
+    let server = server.build()?;
     let listener = Listener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr());
     let signals =
