@@ -645,7 +645,8 @@ pub fn response_key(id: &Value) -> Option<u32> {
 }
 
 /// Appends `[0, id, method, params]` (and the shoal extension when given). `params` must
-/// serialize as a sequence (a tuple, slice or `Vec`); structs inside travel as maps.
+/// serialize as a sequence (a tuple, slice or `Vec`); structs inside travel as maps. `()`
+/// goes out as no arguments (`[]`): params are always an array on the wire.
 pub fn encode_request<P: Serialize + ?Sized>(
     buf: &mut BytesMut,
     id: u32,
@@ -658,7 +659,8 @@ pub fn encode_request<P: Serialize + ?Sized>(
     let _ = rmp::encode::write_uint(&mut w, TYPE_REQUEST);
     let _ = rmp::encode::write_uint(&mut w, id as u64);
     let _ = rmp::encode::write_str(&mut w, method);
-    rmp_serde::encode::write_named(&mut w, params)?;
+    write_params(w.get_mut(), params)?;
+    let mut w = buf.writer();
     if let Some(ext) = ext {
         match ext.deadline_ms {
             Some(ms) => {
@@ -674,7 +676,7 @@ pub fn encode_request<P: Serialize + ?Sized>(
     Ok(())
 }
 
-/// Appends `[2, method, params]`.
+/// Appends `[2, method, params]`, `()` as `[]` like [`encode_request`].
 pub fn encode_notification<P: Serialize + ?Sized>(
     buf: &mut BytesMut,
     method: &str,
@@ -684,7 +686,21 @@ pub fn encode_notification<P: Serialize + ?Sized>(
     let _ = rmp::encode::write_array_len(&mut w, 3);
     let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
     let _ = rmp::encode::write_str(&mut w, method);
-    rmp_serde::encode::write_named(&mut w, params)
+    write_params(w.get_mut(), params)
+}
+
+/// Appends `params`; a nil (what `()` serializes as) becomes the empty array, since a peer
+/// must refuse params that are not an array.
+fn write_params<P: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    params: &P,
+) -> Result<(), rmp_serde::encode::Error> {
+    let start = buf.len();
+    rmp_serde::encode::write_named(&mut buf.writer(), params)?;
+    if buf[start..] == [0xc0] {
+        buf[start] = 0x90;
+    }
+    Ok(())
 }
 
 /// Appends `[1, id, nil, result]` where `result` is already MessagePack.
@@ -983,6 +999,8 @@ pub(crate) mod tests {
         };
         encode_request(&mut buf, 9, "move", &(Point { x: 3 }, "a"), Some(ext)).unwrap();
         encode_notification(&mut buf, "tick", &[(); 0]).unwrap();
+        // `()` is nil to serde; it goes out as no arguments.
+        encode_request(&mut buf, 10, "ping", &(), None).unwrap();
         encode_response_ok(&mut buf, &Value::from(u32::MAX), &to_msgpack(&5).unwrap());
         encode_response_err(&mut buf, &Value::F64(1.0), &RpcError::internal("x"));
         let mut dec = Decoder::default();
@@ -1004,6 +1022,10 @@ pub(crate) mod tests {
             dec.decode(&mut buf).unwrap(),
             Some(Message::Notification { .. })
         ));
+        let Some(Message::Request { id, params, .. }) = dec.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, params), (Value::from(10), vec![]));
         let Some(Message::Response { id, result, .. }) = dec.decode(&mut buf).unwrap() else {
             panic!()
         };
