@@ -14,7 +14,8 @@ use shoal::rpc::{Addr, Client, Listener};
 use shoal::{Server, Value};
 use tokio::time::Instant;
 
-use crate::out::outln;
+use crate::out::{errln, outln};
+use crate::signal::Signal;
 
 /// The service the bench measures.
 #[shoal::service]
@@ -65,6 +66,15 @@ pub struct ServeArgs {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// After SIGINT or SIGTERM, how long calls in progress may take before the server
+    /// closes their connections (a second signal closes them at once), like the runtime's
+    /// `shutdown.grace`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Close a connection that sent part of a message and then nothing, or took none of its
+    /// replies, for this long (the server's default, 30 s, unless given).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stall_timeout: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -119,7 +129,11 @@ impl RunArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Serve(args) => {
-            runtime(args.threads)?.block_on(serve(args))?;
+            let rt = runtime(args.threads)?;
+            rt.block_on(serve(args))?;
+            // Handlers cut off by the grace period are dropped with their tasks; none is
+            // waited for.
+            rt.shutdown_background();
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Run(args) => {
@@ -158,12 +172,56 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr: Addr = args.listen.parse()?;
-    let server = Server::builder()
-        .service(EchoServer::new(EchoService::default()))
-        .build()?;
+    let mut server = Server::builder().service(EchoServer::new(EchoService::default()));
+    if let Some(limit) = args.stall_timeout {
+        server = server.stall_timeout(Some(limit));
+    }
+    let server = server.build()?;
     let listener = Listener::bind(&addr).await?;
     outln!("listening on {}", listener.local_addr())?;
-    server.serve(listener, crate::signal::shutdown()).await?;
+    let signals =
+        crate::signal::Signals::new().context("install the SIGINT and SIGTERM handlers")?;
+    serve_until(&server, listener, signals, args.grace).await
+}
+
+/// Where [`serve_until`] hears signals from: the process's, or a test's channel.
+trait SignalSource {
+    fn recv(&mut self) -> impl std::future::Future<Output = Signal> + Send;
+}
+
+impl SignalSource for crate::signal::Signals {
+    fn recv(&mut self) -> impl std::future::Future<Output = Signal> + Send {
+        crate::signal::Signals::recv(self)
+    }
+}
+
+/// Serves until the first signal, then drains for at most `grace`; a second signal, or the
+/// end of the grace period, closes the connections still open and returns.
+async fn serve_until(
+    server: &Server,
+    listener: Listener,
+    mut signals: impl SignalSource,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = server.serve(listener, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(serving);
+    let first = tokio::select! {
+        r = &mut serving => return Ok(r?),
+        s = signals.recv() => s,
+    };
+    errln!("{first}: draining for up to {grace:?}; a second signal stops at once");
+    let _ = stop.send(());
+    tokio::select! {
+        r = &mut serving => r?,
+        _ = tokio::time::sleep(grace) => {
+            errln!("grace period of {grace:?} over: closing the connections still open");
+        }
+        s = signals.recv() => errln!("{s} again: closing the connections still open"),
+    }
+    // Dropping the serve future closes what is left.
     Ok(())
 }
 
@@ -346,4 +404,79 @@ async fn notify_batch(client: &EchoClient, payload: &Value) -> Result<(), shoal:
         client.sink(payload.clone()).await?;
     }
     client.echo(Value::Nil).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl SignalSource for tokio::sync::mpsc::UnboundedReceiver<Signal> {
+        async fn recv(&mut self) -> Signal {
+            match tokio::sync::mpsc::UnboundedReceiver::recv(self).await {
+                Some(s) => s,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Serves the echo service on loopback with one call to `sleep_echo` of an hour in
+    /// progress; returns the sender of signals and the serving task.
+    async fn serving_a_long_call(
+        grace: Duration,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<Signal>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+        tokio::task::JoinHandle<Result<Value, shoal::rpc::Error>>,
+    ) {
+        let server = Server::builder()
+            .service(EchoServer::new(EchoService::default()))
+            .build()
+            .unwrap();
+        let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let serving = tokio::spawn(async move { serve_until(&server, listener, rx, grace).await });
+        let client = Client::builder()
+            .endpoint(addr)
+            .timeout(Duration::from_secs(7200))
+            .connect()
+            .await
+            .unwrap();
+        let call = tokio::spawn(async move {
+            client
+                .call::<_, Value>("sleep_echo", &(3_600_000u64, 1))
+                .await
+        });
+        // The clock is paused: this returns once every task waits on a timer, the call's
+        // handler included.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        (tx, serving, call)
+    }
+
+    /// Before, the server waited for such a handler to end, whatever signals came.
+    #[tokio::test(start_paused = true)]
+    async fn a_signal_drains_for_the_grace_period_then_closes_what_is_left() {
+        let grace = Duration::from_secs(10);
+        let (tx, serving, call) = serving_a_long_call(grace).await;
+        let signalled = Instant::now();
+        tx.send(Signal::Terminate).unwrap();
+        serving.await.unwrap().unwrap();
+        let took = signalled.elapsed();
+        assert!(took >= grace && took < Duration::from_secs(60), "{took:?}");
+        assert!(call.await.unwrap().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_closes_at_once() {
+        let grace = Duration::from_secs(10);
+        let (tx, serving, call) = serving_a_long_call(grace).await;
+        let signalled = Instant::now();
+        tx.send(Signal::Terminate).unwrap();
+        tx.send(Signal::Interrupt).unwrap();
+        serving.await.unwrap().unwrap();
+        assert!(signalled.elapsed() < grace, "{:?}", signalled.elapsed());
+        assert!(call.await.unwrap().is_err());
+    }
 }

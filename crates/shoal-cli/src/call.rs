@@ -32,39 +32,53 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let client = Client::builder()
-            .endpoint(args.addr.parse()?)
-            .timeout(args.timeout)
-            .retries(0)
-            .connect()
-            .await?;
-        if args.notify {
-            client.notify(&args.method, &params).await?;
-            // Notifications have no reply: wait until the bytes are out.
-            client.call::<_, Value>("shoal.ping", &[(); 0]).await.ok();
-            return Ok(ExitCode::SUCCESS);
-        }
+    rt.block_on(call(&args, &params))
+}
+
+/// Connects, calls (or notifies) and prints the answer. `--timeout` bounds all of it:
+/// connecting and the hello come out of it, and the call has what is left.
+async fn call(args: &CallArgs, params: &[Value]) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let client = Client::builder()
+        .endpoint(args.addr.parse()?)
+        .timeout(args.timeout)
+        .retries(0)
+        .connect()
+        .await
+        .with_context(|| format!("connect to {} within {:?}", args.addr, args.timeout))?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if args.notify {
+        client.notify(&args.method, params).await?;
+        // Notifications have no reply: wait until the bytes are out.
         let opts = CallOptions {
-            timeout: Some(args.timeout),
+            timeout: Some(left),
             ..Default::default()
         };
-        match client.call_value(&opts, &args.method, &params).await {
-            Ok(v) => {
-                outln!("{}", to_json(&v))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(Error::Remote(e)) => {
-                // The call failed whoever reads: an output closed meanwhile does not make
-                // its status 0.
-                match outln!("{}", serde_json::json!({ "error": to_json(&e.raw) })) {
-                    Err(e) if !crate::out::is_closed(&e) => Err(e),
-                    _ => Ok(ExitCode::from(1)),
-                }
-            }
-            Err(e) => Err(e).with_context(|| format!("call {} on {}", args.method, args.addr)),
+        client
+            .call_with::<_, Value>(&opts, "shoal.ping", &[(); 0])
+            .await
+            .ok();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = CallOptions {
+        timeout: Some(left),
+        ..Default::default()
+    };
+    match client.call_value(&opts, &args.method, params).await {
+        Ok(v) => {
+            outln!("{}", to_json(&v))?;
+            Ok(ExitCode::SUCCESS)
         }
-    })
+        Err(Error::Remote(e)) => {
+            // The call failed whoever reads: an output closed meanwhile does not make its
+            // status 0.
+            match outln!("{}", serde_json::json!({ "error": to_json(&e.raw) })) {
+                Err(e) if !crate::out::is_closed(&e) => Err(e),
+                _ => Ok(ExitCode::from(1)),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("call {} on {}", args.method, args.addr)),
+    }
 }
 
 /// Reads each argument as JSON, naming the one at fault.
@@ -171,6 +185,38 @@ mod tests {
             .to_string();
         assert!(err.starts_with("argument 2 (hello) is not JSON"), "{err}");
         assert!(err.contains("'\"hello\"'"), "{err}");
+    }
+
+    /// Against a server that accepts and never answers, not even `shoal.hello`, the command
+    /// gives up after `--timeout` in all (before, the hello's wait came first and the call
+    /// had the whole timeout again: 1 s took 2 s). The clock is paused, so `elapsed` counts
+    /// only the timers that fired.
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_bounds_the_whole_command() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mute = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let args = CallArgs {
+            addr,
+            method: "echo".into(),
+            args: vec![],
+            timeout: Duration::from_secs(1),
+            notify: false,
+        };
+        let start = tokio::time::Instant::now();
+        let err = call(&args, &[Value::from(1)]).await.unwrap_err();
+        assert!(
+            start.elapsed() <= args.timeout,
+            "took {:?}: {err:#}",
+            start.elapsed()
+        );
+        assert!(format!("{err:#}").contains("deadline"), "{err:#}");
+        mute.abort();
     }
 
     #[test]

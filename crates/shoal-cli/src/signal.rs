@@ -1,4 +1,4 @@
-//! The one place the CLI turns OS signals into a shutdown future.
+//! The one place the CLI turns OS signals into a shutdown future or a stream of [`Signal`]s.
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -11,9 +11,9 @@ pub async fn shutdown() {
     }
 }
 
-/// A signal that asks `shoal up` to stop everything it started.
+/// A signal a command acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub enum Signal {
     /// SIGINT: Ctrl-C.
     Interrupt,
     /// SIGTERM: `kill`, a service manager.
@@ -22,26 +22,51 @@ pub enum Stop {
     Hangup,
 }
 
-impl std::fmt::Display for Stop {
+impl std::fmt::Display for Signal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stop::Interrupt => "SIGINT",
-            Stop::Terminate => "SIGTERM",
-            Stop::Hangup => "SIGHUP",
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+            Signal::Hangup => "SIGHUP",
         })
     }
 }
 
-/// The first SIGINT, SIGTERM or SIGHUP. Their handlers are installed when this is first
-/// polled and stay for the rest of the process, so that a second Ctrl-C cannot cut short the
-/// stopping the first one began.
-pub async fn stop() -> std::io::Result<Stop> {
+/// The first SIGINT, SIGTERM or SIGHUP, for `shoal up`. Their handlers are installed when
+/// this is first polled and stay for the rest of the process, so that a second Ctrl-C cannot
+/// cut short the stopping the first one began.
+pub async fn stop() -> std::io::Result<Signal> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     Ok(tokio::select! {
-        _ = interrupt.recv() => Stop::Interrupt,
-        _ = terminate.recv() => Stop::Terminate,
-        _ = hangup.recv() => Stop::Hangup,
+        _ = interrupt.recv() => Signal::Interrupt,
+        _ = terminate.recv() => Signal::Terminate,
+        _ = hangup.recv() => Signal::Hangup,
     })
+}
+
+/// SIGINT and SIGTERM as they come, for a command that acts on a second one as well as the
+/// first (the first drains, the second stops at once).
+#[derive(Debug)]
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::Interrupt,
+            _ = self.terminate.recv() => Signal::Terminate,
+        }
+    }
 }

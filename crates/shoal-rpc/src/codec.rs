@@ -14,6 +14,11 @@ use crate::error::{text, RpcError};
 pub const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Default limit on how deeply arrays and maps may nest in one message.
 pub const DEFAULT_MAX_DEPTH: usize = 256;
+/// Default limit on the values one message holds (every scalar, string, array, map key and
+/// map value counts one). A decoded value takes tens of bytes however few bytes carried it
+/// (a nil is one byte on the wire), so without this a 16 MiB frame of nils would expand to
+/// hundreds of MiB; with it a message expands to at most a few tens of MiB beside its bytes.
+pub const DEFAULT_MAX_VALUES: usize = 1 << 20;
 
 const TYPE_REQUEST: u64 = 0;
 const TYPE_RESPONSE: u64 = 1;
@@ -37,6 +42,10 @@ pub enum Message {
     },
     /// `[2, method, params]`.
     Notification { method: String, params: Vec<Value> },
+    /// A request read up to its msgid that breaks the protocol's rules (params that are not
+    /// an array): answered with an invalid-params error saying `why`, and the connection
+    /// goes on.
+    Invalid { id: Value, why: String },
 }
 
 /// What a shoal peer adds to a request once both sides have agreed to it: the time left
@@ -58,6 +67,9 @@ pub enum DecodeError {
     },
     /// Arrays and maps nest deeper than the limit.
     TooDeep { max: usize },
+    /// A message holds more values than the limit ([`DEFAULT_MAX_VALUES`]). `id` is the
+    /// request's msgid when it could be read.
+    TooManyValues { max: usize, id: Option<Value> },
     /// A byte that starts no MessagePack value (0xc1), or a message that is not an RPC message.
     Malformed(String),
 }
@@ -72,6 +84,10 @@ impl fmt::Display for DecodeError {
                 )
             }
             DecodeError::TooDeep { max } => write!(f, "message nests deeper than {max} levels"),
+            DecodeError::TooManyValues { max, .. } => write!(
+                f,
+                "message holds more than {max} values, the limit of values per message"
+            ),
             DecodeError::Malformed(why) => write!(f, "malformed message: {why}"),
         }
     }
@@ -85,6 +101,9 @@ impl std::error::Error for DecodeError {}
 pub struct Decoder {
     max_size: usize,
     max_depth: usize,
+    max_values: usize,
+    /// Values scanned so far in the current message.
+    values: usize,
     /// Offset in the buffer of the next byte to scan; may run past the buffer's end while the
     /// body of a long string is still arriving.
     pos: usize,
@@ -105,10 +124,18 @@ impl Decoder {
         Self {
             max_size,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_values: DEFAULT_MAX_VALUES,
+            values: 0,
             pos: 0,
             open: Vec::new(),
             complete: false,
         }
+    }
+
+    /// The same decoder, refusing messages of more than `max` values.
+    pub fn with_max_values(mut self, max: usize) -> Self {
+        self.max_values = max;
+        self
     }
 
     pub fn max_size(&self) -> usize {
@@ -140,6 +167,7 @@ impl Decoder {
                 }
                 let len = self.pos;
                 self.pos = 0;
+                self.values = 0;
                 self.complete = false;
                 return Ok(Some(len));
             }
@@ -149,6 +177,15 @@ impl Decoder {
             let Some(item) = scan_item(&buf[self.pos..])? else {
                 return Ok(None);
             };
+            // Counted as scanned, before anything is built: what a frame may expand to is
+            // bounded before the first allocation.
+            self.values += 1;
+            if self.values > self.max_values {
+                return Err(DecodeError::TooManyValues {
+                    max: self.max_values,
+                    id: request_id(buf),
+                });
+            }
             let end = self.pos as u64 + item.header as u64 + item.body;
             if end > self.max_size as u64 {
                 return Err(DecodeError::FrameTooLarge {
@@ -281,7 +318,10 @@ fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
         (Some(TYPE_REQUEST), 4 | 5) => {
             let id = msgid(read_value(&mut rd)?)?;
             let method = read_method(&mut rd)?;
-            let params = params(read_value(&mut rd)?);
+            let params = match params(read_value(&mut rd)?) {
+                Ok(params) => params,
+                Err(why) => return Ok(Message::Invalid { id, why }),
+            };
             let ext = if len == 5 {
                 Some(read_ext(&mut rd)?)
             } else {
@@ -302,7 +342,7 @@ fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
         }
         (Some(TYPE_NOTIFICATION), 3) => {
             let method = read_method(&mut rd)?;
-            let params = params(read_value(&mut rd)?);
+            let params = params(read_value(&mut rd)?).map_err(DecodeError::Malformed)?;
             Ok(Message::Notification { method, params })
         }
         (kind, n) => Err(DecodeError::Malformed(format!(
@@ -490,7 +530,8 @@ fn request_id(buf: &[u8]) -> Option<Value> {
 
 impl Message {
     /// Reads a decoded value as a message. Tolerant where peers differ: any integer or float
-    /// msgid, `str` with bad UTF-8 or `bin` for the method name, params that are not an array.
+    /// msgid, `str` with bad UTF-8 or `bin` for the method name. Params must be an array: a
+    /// request with others is [`Message::Invalid`], a notification with others malformed.
     pub fn from_value(value: Value) -> Result<Message, DecodeError> {
         let Value::Array(items) = value else {
             return Err(DecodeError::Malformed(format!(
@@ -504,7 +545,10 @@ impl Message {
             (Some(TYPE_REQUEST), 3 | 4) => {
                 let id = msgid(it.next().unwrap())?;
                 let method = method(it.next().unwrap())?;
-                let params = params(it.next().unwrap());
+                let params = match params(it.next().unwrap()) {
+                    Ok(params) => params,
+                    Err(why) => return Ok(Message::Invalid { id, why }),
+                };
                 let ext = it.next().map(|v| RequestExt::from_value(&v));
                 Ok(Message::Request {
                     id,
@@ -521,7 +565,7 @@ impl Message {
             }
             (Some(TYPE_NOTIFICATION), 2) => {
                 let method = method(it.next().unwrap())?;
-                let params = params(it.next().unwrap());
+                let params = params(it.next().unwrap()).map_err(DecodeError::Malformed)?;
                 Ok(Message::Notification { method, params })
             }
             (kind, n) => Err(DecodeError::Malformed(format!(
@@ -549,11 +593,29 @@ fn method(v: Value) -> Result<String, DecodeError> {
     text(&v).ok_or_else(|| DecodeError::Malformed(format!("method must be a string, got {v}")))
 }
 
-fn params(v: Value) -> Vec<Value> {
+/// The params of a request or notification: an array, as the specification says. Anything
+/// else is the reason it is refused.
+fn params(v: Value) -> Result<Vec<Value>, String> {
     match v {
-        Value::Array(items) => items,
-        Value::Nil => Vec::new(),
-        other => vec![other],
+        Value::Array(items) => Ok(items),
+        other => Err(format!(
+            "params must be an array of the arguments, got {}",
+            kind_of(&other)
+        )),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Boolean(_) => "a boolean",
+        Value::Integer(_) => "an integer",
+        Value::F32(_) | Value::F64(_) => "a float",
+        Value::String(_) => "a string",
+        Value::Binary(_) => "binary",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+        Value::Ext(..) => "an extension value",
     }
 }
 
@@ -583,7 +645,8 @@ pub fn response_key(id: &Value) -> Option<u32> {
 }
 
 /// Appends `[0, id, method, params]` (and the shoal extension when given). `params` must
-/// serialize as a sequence (a tuple, slice or `Vec`); structs inside travel as maps.
+/// serialize as a sequence (a tuple, slice or `Vec`); structs inside travel as maps. `()`
+/// goes out as no arguments (`[]`): params are always an array on the wire.
 pub fn encode_request<P: Serialize + ?Sized>(
     buf: &mut BytesMut,
     id: u32,
@@ -596,7 +659,8 @@ pub fn encode_request<P: Serialize + ?Sized>(
     let _ = rmp::encode::write_uint(&mut w, TYPE_REQUEST);
     let _ = rmp::encode::write_uint(&mut w, id as u64);
     let _ = rmp::encode::write_str(&mut w, method);
-    rmp_serde::encode::write_named(&mut w, params)?;
+    write_params(w.get_mut(), params)?;
+    let mut w = buf.writer();
     if let Some(ext) = ext {
         match ext.deadline_ms {
             Some(ms) => {
@@ -612,7 +676,7 @@ pub fn encode_request<P: Serialize + ?Sized>(
     Ok(())
 }
 
-/// Appends `[2, method, params]`.
+/// Appends `[2, method, params]`, `()` as `[]` like [`encode_request`].
 pub fn encode_notification<P: Serialize + ?Sized>(
     buf: &mut BytesMut,
     method: &str,
@@ -622,7 +686,21 @@ pub fn encode_notification<P: Serialize + ?Sized>(
     let _ = rmp::encode::write_array_len(&mut w, 3);
     let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
     let _ = rmp::encode::write_str(&mut w, method);
-    rmp_serde::encode::write_named(&mut w, params)
+    write_params(w.get_mut(), params)
+}
+
+/// Appends `params`; a nil (what `()` serializes as) becomes the empty array, since a peer
+/// must refuse params that are not an array.
+fn write_params<P: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    params: &P,
+) -> Result<(), rmp_serde::encode::Error> {
+    let start = buf.len();
+    rmp_serde::encode::write_named(&mut buf.writer(), params)?;
+    if buf[start..] == [0xc0] {
+        buf[start] = 0x90;
+    }
+    Ok(())
 }
 
 /// Appends `[1, id, nil, result]` where `result` is already MessagePack.
@@ -746,7 +824,7 @@ pub(crate) mod tests {
             0.into(),
             Value::F64(5.0),
             bad_utf8,
-            Value::from("single"),
+            arr(vec![Value::from("single")]),
         ]))
         .unwrap();
         let Message::Request {
@@ -764,6 +842,32 @@ pub(crate) mod tests {
         assert_eq!(ext, None);
         assert_eq!(response_key(&Value::F64(2147483648.0)), Some(1 << 31));
         assert_eq!(response_key(&Value::from(-1)), None);
+    }
+
+    #[test]
+    fn params_that_are_not_an_array_are_refused() {
+        for (params, named) in [
+            (Value::Nil, "nil"),
+            (Value::from("single"), "a string"),
+            (Value::Map(vec![]), "a map"),
+        ] {
+            let req = arr(vec![0.into(), 4.into(), "m".into(), params.clone()]);
+            let want = Message::Invalid {
+                id: 4.into(),
+                why: format!("params must be an array of the arguments, got {named}"),
+            };
+            let mut buf = BytesMut::from(&frames(std::slice::from_ref(&req))[..]);
+            assert_eq!(
+                Decoder::default().decode(&mut buf).unwrap(),
+                Some(want.clone())
+            );
+            assert_eq!(Message::from_value(req).unwrap(), want);
+            // A notification has no msgid to answer: it is malformed.
+            let note = arr(vec![2.into(), "m".into(), params]);
+            let mut buf = BytesMut::from(&frames(&[note])[..]);
+            let err = Decoder::default().decode(&mut buf).unwrap_err();
+            assert!(err.to_string().contains("params must be an array"), "{err}");
+        }
     }
 
     #[test]
@@ -834,6 +938,44 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn values_per_message_are_bounded_before_any_is_built() {
+        // A request whose params are 2,000 nils (2,005 values with the envelope) against a limit of
+        // 1,000: refused with its msgid, so the peer can be told which limit it hit.
+        let mut frame = vec![0x94, 0x00, 0x2a, 0xa1, b'm', 0xdc, 0x07, 0xd0];
+        frame.extend_from_slice(&[0xc0; 2000]);
+        let mut buf = BytesMut::from(&frame[..]);
+        let err = Decoder::default()
+            .with_max_values(1000)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::TooManyValues {
+                max: 1000,
+                id: Some(42.into())
+            }
+        );
+        assert!(err.to_string().contains("more than 1000 values"), "{err}");
+        // The same frame of empty arrays, and one just under the limit that decodes.
+        frame[8..].fill(0x90);
+        let mut buf = BytesMut::from(&frame[..]);
+        let err = Decoder::default().with_max_values(1000).decode(&mut buf);
+        assert!(matches!(err, Err(DecodeError::TooManyValues { .. })));
+        let mut buf = BytesMut::from(&frame[..]);
+        let msg = Decoder::default().with_max_values(2005).decode(&mut buf);
+        assert!(matches!(msg, Ok(Some(Message::Request { .. }))), "{msg:?}");
+        // The default limit stops a frame of nils well under the frame size limit.
+        let n = DEFAULT_MAX_VALUES + 1;
+        let mut frame = vec![0x94, 0x00, 0x01, 0xa1, b'm', 0xdd];
+        frame.extend_from_slice(&(n as u32).to_be_bytes());
+        frame.resize(frame.len() + n, 0xc0);
+        assert!(frame.len() < DEFAULT_MAX_MESSAGE);
+        let mut buf = BytesMut::from(&frame[..]);
+        let err = Decoder::default().decode(&mut buf).unwrap_err();
+        assert!(matches!(err, DecodeError::TooManyValues { .. }), "{err}");
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let mut buf = BytesMut::from(&vec![0x91u8; 10_000][..]);
         let err = Decoder::default().decode(&mut buf).unwrap_err();
@@ -857,6 +999,8 @@ pub(crate) mod tests {
         };
         encode_request(&mut buf, 9, "move", &(Point { x: 3 }, "a"), Some(ext)).unwrap();
         encode_notification(&mut buf, "tick", &[(); 0]).unwrap();
+        // `()` is nil to serde; it goes out as no arguments.
+        encode_request(&mut buf, 10, "ping", &(), None).unwrap();
         encode_response_ok(&mut buf, &Value::from(u32::MAX), &to_msgpack(&5).unwrap());
         encode_response_err(&mut buf, &Value::F64(1.0), &RpcError::internal("x"));
         let mut dec = Decoder::default();
@@ -878,6 +1022,10 @@ pub(crate) mod tests {
             dec.decode(&mut buf).unwrap(),
             Some(Message::Notification { .. })
         ));
+        let Some(Message::Request { id, params, .. }) = dec.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!((id, params), (Value::from(10), vec![]));
         let Some(Message::Response { id, result, .. }) = dec.decode(&mut buf).unwrap() else {
             panic!()
         };

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -41,19 +41,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tower::Service;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::blocking::BlockingPool;
 use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
 use crate::error::{Error, RemoteError, RpcError};
 use crate::extensions::Extensions;
 use crate::service::{builtin, BoxReply, Context, Reply, Request};
+use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
 /// What serves the calls a connection receives.
 pub type Handler = BoxCloneSyncService<Request, Reply, RpcError>;
 
 /// Default number of calls (and queued notifications) one connection may have in progress.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default bound on replies queued for a peer and not yet taken by it, in bytes; past it the
+/// connection stops reading from that peer until it takes them.
+pub const DEFAULT_MAX_UNSENT: usize = 4 * 1024 * 1024;
+/// Default time a peer may leave a message half sent, or leave our replies untaken while
+/// some wait, before the connection is closed.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Limits and identity of one connection.
 #[derive(Debug, Clone)]
@@ -62,6 +69,18 @@ pub struct ConnConfig {
     pub max_message: usize,
     /// Calls from the peer handled at once; past it the connection stops reading.
     pub max_in_flight: usize,
+    /// Bytes queued for the peer and not yet written; past it the connection stops reading
+    /// until the peer takes some, so a peer that never reads cannot grow the queue.
+    pub max_unsent: usize,
+    /// Values one incoming message may hold ([`codec::DEFAULT_MAX_VALUES`]).
+    pub max_values: usize,
+    /// A peer that sent part of a message and then nothing for this long, or that took none
+    /// of our queued bytes for this long, is closed. `None`: no limit.
+    pub stall_timeout: Option<Duration>,
+    /// A connection with nothing read for this long, no call in progress either way and
+    /// nothing queued is closed (a shoal peer is sent `shoal.goaway` and closes it itself).
+    /// `None`: no limit.
+    pub idle_timeout: Option<Duration>,
     /// Where blocking handlers run.
     pub blocking: BlockingPool,
     /// Before each write, let other ready tasks queue their frames so they leave together.
@@ -80,6 +99,10 @@ impl Default for ConnConfig {
         Self {
             max_message: codec::DEFAULT_MAX_MESSAGE,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_unsent: DEFAULT_MAX_UNSENT,
+            max_values: codec::DEFAULT_MAX_VALUES,
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
+            idle_timeout: None,
             blocking: BlockingPool::shared_default(),
             coalesce_writes: true,
             goaway: false,
@@ -113,6 +136,8 @@ impl PeerInner {
     fn mark_closed(&self) {
         self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
+        // A reader waiting for room to queue replies must see the close rather than wait on.
+        self.out.room.notify_one();
     }
 
     /// Takes the waiter of call `id`, closing a draining connection when it was the last.
@@ -151,6 +176,14 @@ impl PeerInner {
 struct Outbox {
     state: Mutex<OutState>,
     ready: Notify,
+    /// Bytes queued or being written and not yet taken by the peer. Kept beside the lock so
+    /// the reader checks it per message without taking it.
+    unsent: AtomicUsize,
+    /// Bytes the peer has taken since the connection opened: writing is activity too, for
+    /// the idle limit.
+    written: AtomicU64,
+    /// Signalled when the writer made progress or stopped, for a reader waiting for room.
+    room: Notify,
 }
 
 #[derive(Default)]
@@ -173,6 +206,9 @@ impl Outbox {
         Self {
             state: Mutex::new(OutState::default()),
             ready: Notify::new(),
+            unsent: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
+            room: Notify::new(),
         }
     }
 
@@ -197,6 +233,7 @@ impl Outbox {
             state.buf.truncate(start);
             return Err(PushError::TooLarge(size));
         }
+        self.unsent.fetch_add(size, Ordering::Relaxed);
         drop(state);
         if start == 0 {
             self.ready.notify_one();
@@ -207,6 +244,12 @@ impl Outbox {
     fn close(&self) {
         self.state.lock().unwrap().closing = true;
         self.ready.notify_one();
+        // A reader waiting for room must see the close rather than wait on.
+        self.room.notify_one();
+    }
+
+    fn unsent(&self) -> usize {
+        self.unsent.load(Ordering::Relaxed)
     }
 }
 
@@ -352,6 +395,12 @@ impl Peer {
         self.inner.pending.lock().unwrap().len()
     }
 
+    /// Bytes queued for the other end that it has not taken yet (replies, calls,
+    /// notifications); a server stops reading from a peer while this is past its bound.
+    pub fn unsent(&self) -> usize {
+        self.inner.out.unsent()
+    }
+
     /// Takes no new calls and closes once the calls made are answered, as if the other end
     /// had sent `shoal.goaway`: how a client lets go of a server its endpoint set dropped.
     pub(crate) fn drain(&self) {
@@ -469,11 +518,22 @@ where
             max_message: config.max_message,
         }),
     };
-    tracker.spawn(write_loop(writer, peer.clone(), config.coalesce_writes));
+    tracker.spawn(write_loop(
+        writer,
+        peer.clone(),
+        config.coalesce_writes,
+        config.stall_timeout,
+    ));
     let reading = Reader {
         peer: peer.clone(),
         handler,
-        decoder: Decoder::new(config.max_message),
+        decoder: Decoder::new(config.max_message).with_max_values(config.max_values),
+        max_unsent: config.max_unsent,
+        stall_timeout: config.stall_timeout,
+        idle_timeout: config.idle_timeout,
+        written_at_arm: 0,
+        abort: CancellationToken::new(),
+        failed_notifications: Arc::new(Mutex::new(LogThrottle::new(LOG_INTERVAL))),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         running: Arc::new(Mutex::new(HashMap::new())),
         notifications: None,
@@ -491,6 +551,17 @@ struct Reader {
     peer: Peer,
     handler: Handler,
     decoder: Decoder,
+    /// See [`ConnConfig::max_unsent`].
+    max_unsent: usize,
+    stall_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    /// Bytes written when the timer was last set (see [`Reader::is_idle`]).
+    written_at_arm: u64,
+    /// Cancelled when the peer is gone: its calls still running have no one to answer.
+    abort: CancellationToken,
+    /// Notifications whose handler failed (unknown methods above all): a peer can send them
+    /// as fast as it writes, so they are counted and logged at a bounded rate.
+    failed_notifications: Arc<Mutex<LogThrottle>>,
     in_flight: Arc<Semaphore>,
     /// Spawned calls from a shoal peer, by msgid, so `shoal.cancel` can stop them.
     running: Arc<Mutex<HashMap<u32, CancellationToken>>>,
@@ -507,6 +578,25 @@ struct Reader {
 
 type Pending = (BoxReply, OwnedSemaphorePermit);
 
+/// Why a connection stopped reading.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Shutdown,
+    Closed,
+    PeerClosed,
+    ReadError,
+    BadInput,
+    Idle(Duration),
+    Stalled(Duration),
+}
+
+/// The time limit the reader's timer stands for.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Idle(Duration),
+    Stall(Duration),
+}
+
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, mut reader: R, shutdown: CancellationToken) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -515,7 +605,10 @@ impl Reader {
         // (under a lock) on every read.
         let stop = shutdown.cancelled();
         let gone = closed.cancelled();
-        tokio::pin!(stop, gone);
+        // One timer for the stall and idle limits, moved on as bytes arrive.
+        let timer = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(stop, gone, timer);
+        let mut limit = self.arm(&buf, timer.as_mut());
         // Set once `shoal.goaway` is sent: the shutdown arm is done with (a finished
         // `cancelled()` is ready on every poll and would spin the loop), and the connection
         // now ends when the peer closes it.
@@ -535,27 +628,66 @@ impl Reader {
                         draining = true;
                         continue;
                     }
-                    break "shutdown";
+                    break Stop::Shutdown;
                 }
-                _ = &mut gone => break "closed",
+                _ = &mut gone => break Stop::Closed,
+                _ = &mut timer, if limit.is_some() => {
+                    match limit {
+                        Some(Limit::Idle(_)) if !self.is_idle() => {
+                            // Busy with calls either way: idle time starts over.
+                            limit = self.arm(&buf, timer.as_mut());
+                            continue;
+                        }
+                        Some(Limit::Idle(after)) if !draining && self.send_goaway() => {
+                            info!(peer = %self.peer.addr(), ?after, "idle connection: sent goaway");
+                            draining = true;
+                            limit = self.arm(&buf, timer.as_mut());
+                            continue;
+                        }
+                        Some(Limit::Idle(after)) => break Stop::Idle(after),
+                        Some(Limit::Stall(after)) => break Stop::Stalled(after),
+                        None => continue,
+                    }
+                }
                 n = reader.read_buf(&mut buf) => n,
             };
             match n {
-                Ok(0) => break "peer closed",
+                Ok(0) => break Stop::PeerClosed,
                 Ok(_) => {}
                 Err(e) => {
                     debug!(peer = %self.peer.addr(), error = %e, "read failed");
-                    break "read error";
+                    break Stop::ReadError;
                 }
             }
             if let Err(e) = self.drain(&mut buf).await {
                 warn!(peer = %self.peer.addr(), error = %e, "closing connection");
-                break "bad input";
+                break Stop::BadInput;
             }
             self.flush();
+            limit = self.arm(&buf, timer.as_mut());
         };
         self.flush();
-        debug!(peer = %self.peer.addr(), reason = why, "connection reader stopped");
+        match why {
+            Stop::Idle(after) => info!(
+                peer = %self.peer.addr(),
+                ?after,
+                "closing connection: idle past the limit"
+            ),
+            Stop::Stalled(after) => warn!(
+                peer = %self.peer.addr(),
+                ?after,
+                "closing connection: part of a message came, then nothing within the limit"
+            ),
+            _ => debug!(peer = %self.peer.addr(), reason = ?why, "connection reader stopped"),
+        }
+        if matches!(
+            why,
+            Stop::PeerClosed | Stop::ReadError | Stop::Idle(_) | Stop::Stalled(_)
+        ) {
+            // Nobody will read the replies: stop the handlers now rather than hold the
+            // connection (and its descriptor) until they end.
+            self.abort.cancel();
+        }
         // Calls we made can no longer be answered: refuse new ones, then fail the waiting.
         self.peer.inner.mark_closed();
         self.peer.inner.pending.lock().unwrap().clear();
@@ -564,6 +696,30 @@ impl Reader {
         self.tasks.close();
         self.tasks.wait().await;
         self.peer.inner.out.close();
+    }
+
+    /// Sets `timer` for the limit that applies to what is read so far: a message begun and
+    /// not finished may stall only so long; otherwise the connection may idle only so long.
+    fn arm(&mut self, buf: &BytesMut, timer: Pin<&mut tokio::time::Sleep>) -> Option<Limit> {
+        self.written_at_arm = self.peer.inner.out.written.load(Ordering::Relaxed);
+        let limit = if buf.is_empty() {
+            self.idle_timeout.map(Limit::Idle)
+        } else {
+            self.stall_timeout.map(Limit::Stall)
+        };
+        if let Some(Limit::Idle(after) | Limit::Stall(after)) = limit {
+            timer.reset(Instant::now() + after);
+        }
+        limit
+    }
+
+    /// Nothing in progress either way since the timer was set: nothing written, no call of
+    /// the peer's running, none of ours waiting, nothing queued for it.
+    fn is_idle(&self) -> bool {
+        self.peer.inner.out.written.load(Ordering::Relaxed) == self.written_at_arm
+            && self.tasks.is_empty()
+            && self.peer.pending() == 0
+            && self.peer.unsent() == 0
     }
 
     /// Tells a shoal peer that this end is shutting down; false when the peer is plain (or
@@ -581,28 +737,72 @@ impl Reader {
         }
     }
 
-    /// Handles every complete message in `buf`.
+    /// Handles every complete message in `buf`, waiting before a request or notification
+    /// whenever the bytes queued for the peer pass [`ConnConfig::max_unsent`], and giving
+    /// the other connections their turn every few messages (a peer that floods cheap
+    /// messages gets no more than its share of the thread). Returns early, leaving the rest
+    /// unread, once the connection closes.
     async fn drain(&mut self, buf: &mut BytesMut) -> Result<(), DecodeError> {
         loop {
+            if self.peer.is_closed() {
+                return Ok(());
+            }
+            // Each message costs one unit of tokio's per-task budget; once spent, the task
+            // yields. Without it one read of a few MiB of notifications is handled in one go
+            // while every other connection on the thread waits.
+            tokio::task::consume_budget().await;
             match self.decoder.decode(buf) {
-                Ok(Some(msg)) => self.handle(msg).await,
+                // Answers to our own calls are always taken: they queue nothing, and a peer
+                // waiting for room on its side must not wait on us in turn.
+                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg).await,
+                Ok(Some(msg)) => {
+                    self.wait_for_room().await;
+                    if self.peer.is_closed() {
+                        return Ok(());
+                    }
+                    self.handle(msg).await
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    if let DecodeError::FrameTooLarge {
-                        size,
-                        max,
-                        id: Some(id),
-                    } = &e
-                    {
-                        codec::encode_response_err(
-                            &mut self.batch,
-                            id,
-                            &RpcError::frame_too_large(*size, *max),
-                        );
+                    let answer = match &e {
+                        DecodeError::FrameTooLarge {
+                            size,
+                            max,
+                            id: Some(id),
+                        } => Some((id, RpcError::frame_too_large(*size, *max))),
+                        DecodeError::TooManyValues { max, id: Some(id) } => {
+                            Some((id, RpcError::too_many_values(*max)))
+                        }
+                        _ => None,
+                    };
+                    if let Some((id, error)) = answer {
+                        codec::encode_response_err(&mut self.batch, id, &error);
                     }
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Waits, reading nothing more, while the bytes queued for the peer are past the bound:
+    /// a peer that sends calls and never reads the replies holds at most that much (plus the
+    /// replies of the calls already running) instead of everything it ever asked for.
+    async fn wait_for_room(&mut self) {
+        let out = &self.peer.inner.out;
+        if self.batch.len() + out.unsent() <= self.max_unsent {
+            return;
+        }
+        self.flush();
+        let out = &self.peer.inner.out;
+        debug!(peer = %self.peer.addr(), unsent = out.unsent(), "peer is not reading its replies; reading stops");
+        loop {
+            let room = out.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if out.unsent() <= self.max_unsent || self.peer.is_closed() {
+                return;
+            }
+            room.await;
         }
     }
 
@@ -651,6 +851,9 @@ impl Reader {
                 });
                 self.respond(id, fut, deadline);
             }
+            Message::Invalid { id, why } => {
+                codec::encode_response_err(&mut self.batch, &id, &RpcError::invalid_params(why));
+            }
             Message::Notification { method, params } => {
                 if method == builtin::CANCEL {
                     self.cancel(&params);
@@ -672,7 +875,7 @@ impl Reader {
                 });
                 if self.notifications.is_none() {
                     if let Poll::Ready(result) = poll_once(&mut fut) {
-                        log_notification(&self.peer, result);
+                        log_notification(&self.peer, &self.failed_notifications, result);
                         return;
                     }
                 }
@@ -729,7 +932,9 @@ impl Reader {
             .is_extended()
             .then(|| codec::response_key(&id))
             .flatten();
-        let cancel = CancellationToken::new();
+        // Cancelled by `shoal.cancel` for this call, or with every other call when the peer
+        // goes away.
+        let cancel = self.abort.child_token();
         if let Some(key) = key {
             self.running.lock().unwrap().insert(key, cancel.clone());
         }
@@ -775,10 +980,19 @@ impl Reader {
         let tx = self.notifications.get_or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
             let peer = self.peer.clone();
+            let failed = self.failed_notifications.clone();
+            let abort = self.abort.clone();
             self.tasks.spawn(async move {
-                while let Some((fut, permit)) = rx.recv().await {
-                    log_notification(&peer, fut.await);
-                    drop(permit);
+                let run = async {
+                    while let Some((fut, permit)) = rx.recv().await {
+                        log_notification(&peer, &failed, fut.await);
+                        drop(permit);
+                    }
+                };
+                // A peer that went away leaves its queued notifications undone.
+                tokio::select! {
+                    _ = run => {}
+                    _ = abort.cancelled() => {}
                 }
             });
             tx
@@ -805,7 +1019,11 @@ fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut cx)
 }
 
+/// Appends the reply to call `id`, never larger than `max`: a result too large becomes a
+/// frame-too-large error, and so does an error too large (a peer can make one carry what it
+/// sent, such as a method name of many MiB).
 fn encode_reply(buf: &mut BytesMut, id: &Value, result: Result<Reply, RpcError>, max: usize) {
+    let start = buf.len();
     match result {
         Ok(reply) if reply.0.len() + 16 > max => {
             warn!(
@@ -815,17 +1033,53 @@ fn encode_reply(buf: &mut BytesMut, id: &Value, result: Result<Reply, RpcError>,
             codec::encode_response_err(buf, id, &RpcError::frame_too_large(reply.0.len(), max));
         }
         Ok(reply) => codec::encode_response_ok(buf, id, &reply.0),
-        Err(e) => codec::encode_response_err(buf, id, &e),
+        Err(e) => {
+            codec::encode_response_err(buf, id, &e);
+            let size = buf.len() - start;
+            if size > max {
+                warn!(
+                    size,
+                    max,
+                    code = e.code,
+                    "error reply exceeds the maximum message size"
+                );
+                buf.truncate(start);
+                let mut cut = RpcError::frame_too_large(size, max);
+                cut.message = format!(
+                    "error reply (code {}) of {size} bytes exceeds the limit of {max} bytes",
+                    e.code
+                );
+                codec::encode_response_err(buf, id, &cut);
+            }
+        }
     }
 }
 
-fn log_notification(peer: &Peer, result: Result<Reply, RpcError>) {
-    if let Err(e) = result {
-        warn!(peer = %peer.addr(), error = %e, "notification handler failed");
+/// Logs a failed notification, at most once per [`LOG_INTERVAL`] per connection with the
+/// count of those not logged: nobody is told of a notification's failure, and a peer could
+/// otherwise fill the log as fast as it writes.
+fn log_notification(peer: &Peer, failed: &Mutex<LogThrottle>, result: Result<Reply, RpcError>) {
+    let Err(e) = result else { return };
+    let mut failed = failed.lock().unwrap();
+    if let Some(unlogged) = failed.note(Instant::now()) {
+        let total = failed.total();
+        drop(failed);
+        warn!(
+            peer = %peer.addr(),
+            error = %e,
+            unlogged,
+            total,
+            "notification failed (one line per connection every 10 s at most)"
+        );
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer, coalesce: bool) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    peer: Peer,
+    coalesce: bool,
+    stall: Option<Duration>,
+) {
     let out = &peer.inner.out;
     let mut local = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -842,7 +1096,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer, coalesce: 
             state.closing
         };
         if !local.is_empty() {
-            if let Err(e) = writer.write_all(&local).await {
+            if let Err(e) = write_taken(&mut writer, &local, out, stall).await {
                 debug!(peer = %peer.addr(), error = %e, "write failed");
                 break;
             }
@@ -857,7 +1111,45 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, peer: Peer, coalesce: 
         }
     }
     out.state.lock().unwrap().gone = true;
+    out.unsent.store(0, Ordering::Relaxed);
+    out.room.notify_one();
     let _ = writer.shutdown().await;
     peer.inner.mark_closed();
     peer.inner.pending.lock().unwrap().clear();
+}
+
+/// Writes `buf` whole, counting each part the peer takes off the unsent bytes (waking a
+/// reader that waits for room). A peer that takes nothing for `stall` fails the write: a
+/// connection cannot be held open by never reading.
+async fn write_taken<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut buf: &[u8],
+    out: &Outbox,
+    stall: Option<Duration>,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let write = writer.write(buf);
+        tokio::pin!(write);
+        // Most writes finish at once: only one that waits costs a timer.
+        let n = match (poll_once(&mut write), stall) {
+            (Poll::Ready(n), _) => n?,
+            (Poll::Pending, None) => write.await?,
+            (Poll::Pending, Some(limit)) => {
+                tokio::time::timeout(limit, write).await.map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the peer took no bytes for {limit:?}"),
+                    )
+                })??
+            }
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        out.unsent.fetch_sub(n, Ordering::Relaxed);
+        out.written.fetch_add(n as u64, Ordering::Relaxed);
+        out.room.notify_one();
+    }
+    Ok(())
 }

@@ -50,10 +50,12 @@ impl RpcError {
         self
     }
 
+    /// Names the method, cut to its first 256 bytes: the name is the caller's, and may be
+    /// as long as a message.
     pub fn method_not_found(method: &str) -> Self {
         Self::new(
             codes::METHOD_NOT_FOUND,
-            format!("method not found: {method}"),
+            format!("method not found: {}", cut_name(method)),
         )
     }
 
@@ -76,6 +78,14 @@ impl RpcError {
         )
     }
 
+    /// A message holds more values than the limit (see [`crate::codec::DEFAULT_MAX_VALUES`]).
+    pub fn too_many_values(max: usize) -> Self {
+        Self::new(
+            codes::FRAME_TOO_LARGE,
+            format!("message holds more than {max} values, the limit of values per message"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(codes::INTERNAL, message)
     }
@@ -83,7 +93,7 @@ impl RpcError {
     pub fn not_implemented(method: &str) -> Self {
         Self::new(
             codes::NOT_IMPLEMENTED,
-            format!("method not implemented: {method}"),
+            format!("method not implemented: {}", cut_name(method)),
         )
     }
 
@@ -98,6 +108,20 @@ impl RpcError {
         }
         Value::Map(map)
     }
+}
+
+/// A name from a peer as it may appear in a message: whole up to 256 bytes, else its start
+/// and its length.
+fn cut_name(name: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP: usize = 256;
+    if name.len() <= KEEP {
+        return name.into();
+    }
+    let end = (0..=KEEP)
+        .rev()
+        .find(|&i| name.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}... ({} bytes)", &name[..end], name.len()).into()
 }
 
 impl fmt::Display for RpcError {

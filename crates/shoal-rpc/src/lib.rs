@@ -15,6 +15,7 @@ pub mod extensions;
 pub mod middleware;
 pub mod server;
 pub mod service;
+mod throttle;
 pub mod transport;
 
 pub use balance::Balance;

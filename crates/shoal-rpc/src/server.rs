@@ -4,8 +4,12 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
@@ -17,12 +21,20 @@ use crate::conn::{self, ConnConfig, Handler, Peer};
 use crate::error::{Error, RpcError};
 use crate::extensions::Extensions;
 use crate::service::{Dispatch, Reply, Request, Router};
+use crate::throttle::{LogThrottle, LOG_INTERVAL};
 use crate::transport::{Listener, ReadHalf, WriteHalf};
 
 type Wrap = Box<dyn FnOnce(Handler) -> Handler + Send>;
 
 /// Longest a new connection may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit on connections open at once on one listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time a connection may sit idle (see [`ServerBuilder::idle_timeout`]).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// First and longest pause after a failed accept: an accept that fails for want of a
+/// resource (descriptors, memory) fails again at once, and retrying in a loop would spin.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// Collects services, middleware and limits; [`ServerBuilder::build`] checks them.
 pub struct ServerBuilder {
@@ -30,6 +42,7 @@ pub struct ServerBuilder {
     wraps: Vec<Wrap>,
     config: ConnConfig,
     blocking_threads: usize,
+    max_connections: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -55,8 +68,12 @@ impl Default for ServerBuilder {
         Self {
             services: Vec::new(),
             wraps: Vec::new(),
-            config: ConnConfig::default(),
+            config: ConnConfig {
+                idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+                ..ConnConfig::default()
+            },
             blocking_threads: DEFAULT_BLOCKING_THREADS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
         }
     }
@@ -92,6 +109,43 @@ impl ServerBuilder {
     /// Calls one connection may have in progress before the server stops reading from it.
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.config.max_in_flight = calls;
+        self
+    }
+
+    /// Bytes of replies a connection may queue for a peer that has not taken them; past it
+    /// the server stops reading from that peer until it does (default 4 MiB).
+    pub fn max_unsent(mut self, bytes: usize) -> Self {
+        self.config.max_unsent = bytes;
+        self
+    }
+
+    /// Values one incoming message may hold, counting every scalar, string, array and map
+    /// key and value (default 1,048,576); past it the message is refused with an error naming
+    /// the limit and the connection closes.
+    pub fn max_values(mut self, values: usize) -> Self {
+        self.config.max_values = values;
+        self
+    }
+
+    /// Closes a connection that sent part of a message and then nothing for `limit`, or that
+    /// took none of the bytes queued for it for `limit` (default 30 s); `None` for no limit.
+    pub fn stall_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.config.stall_timeout = limit;
+        self
+    }
+
+    /// Closes a connection with nothing read or written for `limit` and no call in progress
+    /// (default 10 minutes); a shoal peer is sent `shoal.goaway` and closes it itself, without
+    /// failing a call. `None` for no limit.
+    pub fn idle_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.config.idle_timeout = limit;
+        self
+    }
+
+    /// Connections one listener keeps open at once (default 4096); past it new ones are
+    /// accepted and closed at once, with a warning logged at a bounded rate.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
         self
     }
 
@@ -144,6 +198,7 @@ impl ServerBuilder {
             router,
             handler,
             config,
+            max_connections: self.max_connections.max(1),
             tls: self.tls.map(tokio_rustls::TlsAcceptor::from),
             tracker: TaskTracker::new(),
         })
@@ -156,6 +211,7 @@ pub struct Server {
     router: Router,
     handler: Handler,
     config: ConnConfig,
+    max_connections: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
     tracker: TaskTracker,
 }
@@ -196,6 +252,11 @@ impl Server {
     /// - any other peer's connection stops reading at once; the calls already read finish,
     ///   their replies go out, and it closes.
     ///
+    /// Past [`ServerBuilder::max_connections`] open on this listener, a new connection is
+    /// closed as soon as it is accepted. When accepting fails (out of descriptors, say), the
+    /// loop pauses, from 10 ms doubling up to 1 s while failures go on, so as not to spin,
+    /// and logs once per 10 s with the count of failures in between.
+    ///
     /// It returns once every connection has closed, which takes as long as handlers take and
     /// peers take to close: bound it with `tokio::time::timeout` for a grace period. A peer
     /// that never closes holds its connection (idle, not spinning) until then. Dropping the
@@ -214,6 +275,10 @@ impl Server {
         let abandon = CancellationToken::new();
         let _abandon_on_drop = abandon.clone().drop_guard();
         let connections = TaskTracker::new();
+        let open = Arc::new(Semaphore::new(self.max_connections));
+        let mut refused = LogThrottle::new(LOG_INTERVAL);
+        let mut failed = LogThrottle::new(LOG_INTERVAL);
+        let mut backoff = None;
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -222,6 +287,20 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    backoff = None;
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        if let Some(unlogged) = refused.note(Instant::now()) {
+                            warn!(
+                                addr = %local,
+                                %peer,
+                                max = self.max_connections,
+                                unlogged,
+                                "connection refused: the listener has as many open as its limit allows"
+                            );
+                        }
+                        drop(stream);
+                        continue;
+                    };
                     let server = self.clone();
                     let stop = stop.clone();
                     let abandon = abandon.clone();
@@ -249,12 +328,31 @@ impl Server {
                             Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
+                        drop(slot);
                     });
                 }
+                Err(e) if is_per_connection(&e) => {
+                    // That one connection failed before we took it; the next may not.
+                    debug!(addr = %local, error = %e, "accept failed");
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: keep serving the others.
-                    warn!(addr = %local, error = %e, "accept failed");
-                    tokio::task::yield_now().await;
+                    // Out of file descriptors and the like: retrying at once fails the same
+                    // way. Pause, and keep serving the connections already open meanwhile.
+                    let pause = next_backoff(backoff);
+                    backoff = Some(pause);
+                    if let Some(unlogged) = failed.note(Instant::now()) {
+                        warn!(
+                            addr = %local,
+                            error = %e,
+                            unlogged,
+                            ?pause,
+                            "accept failed; pausing before the next (one line per 10 s at most)"
+                        );
+                    }
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }
@@ -297,4 +395,22 @@ impl Server {
             tracker,
         )
     }
+}
+
+/// An accept error that concerns only the connection being accepted (it was reset before we
+/// took it), not the listener or the process.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// The pause after one more failed accept: the first, then doubling up to the longest.
+fn next_backoff(last: Option<Duration>) -> Duration {
+    let (first, longest) = ACCEPT_BACKOFF;
+    last.map_or(first, |d| (d * 2).min(longest))
 }

@@ -331,6 +331,11 @@ impl tower::Service<Request> for Router {
 
 /// Reads positional arguments for generated dispatch code, with errors that name the method
 /// and the argument.
+///
+/// A call passes every argument the method takes, in order. Only a trailing `Option`
+/// parameter may be left out (it reads as `None`; a caller written before the parameter was
+/// added keeps working); any other missing argument, and any argument beyond the method's,
+/// is an invalid-params error naming it.
 #[derive(Debug)]
 pub struct Args {
     method: &'static str,
@@ -354,12 +359,20 @@ impl Args {
         })
     }
 
-    /// The next argument as `T`; a missing trailing argument reads as nil (so `Option` works).
-    /// `str` values with bad UTF-8 read as text with replacement characters.
+    /// The next argument as `T`. A missing argument reads as `None` when `T` is an `Option`
+    /// and is an error naming it otherwise. `str` values with bad UTF-8 read as text with
+    /// replacement characters.
     pub fn next<T: DeserializeOwned + 'static>(&mut self, name: &str) -> Result<T, RpcError> {
-        let value = self.params.next().unwrap_or(Value::Nil);
         let index = self.index;
         self.index += 1;
+        let Some(value) = self.params.next() else {
+            return T::deserialize(Missing).map_err(|_| {
+                RpcError::invalid_params(format!(
+                    "{}: missing argument {index} `{name}` (only a trailing Option argument may be left out)",
+                    self.method
+                ))
+            });
+        };
         let value = match as_is::<T>(value) {
             Ok(v) => return Ok(v),
             Err(value) => value,
@@ -377,6 +390,31 @@ impl Args {
         decoded.map_err(|e| {
             RpcError::invalid_params(format!("{}: argument {index} `{name}`: {e}", self.method))
         })
+    }
+}
+
+/// An argument the caller left out: only a type that asks for an `Option` accepts it (as
+/// `None`), so a missing `Value`, unit or nil-accepting type is still an error.
+struct Missing;
+
+impl<'de> serde::Deserializer<'de> for Missing {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("missing"))
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_none()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        ignored_any
     }
 }
 
@@ -435,6 +473,37 @@ mod tests {
         );
         let err = Args::new("add", vec![1.into(); 3], 2).unwrap_err();
         assert_eq!(err.message, "add takes 2 argument(s), got 3");
+    }
+
+    #[test]
+    fn only_a_trailing_option_may_be_left_out() {
+        let mut args = Args::new("put", vec![1.into()], 3).unwrap();
+        assert_eq!(args.next::<i64>("key").unwrap(), 1);
+        assert_eq!(args.next::<Option<String>>("note").unwrap(), None);
+        let err = args.next::<Option<i64>>("ttl").unwrap();
+        assert_eq!(err, None);
+        // Anything but an Option is missing, even a type that would read a nil.
+        for missing in [
+            Args::new("put", vec![], 1).unwrap().next::<i64>("key"),
+            Args::new("put", vec![], 1)
+                .unwrap()
+                .next::<Value>("key")
+                .map(|_| 0),
+            Args::new("put", vec![], 1)
+                .unwrap()
+                .next::<()>("key")
+                .map(|_| 0),
+        ] {
+            let err = missing.unwrap_err();
+            assert_eq!(err.code, crate::codes::INVALID_PARAMS);
+            assert_eq!(
+                err.message,
+                "put: missing argument 0 `key` (only a trailing Option argument may be left out)"
+            );
+        }
+        // An Option passed as nil is None too.
+        let mut args = Args::new("put", vec![Value::Nil], 1).unwrap();
+        assert_eq!(args.next::<Option<i64>>("ttl").unwrap(), None);
     }
 
     #[test]

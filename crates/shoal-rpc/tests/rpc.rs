@@ -547,3 +547,45 @@ async fn server_state_is_shared_with_every_call_by_type() {
     };
     assert!(e.message.contains("no ServerName"), "{e}");
 }
+
+/// A server that accepts and never answers, not even `shoal.hello`: connecting (the hello's
+/// wait included) and a call with the time left take the client's timeout once in all. The
+/// clock is paused, so `elapsed` counts only the timers that fired.
+#[tokio::test(start_paused = true)]
+async fn the_timeout_bounds_connect_hello_and_call_together() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: shoal_rpc::Addr = listener.local_addr().unwrap().to_string().parse().unwrap();
+    let mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let timeout = Duration::from_secs(1);
+    let start = tokio::time::Instant::now();
+    let connected = Client::builder()
+        .endpoint(addr)
+        .timeout(timeout)
+        .retries(0)
+        .connect()
+        .await;
+    assert!(
+        start.elapsed() <= timeout,
+        "connect took {:?}",
+        start.elapsed()
+    );
+    if let Ok(client) = connected {
+        let left = timeout.saturating_sub(start.elapsed());
+        let opts = CallOptions {
+            timeout: Some(left),
+            ..Default::default()
+        };
+        let err = client
+            .call_with::<_, Value>(&opts, "echo", &(1,))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(codes::DEADLINE_EXCEEDED), "{err}");
+    }
+    assert!(start.elapsed() <= timeout, "took {:?}", start.elapsed());
+    mute.abort();
+}

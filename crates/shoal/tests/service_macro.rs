@@ -180,11 +180,12 @@ async fn bad_calls_answer_errors_that_say_what_is_wrong() {
             codes::INVALID_PARAMS,
             "add: argument 1 `b`: ",
         ),
+        // Only a trailing Option argument may be left out.
         (
             "add",
             vec![1.into()],
             codes::INVALID_PARAMS,
-            "add: argument 1 `b`: ",
+            "add: missing argument 1 `b` (only a trailing Option argument may be left out)",
         ),
         (
             "add",

@@ -218,18 +218,20 @@ impl ClientBuilder {
 
     /// The client, with a connection to every endpoint opened (or failed) now. With
     /// discovery, first waits for the source's first set, failing if it reports an error
-    /// instead or gives nothing within the client's timeout.
+    /// instead or gives nothing within the client's timeout. All of it, the `shoal.hello`
+    /// exchange included, takes at most the client's timeout.
     pub async fn connect(self) -> Result<Client, Error> {
         let client = self.build()?;
         let inner = &client.inner;
-        inner
-            .pool
-            .first_set(Instant::now() + inner.timeout, inner.timeout)
-            .await?;
+        let deadline = Instant::now() + inner.timeout;
+        inner.pool.first_set(deadline, inner.timeout).await?;
         let endpoints = inner.pool.endpoints();
         let mut last = None;
         for ep in &endpoints {
-            if let Err(e) = inner.peer(ep).await {
+            let opened = tokio::time::timeout_at(deadline, Box::pin(inner.peer(ep)))
+                .await
+                .unwrap_or(Err(Error::DeadlineExceeded(inner.timeout)));
+            if let Err(e) = opened {
                 ep.load.health.lock().unwrap().failed(Instant::now());
                 last = Some(e);
             }
@@ -615,9 +617,24 @@ impl ClientInner {
             self.shutdown.child_token(),
             &self.tracker,
         );
+        // A caller whose deadline passes during the hello drops this future: the connection
+        // then closes rather than live on unused.
+        let mut unkept = CloseOnDrop(Some(peer.clone()));
         peer.negotiate(CONNECT_TIMEOUT.min(self.timeout)).await;
         ep.keep(&peer);
+        unkept.0 = None;
         Ok(peer)
+    }
+}
+
+/// Closes a connection unless it was taken out.
+struct CloseOnDrop(Option<Peer>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(peer) = self.0.take() {
+            peer.close();
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Probe {
     pub deadlines: Mutex<Vec<Option<Duration>>>,
     /// The server's end of each connection a `hold` call came on, in arrival order.
     pub held_on: Mutex<Vec<shoal_rpc::Peer>>,
+    /// Notifications received by `count`.
+    pub counted: AtomicUsize,
 }
 
 pub struct TestService(pub Arc<Probe>);
@@ -51,6 +53,8 @@ const METHODS: &[MethodInfo] = &[
     m("big", false),
     m("whoami", false),
     m("hit", false),
+    m("count", true),
+    m("greet", false),
 ];
 
 const fn m(name: &'static str, notify: bool) -> MethodInfo {
@@ -146,6 +150,20 @@ impl Dispatch for TestService {
                     Some(name) => Reply::encode(name.0),
                     None => Err(RpcError::internal("the server has no ServerName")),
                 },
+                "greet" => {
+                    // The second parameter is a trailing Option: callers may leave it out.
+                    let mut args = Args::new("greet", params, 2)?;
+                    let name: String = args.next("name")?;
+                    let greeting: Option<String> = args.next("greeting")?;
+                    Reply::encode(&format!(
+                        "{}, {name}",
+                        greeting.as_deref().unwrap_or("hello")
+                    ))
+                }
+                "count" => {
+                    probe.counted.fetch_add(1, Ordering::Relaxed);
+                    Ok(Reply::none())
+                }
                 "hit" => {
                     let hits = ctx
                         .state_arc::<Hits>()
