@@ -1,0 +1,6 @@
+//! shoal queue: a durable fan-out queue. Every subscription registered before a message is
+//! published gets it, connected or not; the message is deleted once all of them acked it.
+
+pub mod engine;
+
+pub use engine::{Engine, EngineOptions, Error, Message, SubStats, TopicStats};
