@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 pub use error::{check_name, Error, NameKind};
 pub use log::{LogOptions, TopicLimits, TopicLog};
+pub use record::encode as encode_record;
 
 /// A message as a subscription receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
