@@ -4,3 +4,8 @@
 pub mod engine;
 
 pub use engine::{Engine, EngineOptions, Error, Message, SubStats, TopicStats};
+pub mod client;
+pub mod server;
+
+pub use client::Client;
+pub use server::{run, Config, Queue, StartError, TlsFiles};

@@ -375,6 +375,7 @@ impl TopicLog {
             max_bytes: self.limits.max_bytes,
             first_seq: self.first_stored(),
             last_seq: self.next_seq - 1,
+            waiting: 0,
             subs: self
                 .subs
                 .iter()

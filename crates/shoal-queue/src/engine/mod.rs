@@ -10,56 +10,20 @@ mod record;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
+
+pub use shoal_api::queue::{Message, SubStats, TopicStats};
 
 pub use error::{check_name, Error, NameKind};
 pub use log::{LogOptions, TopicLimits, TopicLog};
 pub use record::encode as encode_record;
-
-/// A message as a subscription receives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub seq: u64,
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
-    /// Delivered before (ack timeout passed, or nacked).
-    pub redelivered: bool,
-}
-
-/// A topic's figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicStats {
-    pub topic: String,
-    /// Bytes of records on disk.
-    pub bytes: u64,
-    pub max_bytes: u64,
-    /// The oldest sequence still stored (`last_seq + 1` when none is).
-    pub first_seq: u64,
-    /// The newest sequence published (0 before the first).
-    pub last_seq: u64,
-    pub subs: Vec<SubStats>,
-}
-
-/// A subscription's figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubStats {
-    pub name: String,
-    /// Messages published for it and not yet acknowledged.
-    pub lag: u64,
-    /// Delivered and waiting for an ack.
-    pub unacked: u64,
-    /// Deliveries after the first, since the queue started.
-    pub redelivered: u64,
-    /// Every sequence below it is acknowledged.
-    pub ack_floor: u64,
-}
 
 /// Settings for every topic.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +67,8 @@ struct Topic {
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     changed: Notify,
+    /// Fetches waiting in [`Engine::fetch`], for the stats.
+    waiting: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -260,6 +226,9 @@ impl Engine {
                 .next_due
                 .map(|due| tokio::time::Instant::from_std(due).min(deadline))
                 .unwrap_or(deadline);
+            t.waiting.fetch_add(1, Ordering::Relaxed);
+            // Counted down however the wait ends, the call dropped included.
+            let _counted = Counted(&t.waiting);
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(until) => {}
@@ -347,6 +316,7 @@ impl Topic {
             commands: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             changed: Notify::new(),
+            waiting: AtomicU64::new(0),
         })
     }
 
@@ -361,7 +331,9 @@ impl Topic {
     }
 
     async fn stats(&self) -> Result<TopicStats, Error> {
-        self.call(Command::Stats).await
+        let mut stats = self.call(Command::Stats).await?;
+        stats.waiting = self.waiting.load(Ordering::Relaxed);
+        Ok(stats)
     }
 }
 
@@ -423,6 +395,14 @@ fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
     }
     if let Err(error) = log.sync() {
         warn!(topic = %log.name(), %error, "cannot persist ack floors on close");
+    }
+}
+
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
