@@ -187,6 +187,28 @@ async fn a_unix_socket_runs_open_and_a_close_finishes_the_fetch_in_flight() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_closes_its_connection_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TestDir::new("malformed");
+    let queue = start(loopback(dir.path())).await;
+    let client = Client::connect(&queue.addr).await.unwrap();
+    client.create_topic("t", None).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(queue.addr.to_string())
+        .await
+        .unwrap();
+    // 0xc1 is never used by MessagePack.
+    raw.write_all(&[0xc1, 0xc1, 0xc1, 0xc1]).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(T, raw.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept a connection that sent garbage open"
+    );
+    assert_eq!(client.publish("t", ["still here"]).await.unwrap(), [1]);
+    queue.close().await;
+}
+
 #[tokio::test]
 async fn any_other_address_needs_tls_and_a_private_token_file() {
     let dir = TestDir::new("access");

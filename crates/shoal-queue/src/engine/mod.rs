@@ -59,6 +59,8 @@ struct Inner {
     topics_dir: PathBuf,
     options: EngineOptions,
     topics: Mutex<HashMap<String, Arc<Topic>>>,
+    /// Held while a topic is created: two creates of one name must not both write its files.
+    creating: tokio::sync::Mutex<()>,
 }
 
 /// A topic's writer thread and the wake-up for fetches waiting on it.
@@ -125,6 +127,7 @@ impl Engine {
                 topics_dir,
                 options,
                 topics: Mutex::new(topics),
+                creating: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -133,6 +136,7 @@ impl Engine {
     pub async fn create_topic(&self, topic: &str, max_bytes: Option<u64>) -> Result<(), Error> {
         check_name(NameKind::Topic, topic)?;
         let asked = max_bytes.unwrap_or(self.inner.options.default_max_bytes);
+        let _creating = self.inner.creating.lock().await;
         if let Some(existing) = self.existing(topic) {
             let stats = existing.stats().await?;
             return match max_bytes {
@@ -159,11 +163,11 @@ impl Engine {
         let name = topic.to_owned();
         let options = self.inner.options.log;
         let log = blocking(move || TopicLog::create(&dir, &name, limits, options)).await?;
-        let mut topics = self.inner.topics.lock().expect("topics lock");
-        // Two creates raced: the first one's thread stays, this log is dropped unused.
-        topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| Topic::start(log));
+        self.inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .insert(topic.to_owned(), Topic::start(log));
         Ok(())
     }
 
