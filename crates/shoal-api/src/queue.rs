@@ -24,7 +24,8 @@ pub mod codes {
     pub const TOO_LARGE: i64 = 1002;
     pub const NO_TOPIC: i64 = 1003;
     pub const NO_SUBSCRIPTION: i64 = 1004;
-    /// A bad name, a conflicting topic, or an ack of a sequence never delivered.
+    /// A bad name, a conflicting topic, or an ack of a sequence not published for that
+    /// subscription.
     pub const INVALID: i64 = 1005;
     /// The token is missing or wrong.
     pub const UNAUTHORIZED: i64 = 1006;

@@ -403,7 +403,7 @@ fn to_rpc(error: Error) -> RpcError {
         Error::TopicExists { .. }
         | Error::MaxBytesTooSmall { .. }
         | Error::BadName { .. }
-        | Error::NotDelivered { .. } => codes::INVALID,
+        | Error::NotItsMessage { .. } => codes::INVALID,
         Error::Closed => codes::CLOSED,
         Error::Io { .. } | Error::Corrupt { .. } | Error::State { .. } => {
             warn!(%error, "queue call failed");

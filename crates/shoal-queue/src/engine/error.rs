@@ -36,8 +36,11 @@ pub enum Error {
     NoSubscription { topic: String, sub: String },
     #[error("{kind} name {name:?}: use 1 to 128 of A-Z a-z 0-9 . _ - (not starting with .)")]
     BadName { kind: NameKind, name: String },
-    #[error("topic {topic}, subscription {sub}: seq {seq} was never delivered to it, so it cannot be acked or nacked")]
-    NotDelivered {
+    #[error(
+        "topic {topic}, subscription {sub}: seq {seq} is not one of its messages (published \
+         before it registered, or not yet published); nothing was acked"
+    )]
+    NotItsMessage {
         topic: String,
         sub: String,
         seq: u64,

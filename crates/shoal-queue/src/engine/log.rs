@@ -296,6 +296,9 @@ impl TopicLog {
         while picked.len() < max && state.next < next_seq {
             let seq = state.next;
             state.next += 1;
+            if state.acked.contains(&seq) {
+                continue; // acked before it was (re)delivered
+            }
             state.pending.insert(seq, now + ack_timeout);
             picked.push((seq, false));
         }
@@ -321,10 +324,10 @@ impl TopicLog {
         self.subs.get(sub).is_some_and(|s| s.next < self.next_seq)
     }
 
-    /// Acknowledges `seqs` for `sub`. Acking again is harmless; a sequence never delivered
-    /// to it is refused, and then none is acked.
+    /// Acknowledges `seqs` for `sub`. Acking again is harmless; a sequence published before
+    /// it registered, or not yet published, is refused, and then none is acked.
     pub fn ack(&mut self, sub: &str, seqs: &[u64]) -> Result<(), Error> {
-        self.check_delivered(sub, seqs)?;
+        self.check_its_own(sub, seqs)?;
         let state = self.subs.get_mut(sub).expect("checked");
         for &seq in seqs {
             if seq < state.floor {
@@ -349,7 +352,7 @@ impl TopicLog {
         delay: Duration,
         now: Instant,
     ) -> Result<(), Error> {
-        self.check_delivered(sub, seqs)?;
+        self.check_its_own(sub, seqs)?;
         let state = self.subs.get_mut(sub).expect("checked");
         for seq in seqs {
             if let Some(due) = state.pending.get_mut(seq) {
@@ -442,19 +445,17 @@ impl TopicLog {
         }
     }
 
-    fn check_delivered(&self, sub: &str, seqs: &[u64]) -> Result<(), Error> {
+    fn check_its_own(&self, sub: &str, seqs: &[u64]) -> Result<(), Error> {
         let Some(state) = self.subs.get(sub) else {
             return Err(self.no_sub(sub));
         };
-        // Below its start, or past what it was given since the last reopen: not its to ack.
-        // (After a reopen, `next` restarts at the floor; the client fetches again first.)
-        match seqs.iter().find(|&&seq| {
-            seq < state.start
-                || (seq >= state.floor
-                    && !state.pending.contains_key(&seq)
-                    && !state.acked.contains(&seq))
-        }) {
-            Some(&seq) => Err(Error::NotDelivered {
+        // Any message published for it may be acked, delivered since the last reopen or not:
+        // a consumer that fetched before the queue restarted can still ack what it got.
+        match seqs
+            .iter()
+            .find(|&&seq| seq < state.start || seq >= self.next_seq)
+        {
+            Some(&seq) => Err(Error::NotItsMessage {
                 topic: self.name.clone(),
                 sub: sub.to_owned(),
                 seq,

@@ -99,7 +99,7 @@ fn unacked_messages_come_back_after_the_ack_timeout_and_nacked_ones_after_their_
     log.ack("s", &[1, 3]).unwrap();
     assert!(log.fetch("s", 10, t2 + TIMEOUT * 2).unwrap().is_empty());
     let err = log.ack("s", &[4]).unwrap_err();
-    assert!(matches!(err, Error::NotDelivered { seq: 4, .. }), "{err}");
+    assert!(matches!(err, Error::NotItsMessage { seq: 4, .. }), "{err}");
 }
 
 #[test]
@@ -198,6 +198,26 @@ fn reopening_drops_a_torn_tail_and_keeps_every_synced_record_and_ack_floor() {
     fs::write(&segment, &garbled).unwrap();
     let log = reopen(&dir);
     assert_eq!(log.stats().last_seq, 3);
+}
+
+#[test]
+fn what_was_fetched_before_a_reopen_can_still_be_acked_and_is_then_not_delivered_again() {
+    let dir = TestDir::new("ack-after-reopen");
+    let mut log = create(&dir, 1 << 20, 1 << 16);
+    log.register("s").unwrap();
+    log.publish(&msgs(&["a", "b", "c"])).unwrap();
+    assert_eq!(
+        seqs(&log.fetch("s", 10, Instant::now()).unwrap()),
+        [1, 2, 3]
+    );
+    drop(log);
+    let mut log = reopen(&dir);
+    log.ack("s", &[2, 3]).unwrap();
+    let again = log.fetch("s", 10, Instant::now()).unwrap();
+    assert_eq!(seqs(&again), [1]);
+    log.ack("s", &[1]).unwrap();
+    assert_eq!(log.stats().subs[0].lag, 0);
+    assert_eq!(log.stats().subs[0].ack_floor, 4);
 }
 
 #[test]
