@@ -1,8 +1,9 @@
 //! The types that cross between shoal's own processes: what an agent's API answers, what a
-//! service's `shoal.status` answers, and the package manifest. Serde types only, no IO, so
-//! every side of a boundary (the agent, the CLI, the center, a test) decodes the same type
-//! instead of reading values back by key.
+//! service's `shoal.status` answers, the package manifest, and `shoal queue`'s calls. Serde
+//! types only, no IO, so every side of a boundary (the agent, the CLI, the center, a test)
+//! decodes the same type instead of reading values back by key.
 
 pub mod agent;
 pub mod manifest;
+pub mod queue;
 pub mod status;

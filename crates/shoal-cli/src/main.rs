@@ -22,6 +22,7 @@ mod monitor;
 mod new;
 mod out;
 mod pkg;
+mod queue;
 mod signal;
 mod up;
 
@@ -101,6 +102,8 @@ enum Command {
     /// Packages: build a directory into NAME-VERSION.tar.gz, inspect an archive.
     #[command(subcommand)]
     Pkg(pkg::Pkg),
+    /// The durable fan-out queue: run it (--data-dir DIR), or topic, sub, pub, get, stats.
+    Queue(queue::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
         Command::Cron(cmd) => agent::cron(cmd),
         Command::Idl(cmd) => idl::run(cmd),
         Command::Pkg(cmd) => pkg::run(cmd),
+        Command::Queue(args) => queue::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,655 @@
+//! One topic on disk and its subscriptions, synchronous: the writer thread of
+//! [`super::Engine`] drives it, and the property test drives it directly.
+//!
+//! Layout of a topic's directory: `topic` (its limits), `subs` (each subscription's first
+//! sequence and persisted ack floor, replaced atomically) and `<first seq>.seg` segments of
+//! [`super::record`]s. A segment is removed once every subscription's persisted ack floor is
+//! past its last record; the newest segment's name keeps the next sequence number across a
+//! restart even when every record has been removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::record::{self, Decoded};
+use super::{Error, Message, SubStats, TopicStats};
+
+/// A topic's limits, fixed when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicLimits {
+    /// Bytes of records on disk the topic may hold.
+    pub max_bytes: u64,
+    /// A new segment starts once the current one would pass this size.
+    pub segment_bytes: u64,
+}
+
+/// Limits the engine applies to every topic.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// The largest single message.
+    pub max_message: u64,
+    /// How long a delivered message waits for its ack before it is delivered again.
+    pub ack_timeout: Duration,
+}
+
+/// One topic's log and subscriptions.
+#[derive(Debug)]
+pub struct TopicLog {
+    name: String,
+    dir: PathBuf,
+    limits: TopicLimits,
+    options: LogOptions,
+    /// Oldest first; the last one takes appends.
+    segments: Vec<Segment>,
+    next_seq: u64,
+    bytes: u64,
+    subs: BTreeMap<String, Sub>,
+    /// Some subscription's ack floor moved since the `subs` file was written.
+    subs_dirty: bool,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seq: u64,
+    path: PathBuf,
+    file: File,
+    /// Byte offset of each record; record `i` holds `first_seq + i`.
+    offsets: Vec<u64>,
+    size: u64,
+}
+
+#[derive(Debug)]
+struct Sub {
+    /// The first sequence number it gets: the next one when it was registered.
+    start: u64,
+    /// Every sequence below it is acknowledged.
+    floor: u64,
+    /// The floor the `subs` file holds; only this one lets segments go.
+    persisted_floor: u64,
+    /// Acknowledged sequences above `floor`.
+    acked: BTreeSet<u64>,
+    /// Delivered, not yet acknowledged, and when each is due again.
+    pending: BTreeMap<u64, Instant>,
+    /// The lowest sequence never delivered (since the last reopen).
+    next: u64,
+    redelivered: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SubRecord {
+    name: String,
+    start: u64,
+    floor: u64,
+}
+
+const LIMITS_FILE: &str = "topic";
+const SUBS_FILE: &str = "subs";
+const SEGMENT_EXT: &str = "seg";
+
+impl TopicLog {
+    /// Creates the topic's directory and limits file.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        limits: TopicLimits,
+        options: LogOptions,
+    ) -> Result<TopicLog, Error> {
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let encoded = rmp_serde::to_vec_named(&limits).expect("limits encode");
+        write_atomic(&dir.join(LIMITS_FILE), &encoded)?;
+        TopicLog::open(dir, name, options)
+    }
+
+    /// Opens an existing topic, dropping a torn or garbled record at the tail of its newest
+    /// segment (a publish that was never acknowledged).
+    pub fn open(dir: &Path, name: &str, options: LogOptions) -> Result<TopicLog, Error> {
+        let limits_path = dir.join(LIMITS_FILE);
+        let raw = fs::read(&limits_path).map_err(Error::io(&limits_path))?;
+        let limits: TopicLimits = rmp_serde::from_slice(&raw).map_err(|source| Error::State {
+            path: limits_path.clone(),
+            source,
+        })?;
+        let mut firsts = Vec::new();
+        for entry in fs::read_dir(dir).map_err(Error::io(dir))? {
+            let path = entry.map_err(Error::io(dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+                continue;
+            }
+            if let Some(first) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let mut segments = Vec::with_capacity(firsts.len());
+        for (i, first) in firsts.iter().enumerate() {
+            let last = i + 1 == firsts.len();
+            segments.push(Segment::open(dir, *first, last)?);
+        }
+        let next_seq = segments.last().map_or(1, |s| s.end_seq());
+        let subs_path = dir.join(SUBS_FILE);
+        let records: Vec<SubRecord> = match fs::read(&subs_path) {
+            Ok(raw) => rmp_serde::from_slice(&raw).map_err(|source| Error::State {
+                path: subs_path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&subs_path)(e)),
+        };
+        let subs = records
+            .into_iter()
+            .map(|r| (r.name, Sub::new(r.start, r.floor.min(next_seq))))
+            .collect();
+        let mut log = TopicLog {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            limits,
+            options,
+            bytes: segments.iter().map(|s| s.size).sum(),
+            segments,
+            next_seq,
+            subs,
+            subs_dirty: false,
+        };
+        if log.segments.is_empty() {
+            log.roll()?;
+        }
+        Ok(log)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn limits(&self) -> TopicLimits {
+        self.limits
+    }
+
+    /// The sequence number the next published message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Registers `sub`: it gets every message published from now on, connected or not.
+    /// Registering again keeps what it has.
+    pub fn register(&mut self, sub: &str) -> Result<(), Error> {
+        if self.subs.contains_key(sub) {
+            return Ok(());
+        }
+        self.subs
+            .insert(sub.to_owned(), Sub::new(self.next_seq, self.next_seq));
+        self.write_subs()
+    }
+
+    /// Unregisters `sub`; what only it still held is released.
+    pub fn unregister(&mut self, sub: &str) -> Result<(), Error> {
+        if self.subs.remove(sub).is_none() {
+            return Err(self.no_sub(sub));
+        }
+        self.write_subs()?;
+        self.compact()
+    }
+
+    /// Appends one message and syncs it; see [`TopicLog::publish_group`].
+    pub fn publish(&mut self, payloads: &[Vec<u8>]) -> Result<Range<u64>, Error> {
+        self.publish_group(&[payloads])
+            .pop()
+            .expect("one result per batch")
+    }
+
+    /// Appends several batches with one write and one fdatasync (group commit), answering
+    /// each batch with its sequence numbers or why it was refused. A refused batch writes
+    /// nothing; if the write fails, none of them is kept.
+    pub fn publish_group(&mut self, batches: &[&[Vec<u8>]]) -> Vec<Result<Range<u64>, Error>> {
+        let mut results = Vec::with_capacity(batches.len());
+        let mut buf = Vec::new();
+        let mut offsets = Vec::new();
+        let mut seq = self.next_seq;
+        let mut compacted = false;
+        for batch in batches {
+            let size: u64 = batch.iter().map(|p| record::size(p.len())).sum();
+            if let Some(big) = batch
+                .iter()
+                .find(|p| p.len() as u64 > self.options.max_message)
+            {
+                results.push(Err(Error::TooLarge {
+                    topic: self.name.clone(),
+                    size: big.len() as u64,
+                    max: self.options.max_message,
+                }));
+                continue;
+            }
+            if size > self.limits.max_bytes {
+                results.push(Err(Error::TooLarge {
+                    topic: self.name.clone(),
+                    size,
+                    max: self.limits.max_bytes,
+                }));
+                continue;
+            }
+            let pending = buf.len() as u64;
+            if self.bytes + pending + size > self.limits.max_bytes && !compacted {
+                compacted = true;
+                if let Err(e) = self.sync() {
+                    results.push(Err(e));
+                    continue;
+                }
+            }
+            if self.bytes + pending + size > self.limits.max_bytes {
+                results.push(Err(self.full()));
+                continue;
+            }
+            let start = seq;
+            for payload in batch.iter() {
+                offsets.push(buf.len() as u64);
+                record::encode(seq, payload, &mut buf);
+                seq += 1;
+            }
+            results.push(Ok(start..seq));
+        }
+        if buf.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.append(&buf, &offsets) {
+            warn!(topic = %self.name, error = %e, "publish failed");
+            // Nothing of the group is kept: every accepted batch gets the error.
+            let message = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(Error::Io {
+                    path: self.active().path.clone(),
+                    source: std::io::Error::other(message.clone()),
+                });
+            }
+        }
+        results
+    }
+
+    /// Delivers up to `max` messages to `sub`: first those due again (ack timeout or nack
+    /// delay passed), then new ones.
+    pub fn fetch(&mut self, sub: &str, max: usize, now: Instant) -> Result<Vec<Message>, Error> {
+        let ack_timeout = self.options.ack_timeout;
+        let next_seq = self.next_seq;
+        let Some(state) = self.subs.get_mut(sub) else {
+            return Err(self.no_sub(sub));
+        };
+        let mut picked = Vec::new();
+        for (seq, due) in state.pending.iter_mut() {
+            if picked.len() == max {
+                break;
+            }
+            if *due <= now {
+                *due = now + ack_timeout;
+                state.redelivered += 1;
+                picked.push((*seq, true));
+            }
+        }
+        while picked.len() < max && state.next < next_seq {
+            let seq = state.next;
+            state.next += 1;
+            if state.acked.contains(&seq) {
+                continue; // acked before it was (re)delivered
+            }
+            state.pending.insert(seq, now + ack_timeout);
+            picked.push((seq, false));
+        }
+        picked
+            .into_iter()
+            .map(|(seq, redelivered)| {
+                Ok(Message {
+                    seq,
+                    data: self.read(seq)?.expect("a pending message is kept"),
+                    redelivered,
+                })
+            })
+            .collect()
+    }
+
+    /// When `sub`'s earliest delivered message is due again, if it has one.
+    pub fn next_due(&self, sub: &str) -> Option<Instant> {
+        self.subs.get(sub)?.pending.values().min().copied()
+    }
+
+    /// True when a fetch by `sub` would deliver a new message.
+    pub fn has_new(&self, sub: &str) -> bool {
+        self.subs.get(sub).is_some_and(|s| s.next < self.next_seq)
+    }
+
+    /// Acknowledges `seqs` for `sub`. Acking again is harmless; a sequence published before
+    /// it registered, or not yet published, is refused, and then none is acked.
+    pub fn ack(&mut self, sub: &str, seqs: &[u64]) -> Result<(), Error> {
+        self.check_its_own(sub, seqs)?;
+        let state = self.subs.get_mut(sub).expect("checked");
+        for &seq in seqs {
+            if seq < state.floor {
+                continue;
+            }
+            state.pending.remove(&seq);
+            state.acked.insert(seq);
+        }
+        let before = state.floor;
+        while state.acked.remove(&state.floor) {
+            state.floor += 1;
+        }
+        self.subs_dirty |= state.floor != before;
+        Ok(())
+    }
+
+    /// Hands `seqs` back: each is delivered again once `delay` has passed.
+    pub fn nack(
+        &mut self,
+        sub: &str,
+        seqs: &[u64],
+        delay: Duration,
+        now: Instant,
+    ) -> Result<(), Error> {
+        self.check_its_own(sub, seqs)?;
+        let state = self.subs.get_mut(sub).expect("checked");
+        for seq in seqs {
+            if let Some(due) = state.pending.get_mut(seq) {
+                *due = now + delay;
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists the ack floors that moved, then removes the segments every subscription has
+    /// passed.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        if self.subs_dirty {
+            self.write_subs()?;
+        }
+        self.compact()
+    }
+
+    pub fn stats(&self) -> TopicStats {
+        TopicStats {
+            topic: self.name.clone(),
+            bytes: self.bytes,
+            max_bytes: self.limits.max_bytes,
+            first_seq: self.first_stored(),
+            last_seq: self.next_seq - 1,
+            waiting: 0,
+            subs: self
+                .subs
+                .iter()
+                .map(|(name, s)| SubStats {
+                    name: name.clone(),
+                    lag: self.next_seq - s.floor - s.acked.len() as u64,
+                    unacked: s.pending.len() as u64,
+                    redelivered: s.redelivered,
+                    ack_floor: s.floor,
+                })
+                .collect(),
+        }
+    }
+
+    /// The payload of `seq` if it is still stored.
+    pub fn read(&self, seq: u64) -> Result<Option<Vec<u8>>, Error> {
+        let index = self.segments.partition_point(|s| s.first_seq <= seq);
+        let Some(segment) = index.checked_sub(1).map(|i| &self.segments[i]) else {
+            return Ok(None);
+        };
+        let Some(&offset) = segment.offsets.get((seq - segment.first_seq) as usize) else {
+            return Ok(None);
+        };
+        let end = segment
+            .offsets
+            .get((seq - segment.first_seq) as usize + 1)
+            .copied()
+            .unwrap_or(segment.size);
+        let mut data = vec![0; (end - offset) as usize - record::HEADER];
+        segment
+            .file
+            .read_exact_at(&mut data, offset + record::HEADER as u64)
+            .map_err(Error::io(&segment.path))?;
+        Ok(Some(data))
+    }
+
+    fn first_stored(&self) -> u64 {
+        self.segments
+            .iter()
+            .find(|s| !s.offsets.is_empty())
+            .map_or(self.next_seq, |s| s.first_seq)
+    }
+
+    fn full(&self) -> Error {
+        let holder = self
+            .subs
+            .iter()
+            .min_by_key(|(_, s)| s.persisted_floor)
+            .map(|(name, s)| (name.clone(), s.persisted_floor));
+        let (holder, oldest) = holder.unwrap_or_else(|| ("(none)".to_owned(), self.first_stored()));
+        Error::Full {
+            topic: self.name.clone(),
+            bytes: self.bytes,
+            max_bytes: self.limits.max_bytes,
+            holder,
+            oldest,
+        }
+    }
+
+    fn no_sub(&self, sub: &str) -> Error {
+        Error::NoSubscription {
+            topic: self.name.clone(),
+            sub: sub.to_owned(),
+        }
+    }
+
+    fn check_its_own(&self, sub: &str, seqs: &[u64]) -> Result<(), Error> {
+        let Some(state) = self.subs.get(sub) else {
+            return Err(self.no_sub(sub));
+        };
+        // Any message published for it may be acked, delivered since the last reopen or not:
+        // a consumer that fetched before the queue restarted can still ack what it got.
+        match seqs
+            .iter()
+            .find(|&&seq| seq < state.start || seq >= self.next_seq)
+        {
+            Some(&seq) => Err(Error::NotItsMessage {
+                topic: self.name.clone(),
+                sub: sub.to_owned(),
+                seq,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a topic always has a segment")
+    }
+
+    fn append(&mut self, buf: &[u8], offsets: &[u64]) -> Result<(), Error> {
+        let active = self.active();
+        if active.size > 0 && active.size + buf.len() as u64 > self.limits.segment_bytes {
+            self.roll()?;
+        }
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a topic always has a segment");
+        let written = (&segment.file)
+            .write_all(buf)
+            .and_then(|()| segment.file.sync_data());
+        if let Err(e) = written {
+            // Leave no partial record behind for the next publish to follow.
+            let _ = segment.file.set_len(segment.size);
+            return Err(Error::io(&segment.path)(e));
+        }
+        segment
+            .offsets
+            .extend(offsets.iter().map(|o| o + segment.size));
+        segment.size += buf.len() as u64;
+        self.bytes += buf.len() as u64;
+        self.next_seq += offsets.len() as u64;
+        Ok(())
+    }
+
+    /// Starts a new, empty segment named by the next sequence number.
+    fn roll(&mut self) -> Result<(), Error> {
+        let path = segment_path(&self.dir, self.next_seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            first_seq: self.next_seq,
+            path,
+            file,
+            offsets: Vec::new(),
+            size: 0,
+        });
+        Ok(())
+    }
+
+    /// Removes every segment below the lowest persisted ack floor (all of them when no
+    /// subscription is registered). The newest one is replaced by an empty one first, so the
+    /// next sequence number survives.
+    fn compact(&mut self) -> Result<(), Error> {
+        let floor = self
+            .subs
+            .values()
+            .map(|s| s.persisted_floor)
+            .min()
+            .unwrap_or(self.next_seq);
+        if self.active().first_seq < self.next_seq && self.next_seq <= floor {
+            self.roll()?;
+        }
+        let done = self
+            .segments
+            .iter()
+            .take(self.segments.len() - 1)
+            .take_while(|s| s.end_seq() <= floor)
+            .count();
+        if done == 0 {
+            return Ok(());
+        }
+        for segment in self.segments.drain(..done) {
+            fs::remove_file(&segment.path).map_err(Error::io(&segment.path))?;
+            self.bytes -= segment.size;
+        }
+        sync_dir(&self.dir)
+    }
+
+    fn write_subs(&mut self) -> Result<(), Error> {
+        let records: Vec<SubRecord> = self
+            .subs
+            .iter()
+            .map(|(name, s)| SubRecord {
+                name: name.clone(),
+                start: s.start,
+                floor: s.floor,
+            })
+            .collect();
+        let encoded = rmp_serde::to_vec_named(&records).expect("subscriptions encode");
+        write_atomic(&self.dir.join(SUBS_FILE), &encoded)?;
+        for s in self.subs.values_mut() {
+            s.persisted_floor = s.floor;
+        }
+        self.subs_dirty = false;
+        Ok(())
+    }
+}
+
+impl Sub {
+    fn new(start: u64, floor: u64) -> Sub {
+        Sub {
+            start,
+            floor,
+            persisted_floor: floor,
+            acked: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            next: floor,
+            redelivered: 0,
+        }
+    }
+}
+
+impl Segment {
+    /// Opens and checks a segment; in the newest one (`last`), a bad tail is cut off.
+    fn open(dir: &Path, first_seq: u64, last: bool) -> Result<Segment, Error> {
+        let path = segment_path(dir, first_seq);
+        let data = fs::read(&path).map_err(Error::io(&path))?;
+        let mut offsets = Vec::new();
+        let mut at = 0usize;
+        while at < data.len() {
+            let expected = first_seq + offsets.len() as u64;
+            match record::decode(&data[at..]) {
+                Decoded::Record { seq, payload } if seq == expected => {
+                    offsets.push(at as u64);
+                    at += record::HEADER + payload.len();
+                }
+                _ if last => {
+                    warn!(
+                        path = %path.display(),
+                        offset = at,
+                        dropped = data.len() - at,
+                        "dropping a torn record at the tail (a publish never acknowledged)"
+                    );
+                    break;
+                }
+                _ => {
+                    return Err(Error::Corrupt {
+                        path,
+                        offset: at as u64,
+                    })
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        if at < data.len() {
+            file.set_len(at as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(Error::io(&path))?;
+        }
+        Ok(Segment {
+            first_seq,
+            path,
+            file,
+            offsets,
+            size: at as u64,
+        })
+    }
+
+    /// One past its last record's sequence number.
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.offsets.len() as u64
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.{SEGMENT_EXT}"))
+}
+
+/// Replaces `path` with `data` so that a crash leaves the old or the new file, whole.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(Error::io(&tmp))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_data())
+        .map_err(Error::io(&tmp))?;
+    fs::rename(&tmp, path).map_err(Error::io(path))?;
+    sync_dir(path.parent().expect("a file in a directory"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
+}

@@ -1,0 +1,424 @@
+//! The queue's storage engine: per topic a segmented log with a checksum per record, durable
+//! subscriptions with persisted ack floors, and a writer thread that group-commits publishes
+//! (one write and one fdatasync for every publish waiting) so no file IO runs on the async
+//! executor.
+
+mod error;
+mod log;
+mod record;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Notify};
+use tracing::{info, warn};
+
+pub use shoal_api::queue::{Message, SubStats, TopicStats};
+
+pub use error::{check_name, Error, NameKind};
+pub use log::{LogOptions, TopicLimits, TopicLog};
+pub use record::encode as encode_record;
+
+/// Settings for every topic.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    pub log: LogOptions,
+    /// Segment size of new topics.
+    pub segment_bytes: u64,
+    /// `max_bytes` of a topic created without one.
+    pub default_max_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            log: LogOptions {
+                max_message: 1 << 20,
+                ack_timeout: Duration::from_secs(30),
+            },
+            segment_bytes: 16 << 20,
+            default_max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// All topics under one data directory; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    topics_dir: PathBuf,
+    options: EngineOptions,
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    /// Held while a topic is created: two creates of one name must not both write its files.
+    creating: tokio::sync::Mutex<()>,
+}
+
+/// A topic's writer thread and the wake-up for fetches waiting on it.
+#[derive(Debug)]
+struct Topic {
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    changed: Notify,
+    /// Fetches waiting in [`Engine::fetch`], for the stats.
+    waiting: AtomicU64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+#[derive(Debug)]
+enum Command {
+    Publish(Vec<Vec<u8>>, Reply<std::ops::Range<u64>>),
+    Register(String, Reply<()>),
+    Unregister(String, Reply<()>),
+    Fetch(String, usize, Reply<Fetched>),
+    Ack(String, Vec<u64>, Reply<()>),
+    Nack(String, Vec<u64>, Duration, Reply<()>),
+    Stats(Reply<TopicStats>),
+}
+
+#[derive(Debug)]
+struct Fetched {
+    messages: Vec<Message>,
+    /// When a message becomes due again, for a fetch that found nothing.
+    next_due: Option<Instant>,
+}
+
+/// The smallest `max_bytes`: room for at least a few records of any size up to 64 KiB.
+pub const MIN_MAX_BYTES: u64 = 1 << 16;
+
+impl Engine {
+    /// Opens every topic under `data_dir` (reopening after a crash drops torn tails).
+    pub async fn open(data_dir: &Path, options: EngineOptions) -> Result<Engine, Error> {
+        let topics_dir = data_dir.join("topics");
+        let dir = topics_dir.clone();
+        let logs = blocking(move || {
+            fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+            let mut logs = Vec::new();
+            for entry in fs::read_dir(&dir).map_err(Error::io(&dir))? {
+                let entry = entry.map_err(Error::io(&dir))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if check_name(NameKind::Topic, &name).is_err() || !entry.path().is_dir() {
+                    continue;
+                }
+                logs.push(TopicLog::open(&entry.path(), &name, options.log)?);
+            }
+            Ok(logs)
+        })
+        .await?;
+        let topics = logs
+            .into_iter()
+            .map(|log| (log.name().to_owned(), Topic::start(log)))
+            .collect::<HashMap<_, _>>();
+        info!(topics = topics.len(), dir = %topics_dir.display(), "queue engine open");
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                topics_dir,
+                options,
+                topics: Mutex::new(topics),
+                creating: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Creates `topic`; creating it again with the same `max_bytes` (or none) is a no-op.
+    pub async fn create_topic(&self, topic: &str, max_bytes: Option<u64>) -> Result<(), Error> {
+        check_name(NameKind::Topic, topic)?;
+        let asked = max_bytes.unwrap_or(self.inner.options.default_max_bytes);
+        let _creating = self.inner.creating.lock().await;
+        if let Some(existing) = self.existing(topic) {
+            let stats = existing.stats().await?;
+            return match max_bytes {
+                Some(asked) if asked != stats.max_bytes => Err(Error::TopicExists {
+                    topic: topic.to_owned(),
+                    max_bytes: stats.max_bytes,
+                    asked,
+                }),
+                _ => Ok(()),
+            };
+        }
+        if asked < MIN_MAX_BYTES {
+            return Err(Error::MaxBytesTooSmall {
+                topic: topic.to_owned(),
+                max_bytes: asked,
+                min: MIN_MAX_BYTES,
+            });
+        }
+        let limits = TopicLimits {
+            max_bytes: asked,
+            segment_bytes: self.inner.options.segment_bytes.min(asked / 4).max(1),
+        };
+        let dir = self.inner.topics_dir.join(topic);
+        let name = topic.to_owned();
+        let options = self.inner.options.log;
+        let log = blocking(move || TopicLog::create(&dir, &name, limits, options)).await?;
+        self.inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .insert(topic.to_owned(), Topic::start(log));
+        Ok(())
+    }
+
+    /// Every topic's name, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let mut names: Vec<_> = self
+            .inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub async fn register(&self, topic: &str, sub: &str) -> Result<(), Error> {
+        check_name(NameKind::Subscription, sub)?;
+        let sub = sub.to_owned();
+        self.topic(topic)?.call(|r| Command::Register(sub, r)).await
+    }
+
+    pub async fn unregister(&self, topic: &str, sub: &str) -> Result<(), Error> {
+        let sub = sub.to_owned();
+        self.topic(topic)?
+            .call(|r| Command::Unregister(sub, r))
+            .await
+    }
+
+    /// Appends `messages`, answering once they are on disk with their sequence numbers.
+    pub async fn publish(&self, topic: &str, messages: Vec<Vec<u8>>) -> Result<Vec<u64>, Error> {
+        let t = self.topic(topic)?;
+        let range = t.call(|r| Command::Publish(messages, r)).await?;
+        t.changed.notify_waiters();
+        Ok(range.collect())
+    }
+
+    /// Up to `max` messages for `sub`, waiting up to `wait` while there are none.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        sub: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Message>, Error> {
+        let t = self.topic(topic)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Listening before asking: a publish between the answer and the wait still wakes us.
+            let changed = t.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let sub_name = sub.to_owned();
+            let fetched = t.call(|r| Command::Fetch(sub_name, max.max(1), r)).await?;
+            if !fetched.messages.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(fetched.messages);
+            }
+            let until = fetched
+                .next_due
+                .map(|due| tokio::time::Instant::from_std(due).min(deadline))
+                .unwrap_or(deadline);
+            t.waiting.fetch_add(1, Ordering::Relaxed);
+            // Counted down however the wait ends, the call dropped included.
+            let _counted = Counted(&t.waiting);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    pub async fn ack(&self, topic: &str, sub: &str, seqs: Vec<u64>) -> Result<(), Error> {
+        let sub = sub.to_owned();
+        self.topic(topic)?
+            .call(|r| Command::Ack(sub, seqs, r))
+            .await
+    }
+
+    /// Hands `seqs` back to be delivered again after `delay`.
+    pub async fn nack(
+        &self,
+        topic: &str,
+        sub: &str,
+        seqs: Vec<u64>,
+        delay: Duration,
+    ) -> Result<(), Error> {
+        let t = self.topic(topic)?;
+        let sub = sub.to_owned();
+        t.call(|r| Command::Nack(sub, seqs, delay, r)).await?;
+        t.changed.notify_waiters();
+        Ok(())
+    }
+
+    pub async fn stats(&self, topic: &str) -> Result<TopicStats, Error> {
+        self.topic(topic)?.stats().await
+    }
+
+    /// Stops every writer thread once the commands sent are done, persisting ack floors.
+    /// Later calls answer [`Error::Closed`].
+    pub async fn close(&self) {
+        let topics: Vec<_> = self
+            .inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
+        let threads: Vec<_> = topics
+            .iter()
+            .filter_map(|t| {
+                t.commands.lock().expect("commands lock").take();
+                t.thread.lock().expect("thread lock").take()
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+
+    fn topic(&self, topic: &str) -> Result<Arc<Topic>, Error> {
+        self.existing(topic).ok_or_else(|| Error::NoTopic {
+            topic: topic.to_owned(),
+        })
+    }
+
+    fn existing(&self, topic: &str) -> Option<Arc<Topic>> {
+        self.inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .get(topic)
+            .cloned()
+    }
+}
+
+impl Topic {
+    fn start(log: TopicLog) -> Arc<Topic> {
+        let (tx, rx) = mpsc::channel();
+        let name = log.name().to_owned();
+        let thread = std::thread::Builder::new()
+            .name(format!("queue-{name}"))
+            .spawn(move || writer(log, rx))
+            .expect("spawn a topic writer thread");
+        Arc::new(Topic {
+            commands: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            changed: Notify::new(),
+            waiting: AtomicU64::new(0),
+        })
+    }
+
+    async fn call<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let commands = self.commands.lock().expect("commands lock");
+            let sender = commands.as_ref().ok_or(Error::Closed)?;
+            sender.send(command(tx)).map_err(|_| Error::Closed)?;
+        }
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn stats(&self) -> Result<TopicStats, Error> {
+        let mut stats = self.call(Command::Stats).await?;
+        stats.waiting = self.waiting.load(Ordering::Relaxed);
+        Ok(stats)
+    }
+}
+
+/// The writer thread: takes every command waiting, runs consecutive publishes as one group
+/// commit, and persists moved ack floors once per round.
+fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
+    while let Ok(first) = commands.recv() {
+        let mut round = vec![first];
+        round.extend(commands.try_iter());
+        let mut acked = false;
+        let mut round = round.into_iter().peekable();
+        while let Some(command) = round.next() {
+            match command {
+                Command::Publish(messages, reply) => {
+                    let mut group = vec![(messages, reply)];
+                    while let Some(Command::Publish(..)) = round.peek() {
+                        if let Some(Command::Publish(m, r)) = round.next() {
+                            group.push((m, r));
+                        }
+                    }
+                    let batches: Vec<&[Vec<u8>]> = group.iter().map(|(m, _)| &m[..]).collect();
+                    let results = log.publish_group(&batches);
+                    for ((_, reply), result) in group.into_iter().zip(results) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Command::Register(sub, reply) => {
+                    let _ = reply.send(log.register(&sub));
+                }
+                Command::Unregister(sub, reply) => {
+                    let _ = reply.send(log.unregister(&sub));
+                }
+                Command::Fetch(sub, max, reply) => {
+                    let result = log
+                        .fetch(&sub, max, Instant::now())
+                        .map(|messages| Fetched {
+                            next_due: log.next_due(&sub),
+                            messages,
+                        });
+                    let _ = reply.send(result);
+                }
+                Command::Ack(sub, seqs, reply) => {
+                    acked = true;
+                    let _ = reply.send(log.ack(&sub, &seqs));
+                }
+                Command::Nack(sub, seqs, delay, reply) => {
+                    let _ = reply.send(log.nack(&sub, &seqs, delay, Instant::now()));
+                }
+                Command::Stats(reply) => {
+                    let _ = reply.send(Ok(log.stats()));
+                }
+            }
+        }
+        if acked {
+            if let Err(error) = log.sync() {
+                warn!(topic = %log.name(), %error, "cannot persist ack floors");
+            }
+        }
+    }
+    if let Err(error) = log.sync() {
+        warn!(topic = %log.name(), %error, "cannot persist ack floors on close");
+    }
+}
+
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+#[cfg(test)]
+pub(crate) mod testdir;
+#[cfg(test)]
+mod tests;
