@@ -21,8 +21,9 @@ pub struct QueueArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Where the queue listens: host:port or unix:PATH. Any address but loopback or a Unix
-    /// socket needs --tls-cert, --tls-key and --token-file.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7440")]
+    /// socket needs --tls-cert, --tls-key and --token-file. The default port is clear of the
+    /// center's (7440 for agents, 7441 for its HTTP API).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7450")]
     listen: String,
     /// PEM certificate chain to serve TLS with.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
