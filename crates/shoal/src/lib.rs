@@ -43,7 +43,7 @@
 //! | `rpc.listen` | none | `host:port` or `unix:PATH` to serve the services on |
 //! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits |
 //! | `rpc.processes` | 0 | process mode: N worker processes serve the listener (see below) |
-//! | `admin.listen` | none | `unix:PATH` of the admin socket (mode 0600) |
+//! | `admin.listen` | none | `unix:PATH` of the admin socket: mode 0600 from the moment the file exists (bound in a private directory, then renamed into place), and a connection from a user other than the process's own or root is refused by its credentials and logged; every control action is logged with the caller's uid and pid |
 //! | `services.enabled` | all | services to start; what they `require` starts too |
 //! | `shutdown.grace` | `"10s"` | how long closing may take before exit code 3 |
 //! | `control.handover_timeout` | `"30s"` | how long a re-executed binary has to serve |

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::error::{StartCause, StartError};
 use super::handle::{Handle, Shared};
-use super::listen::{listen, owner_only, tokio_listener, Sockets};
+use super::listen::{listen, tokio_listener, Access, Sockets};
 use super::runtime::{self, origin, stop_signals, Runtime, Tasks};
 use super::setup::{Boxed, Setup, StateMap};
 use super::{services, App, Running, SetupFn};
@@ -276,6 +276,7 @@ async fn master(mut loaded: Loaded, mut declared: Declared) -> Result<Running, S
 struct Bound {
     sockets: Sockets,
     serving: Vec<(Server, Listener)>,
+    admin: Option<Admin>,
     master_rpc: Option<OwnedFd>,
     exporter: Option<tokio::net::TcpListener>,
     addrs: Addrs,
@@ -315,9 +316,18 @@ async fn bind_master(
         }
     }
     let admin_path = rt.admin.listen.clone();
-    if let Some(path) = &admin_path {
-        serving.push(bind_admin(loaded, &handle, &metrics_layer, path, &mut sockets).await?);
-    }
+    let admin = match &admin_path {
+        Some(path) => {
+            let (server, listener) =
+                bind_admin(loaded, &handle, &metrics_layer, path, &mut sockets).await?;
+            Some(Admin {
+                server,
+                listener,
+                path: path.clone(),
+            })
+        }
+        None => None,
+    };
     let exporter = match &rt.metrics.listen {
         Some(host_port) => Some(bind_metrics(loaded, &handle, host_port, &mut sockets).await?),
         None => None,
@@ -330,6 +340,7 @@ async fn bind_master(
     Ok(Bound {
         sockets,
         serving,
+        admin,
         master_rpc,
         exporter,
         addrs,
@@ -349,6 +360,7 @@ async fn launch_master(
     let Bound {
         sockets,
         serving,
+        admin,
         master_rpc,
         exporter,
         addrs,
@@ -362,7 +374,7 @@ async fn launch_master(
         start_rpc_workers(&loaded, &handle, &launcher, fd, &sockets).await?;
     }
     launcher.tracker.close();
-    let (accept_stop, servers) = serve(serving, exporter);
+    let (accept_stop, servers) = serve(serving, admin, exporter);
     let timers_stop = CancellationToken::new();
     let timers_task = (!timers.is_empty()).then(|| run_timers(&handle, timers, &timers_stop));
     let notifier = loaded
@@ -449,7 +461,7 @@ async fn rpc_worker(mut loaded: Loaded, mut declared: Declared) -> Result<Runnin
     call_on_start(&loaded, &handle, &sockets).await?;
     let launcher = launcher(&loaded, &handle);
     launcher.tracker.close();
-    let (accept_stop, servers) = serve(serving, None);
+    let (accept_stop, servers) = serve(serving, None, None);
     let run_task = tokio::spawn({
         let app = handle.clone();
         async move {
@@ -700,9 +712,16 @@ async fn bind_rpc(
         .build()
         .map_err(|e| loaded.fail(StartCause::Declarations(e.to_string())))?;
     let must_inherit = matches!(loaded.role, Role::RpcWorker { .. });
-    let listener = listen("rpc", addr, must_inherit, &mut loaded.inherited, sockets)
-        .await
-        .map_err(|e| bind_failed(loaded, &handle, e))?;
+    let listener = listen(
+        "rpc",
+        addr,
+        Access::Open,
+        must_inherit,
+        &mut loaded.inherited,
+        sockets,
+    )
+    .await
+    .map_err(|e| bind_failed(loaded, &handle, e))?;
     let _ = handle
         .shared
         .rpc_addr
@@ -711,14 +730,14 @@ async fn bind_rpc(
 }
 
 /// Bind: the admin socket (`admin.listen`), which alone answers the control methods, open to
-/// its owner only.
+/// its owner only from the moment it exists.
 async fn bind_admin(
     loaded: &mut Loaded,
     handle: &Handle,
     metrics_layer: &MetricsLayer,
     path: &std::path::Path,
     sockets: &mut Sockets,
-) -> Result<(Server, Listener), StartError> {
+) -> Result<(Server, tokio::net::UnixListener), StartError> {
     let server = Server::builder()
         .layer(StatsLayer::with_stats(handle.shared.stats.clone()))
         .layer(metrics_layer.clone())
@@ -729,10 +748,18 @@ async fn bind_admin(
         .build()
         .map_err(|e| bind_failed(loaded, handle, e.to_string()))?;
     let addr = Addr::Unix(path.to_owned());
-    let listener = listen("admin", &addr, false, &mut loaded.inherited, sockets).await;
+    let listener = listen(
+        "admin",
+        &addr,
+        Access::OwnerOnly,
+        false,
+        &mut loaded.inherited,
+        sockets,
+    )
+    .await;
     // A failure here leaves no socket file of this process behind.
     let listener = listener
-        .and_then(|l| owner_only(path).map(|()| l))
+        .and_then(|l| unix_listener(&l, path))
         .map_err(|e| {
             sockets.remove_bound_files();
             bind_failed(loaded, handle, e)
@@ -748,13 +775,20 @@ async fn bind_metrics(
     sockets: &mut Sockets,
 ) -> Result<tokio::net::TcpListener, StartError> {
     let addr = Addr::Tcp(host_port.to_owned());
-    let listener = listen("metrics", &addr, false, &mut loaded.inherited, sockets)
-        .await
-        .and_then(tokio_listener)
-        .map_err(|e| {
-            sockets.remove_bound_files();
-            bind_failed(loaded, handle, e)
-        })?;
+    let listener = listen(
+        "metrics",
+        &addr,
+        Access::Open,
+        false,
+        &mut loaded.inherited,
+        sockets,
+    )
+    .await
+    .and_then(tokio_listener)
+    .map_err(|e| {
+        sockets.remove_bound_files();
+        bind_failed(loaded, handle, e)
+    })?;
     if let Ok(addr) = listener.local_addr() {
         let _ = handle.shared.metrics_addr.set(addr.to_string());
     }
@@ -819,9 +853,32 @@ async fn start_rpc_workers(
     Err(loaded.fail(StartCause::RpcWorkers(e)))
 }
 
-/// Launch: a task per server until `accept_stop` fires, and the exporter's.
+/// The admin socket's server and listener, served by `control::admin::serve`.
+struct Admin {
+    server: Server,
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+/// The admin listener as the tokio listener `control::admin::serve` accepts on (it reads
+/// each caller's credentials): a duplicate of its socket, which `listen` has already kept a
+/// copy of for handing over.
+fn unix_listener(
+    listener: &Listener,
+    path: &std::path::Path,
+) -> Result<tokio::net::UnixListener, String> {
+    let fail = |e: std::io::Error| format!("cannot serve the admin socket {}: {e}", path.display());
+    let fd = listener.as_fd().try_clone_to_owned().map_err(fail)?;
+    let std_listener = std::os::unix::net::UnixListener::from(fd);
+    std_listener.set_nonblocking(true).map_err(fail)?;
+    tokio::net::UnixListener::from_std(std_listener).map_err(fail)
+}
+
+/// Launch: a task per server until `accept_stop` fires, the admin socket's and the
+/// exporter's.
 fn serve(
     serving: Vec<(Server, Listener)>,
+    admin: Option<Admin>,
     exporter: Option<tokio::net::TcpListener>,
 ) -> (CancellationToken, TaskTracker) {
     let accept_stop = CancellationToken::new();
@@ -833,6 +890,15 @@ fn serve(
                 warn!(error = %e, "server stopped");
             }
         });
+    }
+    if let Some(Admin {
+        server,
+        listener,
+        path,
+    }) = admin
+    {
+        let stop = accept_stop.clone().cancelled_owned();
+        servers.spawn(control::admin::serve(server, listener, path, stop));
     }
     if let Some(listener) = exporter {
         servers.spawn(crate::metrics::serve(listener, accept_stop.clone()));
