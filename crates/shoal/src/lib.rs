@@ -59,6 +59,7 @@
 //! | `monitor.publish` | off | `tcp://HOST:PORT` (HOST may be `*`) or `ipc://PATH`: publish the status snapshot there on a ZeroMQ PUB socket ([`monitor`]); port 0 picks a free port |
 //! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero) |
 //! | `monitor.format` | `"msgpack"` | `"msgpack"` (the map `shoal.status` returns) or `"json"` (the same object) |
+//! | `status.public_config` | false | whether `shoal.status` on `rpc.listen` carries the (redacted) configuration; on the admin socket it always does |
 //!
 //! Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
 //! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
@@ -78,7 +79,10 @@
 //!
 //! `shoal.status` ([`status::Status`]) and `shoal.metrics` (a [`metrics::Snapshot`], or with
 //! the argument `"prometheus"` the Prometheus text) are answered on every listener; the
-//! control methods only on the admin socket. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,
+//! control methods only on the admin socket. On `rpc.listen`, the status's `config` is empty
+//! unless `status.public_config = true`. Wherever the configuration is shown (status, the
+//! monitor feed, `shoal config explain`), secrets are redacted by key name and inside values
+//! (a URL's password, a DSN's `password=`): see [`config`]. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,
 //! `RELOADING=1`, `STOPPING=1` and `WATCHDOG=1`; after a re-execution the new process sends
 //! `MAINPID=` (the unit needs `NotifyAccess=all`).
 //!

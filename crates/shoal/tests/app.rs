@@ -466,7 +466,7 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     let file = dir.write(
         "hello.toml",
         &format!(
-            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\n[store]\npassword = \"s3cret\"\n",
+            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\n[store]\npassword = \"s3cret\"\nurl = \"postgres://user:secretpw@h/db\"\n",
             admin.display()
         ),
     );
@@ -497,6 +497,10 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
         Some("<redacted>")
     );
     assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hello"));
+    assert_eq!(
+        status.config["store"]["url"].as_str(),
+        Some("postgres://user:<redacted>@h/db")
+    );
     let greet = status.methods.iter().find(|m| m.method == "greet").unwrap();
     assert_eq!((greet.calls, greet.errors), (2, 0));
     assert_eq!(status.services, vec!["Hello".to_string()]);
@@ -517,6 +521,8 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     let main = client(&running).await;
     let status: Status = main.call("shoal.status", &()).await.unwrap();
     assert_eq!(status.name, "hello");
+    // Without `status.public_config`, the port anyone reaches shows no configuration.
+    assert!(status.config.is_empty(), "{:?}", status.config);
     let refused = main.call::<_, bool>("shoal.close", &()).await.unwrap_err();
     assert_eq!(code(refused), Some(codes::METHOD_NOT_FOUND));
 
@@ -528,6 +534,36 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     assert!(closing);
     assert_eq!(running.wait().await, Exit::Closed);
     assert!(!admin.exists(), "the admin socket file is removed at exit");
+}
+
+#[tokio::test]
+async fn status_public_config_shows_the_redacted_configuration_on_the_main_port() {
+    let dir = Scratch::new("public-config");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[status]\npublic_config = true\n[hello]\ngreeting = \"Hello\"\n[store]\nurl = \"redis://:pw@cache\"\ndsn = \"host=db password=hunter2\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let status: Status = client(&running)
+        .await
+        .call("shoal.status", &())
+        .await
+        .unwrap();
+    assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hello"));
+    assert_eq!(
+        status.config["store"]["url"].as_str(),
+        Some("redis://:<redacted>@cache")
+    );
+    assert_eq!(
+        status.config["store"]["dsn"].as_str(),
+        Some("host=db password=<redacted>")
+    );
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
 }
 
 #[derive(Default)]

@@ -40,12 +40,22 @@
 //! A key whose name contains `password`, `passwd`, `secret`, `token` or `credential`, or is
 //! `key` or ends with `_key` or `-key` (case-insensitive), is shown as `"<redacted>"` by
 //! [`Config::redacted`] and [`Config::explain`], with everything beneath it.
+//!
+//! Whatever its key, a string value is shown with the secrets inside it cut out:
+//!
+//! - the password of a URL (`scheme://user:PASSWORD@host`): `postgres://app:<redacted>@db/app`,
+//!   `redis://:<redacted>@cache`, `amqp://u:<redacted>@mq`; a user name alone is kept;
+//! - a `password=`, `passwd=`, `pwd=`, `secret=` or `token=` field of a DSN or a query string
+//!   (`host=db password=<redacted> dbname=app`, `Server=db;Pwd=<redacted>;`,
+//!   `https://h/?token=<redacted>&a=1`), the name case-insensitive, the value up to the next
+//!   space, `;` or `&`, or inside its quotes.
 
 pub mod duration;
 mod env;
 mod error;
 mod file;
 mod keys;
+mod redact;
 mod runtime;
 mod sinks;
 
@@ -58,8 +68,8 @@ use serde::de::DeserializeOwned;
 pub use error::ConfigError;
 pub use runtime::{
     AdminConfig, ControlConfig, LogConfig, MetricsConfig, MonitorAddr, MonitorConfig,
-    MonitorFormat, Period, RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, SummaryConfig,
-    WatchdogConfig, WorkersConfig,
+    MonitorFormat, Period, RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, StatusConfig,
+    SummaryConfig, WatchdogConfig, WorkersConfig,
 };
 pub use sinks::{
     EmailSink, Facility, FileSink, LogFormat, Secret, SinkConfig, SinkKind, SmtpServer, SmtpTls,
@@ -281,7 +291,9 @@ fn explain_value(
             let value = if secret {
                 toml::Value::String(REDACTED.to_owned())
             } else {
-                value.clone()
+                let mut value = value.clone();
+                redact_value(&mut value);
+                value
             };
             out.push(Explained { key, value, source });
         }
@@ -302,6 +314,11 @@ fn redact_value(value: &mut toml::Value) {
     match value {
         toml::Value::Table(table) => redact_table(table),
         toml::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        toml::Value::String(text) => {
+            if let Some(redacted) = redact::in_text(text) {
+                *text = redacted;
+            }
+        }
         _ => {}
     }
 }

@@ -1,5 +1,5 @@
 //! The runtime's own keys (`[rpc]`, `[admin]`, `[services]`, `[shutdown]`, `[control]`,
-//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[monitor]`, `[workers]`): their
+//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[monitor]`, `[status]`, `[workers]`): their
 //! defaults, and their validation into [`RuntimeConfig`]. Other top-level tables belong to
 //! the services.
 
@@ -26,6 +26,7 @@ pub struct RuntimeConfig {
     pub workers: WorkersConfig,
     pub metrics: MetricsConfig,
     pub monitor: MonitorConfig,
+    pub status: StatusConfig,
 }
 
 /// `[rpc]`: the RPC listener.
@@ -161,6 +162,14 @@ pub struct MetricsConfig {
     /// `listen`: `host:port` to serve `GET /metrics` on over HTTP; None = no exporter (the
     /// metrics are still answered by `shoal.metrics`).
     pub listen: Option<String>,
+}
+
+/// `[status]`: what `shoal.status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusConfig {
+    /// `public_config`: whether `shoal.status` on the RPC port carries the (redacted)
+    /// configuration; the admin socket's always does (false).
+    pub public_config: bool,
 }
 
 /// `[monitor]`: the status snapshot published on a ZeroMQ PUB socket (see `shoal::monitor`).
@@ -301,6 +310,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("log", &["level", "sinks"]),
     ("metrics", &["listen"]),
     ("monitor", &["publish", "every", "format"]),
+    ("status", &["public_config"]),
 ];
 
 impl RuntimeConfig {
@@ -359,6 +369,10 @@ impl RuntimeConfig {
                 publish: read(doc, "monitor.publish", zmq_endpoint)?,
                 every: read(doc, "monitor.every", positive_duration)?.unwrap_or(d.monitor.every),
                 format: read(doc, "monitor.format", monitor_format)?.unwrap_or(d.monitor.format),
+            },
+            status: StatusConfig {
+                public_config: read(doc, "status.public_config", boolean)?
+                    .unwrap_or(d.status.public_config),
             },
         })
     }
@@ -566,6 +580,12 @@ fn zmq_endpoint(value: &toml::Value) -> Result<MonitorAddr, String> {
             true => format!("{expected}, got {value}"),
             false => format!("{expected}, got {value} ({why})"),
         })
+}
+
+fn boolean(value: &toml::Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("expected true or false, got {value}"))
 }
 
 fn monitor_format(value: &toml::Value) -> Result<MonitorFormat, String> {

@@ -282,6 +282,9 @@ fn runtime_defaults() {
             every: Duration::from_secs(10),
             format: MonitorFormat::Msgpack,
         },
+        status: StatusConfig {
+            public_config: false,
+        },
     };
     assert_eq!(RuntimeConfig::default(), expected);
     assert_eq!(runtime("", &[]), expected);
@@ -340,6 +343,8 @@ listen = "127.0.0.1:9464"
 publish = "tcp://127.0.0.1:5558"
 every = "2s"
 format = "json"
+[status]
+public_config = true
 "#;
     let expected = RuntimeConfig {
         rpc: RpcConfig {
@@ -384,6 +389,9 @@ format = "json"
             }),
             every: Duration::from_secs(2),
             format: MonitorFormat::Json,
+        },
+        status: StatusConfig {
+            public_config: true,
         },
     };
     assert_eq!(runtime(text, &[]), expected);
@@ -909,6 +917,66 @@ auth_token = "<redacted>"
             !debug.contains(&format!("\"{secret}\"")),
             "{secret} in {debug}"
         );
+    }
+}
+
+#[test]
+fn passwords_inside_values_are_redacted_whatever_the_key() {
+    let text = r#"
+[db]
+url = "postgres://user:secretpw@h/db"
+replicas = ["redis://:pw1@r1", "amqp://u:pw2@mq"]
+dsn = "host=db user=app password=pw3 dbname=app"
+plain = "postgres://user@h/db"
+
+[[jobs]]
+queue = "amqp://u:pw4@mq/jobs"
+"#;
+    let config = load(text, &[("SHOAL_CACHE__URL", "redis://:pw5@cache:6379")]).unwrap();
+    let redacted = config.redacted();
+    let expected = toml::from_str::<toml::Table>(
+        r#"
+[db]
+url = "postgres://user:<redacted>@h/db"
+replicas = ["redis://:<redacted>@r1", "amqp://u:<redacted>@mq"]
+dsn = "host=db user=app password=<redacted> dbname=app"
+plain = "postgres://user@h/db"
+
+[[jobs]]
+queue = "amqp://u:<redacted>@mq/jobs"
+
+[cache]
+url = "redis://:<redacted>@cache:6379"
+"#,
+    )
+    .unwrap();
+    for (table, values) in &expected {
+        assert_eq!(redacted.get(table), Some(values), "[{table}]");
+    }
+    // The service still reads the real value.
+    assert_eq!(
+        config.value("db.url"),
+        Some(&toml("\"postgres://user:secretpw@h/db\""))
+    );
+    // `shoal config explain` shows what `explain` returns.
+    let explained = config.explain();
+    let shown = |key: &str| {
+        explained
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.clone())
+    };
+    assert_eq!(
+        shown("db.url"),
+        Some(toml("\"postgres://user:<redacted>@h/db\""))
+    );
+    assert_eq!(
+        shown("jobs[0].queue"),
+        Some(toml("\"amqp://u:<redacted>@mq/jobs\""))
+    );
+    let everything = format!("{explained:?} {config:?}");
+    for secret in ["secretpw", "pw1", "pw2", "pw3", "pw4", "pw5"] {
+        assert!(!everything.contains(secret), "{secret} in {everything}");
     }
 }
 

@@ -80,7 +80,15 @@ where
             }
         }
         match (req.method.as_str(), self.control) {
-            (STATUS, _) => Box::pin(async move { Reply::encode(&handle.status()) }),
+            (STATUS, control) => Box::pin(async move {
+                let mut status = handle.status();
+                // Anyone who reaches the RPC port may ask: the configuration, redacted or
+                // not, describes the deployment, so it is shown there only when asked for.
+                if !control && !handle.config().runtime().status.public_config {
+                    status.config = toml::Table::new();
+                }
+                Reply::encode(&status)
+            }),
             (METRICS, _) => Box::pin(metrics(req.params)),
             (RELOAD, true) => Box::pin(async move {
                 handle
