@@ -619,14 +619,20 @@ async fn reload_group_worker(
     logging: Option<&LogHandle>,
     role: &Role,
 ) -> Result<(), String> {
-    let result = {
+    let reload = {
         let (app, env, logging, role) = (app.clone(), env.to_vec(), logging.cloned(), role.clone());
         tokio::task::spawn_blocking(move || {
             runtime::reload_config(&app, &env, logging.as_ref(), &role)
         })
-    }
-    .await
-    .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+    };
+    // Bounded, like the master's: a close must not wait behind a file that never ends.
+    let result = match tokio::time::timeout(runtime::READ_LIMIT, reload).await {
+        Ok(done) => done.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
+        Err(_) => Err(format!(
+            "the reload took longer than {}; the previous configuration stays in force",
+            humantime::format_duration(runtime::READ_LIMIT)
+        )),
+    };
     app.shared.recorder.reload(ReloadRecord {
         at: Utc::now(),
         ok: result.is_ok(),

@@ -32,8 +32,14 @@
 //! hello.toml:3: key `rpc.listen`: expected host:port or unix:PATH, got "nowhere"
 //! env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon"
 //! hello.toml: cannot read: No such file or directory (os error 2)
+//! app.toml: is a FIFO, not a regular file; give the path of a TOML configuration file
 //! hello.toml:7:5: TOML syntax: invalid string
 //! ```
+//!
+//! The file must be a regular file: it is opened without waiting, so a FIFO (or a device)
+//! is refused at once by its kind instead of blocking the start, `--check` or a reload. A
+//! reload reads it off the control loop and gives up after 10 seconds (a hung network
+//! mount), keeping the old configuration.
 //!
 //! # Secrets
 //!
@@ -129,8 +135,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         match path {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+                let text = read_regular_file(path)?;
                 Config::from_toml(&text, path, env)
             }
             None => Config::build(Document::default(), env),
@@ -332,6 +337,49 @@ fn is_secret(name: &str) -> bool {
         || name == "key"
         || name.ends_with("_key")
         || name.ends_with("-key")
+}
+
+/// Reads a configuration file, which must be a regular file: opening does not wait (a FIFO
+/// without a writer would block it forever), and anything else is refused by its kind.
+fn read_regular_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| ConfigError::unreadable(path, &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ConfigError::unreadable(path, &e))?;
+    if !meta.is_file() {
+        return Err(ConfigError::not_a_file(path, file_kind(meta.file_type())));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| ConfigError::unreadable(path, &e))?;
+    Ok(text)
+}
+
+/// "a FIFO", "a directory", … for messages about a path that should be a regular file.
+pub(crate) fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "something other than a file"
+    }
 }
 
 /// "a string", "an array", … for messages.

@@ -1137,3 +1137,26 @@ fn syntax_errors_give_line_and_column() {
         assert_eq!((e.line(), e.column()), (Some(line), Some(column)));
     }
 }
+
+#[test]
+fn a_path_that_is_not_a_regular_file_is_refused_naming_it() {
+    let dir = std::env::temp_dir().join(format!("shoal-config-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("app.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Nobody writes to the FIFO: a read would wait forever, so this returning at all is half
+    // the point.
+    let e = Config::load(Some(&fifo), Vec::new()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: is a FIFO, not a regular file; give the path of a TOML configuration file",
+            fifo.display()
+        )
+    );
+    assert_eq!(e.file(), Some(fifo.as_path()));
+    let e = Config::load(Some(&dir), Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("is a directory"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
