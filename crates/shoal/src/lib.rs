@@ -41,27 +41,29 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `rpc.listen` | none | `host:port` or `unix:PATH` to serve the services on |
-//! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits |
-//! | `rpc.processes` | 0 | process mode: N worker processes serve the listener (see below) |
+//! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits: 1024 to 1 GiB bytes, 1 to 1,000,000 calls per connection, 1 to 4096 threads |
+//! | `rpc.processes` | 0 | process mode: N (0 to 1024) worker processes serve the listener (see below) |
 //! | `admin.listen` | none | `unix:PATH` of the admin socket: mode 0600 from the moment the file exists (bound in a private directory, then renamed into place), and a connection from a user other than the process's own or root is refused by its credentials and logged; every control action is logged with the caller's uid and pid |
 //! | `services.enabled` | all | services to start; what they `require` starts too |
-//! | `shutdown.grace` | `"10s"` | how long closing may take before exit code 3 |
-//! | `control.handover_timeout` | `"30s"` | how long a re-executed binary has to serve |
-//! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 |
-//! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration; also logged at close |
+//! | `shutdown.grace` | `"10s"` | how long closing may take before exit code 3 (0s to 24h) |
+//! | `control.handover_timeout` | `"30s"` | how long a re-executed binary has to serve (above zero, at most 24h) |
+//! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 (above zero, at most 24h; unset = off, `"0s"` is refused) |
+//! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration above zero, at most 24h (unset = off); also logged at close |
 //! | `log.level` | `"info"` | a filter such as `"info,shoal_rpc=debug"` (a level, and levels per target prefix) for the sinks that set none |
 //! | `[[log.sinks]]` | one console sink at `log.level` | where events go: `kind` = `"console"`, `"file"`, `"syslog"` or `"email"`, each with its own `level` and `format` (`"text"` or `"json"`); see [`logging`] |
-//! | file sink | | `path` (relative to the working directory), `rotate_size` (`"10MB"`; `"0"` = off), `rotate_every` (`"minute"`, `"hour"`, `"day"`; off), `keep` (7), `compress` (true) |
+//! | file sink | | `path` (relative to the working directory; a regular file), `rotate_size` (`"10MB"`; `"0"` = off; at most `"1024GB"`), `rotate_every` (`"minute"`, `"hour"`, `"day"`; off), `keep` (0 to 1000; 7), `compress` (true) |
 //! | syslog sink | | `address` (`"/dev/log"`, `"unix:PATH"`, `"udp://host:port"`), `facility` (`"user"`), `app_name` (the application's name) |
-//! | email sink (the crate's `email` feature) | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted; only over TLS), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`), `max_lines` (1000) |
-//! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
+//! | email sink (the crate's `email` feature) | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted; only over TLS), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`; above zero, at most 24h), `max_lines` (1 to 100,000; 1000) |
+//! | `workers.NAME` | as declared | the size of worker group NAME, 0 to 1024 ([`workers`]) |
 //! | `metrics.listen` | none | `host:port` to serve Prometheus text on (`GET /metrics`) |
 //! | `monitor.publish` | off | `tcp://HOST:PORT` (HOST may be `*`) or `ipc://PATH`: publish the status snapshot there on a ZeroMQ PUB socket ([`monitor`]); port 0 picks a free port |
-//! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero) |
+//! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero, at most 24h) |
 //! | `monitor.format` | `"msgpack"` | `"msgpack"` (the map `shoal.status` returns) or `"json"` (the same object) |
 //! | `status.public_config` | false | whether `shoal.status` on `rpc.listen` carries the (redacted) configuration; on the admin socket it always does |
 //!
-//! Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
+//! Every number and duration is checked against its range when the configuration is loaded
+//! (at start, by `--check` and on reload), and a value outside it is an error naming the
+//! file, the line and the key. Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
 //! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
 //! reload.
 //!

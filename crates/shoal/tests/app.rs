@@ -566,6 +566,27 @@ async fn status_public_config_shows_the_redacted_configuration_on_the_main_port(
     assert_eq!(running.wait().await, Exit::Closed);
 }
 
+#[tokio::test]
+async fn the_largest_values_of_every_range_start_serve_and_close() {
+    let dir = Scratch::new("largest");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\nmax_message = 1073741824\nmax_in_flight = 1000000\n\
+         blocking_threads = 4096\n[shutdown]\ngrace = \"24h\"\n[control]\nhandover_timeout = \"24h\"\n\
+         [watchdog]\ntimeout = \"24h\"\n[summary]\nevery = \"24h\"\n\
+         [monitor]\npublish = \"tcp://127.0.0.1:0\"\nevery = \"24h\"\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let greeter = hello::HelloClient::new(client(&running).await);
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hello, world");
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
 #[derive(Default)]
 struct CountErrors(Arc<Mutex<Vec<ErrorRecord>>>);
 

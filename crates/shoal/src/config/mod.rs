@@ -30,7 +30,7 @@
 //!
 //! ```text
 //! hello.toml:3: key `rpc.listen`: expected host:port or unix:PATH, got "nowhere"
-//! env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon"
+//! env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", at most 24h, got "soon"
 //! hello.toml: cannot read: No such file or directory (os error 2)
 //! app.toml: is a FIFO, not a regular file; give the path of a TOML configuration file
 //! hello.toml:7:5: TOML syntax: invalid string

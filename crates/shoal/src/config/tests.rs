@@ -406,7 +406,8 @@ public_config = true
         rt("[services]\nenabled = []").services.enabled,
         Some(vec![])
     );
-    assert_eq!(rt("[watchdog]\ntimeout = \"0s\"").watchdog.timeout, None);
+    // No watchdog is an unset key; "0s" is refused, as for every other period.
+    assert!(load("[watchdog]\ntimeout = \"0s\"", &[]).is_err());
     assert_eq!(
         rt("[shutdown]\ngrace = \"0s\"").shutdown.grace,
         Duration::ZERO
@@ -482,20 +483,20 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[rpc]\nmax_message = 100",
-            "hello.toml:2: key `rpc.max_message`: expected a size in bytes of at least 1024, got \
+            "hello.toml:2: key `rpc.max_message`: expected a size in bytes from 1024 to 1073741824, got \
              100",
         ),
         (
             "[rpc]\nmax_in_flight = 0",
-            "hello.toml:2: key `rpc.max_in_flight`: expected an integer of at least 1, got 0",
+            "hello.toml:2: key `rpc.max_in_flight`: expected an integer from 1 to 1000000, got 0",
         ),
         (
             "[rpc]\nmax_in_flight = \"8\"",
-            r#"hello.toml:2: key `rpc.max_in_flight`: expected an integer of at least 1, got "8""#,
+            r#"hello.toml:2: key `rpc.max_in_flight`: expected an integer from 1 to 1000000, got "8""#,
         ),
         (
             "[rpc]\nblocking_threads = -1",
-            "hello.toml:2: key `rpc.blocking_threads`: expected an integer of at least 1, got -1",
+            "hello.toml:2: key `rpc.blocking_threads`: expected an integer from 1 to 4096, got -1",
         ),
         (
             "[admin]\nlisten = \"127.0.0.1:9000\"",
@@ -517,27 +518,27 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[shutdown]\ngrace = \"soon\"",
-            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", got "soon""#,
+            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", at most 24h, got "soon""#,
         ),
         (
             "[shutdown]\ngrace = 10",
-            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", got 10"#,
+            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", at most 24h, got 10"#,
         ),
         (
             "[control]\nhandover_timeout = \"0s\"",
-            r#"hello.toml:2: key `control.handover_timeout`: expected a duration above zero like "30s", got "0s""#,
+            r#"hello.toml:2: key `control.handover_timeout`: expected a duration above zero like "30s", at most 24h, got "0s""#,
         ),
         (
             "[watchdog]\ntimeout = \"never\"",
-            r#"hello.toml:2: key `watchdog.timeout`: expected a duration like "10s", got "never""#,
+            r#"hello.toml:2: key `watchdog.timeout`: expected a duration above zero like "30s", at most 24h, got "never"; leave watchdog.timeout unset for no watchdog"#,
         ),
         (
             "[summary]\nevery = \"weekly\"",
-            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", got "weekly""#,
+            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", at most 24h, got "weekly""#,
         ),
         (
             "[summary]\nevery = \"0s\"",
-            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", got "0s""#,
+            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", at most 24h, got "0s""#,
         ),
         (
             "[log]\nlevel = 3",
@@ -545,11 +546,11 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[rpc]\nprocesses = -2",
-            "hello.toml:2: key `rpc.processes`: expected a number of processes of at least 0, got -2",
+            "hello.toml:2: key `rpc.processes`: expected a number of processes from 0 to 1024, got -2",
         ),
         (
             "[workers]\npollers = \"four\"",
-            r#"hello.toml:2: key `workers.pollers`: expected a number of workers for the group of at least 0, got "four""#,
+            r#"hello.toml:2: key `workers.pollers`: expected a number of workers for the group from 0 to 1024, got "four""#,
         ),
         (
             "workers = 3",
@@ -618,7 +619,7 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[monitor]\nevery = \"0s\"",
-            r#"hello.toml:2: key `monitor.every`: expected a duration above zero like "30s", got "0s""#,
+            r#"hello.toml:2: key `monitor.every`: expected a duration above zero like "30s", at most 24h, got "0s""#,
         ),
         (
             "[monitor]\nformat = \"yaml\"",
@@ -635,7 +636,7 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[shutdown.grace]\nseconds = 10",
-            "hello.toml:1: key `shutdown.grace`: expected a duration like \"10s\", got { seconds \
+            "hello.toml:1: key `shutdown.grace`: expected a duration like \"10s\", at most 24h, got { seconds \
              = 10 }",
         ),
         (
@@ -669,12 +670,12 @@ fn bad_runtime_keys_from_the_environment_name_the_variable() {
     let cases = [
         (
             ("SHOAL_SHUTDOWN__GRACE", "soon"),
-            r#"env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon""#,
+            r#"env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", at most 24h, got "soon""#,
         ),
         (
             ("SHOAL_RPC__MAX_IN_FLIGHT", "0"),
-            "env SHOAL_RPC__MAX_IN_FLIGHT: key `rpc.max_in_flight`: expected an integer of at \
-             least 1, got 0",
+            "env SHOAL_RPC__MAX_IN_FLIGHT: key `rpc.max_in_flight`: expected an integer from 1 to \
+             1000000, got 0",
         ),
         (
             ("SHOAL_RPC__LISTN", "127.0.0.1:7000"),
@@ -1159,4 +1160,105 @@ fn a_path_that_is_not_a_regular_file_is_refused_naming_it() {
     let e = Config::load(Some(&dir), Vec::new()).unwrap_err();
     assert!(e.to_string().contains("is a directory"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_number_and_duration_is_refused_out_of_its_range_naming_file_line_and_key() {
+    const HUGE: &str = "\"18446744073709551615s\"";
+    let runtime_keys: &[(&str, &[&str])] = &[
+        (
+            "rpc.max_message",
+            &["1023", "1073741825", "9223372036854775807", "-1"],
+        ),
+        (
+            "rpc.max_in_flight",
+            &["0", "1000001", "2305843009213693952"],
+        ),
+        ("rpc.blocking_threads", &["0", "4097"]),
+        ("rpc.processes", &["-1", "1025"]),
+        ("shutdown.grace", &["\"300000000000y\"", "\"25h\"", HUGE]),
+        ("control.handover_timeout", &["\"0s\"", "\"25h\"", HUGE]),
+        ("watchdog.timeout", &["\"0s\"", "\"25h\"", HUGE]),
+        ("summary.every", &["\"0s\"", "\"25h\"", HUGE]),
+        ("monitor.every", &["\"0s\"", "\"25h\"", HUGE]),
+        ("workers.pollers", &["-1", "1025"]),
+    ];
+    let mut cases = Vec::new();
+    for (key, values) in runtime_keys {
+        let (table, name) = key.split_once('.').unwrap();
+        for value in *values {
+            cases.push((format!("[{table}]\n{name} = {value}\n"), key.to_string(), 2));
+        }
+    }
+    let file_sink = "[[log.sinks]]\nkind = \"file\"\npath = \"a.log\"\n";
+    let email_sink = "[[log.sinks]]\nkind = \"email\"\nsmtp = \"smtp://x\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n";
+    let sink_keys: &[(&str, &str, &[&str])] = &[
+        (
+            file_sink,
+            "rotate_size",
+            &["\"1025GB\"", "1099511627777", "-1"],
+        ),
+        (file_sink, "keep", &["-1", "1001"]),
+        (email_sink, "max_lines", &["0", "100001"]),
+        (email_sink, "interval", &["\"0s\"", "\"25h\"", HUGE]),
+    ];
+    for (sink, name, values) in sink_keys {
+        for value in *values {
+            let line = sink.lines().count() + 1;
+            cases.push((
+                format!("{sink}{name} = {value}\n"),
+                format!("log.sinks[0].{name}"),
+                line,
+            ));
+        }
+    }
+    for (text, key, line) in cases {
+        let e = match load(&text, &[]) {
+            Ok(config) => panic!("{text:?} loaded: {:?}", config.runtime()),
+            Err(e) => e,
+        };
+        assert_eq!(
+            (e.file(), e.key(), e.line()),
+            (Some(Path::new(FILE)), Some(key.as_str()), Some(line)),
+            "{text:?}: {e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{FILE}:{line}: key `{key}`: expected")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn the_ends_of_every_range_load() {
+    let text = r#"
+[rpc]
+max_message = 1073741824
+max_in_flight = 1000000
+blocking_threads = 4096
+processes = 1024
+[shutdown]
+grace = "24h"
+[control]
+handover_timeout = "24h"
+[watchdog]
+timeout = "24h"
+[summary]
+every = "24h"
+[monitor]
+every = "24h"
+[workers]
+pollers = 1024
+"#;
+    let rt = runtime(text, &[]);
+    assert_eq!(rt.rpc.max_in_flight, 1_000_000);
+    assert_eq!(rt.watchdog.timeout, Some(Duration::from_secs(86400)));
+    let low = runtime(
+        "[rpc]\nmax_message = 1024\nmax_in_flight = 1\nblocking_threads = 1\nprocesses = 0\n\
+         [shutdown]\ngrace = \"0s\"\n[watchdog]\ntimeout = \"1ms\"\n",
+        &[],
+    );
+    assert_eq!(low.shutdown.grace, Duration::ZERO);
+    assert_eq!(low.watchdog.timeout, Some(Duration::from_millis(1)));
 }
