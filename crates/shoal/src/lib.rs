@@ -29,7 +29,11 @@
 //! `App::new(name, version).setup(|app| { app.serve(...); Ok(()) }).run().await` reads
 //! `--config FILE` (or `$SHOAL_CONFIG`; `--check` only validates it), loads the configuration,
 //! runs the setup, binds the listeners, calls [`Hooks::on_start`] and serves until told to
-//! close. See `examples/hello.rs`, `examples/calculator.rs` and `examples/lifecycle.rs`.
+//! close. A listener that cannot be bound fails the start with an error naming the key
+//! (`rpc.listen`, `admin.listen`, `metrics.listen`) and the file. `--check` also tries the
+//! addresses: a missing directory or something other than a socket at a Unix path is an
+//! error (exit 2); an address in use is noted in the answer (it may be this service, which a
+//! re-execution takes over), the exit code staying 0. See `examples/hello.rs`, `examples/calculator.rs` and `examples/lifecycle.rs`.
 //! [`App::start`] does the same inside a caller's runtime and prints nothing: a start that
 //! ends early is a [`StartError`] carrying the exit code and the cause, which `run` prints.
 //!

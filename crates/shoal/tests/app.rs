@@ -587,6 +587,122 @@ async fn the_largest_values_of_every_range_start_serve_and_close() {
     assert_eq!(running.wait().await, Exit::Closed);
 }
 
+/// Starts hello with `text` as its configuration (line 1 is `[section]`, line 2 the address
+/// under test), or only checks it with `--check`; the start must end in an error or answer.
+async fn start_error(
+    dir: &Scratch,
+    text: &str,
+    check: bool,
+) -> (std::path::PathBuf, shoal::StartError) {
+    let file = dir.write(
+        "hello.toml",
+        &format!("{text}\n[hello]\ngreeting = \"Hi\"\n"),
+    );
+    let mut args = config_args(&file);
+    if check {
+        args.push("--check".into());
+    }
+    match hello::app().args(args, no_env()).start().await {
+        Ok(running) => {
+            running.handle().close();
+            running.wait().await;
+            panic!("{text:?} started");
+        }
+        Err(e) => (file, e),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_bind_names_the_key_and_the_file_and_check_says_why_an_address_cannot_be_used() {
+    let dir = Scratch::new("bind-errors");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let live = dir.join("live.sock");
+    let _live = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let missing = dir.join("no/such/dir/admin.sock");
+    let regular = dir.write("plain.txt", "not a socket");
+
+    // (configuration, key, what the error says, whether --check only notes it)
+    let cases = [
+        (
+            format!("[rpc]\nlisten = \"{taken}\""),
+            "rpc.listen",
+            taken.clone(),
+            true,
+        ),
+        (
+            format!("[rpc]\nlisten = \"unix:{}\"", live.display()),
+            "rpc.listen",
+            format!("{} is in use", live.display()),
+            true,
+        ),
+        (
+            format!("[metrics]\nlisten = \"{taken}\""),
+            "metrics.listen",
+            taken.clone(),
+            true,
+        ),
+        (
+            format!("[admin]\nlisten = \"unix:{}\"", missing.display()),
+            "admin.listen",
+            format!(
+                "the directory {} cannot be used",
+                missing.parent().unwrap().display()
+            ),
+            false,
+        ),
+        (
+            format!("[admin]\nlisten = \"unix:{}\"", regular.display()),
+            "admin.listen",
+            format!(
+                "{} exists and is a regular file, not a socket",
+                regular.display()
+            ),
+            false,
+        ),
+        (
+            format!("[rpc]\nlisten = \"unix:{}\"", regular.display()),
+            "rpc.listen",
+            format!(
+                "{} exists and is a regular file, not a socket",
+                regular.display()
+            ),
+            false,
+        ),
+    ];
+    for (text, key, says, only_noted) in cases {
+        let (file, e) = start_error(&dir, &text, false).await;
+        let at = format!("{}:2: key `{key}`: ", file.display());
+        let shown = e.to_string();
+        assert_eq!(e.exit(), Exit::Failed, "{shown}");
+        assert!(
+            shown.contains(&at) && shown.contains(&says),
+            "{text}: {shown}"
+        );
+
+        let (_, e) = start_error(&dir, &text, true).await;
+        let shown = e.to_string();
+        assert!(
+            shown.contains(&at) && shown.contains(&says),
+            "--check {text}: {shown}"
+        );
+        match only_noted {
+            // In use, perhaps by this very service: valid, with a note.
+            true => {
+                assert_eq!(e.exit(), Exit::Closed, "{shown}");
+                assert!(
+                    shown.contains("is valid") && shown.contains("note: "),
+                    "{shown}"
+                );
+            }
+            false => assert_eq!(e.exit(), Exit::BadConfig, "{shown}"),
+        }
+    }
+    // Nothing of a failed start is left behind.
+    assert!(!missing.parent().unwrap().exists());
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "not a socket");
+}
+
 #[derive(Default)]
 struct CountErrors(Arc<Mutex<Vec<ErrorRecord>>>);
 

@@ -84,7 +84,13 @@ pub(super) async fn listen(
                 let fd = bind_private(path)?;
                 Listener::from_fd(fd).map_err(|e| e.to_string())?
             }
-            _ => Listener::bind(addr).await.map_err(|e| e.to_string())?,
+            _ => {
+                // First, so that a missing directory or a file in the way is said plainly.
+                if let Addr::Unix(path) = addr {
+                    check_unix_path(path).map_err(|e| e.to_string())?;
+                }
+                Listener::bind(addr).await.map_err(|e| e.to_string())?
+            }
         },
     };
     // The runtime removes socket files itself: not after handing them over, and, when it
@@ -144,7 +150,7 @@ pub(super) fn tokio_listener(listener: Listener) -> Result<tokio::net::TcpListen
 pub(super) fn bind_private(path: &Path) -> Result<OwnedFd, String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
-    check_unix_path(path)?;
+    check_unix_path(path).map_err(|e| e.to_string())?;
     let parent = parent_dir(path);
     let dir = parent.join(format!("{PRIVATE_DIR}{}", std::process::id()));
     // A directory left by a process of the same pid that crashed here.
@@ -168,17 +174,53 @@ pub(super) fn bind_private(path: &Path) -> Result<OwnedFd, String> {
     result
 }
 
+/// Why an address cannot be bound now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AddrProblem {
+    /// Someone listens there: perhaps this very service, whose successor takes its sockets
+    /// over (SIGUSR2), so `--check` only says so.
+    InUse(String),
+    /// Nothing can listen there as configured: a start would fail.
+    Unusable(String),
+}
+
+impl std::fmt::Display for AddrProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddrProblem::InUse(why) | AddrProblem::Unusable(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Whether `addr` can be bound now, tried without keeping anything: a TCP address by binding
+/// it and letting go (port 0 always can), a Unix path by [`check_unix_path`].
+pub(crate) fn check_addr(addr: &Addr) -> Result<(), AddrProblem> {
+    match addr {
+        Addr::Unix(path) => check_unix_path(path),
+        Addr::Tcp(host_port) => match std::net::TcpListener::bind(host_port.as_str()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(AddrProblem::InUse(
+                format!("{host_port} is in use: another process listens on it"),
+            )),
+            Err(e) => Err(AddrProblem::Unusable(format!(
+                "cannot listen on {host_port}: {e}"
+            ))),
+        },
+    }
+}
+
 /// Whether a Unix socket path can be bound: its directory exists, and nothing but a stale
 /// socket (one nobody listens on) is there. The error says what is in the way.
-pub(crate) fn check_unix_path(path: &Path) -> Result<(), String> {
+pub(crate) fn check_unix_path(path: &Path) -> Result<(), AddrProblem> {
     use std::os::unix::fs::FileTypeExt;
 
+    let unusable = |why: String| Err(AddrProblem::Unusable(why));
     let parent = parent_dir(path);
     match std::fs::metadata(parent) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(format!("{} is not a directory", parent.display())),
+        Ok(_) => return unusable(format!("{} is not a directory", parent.display())),
         Err(e) => {
-            return Err(format!(
+            return unusable(format!(
                 "the directory {} cannot be used: {e}; create it first",
                 parent.display()
             ))
@@ -186,17 +228,18 @@ pub(crate) fn check_unix_path(path: &Path) -> Result<(), String> {
     }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot look at {}: {e}", path.display())),
-        Ok(meta) if !meta.file_type().is_socket() => Err(format!(
-            "{} exists and is not a socket, so it is left alone; remove it or listen on \
+        Err(e) => unusable(format!("cannot look at {}: {e}", path.display())),
+        Ok(meta) if !meta.file_type().is_socket() => unusable(format!(
+            "{} exists and is {}, not a socket, so it is left alone; remove it or listen on \
              another path",
-            path.display()
+            path.display(),
+            crate::config::file_kind(meta.file_type())
         )),
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(format!(
+            Ok(_) => Err(AddrProblem::InUse(format!(
                 "{} is in use: another process listens on it",
                 path.display()
-            )),
+            ))),
             // Left by a process that ended: binding replaces it.
             Err(_) => Ok(()),
         },

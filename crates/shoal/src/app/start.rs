@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::error::{StartCause, StartError};
 use super::handle::{Handle, Shared};
-use super::listen::{listen, tokio_listener, Access, Sockets};
+use super::listen::{check_addr, listen, tokio_listener, Access, AddrProblem, Sockets};
 use super::runtime::{self, origin, stop_signals, Runtime, Tasks};
 use super::setup::{Boxed, Setup, StateMap};
 use super::{services, App, Running, SetupFn};
@@ -51,11 +51,19 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     let mut loaded = load(app, inherited)?;
     let declared = declare(&mut loaded)?;
     if loaded.inv.action == Action::Check {
-        let valid = format!(
+        let in_use =
+            check_addresses(&loaded.config).map_err(|e| loaded.fail(StartCause::Config(e)))?;
+        let mut valid = format!(
             "{}: configuration {} is valid\n",
             loaded.name,
             origin(&loaded.config)
         );
+        for note in in_use {
+            valid.push_str(&format!(
+                "note: {note} now; if that is this service, a re-execution (SIGUSR2) takes it \
+                 over, else a start fails\n"
+            ));
+        }
         return Err(loaded.fail(StartCause::Answered(valid)));
     }
     match loaded.role.clone() {
@@ -67,6 +75,28 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             count,
         } => group_worker(loaded, declared, &group, index, count),
     }
+}
+
+/// `--check`'s look at the addresses the start would bind (`rpc.listen`, `admin.listen`,
+/// `metrics.listen`): one that cannot be used is an error naming the key and the file; one
+/// in use is returned, placed the same way, for the answer to mention.
+fn check_addresses(config: &Config) -> Result<Vec<ConfigError>, ConfigError> {
+    let rt = config.runtime();
+    let addrs = [
+        ("rpc.listen", rt.rpc.listen.clone()),
+        ("admin.listen", rt.admin.listen.clone().map(Addr::Unix)),
+        ("metrics.listen", rt.metrics.listen.clone().map(Addr::Tcp)),
+    ];
+    let mut in_use = Vec::new();
+    for (key, addr) in addrs {
+        let Some(addr) = addr else { continue };
+        match check_addr(&addr) {
+            Ok(()) => {}
+            Err(AddrProblem::InUse(why)) => in_use.push(config.error_at(key, why)),
+            Err(AddrProblem::Unusable(why)) => return Err(config.error_at(key, why)),
+        }
+    }
+    Ok(in_use)
 }
 
 /// What the load phase found: the application as declared, how it was invoked, the role of
@@ -304,6 +334,7 @@ async fn bind_master(
                 bind_failed(
                     loaded,
                     &handle,
+                    "rpc.listen",
                     format!("cannot keep the rpc listener: {e}"),
                 )
             })?;
@@ -727,7 +758,7 @@ async fn bind_rpc(
         sockets,
     )
     .await
-    .map_err(|e| bind_failed(loaded, &handle, e))?;
+    .map_err(|e| bind_failed(loaded, &handle, "rpc.listen", e))?;
     let _ = handle
         .shared
         .rpc_addr
@@ -752,7 +783,7 @@ async fn bind_admin(
             control: true,
         })
         .build()
-        .map_err(|e| bind_failed(loaded, handle, e.to_string()))?;
+        .map_err(|e| bind_failed(loaded, handle, "admin.listen", e.to_string()))?;
     let addr = Addr::Unix(path.to_owned());
     let listener = listen(
         "admin",
@@ -768,7 +799,7 @@ async fn bind_admin(
         .and_then(|l| unix_listener(&l, path))
         .map_err(|e| {
             sockets.remove_bound_files();
-            bind_failed(loaded, handle, e)
+            bind_failed(loaded, handle, "admin.listen", e)
         })?;
     Ok((server, listener))
 }
@@ -793,7 +824,7 @@ async fn bind_metrics(
     .and_then(tokio_listener)
     .map_err(|e| {
         sockets.remove_bound_files();
-        bind_failed(loaded, handle, e)
+        bind_failed(loaded, handle, "metrics.listen", e)
     })?;
     if let Ok(addr) = listener.local_addr() {
         let _ = handle.shared.metrics_addr.set(addr.to_string());
@@ -1106,8 +1137,10 @@ fn setup_failed(config: &Config, what: &str, error: BoxError) -> StartCause {
     }
 }
 
-/// A listener that cannot be bound or kept: recorded (and logged) as the status's last error.
-fn bind_failed(loaded: &Loaded, handle: &Handle, error: String) -> StartError {
+/// A listener that cannot be bound or kept, placed at its key in the file: recorded (and
+/// logged) as the status's last error.
+fn bind_failed(loaded: &Loaded, handle: &Handle, key: &str, error: String) -> StartError {
+    let error = loaded.config.error_at(key, error).to_string();
     handle.record_error("listen", error.clone(), error.clone());
     loaded.fail(StartCause::Listen(error))
 }
