@@ -128,7 +128,12 @@ impl ConfigError {
             column: None,
             env,
             key: Some(key.to_owned()),
-            message: message.lines().collect::<Vec<_>>().join("; "),
+            // Messages quote the bad value: a password inside it is not repeated.
+            message: super::redact::in_text(&message)
+                .unwrap_or(message)
+                .lines()
+                .collect::<Vec<_>>()
+                .join("; "),
         }))
     }
 }

@@ -1262,3 +1262,13 @@ pollers = 1024
     assert_eq!(low.shutdown.grace, Duration::ZERO);
     assert_eq!(low.watchdog.timeout, Some(Duration::from_millis(1)));
 }
+
+#[test]
+fn an_error_quoting_a_value_does_not_repeat_its_password() {
+    let e = load("[rpc]\nlisten = \"postgres://user:secretpw@h/db\"\n", &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "hello.toml:2: key `rpc.listen`: expected host:port or unix:PATH, got \
+         \"postgres://user:<redacted>@h/db\""
+    );
+}
