@@ -73,4 +73,27 @@ mod tests {
         assert!(lines.contains(&"rpc.listen               = \"127.0.0.1:7000\"   # hello.toml:2"));
         assert!(lines.contains(&"shutdown.grace           = \"10s\"              # default"));
     }
+
+    #[test]
+    fn a_password_inside_a_value_is_not_printed() {
+        let config = Config::from_toml(
+            "[db]\nurl = \"postgres://user:secretpw@h/db\"\n",
+            std::path::Path::new("app.toml"),
+            [(
+                "SHOAL_CACHE__URL".to_owned(),
+                "redis://:pw2@cache".to_owned(),
+            )],
+        )
+        .unwrap();
+        let text = render(&config.explain());
+        assert!(
+            text.contains("db.url") && text.contains("\"postgres://user:<redacted>@h/db\""),
+            "{text}"
+        );
+        assert!(text.contains("\"redis://:<redacted>@cache\""), "{text}");
+        assert!(
+            !text.contains("secretpw") && !text.contains("pw2"),
+            "{text}"
+        );
+    }
 }

@@ -29,7 +29,11 @@
 //! `App::new(name, version).setup(|app| { app.serve(...); Ok(()) }).run().await` reads
 //! `--config FILE` (or `$SHOAL_CONFIG`; `--check` only validates it), loads the configuration,
 //! runs the setup, binds the listeners, calls [`Hooks::on_start`] and serves until told to
-//! close. See `examples/hello.rs`, `examples/calculator.rs` and `examples/lifecycle.rs`.
+//! close. A listener that cannot be bound fails the start with an error naming the key
+//! (`rpc.listen`, `admin.listen`, `metrics.listen`) and the file. `--check` also tries the
+//! addresses: a missing directory or something other than a socket at a Unix path is an
+//! error (exit 2); an address in use is noted in the answer (it may be this service, which a
+//! re-execution takes over), the exit code staying 0. See `examples/hello.rs`, `examples/calculator.rs` and `examples/lifecycle.rs`.
 //! [`App::start`] does the same inside a caller's runtime and prints nothing: a start that
 //! ends early is a [`StartError`] carrying the exit code and the cause, which `run` prints.
 //!
@@ -41,26 +45,29 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `rpc.listen` | none | `host:port` or `unix:PATH` to serve the services on |
-//! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits |
-//! | `rpc.processes` | 0 | process mode: N worker processes serve the listener (see below) |
-//! | `admin.listen` | none | `unix:PATH` of the admin socket (mode 0600) |
+//! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits: 1024 to 1 GiB bytes, 1 to 1,000,000 calls per connection, 1 to 4096 threads |
+//! | `rpc.processes` | 0 | process mode: N (0 to 1024) worker processes serve the listener (see below) |
+//! | `admin.listen` | none | `unix:PATH` of the admin socket: mode 0600 from the moment the file exists (bound in a private directory, then renamed into place), and a connection from a user other than the process's own or root is refused by its credentials and logged; every control action is logged with the caller's uid and pid |
 //! | `services.enabled` | all | services to start; what they `require` starts too |
-//! | `shutdown.grace` | `"10s"` | how long closing may take before exit code 3 |
-//! | `control.handover_timeout` | `"30s"` | how long a re-executed binary has to serve |
-//! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 |
-//! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration; also logged at close |
+//! | `shutdown.grace` | `"10s"` | how long closing may take before exit code 3 (0s to 24h) |
+//! | `control.handover_timeout` | `"30s"` | how long a re-executed binary has to serve (above zero, at most 24h) |
+//! | `watchdog.timeout` | off | no `heartbeat()` for this long: exit code 4 (above zero, at most 24h; unset = off, `"0s"` is refused) |
+//! | `summary.every` | off | `"minute"`, `"hour"`, `"day"` or a duration above zero, at most 24h (unset = off); also logged at close |
 //! | `log.level` | `"info"` | a filter such as `"info,shoal_rpc=debug"` (a level, and levels per target prefix) for the sinks that set none |
 //! | `[[log.sinks]]` | one console sink at `log.level` | where events go: `kind` = `"console"`, `"file"`, `"syslog"` or `"email"`, each with its own `level` and `format` (`"text"` or `"json"`); see [`logging`] |
-//! | file sink | | `path` (relative to the working directory), `rotate_size` (`"10MB"`; `"0"` = off), `rotate_every` (`"minute"`, `"hour"`, `"day"`; off), `keep` (7), `compress` (true) |
+//! | file sink | | `path` (relative to the working directory; a regular file), `rotate_size` (`"10MB"`; `"0"` = off; at most `"1024GB"`), `rotate_every` (`"minute"`, `"hour"`, `"day"`; off), `keep` (0 to 1000; 7), `compress` (true) |
 //! | syslog sink | | `address` (`"/dev/log"`, `"unix:PATH"`, `"udp://host:port"`), `facility` (`"user"`), `app_name` (the application's name) |
-//! | email sink (the crate's `email` feature) | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted; only over TLS), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`), `max_lines` (1000) |
-//! | `workers.NAME` | as declared | the size of worker group NAME ([`workers`]) |
+//! | email sink (the crate's `email` feature) | `level = "error"` | `smtp` (`"smtp://host:port"`, `starttls`; `"smtps://host:port"`), `username`, `password` (shown redacted; only over TLS), `from`, `to`, `subject` (`"[APP] errors on HOST"`), `interval` (`"5m"`; above zero, at most 24h), `max_lines` (1 to 100,000; 1000) |
+//! | `workers.NAME` | as declared | the size of worker group NAME, 0 to 1024 ([`workers`]) |
 //! | `metrics.listen` | none | `host:port` to serve Prometheus text on (`GET /metrics`) |
 //! | `monitor.publish` | off | `tcp://HOST:PORT` (HOST may be `*`) or `ipc://PATH`: publish the status snapshot there on a ZeroMQ PUB socket ([`monitor`]); port 0 picks a free port |
-//! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero) |
+//! | `monitor.every` | `"10s"` | how often a snapshot is published (above zero, at most 24h) |
 //! | `monitor.format` | `"msgpack"` | `"msgpack"` (the map `shoal.status` returns) or `"json"` (the same object) |
+//! | `status.public_config` | false | whether `shoal.status` on `rpc.listen` carries the (redacted) configuration; on the admin socket it always does |
 //!
-//! Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
+//! Every number and duration is checked against its range when the configuration is loaded
+//! (at start, by `--check` and on reload), and a value outside it is an error naming the
+//! file, the line and the key. Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
 //! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
 //! reload.
 //!
@@ -78,7 +85,10 @@
 //!
 //! `shoal.status` ([`status::Status`]) and `shoal.metrics` (a [`metrics::Snapshot`], or with
 //! the argument `"prometheus"` the Prometheus text) are answered on every listener; the
-//! control methods only on the admin socket. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,
+//! control methods only on the admin socket. On `rpc.listen`, the status's `config` is empty
+//! unless `status.public_config = true`. Wherever the configuration is shown (status, the
+//! monitor feed, `shoal config explain`), secrets are redacted by key name and inside values
+//! (a URL's password, a DSN's `password=`): see [`config`]. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,
 //! `RELOADING=1`, `STOPPING=1` and `WATCHDOG=1`; after a re-execution the new process sends
 //! `MAINPID=` (the unit needs `NotifyAccess=all`).
 //!

@@ -466,7 +466,7 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     let file = dir.write(
         "hello.toml",
         &format!(
-            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\n[store]\npassword = \"s3cret\"\n",
+            "[rpc]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"unix:{}\"\n[summary]\nevery = \"200ms\"\n[hello]\ngreeting = \"Hello\"\n[store]\npassword = \"s3cret\"\nurl = \"postgres://user:secretpw@h/db\"\n",
             admin.display()
         ),
     );
@@ -497,6 +497,10 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
         Some("<redacted>")
     );
     assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hello"));
+    assert_eq!(
+        status.config["store"]["url"].as_str(),
+        Some("postgres://user:<redacted>@h/db")
+    );
     let greet = status.methods.iter().find(|m| m.method == "greet").unwrap();
     assert_eq!((greet.calls, greet.errors), (2, 0));
     assert_eq!(status.services, vec!["Hello".to_string()]);
@@ -517,6 +521,8 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     let main = client(&running).await;
     let status: Status = main.call("shoal.status", &()).await.unwrap();
     assert_eq!(status.name, "hello");
+    // Without `status.public_config`, the port anyone reaches shows no configuration.
+    assert!(status.config.is_empty(), "{:?}", status.config);
     let refused = main.call::<_, bool>("shoal.close", &()).await.unwrap_err();
     assert_eq!(code(refused), Some(codes::METHOD_NOT_FOUND));
 
@@ -528,6 +534,173 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     assert!(closing);
     assert_eq!(running.wait().await, Exit::Closed);
     assert!(!admin.exists(), "the admin socket file is removed at exit");
+}
+
+#[tokio::test]
+async fn status_public_config_shows_the_redacted_configuration_on_the_main_port() {
+    let dir = Scratch::new("public-config");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[status]\npublic_config = true\n[hello]\ngreeting = \"Hello\"\n[store]\nurl = \"redis://:pw@cache\"\ndsn = \"host=db password=hunter2\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let status: Status = client(&running)
+        .await
+        .call("shoal.status", &())
+        .await
+        .unwrap();
+    assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hello"));
+    assert_eq!(
+        status.config["store"]["url"].as_str(),
+        Some("redis://:<redacted>@cache")
+    );
+    assert_eq!(
+        status.config["store"]["dsn"].as_str(),
+        Some("host=db password=<redacted>")
+    );
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+#[tokio::test]
+async fn the_largest_values_of_every_range_start_serve_and_close() {
+    let dir = Scratch::new("largest");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\nmax_message = 1073741824\nmax_in_flight = 1000000\n\
+         blocking_threads = 4096\n[shutdown]\ngrace = \"24h\"\n[control]\nhandover_timeout = \"24h\"\n\
+         [watchdog]\ntimeout = \"24h\"\n[summary]\nevery = \"24h\"\n\
+         [monitor]\npublish = \"tcp://127.0.0.1:0\"\nevery = \"24h\"\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let greeter = hello::HelloClient::new(client(&running).await);
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hello, world");
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+/// Starts hello with `text` as its configuration (line 1 is `[section]`, line 2 the address
+/// under test), or only checks it with `--check`; the start must end in an error or answer.
+async fn start_error(
+    dir: &Scratch,
+    text: &str,
+    check: bool,
+) -> (std::path::PathBuf, shoal::StartError) {
+    let file = dir.write(
+        "hello.toml",
+        &format!("{text}\n[hello]\ngreeting = \"Hi\"\n"),
+    );
+    let mut args = config_args(&file);
+    if check {
+        args.push("--check".into());
+    }
+    match hello::app().args(args, no_env()).start().await {
+        Ok(running) => {
+            running.handle().close();
+            running.wait().await;
+            panic!("{text:?} started");
+        }
+        Err(e) => (file, e),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_bind_names_the_key_and_the_file_and_check_says_why_an_address_cannot_be_used() {
+    let dir = Scratch::new("bind-errors");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let live = dir.join("live.sock");
+    let _live = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let missing = dir.join("no/such/dir/admin.sock");
+    let regular = dir.write("plain.txt", "not a socket");
+
+    // (configuration, key, what the error says, whether --check only notes it)
+    let cases = [
+        (
+            format!("[rpc]\nlisten = \"{taken}\""),
+            "rpc.listen",
+            taken.clone(),
+            true,
+        ),
+        (
+            format!("[rpc]\nlisten = \"unix:{}\"", live.display()),
+            "rpc.listen",
+            format!("{} is in use", live.display()),
+            true,
+        ),
+        (
+            format!("[metrics]\nlisten = \"{taken}\""),
+            "metrics.listen",
+            taken.clone(),
+            true,
+        ),
+        (
+            format!("[admin]\nlisten = \"unix:{}\"", missing.display()),
+            "admin.listen",
+            format!(
+                "the directory {} cannot be used",
+                missing.parent().unwrap().display()
+            ),
+            false,
+        ),
+        (
+            format!("[admin]\nlisten = \"unix:{}\"", regular.display()),
+            "admin.listen",
+            format!(
+                "{} exists and is a regular file, not a socket",
+                regular.display()
+            ),
+            false,
+        ),
+        (
+            format!("[rpc]\nlisten = \"unix:{}\"", regular.display()),
+            "rpc.listen",
+            format!(
+                "{} exists and is a regular file, not a socket",
+                regular.display()
+            ),
+            false,
+        ),
+    ];
+    for (text, key, says, only_noted) in cases {
+        let (file, e) = start_error(&dir, &text, false).await;
+        let at = format!("{}:2: key `{key}`: ", file.display());
+        let shown = e.to_string();
+        assert_eq!(e.exit(), Exit::Failed, "{shown}");
+        assert!(
+            shown.contains(&at) && shown.contains(&says),
+            "{text}: {shown}"
+        );
+
+        let (_, e) = start_error(&dir, &text, true).await;
+        let shown = e.to_string();
+        assert!(
+            shown.contains(&at) && shown.contains(&says),
+            "--check {text}: {shown}"
+        );
+        match only_noted {
+            // In use, perhaps by this very service: valid, with a note.
+            true => {
+                assert_eq!(e.exit(), Exit::Closed, "{shown}");
+                assert!(
+                    shown.contains("is valid") && shown.contains("note: "),
+                    "{shown}"
+                );
+            }
+            false => assert_eq!(e.exit(), Exit::BadConfig, "{shown}"),
+        }
+    }
+    // Nothing of a failed start is left behind.
+    assert!(!missing.parent().unwrap().exists());
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "not a socket");
 }
 
 #[derive(Default)]

@@ -33,11 +33,12 @@ const DROPPED: Duration = Duration::from_secs(30);
 /// Peers the feed serves at once.
 const PLACES: usize = 64;
 
-/// A `hello` configuration publishing every 100 ms with `monitor` as the rest of the table.
+/// A `hello` configuration publishing every 100 ms with `monitor` as the rest of the table,
+/// and a database URL with a password.
 fn config(monitor: &str) -> String {
     format!(
         "[rpc]\nlisten = \"127.0.0.1:0\"\n\n[monitor]\nevery = \"100ms\"\n{monitor}\n\n\
-         [hello]\ngreeting = \"Hi\"\n"
+         [hello]\ngreeting = \"Hi\"\n\n[store]\nurl = \"postgres://user:secretpw@h/db\"\n"
     )
 }
 
@@ -149,6 +150,15 @@ async fn msgpack_snapshots_reach_a_subscriber_and_the_last_one_says_closing() {
         assert_eq!(status.state, ServiceState::Running);
         assert_eq!(status.monitor_addr.as_ref(), Some(&addr));
         assert_eq!(status.config["hello"]["greeting"].as_str(), Some("Hi"));
+        // A password inside a value is cut out, whatever the key.
+        assert_eq!(
+            status.config["store"]["url"].as_str(),
+            Some("postgres://user:<redacted>@h/db")
+        );
+        assert!(
+            !payload.windows(8).any(|w| w == b"secretpw"),
+            "the feed carries the password"
+        );
         // The same map `shoal.status` answers.
         let published: Value = rmp_serde::from_slice(&payload).unwrap();
         let rpc = running.rpc_addr().unwrap().to_string();

@@ -837,3 +837,116 @@ async fn sigusr2_to_a_process_mode_master_hands_the_unix_socket_to_new_workers()
         "the last master removes the socket file"
     );
 }
+
+/// Runs the hello example with `args` to its end, which must come within [`LIMIT`] (a process
+/// stuck on a read is killed and fails the test): the exit code and everything it printed.
+fn run_bounded(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let mut child = Command::new(example("hello"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hello {args:?} did not end within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().expect("exited, not killed"),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+#[test]
+fn a_fifo_as_configuration_or_log_file_is_refused_at_start_and_check_naming_it() {
+    let dir = Scratch::new("proc-fifo");
+    let fifo = dir.join("app.toml");
+    mkfifo(&fifo);
+    for check in [true, false] {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), fifo.as_os_str()];
+        if check {
+            args.push("--check".as_ref());
+        }
+        let (code, text) = run_bounded(&args);
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            text.contains(&format!(
+                "{}: is a FIFO, not a regular file",
+                fifo.display()
+            )),
+            "{text}"
+        );
+    }
+
+    // A file log sink at a FIFO: the start fails naming the key and the path.
+    let log_fifo = dir.join("app.log");
+    mkfifo(&log_fifo);
+    let config = dir.write(
+        "sink.toml",
+        &format!(
+            "[[log.sinks]]\nkind = \"file\"\npath = \"{}\"\n[hello]\ngreeting = \"Hi\"\n",
+            log_fifo.display()
+        ),
+    );
+    let (code, text) = run_bounded(&["--config".as_ref(), config.as_os_str()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("log.sinks[0].path")
+            && text.contains(&format!(
+                "{} is a FIFO, not a regular file",
+                log_fifo.display()
+            )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_from_a_fifo_is_rejected_and_the_process_still_closes() {
+    let dir = Scratch::new("proc-fifo-reload");
+    let config = hello_config(&dir, "Hello");
+    let admin = dir.join("admin.sock");
+    let mut proc = Proc::start(&example("hello"), &config, &[]);
+    status(&admin).await;
+
+    // The configuration file becomes a FIFO nobody writes to.
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    proc.signal(Signal::SIGHUP);
+    let line = proc.expect_line_async("reload failed");
+    assert!(line.contains("is a FIFO, not a regular file"), "{line}");
+
+    // A file log sink at a FIFO on reload: rejected too, naming the key.
+    let log_fifo = dir.join("app.log");
+    mkfifo(&log_fifo);
+    std::fs::remove_file(&config).unwrap();
+    let text = std::fs::read_to_string(hello_config(&dir, "Hi")).unwrap();
+    dir.write(
+        "hello.toml",
+        &format!(
+            "{text}[[log.sinks]]\nkind = \"file\"\npath = \"{}\"\n",
+            log_fifo.display()
+        ),
+    );
+    proc.signal(Signal::SIGHUP);
+    let line = proc.expect_line_async("reload failed");
+    assert!(
+        line.contains("log.sinks[0].path") && line.contains("is a FIFO"),
+        "{line}"
+    );
+    let after = status(&admin).await;
+    assert!(!after.last_reload.unwrap().ok);
+
+    proc.signal(Signal::SIGTERM);
+    assert_eq!(proc.exit_code_async(), 0);
+}

@@ -49,6 +49,31 @@ pub(super) fn reload_config(
     Ok(())
 }
 
+/// How long reading the configuration file on reload may take: a file on a hung network
+/// mount must not stop the control loop, which also closes the process.
+pub(super) const READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the configuration again off the executor, giving up after [`READ_LIMIT`]; a read
+/// that never ends is left to its blocking thread, and the reload is rejected.
+pub(super) async fn load_bounded(
+    path: Option<&std::path::Path>,
+    env: &[(String, String)],
+) -> Result<Config, String> {
+    let (owned, env) = (path.map(ToOwned::to_owned), env.to_vec());
+    let read = tokio::task::spawn_blocking(move || Config::load(owned.as_deref(), env));
+    match tokio::time::timeout(READ_LIMIT, read).await {
+        Ok(Ok(loaded)) => loaded.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("reading the configuration failed: {e}")),
+        Err(_) => Err(format!(
+            "{}: reading the configuration took longer than {}; the file was not read",
+            path.map_or("(default configuration)".into(), |p| p
+                .display()
+                .to_string()),
+            humantime::format_duration(READ_LIMIT)
+        )),
+    }
+}
+
 /// The log sinks `new` asks for when its `[log]` differs from `old`'s, built but not yet in
 /// force. Blocks (it opens files and resolves syslog hosts).
 fn prepare_sinks(
@@ -218,7 +243,7 @@ impl Runtime {
 
     async fn apply_reload(&self, old: &Config) -> Result<(), String> {
         let shared = &self.handle.shared;
-        let config = Config::load(old.path(), self.env.clone()).map_err(|e| e.to_string())?;
+        let config = load_bounded(old.path(), &self.env).await?;
         let snapshot = shared.cell.prepare(config).map_err(|e| e.to_string())?;
         let new = snapshot.config.clone();
         services::resolve(&self.registered, new.runtime().services.enabled.as_deref())

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::error::{StartCause, StartError};
 use super::handle::{Handle, Shared};
-use super::listen::{listen, owner_only, tokio_listener, Sockets};
+use super::listen::{check_addr, listen, tokio_listener, Access, AddrProblem, Sockets};
 use super::runtime::{self, origin, stop_signals, Runtime, Tasks};
 use super::setup::{Boxed, Setup, StateMap};
 use super::{services, App, Running, SetupFn};
@@ -51,11 +51,19 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     let mut loaded = load(app, inherited)?;
     let declared = declare(&mut loaded)?;
     if loaded.inv.action == Action::Check {
-        let valid = format!(
+        let in_use =
+            check_addresses(&loaded.config).map_err(|e| loaded.fail(StartCause::Config(e)))?;
+        let mut valid = format!(
             "{}: configuration {} is valid\n",
             loaded.name,
             origin(&loaded.config)
         );
+        for note in in_use {
+            valid.push_str(&format!(
+                "note: {note} now; if that is this service, a re-execution (SIGUSR2) takes it \
+                 over, else a start fails\n"
+            ));
+        }
         return Err(loaded.fail(StartCause::Answered(valid)));
     }
     match loaded.role.clone() {
@@ -67,6 +75,28 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
             count,
         } => group_worker(loaded, declared, &group, index, count),
     }
+}
+
+/// `--check`'s look at the addresses the start would bind (`rpc.listen`, `admin.listen`,
+/// `metrics.listen`): one that cannot be used is an error naming the key and the file; one
+/// in use is returned, placed the same way, for the answer to mention.
+fn check_addresses(config: &Config) -> Result<Vec<ConfigError>, ConfigError> {
+    let rt = config.runtime();
+    let addrs = [
+        ("rpc.listen", rt.rpc.listen.clone()),
+        ("admin.listen", rt.admin.listen.clone().map(Addr::Unix)),
+        ("metrics.listen", rt.metrics.listen.clone().map(Addr::Tcp)),
+    ];
+    let mut in_use = Vec::new();
+    for (key, addr) in addrs {
+        let Some(addr) = addr else { continue };
+        match check_addr(&addr) {
+            Ok(()) => {}
+            Err(AddrProblem::InUse(why)) => in_use.push(config.error_at(key, why)),
+            Err(AddrProblem::Unusable(why)) => return Err(config.error_at(key, why)),
+        }
+    }
+    Ok(in_use)
 }
 
 /// What the load phase found: the application as declared, how it was invoked, the role of
@@ -276,6 +306,7 @@ async fn master(mut loaded: Loaded, mut declared: Declared) -> Result<Running, S
 struct Bound {
     sockets: Sockets,
     serving: Vec<(Server, Listener)>,
+    admin: Option<Admin>,
     master_rpc: Option<OwnedFd>,
     exporter: Option<tokio::net::TcpListener>,
     addrs: Addrs,
@@ -303,6 +334,7 @@ async fn bind_master(
                 bind_failed(
                     loaded,
                     &handle,
+                    "rpc.listen",
                     format!("cannot keep the rpc listener: {e}"),
                 )
             })?;
@@ -315,9 +347,18 @@ async fn bind_master(
         }
     }
     let admin_path = rt.admin.listen.clone();
-    if let Some(path) = &admin_path {
-        serving.push(bind_admin(loaded, &handle, &metrics_layer, path, &mut sockets).await?);
-    }
+    let admin = match &admin_path {
+        Some(path) => {
+            let (server, listener) =
+                bind_admin(loaded, &handle, &metrics_layer, path, &mut sockets).await?;
+            Some(Admin {
+                server,
+                listener,
+                path: path.clone(),
+            })
+        }
+        None => None,
+    };
     let exporter = match &rt.metrics.listen {
         Some(host_port) => Some(bind_metrics(loaded, &handle, host_port, &mut sockets).await?),
         None => None,
@@ -330,6 +371,7 @@ async fn bind_master(
     Ok(Bound {
         sockets,
         serving,
+        admin,
         master_rpc,
         exporter,
         addrs,
@@ -349,6 +391,7 @@ async fn launch_master(
     let Bound {
         sockets,
         serving,
+        admin,
         master_rpc,
         exporter,
         addrs,
@@ -362,7 +405,7 @@ async fn launch_master(
         start_rpc_workers(&loaded, &handle, &launcher, fd, &sockets).await?;
     }
     launcher.tracker.close();
-    let (accept_stop, servers) = serve(serving, exporter);
+    let (accept_stop, servers) = serve(serving, admin, exporter);
     let timers_stop = CancellationToken::new();
     let timers_task = (!timers.is_empty()).then(|| run_timers(&handle, timers, &timers_stop));
     let notifier = loaded
@@ -449,7 +492,7 @@ async fn rpc_worker(mut loaded: Loaded, mut declared: Declared) -> Result<Runnin
     call_on_start(&loaded, &handle, &sockets).await?;
     let launcher = launcher(&loaded, &handle);
     launcher.tracker.close();
-    let (accept_stop, servers) = serve(serving, None);
+    let (accept_stop, servers) = serve(serving, None, None);
     let run_task = tokio::spawn({
         let app = handle.clone();
         async move {
@@ -607,14 +650,20 @@ async fn reload_group_worker(
     logging: Option<&LogHandle>,
     role: &Role,
 ) -> Result<(), String> {
-    let result = {
+    let reload = {
         let (app, env, logging, role) = (app.clone(), env.to_vec(), logging.cloned(), role.clone());
         tokio::task::spawn_blocking(move || {
             runtime::reload_config(&app, &env, logging.as_ref(), &role)
         })
-    }
-    .await
-    .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+    };
+    // Bounded, like the master's: a close must not wait behind a file that never ends.
+    let result = match tokio::time::timeout(runtime::READ_LIMIT, reload).await {
+        Ok(done) => done.unwrap_or_else(|e| Err(format!("the reload failed: {e}"))),
+        Err(_) => Err(format!(
+            "the reload took longer than {}; the previous configuration stays in force",
+            humantime::format_duration(runtime::READ_LIMIT)
+        )),
+    };
     app.shared.recorder.reload(ReloadRecord {
         at: Utc::now(),
         ok: result.is_ok(),
@@ -700,9 +749,16 @@ async fn bind_rpc(
         .build()
         .map_err(|e| loaded.fail(StartCause::Declarations(e.to_string())))?;
     let must_inherit = matches!(loaded.role, Role::RpcWorker { .. });
-    let listener = listen("rpc", addr, must_inherit, &mut loaded.inherited, sockets)
-        .await
-        .map_err(|e| bind_failed(loaded, &handle, e))?;
+    let listener = listen(
+        "rpc",
+        addr,
+        Access::Open,
+        must_inherit,
+        &mut loaded.inherited,
+        sockets,
+    )
+    .await
+    .map_err(|e| bind_failed(loaded, &handle, "rpc.listen", e))?;
     let _ = handle
         .shared
         .rpc_addr
@@ -711,14 +767,14 @@ async fn bind_rpc(
 }
 
 /// Bind: the admin socket (`admin.listen`), which alone answers the control methods, open to
-/// its owner only.
+/// its owner only from the moment it exists.
 async fn bind_admin(
     loaded: &mut Loaded,
     handle: &Handle,
     metrics_layer: &MetricsLayer,
     path: &std::path::Path,
     sockets: &mut Sockets,
-) -> Result<(Server, Listener), StartError> {
+) -> Result<(Server, tokio::net::UnixListener), StartError> {
     let server = Server::builder()
         .layer(StatsLayer::with_stats(handle.shared.stats.clone()))
         .layer(metrics_layer.clone())
@@ -727,15 +783,23 @@ async fn bind_admin(
             control: true,
         })
         .build()
-        .map_err(|e| bind_failed(loaded, handle, e.to_string()))?;
+        .map_err(|e| bind_failed(loaded, handle, "admin.listen", e.to_string()))?;
     let addr = Addr::Unix(path.to_owned());
-    let listener = listen("admin", &addr, false, &mut loaded.inherited, sockets).await;
+    let listener = listen(
+        "admin",
+        &addr,
+        Access::OwnerOnly,
+        false,
+        &mut loaded.inherited,
+        sockets,
+    )
+    .await;
     // A failure here leaves no socket file of this process behind.
     let listener = listener
-        .and_then(|l| owner_only(path).map(|()| l))
+        .and_then(|l| unix_listener(&l, path))
         .map_err(|e| {
             sockets.remove_bound_files();
-            bind_failed(loaded, handle, e)
+            bind_failed(loaded, handle, "admin.listen", e)
         })?;
     Ok((server, listener))
 }
@@ -748,13 +812,20 @@ async fn bind_metrics(
     sockets: &mut Sockets,
 ) -> Result<tokio::net::TcpListener, StartError> {
     let addr = Addr::Tcp(host_port.to_owned());
-    let listener = listen("metrics", &addr, false, &mut loaded.inherited, sockets)
-        .await
-        .and_then(tokio_listener)
-        .map_err(|e| {
-            sockets.remove_bound_files();
-            bind_failed(loaded, handle, e)
-        })?;
+    let listener = listen(
+        "metrics",
+        &addr,
+        Access::Open,
+        false,
+        &mut loaded.inherited,
+        sockets,
+    )
+    .await
+    .and_then(tokio_listener)
+    .map_err(|e| {
+        sockets.remove_bound_files();
+        bind_failed(loaded, handle, "metrics.listen", e)
+    })?;
     if let Ok(addr) = listener.local_addr() {
         let _ = handle.shared.metrics_addr.set(addr.to_string());
     }
@@ -819,9 +890,32 @@ async fn start_rpc_workers(
     Err(loaded.fail(StartCause::RpcWorkers(e)))
 }
 
-/// Launch: a task per server until `accept_stop` fires, and the exporter's.
+/// The admin socket's server and listener, served by `control::admin::serve`.
+struct Admin {
+    server: Server,
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+/// The admin listener as the tokio listener `control::admin::serve` accepts on (it reads
+/// each caller's credentials): a duplicate of its socket, which `listen` has already kept a
+/// copy of for handing over.
+fn unix_listener(
+    listener: &Listener,
+    path: &std::path::Path,
+) -> Result<tokio::net::UnixListener, String> {
+    let fail = |e: std::io::Error| format!("cannot serve the admin socket {}: {e}", path.display());
+    let fd = listener.as_fd().try_clone_to_owned().map_err(fail)?;
+    let std_listener = std::os::unix::net::UnixListener::from(fd);
+    std_listener.set_nonblocking(true).map_err(fail)?;
+    tokio::net::UnixListener::from_std(std_listener).map_err(fail)
+}
+
+/// Launch: a task per server until `accept_stop` fires, the admin socket's and the
+/// exporter's.
 fn serve(
     serving: Vec<(Server, Listener)>,
+    admin: Option<Admin>,
     exporter: Option<tokio::net::TcpListener>,
 ) -> (CancellationToken, TaskTracker) {
     let accept_stop = CancellationToken::new();
@@ -833,6 +927,15 @@ fn serve(
                 warn!(error = %e, "server stopped");
             }
         });
+    }
+    if let Some(Admin {
+        server,
+        listener,
+        path,
+    }) = admin
+    {
+        let stop = accept_stop.clone().cancelled_owned();
+        servers.spawn(control::admin::serve(server, listener, path, stop));
     }
     if let Some(listener) = exporter {
         servers.spawn(crate::metrics::serve(listener, accept_stop.clone()));
@@ -1034,8 +1137,10 @@ fn setup_failed(config: &Config, what: &str, error: BoxError) -> StartCause {
     }
 }
 
-/// A listener that cannot be bound or kept: recorded (and logged) as the status's last error.
-fn bind_failed(loaded: &Loaded, handle: &Handle, error: String) -> StartError {
+/// A listener that cannot be bound or kept, placed at its key in the file: recorded (and
+/// logged) as the status's last error.
+fn bind_failed(loaded: &Loaded, handle: &Handle, key: &str, error: String) -> StartError {
+    let error = loaded.config.error_at(key, error).to_string();
     handle.record_error("listen", error.clone(), error.clone());
     loaded.fail(StartCause::Listen(error))
 }

@@ -68,6 +68,19 @@ impl ConfigError {
         }))
     }
 
+    pub(super) fn not_a_file(path: &Path, kind: &str) -> ConfigError {
+        ConfigError(Box::new(Detail {
+            file: Some(path.to_owned()),
+            line: None,
+            column: None,
+            env: None,
+            key: None,
+            message: format!(
+                "is {kind}, not a regular file; give the path of a TOML configuration file"
+            ),
+        }))
+    }
+
     pub(super) fn syntax(path: &Path, line: usize, column: usize, message: &str) -> ConfigError {
         // toml_edit's messages run over several lines ("invalid table header\nexpected ...").
         let message = message.trim().lines().collect::<Vec<_>>().join("; ");
@@ -115,7 +128,12 @@ impl ConfigError {
             column: None,
             env,
             key: Some(key.to_owned()),
-            message: message.lines().collect::<Vec<_>>().join("; "),
+            // Messages quote the bad value: a password inside it is not repeated.
+            message: super::redact::in_text(&message)
+                .unwrap_or(message)
+                .lines()
+                .collect::<Vec<_>>()
+                .join("; "),
         }))
     }
 }

@@ -30,22 +30,38 @@
 //!
 //! ```text
 //! hello.toml:3: key `rpc.listen`: expected host:port or unix:PATH, got "nowhere"
-//! env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon"
+//! env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", at most 24h, got "soon"
 //! hello.toml: cannot read: No such file or directory (os error 2)
+//! app.toml: is a FIFO, not a regular file; give the path of a TOML configuration file
 //! hello.toml:7:5: TOML syntax: invalid string
 //! ```
+//!
+//! The file must be a regular file: it is opened without waiting, so a FIFO (or a device)
+//! is refused at once by its kind instead of blocking the start, `--check` or a reload. A
+//! reload reads it off the control loop and gives up after 10 seconds (a hung network
+//! mount), keeping the old configuration.
 //!
 //! # Secrets
 //!
 //! A key whose name contains `password`, `passwd`, `secret`, `token` or `credential`, or is
 //! `key` or ends with `_key` or `-key` (case-insensitive), is shown as `"<redacted>"` by
 //! [`Config::redacted`] and [`Config::explain`], with everything beneath it.
+//!
+//! Whatever its key, a string value is shown with the secrets inside it cut out:
+//!
+//! - the password of a URL (`scheme://user:PASSWORD@host`): `postgres://app:<redacted>@db/app`,
+//!   `redis://:<redacted>@cache`, `amqp://u:<redacted>@mq`; a user name alone is kept;
+//! - a `password=`, `passwd=`, `pwd=`, `secret=` or `token=` field of a DSN or a query string
+//!   (`host=db password=<redacted> dbname=app`, `Server=db;Pwd=<redacted>;`,
+//!   `https://h/?token=<redacted>&a=1`), the name case-insensitive, the value up to the next
+//!   space, `;` or `&`, or inside its quotes.
 
 pub mod duration;
 mod env;
 mod error;
 mod file;
 mod keys;
+mod redact;
 mod runtime;
 mod sinks;
 
@@ -58,8 +74,8 @@ use serde::de::DeserializeOwned;
 pub use error::ConfigError;
 pub use runtime::{
     AdminConfig, ControlConfig, LogConfig, MetricsConfig, MonitorAddr, MonitorConfig,
-    MonitorFormat, Period, RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, SummaryConfig,
-    WatchdogConfig, WorkersConfig,
+    MonitorFormat, Period, RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, StatusConfig,
+    SummaryConfig, WatchdogConfig, WorkersConfig,
 };
 pub use sinks::{
     EmailSink, Facility, FileSink, LogFormat, Secret, SinkConfig, SinkKind, SmtpServer, SmtpTls,
@@ -119,8 +135,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         match path {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+                let text = read_regular_file(path)?;
                 Config::from_toml(&text, path, env)
             }
             None => Config::build(Document::default(), env),
@@ -281,7 +296,9 @@ fn explain_value(
             let value = if secret {
                 toml::Value::String(REDACTED.to_owned())
             } else {
-                value.clone()
+                let mut value = value.clone();
+                redact_value(&mut value);
+                value
             };
             out.push(Explained { key, value, source });
         }
@@ -302,6 +319,11 @@ fn redact_value(value: &mut toml::Value) {
     match value {
         toml::Value::Table(table) => redact_table(table),
         toml::Value::Array(items) => items.iter_mut().for_each(redact_value),
+        toml::Value::String(text) => {
+            if let Some(redacted) = redact::in_text(text) {
+                *text = redacted;
+            }
+        }
         _ => {}
     }
 }
@@ -315,6 +337,49 @@ fn is_secret(name: &str) -> bool {
         || name == "key"
         || name.ends_with("_key")
         || name.ends_with("-key")
+}
+
+/// Reads a configuration file, which must be a regular file: opening does not wait (a FIFO
+/// without a writer would block it forever), and anything else is refused by its kind.
+fn read_regular_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| ConfigError::unreadable(path, &e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ConfigError::unreadable(path, &e))?;
+    if !meta.is_file() {
+        return Err(ConfigError::not_a_file(path, file_kind(meta.file_type())));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| ConfigError::unreadable(path, &e))?;
+    Ok(text)
+}
+
+/// "a FIFO", "a directory", … for messages about a path that should be a regular file.
+pub(crate) fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "something other than a file"
+    }
 }
 
 /// "a string", "an array", … for messages.

@@ -1,8 +1,9 @@
 //! The runtime's own keys (`[rpc]`, `[admin]`, `[services]`, `[shutdown]`, `[control]`,
-//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[monitor]`, `[workers]`): their
+//! `[watchdog]`, `[summary]`, `[log]`, `[metrics]`, `[monitor]`, `[status]`, `[workers]`): their
 //! defaults, and their validation into [`RuntimeConfig`]. Other top-level tables belong to
 //! the services.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub struct RuntimeConfig {
     pub workers: WorkersConfig,
     pub metrics: MetricsConfig,
     pub monitor: MonitorConfig,
+    pub status: StatusConfig,
 }
 
 /// `[rpc]`: the RPC listener.
@@ -33,14 +35,14 @@ pub struct RuntimeConfig {
 pub struct RpcConfig {
     /// `listen`: `host:port` or `unix:PATH`; None = no RPC listener.
     pub listen: Option<Addr>,
-    /// `max_message`: the largest message accepted, in bytes (at least 1024; 16 MiB).
+    /// `max_message`: the largest message accepted, in bytes (1024 to 1 GiB; 16 MiB).
     pub max_message: usize,
-    /// `max_in_flight`: calls served at once on one connection (at least 1; 1024).
+    /// `max_in_flight`: calls served at once on one connection (1 to 1,000,000; 1024).
     pub max_in_flight: usize,
-    /// `blocking_threads`: threads for blocking handlers (at least 1; 64).
+    /// `blocking_threads`: threads for blocking handlers (1 to 4096; 64).
     pub blocking_threads: usize,
-    /// `processes`: process mode, N worker processes serving the listener (0 = serve in this
-    /// process; 0).
+    /// `processes`: process mode, N worker processes serving the listener (0 to 1024; 0 = serve
+    /// in this process; 0).
     pub processes: usize,
 }
 
@@ -73,7 +75,7 @@ pub struct ServicesConfig {
 /// `[shutdown]`: graceful close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownConfig {
-    /// `grace`: how long in-flight work may take to drain (10s).
+    /// `grace`: how long in-flight work may take to drain (0s to 24h; 10s).
     pub grace: Duration,
 }
 
@@ -88,7 +90,8 @@ impl Default for ShutdownConfig {
 /// `[control]`: zero-downtime re-exec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlConfig {
-    /// `handover_timeout`: how long a re-executed binary has to become ready (above zero; 30s).
+    /// `handover_timeout`: how long a re-executed binary has to become ready (above zero, at
+    /// most 24h; 30s).
     pub handover_timeout: Duration,
 }
 
@@ -103,14 +106,16 @@ impl Default for ControlConfig {
 /// `[watchdog]`: heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WatchdogConfig {
-    /// `timeout`: no heartbeat for this long ends the process; None (unset or "0s") = off.
+    /// `timeout`: no heartbeat for this long ends the process (above zero, at most 24h); None
+    /// (unset) = off. "0s" is refused, as it is for `monitor.every` and `summary.every`.
     pub timeout: Option<Duration>,
 }
 
 /// `[summary]`: the periodic summary log line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SummaryConfig {
-    /// `every`: None = a summary only at close.
+    /// `every`: "minute", "hour", "day" or a duration above zero, at most 24h; None (unset) = a
+    /// summary only at close.
     pub every: Option<Period>,
 }
 
@@ -142,7 +147,8 @@ impl Default for LogConfig {
     }
 }
 
-/// `[workers]`: group sizes that replace the ones the setup declares, `NAME = COUNT`.
+/// `[workers]`: group sizes that replace the ones the setup declares, `NAME = COUNT` (0 to
+/// 1024).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WorkersConfig {
     pub counts: Vec<(String, usize)>,
@@ -163,12 +169,20 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `[status]`: what `shoal.status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusConfig {
+    /// `public_config`: whether `shoal.status` on the RPC port carries the (redacted)
+    /// configuration; the admin socket's always does (false).
+    pub public_config: bool,
+}
+
 /// `[monitor]`: the status snapshot published on a ZeroMQ PUB socket (see `shoal::monitor`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonitorConfig {
     /// `publish`: where to bind the PUB socket; None = no feed.
     pub publish: Option<MonitorAddr>,
-    /// `every`: how often a snapshot goes out (above zero; 10s).
+    /// `every`: how often a snapshot goes out (above zero, at most 24h; 10s).
     pub every: Duration,
     /// `format`: how the snapshot is encoded ("msgpack").
     pub format: MonitorFormat,
@@ -301,6 +315,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("log", &["level", "sinks"]),
     ("metrics", &["listen"]),
     ("monitor", &["publish", "every", "format"]),
+    ("status", &["public_config"]),
 ];
 
 impl RuntimeConfig {
@@ -314,17 +329,19 @@ impl RuntimeConfig {
             rpc: RpcConfig {
                 listen: read(doc, "rpc.listen", rpc_addr)?,
                 max_message: read(doc, "rpc.max_message", |v| {
-                    integer(v, 1024, "a size in bytes")
+                    integer(v, MAX_MESSAGE, "a size in bytes")
                 })?
                 .unwrap_or(d.rpc.max_message),
-                max_in_flight: read(doc, "rpc.max_in_flight", |v| integer(v, 1, "an integer"))?
-                    .unwrap_or(d.rpc.max_in_flight),
+                max_in_flight: read(doc, "rpc.max_in_flight", |v| {
+                    integer(v, MAX_IN_FLIGHT, "an integer")
+                })?
+                .unwrap_or(d.rpc.max_in_flight),
                 blocking_threads: read(doc, "rpc.blocking_threads", |v| {
-                    integer(v, 1, "an integer")
+                    integer(v, BLOCKING_THREADS, "an integer")
                 })?
                 .unwrap_or(d.rpc.blocking_threads),
                 processes: read(doc, "rpc.processes", |v| {
-                    integer(v, 0, "a number of processes")
+                    integer(v, PROCESSES, "a number of processes")
                 })?
                 .unwrap_or(d.rpc.processes),
             },
@@ -342,7 +359,10 @@ impl RuntimeConfig {
                     .unwrap_or(d.control.handover_timeout),
             },
             watchdog: WatchdogConfig {
-                timeout: read(doc, "watchdog.timeout", duration)?.filter(|t| !t.is_zero()),
+                timeout: read(doc, "watchdog.timeout", |v| {
+                    positive_duration(v)
+                        .map_err(|e| format!("{e}; leave watchdog.timeout unset for no watchdog"))
+                })?,
             },
             summary: SummaryConfig {
                 every: read(doc, "summary.every", period)?,
@@ -360,6 +380,10 @@ impl RuntimeConfig {
                 every: read(doc, "monitor.every", positive_duration)?.unwrap_or(d.monitor.every),
                 format: read(doc, "monitor.format", monitor_format)?.unwrap_or(d.monitor.format),
             },
+            status: StatusConfig {
+                public_config: read(doc, "status.public_config", boolean)?
+                    .unwrap_or(d.status.public_config),
+            },
         })
     }
 }
@@ -372,7 +396,7 @@ fn worker_counts(doc: &Document) -> Result<WorkersConfig, ConfigError> {
         Some(toml::Value::Table(table)) => {
             for (name, value) in table {
                 let key = keys::child("workers", name);
-                let count = integer(value, 0, "a number of workers for the group")
+                let count = integer(value, WORKERS, "a number of workers for the group")
                     .map_err(|message| doc.error_at(&key, message))?;
                 counts.push((name.clone(), count));
             }
@@ -493,26 +517,58 @@ fn metrics_addr(value: &toml::Value) -> Result<String, String> {
     }
 }
 
-fn integer(value: &toml::Value, min: usize, what: &str) -> Result<usize, String> {
+/// `rpc.max_message`: 1 KiB to 1 GiB.
+const MAX_MESSAGE: RangeInclusive<usize> = 1024..=1 << 30;
+/// `rpc.max_in_flight`: 1 to a million calls (the limit is a semaphore's permits).
+const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=1_000_000;
+/// `rpc.blocking_threads`: 1 to 4096 threads.
+const BLOCKING_THREADS: RangeInclusive<usize> = 1..=4096;
+/// `rpc.processes`: 0 to 1024 processes.
+const PROCESSES: RangeInclusive<usize> = 0..=1024;
+/// `workers.NAME`: 0 to 1024 workers in a group.
+const WORKERS: RangeInclusive<usize> = 0..=1024;
+/// The longest any runtime duration may be: a day. Durations are added to clock readings
+/// (deadlines, next ticks), which a value like "300000000000y" overflows.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// [`MAX_DURATION`] as messages and documentation write it.
+const MAX_DURATION_TEXT: &str = "24h";
+
+fn integer(value: &toml::Value, range: RangeInclusive<usize>, what: &str) -> Result<usize, String> {
     value
         .as_integer()
         .and_then(|n| usize::try_from(n).ok())
-        .filter(|&n| n >= min)
-        .ok_or_else(|| format!("expected {what} of at least {min}, got {value}"))
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            format!(
+                "expected {what} from {} to {}, got {value}",
+                range.start(),
+                range.end()
+            )
+        })
 }
 
+/// A duration from zero to [`MAX_DURATION`].
 fn duration(value: &toml::Value) -> Result<Duration, String> {
     value
         .as_str()
         .and_then(|s| humantime::parse_duration(s).ok())
-        .ok_or_else(|| format!("expected a duration like \"10s\", got {value}"))
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            format!("expected a duration like \"10s\", at most {MAX_DURATION_TEXT}, got {value}")
+        })
 }
 
+/// A duration above zero and at most [`MAX_DURATION`].
 pub(super) fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
     duration(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("expected a duration above zero like \"30s\", got {value}"))
+        .ok_or_else(|| {
+            format!(
+                "expected a duration above zero like \"30s\", at most {MAX_DURATION_TEXT}, got \
+                 {value}"
+            )
+        })
 }
 
 fn period(value: &toml::Value) -> Result<Period, String> {
@@ -523,7 +579,7 @@ fn period(value: &toml::Value) -> Result<Period, String> {
         _ => positive_duration(value).map(Period::Every).map_err(|_| {
             format!(
                 "expected \"minute\", \"hour\", \"day\" or a duration above zero like \"15m\", \
-                 got {value}"
+                 at most {MAX_DURATION_TEXT}, got {value}"
             )
         }),
     }
@@ -566,6 +622,12 @@ fn zmq_endpoint(value: &toml::Value) -> Result<MonitorAddr, String> {
             true => format!("{expected}, got {value}"),
             false => format!("{expected}, got {value} ({why})"),
         })
+}
+
+fn boolean(value: &toml::Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("expected true or false, got {value}"))
 }
 
 fn monitor_format(value: &toml::Value) -> Result<MonitorFormat, String> {

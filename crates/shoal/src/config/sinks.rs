@@ -49,8 +49,8 @@ pub enum SinkKind {
 pub struct FileSink {
     /// `path`: the active file; relative paths are relative to the working directory.
     pub path: PathBuf,
-    /// `rotate_size` ("10MB"; "0" = none), `rotate_every` (none), `keep` (7), `compress`
-    /// (true).
+    /// `rotate_size` ("10MB"; "0" = none; at most 1024GB), `rotate_every` (none), `keep` (0 to
+    /// 1000; 7), `compress` (true).
     pub rotation: Rotation,
 }
 
@@ -93,10 +93,10 @@ pub struct EmailSink {
     pub to: Vec<String>,
     /// `subject`: None = `"[APP] errors on HOST"`.
     pub subject: Option<String>,
-    /// `interval`: at most one mail per interval ("5m").
+    /// `interval`: at most one mail per interval (above zero, at most 24h; "5m").
     pub interval: Duration,
-    /// `max_lines`: lines in one mail at most; the mail says how many more were left out
-    /// (1000).
+    /// `max_lines`: lines in one mail at most (1 to 100,000); the mail says how many more were
+    /// left out (1000).
     pub max_lines: usize,
 }
 
@@ -191,6 +191,13 @@ impl fmt::Display for Facility {
         f.write_str(FACILITIES[usize::from(self.0)])
     }
 }
+
+/// `keep`: rotated files kept, 0 to 1000.
+const KEEP: std::ops::RangeInclusive<usize> = 0..=1000;
+/// `max_lines`: lines in one mail, 1 to 100,000.
+const MAX_LINES: std::ops::RangeInclusive<usize> = 1..=100_000;
+/// `rotate_size`: at most 1 TiB.
+const MAX_ROTATE_SIZE: u64 = 1 << 40;
 
 const KINDS: &str = r#"expected "console", "file", "syslog" or "email""#;
 const COMMON: &[&str] = &["kind", "level", "format"];
@@ -321,9 +328,13 @@ impl<'a> Sink<'a> {
                     .optional("keep", |v| {
                         v.as_integer()
                             .and_then(|n| usize::try_from(n).ok())
+                            .filter(|n| KEEP.contains(n))
                             .ok_or_else(|| {
                                 format!(
-                                    "expected how many rotated files to keep (0 or more), got {v}"
+                                    "expected how many rotated files to keep, from {} to {}, \
+                                     got {v}",
+                                    KEEP.start(),
+                                    KEEP.end()
                                 )
                             })
                     })?
@@ -429,8 +440,14 @@ impl<'a> Sink<'a> {
                 .optional("max_lines", |v| {
                     v.as_integer()
                         .and_then(|n| usize::try_from(n).ok())
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| format!("expected an integer of at least 1, got {v}"))
+                        .filter(|n| MAX_LINES.contains(n))
+                        .ok_or_else(|| {
+                            format!(
+                                "expected an integer from {} to {}, got {v}",
+                                MAX_LINES.start(),
+                                MAX_LINES.end()
+                            )
+                        })
                 })?
                 .unwrap_or(1000),
         })
@@ -488,8 +505,8 @@ fn boolean(value: &toml::Value) -> Result<bool, String> {
 fn size(value: &toml::Value) -> Result<u64, String> {
     let expected = || {
         format!(
-            "expected a size like \"10MB\" (B, KB, MB or GB, in powers of 1024), or \"0\" for \
-             no size rotation, got {value}"
+            "expected a size like \"10MB\" (B, KB, MB or GB, in powers of 1024) of at most \
+             1024GB, or \"0\" for no size rotation, got {value}"
         )
     };
     let bytes = match value {
@@ -497,7 +514,7 @@ fn size(value: &toml::Value) -> Result<u64, String> {
         toml::Value::String(s) => parse_size(s),
         _ => None,
     };
-    bytes.ok_or_else(expected)
+    bytes.filter(|&n| n <= MAX_ROTATE_SIZE).ok_or_else(expected)
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -795,7 +812,7 @@ to = ["b@example.com"]
             ),
             (
                 sink("kind = \"file\"\npath = \"a.log\"\nrotate_size = \"big\""),
-                r#"app.toml:10: key `log.sinks[1].rotate_size`: expected a size like "10MB" (B, KB, MB or GB, in powers of 1024), or "0" for no size rotation, got "big""#,
+                r#"app.toml:10: key `log.sinks[1].rotate_size`: expected a size like "10MB" (B, KB, MB or GB, in powers of 1024) of at most 1024GB, or "0" for no size rotation, got "big""#,
             ),
             (
                 sink("kind = \"file\"\npath = \"a.log\"\nrotate_every = \"week\""),
@@ -803,7 +820,7 @@ to = ["b@example.com"]
             ),
             (
                 sink("kind = \"file\"\npath = \"a.log\"\nkeep = -1"),
-                "app.toml:10: key `log.sinks[1].keep`: expected how many rotated files to keep (0 or more), got -1",
+                "app.toml:10: key `log.sinks[1].keep`: expected how many rotated files to keep, from 0 to 1000, got -1",
             ),
             (
                 sink("kind = \"file\"\npath = \"a.log\"\naddress = \"/dev/log\""),
@@ -851,7 +868,7 @@ to = ["b@example.com"]
             ),
             (
                 sink("kind = \"email\"\nsmtp = \"smtp://x\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\ninterval = \"0s\""),
-                r#"app.toml:12: key `log.sinks[1].interval`: expected a duration above zero like "30s", got "0s""#,
+                r#"app.toml:12: key `log.sinks[1].interval`: expected a duration above zero like "30s", at most 24h, got "0s""#,
             ),
             (
                 "[log]\nsinks = \"console\"".to_owned(),

@@ -282,6 +282,9 @@ fn runtime_defaults() {
             every: Duration::from_secs(10),
             format: MonitorFormat::Msgpack,
         },
+        status: StatusConfig {
+            public_config: false,
+        },
     };
     assert_eq!(RuntimeConfig::default(), expected);
     assert_eq!(runtime("", &[]), expected);
@@ -340,6 +343,8 @@ listen = "127.0.0.1:9464"
 publish = "tcp://127.0.0.1:5558"
 every = "2s"
 format = "json"
+[status]
+public_config = true
 "#;
     let expected = RuntimeConfig {
         rpc: RpcConfig {
@@ -385,6 +390,9 @@ format = "json"
             every: Duration::from_secs(2),
             format: MonitorFormat::Json,
         },
+        status: StatusConfig {
+            public_config: true,
+        },
     };
     assert_eq!(runtime(text, &[]), expected);
 
@@ -398,7 +406,8 @@ format = "json"
         rt("[services]\nenabled = []").services.enabled,
         Some(vec![])
     );
-    assert_eq!(rt("[watchdog]\ntimeout = \"0s\"").watchdog.timeout, None);
+    // No watchdog is an unset key; "0s" is refused, as for every other period.
+    assert!(load("[watchdog]\ntimeout = \"0s\"", &[]).is_err());
     assert_eq!(
         rt("[shutdown]\ngrace = \"0s\"").shutdown.grace,
         Duration::ZERO
@@ -474,20 +483,20 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[rpc]\nmax_message = 100",
-            "hello.toml:2: key `rpc.max_message`: expected a size in bytes of at least 1024, got \
+            "hello.toml:2: key `rpc.max_message`: expected a size in bytes from 1024 to 1073741824, got \
              100",
         ),
         (
             "[rpc]\nmax_in_flight = 0",
-            "hello.toml:2: key `rpc.max_in_flight`: expected an integer of at least 1, got 0",
+            "hello.toml:2: key `rpc.max_in_flight`: expected an integer from 1 to 1000000, got 0",
         ),
         (
             "[rpc]\nmax_in_flight = \"8\"",
-            r#"hello.toml:2: key `rpc.max_in_flight`: expected an integer of at least 1, got "8""#,
+            r#"hello.toml:2: key `rpc.max_in_flight`: expected an integer from 1 to 1000000, got "8""#,
         ),
         (
             "[rpc]\nblocking_threads = -1",
-            "hello.toml:2: key `rpc.blocking_threads`: expected an integer of at least 1, got -1",
+            "hello.toml:2: key `rpc.blocking_threads`: expected an integer from 1 to 4096, got -1",
         ),
         (
             "[admin]\nlisten = \"127.0.0.1:9000\"",
@@ -509,27 +518,27 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[shutdown]\ngrace = \"soon\"",
-            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", got "soon""#,
+            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", at most 24h, got "soon""#,
         ),
         (
             "[shutdown]\ngrace = 10",
-            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", got 10"#,
+            r#"hello.toml:2: key `shutdown.grace`: expected a duration like "10s", at most 24h, got 10"#,
         ),
         (
             "[control]\nhandover_timeout = \"0s\"",
-            r#"hello.toml:2: key `control.handover_timeout`: expected a duration above zero like "30s", got "0s""#,
+            r#"hello.toml:2: key `control.handover_timeout`: expected a duration above zero like "30s", at most 24h, got "0s""#,
         ),
         (
             "[watchdog]\ntimeout = \"never\"",
-            r#"hello.toml:2: key `watchdog.timeout`: expected a duration like "10s", got "never""#,
+            r#"hello.toml:2: key `watchdog.timeout`: expected a duration above zero like "30s", at most 24h, got "never"; leave watchdog.timeout unset for no watchdog"#,
         ),
         (
             "[summary]\nevery = \"weekly\"",
-            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", got "weekly""#,
+            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", at most 24h, got "weekly""#,
         ),
         (
             "[summary]\nevery = \"0s\"",
-            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", got "0s""#,
+            r#"hello.toml:2: key `summary.every`: expected "minute", "hour", "day" or a duration above zero like "15m", at most 24h, got "0s""#,
         ),
         (
             "[log]\nlevel = 3",
@@ -537,11 +546,11 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[rpc]\nprocesses = -2",
-            "hello.toml:2: key `rpc.processes`: expected a number of processes of at least 0, got -2",
+            "hello.toml:2: key `rpc.processes`: expected a number of processes from 0 to 1024, got -2",
         ),
         (
             "[workers]\npollers = \"four\"",
-            r#"hello.toml:2: key `workers.pollers`: expected a number of workers for the group of at least 0, got "four""#,
+            r#"hello.toml:2: key `workers.pollers`: expected a number of workers for the group from 0 to 1024, got "four""#,
         ),
         (
             "workers = 3",
@@ -610,7 +619,7 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[monitor]\nevery = \"0s\"",
-            r#"hello.toml:2: key `monitor.every`: expected a duration above zero like "30s", got "0s""#,
+            r#"hello.toml:2: key `monitor.every`: expected a duration above zero like "30s", at most 24h, got "0s""#,
         ),
         (
             "[monitor]\nformat = \"yaml\"",
@@ -627,7 +636,7 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         ),
         (
             "[shutdown.grace]\nseconds = 10",
-            "hello.toml:1: key `shutdown.grace`: expected a duration like \"10s\", got { seconds \
+            "hello.toml:1: key `shutdown.grace`: expected a duration like \"10s\", at most 24h, got { seconds \
              = 10 }",
         ),
         (
@@ -661,12 +670,12 @@ fn bad_runtime_keys_from_the_environment_name_the_variable() {
     let cases = [
         (
             ("SHOAL_SHUTDOWN__GRACE", "soon"),
-            r#"env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", got "soon""#,
+            r#"env SHOAL_SHUTDOWN__GRACE: key `shutdown.grace`: expected a duration like "10s", at most 24h, got "soon""#,
         ),
         (
             ("SHOAL_RPC__MAX_IN_FLIGHT", "0"),
-            "env SHOAL_RPC__MAX_IN_FLIGHT: key `rpc.max_in_flight`: expected an integer of at \
-             least 1, got 0",
+            "env SHOAL_RPC__MAX_IN_FLIGHT: key `rpc.max_in_flight`: expected an integer from 1 to \
+             1000000, got 0",
         ),
         (
             ("SHOAL_RPC__LISTN", "127.0.0.1:7000"),
@@ -913,6 +922,66 @@ auth_token = "<redacted>"
 }
 
 #[test]
+fn passwords_inside_values_are_redacted_whatever_the_key() {
+    let text = r#"
+[db]
+url = "postgres://user:secretpw@h/db"
+replicas = ["redis://:pw1@r1", "amqp://u:pw2@mq"]
+dsn = "host=db user=app password=pw3 dbname=app"
+plain = "postgres://user@h/db"
+
+[[jobs]]
+queue = "amqp://u:pw4@mq/jobs"
+"#;
+    let config = load(text, &[("SHOAL_CACHE__URL", "redis://:pw5@cache:6379")]).unwrap();
+    let redacted = config.redacted();
+    let expected = toml::from_str::<toml::Table>(
+        r#"
+[db]
+url = "postgres://user:<redacted>@h/db"
+replicas = ["redis://:<redacted>@r1", "amqp://u:<redacted>@mq"]
+dsn = "host=db user=app password=<redacted> dbname=app"
+plain = "postgres://user@h/db"
+
+[[jobs]]
+queue = "amqp://u:<redacted>@mq/jobs"
+
+[cache]
+url = "redis://:<redacted>@cache:6379"
+"#,
+    )
+    .unwrap();
+    for (table, values) in &expected {
+        assert_eq!(redacted.get(table), Some(values), "[{table}]");
+    }
+    // The service still reads the real value.
+    assert_eq!(
+        config.value("db.url"),
+        Some(&toml("\"postgres://user:secretpw@h/db\""))
+    );
+    // `shoal config explain` shows what `explain` returns.
+    let explained = config.explain();
+    let shown = |key: &str| {
+        explained
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.clone())
+    };
+    assert_eq!(
+        shown("db.url"),
+        Some(toml("\"postgres://user:<redacted>@h/db\""))
+    );
+    assert_eq!(
+        shown("jobs[0].queue"),
+        Some(toml("\"amqp://u:<redacted>@mq/jobs\""))
+    );
+    let everything = format!("{explained:?} {config:?}");
+    for secret in ["secretpw", "pw1", "pw2", "pw3", "pw4", "pw5"] {
+        assert!(!everything.contains(secret), "{secret} in {everything}");
+    }
+}
+
+#[test]
 fn explain_says_where_each_value_came_from() {
     let text = r#"[rpc]
 listen = "127.0.0.1:7000"
@@ -1068,4 +1137,138 @@ fn syntax_errors_give_line_and_column() {
         assert!(!shown.contains('\n'), "{text:?}: {shown}");
         assert_eq!((e.line(), e.column()), (Some(line), Some(column)));
     }
+}
+
+#[test]
+fn a_path_that_is_not_a_regular_file_is_refused_naming_it() {
+    let dir = std::env::temp_dir().join(format!("shoal-config-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("app.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Nobody writes to the FIFO: a read would wait forever, so this returning at all is half
+    // the point.
+    let e = Config::load(Some(&fifo), Vec::new()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: is a FIFO, not a regular file; give the path of a TOML configuration file",
+            fifo.display()
+        )
+    );
+    assert_eq!(e.file(), Some(fifo.as_path()));
+    let e = Config::load(Some(&dir), Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("is a directory"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_number_and_duration_is_refused_out_of_its_range_naming_file_line_and_key() {
+    const HUGE: &str = "\"18446744073709551615s\"";
+    let runtime_keys: &[(&str, &[&str])] = &[
+        (
+            "rpc.max_message",
+            &["1023", "1073741825", "9223372036854775807", "-1"],
+        ),
+        (
+            "rpc.max_in_flight",
+            &["0", "1000001", "2305843009213693952"],
+        ),
+        ("rpc.blocking_threads", &["0", "4097"]),
+        ("rpc.processes", &["-1", "1025"]),
+        ("shutdown.grace", &["\"300000000000y\"", "\"25h\"", HUGE]),
+        ("control.handover_timeout", &["\"0s\"", "\"25h\"", HUGE]),
+        ("watchdog.timeout", &["\"0s\"", "\"25h\"", HUGE]),
+        ("summary.every", &["\"0s\"", "\"25h\"", HUGE]),
+        ("monitor.every", &["\"0s\"", "\"25h\"", HUGE]),
+        ("workers.pollers", &["-1", "1025"]),
+    ];
+    let mut cases = Vec::new();
+    for (key, values) in runtime_keys {
+        let (table, name) = key.split_once('.').unwrap();
+        for value in *values {
+            cases.push((format!("[{table}]\n{name} = {value}\n"), key.to_string(), 2));
+        }
+    }
+    let file_sink = "[[log.sinks]]\nkind = \"file\"\npath = \"a.log\"\n";
+    let email_sink = "[[log.sinks]]\nkind = \"email\"\nsmtp = \"smtp://x\"\nfrom = \"a@b.c\"\nto = [\"d@e.f\"]\n";
+    let sink_keys: &[(&str, &str, &[&str])] = &[
+        (
+            file_sink,
+            "rotate_size",
+            &["\"1025GB\"", "1099511627777", "-1"],
+        ),
+        (file_sink, "keep", &["-1", "1001"]),
+        (email_sink, "max_lines", &["0", "100001"]),
+        (email_sink, "interval", &["\"0s\"", "\"25h\"", HUGE]),
+    ];
+    for (sink, name, values) in sink_keys {
+        for value in *values {
+            let line = sink.lines().count() + 1;
+            cases.push((
+                format!("{sink}{name} = {value}\n"),
+                format!("log.sinks[0].{name}"),
+                line,
+            ));
+        }
+    }
+    for (text, key, line) in cases {
+        let e = match load(&text, &[]) {
+            Ok(config) => panic!("{text:?} loaded: {:?}", config.runtime()),
+            Err(e) => e,
+        };
+        assert_eq!(
+            (e.file(), e.key(), e.line()),
+            (Some(Path::new(FILE)), Some(key.as_str()), Some(line)),
+            "{text:?}: {e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{FILE}:{line}: key `{key}`: expected")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn the_ends_of_every_range_load() {
+    let text = r#"
+[rpc]
+max_message = 1073741824
+max_in_flight = 1000000
+blocking_threads = 4096
+processes = 1024
+[shutdown]
+grace = "24h"
+[control]
+handover_timeout = "24h"
+[watchdog]
+timeout = "24h"
+[summary]
+every = "24h"
+[monitor]
+every = "24h"
+[workers]
+pollers = 1024
+"#;
+    let rt = runtime(text, &[]);
+    assert_eq!(rt.rpc.max_in_flight, 1_000_000);
+    assert_eq!(rt.watchdog.timeout, Some(Duration::from_secs(86400)));
+    let low = runtime(
+        "[rpc]\nmax_message = 1024\nmax_in_flight = 1\nblocking_threads = 1\nprocesses = 0\n\
+         [shutdown]\ngrace = \"0s\"\n[watchdog]\ntimeout = \"1ms\"\n",
+        &[],
+    );
+    assert_eq!(low.shutdown.grace, Duration::ZERO);
+    assert_eq!(low.watchdog.timeout, Some(Duration::from_millis(1)));
+}
+
+#[test]
+fn an_error_quoting_a_value_does_not_repeat_its_password() {
+    let e = load("[rpc]\nlisten = \"postgres://user:secretpw@h/db\"\n", &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "hello.toml:2: key `rpc.listen`: expected host:port or unix:PATH, got \
+         \"postgres://user:<redacted>@h/db\""
+    );
 }

@@ -466,10 +466,22 @@ impl Inner {
     }
 }
 
-/// Creates the file's directory when it is missing (at the start, or removed since).
+/// Creates the file's directory when it is missing (at the start, or removed since). Only a
+/// regular file is written to: the open does not wait (a FIFO without a reader would block it
+/// forever), and anything else at the path is an error naming it.
 fn open_append(path: &Path) -> io::Result<File> {
-    let open = || OpenOptions::new().create(true).append(true).open(path);
-    match open() {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(OFlag::O_NONBLOCK.bits())
+            .open(path)
+    };
+    let file = match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir)?;
@@ -477,7 +489,32 @@ fn open_append(path: &Path) -> io::Result<File> {
             open()
         }
         other => other,
+    };
+    // ENXIO: a FIFO nobody reads.
+    let file = file.map_err(|e| match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => not_a_file(path, &meta),
+        _ => e,
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_a_file(path, &meta));
     }
+    // Writes to a regular file ignore the flag; cleared all the same, so that nothing reads
+    // it as a descriptor meant not to block.
+    fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(io::Error::from)?;
+    Ok(file)
+}
+
+/// The error for a log path that holds something other than a regular file.
+fn not_a_file(path: &Path, meta: &fs::Metadata) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is {}, not a regular file: a file sink appends to a file it can rotate",
+            path.display(),
+            crate::config::file_kind(meta.file_type())
+        ),
+    )
 }
 
 /// What tells one file from another: (device, inode).

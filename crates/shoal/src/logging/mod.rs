@@ -15,7 +15,8 @@
 //! `"json"` (one object per event).
 //!
 //! - `console`: standard error, coloured when it is a terminal.
-//! - `file`: `path` (relative to the working directory), appended to, never truncated. It
+//! - `file`: `path` (relative to the working directory), appended to, never truncated; it
+//!   must be a regular file (a FIFO or a device there is refused, naming the path). It
 //!   rotates before a record would take it past `rotate_size` (`"10MB"`, in powers of 1024;
 //!   `"0"` = never by size) and at the first write after each local-time boundary of
 //!   `rotate_every` (`"minute"`, `"hour"`, `"day"`; unset = never by time). Rotating renames

@@ -22,7 +22,8 @@
 //!    `uptime_secs`, `config_file`, `rpc_addr`, `monitor_addr` (where this feed is bound),
 //!    `last_reload` (`{at, ok, error}`), `last_error` (`{at, origin, message, trace}`),
 //!    `errors` (a count), `last_summary` (`{at, text}`), `last_heartbeat`, `config` (the
-//!    effective configuration, secrets shown as `"<redacted>"`), `services` (names), `methods`
+//!    effective configuration, secrets shown as `"<redacted>"`, by key name and inside
+//!    values such as a URL's password; see `shoal::config`), `services` (names), `methods`
 //!    (`[{method, calls, errors, p50_us, p99_us}]`) and `timers` (`[{name, schedule, runs,
 //!    failures, skipped, last_run, last_duration_ms, next_run, last_error}]`). An absent value
 //!    is nil (`null`). Keys may be added in later versions: ignore those you do not know.
