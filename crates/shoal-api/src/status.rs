@@ -35,7 +35,9 @@ pub struct Status {
     pub errors: u64,
     pub last_summary: Option<SummaryRecord>,
     pub last_heartbeat: Option<DateTime<Utc>>,
-    /// The configuration in force, secrets replaced by `"<redacted>"`.
+    /// The configuration in force, secrets (by key name, and passwords inside URLs and DSNs)
+    /// replaced by `"<redacted>"`. Empty when asked on the service's public port, unless its
+    /// `status.public_config` is true; the admin socket always carries it.
     pub config: toml::Table,
     pub services: Vec<String>,
     pub methods: Vec<MethodCount>,
