@@ -233,7 +233,7 @@ pub(crate) fn check_unix_path(path: &Path) -> Result<(), AddrProblem> {
             "{} exists and is {}, not a socket, so it is left alone; remove it or listen on \
              another path",
             path.display(),
-            crate::config::file_kind(meta.file_type())
+            crate::logging::file_kind(meta.file_type())
         )),
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => Err(AddrProblem::InUse(format!(

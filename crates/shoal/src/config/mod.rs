@@ -354,32 +354,15 @@ fn read_regular_file(path: &Path) -> Result<String, ConfigError> {
         .metadata()
         .map_err(|e| ConfigError::unreadable(path, &e))?;
     if !meta.is_file() {
-        return Err(ConfigError::not_a_file(path, file_kind(meta.file_type())));
+        return Err(ConfigError::not_a_file(
+            path,
+            crate::logging::file_kind(meta.file_type()),
+        ));
     }
     let mut text = String::new();
     file.read_to_string(&mut text)
         .map_err(|e| ConfigError::unreadable(path, &e))?;
     Ok(text)
-}
-
-/// "a FIFO", "a directory", … for messages about a path that should be a regular file.
-pub(crate) fn file_kind(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_file() {
-        "a regular file"
-    } else {
-        "something other than a file"
-    }
 }
 
 /// "a string", "an array", … for messages.

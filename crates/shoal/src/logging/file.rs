@@ -512,7 +512,7 @@ fn not_a_file(path: &Path, meta: &fs::Metadata) -> io::Error {
         format!(
             "{} is {}, not a regular file: a file sink appends to a file it can rotate",
             path.display(),
-            crate::config::file_kind(meta.file_type())
+            file_kind(meta.file_type())
         ),
     )
 }
@@ -792,6 +792,26 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// "a FIFO", "a directory", … for messages about a path that should be a regular file.
+pub(crate) fn file_kind(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_file() {
+        "a regular file"
+    } else {
+        "something other than a file"
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+pub(crate) use file::file_kind;
 pub use file::{rotation_order, RotatingFile, Rotation, RotationOrder};
 
 use crate::config::LogConfig;
