@@ -1,9 +1,13 @@
 //! `shoal queue` end to end: the queue as a child process on a Unix socket, the client
 //! subcommands against it through `SHOAL_QUEUE` and `--queue`, and SIGTERM closing it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::Scratch;
 
 const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 const T: Duration = Duration::from_secs(30);
@@ -97,7 +101,7 @@ fn ok(out: Output) -> String {
 
 #[test]
 fn topics_subscriptions_publish_get_and_stats_from_the_command_line() {
-    let dir = TestDir::new("cli");
+    let dir = Scratch::new("cli");
     let queue = Queue::start(dir.path());
     ok(queue.run(&["topic", "create", "jobs", "--max-bytes", "1MiB"]));
     ok(queue.run(&["sub", "add", "jobs", "worker"]));
@@ -158,7 +162,7 @@ fn topics_subscriptions_publish_get_and_stats_from_the_command_line() {
 
 #[test]
 fn the_queue_refuses_an_open_network_address() {
-    let dir = TestDir::new("open");
+    let dir = Scratch::new("open");
     let out = Command::new(SHOAL)
         .args(["queue", "--listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
@@ -170,26 +174,4 @@ fn the_queue_refuses_an_open_network_address() {
         stderr.contains("0.0.0.0:0 is not a loopback address"),
         "{stderr}"
     );
-}
-
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(label: &str) -> TestDir {
-        let path =
-            std::env::temp_dir().join(format!("shoal-cli-queue-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TestDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -28,6 +28,10 @@ impl Scratch {
         std::fs::create_dir_all(&path).unwrap();
         Scratch(path.canonicalize().unwrap())
     }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
 impl Drop for Scratch {
