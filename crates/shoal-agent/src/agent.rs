@@ -1265,18 +1265,29 @@ impl Upload {
             .await
             .map_err(|e| io_failure(saving, &path, e))?;
         let mut written: u64 = 0;
+        // A write that fails (a full disk) stops the writing, not the reading: the rest of
+        // the body, within the size limit, is read and dropped so the client, still sending,
+        // gets the answer instead of a connection reset under its upload.
+        let mut failed = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| AgentError::invalid(ReadingUpload(e.into())))?;
             written += chunk.len() as u64;
             if written > limits.max_size {
-                return Err(AgentError::invalid(format!(
-                    "the archive is larger than the {} a package may have",
-                    shoal_pkg::format_size(limits.max_size)
-                )));
+                return Err(failed.unwrap_or_else(|| {
+                    AgentError::invalid(format!(
+                        "the archive is larger than the {} a package may have",
+                        shoal_pkg::format_size(limits.max_size)
+                    ))
+                }));
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| io_failure(saving, &path, e))?;
+            if failed.is_none() {
+                if let Err(e) = file.write_all(&chunk).await {
+                    failed = Some(io_failure(saving, &path, e));
+                }
+            }
+        }
+        if let Some(failure) = failed {
+            return Err(failure);
         }
         // A write's error can surface only at the next call on the file: flushed and
         // synced, every byte is on disk or the error is here.
