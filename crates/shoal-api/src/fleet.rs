@@ -1,0 +1,184 @@
+//! What crosses between a center, its agents and its API's clients: the link's calls
+//! (enrollment, hello, heartbeat, a command to run), the registry's records and a command's
+//! results.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AppStatus, LogQuery};
+
+/// An agent's id, given by the center at enrollment; kept across reconnects.
+pub type AgentId = String;
+
+/// A command's id, given by the center when it is submitted.
+pub type CommandId = String;
+
+/// `enroll`: the one call an agent without a certificate may make, on a TLS connection
+/// whose server it checked against the pin in its join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The join token without its pin: `shoal_<id>_<secret>`.
+    pub token: String,
+    /// The agent's certificate signing request (PEM); its key never leaves the agent.
+    pub csr_pem: String,
+    pub hostname: String,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The answer to `enroll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    pub agent_id: AgentId,
+    /// The agent's certificate then the agents' intermediate (PEM).
+    pub certificate_pem: String,
+    /// The center's root (PEM): what the agent trusts from now on.
+    pub ca_pem: String,
+}
+
+/// `hello`: the agent's first call on every link, and `heartbeat`'s payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub hostname: String,
+    /// The agent's own version (shoal's).
+    pub version: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub apps: Vec<AppStatus>,
+}
+
+/// What a command asks each of its targets to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Install `name` at `version` (the newest when absent) from the center's repository.
+    Install {
+        name: String,
+        version: Option<String>,
+    },
+    Rollback {
+        name: String,
+        to: Option<String>,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    Reload {
+        name: String,
+    },
+    Backup {
+        name: String,
+    },
+    Backups {
+        name: String,
+    },
+    CronRun {
+        name: String,
+        job: String,
+    },
+    Ps,
+}
+
+/// `exec`: one command for one agent, which runs a command id at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub command: CommandId,
+    #[serde(flatten)]
+    pub action: Action,
+    /// For an install: the package to fetch, as the center's repository knows it.
+    pub package: Option<PackageRef>,
+}
+
+/// A package in the center's repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRef {
+    pub name: String,
+    pub version: String,
+    /// sha256 of the archive, lowercase hex: the agent checks it before unpacking.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// How one target's part of a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    Ok,
+    Error,
+    /// Not connected when the command's deadline came.
+    Offline,
+    /// The center stopped before this target answered; the command was not sent again.
+    Interrupted,
+    /// Not answered yet.
+    Pending,
+}
+
+/// One target's result of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetResult {
+    pub status: TargetStatus,
+    /// One line for a table: what was done, or the error.
+    pub message: String,
+    /// The agent's typed answer (an install report, a list of backups, `ps`'s apps), as
+    /// JSON, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    pub duration_ms: Option<u64>,
+}
+
+/// Which agents a command or query reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<AgentId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ids: Vec<AgentId>,
+    /// Every label given must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub namespace: Option<String>,
+    /// Every agent (of the namespace, when one is given); required when nothing else selects.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// An agent as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: AgentId,
+    pub hostname: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub online: bool,
+    pub revoked: bool,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub version: String,
+    pub apps: Vec<AppStatus>,
+}
+
+/// `logs`: a fleet log query sent to one agent; lines come back as `logs.line`
+/// notifications until the agent is told `logs.stop` or the query ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// Names this stream in the notifications.
+    pub stream: u64,
+    pub app: String,
+    #[serde(flatten)]
+    pub query: LogQuery,
+}
+
+/// One line of a fleet log stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stream: u64,
+    pub line: String,
+}
