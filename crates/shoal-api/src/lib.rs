@@ -8,3 +8,4 @@ pub mod fleet;
 pub mod manifest;
 pub mod queue;
 pub mod status;
+pub mod token;
