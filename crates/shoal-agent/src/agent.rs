@@ -196,6 +196,12 @@ impl Agent {
         &self.inner.data
     }
 
+    /// The state database, for the parts of the agent beside its domain (the link's command
+    /// table).
+    pub(crate) fn state(&self) -> &State {
+        &self.inner.state
+    }
+
     /// Ends the agent (see the module documentation): timers and followed logs end, a change
     /// in progress finishes or rolls back within [`Options::close_grace`], crontab runs end,
     /// and the programs are stopped or left running as `programs` says.

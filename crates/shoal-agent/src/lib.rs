@@ -37,6 +37,7 @@ pub mod cron;
 mod error;
 pub mod hooks;
 mod layout;
+pub mod link;
 pub mod logs;
 mod run;
 mod state;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, Bound, Token};
+use crate::link::{self, Link, LinkOptions};
 use crate::{Agent, AgentError, Options, Programs};
 
 /// How long the API's connections may take to end once the agent has closed (answers being
@@ -25,6 +26,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// What closing does with the programs.
     pub at_exit: Programs,
+    /// The center to link to; `None`: the agent works alone.
+    pub link: Option<LinkOptions>,
 }
 
 impl Config {
@@ -36,6 +39,7 @@ impl Config {
             options: Options::default(),
             listen: None,
             at_exit: Programs::KeepRunning,
+            link: None,
         }
     }
 }
@@ -53,6 +57,8 @@ pub enum RunError {
     Token(#[source] std::io::Error),
     #[error("serving the agent's API")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
 }
 
 /// Opens the agent of `config` and serves its API (the token in the data directory's
@@ -71,29 +77,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         .map_err(|e| RunError::Token(std::io::Error::other(e)))
         .and_then(|loaded| loaded.map_err(RunError::Token));
     let tasks = TaskTracker::new();
+    let api_stop = shutdown.child_token();
     let bound = match token {
         Ok(token) => api::serve(
             api::routes(agent.clone()),
             token,
             &agent.data().socket(),
             config.listen,
-            shutdown.child_token(),
+            api_stop.clone(),
             &tasks,
         )
         .await
         .map_err(RunError::Serve),
         Err(e) => Err(e),
     };
-    match bound {
-        Ok(bound) => Ok(Running {
+    let linked = match (bound, config.link) {
+        (Ok(bound), Some(options)) => link::start(&agent, options, shutdown.child_token())
+            .await
+            .map(|link| (bound, Some(link)))
+            .map_err(RunError::from),
+        (Ok(bound), None) => Ok((bound, None)),
+        (Err(e), _) => Err(e),
+    };
+    match linked {
+        Ok((bound, link)) => Ok(Running {
             agent,
             bound,
             shutdown,
             api: tasks,
             at_exit: config.at_exit,
+            link,
         }),
         Err(e) => {
+            api_stop.cancel();
+            tasks.close();
             agent.close(config.at_exit).await;
+            let _ = tokio::time::timeout(API_DRAIN, tasks.wait()).await;
             Err(e)
         }
     }
@@ -108,11 +127,18 @@ pub struct Running {
     /// The API's servers and connections.
     api: TaskTracker,
     at_exit: Programs,
+    /// The link to a center, when there is one.
+    link: Option<Link>,
 }
 
 impl Running {
     pub fn agent(&self) -> &Agent {
         &self.agent
+    }
+
+    /// The link to a center, when the agent has one.
+    pub fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
     }
 
     /// Where the API listens.
@@ -125,7 +151,14 @@ impl Running {
     /// API's last answers go out within a deadline.
     pub async fn stopped(self) {
         self.shutdown.cancelled().await;
+        // The link stops taking commands first; one still running ends with the agent's close.
+        if let Some(link) = &self.link {
+            link.stop();
+        }
         self.agent.close(self.at_exit).await;
+        if let Some(link) = self.link {
+            link.wait().await;
+        }
         self.api.close();
         if tokio::time::timeout(API_DRAIN, self.api.wait())
             .await

@@ -10,11 +10,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use shoal_agent::api::AgentClient;
+use shoal_agent::link::LinkOptions;
 use shoal_agent::{Config, Options, Programs};
 use shoal_api::agent::{
     ActionDone, AppAction, AppStatus, BackupCreated, BackupInfo, InstallReport, JobStatus,
     LogStream, Restored, RollbackRequest, RunRecord, VersionInfo,
 };
+use shoal_api::token::TokenText;
 use tokio_util::sync::CancellationToken;
 
 use crate::out::{errln, out, outln};
@@ -54,12 +56,61 @@ pub struct AgentArgs {
     /// agent adopts them).
     #[arg(long)]
     stop_on_exit: bool,
+    /// The center's agents' port to link to (HOST:PORT); without it the agent works alone.
+    #[arg(long, value_name = "HOST:PORT")]
+    center: Option<String>,
+    /// The join token, made on the center with `shoal token create --role join`; needed on
+    /// the first start only (the agent keeps its certificate in DIR/link/).
+    #[arg(long, value_name = "TOKEN", requires = "center")]
+    join: Option<String>,
+    /// A label the center selects agents by (repeatable).
+    #[arg(long = "label", value_name = "K=V", requires = "center", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// The namespace to join (a join token scoped to one decides it instead).
+    #[arg(long, value_name = "NS", requires = "center")]
+    namespace: Option<String>,
+}
+
+/// `K=V` as a label.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?}: a label is written KEY=VALUE")),
+    }
+}
+
+/// The link options of `shoal agent`'s flags, or `None` without `--center`.
+fn link_options(args: &AgentArgs) -> anyhow::Result<Option<LinkOptions>> {
+    let Some(center) = &args.center else {
+        return Ok(None);
+    };
+    center
+        .parse::<shoal_rpc::Addr>()
+        .ok()
+        .filter(|a| matches!(a, shoal_rpc::Addr::Tcp(_)))
+        .ok_or_else(|| {
+            anyhow::anyhow!("--center {center}: expected HOST:PORT of the center's agents' port")
+        })?;
+    let join = match &args.join {
+        Some(text) => Some(
+            text.parse::<TokenText>()
+                .map_err(|e| anyhow::anyhow!("--join: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut options = LinkOptions::new(center.clone());
+    options.join = join;
+    options.labels = args.labels.iter().cloned().collect();
+    options.namespace.clone_from(&args.namespace);
+    Ok(Some(options))
 }
 
 pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.get()?.to_owned();
+    let link = link_options(&args)?;
     raise_fd_limit();
     let config = Config {
+        link,
         data_dir: dir.clone(),
         options: Options::default(),
         listen: args.listen,
@@ -82,6 +133,12 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 .map(|a| format!(" and http://{a}"))
                 .unwrap_or_default()
         );
+        if let Some(link) = running.link() {
+            errln!(
+                "shoal agent: linked to its center as agent {}",
+                link.agent_id()
+            );
+        }
         crate::signal::shutdown().await;
         stop.cancel();
         running.stopped().await;

@@ -1,0 +1,341 @@
+//! One agent's link to its center, kept up: connect with mutual TLS, `hello`, heartbeats
+//! (and renewal of the certificate at two thirds of its life), serve the center's `exec` and
+//! `logs`; when the link drops, connect again after a jittered, capped exponential backoff.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_api::fleet::{
+    methods, AgentReport, Enrolled, Exec, LogCredit, LogsEnd, LogsRequest, PackageChunk,
+    PackageFetch, PackageRef, Refused, Renewal, Welcome, CENTER_NAME,
+};
+use shoal_rpc::conn::ConnConfig;
+use shoal_rpc::{Addr, Args, ClientTls, Peer, Reply, Request, RpcError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::exec::{Commands, Fetch, FetchStream};
+use super::identity::{self, Identity};
+use super::logs::Streams;
+use super::{tls, LinkOptions};
+use crate::Agent;
+
+/// What keeps one agent's link up.
+pub(super) struct Session {
+    pub agent: Agent,
+    pub options: LinkOptions,
+    pub identity: Arc<Mutex<Identity>>,
+    pub commands: Commands,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// Bumped each time the link said hello (tests and status wait on it).
+    pub linked: tokio::sync::watch::Sender<u64>,
+}
+
+/// How one connection ended.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("connecting: {0}")]
+    Connect(String),
+    #[error("hello: {0}")]
+    Hello(String),
+    #[error("the center refused the link: {0}")]
+    Refused(String),
+    #[error("the link closed")]
+    Closed,
+    #[error("a heartbeat failed: {0}")]
+    Heartbeat(String),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+impl Session {
+    pub async fn run(self) {
+        let (first, longest) = self.options.backoff;
+        let mut pause = first;
+        loop {
+            let (greeted, ended) = self.once().await;
+            if matches!(ended, Ended::Shutdown) {
+                return;
+            }
+            if greeted {
+                pause = first;
+            }
+            let center = self.options.center.clone();
+            warn!(%center, error = %ended, retry_in = ?pause, "link to the center down");
+            // Jitter: agents that lost one center at once do not all come back at once.
+            let wait = pause.mul_f64(0.5 + fastrand::f64() / 2.0);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            pause = (pause * 2).min(longest);
+        }
+    }
+
+    /// One connection, from connect to close: whether it said hello, and why it ended.
+    async fn once(&self) -> (bool, Ended) {
+        let streams = Arc::new(Streams::default());
+        let refused = Arc::new(Mutex::new(None));
+        let peer = match self.connect(&streams, &refused).await {
+            Ok(peer) => peer,
+            Err(ended) => return (false, ended),
+        };
+        let timeout = self.options.call_timeout;
+        peer.negotiate(timeout).await;
+        let hello = peer
+            .call(methods::HELLO, &[self.report().await], timeout)
+            .await;
+        let ended = match hello.map(rmpv::ext::from_value::<Welcome>) {
+            Ok(Ok(welcome)) => {
+                info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
+                self.linked.send_modify(|n| *n += 1);
+                let heartbeat = Duration::from_millis(welcome.heartbeat_ms.max(10));
+                self.beat(&peer, heartbeat).await
+            }
+            Ok(Err(e)) => Ended::Hello(format!("the center's answer does not read: {e}")),
+            Err(e) => Ended::Hello(e.to_string()),
+        };
+        peer.close();
+        streams.stop_all();
+        let greeted = !matches!(ended, Ended::Hello(_));
+        let reason = refused.lock().unwrap().take();
+        match reason {
+            Some(reason) if !matches!(ended, Ended::Shutdown) => (greeted, Ended::Refused(reason)),
+            _ => (greeted, ended),
+        }
+    }
+
+    async fn connect(
+        &self,
+        streams: &Arc<Streams>,
+        refused: &Arc<Mutex<Option<String>>>,
+    ) -> Result<Peer, Ended> {
+        let config = tls::link_config(&self.identity.lock().unwrap()).map_err(Ended::Connect)?;
+        let tls = ClientTls {
+            config,
+            server_name: Some(CENTER_NAME.to_owned()),
+        };
+        let addr = Addr::Tcp(self.options.center.clone());
+        let connect = shoal_rpc::transport::connect(&addr, Some(&tls));
+        let (r, w) = tokio::select! {
+            () = self.shutdown.cancelled() => return Err(Ended::Shutdown),
+            c = connect => c.map_err(|e| Ended::Connect(e.to_string()))?,
+        };
+        let handler = Handler {
+            agent: self.agent.clone(),
+            commands: self.commands.clone(),
+            streams: streams.clone(),
+            refused: refused.clone(),
+            tasks: self.tasks.clone(),
+            call_timeout: self.options.call_timeout,
+        };
+        Ok(shoal_rpc::conn::spawn(
+            r,
+            w,
+            self.options.center.clone(),
+            tower::util::BoxCloneSyncService::new(handler),
+            ConnConfig::default(),
+            self.shutdown.child_token(),
+            &self.tasks,
+        ))
+    }
+
+    /// Heartbeats until the link or the agent ends.
+    async fn beat(&self, peer: &Peer, every: Duration) -> Ended {
+        let mut renewed = false;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ended::Shutdown,
+                () = peer.closed() => return Ended::Closed,
+                () = tokio::time::sleep(every) => {}
+            }
+            let report = self.report().await;
+            if let Err(e) = peer
+                .call(methods::HEARTBEAT, &[report], self.options.call_timeout)
+                .await
+            {
+                return Ended::Heartbeat(e.to_string());
+            }
+            let due = self.identity.lock().unwrap().renew_at();
+            if !renewed && due.is_some_and(|at| at <= chrono::Utc::now()) {
+                renewed = true;
+                if let Err(error) = self.renew(peer).await {
+                    warn!(%error, "renewing the agent's certificate failed; next link tries again");
+                }
+            }
+        }
+    }
+
+    /// A new key and certificate over the live link, stored for the next connection.
+    async fn renew(&self, peer: &Peer) -> Result<(), String> {
+        let host = hostname();
+        let (key_pem, csr_pem) =
+            tokio::task::spawn_blocking(move || identity::new_key_and_csr(&host))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        let answer = peer
+            .call(
+                methods::RENEW,
+                &[Renewal { csr_pem }],
+                self.options.call_timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let enrolled: Enrolled = rmpv::ext::from_value(answer).map_err(|e| e.to_string())?;
+        let mut next = self.identity.lock().unwrap().clone();
+        next.key_pem = key_pem;
+        next.cert_pem = enrolled.certificate_pem;
+        next.issued_at = chrono::Utc::now();
+        next.not_after = enrolled.not_after;
+        let (dir, stored) = (self.agent.data().root().to_owned(), next.clone());
+        tokio::task::spawn_blocking(move || identity::store(&dir, &stored))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        *self.identity.lock().unwrap() = next;
+        info!("agent certificate renewed");
+        Ok(())
+    }
+
+    async fn report(&self) -> AgentReport {
+        AgentReport {
+            hostname: hostname(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            labels: self.options.labels.clone(),
+            apps: self.agent.apps().await.unwrap_or_default(),
+        }
+    }
+}
+
+/// The host's name, as the center shows it.
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Answers the center's calls on one connection.
+#[derive(Clone)]
+struct Handler {
+    agent: Agent,
+    commands: Commands,
+    streams: Arc<Streams>,
+    refused: Arc<Mutex<Option<String>>>,
+    tasks: TaskTracker,
+    call_timeout: Duration,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send>>;
+
+impl tower::Service<Request> for Handler {
+    type Response = Reply;
+    type Error = RpcError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> BoxFuture {
+        let this = self.clone();
+        Box::pin(async move { this.handle(req).await })
+    }
+}
+
+impl Handler {
+    async fn handle(self, req: Request) -> Result<Reply, RpcError> {
+        let Request {
+            method,
+            params,
+            ctx,
+        } = req;
+        let peer = ctx.peer().cloned();
+        match method.as_str() {
+            methods::EXEC => {
+                let exec: Exec = arg(methods::EXEC, params)?;
+                let peer = peer.ok_or_else(|| RpcError::internal("exec without a connection"))?;
+                let fetch = Arc::new(PeerFetch {
+                    peer,
+                    timeout: self.call_timeout,
+                });
+                Reply::encode(&self.commands.exec(exec, fetch).await)
+            }
+            methods::LOGS => {
+                let req: LogsRequest = arg(methods::LOGS, params)?;
+                let peer = peer.ok_or_else(|| RpcError::internal("logs without a connection"))?;
+                self.streams
+                    .start(&self.agent, req, peer, &self.tasks)
+                    .await
+                    .map_err(|e| RpcError::new(1000, e.chain()))?;
+                Reply::encode(&())
+            }
+            methods::LOGS_CREDIT => {
+                self.streams
+                    .credit(arg::<LogCredit>(methods::LOGS_CREDIT, params)?);
+                Ok(Reply::none())
+            }
+            methods::LOGS_STOP => {
+                self.streams
+                    .stop(arg::<LogsEnd>(methods::LOGS_STOP, params)?.stream);
+                Ok(Reply::none())
+            }
+            methods::REFUSED => {
+                let refused: Refused = arg(methods::REFUSED, params)?;
+                *self.refused.lock().unwrap() = Some(refused.reason);
+                Ok(Reply::none())
+            }
+            other => Err(RpcError::method_not_found(other)),
+        }
+    }
+}
+
+fn arg<T: serde::de::DeserializeOwned + 'static>(
+    method: &'static str,
+    params: Vec<rmpv::Value>,
+) -> Result<T, RpcError> {
+    Args::new(method, params, 1)?.next("request")
+}
+
+/// Downloads a package over the link that asked for its install, a part per call.
+struct PeerFetch {
+    peer: Peer,
+    timeout: Duration,
+}
+
+impl Fetch for PeerFetch {
+    fn fetch(&self, package: &PackageRef) -> FetchStream {
+        let (peer, timeout) = (self.peer.clone(), self.timeout);
+        let (sha256, size) = (package.sha256.clone(), package.size);
+        Box::pin(futures_util::stream::try_unfold(0u64, move |offset| {
+            let (peer, sha256) = (peer.clone(), sha256.clone());
+            async move {
+                if offset >= size {
+                    return Ok(None);
+                }
+                let request = PackageFetch { sha256, offset };
+                let answer = peer
+                    .call(methods::PACKAGE_FETCH, &[request], timeout)
+                    .await
+                    .map_err(|e| format!("fetching the package from the center: {e}"))?;
+                let chunk: PackageChunk = rmpv::ext::from_value(answer)
+                    .map_err(|e| format!("the center's package part does not read: {e}"))?;
+                if chunk.total != size || chunk.data.is_empty() {
+                    return Err(format!(
+                        "the center has {} bytes of the package, not the {size} its reference says",
+                        chunk.total
+                    )
+                    .into());
+                }
+                let next = offset + chunk.data.len() as u64;
+                Ok(Some((Bytes::from(chunk.data), next)))
+            }
+        }))
+    }
+}
