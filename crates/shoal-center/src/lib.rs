@@ -1,0 +1,77 @@
+//! shoal-center: the fleet's control plane as a library. Agents dial in over mutual TLS and
+//! are kept in a registry; operators reach them through an HTTP/JSON API (`/api/v1`, with an
+//! OpenAPI document, bearer tokens with roles, an audit log): a package repository, commands
+//! to target sets, fleet logs. Every piece of state is reached through `shoal-store`'s traits.
+//! `run` composes it all.
+
+pub mod api;
+pub mod audit;
+pub mod client;
+pub mod commands;
+mod names;
+pub mod packages;
+pub mod tokens;
+mod upload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use shoal_store::StoreError;
+
+use crate::api::ApiError;
+use crate::audit::Audit;
+use crate::commands::{Commands, Reach};
+use crate::packages::Packages;
+use crate::tokens::{Caller, Tokens};
+use crate::upload::Upload;
+
+/// What the API refuses before it stores anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest package upload, in bytes: more is answered 413.
+    pub max_upload: u64,
+}
+
+impl Default for Limits {
+    /// 512 MiB.
+    fn default() -> Limits {
+        Limits {
+            max_upload: 512 << 20,
+        }
+    }
+}
+
+/// The center's parts, as the API's handlers reach them.
+#[derive(Debug, Clone)]
+pub struct Center {
+    pub tokens: Tokens,
+    pub audit: Audit,
+    pub packages: Packages,
+    pub commands: Commands,
+    pub reach: Arc<dyn Reach>,
+    /// The pin of the center's root key, which join tokens carry.
+    pub pin: Arc<str>,
+    /// Where uploads are written while they are checked.
+    pub incoming: PathBuf,
+    pub limits: Limits,
+}
+
+impl Center {
+    /// Writes an audit entry for what `by` asked, with `outcome`'s error or `ok`.
+    pub(crate) async fn audit<T, E: std::fmt::Display>(
+        &self,
+        by: &Caller,
+        action: &str,
+        targets: Vec<String>,
+        outcome: &Result<T, E>,
+    ) -> Result<u64, StoreError> {
+        let outcome = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        self.audit.record(by, action, targets, outcome).await
+    }
+
+    /// Streams a request's body into `incoming/`, answering 413 past the upload limit.
+    pub(crate) async fn receive(&self, body: Body) -> Result<Upload, ApiError> {
+        upload::receive(&self.incoming, self.limits.max_upload, body).await
+    }
+}
