@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use shoal_store::StoreError;
+use shoal_store::{Blobs, Kv, Log, StoreError};
 
 use crate::api::ApiError;
 use crate::audit::Audit;
@@ -57,7 +57,37 @@ pub struct Center {
     pub limits: Limits,
 }
 
+/// The store the center keeps its state in, as its traits.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub kv: Arc<dyn Kv>,
+    pub log: Arc<dyn Log>,
+    pub blobs: Arc<dyn Blobs>,
+}
+
 impl Center {
+    /// The center's parts on `stores`, reaching agents through `reach`; uploads are written
+    /// under `data_dir/incoming`.
+    pub fn new(
+        stores: &Stores,
+        reach: Arc<dyn Reach>,
+        pin: &str,
+        data_dir: &std::path::Path,
+        limits: Limits,
+    ) -> Center {
+        let packages = Packages::new(stores.kv.clone(), stores.blobs.clone());
+        Center {
+            tokens: Tokens::new(stores.kv.clone()),
+            audit: Audit::new(stores.log.clone()),
+            commands: Commands::new(stores.kv.clone(), reach.clone(), packages.clone()),
+            packages,
+            reach,
+            pin: pin.into(),
+            incoming: data_dir.join("incoming"),
+            limits,
+        }
+    }
+
     /// Writes an audit entry for what `by` asked, with `outcome`'s error or `ok`.
     pub(crate) async fn audit<T, E: std::fmt::Display>(
         &self,
