@@ -3,6 +3,14 @@
 //! The center reaches its data only through these traits, as `Arc<dyn ...>`; the SQLite backend
 //! is the default, and a NATS JetStream backend (a later feature) runs the same conformance
 //! suite unchanged.
+//!
+//! - [`sqlite::Sqlite`]: one directory, `store.db` (WAL, `synchronous=FULL`: what it
+//!   acknowledged survives kill -9 and power loss) and `blobs/` (files named by digest,
+//!   written atomically). One writer thread commits in groups; a watch subscribes to the
+//!   committed events before it reads its catch-up, and de-duplicates by revision. The
+//!   [`sqlite`] module says why for each choice.
+//! - [`lease::KvLease`]: `Lease` written once over any `Kv`, so every backend shares it.
+//! - [`conformance`]: the properties every backend keeps, as public async functions.
 
 use std::time::{Duration, SystemTime};
 

@@ -59,7 +59,7 @@ impl Kv for Sqlite {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
-        if lock_closed(self) {
+        if is_closed(self) {
             return Err(crate::StoreError::Closed);
         }
         // Subscribed here, before the watch task reads its catch-up.
@@ -115,7 +115,7 @@ impl Sqlite {
     }
 }
 
-fn lock_closed(store: &Sqlite) -> bool {
+fn is_closed(store: &Sqlite) -> bool {
     super::lock(&store.inner.writer).is_none()
 }
 

@@ -123,10 +123,10 @@ impl Sqlite {
     pub async fn close(&self) {
         let writer = lock(&self.inner.writer).take();
         drop(writer);
-        self.inner.readers.close();
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        self.inner.readers.close();
         let thread = lock(&self.inner.thread).take();
         if let Some(thread) = thread {
             // The thread ends once every sender is gone: in-flight calls hold one briefly.

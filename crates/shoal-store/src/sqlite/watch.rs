@@ -143,11 +143,12 @@ fn read_after(conn: &mut Connection, prefix: &str, after: Revision) -> Result<Ve
     if let Some(floor) = floor.filter(|floor| after.saturating_add(1) < *floor) {
         return Err(StoreError::Compacted(floor));
     }
+    // `+key`: scan by revision from `after` (a watch is usually near the end), not by key.
     let mut stmt = sql(
         doing,
         tx.prepare_cached(
             "SELECT rev, key, value FROM changes
-             WHERE rev > ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
+             WHERE rev > ?1 AND +key >= ?2 AND (?3 IS NULL OR +key < ?3)
              ORDER BY rev LIMIT ?4",
         ),
     )?;

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::warn;
 
 use super::backend;
 use crate::{Appended, Entry, Event, Result, Revision, StoreError};
@@ -106,7 +107,9 @@ impl Writer {
             .map(|cmd| in_savepoint(&mut tx, &db, cmd))
             .collect();
         if let Err(e) = tx.commit() {
-            return answer_all(done, &failed(e));
+            let error = failed(e);
+            warn!(%error, writes = done.len(), "the store's commit failed");
+            return answer_all(done, &error);
         }
         for done in done {
             match done {
