@@ -54,7 +54,13 @@ impl Fleet {
     }
 
     fn ran_on(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.ran.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
+        let mut ids: Vec<String> = self
+            .ran
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect();
         ids.sort();
         ids
     }
@@ -107,11 +113,13 @@ impl Reach for Fleet {
         request: LogsRequest,
     ) -> Result<BoxStream<'static, LogLine>, ReachError> {
         let lines = vec![format!("{agent} says hello from {}", request.app)];
-        Ok(futures_util::stream::iter(lines.into_iter().map(move |line| LogLine {
-            stream: request.stream,
-            line,
-        }))
-        .boxed())
+        Ok(
+            futures_util::stream::iter(lines.into_iter().map(move |line| LogLine {
+                stream: request.stream,
+                line,
+            }))
+            .boxed(),
+        )
     }
 }
 
@@ -265,7 +273,10 @@ async fn each_class_of_route_wants_a_token_and_a_high_enough_role() {
         status(as_operator.post("/api/v1/agents/a1/revoke", &()).await),
         403
     );
-    assert_eq!(status(as_admin.post("/api/v1/agents/a1/revoke", &()).await), 200);
+    assert_eq!(
+        status(as_admin.post("/api/v1/agents/a1/revoke", &()).await),
+        200
+    );
     // Packages: pushing is the operator's.
     assert_eq!(
         status(
@@ -324,13 +335,19 @@ async fn reqwest_free_get(url: &str, path: &str) -> serde_json::Value {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
     let text = String::from_utf8(answer).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..80.min(text.len())]);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..80.min(text.len())]
+    );
     let body = text.split_once("\r\n\r\n").unwrap().1;
     serde_json::from_str(body).unwrap()
 }
@@ -341,13 +358,22 @@ async fn a_namespaced_token_sees_and_acts_on_its_namespace_only() {
     let served = serve(fleet.clone(), Limits::default()).await;
     let staging = served.client(&served.token(Role::Operator, Some("staging")).await);
     let agents: Vec<AgentInfo> = staging.get("/api/v1/agents").await.unwrap();
-    assert_eq!(agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["b1"]);
-    let view: CommandView = staging.post("/api/v1/commands", &ps_everywhere()).await.unwrap();
+    assert_eq!(
+        agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["b1"]
+    );
+    let view: CommandView = staging
+        .post("/api/v1/commands", &ps_everywhere())
+        .await
+        .unwrap();
     assert_eq!(view.results.keys().collect::<Vec<_>>(), ["b1"]);
     assert_eq!(fleet.ran_on(), ["b1"]);
     let mut elsewhere = ps_everywhere();
     elsewhere.selector.namespace = Some("prod".into());
-    assert_eq!(status(staging.post("/api/v1/commands", &elsewhere).await), 403);
+    assert_eq!(
+        status(staging.post("/api/v1/commands", &elsewhere).await),
+        403
+    );
     // A command on prod agents is not shown to it.
     let admin = served.client(&served.admin);
     let prod: CommandView = admin.post("/api/v1/commands", &elsewhere).await.unwrap();
@@ -370,7 +396,9 @@ async fn a_command_freezes_its_targets_and_reports_offline_ones_at_the_deadline(
             labels: BTreeMap::from([("role".into(), "web".into())]),
             ..Selector::default()
         },
-        action: Action::Restart { name: "hello".into() },
+        action: Action::Restart {
+            name: "hello".into(),
+        },
         concurrency: Some(1),
         timeout_ms: Some(300),
     };
@@ -399,7 +427,8 @@ async fn a_command_running_when_the_center_stopped_is_interrupted_for_the_unansw
     let mut request = ps_everywhere();
     request.timeout_ms = Some(3_600_000);
     // The center "stops" while a2 has not answered: the command's task is dropped.
-    let running = tokio::spawn(async move { center.commands.run(&Caller::center(), request).await });
+    let running =
+        tokio::spawn(async move { center.commands.run(&Caller::center(), request).await });
     let admin = served.client(&served.admin);
     let started = wait_for(|| async {
         let list: Vec<CommandView> = admin.get("/api/v1/commands").await.ok()?;
@@ -430,7 +459,10 @@ where
         if let Some(found) = check().await {
             return found;
         }
-        assert!(Instant::now() < deadline, "the condition did not come true within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "the condition did not come true within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -466,7 +498,8 @@ async fn tokens_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired
         .await
         .unwrap();
     let as_short = served.client(&short.token);
-    wait_for(|| async { (status(as_short.get("/api/v1/agents").await) == 401).then_some(()) }).await;
+    wait_for(|| async { (status(as_short.get("/api/v1/agents").await) == 401).then_some(()) })
+        .await;
     // A join token does not open the API, and carries the pin.
     let join: TokenCreated = admin
         .post(
@@ -481,13 +514,21 @@ async fn tokens_are_shown_once_stored_hashed_and_refused_once_revoked_or_expired
         .await
         .unwrap();
     assert!(join.token.ends_with("_0f0f"), "{}", join.token);
-    assert_eq!(status(served.client(&join.token).get("/api/v1/agents").await), 401);
+    assert_eq!(
+        status(served.client(&join.token).get("/api/v1/agents").await),
+        401
+    );
     // The audit log has every mutating request, and no secret.
     let audit: Vec<AuditEntry> = admin.get("/api/v1/audit").await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["token.create", "token.revoke", "token.create", "token.create"]
+        [
+            "token.create",
+            "token.revoke",
+            "token.create",
+            "token.create"
+        ]
     );
     let text = serde_json::to_string(&audit).unwrap();
     assert!(!text.contains(secret));
@@ -549,7 +590,10 @@ async fn packages_are_checked_before_they_are_kept_and_oversized_ones_get_413() 
         .post_bytes("/api/v1/packages", data.clone().into())
         .await
         .unwrap();
-    assert_eq!((pushed.name.as_str(), pushed.version.as_str()), ("hello", "1.0.0"));
+    assert_eq!(
+        (pushed.name.as_str(), pushed.version.as_str()),
+        ("hello", "1.0.0")
+    );
     // Again, the same: fine. Garbage: refused with what is wrong.
     let again: PackageInfo = operator
         .post_bytes("/api/v1/packages", data.into())
@@ -560,7 +604,10 @@ async fn packages_are_checked_before_they_are_kept_and_oversized_ones_get_413() 
         .post_bytes::<PackageInfo>("/api/v1/packages", b"not gzip at all".to_vec().into())
         .await
     {
-        Err(ClientError::Api { status: 422, message }) => {
+        Err(ClientError::Api {
+            status: 422,
+            message,
+        }) => {
             assert!(message.contains("refused"), "{message}")
         }
         other => panic!("{other:?}"),
@@ -575,7 +622,12 @@ async fn packages_are_checked_before_they_are_kept_and_oversized_ones_get_413() 
     }
     let listed: Vec<PackageInfo> = operator.get("/api/v1/packages?name=hello").await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(std::fs::read_dir(served.dir.join("incoming")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(served.dir.join("incoming"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 fn build_package(dir: &Path, name: &str, version: &str) -> PathBuf {
