@@ -30,8 +30,11 @@ struct Fleet {
     ran: Mutex<Vec<(String, Exec)>>,
 }
 
+/// An agent of a test: id, namespace, labels, online.
+type Seat<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+
 impl Fleet {
-    fn with(agents: &[(&str, &str, &[(&str, &str)], bool)]) -> Arc<Fleet> {
+    fn with(agents: &[Seat<'_>]) -> Arc<Fleet> {
         let fleet = Fleet::default();
         *fleet.agents.lock().unwrap() = agents
             .iter()
