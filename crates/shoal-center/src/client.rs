@@ -84,7 +84,7 @@ impl CenterClient {
         path: &str,
         body: Bytes,
     ) -> Result<T, ClientError> {
-        self.send(Method::POST, path, Some("application/gzip"), body)
+        self.send(Method::POST, path, Some("application/octet-stream"), body)
             .await
     }
 

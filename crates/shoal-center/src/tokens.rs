@@ -106,6 +106,8 @@ pub enum TokenError {
     Invalid(String),
     #[error("no token {0}")]
     NotFound(String),
+    #[error("a token cannot revoke itself: revoke it with another admin token")]
+    Own,
     #[error("the token store: {0}")]
     Store(#[from] StoreError),
     #[error("a stored token is unreadable: {0}")]
@@ -182,6 +184,9 @@ impl Tokens {
 
     /// Revokes a token: refused from now on.
     pub async fn revoke(&self, id: &str, by: &Caller) -> Result<TokenInfo, TokenError> {
+        if by.token == id {
+            return Err(TokenError::Own);
+        }
         self.change(id, |stored| {
             if by.namespace.is_some() && stored.namespace != by.namespace {
                 return Err(TokenError::NotFound(id.to_owned()));

@@ -54,6 +54,7 @@ impl From<crate::tokens::TokenError> for ApiError {
             E::Refused(_) => StatusCode::UNAUTHORIZED,
             E::Invalid(_) => StatusCode::BAD_REQUEST,
             E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Own => StatusCode::CONFLICT,
             E::Store(_) | E::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -103,6 +104,26 @@ impl ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, message)
+    }
+}
+
+/// A JSON request body whose refusals (415 without the JSON content type, 400 for bad JSON,
+/// 422 for JSON of another shape) are `{"error": ...}` like every other error.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, Auth, Doc};
+use super::{ApiError, Auth, Doc, JsonBody};
 use crate::Center;
 
 /// The API's routes, and its document at `/api/v1/openapi.json`.
@@ -58,11 +58,12 @@ async fn list_tokens(State(center): State<Center>, auth: Auth) -> Answer<Vec<Tok
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = TokenRequest,
-    responses((status = 200, body = TokenCreated), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = TokenCreated), (status = 400), (status = 401), (status = 403),
+        (status = 415), (status = 422)))]
 async fn create_token(
     State(center): State<Center>,
     auth: Auth,
-    Json(request): Json<TokenRequest>,
+    JsonBody(request): JsonBody<TokenRequest>,
 ) -> Answer<TokenCreated> {
     let by = auth.at_least(Role::Admin)?;
     let created = center.tokens.create(&request, by, &center.pin).await;
@@ -78,7 +79,8 @@ async fn create_token(
 
 #[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "tokens",
     params(("id" = String, Path, description = "the token's id")),
-    responses((status = 200, body = TokenInfo), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = TokenInfo), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "a token cannot revoke itself")))]
 async fn revoke_token(
     State(center): State<Center>,
     auth: Auth,
@@ -152,7 +154,7 @@ async fn list_packages(
 }
 
 #[utoipa::path(post, path = "/api/v1/packages", tag = "packages",
-    request_body(content = Vec<u8>, content_type = "application/gzip",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "the package archive, NAME-VERSION.tar.gz"),
     responses((status = 200, body = PackageInfo), (status = 401), (status = 403),
         (status = 409, description = "that version exists with other content"),
@@ -192,11 +194,12 @@ async fn list_commands(
 
 #[utoipa::path(post, path = "/api/v1/commands", tag = "commands", request_body = CommandRequest,
     responses((status = 200, body = CommandView, description = "the command, run to its end"),
-        (status = 400), (status = 401), (status = 403), (status = 404)))]
+        (status = 400), (status = 401), (status = 403), (status = 404), (status = 415),
+        (status = 422)))]
 async fn run_command(
     State(center): State<Center>,
     auth: Auth,
-    Json(request): Json<CommandRequest>,
+    JsonBody(request): JsonBody<CommandRequest>,
 ) -> Answer<CommandView> {
     let by = auth.at_least(Role::Operator)?;
     let action = format!("command.{}", action_name(&request.action));
@@ -226,11 +229,11 @@ async fn show_command(
 #[utoipa::path(post, path = "/api/v1/logs", tag = "logs", request_body = FleetLogsRequest,
     responses((status = 200, body = FleetLogLine, content_type = "application/x-ndjson",
         description = "one JSON line per log line, as they arrive"),
-        (status = 400), (status = 401)))]
+        (status = 400), (status = 401), (status = 403), (status = 415), (status = 422)))]
 async fn fleet_logs(
     State(center): State<Center>,
     auth: Auth,
-    Json(request): Json<FleetLogsRequest>,
+    JsonBody(request): JsonBody<FleetLogsRequest>,
 ) -> Result<Response, ApiError> {
     let by = auth.at_least(Role::Viewer)?;
     let targets = center.commands.freeze(by, &request.selector).await?;
