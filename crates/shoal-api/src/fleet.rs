@@ -12,6 +12,10 @@ use crate::agent::{AppStatus, LogQuery};
 /// An agent's id, given by the center at enrollment; kept across reconnects.
 pub type AgentId = String;
 
+/// The name every center's server certificate carries and agents check it against: a center
+/// is known by the certificate authority it chains to, not by the address an agent dials.
+pub const CENTER_NAME: &str = "center.shoal";
+
 /// A command's id, given by the center when it is submitted.
 pub type CommandId = String;
 
@@ -37,6 +41,105 @@ pub struct Enrolled {
     pub certificate_pem: String,
     /// The center's root (PEM): what the agent trusts from now on.
     pub ca_pem: String,
+    /// When the certificate ends; the agent renews it over the link at two thirds of its life.
+    #[serde(default)]
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// The link's method names: calls from the agent to the center, then from the center to the
+/// agent, then notifications.
+pub mod methods {
+    /// Agent → center, on a connection without a client certificate: [`super::EnrollRequest`]
+    /// → [`super::Enrolled`].
+    pub const ENROLL: &str = "enroll";
+    /// Agent → center, first call on every link: [`super::AgentReport`] → [`super::Welcome`].
+    pub const HELLO: &str = "hello";
+    /// Agent → center: [`super::AgentReport`] → nil.
+    pub const HEARTBEAT: &str = "heartbeat";
+    /// Agent → center: [`super::PackageFetch`] → [`super::PackageChunk`].
+    pub const PACKAGE_FETCH: &str = "package.fetch";
+    /// Agent → center: [`super::Renewal`] → [`super::Enrolled`] (a new certificate for the
+    /// same key holder and id).
+    pub const RENEW: &str = "renew";
+    /// Center → agent: [`super::Exec`] → [`super::TargetResult`].
+    pub const EXEC: &str = "exec";
+    /// Center → agent: [`super::LogsRequest`] → nil once the stream started; its lines come
+    /// as `logs.line` notifications.
+    pub const LOGS: &str = "logs";
+    /// Center → agent notification: [`super::LogCredit`], more lines the center can take.
+    pub const LOGS_CREDIT: &str = "logs.credit";
+    /// Center → agent notification: [`super::LogsEnd`], stop that stream.
+    pub const LOGS_STOP: &str = "logs.stop";
+    /// Agent → center notification: [`super::LogLine`].
+    pub const LOGS_LINE: &str = "logs.line";
+    /// Agent → center notification: [`super::LogsEnd`], the stream ended by itself.
+    pub const LOGS_END: &str = "logs.end";
+    /// Center → agent notification, sent just before the center closes the link:
+    /// [`super::Refused`].
+    pub const REFUSED: &str = "link.refused";
+}
+
+/// Error codes of the link's calls (MessagePack-RPC application codes).
+pub mod codes {
+    /// The call is not allowed on this link (no certificate, revoked, no `hello` yet).
+    pub const REFUSED: i64 = 1100;
+    /// The join token was refused; the message says why.
+    pub const JOIN_REFUSED: i64 = 1101;
+    /// The package asked for is not in the center's repository.
+    pub const NO_PACKAGE: i64 = 1102;
+    /// A request's content is not acceptable (a bad CSR, too many labels).
+    pub const INVALID: i64 = 1103;
+}
+
+/// The answer to `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub agent_id: AgentId,
+    /// How often the center expects a heartbeat; three missed and the agent is offline.
+    pub heartbeat_ms: u64,
+}
+
+/// Why the center closes a link (revoked, no certificate, a certificate it does not accept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub reason: String,
+}
+
+/// `renew`: a new certificate for the agent's (new) key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    pub csr_pem: String,
+}
+
+/// `package.fetch`: part of a package from the center's repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFetch {
+    pub sha256: String,
+    pub offset: u64,
+}
+
+/// One part of a package; the agent asks again from `offset + data.len()` until `total`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageChunk {
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    pub total: u64,
+}
+
+/// Lines an agent may send on a new log stream before the center's first `logs.credit`.
+pub const INITIAL_LOG_CREDIT: u32 = 256;
+
+/// `logs.credit`: the center can take `lines` more lines of `stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCredit {
+    pub stream: u64,
+    pub lines: u32,
+}
+
+/// `logs.stop` and `logs.end`: a log stream is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsEnd {
+    pub stream: u64,
 }
 
 /// `hello`: the agent's first call on every link, and `heartbeat`'s payload.

@@ -3,13 +3,26 @@
 //! OpenAPI document, bearer tokens with roles, an audit log): a package repository, commands
 //! to target sets, fleet logs. Every piece of state is reached through `shoal-store`'s traits.
 //! `run` composes it all.
+//!
+//! - [`pki`]: the certificate authority (a root, separate intermediates for agents and for
+//!   centers) under `DATA/pki/`, the center's server certificate, the agents' port's TLS.
+//! - [`link`]: the agents' port (enrollment, `hello`, heartbeats, package downloads,
+//!   renewal) and [`link::Links`], the handle the rest of the center calls agents through
+//!   (`exec`, `logs`, the registry, `revoke`).
+//! - [`tokens`], [`audit`], [`packages`], [`commands`]: the center's state, on the store.
+//! - [`api`]: the HTTP API over all of it; [`client`]: its client.
+//!
+//! Invariant: the center never depends on `shoal-agent`; what crosses the link is a
+//! `shoal_api::fleet` type.
 
 pub mod api;
 pub mod audit;
 pub mod client;
 pub mod commands;
+pub mod link;
 mod names;
 pub mod packages;
+pub mod pki;
 pub mod tokens;
 mod upload;
 

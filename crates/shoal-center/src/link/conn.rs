@@ -1,0 +1,480 @@
+//! The agents' port: the accept loop (TLS handshake, who the peer is) and the calls an
+//! agent makes, answered per connection by [`Handler`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use chrono::Utc;
+use shoal_api::fleet::{
+    codes as link_codes, methods, AgentReport, EnrollRequest, Enrolled, LogLine, LogsEnd,
+    PackageChunk, PackageFetch, Renewal, Welcome,
+};
+use shoal_rpc::conn::ConnConfig;
+use shoal_rpc::{Args, Peer, Reply, Request, RpcError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::util::BoxCloneSyncService;
+use tracing::{debug, info, warn};
+
+use super::registry::{self, Record};
+use super::{refuse, Links, Live};
+use crate::pki::{self, PkiError};
+
+/// Largest part of a package one `package.fetch` answers.
+const CHUNK: usize = 1024 * 1024;
+/// How long a connection without a certificate may stay open to enroll.
+const ENROLL_WINDOW: Duration = Duration::from_secs(30);
+/// How often an online agent's heartbeat time is written to the store when nothing else in
+/// its report changed.
+const PERSIST_EVERY: Duration = Duration::from_secs(60);
+/// Bounds on what an agent reports about itself.
+const MAX_LABELS: usize = 64;
+const MAX_TEXT: usize = 256;
+
+/// Serves the agents' port on `listener` until `shutdown` is cancelled, then closes every
+/// link and returns once their tasks ended.
+pub async fn serve(
+    links: Links,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), PkiError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(links.pki().link_server_config()?);
+    let tasks = TaskTracker::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(links.config().max_connections));
+    let mut sweep = tokio::time::interval(links.config().heartbeat);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    info!(addr = ?listener.local_addr().ok(), "serving the agents' link");
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = sweep.tick() => links.sweep(),
+            accepted = listener.accept() => {
+                let Ok((stream, addr)) = accepted else { continue };
+                let Ok(slot) = open.clone().try_acquire_owned() else {
+                    warn!(%addr, "agents' port: connection refused, too many open");
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let link = Accepted {
+                    links: links.clone(),
+                    acceptor: acceptor.clone(),
+                    tasks: tasks.clone(),
+                    shutdown: shutdown.clone(),
+                    addr: addr.to_string(),
+                };
+                tasks.spawn(async move {
+                    link.run(stream).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+    drop(listener);
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+/// Who is at the other end of a connection, from its client certificate.
+#[derive(Debug, Clone)]
+enum Identity {
+    /// No certificate: may only enroll.
+    Anonymous,
+    Agent(String),
+}
+
+struct Accepted {
+    links: Links,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    addr: String,
+}
+
+impl Accepted {
+    async fn run(self, stream: TcpStream) {
+        let timeout = self.links.config().handshake_timeout;
+        let handshake = tokio::time::timeout(timeout, self.acceptor.accept(stream));
+        let tls = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            done = handshake => match done {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    info!(addr = %self.addr, %error, "agents' port: TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    debug!(addr = %self.addr, "agents' port: TLS handshake timed out");
+                    return;
+                }
+            },
+        };
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let identity = match leaf {
+            None => Identity::Anonymous,
+            Some(cert) => match pki::agent_id_of(cert) {
+                Some(id) => Identity::Agent(id),
+                None => {
+                    warn!(addr = %self.addr, "agents' port: a certificate without an agent id");
+                    return;
+                }
+            },
+        };
+        let conn = self.links.inner.next.fetch_add(1, Ordering::Relaxed);
+        let handler = Handler {
+            links: self.links.clone(),
+            conn,
+            identity: identity.clone(),
+        };
+        let config = ConnConfig {
+            goaway: false,
+            ..ConnConfig::default()
+        };
+        let (r, w) = tokio::io::split(tls);
+        let peer = shoal_rpc::conn::spawn(
+            r,
+            w,
+            self.addr.clone(),
+            BoxCloneSyncService::new(handler),
+            config,
+            self.shutdown.clone(),
+            &self.tasks,
+        );
+        self.watch(peer, identity, conn).await;
+    }
+
+    /// Closes a connection that overstays (no enrollment, no hello) and cleans up after it.
+    async fn watch(&self, peer: Peer, identity: Identity, conn: u64) {
+        match &identity {
+            Identity::Agent(id) if self.links.is_revoked(id) => {
+                info!(agent = %id, addr = %self.addr, "link refused: the agent is revoked");
+                refuse(&peer, format!("agent {id} was revoked by the center"));
+            }
+            _ => {}
+        }
+        let window = match identity {
+            Identity::Anonymous => ENROLL_WINDOW,
+            Identity::Agent(_) => self.links.offline_after(),
+        };
+        tokio::select! {
+            () = peer.closed() => {}
+            () = tokio::time::sleep(window) => {
+                let greeted = matches!(&identity, Identity::Agent(id)
+                    if self.links.inner.live.lock().unwrap().get(id).is_some_and(|l| l.conn == conn));
+                if !greeted {
+                    refuse(&peer, "the link must start with `hello` (or `enroll`)".into());
+                }
+                peer.closed().await;
+            }
+        }
+        if let Identity::Agent(id) = identity {
+            self.links.gone(&id, conn);
+        }
+    }
+}
+
+/// Answers one connection's calls.
+#[derive(Clone)]
+struct Handler {
+    links: Links,
+    conn: u64,
+    identity: Identity,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send>>;
+
+impl tower::Service<Request> for Handler {
+    type Response = Reply;
+    type Error = RpcError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> BoxFuture {
+        let this = self.clone();
+        Box::pin(async move { this.handle(req).await })
+    }
+}
+
+impl Handler {
+    async fn handle(self, req: Request) -> Result<Reply, RpcError> {
+        let Request {
+            method,
+            params,
+            ctx,
+        } = req;
+        let id = match &self.identity {
+            Identity::Anonymous if method == methods::ENROLL => {
+                return self.enroll(arg(methods::ENROLL, params)?).await
+            }
+            Identity::Anonymous => {
+                let reason = "this connection has no client certificate: only `enroll` is allowed";
+                if let Some(peer) = ctx.peer() {
+                    refuse(peer, reason.into());
+                }
+                return Err(RpcError::new(link_codes::REFUSED, reason));
+            }
+            Identity::Agent(id) => id.clone(),
+        };
+        match method.as_str() {
+            methods::HELLO => {
+                let peer = ctx.peer().cloned();
+                self.hello(&id, arg(methods::HELLO, params)?, peer).await
+            }
+            methods::HEARTBEAT => self.heartbeat(&id, arg(methods::HEARTBEAT, params)?).await,
+            methods::PACKAGE_FETCH => self.fetch(arg(methods::PACKAGE_FETCH, params)?).await,
+            methods::RENEW => self.renew(&id, arg(methods::RENEW, params)?),
+            methods::LOGS_LINE => {
+                self.line(&id, arg(methods::LOGS_LINE, params)?);
+                Ok(Reply::none())
+            }
+            methods::LOGS_END => {
+                let end: LogsEnd = arg(methods::LOGS_END, params)?;
+                let mut streams = self.links.inner.streams.lock().unwrap();
+                if streams.get(&end.stream).is_some_and(|s| s.agent == id) {
+                    streams.remove(&end.stream);
+                }
+                Ok(Reply::none())
+            }
+            other => Err(RpcError::method_not_found(other)),
+        }
+    }
+
+    async fn enroll(&self, req: EnrollRequest) -> Result<Reply, RpcError> {
+        check_report(&req.hostname, &req.labels)?;
+        let deps = &self.links.inner.deps;
+        let grant = deps
+            .join
+            .redeem(&req.token)
+            .await
+            .map_err(|e| RpcError::new(link_codes::JOIN_REFUSED, e.to_string()))?;
+        let id = new_agent_id();
+        let issued = deps
+            .pki
+            .issue_agent(&req.csr_pem, &id, self.links.config().agent_lifetime)
+            .map_err(|e| RpcError::new(link_codes::INVALID, e.to_string()))?;
+        let now = Utc::now();
+        let record = Record {
+            id: id.clone(),
+            hostname: req.hostname,
+            namespace: grant
+                .namespace
+                .or(req.namespace)
+                .unwrap_or_else(|| "default".into()),
+            labels: req.labels,
+            revoked: false,
+            last_heartbeat: None,
+            version: String::new(),
+            apps: Vec::new(),
+            token_id: grant.token_id,
+            enrolled_at: now,
+        };
+        registry::create(deps.kv.as_ref(), &record)
+            .await
+            .map_err(|e| RpcError::internal(format!("recording the agent: {e}")))?;
+        info!(agent = %id, token = %record.token_id, namespace = %record.namespace, "agent enrolled");
+        Reply::encode(&Enrolled {
+            agent_id: id,
+            certificate_pem: issued.chain_pem,
+            ca_pem: deps.pki.root_pem().to_owned(),
+            not_after: Some(issued.not_after.into()),
+        })
+    }
+
+    async fn hello(
+        &self,
+        id: &str,
+        report: AgentReport,
+        peer: Option<Peer>,
+    ) -> Result<Reply, RpcError> {
+        check_report(&report.hostname, &report.labels)?;
+        let peer = peer.ok_or_else(|| RpcError::internal("hello without a connection"))?;
+        let kv = self.links.inner.deps.kv.as_ref();
+        let now = Utc::now();
+        let known = registry::update(kv, id, |r| r.apply(&report, now))
+            .await
+            .map_err(|e| RpcError::internal(format!("recording the agent: {e}")))?;
+        if !known || self.links.is_revoked(id) {
+            let reason = if known {
+                format!("agent {id} was revoked by the center")
+            } else {
+                format!("agent {id} is unknown to this center: join it again with a new token")
+            };
+            refuse(&peer, reason.clone());
+            return Err(RpcError::new(link_codes::REFUSED, reason));
+        }
+        let old = self.links.inner.live.lock().unwrap().insert(
+            id.to_owned(),
+            Live {
+                conn: self.conn,
+                peer,
+                last_seen: Instant::now(),
+                last_heartbeat: now,
+                report,
+                persisted: Instant::now(),
+            },
+        );
+        if let Some(old) = old.filter(|o| o.conn != self.conn) {
+            old.peer.close();
+        }
+        info!(agent = %id, "agent online");
+        self.links.changed();
+        Reply::encode(&Welcome {
+            agent_id: id.to_owned(),
+            heartbeat_ms: u64::try_from(self.links.config().heartbeat.as_millis())
+                .unwrap_or(u64::MAX),
+        })
+    }
+
+    async fn heartbeat(&self, id: &str, report: AgentReport) -> Result<Reply, RpcError> {
+        check_report(&report.hostname, &report.labels)?;
+        let now = Utc::now();
+        let persist = {
+            let mut live = self.links.inner.live.lock().unwrap();
+            let Some(link) = live.get_mut(id).filter(|l| l.conn == self.conn) else {
+                return Err(RpcError::new(
+                    link_codes::REFUSED,
+                    "say `hello` first: this link is not registered",
+                ));
+            };
+            let persist = link.report != report || link.persisted.elapsed() >= PERSIST_EVERY;
+            link.last_seen = Instant::now();
+            link.last_heartbeat = now;
+            if persist {
+                link.persisted = Instant::now();
+            }
+            link.report = report.clone();
+            persist
+        };
+        if persist {
+            let kv = self.links.inner.deps.kv.as_ref();
+            if let Err(error) = registry::update(kv, id, |r| r.apply(&report, now)).await {
+                warn!(agent = %id, %error, "recording a heartbeat failed");
+            }
+        }
+        Reply::encode(&())
+    }
+
+    async fn fetch(&self, req: PackageFetch) -> Result<Reply, RpcError> {
+        let hex = req.sha256.len() == 64
+            && req
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(RpcError::new(
+                link_codes::INVALID,
+                "package.fetch: sha256 must be 64 lowercase hex digits",
+            ));
+        }
+        let data = self
+            .links
+            .inner
+            .deps
+            .packages
+            .fetch(&req.sha256)
+            .await
+            .map_err(|e| RpcError::internal(format!("reading package {}: {e}", req.sha256)))?
+            .ok_or_else(|| {
+                RpcError::new(
+                    link_codes::NO_PACKAGE,
+                    format!("package {} is not in the center's repository", req.sha256),
+                )
+            })?;
+        let start = usize::try_from(req.offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start.saturating_add(CHUNK).min(data.len());
+        Reply::encode(&PackageChunk {
+            data: data[start..end].to_vec(),
+            total: data.len() as u64,
+        })
+    }
+
+    fn renew(&self, id: &str, req: Renewal) -> Result<Reply, RpcError> {
+        let pki = &self.links.inner.deps.pki;
+        let issued = pki
+            .issue_agent(&req.csr_pem, id, self.links.config().agent_lifetime)
+            .map_err(|e| RpcError::new(link_codes::INVALID, e.to_string()))?;
+        info!(agent = %id, "agent certificate renewed");
+        Reply::encode(&Enrolled {
+            agent_id: id.to_owned(),
+            certificate_pem: issued.chain_pem,
+            ca_pem: pki.root_pem().to_owned(),
+            not_after: Some(issued.not_after.into()),
+        })
+    }
+
+    fn line(&self, id: &str, line: LogLine) {
+        let streams = self.links.inner.streams.lock().unwrap();
+        let Some(sink) = streams.get(&line.stream).filter(|s| s.agent == id) else {
+            return;
+        };
+        if sink.tx.try_send(line).is_err() {
+            debug!(agent = %id, "log line beyond the stream's credit dropped");
+        }
+    }
+}
+
+impl Links {
+    /// Agent `id`'s connection `conn` closed: it is offline unless a newer link replaced it.
+    fn gone(&self, id: &str, conn: u64) {
+        let removed = {
+            let mut live = self.inner.live.lock().unwrap();
+            let ours = live.get(id).is_some_and(|l| l.conn == conn);
+            ours.then(|| live.remove(id)).flatten()
+        };
+        if removed.is_some() {
+            self.inner
+                .streams
+                .lock()
+                .unwrap()
+                .retain(|_, sink| sink.agent != id);
+            info!(agent = %id, "agent offline: its link closed");
+            self.changed();
+        }
+    }
+}
+
+fn arg<T: serde::de::DeserializeOwned + 'static>(
+    method: &'static str,
+    params: Vec<rmpv::Value>,
+) -> Result<T, RpcError> {
+    Args::new(method, params, 1)?.next("request")
+}
+
+fn check_report(
+    hostname: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), RpcError> {
+    let long = |s: &String| s.len() > MAX_TEXT;
+    if hostname.len() > MAX_TEXT
+        || labels.len() > MAX_LABELS
+        || labels.keys().any(long)
+        || labels.values().any(long)
+    {
+        return Err(RpcError::new(
+            link_codes::INVALID,
+            format!(
+                "a hostname and each label key and value are at most {MAX_TEXT} bytes, and an agent has at most {MAX_LABELS} labels"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A new agent id: 20 lowercase letters and digits.
+fn new_agent_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..20)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect()
+}
