@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::stream::BoxStream;
+use shoal_api::agent::LogQuery;
 use shoal_api::center::{CommandRequest, CommandState, CommandView};
 use shoal_api::fleet::{
-    Action, AgentId, AgentInfo, CommandId, Exec, LogLine, LogsRequest, PackageRef, Selector,
-    TargetResult, TargetStatus,
+    Action, AgentId, AgentInfo, CommandId, Exec, LogLine, PackageRef, Selector, TargetResult,
+    TargetStatus,
 };
 use shoal_store::{Kv, StoreError};
 use tokio::sync::{Mutex, Semaphore};
@@ -48,7 +49,8 @@ pub trait Reach: Send + Sync + std::fmt::Debug {
     async fn logs(
         &self,
         agent: &str,
-        request: LogsRequest,
+        app: &str,
+        query: LogQuery,
     ) -> Result<BoxStream<'static, LogLine>, ReachError>;
 }
 

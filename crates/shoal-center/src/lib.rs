@@ -2,7 +2,7 @@
 //! are kept in a registry; operators reach them through an HTTP/JSON API (`/api/v1`, with an
 //! OpenAPI document, bearer tokens with roles, an audit log): a package repository, commands
 //! to target sets, fleet logs. Every piece of state is reached through `shoal-store`'s traits.
-//! `run` composes it all.
+//! [`run`] composes it all.
 //!
 //! - [`pki`]: the certificate authority (a root, separate intermediates for agents and for
 //!   centers) under `DATA/pki/`, the center's server certificate, the agents' port's TLS.
@@ -23,14 +23,19 @@ pub mod link;
 mod names;
 pub mod packages;
 pub mod pki;
+mod run;
 pub mod tokens;
 mod upload;
+mod wiring;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
 use shoal_store::{Blobs, Kv, Log, StoreError};
+
+pub use run::{run, Config, Running, StartError, DEFAULT_HTTP, DEFAULT_LISTEN};
+pub use wiring::LinkReach;
 
 use crate::api::ApiError;
 use crate::audit::Audit;

@@ -15,6 +15,7 @@
 mod agent;
 mod bench;
 mod call;
+mod center;
 mod config;
 mod demo;
 mod fleet;
@@ -105,6 +106,8 @@ enum Command {
     Pkg(pkg::Pkg),
     /// The durable fan-out queue: run it (--data-dir DIR), or topic, sub, pub, get, stats.
     Queue(queue::QueueArgs),
+    /// Run the center: the agents' port, the registry, the HTTP API.
+    Center(center::CenterArgs),
     /// The center's tokens: create, ls, revoke.
     Token(fleet::TokenArgs),
     /// The agents joined to the center, or `revoke ID`.
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         Command::Idl(cmd) => idl::run(cmd),
         Command::Pkg(cmd) => pkg::run(cmd),
         Command::Queue(args) => queue::run(args),
+        Command::Center(args) => center::run(args),
         Command::Token(args) => fleet::token(args),
         Command::Agents(args) => fleet::agents(args),
         Command::Push(args) => fleet::push(args),

@@ -11,7 +11,7 @@ use shoal_api::center::{
     AuditEntry, CommandRequest, CommandView, FleetLogLine, FleetLogsRequest, PackageInfo, Role,
     TokenCreated, TokenInfo, TokenRequest,
 };
-use shoal_api::fleet::{AgentInfo, LogsRequest};
+use shoal_api::fleet::AgentInfo;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -238,17 +238,16 @@ async fn fleet_logs(
     let by = auth.at_least(Role::Viewer)?;
     let targets = center.commands.freeze(by, &request.selector).await?;
     let mut streams = Vec::new();
-    for (n, agent) in targets.into_iter().enumerate() {
-        let asked = LogsRequest {
-            stream: n as u64,
-            app: request.app.clone(),
-            query: request.query.clone(),
-        };
-        let lines = match center.reach.logs(&agent, asked).await {
+    for agent in targets {
+        let lines = match center
+            .reach
+            .logs(&agent, &request.app, request.query.clone())
+            .await
+        {
             Ok(lines) => lines,
             Err(e) => futures_util::stream::once(async move {
                 shoal_api::fleet::LogLine {
-                    stream: n as u64,
+                    stream: 0,
                     line: format!("(no lines: {e})"),
                 }
             })

@@ -10,8 +10,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt as _;
+use shoal_api::agent::LogQuery;
 use shoal_api::center::{Role, TokenCreated, TokenRequest};
-use shoal_api::fleet::{AgentInfo, Exec, LogLine, LogsRequest, TargetResult, TargetStatus};
+use shoal_api::fleet::{AgentInfo, Exec, LogLine, TargetResult, TargetStatus};
 use shoal_center::client::CenterClient;
 use shoal_center::commands::{Reach, ReachError};
 use shoal_center::tokens::Caller;
@@ -108,16 +109,14 @@ impl Reach for Fleet {
     async fn logs(
         &self,
         agent: &str,
-        request: LogsRequest,
+        app: &str,
+        _query: LogQuery,
     ) -> Result<BoxStream<'static, LogLine>, ReachError> {
-        let lines = vec![format!("{agent} says hello from {}", request.app)];
-        Ok(
-            futures_util::stream::iter(lines.into_iter().map(move |line| LogLine {
-                stream: request.stream,
-                line,
-            }))
-            .boxed(),
-        )
+        let line = LogLine {
+            stream: 0,
+            line: format!("{agent} says hello from {app}"),
+        };
+        Ok(futures_util::stream::iter([line]).boxed())
     }
 }
 
