@@ -25,6 +25,9 @@ pub struct CenterArgs {
     /// A name or address agents dial the center by, beyond this host's own (repeat).
     #[arg(long = "name", value_name = "NAME")]
     names: Vec<String>,
+    /// How often agents send a heartbeat; three missed and an agent is offline.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat: std::time::Duration,
 }
 
 pub fn run(args: CenterArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +39,7 @@ pub fn run(args: CenterArgs) -> anyhow::Result<ExitCode> {
         config.listen = args.listen;
         config.http = args.http;
         config.names = args.names;
+        config.link.heartbeat = args.heartbeat;
         let shutdown = CancellationToken::new();
         let running = shoal_center::run(config, shutdown.clone())
             .await
