@@ -35,12 +35,19 @@ impl Center {
     }
 
     fn start_on(data: &Path, listen: &str) -> Center {
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
         let mut child = Command::new(SHOAL)
             .args(["center", "--listen", listen, "--http", "127.0.0.1:0"])
             .args(["--heartbeat", HEARTBEAT, "--data-dir"])
             .arg(data)
+            .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -322,6 +329,14 @@ fn a_center_and_three_agents_join_install_restart_grep_go_offline_and_are_revoke
     }
     let secret = join.split('_').nth(2).unwrap();
     assert!(!serde_json::to_string(&audit).unwrap().contains(secret));
+    // Nor in the center's log, at debug, nor the admin token's.
+    let log = std::fs::read_to_string(dir.0.join("center.log")).unwrap();
+    assert!(!log.is_empty());
+    assert!(!log.contains(secret), "a join secret in the center's log");
+    assert!(
+        !log.contains(center.token.split('_').nth(2).unwrap()),
+        "the admin secret in the log"
+    );
 }
 
 #[test]
