@@ -19,7 +19,7 @@ use shoal_api::fleet::{
     TargetStatus,
 };
 use shoal_store::{Kv, StoreError};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::packages::{PackageError, Packages};
@@ -94,6 +94,18 @@ pub struct Commands {
     packages: Packages,
 }
 
+/// A command as stored under `commands/<id>`; each target's result is a key of its own,
+/// `results/<id>/<agent>`, so a result is one small write however many targets there are.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Header {
+    command: CommandId,
+    action: Action,
+    state: CommandState,
+    submitted: chrono::DateTime<Utc>,
+    token: String,
+    targets: Vec<AgentId>,
+}
+
 impl Commands {
     pub fn new(kv: Arc<dyn Kv>, reach: Arc<dyn Reach>, packages: Packages) -> Commands {
         Commands {
@@ -108,19 +120,24 @@ impl Commands {
     pub async fn recover(&self) -> Result<usize, CommandError> {
         let mut count = 0;
         for entry in self.kv.list(PREFIX).await? {
-            let mut view: CommandView = serde_json::from_slice(&entry.value)?;
-            if view.state != CommandState::Running {
+            let mut header: Header = serde_json::from_slice(&entry.value)?;
+            if header.state != CommandState::Running {
                 continue;
             }
-            for result in view.results.values_mut() {
+            let view = self.view(header.clone()).await?;
+            for (target, result) in &view.results {
                 if result.status == TargetStatus::Pending {
-                    result.status = TargetStatus::Interrupted;
-                    result.message = "the center stopped before this target answered".into();
+                    let stopped = failed(
+                        TargetStatus::Interrupted,
+                        "the center stopped before this target answered",
+                        None,
+                    );
+                    self.store_result(&header.command, target, &stopped).await?;
                 }
             }
-            view.state = CommandState::Interrupted;
+            header.state = CommandState::Interrupted;
             self.kv
-                .update(&entry.key, encode(&view)?, entry.revision)
+                .update(&entry.key, encode(&header)?, entry.revision)
                 .await?;
             count += 1;
         }
@@ -137,30 +154,29 @@ impl Commands {
         let deadline = Instant::now() + timeout;
         let package = self.package_for(&request.action).await?;
         let targets = self.freeze(by, &request.selector).await?;
-        let view = CommandView {
+        let mut header = Header {
             command: new_id(),
             action: request.action.clone(),
             state: CommandState::Running,
             submitted: Utc::now(),
             token: by.token.clone(),
-            results: targets.iter().map(|id| (id.clone(), pending())).collect(),
+            targets: targets.clone(),
         };
-        self.kv.create(&key(&view.command), encode(&view)?).await?;
+        self.kv
+            .create(&key(&header.command), encode(&header)?)
+            .await?;
         let exec = Exec {
-            command: view.command.clone(),
+            command: header.command.clone(),
             action: request.action,
             package,
         };
         let concurrency = request
             .concurrency
             .map_or(targets.len(), |n| n.max(1) as usize);
-        let record = Arc::new(Mutex::new(view));
-        self.fan_out(&record, targets, exec, concurrency, deadline)
-            .await?;
-        let mut view = record.lock().await;
-        view.state = CommandState::Done;
-        self.kv.put(&key(&view.command), encode(&view)?).await?;
-        Ok(view.clone())
+        self.fan_out(targets, exec, concurrency, deadline).await?;
+        header.state = CommandState::Done;
+        self.kv.put(&key(&header.command), encode(&header)?).await?;
+        self.view(header).await
     }
 
     /// A past or running command.
@@ -170,11 +186,11 @@ impl Commands {
             .get(&key(id))
             .await?
             .ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
-        let view: CommandView = serde_json::from_slice(&entry.value)?;
-        if by.namespace.is_some() && !self.visible(by, &view).await? {
+        let header: Header = serde_json::from_slice(&entry.value)?;
+        if by.namespace.is_some() && !self.visible(by, &header).await? {
             return Err(CommandError::NotFound(id.to_owned()));
         }
-        Ok(view)
+        self.view(header).await
     }
 
     /// The newest `limit` commands `by` may see, newest first.
@@ -184,18 +200,53 @@ impl Commands {
             if views.len() == limit {
                 break;
             }
-            let view: CommandView = serde_json::from_slice(&entry.value)?;
-            if by.namespace.is_none() || self.visible(by, &view).await? {
-                views.push(view);
+            let header: Header = serde_json::from_slice(&entry.value)?;
+            if by.namespace.is_none() || self.visible(by, &header).await? {
+                views.push(self.view(header).await?);
             }
         }
         Ok(views)
     }
 
-    /// Whether every target of `view` is in `by`'s namespace.
-    async fn visible(&self, by: &Caller, view: &CommandView) -> Result<bool, CommandError> {
+    /// The command with its results so far; a target without one is pending.
+    async fn view(&self, header: Header) -> Result<CommandView, CommandError> {
+        let prefix = results_prefix(&header.command);
+        let mut results: std::collections::BTreeMap<AgentId, TargetResult> = header
+            .targets
+            .iter()
+            .map(|id| (id.clone(), pending()))
+            .collect();
+        for entry in self.kv.list(&prefix).await? {
+            let target = entry.key[prefix.len()..].to_owned();
+            results.insert(target, serde_json::from_slice(&entry.value)?);
+        }
+        Ok(CommandView {
+            command: header.command,
+            action: header.action,
+            state: header.state,
+            submitted: header.submitted,
+            token: header.token,
+            results,
+        })
+    }
+
+    async fn store_result(
+        &self,
+        command: &str,
+        target: &str,
+        result: &TargetResult,
+    ) -> Result<(), CommandError> {
+        let value = Bytes::from(serde_json::to_vec(result)?);
+        self.kv
+            .put(&format!("{}{target}", results_prefix(command)), value)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether every target of `header` is in `by`'s namespace.
+    async fn visible(&self, by: &Caller, header: &Header) -> Result<bool, CommandError> {
         let agents = self.reach.agents().await?;
-        Ok(view.results.keys().all(|id| {
+        Ok(header.targets.iter().all(|id| {
             agents
                 .iter()
                 .find(|a| &a.id == id)
@@ -252,7 +303,6 @@ impl Commands {
     /// comes.
     async fn fan_out(
         &self,
-        record: &Arc<Mutex<CommandView>>,
         targets: Vec<AgentId>,
         exec: Exec,
         concurrency: usize,
@@ -261,35 +311,39 @@ impl Commands {
         let limit = Arc::new(Semaphore::new(concurrency));
         let mut running = JoinSet::new();
         for target in targets {
-            let (reach, exec, limit) = (self.reach.clone(), exec.clone(), limit.clone());
+            let (commands, exec, limit) = (self.clone(), exec.clone(), limit.clone());
             running.spawn(async move {
-                let Ok(_permit) = tokio::time::timeout_at(deadline.into(), limit.acquire_owned())
-                    .await
-                    .map(|p| p.expect("the semaphore is never closed"))
-                else {
-                    return (
-                        target,
-                        failed(TargetStatus::Error, "not started before the deadline", None),
-                    );
-                };
-                let started = Instant::now();
-                let result = match reach.exec(&target, exec, deadline).await {
-                    Ok(result) => result,
-                    Err(ReachError::Offline) => {
-                        failed(TargetStatus::Offline, "offline at the deadline", None)
-                    }
-                    Err(e) => failed(TargetStatus::Error, &e.to_string(), Some(started.elapsed())),
-                };
-                (target, result)
+                let command = exec.command.clone();
+                let result =
+                    reach_one(commands.reach.as_ref(), &target, exec, &limit, deadline).await;
+                commands.store_result(&command, &target, &result).await
             });
         }
         while let Some(done) = running.join_next().await {
-            let (target, result) = done.expect("a target's task does not panic");
-            let mut view = record.lock().await;
-            view.results.insert(target, result);
-            self.kv.put(&key(&view.command), encode(&view)?).await?;
+            done.expect("a target's task does not panic")?;
         }
         Ok(())
+    }
+}
+
+/// One target's part: a place under the concurrency limit, then the agent's answer, both
+/// before the deadline.
+async fn reach_one(
+    reach: &dyn Reach,
+    target: &str,
+    exec: Exec,
+    limit: &Semaphore,
+    deadline: Instant,
+) -> TargetResult {
+    let Ok(permit) = tokio::time::timeout_at(deadline.into(), limit.acquire()).await else {
+        return failed(TargetStatus::Error, "not started before the deadline", None);
+    };
+    let _permit = permit.expect("the semaphore is never closed");
+    let started = Instant::now();
+    match reach.exec(target, exec, deadline).await {
+        Ok(result) => result,
+        Err(ReachError::Offline) => failed(TargetStatus::Offline, "offline at the deadline", None),
+        Err(e) => failed(TargetStatus::Error, &e.to_string(), Some(started.elapsed())),
     }
 }
 
@@ -351,6 +405,10 @@ fn key(id: &str) -> String {
     format!("{PREFIX}{id}")
 }
 
-fn encode(view: &CommandView) -> Result<Bytes, serde_json::Error> {
-    serde_json::to_vec(view).map(Bytes::from)
+fn results_prefix(id: &str) -> String {
+    format!("results/{id}/")
+}
+
+fn encode(header: &Header) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(header).map(Bytes::from)
 }
