@@ -61,6 +61,7 @@ conformance!(
     blobs_put_get_delete,
     lease_acquire_expire_takeover,
     lease_stale_grant_is_fenced,
+    lease_one_winner_of_a_race,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
