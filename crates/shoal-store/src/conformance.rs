@@ -65,6 +65,7 @@ where
     blobs_put_get_delete(&make().await).await;
     lease_acquire_expire_takeover(&make().await).await;
     lease_stale_grant_is_fenced(&make().await).await;
+    lease_one_winner_of_a_race(&make().await).await;
 }
 
 fn b(text: &str) -> Bytes {
@@ -82,12 +83,14 @@ pub async fn kv_revisions_increase(s: &Stores) {
         s.kv.put("rev/a", b("2")).await,
         s.kv.delete("rev/b", None).await,
     ];
+    let mut revisions = Vec::new();
     for (i, rev) in writes.into_iter().enumerate() {
         let rev = rev.unwrap();
         assert!(rev > last, "write {i}: revision {rev} not above {last}");
         last = rev;
+        revisions.push(rev);
     }
-    let rev = s.kv.update("rev/c", b("2"), last - 2).await.unwrap();
+    let rev = s.kv.update("rev/c", b("2"), revisions[2]).await.unwrap();
     assert!(rev > last);
     assert_eq!(s.kv.revision().await.unwrap(), rev);
     let entry = s.kv.get("rev/c").await.unwrap().unwrap();
@@ -361,6 +364,23 @@ pub async fn log_dedup(s: &Stores) {
         .map(|r| r.data)
         .collect();
     assert_eq!(data, [b("a"), b("b"), b("d")]);
+    // Appends racing with one dedup id: one record, every answer its seq.
+    let mut racing = JoinSet::new();
+    for i in 0..10 {
+        let log = s.log.clone();
+        racing.spawn(async move { log.append("dedup", Some("race"), b(&i.to_string())).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = racing.join_next().await {
+        answers.push(done.unwrap().unwrap());
+    }
+    assert_eq!(
+        answers.iter().filter(|a| !a.duplicate).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(answers.iter().all(|a| a.seq == 4), "{answers:?}");
+    assert_eq!(s.log.last("dedup").await.unwrap(), 4);
 }
 
 /// Reads start at a sequence or at a time and stop at the limit.
@@ -429,13 +449,30 @@ pub async fn blobs_put_get_delete(s: &Stores) {
         None
     );
     assert_eq!(s.blobs.get(&empty).await.unwrap(), Some(Bytes::new()));
+    // The same blob stored by racing writers: one copy, whole.
+    let big = Bytes::from(
+        (0..1_000_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let mut racing = JoinSet::new();
+    for _ in 0..8 {
+        let (blobs, big) = (s.blobs.clone(), big.clone());
+        racing.spawn(async move { blobs.put(big).await });
+    }
+    while let Some(done) = racing.join_next().await {
+        assert_eq!(done.unwrap().unwrap(), Digest::of(&big));
+    }
+    assert_eq!(s.blobs.get(&Digest::of(&big)).await.unwrap(), Some(big));
 }
 
 /// A lease is held until it expires; then another holder takes it with a larger token,
 /// and the first holder's token no longer checks.
 pub async fn lease_acquire_expire_takeover(s: &Stores) {
     let lease = s.lease();
-    let ttl = Duration::from_millis(300);
+    // Long enough that the second holder's first try comes before the expiry, even on a
+    // loaded machine; short enough to wait for.
+    let ttl = Duration::from_secs(1);
     let first = lease.acquire("leader", "a", ttl).await.unwrap().unwrap();
     assert!(lease.check("leader", first.token).await.unwrap());
     assert_eq!(lease.acquire("leader", "b", ttl).await.unwrap(), None);
@@ -494,4 +531,36 @@ pub async fn lease_stale_grant_is_fenced(s: &Stores) {
     }
     assert!(lease.check("job", new.token).await.unwrap());
     assert!(!lease.check("job", old.token).await.unwrap());
+}
+
+/// Holders racing for a free lease: exactly one wins; racing again after each release,
+/// every winner's token is larger than the last.
+pub async fn lease_one_winner_of_a_race(s: &Stores) {
+    let lease = Arc::new(s.lease());
+    let mut last_token = 0;
+    for round in 0..5 {
+        let mut racing = JoinSet::new();
+        for holder in 0..10 {
+            let lease = lease.clone();
+            racing.spawn(async move {
+                let holder = format!("holder-{holder}");
+                lease
+                    .acquire("race", &holder, Duration::from_secs(60))
+                    .await
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(done) = racing.join_next().await {
+            winners.extend(done.unwrap().unwrap());
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let grant = winners.pop().unwrap();
+        assert!(
+            grant.token > last_token,
+            "round {round}: {} after {last_token}",
+            grant.token
+        );
+        last_token = grant.token;
+        lease.release(&grant).await.unwrap();
+    }
 }

@@ -61,6 +61,7 @@ conformance!(
     blobs_put_get_delete,
     lease_acquire_expire_takeover,
     lease_stale_grant_is_fenced,
+    lease_one_winner_of_a_race,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,4 +202,20 @@ fn a_file_path_opens_a_database_file_with_blobs_beside_it() {
 /// The store as each of its traits (their method names overlap).
 fn views(store: &Sqlite) -> (&dyn Kv, &dyn Log, &dyn Blobs) {
     (store, store, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_open_store_per_directory() {
+    let scratch = Scratch::new("lock");
+    let store = Sqlite::open(&scratch.0).unwrap();
+    match Sqlite::open(&scratch.0) {
+        Err(StoreError::Backend { doing, source }) => {
+            assert!(doing.contains("store.db.lock"), "{doing}");
+            let pid = std::process::id().to_string();
+            assert!(source.to_string().contains(&pid), "{source}");
+        }
+        other => panic!("a second open: {other:?}"),
+    }
+    store.close().await;
+    Sqlite::open(&scratch.0).unwrap().close().await;
 }

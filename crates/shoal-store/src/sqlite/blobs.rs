@@ -70,6 +70,19 @@ impl Blobs for Sqlite {
     }
 }
 
+/// Creates the blob directory and empties its temporary directory: what a killed process
+/// left there was never renamed into place, and no other process writes here (the lock).
+pub(super) fn prepare(dir: &Path) -> Result<()> {
+    let tmp = dir.join(TMP_DIR);
+    let doing = || format!("preparing the blob directory {}", tmp.display());
+    match fs::remove_dir_all(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(backend(doing(), e)),
+    }
+    fs::create_dir_all(&tmp).map_err(|e| backend(doing(), e))
+}
+
 /// `blobs/ab/abcd...`: two hex digits of fan-out keep directories small.
 fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join(&digest.0[..2]).join(&digest.0)
@@ -78,7 +91,6 @@ fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
 fn write_atomic(dir: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let tmp_dir = dir.join(TMP_DIR);
-    fs::create_dir_all(&tmp_dir)?;
     let name = format!(
         "{}.{}.{}",
         path.file_name().unwrap_or_default().to_string_lossy(),

@@ -116,7 +116,7 @@ impl Sqlite {
 }
 
 fn is_closed(store: &Sqlite) -> bool {
-    super::lock(&store.inner.writer).is_none()
+    super::locked(&store.inner.writer).is_none()
 }
 
 fn list(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<Entry>> {

@@ -27,6 +27,7 @@
 
 mod blobs;
 mod kv;
+mod lock;
 mod log;
 mod read;
 mod schema;
@@ -68,6 +69,8 @@ struct Inner {
     /// `None` once closed.
     writer: Mutex<Option<mpsc::Sender<Cmd>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Released at close.
+    lock: Mutex<Option<lock::Lock>>,
     readers: Arc<Readers>,
     events: broadcast::Sender<Event>,
     /// The watch tasks.
@@ -78,8 +81,9 @@ struct Inner {
 impl Sqlite {
     /// Opens (creating if needed) the store at `path`: a directory (an existing one, or a new
     /// path without an extension) holds `store.db` and `blobs/`; any other path is the
-    /// database file itself, with the blobs in `<path>.blobs/`. Blocks on the file system
-    /// briefly: call it at start, or from `spawn_blocking`.
+    /// database file itself, with the blobs in `<path>.blobs/`. One process at a time: a
+    /// store another process has open is refused (`<database>.lock`). Blocks on the file
+    /// system briefly: call it at start, or from `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Sqlite> {
         let path = path.as_ref();
         let (db, blob_dir) = if path.is_dir() || (!path.exists() && path.extension().is_none()) {
@@ -93,8 +97,10 @@ impl Sqlite {
             std::fs::create_dir_all(parent)
                 .map_err(|e| backend(format!("creating {}", parent.display()), e))?;
         }
-        std::fs::create_dir_all(&blob_dir)
-            .map_err(|e| backend(format!("creating {}", blob_dir.display()), e))?;
+        let mut lock_path = db.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = lock::Lock::take(Path::new(&lock_path))?;
+        blobs::prepare(&blob_dir)?;
         let conn = schema::open_writer(&db)?;
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         let (writer, commands) = mpsc::channel(WRITE_QUEUE);
@@ -106,6 +112,7 @@ impl Sqlite {
                 blob_dir,
                 writer: Mutex::new(Some(writer)),
                 thread: Mutex::new(Some(thread)),
+                lock: Mutex::new(Some(lock)),
                 events,
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
@@ -119,19 +126,21 @@ impl Sqlite {
     }
 
     /// Ends every watch (their receivers see `None`), lets the writer finish the writes it
-    /// has taken, and waits for it to stop. Later calls answer [`StoreError::Closed`].
+    /// has taken, waits for it to stop, and unlocks the store for the next `open`. Later
+    /// calls answer [`StoreError::Closed`].
     pub async fn close(&self) {
-        let writer = lock(&self.inner.writer).take();
+        let writer = locked(&self.inner.writer).take();
         drop(writer);
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.readers.close();
-        let thread = lock(&self.inner.thread).take();
+        let thread = locked(&self.inner.thread).take();
         if let Some(thread) = thread {
             // The thread ends once every sender is gone: in-flight calls hold one briefly.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        locked(&self.inner.lock).take();
     }
 
     /// Drops the history of changes up to and including `upto`; a later watch or catch-up
@@ -143,7 +152,7 @@ impl Sqlite {
 
     /// Hands `cmd` to the writer and waits for its answer.
     async fn send<T>(&self, cmd: Cmd, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
-        let writer = lock(&self.inner.writer).clone();
+        let writer = locked(&self.inner.writer).clone();
         let writer = writer.ok_or(StoreError::Closed)?;
         writer.send(cmd).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -156,7 +165,7 @@ impl Drop for Inner {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use super::{blocking, lock, schema};
+use super::{blocking, locked, schema};
 use crate::{Result, StoreError};
 
 /// Idle read connections kept; more are opened under load and closed after use.
@@ -36,14 +36,14 @@ impl Readers {
         self.check_open()?;
         let readers = Arc::clone(self);
         blocking(move || {
-            let idle = lock(&readers.idle).pop();
+            let idle = locked(&readers.idle).pop();
             let mut conn = match idle {
                 Some(conn) => conn,
                 None => schema::open_reader(&readers.db)?,
             };
             let result = f(&mut conn);
-            let mut idle = lock(&readers.idle);
-            if idle.len() < KEEP_IDLE {
+            let mut idle = locked(&readers.idle);
+            if idle.len() < KEEP_IDLE && readers.check_open().is_ok() {
                 idle.push(conn);
             }
             result
@@ -54,7 +54,7 @@ impl Readers {
     /// Closes the idle connections; later reads answer `Closed`.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        lock(&self.idle).clear();
+        locked(&self.idle).clear();
     }
 
     /// `Closed` once the store is closed.
