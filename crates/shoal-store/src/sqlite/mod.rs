@@ -135,7 +135,8 @@ impl Sqlite {
     }
 
     /// Drops the history of changes up to and including `upto`; a later watch or catch-up
-    /// from a revision below `upto` gets [`StoreError::Compacted`]. Current values stay.
+    /// from a revision below `upto` gets [`StoreError::Compacted`], and `history` starts
+    /// after `upto`. Current values and the revision counter stay.
     pub async fn compact(&self, upto: Revision) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.send(Cmd::Compact { upto, reply }, answer).await
