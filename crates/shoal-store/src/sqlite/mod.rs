@@ -85,21 +85,12 @@ impl Sqlite {
     /// store another process has open is refused (`<database>.lock`). Blocks on the file
     /// system briefly: call it at start, or from `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Sqlite> {
-        let path = path.as_ref();
-        let (db, blob_dir) = if path.is_dir() || (!path.exists() && path.extension().is_none()) {
-            (path.join(DB_FILE), path.join(BLOB_DIR))
-        } else {
-            let mut blobs = path.as_os_str().to_owned();
-            blobs.push(".blobs");
-            (path.to_path_buf(), PathBuf::from(blobs))
-        };
+        let (db, blob_dir) = paths(path.as_ref());
         if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| backend(format!("creating {}", parent.display()), e))?;
         }
-        let mut lock_path = db.as_os_str().to_owned();
-        lock_path.push(".lock");
-        let lock = lock::Lock::take(Path::new(&lock_path))?;
+        let lock = lock::Lock::take(&with_suffix(&db, ".lock"))?;
         blobs::prepare(&blob_dir)?;
         let conn = schema::open_writer(&db)?;
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
@@ -144,7 +135,8 @@ impl Sqlite {
     }
 
     /// Drops the history of changes up to and including `upto`; a later watch or catch-up
-    /// from a revision below `upto` gets [`StoreError::Compacted`]. Current values stay.
+    /// from a revision below `upto` gets [`StoreError::Compacted`], and `history` starts
+    /// after `upto`. Current values and the revision counter stay.
     pub async fn compact(&self, upto: Revision) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.send(Cmd::Compact { upto, reply }, answer).await
@@ -157,6 +149,22 @@ impl Sqlite {
         writer.send(cmd).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// The database file and the blob directory of the store at `path` (see [`Sqlite::open`]).
+fn paths(path: &Path) -> (PathBuf, PathBuf) {
+    if path.is_dir() || (!path.exists() && path.extension().is_none()) {
+        (path.join(DB_FILE), path.join(BLOB_DIR))
+    } else {
+        (path.to_path_buf(), with_suffix(path, ".blobs"))
+    }
+}
+
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 impl Drop for Inner {
