@@ -13,6 +13,7 @@ use crate::manifest::Overlap;
 
 /// What a package is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AppKind {
     /// Programs the agent supervises.
@@ -23,6 +24,7 @@ pub enum AppKind {
 
 /// Where an app is in its life, as `shoal ps` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AppState {
     /// Started; with `[health]`, no check has passed yet.
@@ -69,6 +71,7 @@ impl fmt::Display for AppState {
 
 /// A service's health checks: `"ok"`, or `{"failing": {"failures": 3, "reason": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
     /// The last check passed.
@@ -100,6 +103,7 @@ impl fmt::Display for Health {
 
 /// One installed app as `shoal ps` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppStatus {
     pub name: String,
     /// The version running (a service's running process), else the current one.
@@ -371,6 +375,7 @@ pub struct RunRecord {
 
 /// Which of an app's captured streams to read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     Stdout,
@@ -403,6 +408,7 @@ impl std::str::FromStr for LogStream {
 
 /// A question about an app's captured output (the query of `GET /v1/apps/NAME/logs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogQuery {
     #[serde(default)]
     pub stream: LogStream,

@@ -155,6 +155,7 @@ pub struct AgentReport {
 
 /// What a command asks each of its targets to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     /// Install `name` at `version` (the newest when absent) from the center's repository.
@@ -203,6 +204,7 @@ pub struct Exec {
 
 /// A package in the center's repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageRef {
     pub name: String,
     pub version: String,
@@ -213,6 +215,7 @@ pub struct PackageRef {
 
 /// How one target's part of a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TargetStatus {
     Ok,
@@ -227,6 +230,7 @@ pub enum TargetStatus {
 
 /// One target's result of a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetResult {
     pub status: TargetStatus,
     /// One line for a table: what was done, or the error.
@@ -240,6 +244,7 @@ pub struct TargetResult {
 
 /// Which agents a command or query reaches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Selector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<AgentId>,
@@ -256,6 +261,7 @@ pub struct Selector {
 
 /// An agent as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     pub id: AgentId,
     pub hostname: String,

@@ -4,6 +4,7 @@
 //! decodes the same type instead of reading values back by key.
 
 pub mod agent;
+pub mod center;
 pub mod fleet;
 pub mod manifest;
 pub mod queue;

@@ -1,13 +1,125 @@
-//! The center: the fleet's control plane as a library.
+//! shoal-center: the fleet's control plane as a library. Agents dial in over mutual TLS and
+//! are kept in a registry; operators reach them through an HTTP/JSON API (`/api/v1`, with an
+//! OpenAPI document, bearer tokens with roles, an audit log): a package repository, commands
+//! to target sets, fleet logs. Every piece of state is reached through `shoal-store`'s traits.
+//! [`run`] composes it all.
 //!
 //! - [`pki`]: the certificate authority (a root, separate intermediates for agents and for
 //!   centers) under `DATA/pki/`, the center's server certificate, the agents' port's TLS.
 //! - [`link`]: the agents' port (enrollment, `hello`, heartbeats, package downloads,
 //!   renewal) and [`link::Links`], the handle the rest of the center calls agents through
 //!   (`exec`, `logs`, the registry, `revoke`).
+//! - [`tokens`], [`audit`], [`packages`], [`commands`]: the center's state, on the store.
+//! - [`api`]: the HTTP API over all of it; [`client`]: its client.
 //!
 //! Invariant: the center never depends on `shoal-agent`; what crosses the link is a
 //! `shoal_api::fleet` type.
 
+pub mod api;
+pub mod audit;
+pub mod client;
+pub mod commands;
 pub mod link;
+mod names;
+pub mod packages;
 pub mod pki;
+mod run;
+pub mod tokens;
+mod upload;
+mod wiring;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use shoal_store::{Blobs, Kv, Log, StoreError};
+
+pub use run::{run, Config, Running, StartError, DEFAULT_HTTP, DEFAULT_LISTEN};
+pub use wiring::LinkReach;
+
+use crate::api::ApiError;
+use crate::audit::Audit;
+use crate::commands::{Commands, Reach};
+use crate::packages::Packages;
+use crate::tokens::{Caller, Tokens};
+use crate::upload::Upload;
+
+/// What the API refuses before it stores anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest package upload, in bytes: more is answered 413.
+    pub max_upload: u64,
+}
+
+impl Default for Limits {
+    /// 512 MiB.
+    fn default() -> Limits {
+        Limits {
+            max_upload: 512 << 20,
+        }
+    }
+}
+
+/// The center's parts, as the API's handlers reach them.
+#[derive(Debug, Clone)]
+pub struct Center {
+    pub tokens: Tokens,
+    pub audit: Audit,
+    pub packages: Packages,
+    pub commands: Commands,
+    pub reach: Arc<dyn Reach>,
+    /// The pin of the center's root key, which join tokens carry.
+    pub pin: Arc<str>,
+    /// Where uploads are written while they are checked.
+    pub incoming: PathBuf,
+    pub limits: Limits,
+}
+
+/// The store the center keeps its state in, as its traits.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub kv: Arc<dyn Kv>,
+    pub log: Arc<dyn Log>,
+    pub blobs: Arc<dyn Blobs>,
+}
+
+impl Center {
+    /// The center's parts on `stores`, reaching agents through `reach`; uploads are written
+    /// under `data_dir/incoming`.
+    pub fn new(
+        stores: &Stores,
+        reach: Arc<dyn Reach>,
+        pin: &str,
+        data_dir: &std::path::Path,
+        limits: Limits,
+    ) -> Center {
+        let packages = Packages::new(stores.kv.clone(), stores.blobs.clone());
+        Center {
+            tokens: Tokens::new(stores.kv.clone()),
+            audit: Audit::new(stores.log.clone()),
+            commands: Commands::new(stores.kv.clone(), reach.clone(), packages.clone()),
+            packages,
+            reach,
+            pin: pin.into(),
+            incoming: data_dir.join("incoming"),
+            limits,
+        }
+    }
+
+    /// Writes an audit entry for what `by` asked, with `outcome`'s error or `ok`.
+    pub(crate) async fn audit<T, E: std::fmt::Display>(
+        &self,
+        by: &Caller,
+        action: &str,
+        targets: Vec<String>,
+        outcome: &Result<T, E>,
+    ) -> Result<u64, StoreError> {
+        let outcome = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        self.audit.record(by, action, targets, outcome).await
+    }
+
+    /// Streams a request's body into `incoming/`, answering 413 past the upload limit.
+    pub(crate) async fn receive(&self, body: Body) -> Result<Upload, ApiError> {
+        upload::receive(&self.incoming, self.limits.max_upload, body).await
+    }
+}

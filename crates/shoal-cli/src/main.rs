@@ -15,8 +15,10 @@
 mod agent;
 mod bench;
 mod call;
+mod center;
 mod config;
 mod demo;
+mod fleet;
 mod idl;
 mod monitor;
 mod new;
@@ -104,6 +106,20 @@ enum Command {
     Pkg(pkg::Pkg),
     /// The durable fan-out queue: run it (--data-dir DIR), or topic, sub, pub, get, stats.
     Queue(queue::QueueArgs),
+    /// Run the center: the agents' port, the registry, the HTTP API.
+    Center(center::CenterArgs),
+    /// The center's tokens: create, ls, revoke.
+    Token(fleet::TokenArgs),
+    /// The agents joined to the center, or `revoke ID`.
+    Agents(fleet::AgentsArgs),
+    /// Upload a package to the center's repository.
+    Push(fleet::PushArgs),
+    /// The center's packages and their versions.
+    Packages(fleet::PackagesArgs),
+    /// Run an action on many agents through the center, or show a past command, or their logs.
+    Fleet(fleet::FleetArgs),
+    /// The center's audit log.
+    Audit(fleet::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -143,6 +159,13 @@ fn main() -> ExitCode {
         Command::Idl(cmd) => idl::run(cmd),
         Command::Pkg(cmd) => pkg::run(cmd),
         Command::Queue(args) => queue::run(args),
+        Command::Center(args) => center::run(args),
+        Command::Token(args) => fleet::token(args),
+        Command::Agents(args) => fleet::agents(args),
+        Command::Push(args) => fleet::push(args),
+        Command::Packages(args) => fleet::packages(args),
+        Command::Fleet(args) => fleet::fleet(args),
+        Command::Audit(args) => fleet::audit(args),
     };
     match result {
         Ok(code) => code,

@@ -3,11 +3,26 @@
 //! The center reaches its data only through these traits, as `Arc<dyn ...>`; the SQLite backend
 //! is the default, and a NATS JetStream backend (a later feature) runs the same conformance
 //! suite unchanged.
+//!
+//! - [`sqlite::Sqlite`]: one directory, `store.db` (WAL, `synchronous=FULL`: what it
+//!   acknowledged survives kill -9 and power loss) and `blobs/` (files named by digest,
+//!   written atomically). One writer thread commits in groups; a watch subscribes to the
+//!   committed events before it reads its catch-up, and de-duplicates by revision. The
+//!   [`sqlite`] module says why for each choice.
+//! - [`lease::KvLease`]: `Lease` written once over any `Kv`, so every backend shares it.
+//! - [`conformance`]: the properties every backend keeps, as public async functions.
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+pub mod conformance;
+pub mod lease;
+pub mod sqlite;
+
+pub use sqlite::Sqlite;
 
 /// A point in the store's one total order of changes; every write gets a larger one.
 pub type Revision = u64;
@@ -146,6 +161,29 @@ pub trait Log: Send + Sync + std::fmt::Debug {
 /// A sha256 digest, as 64 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub String);
+
+impl Digest {
+    /// The sha256 of `data`.
+    pub fn of(data: &[u8]) -> Digest {
+        let hash = Sha256::digest(data);
+        Digest(hash.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Whether this is 64 lowercase hex digits (anything else names no blob).
+    pub fn is_valid(&self) -> bool {
+        self.0.len() == 64
+            && self
+                .0
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Content-addressed blobs (packages) by sha256.
 #[async_trait]

@@ -1,0 +1,153 @@
+//! center.rs: what the center's HTTP API (`/api/v1`) takes and answers, beside the registry's
+//! and the commands' types in [`crate::fleet`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::LogQuery;
+use crate::fleet::{Action, AgentId, CommandId, Selector, TargetResult};
+
+/// What a token may do. `viewer < operator < admin`; a join token only enrolls agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Enrolls an agent; no API access.
+    Join,
+    /// Reads.
+    Viewer,
+    /// Runs commands and pushes packages.
+    Operator,
+    /// Manages tokens and revokes agents.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Join => "join",
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenRequest {
+    pub role: Role,
+    /// Limits the token to one namespace.
+    pub namespace: Option<String>,
+    /// How long the token is valid, in seconds; forever when absent.
+    pub ttl_secs: Option<u64>,
+    /// How many times a join token may be used; unlimited when absent.
+    pub uses: Option<u32>,
+}
+
+/// A token as lists show it: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenInfo {
+    pub id: String,
+    pub role: Role,
+    pub namespace: Option<String>,
+    pub created: DateTime<Utc>,
+    pub expires: Option<DateTime<Utc>>,
+    /// Uses left, for a join token given a count.
+    pub uses_left: Option<u32>,
+    pub revoked: bool,
+}
+
+/// The answer to creating a token: the only time its text is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenCreated {
+    pub info: TokenInfo,
+    /// `shoal_<id>_<secret>`, with `_<pin>` for a join token.
+    pub token: String,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    /// The token's id (`-` for the center itself).
+    pub token: String,
+    pub role: Option<Role>,
+    /// What was asked: `token.create`, `package.push`, `command.restart`, ...
+    pub action: String,
+    /// What it was about: agent ids, a package, a token id.
+    pub targets: Vec<String>,
+    /// `ok`, or the error.
+    pub outcome: String,
+}
+
+/// A package version in the center's repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PackageInfo {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    pub pushed: DateTime<Utc>,
+}
+
+/// `POST /api/v1/commands`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandRequest {
+    pub selector: Selector,
+    pub action: Action,
+    /// Targets worked on at once; all when absent.
+    pub concurrency: Option<u32>,
+    /// The deadline, in milliseconds: a target that has not answered by then is `offline`
+    /// (not connected) or `error` (timed out).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Where a command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    Running,
+    Done,
+    /// The center stopped while it ran; the targets that had not answered are `interrupted`.
+    Interrupted,
+}
+
+/// A command and its results, one per target (the target set frozen at submission).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandView {
+    pub command: CommandId,
+    pub action: Action,
+    pub state: CommandState,
+    pub submitted: DateTime<Utc>,
+    /// The token that submitted it.
+    pub token: String,
+    pub results: std::collections::BTreeMap<AgentId, TargetResult>,
+}
+
+/// A line of `GET /api/v1/logs` (NDJSON), prefixed with its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FleetLogLine {
+    pub agent: AgentId,
+    pub line: String,
+}
+
+/// `POST /api/v1/logs`: one app's lines from every target, as NDJSON [`FleetLogLine`]s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FleetLogsRequest {
+    pub selector: Selector,
+    pub app: String,
+    #[serde(default)]
+    pub query: LogQuery,
+}

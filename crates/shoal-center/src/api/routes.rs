@@ -1,0 +1,310 @@
+//! routes.rs: the handlers of `/api/v1`, each with its OpenAPI description.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use shoal_api::center::{
+    AuditEntry, CommandRequest, CommandView, FleetLogLine, FleetLogsRequest, PackageInfo, Role,
+    TokenCreated, TokenInfo, TokenRequest,
+};
+use shoal_api::fleet::AgentInfo;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, Auth, Doc, JsonBody};
+use crate::Center;
+
+/// The API's routes, and its document at `/api/v1/openapi.json`.
+pub fn router(center: Center) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(Doc::openapi())
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_agents))
+        .routes(routes!(revoke_agent))
+        .routes(routes!(list_packages, push_package))
+        .routes(routes!(list_commands, run_command))
+        .routes(routes!(show_command))
+        .routes(routes!(fleet_logs))
+        .routes(routes!(audit))
+        .split_for_parts();
+    let doc = serde_json::to_vec(&doc).expect("the OpenAPI document serializes");
+    let upload_limit = center.limits.max_upload;
+    Router::new()
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || async move {
+                ([(header::CONTENT_TYPE, "application/json")], doc.clone())
+            }),
+        )
+        .merge(api)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            usize::try_from(upload_limit).unwrap_or(usize::MAX),
+        ))
+        .with_state(center)
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, body = Vec<TokenInfo>), (status = 401), (status = 403)))]
+async fn list_tokens(State(center): State<Center>, auth: Auth) -> Answer<Vec<TokenInfo>> {
+    let by = auth.at_least(Role::Admin)?;
+    Ok(Json(center.tokens.list(by).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = TokenRequest,
+    responses((status = 200, body = TokenCreated), (status = 400), (status = 401), (status = 403),
+        (status = 415), (status = 422)))]
+async fn create_token(
+    State(center): State<Center>,
+    auth: Auth,
+    JsonBody(request): JsonBody<TokenRequest>,
+) -> Answer<TokenCreated> {
+    let by = auth.at_least(Role::Admin)?;
+    let created = center.tokens.create(&request, by, &center.pin).await;
+    let target = created
+        .as_ref()
+        .map(|c| c.info.id.clone())
+        .unwrap_or_default();
+    center
+        .audit(by, "token.create", vec![target], &created)
+        .await?;
+    Ok(Json(created?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "tokens",
+    params(("id" = String, Path, description = "the token's id")),
+    responses((status = 200, body = TokenInfo), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "a token cannot revoke itself")))]
+async fn revoke_token(
+    State(center): State<Center>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Answer<TokenInfo> {
+    let by = auth.at_least(Role::Admin)?;
+    let revoked = center.tokens.revoke(&id, by).await;
+    center.audit(by, "token.revoke", vec![id], &revoked).await?;
+    Ok(Json(revoked?))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses((status = 200, body = Vec<AgentInfo>), (status = 401)))]
+async fn list_agents(State(center): State<Center>, auth: Auth) -> Answer<Vec<AgentInfo>> {
+    let by = auth.at_least(Role::Viewer)?;
+    let agents = center.reach.agents().await.map_err(internal)?;
+    Ok(Json(
+        agents
+            .into_iter()
+            .filter(|a| by.reaches(&a.namespace))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents",
+    params(("id" = String, Path, description = "the agent's id")),
+    responses((status = 200, body = AgentInfo), (status = 401), (status = 403), (status = 404)))]
+async fn revoke_agent(
+    State(center): State<Center>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Answer<AgentInfo> {
+    let by = auth.at_least(Role::Admin)?;
+    let agents = center.reach.agents().await.map_err(internal)?;
+    let Some(agent) = agents
+        .into_iter()
+        .find(|a| a.id == id && by.reaches(&a.namespace))
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no agent {id}"),
+        ));
+    };
+    let revoked = center.reach.revoke(&id).await;
+    center
+        .audit(by, "agent.revoke", vec![id.clone()], &revoked)
+        .await?;
+    revoked.map_err(internal)?;
+    Ok(Json(AgentInfo {
+        online: false,
+        revoked: true,
+        ..agent
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct PackageQuery {
+    /// Only this package's versions.
+    name: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/packages", tag = "packages", params(PackageQuery),
+    responses((status = 200, body = Vec<PackageInfo>), (status = 401)))]
+async fn list_packages(
+    State(center): State<Center>,
+    auth: Auth,
+    Query(query): Query<PackageQuery>,
+) -> Answer<Vec<PackageInfo>> {
+    auth.at_least(Role::Viewer)?;
+    Ok(Json(center.packages.list(query.name.as_deref()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/packages", tag = "packages",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the package archive, NAME-VERSION.tar.gz"),
+    responses((status = 200, body = PackageInfo), (status = 401), (status = 403),
+        (status = 409, description = "that version exists with other content"),
+        (status = 413, description = "larger than the center takes"),
+        (status = 422, description = "the archive breaks a rule, named in the error")))]
+async fn push_package(State(center): State<Center>, auth: Auth, body: Body) -> Answer<PackageInfo> {
+    let by = auth.at_least(Role::Operator)?;
+    let upload = center.receive(body).await?;
+    let pushed = center.packages.push(upload.path()).await;
+    let target = pushed
+        .as_ref()
+        .map(|p| format!("{} {}", p.name, p.version))
+        .unwrap_or_default();
+    center
+        .audit(by, "package.push", vec![target], &pushed)
+        .await?;
+    Ok(Json(pushed?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct ListQuery {
+    /// How many, newest first (50 when absent).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/commands", tag = "commands", params(ListQuery),
+    responses((status = 200, body = Vec<CommandView>), (status = 401)))]
+async fn list_commands(
+    State(center): State<Center>,
+    auth: Auth,
+    Query(query): Query<ListQuery>,
+) -> Answer<Vec<CommandView>> {
+    let by = auth.at_least(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(50).min(1000);
+    Ok(Json(center.commands.list(by, limit).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/commands", tag = "commands", request_body = CommandRequest,
+    responses((status = 200, body = CommandView, description = "the command, run to its end"),
+        (status = 400), (status = 401), (status = 403), (status = 404), (status = 415),
+        (status = 422)))]
+async fn run_command(
+    State(center): State<Center>,
+    auth: Auth,
+    JsonBody(request): JsonBody<CommandRequest>,
+) -> Answer<CommandView> {
+    let by = auth.at_least(Role::Operator)?;
+    let action = format!("command.{}", action_name(&request.action));
+    let ran = center.commands.run(by, request).await;
+    let targets = match &ran {
+        Ok(view) => std::iter::once(view.command.clone())
+            .chain(view.results.keys().cloned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    center.audit(by, &action, targets, &ran).await?;
+    Ok(Json(ran?))
+}
+
+#[utoipa::path(get, path = "/api/v1/commands/{id}", tag = "commands",
+    params(("id" = String, Path, description = "the command's id")),
+    responses((status = 200, body = CommandView), (status = 401), (status = 404)))]
+async fn show_command(
+    State(center): State<Center>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Answer<CommandView> {
+    let by = auth.at_least(Role::Viewer)?;
+    Ok(Json(center.commands.get(by, &id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/logs", tag = "logs", request_body = FleetLogsRequest,
+    responses((status = 200, body = FleetLogLine, content_type = "application/x-ndjson",
+        description = "one JSON line per log line, as they arrive"),
+        (status = 400), (status = 401), (status = 403), (status = 415), (status = 422)))]
+async fn fleet_logs(
+    State(center): State<Center>,
+    auth: Auth,
+    JsonBody(request): JsonBody<FleetLogsRequest>,
+) -> Result<Response, ApiError> {
+    let by = auth.at_least(Role::Viewer)?;
+    let targets = center.commands.freeze(by, &request.selector).await?;
+    let mut streams = Vec::new();
+    for agent in targets {
+        let lines = match center
+            .reach
+            .logs(&agent, &request.app, request.query.clone())
+            .await
+        {
+            Ok(lines) => lines,
+            Err(e) => futures_util::stream::once(async move {
+                shoal_api::fleet::LogLine {
+                    stream: 0,
+                    line: format!("(no lines: {e})"),
+                }
+            })
+            .boxed(),
+        };
+        streams.push(lines.map(move |l| FleetLogLine {
+            agent: agent.clone(),
+            line: l.line,
+        }));
+    }
+    let body = futures_util::stream::select_all(streams).map(|line| {
+        let mut text = serde_json::to_vec(&line).expect("a log line serializes");
+        text.push(b'\n');
+        Ok::<_, std::convert::Infallible>(text)
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct AuditQuery {
+    /// The newest this many entries (100 when absent).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 401), (status = 403)))]
+async fn audit(
+    State(center): State<Center>,
+    auth: Auth,
+    Query(query): Query<AuditQuery>,
+) -> Answer<Vec<AuditEntry>> {
+    auth.at_least(Role::Admin)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(Json(center.audit.tail(limit).await?))
+}
+
+/// The word the audit log names an action with.
+fn action_name(action: &shoal_api::fleet::Action) -> &'static str {
+    use shoal_api::fleet::Action as A;
+    match action {
+        A::Install { .. } => "install",
+        A::Rollback { .. } => "rollback",
+        A::Start { .. } => "start",
+        A::Stop { .. } => "stop",
+        A::Restart { .. } => "restart",
+        A::Reload { .. } => "reload",
+        A::Backup { .. } => "backup",
+        A::Backups { .. } => "backups",
+        A::CronRun { .. } => "cron-run",
+        A::Ps => "ps",
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}

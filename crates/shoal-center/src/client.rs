@@ -1,0 +1,216 @@
+//! client.rs: the center API's client, for the CLI and tests: HTTP/1.1 to `--center URL`
+//! (`SHOAL_CENTER`) with a bearer token (`--token`, `SHOAL_TOKEN`). One connection per request.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shoal_api::agent::ErrorBody;
+
+/// Why a request to the center failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address is not usable, or nothing answers there, and what to do.
+    #[error("{0}")]
+    NoCenter(String),
+    /// The center answered with an error.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    #[error("talking to the center at {addr}: {message}")]
+    Transport { addr: String, message: String },
+}
+
+/// A client of one center.
+#[derive(Clone)]
+pub struct CenterClient {
+    /// `host:port`.
+    addr: String,
+    token: String,
+}
+
+/// Shows the address only: the token never reaches a log.
+impl std::fmt::Debug for CenterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CenterClient")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CenterClient {
+    /// A client of the center at `url` (`http://HOST:PORT` or `HOST:PORT`) using `token`.
+    pub fn new(url: &str, token: &str) -> Result<CenterClient, ClientError> {
+        let addr = url
+            .strip_prefix("http://")
+            .unwrap_or(url)
+            .trim_end_matches('/');
+        if addr.is_empty() || addr.contains('/') || addr.starts_with("https:") {
+            return Err(ClientError::NoCenter(format!(
+                "the center's address {url:?} is not http://HOST:PORT"
+            )));
+        }
+        Ok(CenterClient {
+            addr: addr.to_owned(),
+            token: token.trim().to_owned(),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// GET `path`, answered as JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(Method::GET, path, None, Bytes::new()).await
+    }
+
+    /// POST `path` with a JSON body, answered as JSON.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).expect("a request body serializes");
+        self.send(Method::POST, path, Some("application/json"), body.into())
+            .await
+    }
+
+    /// POST `path` with raw bytes (an archive), answered as JSON.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        self.send(Method::POST, path, Some("application/octet-stream"), body)
+            .await
+    }
+
+    /// POST `path` with a JSON body and hand each line of the answer to `line` as it arrives;
+    /// `line` answers `false` to stop reading (the connection is closed then).
+    pub async fn stream_lines<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        mut line: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(body).expect("a request body serializes");
+        let (response, _connection) = self
+            .exchange(Method::POST, path, Some("application/json"), body.into())
+            .await?;
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.transport(e))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let rest = pending.split_off(end + 1);
+                if !line(&pending[..end]) {
+                    return Ok(());
+                }
+                pending = rest;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one request and reads its whole answer as JSON.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let (response, connection) = self.exchange(method, path, content_type, body).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport(e))?
+            .to_bytes();
+        drop(connection);
+        serde_json::from_slice(&body).map_err(|e| {
+            self.transport(format!("the center's answer is not what was expected: {e}"))
+        })
+    }
+
+    /// Sends one request on a new connection; an error status is turned into `Api`.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(hyper::Response<Incoming>, Connection), ClientError> {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| {
+                ClientError::NoCenter(format!(
+                    "no center answers at {}: {e}; is `shoal center` running there (--center, SHOAL_CENTER)?",
+                    self.addr
+                ))
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.transport(e))?;
+        let connection = Connection(tokio::spawn(connection));
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.addr)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        if let Some(content_type) = content_type {
+            request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| self.transport(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.transport(e))?;
+        if response.status().is_success() {
+            return Ok((response, connection));
+        }
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport(e))?
+            .to_bytes();
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("{status}: {}", String::from_utf8_lossy(&body)));
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
+            addr: self.addr.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The task driving one request's connection; ended when dropped, so that no connection task
+/// outlives its request.
+struct Connection(tokio::task::JoinHandle<hyper::Result<()>>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

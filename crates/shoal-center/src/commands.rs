@@ -1,0 +1,414 @@
+//! commands.rs: commands to many agents. A selector is frozen into a target set when the
+//! command is submitted and stored as `commands/<id>` with a pending result per target; each
+//! target runs under a concurrency limit and the command's deadline; a target not connected by
+//! the deadline is `offline`, never skipped. After a restart, a command that was running is
+//! `interrupted` for the targets that had not answered: the center never sends it again (and an
+//! agent runs a command id at most once anyway).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::stream::BoxStream;
+use shoal_api::agent::LogQuery;
+use shoal_api::center::{CommandRequest, CommandState, CommandView};
+use shoal_api::fleet::{
+    Action, AgentId, AgentInfo, CommandId, Exec, LogLine, PackageRef, Selector, TargetResult,
+    TargetStatus,
+};
+use shoal_store::{Kv, StoreError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::packages::{PackageError, Packages};
+use crate::tokens::Caller;
+
+const PREFIX: &str = "commands/";
+/// A command's deadline when the request gives none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest deadline a command may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How commands reach agents: the link, or a test's stand-in.
+#[async_trait]
+pub trait Reach: Send + Sync + std::fmt::Debug {
+    /// Every agent the registry knows.
+    async fn agents(&self) -> Result<Vec<AgentInfo>, ReachError>;
+    /// Runs `exec` on `agent`, waiting for it to connect until `deadline`.
+    async fn exec(
+        &self,
+        agent: &str,
+        exec: Exec,
+        deadline: Instant,
+    ) -> Result<TargetResult, ReachError>;
+    /// Closes `agent`'s link at once and refuses it from now on.
+    async fn revoke(&self, agent: &str) -> Result<(), ReachError>;
+    /// `agent`'s lines of an app's log; dropping the stream stops it on the agent.
+    async fn logs(
+        &self,
+        agent: &str,
+        app: &str,
+        query: LogQuery,
+    ) -> Result<BoxStream<'static, LogLine>, ReachError>;
+}
+
+/// Why a target could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    #[error("not connected")]
+    Offline,
+    #[error("no answer before the deadline")]
+    Timeout,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What submitting a command fails with (each target's own failure is in its result).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a token of namespace {own} cannot act on namespace {asked}")]
+    Forbidden { own: String, asked: String },
+    #[error("no agent matches the selector")]
+    NoTargets,
+    #[error("no command {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error("the registry: {0}")]
+    Reach(#[from] ReachError),
+    #[error("the command store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a stored command is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// The commands.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    kv: Arc<dyn Kv>,
+    reach: Arc<dyn Reach>,
+    packages: Packages,
+}
+
+/// A command as stored under `commands/<id>`; each target's result is a key of its own,
+/// `results/<id>/<agent>`, so a result is one small write however many targets there are.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Header {
+    command: CommandId,
+    action: Action,
+    state: CommandState,
+    submitted: chrono::DateTime<Utc>,
+    token: String,
+    targets: Vec<AgentId>,
+}
+
+impl Commands {
+    pub fn new(kv: Arc<dyn Kv>, reach: Arc<dyn Reach>, packages: Packages) -> Commands {
+        Commands {
+            kv,
+            reach,
+            packages,
+        }
+    }
+
+    /// Marks every command left running by a center that stopped as interrupted, for the
+    /// targets that had not answered. Returns how many there were.
+    pub async fn recover(&self) -> Result<usize, CommandError> {
+        let mut count = 0;
+        for entry in self.kv.list(PREFIX).await? {
+            let mut header: Header = serde_json::from_slice(&entry.value)?;
+            if header.state != CommandState::Running {
+                continue;
+            }
+            let view = self.view(header.clone()).await?;
+            for (target, result) in &view.results {
+                if result.status == TargetStatus::Pending {
+                    let stopped = failed(
+                        TargetStatus::Interrupted,
+                        "the center stopped before this target answered",
+                        None,
+                    );
+                    self.store_result(&header.command, target, &stopped).await?;
+                }
+            }
+            header.state = CommandState::Interrupted;
+            self.kv
+                .update(&entry.key, encode(&header)?, entry.revision)
+                .await?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Freezes the target set, stores the command and runs it to its end.
+    pub async fn run(
+        &self,
+        by: &Caller,
+        request: CommandRequest,
+    ) -> Result<CommandView, CommandError> {
+        let timeout = check_timeout(request.timeout_ms)?;
+        let deadline = Instant::now() + timeout;
+        let package = self.package_for(&request.action).await?;
+        let targets = self.freeze(by, &request.selector).await?;
+        let mut header = Header {
+            command: new_id(),
+            action: request.action.clone(),
+            state: CommandState::Running,
+            submitted: Utc::now(),
+            token: by.token.clone(),
+            targets: targets.clone(),
+        };
+        self.kv
+            .create(&key(&header.command), encode(&header)?)
+            .await?;
+        let exec = Exec {
+            command: header.command.clone(),
+            action: request.action,
+            package,
+        };
+        let concurrency = request
+            .concurrency
+            .map_or(targets.len(), |n| n.max(1) as usize);
+        self.fan_out(targets, exec, concurrency, deadline).await?;
+        header.state = CommandState::Done;
+        self.kv.put(&key(&header.command), encode(&header)?).await?;
+        self.view(header).await
+    }
+
+    /// A past or running command.
+    pub async fn get(&self, by: &Caller, id: &str) -> Result<CommandView, CommandError> {
+        let entry = self
+            .kv
+            .get(&key(id))
+            .await?
+            .ok_or_else(|| CommandError::NotFound(id.to_owned()))?;
+        let header: Header = serde_json::from_slice(&entry.value)?;
+        if by.namespace.is_some() && !self.visible(by, &header).await? {
+            return Err(CommandError::NotFound(id.to_owned()));
+        }
+        self.view(header).await
+    }
+
+    /// The newest `limit` commands `by` may see, newest first.
+    pub async fn list(&self, by: &Caller, limit: usize) -> Result<Vec<CommandView>, CommandError> {
+        let mut views = Vec::new();
+        for entry in self.kv.list(PREFIX).await?.into_iter().rev() {
+            if views.len() == limit {
+                break;
+            }
+            let header: Header = serde_json::from_slice(&entry.value)?;
+            if by.namespace.is_none() || self.visible(by, &header).await? {
+                views.push(self.view(header).await?);
+            }
+        }
+        Ok(views)
+    }
+
+    /// The command with its results so far; a target without one is pending.
+    async fn view(&self, header: Header) -> Result<CommandView, CommandError> {
+        let prefix = results_prefix(&header.command);
+        let mut results: std::collections::BTreeMap<AgentId, TargetResult> = header
+            .targets
+            .iter()
+            .map(|id| (id.clone(), pending()))
+            .collect();
+        for entry in self.kv.list(&prefix).await? {
+            let target = entry.key[prefix.len()..].to_owned();
+            results.insert(target, serde_json::from_slice(&entry.value)?);
+        }
+        Ok(CommandView {
+            command: header.command,
+            action: header.action,
+            state: header.state,
+            submitted: header.submitted,
+            token: header.token,
+            results,
+        })
+    }
+
+    async fn store_result(
+        &self,
+        command: &str,
+        target: &str,
+        result: &TargetResult,
+    ) -> Result<(), CommandError> {
+        let value = Bytes::from(serde_json::to_vec(result)?);
+        self.kv
+            .put(&format!("{}{target}", results_prefix(command)), value)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether every target of `header` is in `by`'s namespace.
+    async fn visible(&self, by: &Caller, header: &Header) -> Result<bool, CommandError> {
+        let agents = self.reach.agents().await?;
+        Ok(header.targets.iter().all(|id| {
+            agents
+                .iter()
+                .find(|a| &a.id == id)
+                .is_some_and(|a| by.reaches(&a.namespace))
+        }))
+    }
+
+    async fn package_for(&self, action: &Action) -> Result<Option<PackageRef>, CommandError> {
+        match action {
+            Action::Install { name, version } => {
+                Ok(Some(self.packages.resolve(name, version.as_deref()).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The agents `selector` names now, within `by`'s namespace.
+    pub(crate) async fn freeze(
+        &self,
+        by: &Caller,
+        selector: &Selector,
+    ) -> Result<Vec<AgentId>, CommandError> {
+        if let (Some(own), Some(asked)) = (&by.namespace, &selector.namespace) {
+            if own != asked {
+                return Err(CommandError::Forbidden {
+                    own: own.clone(),
+                    asked: asked.clone(),
+                });
+            }
+        }
+        if !selector.all && selector.ids.is_empty() && selector.labels.is_empty() {
+            return Err(CommandError::Invalid(
+                "name the targets: ids, labels, or all".into(),
+            ));
+        }
+        let agents = self.reach.agents().await?;
+        for id in &selector.ids {
+            if !agents.iter().any(|a| &a.id == id) {
+                return Err(CommandError::Invalid(format!("no agent {id}")));
+            }
+        }
+        let targets: Vec<AgentId> = agents
+            .iter()
+            .filter(|a| !a.revoked && by.reaches(&a.namespace) && selects(selector, a))
+            .map(|a| a.id.clone())
+            .collect();
+        if targets.is_empty() {
+            return Err(CommandError::NoTargets);
+        }
+        Ok(targets)
+    }
+
+    /// Runs `exec` on every target, at most `concurrency` at once, storing each result as it
+    /// comes.
+    async fn fan_out(
+        &self,
+        targets: Vec<AgentId>,
+        exec: Exec,
+        concurrency: usize,
+        deadline: Instant,
+    ) -> Result<(), CommandError> {
+        let limit = Arc::new(Semaphore::new(concurrency));
+        let mut running = JoinSet::new();
+        for target in targets {
+            let (commands, exec, limit) = (self.clone(), exec.clone(), limit.clone());
+            running.spawn(async move {
+                let command = exec.command.clone();
+                let result =
+                    reach_one(commands.reach.as_ref(), &target, exec, &limit, deadline).await;
+                commands.store_result(&command, &target, &result).await
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            done.expect("a target's task does not panic")?;
+        }
+        Ok(())
+    }
+}
+
+/// One target's part: a place under the concurrency limit, then the agent's answer, both
+/// before the deadline.
+async fn reach_one(
+    reach: &dyn Reach,
+    target: &str,
+    exec: Exec,
+    limit: &Semaphore,
+    deadline: Instant,
+) -> TargetResult {
+    let Ok(permit) = tokio::time::timeout_at(deadline.into(), limit.acquire()).await else {
+        return failed(TargetStatus::Error, "not started before the deadline", None);
+    };
+    let _permit = permit.expect("the semaphore is never closed");
+    let started = Instant::now();
+    match reach.exec(target, exec, deadline).await {
+        Ok(result) => result,
+        Err(ReachError::Offline) => failed(TargetStatus::Offline, "offline at the deadline", None),
+        Err(e) => failed(TargetStatus::Error, &e.to_string(), Some(started.elapsed())),
+    }
+}
+
+/// Whether agent `a` is one `selector` names (namespace checked by the caller too).
+pub fn selects(selector: &Selector, a: &AgentInfo) -> bool {
+    if selector.not_ids.contains(&a.id) {
+        return false;
+    }
+    if selector
+        .namespace
+        .as_ref()
+        .is_some_and(|ns| ns != &a.namespace)
+    {
+        return false;
+    }
+    if !selector.ids.is_empty() && !selector.ids.contains(&a.id) {
+        return false;
+    }
+    selector
+        .labels
+        .iter()
+        .all(|(k, v)| a.labels.get(k) == Some(v))
+}
+
+fn check_timeout(ms: Option<u64>) -> Result<Duration, CommandError> {
+    let timeout = ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(CommandError::Invalid(format!(
+            "the timeout must be above 0 and at most {}",
+            humantime::format_duration(MAX_TIMEOUT)
+        )));
+    }
+    Ok(timeout)
+}
+
+fn pending() -> TargetResult {
+    failed(TargetStatus::Pending, "", None)
+}
+
+fn failed(status: TargetStatus, message: &str, took: Option<Duration>) -> TargetResult {
+    TargetResult {
+        status,
+        message: message.to_owned(),
+        detail: None,
+        duration_ms: took.map(|d| d.as_millis() as u64),
+    }
+}
+
+/// Ids sort by submission time: milliseconds in hex, then randomness.
+fn new_id() -> CommandId {
+    format!(
+        "{:011x}{}",
+        Utc::now().timestamp_millis(),
+        crate::tokens::random_word(5)
+    )
+}
+
+fn key(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
+fn results_prefix(id: &str) -> String {
+    format!("results/{id}/")
+}
+
+fn encode(header: &Header) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(header).map(Bytes::from)
+}

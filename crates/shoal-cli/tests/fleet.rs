@@ -1,0 +1,388 @@
+//! The fleet end to end on loopback, through the `shoal` binary as an operator uses it: a
+//! center and three agents with their own data directories and labels join with a token; a
+//! package is pushed and installed on a label's agents while the excluded one stays untouched;
+//! a fleet restart; fleet logs with a grep; an agent killed shows offline and a command's
+//! result for it says so; restarted it is online with the same id; revoked, it cannot
+//! reconnect; and a center killed with `kill -9` comes back on its data with every agent
+//! reconnecting by itself and its history intact.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{text, wait_for, Scratch, SHOAL};
+use shoal_api::center::{AuditEntry, CommandView};
+use shoal_api::fleet::{AgentInfo, TargetStatus};
+
+/// The heartbeat the tests run with: an agent is offline after three missed.
+const HEARTBEAT: &str = "200ms";
+
+/// A running `shoal center`: its addresses and admin token; killed when dropped.
+struct Center {
+    child: Child,
+    data: PathBuf,
+    link: String,
+    url: String,
+    token: String,
+}
+
+impl Center {
+    fn start(data: &Path) -> Center {
+        Center::start_on(data, "127.0.0.1:0")
+    }
+
+    fn start_on(data: &Path, listen: &str) -> Center {
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(SHOAL)
+            .args(["center", "--listen", listen, "--http", "127.0.0.1:0"])
+            .args(["--heartbeat", HEARTBEAT, "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut link = None;
+        let mut url = None;
+        while link.is_none() || url.is_none() {
+            let line = lines.next().expect("the center's first lines").unwrap();
+            if let Some(addr) = line.strip_prefix("agents' port: ") {
+                link = Some(addr.to_owned());
+            } else if let Some(addr) = line.strip_prefix("HTTP API: ") {
+                url = Some(addr.to_owned());
+            }
+        }
+        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+        Center {
+            child,
+            data: data.to_owned(),
+            link: link.unwrap(),
+            url: url.unwrap(),
+            token: token.trim().to_owned(),
+        }
+    }
+
+    /// `shoal ARGS` against this center.
+    fn shoal(&self, args: &[&str]) -> Output {
+        Command::new(SHOAL)
+            .args(args)
+            .env("SHOAL_CENTER", &self.url)
+            .env("SHOAL_TOKEN", &self.token)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.shoal(args);
+        assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn agents(&self) -> Vec<AgentInfo> {
+        serde_json::from_str(&self.ok(&["agents", "--json"])).unwrap()
+    }
+
+    fn agent(&self, id: &str) -> AgentInfo {
+        self.agents().into_iter().find(|a| a.id == id).unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> CommandView {
+        let mut all = vec!["fleet"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let out = self.shoal(&all);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("shoal {all:?}: {e}: {}", text(&out)))
+    }
+
+    fn kill9(mut self) -> PathBuf {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let data = self.data.clone();
+        std::mem::forget(self);
+        data
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `shoal agent` joined to a center; it and its programs are killed when dropped.
+struct Member {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Member {
+    fn join(data: &Path, center: &str, token: Option<&str>, labels: &[&str]) -> Member {
+        let mut command = Command::new(SHOAL);
+        command
+            .args(["agent", "--center", center, "--data-dir"])
+            .arg(data);
+        if let Some(token) = token {
+            command.args(["--join", token]);
+        }
+        for label in labels {
+            command.args(["--label", label]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Member {
+            child,
+            data: data.to_owned(),
+        }
+    }
+
+    /// The id the center gave it, once it has one.
+    fn id(&self) -> String {
+        wait_for("the agent to enroll", || {
+            let cert = std::fs::read_to_string(self.data.join("link/agent.id")).ok()?;
+            Some(cert.trim().to_owned())
+        })
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        common::kill_under(&self.data);
+    }
+}
+
+/// A service `hello` printing `tick N` lines, built into `out`.
+fn hello_package(out: &Path) -> PathBuf {
+    let pkg = out.join("hello-src");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    let script = pkg.join("bin/hello");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nn=0\nwhile true; do n=$((n+1)); echo \"tick $n\"; echo \"noise $n\"; sleep 0.1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        "[package]\nname = \"hello\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+         [run]\ncommand = \"bin/hello\"\nrestart = \"always\"\nstop_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let built = Command::new(SHOAL)
+        .args(["pkg", "build"])
+        .arg(&pkg)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    out.join("hello-1.0.0.tar.gz")
+}
+
+fn statuses(view: &CommandView) -> Vec<(String, TargetStatus)> {
+    view.results
+        .iter()
+        .map(|(id, r)| (id.clone(), r.status))
+        .collect()
+}
+
+#[test]
+fn a_center_and_three_agents_join_install_restart_grep_go_offline_and_are_revoked() {
+    let dir = Scratch::new("fleet");
+    let center = Center::start(&dir.0.join("center"));
+    let out = center.ok(&["token", "create", "--role", "join", "--uses", "3"]);
+    let join = out.lines().last().unwrap().to_owned();
+    let labels = [
+        ["role=web", "zone=a"],
+        ["role=web", "zone=b"],
+        ["role=db", "zone=a"],
+    ];
+    let mut members: Vec<Member> = labels
+        .iter()
+        .enumerate()
+        .map(|(n, l)| {
+            Member::join(
+                &dir.0.join(format!("agent{n}")),
+                &center.link,
+                Some(&join),
+                l,
+            )
+        })
+        .collect();
+    let ids: Vec<String> = members.iter().map(Member::id).collect();
+    wait_for("three agents online", || {
+        (center.agents().iter().filter(|a| a.online).count() == 3).then_some(())
+    });
+    assert_eq!(center.agent(&ids[2]).labels["role"], "db");
+
+    // Push, then install on the web agents only.
+    let archive = hello_package(&dir.0);
+    center.ok(&["push", archive.to_str().unwrap()]);
+    assert!(center.ok(&["packages", "hello"]).contains("1.0.0"));
+    let installed = center.command(&["install", "hello", "--label", "role=web"]);
+    let mut web = vec![
+        (ids[0].clone(), TargetStatus::Ok),
+        (ids[1].clone(), TargetStatus::Ok),
+    ];
+    web.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(statuses(&installed), web, "{installed:?}");
+    wait_for("hello reported by the web agents", || {
+        let agents = center.agents();
+        let runs = |id: &str| {
+            agents
+                .iter()
+                .find(|a| a.id == id)
+                .is_some_and(|a| a.apps.iter().any(|app| app.name == "hello"))
+        };
+        (runs(&ids[0]) && runs(&ids[1])).then_some(())
+    });
+    assert!(
+        center.agent(&ids[2]).apps.is_empty(),
+        "the db agent was touched"
+    );
+
+    // Restart everywhere it runs; the shown command is the same.
+    let restarted = center.command(&["restart", "hello", "--label", "role=web"]);
+    assert!(
+        restarted
+            .results
+            .values()
+            .all(|r| r.status == TargetStatus::Ok),
+        "{restarted:?}"
+    );
+    let shown: CommandView =
+        serde_json::from_str(&center.ok(&["fleet", "show", &restarted.command, "--json"])).unwrap();
+    assert_eq!(shown.results.len(), 2);
+
+    // Logs with a grep, prefixed with their agent.
+    let logs = center.ok(&[
+        "fleet", "logs", "hello", "--grep", "tick", "--tail", "5", "--label", "role=web",
+    ]);
+    for id in &ids[..2] {
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(&format!("{id}: ")) && l.contains("tick")),
+            "{logs}"
+        );
+    }
+    assert!(!logs.contains("noise"), "{logs}");
+
+    // Killed: offline, and a command's result for it says so.
+    members[1].kill9();
+    wait_for("the killed agent offline", || {
+        (!center.agent(&ids[1]).online).then_some(())
+    });
+    let ps = center.command(&["ps", "--ids", &ids[1], "--timeout", "500ms"]);
+    assert_eq!(ps.results[&ids[1]].status, TargetStatus::Offline, "{ps:?}");
+    // Back, without a token: online with the same id.
+    members[1] = Member::join(&dir.0.join("agent1"), &center.link, None, &labels[1]);
+    assert_eq!(members[1].id(), ids[1]);
+    wait_for("the agent back online", || {
+        center.agent(&ids[1]).online.then_some(())
+    });
+
+    // Revoked: its link closes at once, and it cannot come back.
+    center.ok(&["agents", "revoke", &ids[0]]);
+    let revoked = center.agent(&ids[0]);
+    assert!(revoked.revoked && !revoked.online);
+    let ps = center.command(&["ps", "--all", "--timeout", "2s"]);
+    assert!(
+        !ps.results.contains_key(&ids[0]),
+        "a revoked agent is no target: {ps:?}"
+    );
+    assert!(!center.agent(&ids[0]).online);
+
+    // The audit log has the operator's requests, and no secret.
+    let audit: Vec<AuditEntry> = serde_json::from_str(&center.ok(&["audit", "--json"])).unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    for action in [
+        "token.create",
+        "package.push",
+        "command.install",
+        "command.restart",
+        "agent.revoke",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    let secret = join.split('_').nth(2).unwrap();
+    assert!(!serde_json::to_string(&audit).unwrap().contains(secret));
+    // Nor in the center's log, at debug, nor the admin token's.
+    let log = std::fs::read_to_string(dir.0.join("center.log")).unwrap();
+    assert!(!log.is_empty());
+    assert!(!log.contains(secret), "a join secret in the center's log");
+    assert!(
+        !log.contains(center.token.split('_').nth(2).unwrap()),
+        "the admin secret in the log"
+    );
+}
+
+#[test]
+fn a_center_killed_comes_back_on_its_data_and_every_agent_reconnects_by_itself() {
+    let dir = Scratch::new("fleet-kill");
+    let center = Center::start(&dir.0.join("center"));
+    let link = center.link.clone();
+    let out = center.ok(&["token", "create", "--role", "join", "--uses", "2"]);
+    let join = out.lines().last().unwrap().to_owned();
+    let members: Vec<Member> = (0..2)
+        .map(|n| {
+            Member::join(
+                &dir.0.join(format!("agent{n}")),
+                &link,
+                Some(&join),
+                &["role=web"],
+            )
+        })
+        .collect();
+    let ids: Vec<String> = members.iter().map(Member::id).collect();
+    wait_for("two agents online", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    let archive = hello_package(&dir.0);
+    center.ok(&["push", archive.to_str().unwrap()]);
+    let ps = center.command(&["ps", "--all"]);
+    let token = center.token.clone();
+    let data = center.kill9();
+
+    // Same data, same port: the agents come back by themselves.
+    let center = Center::start_on(&data, &link);
+    assert_eq!(center.token, token);
+    wait_for("both agents back", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    let mut back: Vec<String> = center.agents().into_iter().map(|a| a.id).collect();
+    back.sort();
+    let mut before = ids.clone();
+    before.sort();
+    assert_eq!(back, before);
+    assert!(center.ok(&["packages"]).contains("hello"));
+    assert!(center.ok(&["token", "ls"]).contains("join"));
+    let shown: CommandView =
+        serde_json::from_str(&center.ok(&["fleet", "show", &ps.command, "--json"])).unwrap();
+    assert_eq!(shown.results.len(), 2);
+    let audit: Vec<AuditEntry> = serde_json::from_str(&center.ok(&["audit", "--json"])).unwrap();
+    assert!(audit.iter().any(|e| e.action == "package.push"));
+    drop(members);
+}
