@@ -281,7 +281,6 @@ pub struct LogsRequest {
     /// Names this stream in the notifications.
     pub stream: u64,
     pub app: String,
-    #[serde(flatten)]
     pub query: LogQuery,
 }
 
