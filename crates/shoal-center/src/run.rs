@@ -120,12 +120,15 @@ impl Running {
     }
 }
 
-/// Starts a center on `config`, until `shutdown` is cancelled. Binds both ports before it
-/// returns.
+/// Starts a center on `config`, until `shutdown` is cancelled. Binds both ports first (a port
+/// in use is refused before anything is written) and before it returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     if !config.http.ip().is_loopback() {
         return Err(StartError::NotLoopback(config.http));
     }
+    // Both ports first: a port in use is refused before anything is opened or written.
+    let link_listener = bind("agents' port", config.listen).await?;
+    let api_listener = bind("HTTP API", config.http).await?;
     let data_dir = config.data_dir.clone();
     make_private_dir(&data_dir).await?;
     let store = open_store(&data_dir.join("store")).await?;
@@ -177,8 +180,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     let admin_token_file = data_dir.join("admin.token");
     let admin_token = first_admin_token(&center, &admin_token_file).await?;
     let tasks = TaskTracker::new();
-    let listen = serve_link(&config, links, &tasks, &shutdown).await?;
-    let http = serve_api(&config, center.clone(), &tasks, &shutdown).await?;
+    let listen = serve_link(&config, link_listener, links, &tasks, &shutdown)?;
+    let http = serve_api(&config, api_listener, center.clone(), &tasks, &shutdown)?;
     tracing::info!(%listen, %http, "center started");
     Ok(Running {
         listen,
@@ -193,13 +196,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     })
 }
 
-async fn serve_link(
+fn serve_link(
     config: &Config,
+    listener: TcpListener,
     links: Links,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr, StartError> {
-    let listener = bind("agents' port", config.listen).await?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         what: "agents' port",
         addr: config.listen,
@@ -215,13 +218,13 @@ async fn serve_link(
     Ok(addr)
 }
 
-async fn serve_api(
+fn serve_api(
     config: &Config,
+    listener: TcpListener,
     center: Center,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<SocketAddr, StartError> {
-    let listener = bind("HTTP API", config.http).await?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         what: "HTTP API",
         addr: config.http,

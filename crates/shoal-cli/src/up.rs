@@ -137,13 +137,15 @@ async fn start_center(
 ) -> anyhow::Result<shoal_center::Running> {
     let mut config = shoal_center::Config::new(dir);
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let default_free = std::net::TcpListener::bind(config.http).is_ok();
-    if !default_free {
-        config.http = SocketAddr::from(([127, 0, 0, 1], 0));
+    let center = match shoal_center::run(config.clone(), shutdown.clone()).await {
+        // The default port is taken (another center, another shoal up): any free one.
+        Err(shoal_center::StartError::Bind { addr, .. }) if addr == config.http => {
+            config.http = SocketAddr::from(([127, 0, 0, 1], 0));
+            shoal_center::run(config, shutdown.clone()).await
+        }
+        other => other,
     }
-    let center = shoal_center::run(config, shutdown.clone())
-        .await
-        .context("starting the center")?;
+    .context("starting the center")?;
     for built in packages {
         center
             .center
@@ -152,16 +154,6 @@ async fn start_center(
             .await
             .with_context(|| format!("pushing {}", built.archive.display()))?;
     }
-    write(format!(
-        "center: agents' port {}, API http://{}; its admin token is in {}\n  \
-         export SHOAL_CENTER=http://{} SHOAL_TOKEN=$(cat {})  # then: shoal agents; shoal fleet ps --all\n",
-        center.listen,
-        center.http,
-        center.admin_token_file.display(),
-        center.http,
-        center.admin_token_file.display(),
-    ))
-    .await?;
     Ok(center)
 }
 
@@ -215,8 +207,9 @@ async fn agent_joined(
         }
         write(format!(
             "agent on {} (try: shoal ps --data-dir {0}; shoal call 127.0.0.1:{port} greet \
-             '\"you\"'); Ctrl-C stops everything\n",
-            data.display()
+             '\"you\"'); Ctrl-C stops everything\n{}",
+            data.display(),
+            center_lines(center),
         ))
         .await?;
         show(agent).await
@@ -232,6 +225,19 @@ async fn agent_joined(
     running.stopped().await;
     let _ = tokio::time::timeout(SAY_WITHIN, write("stopped\n".into())).await;
     result
+}
+
+/// Where the center is and how to reach it.
+fn center_lines(center: &shoal_center::Running) -> String {
+    format!(
+        "center: agents' port {}, API http://{}; its admin token is in {}\n  \
+         export SHOAL_CENTER=http://{} SHOAL_TOKEN=$(cat {})  # then: shoal agents; shoal fleet ps --all\n",
+        center.listen,
+        center.http,
+        center.admin_token_file.display(),
+        center.http,
+        center.admin_token_file.display(),
+    )
 }
 
 /// How long a line about stopping may take to write before the stop goes on without it.
