@@ -14,7 +14,7 @@ use shoal_api::fleet::{
     PackageFetch, PackageRef, Refused, Renewal, Welcome, CENTER_NAME,
 };
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Addr, Args, ClientTls, Peer, Reply, Request, RpcError};
+use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::exec::{Commands, Fetch, FetchStream};
 use super::identity::{self, Identity};
 use super::logs::Streams;
+use super::wire::{arg, from_value};
 use super::{tls, LinkOptions};
 use crate::Agent;
 
@@ -91,7 +92,7 @@ impl Session {
         let hello = peer
             .call(methods::HELLO, &[self.report().await], timeout)
             .await;
-        let ended = match hello.map(rmpv::ext::from_value::<Welcome>) {
+        let ended = match hello.map(from_value::<Welcome>) {
             Ok(Ok(welcome)) => {
                 info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
                 self.linked.send_modify(|n| *n += 1);
@@ -188,7 +189,7 @@ impl Session {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let enrolled: Enrolled = rmpv::ext::from_value(answer).map_err(|e| e.to_string())?;
+        let enrolled: Enrolled = from_value(answer).map_err(|e| e.to_string())?;
         let mut next = self.identity.lock().unwrap().clone();
         next.key_pem = key_pem;
         next.cert_pem = enrolled.certificate_pem;
@@ -296,13 +297,6 @@ impl Handler {
     }
 }
 
-fn arg<T: serde::de::DeserializeOwned + 'static>(
-    method: &'static str,
-    params: Vec<rmpv::Value>,
-) -> Result<T, RpcError> {
-    Args::new(method, params, 1)?.next("request")
-}
-
 /// Downloads a package over the link that asked for its install, a part per call.
 struct PeerFetch {
     peer: Peer,
@@ -324,7 +318,7 @@ impl Fetch for PeerFetch {
                     .call(methods::PACKAGE_FETCH, &[request], timeout)
                     .await
                     .map_err(|e| format!("fetching the package from the center: {e}"))?;
-                let chunk: PackageChunk = rmpv::ext::from_value(answer)
+                let chunk: PackageChunk = from_value(answer)
                     .map_err(|e| format!("the center's package part does not read: {e}"))?;
                 if chunk.total != size || chunk.data.is_empty() {
                     return Err(format!(

@@ -14,6 +14,7 @@
 mod conn;
 mod logs;
 mod registry;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -294,7 +295,7 @@ impl Links {
             .call(methods::EXEC, &[&exec], timeout)
             .await
             .map_err(|e| call_error(agent, timeout, e))?;
-        rmpv::ext::from_value(value).map_err(|e| LinkError::Failed {
+        wire::from_value(value).map_err(|e| LinkError::Failed {
             agent: agent.to_owned(),
             message: format!("its answer to exec is not a result: {e}"),
         })
