@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use shoal_api::agent::LogQuery;
 use shoal_api::fleet::{
     codes, methods, Action, AgentReport, EnrollRequest, Enrolled, Exec, LogLine, LogsEnd,
-    LogsRequest, PackageChunk, PackageFetch, Refused, TargetResult, TargetStatus, Welcome,
+    LogsRequest, PackageChunk, PackageFetch, Refused, Renewal, TargetResult, TargetStatus, Welcome,
     CENTER_NAME,
 };
 use shoal_center::link::{
@@ -645,6 +645,57 @@ async fn calls_go_both_ways_exec_logs_and_packages() {
         .expect("logs.stop comes");
     assert_eq!(*agent.seen.stopped.lock().unwrap(), vec![stream_id]);
     assert_eq!(agent.seen.execs.load(Ordering::SeqCst), 1);
+    agent.close().await;
+    center.stop().await;
+}
+
+#[tokio::test]
+async fn renewal_gives_a_certificate_for_a_new_key_and_the_same_id() {
+    let center = Center::start("renew", Duration::from_secs(5)).await;
+    let (id, key, chain) = enroll(&center).await;
+    let agent = TestAgent::connect(&center, Some((&key, &chain)))
+        .await
+        .unwrap();
+    agent.hello().await.unwrap();
+    let (new_key, csr) = key_and_csr();
+    let value = agent
+        .peer
+        .call(
+            methods::RENEW,
+            &[Renewal { csr_pem: csr }],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let renewed: Enrolled = decode(value).unwrap();
+    assert_eq!(renewed.agent_id, id);
+    assert_ne!(renewed.certificate_pem, chain);
+    agent.close().await;
+
+    let again = TestAgent::connect(&center, Some((&new_key, &renewed.certificate_pem)))
+        .await
+        .unwrap();
+    assert_eq!(again.hello().await.unwrap().agent_id, id);
+    again.close().await;
+
+    // A request that is not a CSR is refused, naming what is expected.
+    let agent = TestAgent::connect(&center, Some((&new_key, &renewed.certificate_pem)))
+        .await
+        .unwrap();
+    agent.hello().await.unwrap();
+    let bad = Renewal {
+        csr_pem: "not a request".into(),
+    };
+    let err = agent
+        .peer
+        .call(methods::RENEW, &[bad], Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(codes::INVALID));
+    assert!(
+        err.to_string().contains("certificate signing request"),
+        "{err}"
+    );
     agent.close().await;
     center.stop().await;
 }

@@ -69,6 +69,11 @@ struct Center {
 
 impl Center {
     async fn start(dir: &std::path::Path) -> Center {
+        Center::start_with(dir, LinkConfig::default().agent_lifetime).await
+    }
+
+    /// A center whose agents' certificates last `lifetime`.
+    async fn start_with(dir: &std::path::Path, lifetime: Duration) -> Center {
         let kv: Arc<dyn Kv> = Arc::new(Sqlite::open(dir.join("center/store.db")).unwrap());
         let pki = Arc::new(Pki::load(&dir.join("center"), vec![]).await.unwrap());
         let join = Arc::new(Join::default());
@@ -81,6 +86,7 @@ impl Center {
         };
         let config = LinkConfig {
             heartbeat: Duration::from_millis(200),
+            agent_lifetime: lifetime,
             ..LinkConfig::default()
         };
         let links = Links::new(deps, config).await.unwrap();
@@ -338,6 +344,42 @@ async fn a_command_id_runs_once_across_a_dropped_link() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[1].ends_with("two"), "{lines:?}");
 
+    stop_agent(running).await;
+    center.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_renews_its_certificate_over_the_link_and_links_with_the_new_one() {
+    let dir = Scratch::new("link-renew");
+    let mut center = Center::start_with(dir.path(), Duration::from_secs(6)).await;
+    let data = dir.path().join("agent");
+    let running = agent(&data, center.options(Some(center.token())))
+        .await
+        .unwrap();
+    let id = running.0.link().unwrap().agent_id().to_owned();
+    assert!(center.links.wait_online(&id, WAIT).await);
+    let identity = data.join("link/identity.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&identity).unwrap()).unwrap()
+    };
+    let first = read();
+
+    // Two thirds into six seconds, over the live link: a new key and certificate.
+    let deadline = std::time::Instant::now() + WAIT;
+    let renewed = loop {
+        let now = read();
+        if now["cert_pem"] != first["cert_pem"] {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "no renewal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(renewed["key_pem"], first["key_pem"]);
+    assert_eq!(renewed["agent_id"], first["agent_id"]);
+
+    // The next link comes up with what is stored now.
+    center.drop_links().await;
+    assert!(center.links.wait_online(&id, WAIT).await);
     stop_agent(running).await;
     center.stop().await;
 }
