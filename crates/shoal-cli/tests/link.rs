@@ -315,7 +315,7 @@ async fn a_command_id_runs_once_across_a_dropped_link() {
     assert!(other.message.contains("installed"), "{other:?}");
 
     // A package whose bytes do not match its reference is refused before it is unpacked.
-    let (mut bad, _) = package(dir.path(), "2.0.0");
+    let (mut bad, _) = package(dir.path(), "3.0.0");
     bad.sha256 = pkg.sha256.clone();
     bad.size = pkg.size + 1;
     let refused = center
@@ -324,6 +324,22 @@ async fn a_command_id_runs_once_across_a_dropped_link() {
         .await
         .unwrap();
     assert_eq!(refused.status, TargetStatus::Error, "{refused:?}");
+
+    // The same new id twice at once: one run, both answered with its result.
+    let (v2, v2_bytes) = package(dir.path(), "2.0.0");
+    center
+        .packages
+        .0
+        .lock()
+        .unwrap()
+        .insert(v2.sha256.clone(), v2_bytes);
+    let (a, b) = tokio::join!(
+        center.links.exec(&id, install("cmd-4", &v2), WAIT),
+        center.links.exec(&id, install("cmd-4", &v2), WAIT),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.status, TargetStatus::Ok, "{a:?}");
+    assert_eq!(a, b);
 
     // Logs of the app come back over the link.
     let logs = data.join("logs/app");
