@@ -399,3 +399,93 @@ async fn an_agent_renews_its_certificate_over_the_link_and_links_with_the_new_on
     stop_agent(running).await;
     center.stop().await;
 }
+
+/// A service package `svc` 1.0.0 whose program sleeps; an install waits for it to settle.
+fn service_package(dir: &std::path::Path) -> (PackageRef, Bytes) {
+    let src = dir.join("svc-src");
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    let script = src.join("bin/svc");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        src.join("shoal.toml"),
+        "[package]\nname = \"svc\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+         [run]\ncommand = \"bin/svc\"\nstop_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let built = shoal_pkg::build(&src, &dir.join("svc-out")).unwrap();
+    let bytes = Bytes::from(std::fs::read(&built.archive).unwrap());
+    let package = PackageRef {
+        name: "svc".into(),
+        version: "1.0.0".into(),
+        sha256: built.sha256.to_string(),
+        size: bytes.len() as u64,
+    };
+    (package, bytes)
+}
+
+#[tokio::test]
+async fn a_link_dropped_in_the_middle_of_a_command_does_not_run_it_twice() {
+    let dir = Scratch::new("link-midway");
+    let mut center = Center::start(dir.path()).await;
+    let (svc, bytes) = service_package(dir.path());
+    center
+        .packages
+        .0
+        .lock()
+        .unwrap()
+        .insert(svc.sha256.clone(), bytes);
+    let data = dir.path().join("agent");
+    let running = agent(&data, center.options(Some(center.token())))
+        .await
+        .unwrap();
+    let id = running.0.link().unwrap().agent_id().to_owned();
+    assert!(center.links.wait_online(&id, WAIT).await);
+
+    let exec = Exec {
+        command: "midway".into(),
+        action: Action::Install {
+            name: "svc".into(),
+            version: None,
+        },
+        package: Some(svc.clone()),
+    };
+    let links = center.links.clone();
+    let (first, agent_id) = (exec.clone(), id.clone());
+    let sent = tokio::spawn(async move { links.exec(&agent_id, first, WAIT).await });
+
+    // Once the version is unpacked (the install then waits for the program to settle), the
+    // link drops.
+    let unpacked = data.join("apps/svc/versions/1.0.0");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !unpacked.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the install never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    center.drop_links().await;
+    let dropped = sent.await.unwrap();
+    assert!(
+        matches!(dropped, Err(shoal_center::link::LinkError::Dropped(_))),
+        "{dropped:?}"
+    );
+
+    // Sent again once the agent is back: the run going on is waited for, not started again.
+    assert!(center.links.wait_online(&id, WAIT).await);
+    let again = center.links.exec(&id, exec, WAIT).await.unwrap();
+    assert_eq!(again.status, TargetStatus::Ok, "{again:?}");
+    let other = Exec {
+        command: "other".into(),
+        action: Action::Install {
+            name: "svc".into(),
+            version: None,
+        },
+        package: Some(svc),
+    };
+    let other = center.links.exec(&id, other, WAIT).await.unwrap();
+    assert_eq!(other.status, TargetStatus::Error, "{other:?}");
+    stop_agent(running).await;
+    center.stop().await;
+}
