@@ -157,7 +157,12 @@ impl Accepted {
                 info!(agent = %id, addr = %self.addr, "link refused: the agent is revoked");
                 refuse(&peer, format!("agent {id} was revoked by the center"));
             }
-            _ => {}
+            Identity::Agent(_) => {
+                // Our calls to the agent then carry their deadline, and a dropped call
+                // cancels its handler there.
+                peer.negotiate(self.links.config().handshake_timeout).await;
+            }
+            Identity::Anonymous => {}
         }
         let window = match identity {
             Identity::Anonymous => ENROLL_WINDOW,
