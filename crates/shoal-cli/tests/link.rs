@@ -360,6 +360,22 @@ async fn a_command_id_runs_once_across_a_dropped_link() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[1].ends_with("two"), "{lines:?}");
 
+    // More lines than the first credit: they keep coming as the reader takes them.
+    let many: String = (0..1000)
+        .map(|n| format!("2026-01-01T00:00:00.{:03}Z line {n}\n", n % 1000))
+        .collect();
+    std::fs::write(logs.join("stdout.log"), many).unwrap();
+    let query = LogQuery {
+        lines: 1000,
+        ..LogQuery::default()
+    };
+    let stream = center.links.logs(&id, "app", query, WAIT).await.unwrap();
+    let lines: Vec<String> = tokio::time::timeout(WAIT, stream.map(|l| l.line).collect())
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 1000);
+    assert!(lines[999].ends_with("line 999"), "{:?}", lines.last());
+
     stop_agent(running).await;
     center.stop().await;
 }
