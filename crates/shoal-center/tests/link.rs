@@ -286,13 +286,9 @@ fn answer(req: Request, seen: &Seen, tasks: &TaskTracker) -> Result<Reply, RpcEr
     }
 }
 
-/// A value as `T`, through rmp-serde as the link reads its values.
-fn decode<T: serde::de::DeserializeOwned>(
-    value: rmpv::Value,
-) -> Result<T, rmp_serde::decode::Error> {
-    let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &value).unwrap();
-    rmp_serde::from_slice(&bytes)
+/// A value as `T`, as the link reads its values.
+fn decode<T: serde::de::DeserializeOwned>(value: rmpv::Value) -> Result<T, String> {
+    shoal_rpc::decode::from_value(value)
 }
 
 fn report() -> AgentReport {

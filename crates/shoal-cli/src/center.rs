@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::out::outln;
+use crate::out::out;
 
 #[derive(Args, Debug)]
 pub struct CenterArgs {
@@ -44,13 +44,20 @@ pub fn run(args: CenterArgs) -> anyhow::Result<ExitCode> {
         let running = shoal_center::run(config, shutdown.clone())
             .await
             .with_context(|| format!("starting the center on {}", args.data_dir.display()))?;
-        outln!("agents' port: {}", running.listen)?;
-        outln!("HTTP API: http://{}", running.http)?;
-        outln!("admin token: in {}", running.admin_token_file.display())?;
+        // A server goes on when nobody reads its output: these lines are best effort (the
+        // token is in its file whatever becomes of them).
+        let mut said = format!(
+            "agents' port: {}\nHTTP API: http://{}\nadmin token: in {}\n",
+            running.listen,
+            running.http,
+            running.admin_token_file.display()
+        );
         if let Some(token) = &running.admin_token {
-            outln!("the first admin token (shown once, kept in that file):")?;
-            outln!("{token}")?;
+            said.push_str(&format!(
+                "the first admin token (shown once, kept in that file):\n{token}\n"
+            ));
         }
+        let _ = out!("{said}");
         crate::signal::shutdown().await;
         shutdown.cancel();
         running.stopped().await;

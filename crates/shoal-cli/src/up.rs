@@ -1,7 +1,10 @@
-//! `shoal up`: a working fleet of one machine, from a fresh clone. It starts an agent on a
-//! local data directory, builds and installs two packages — `hello`, an RPC service built
-//! with the SDK, and `greeter`, a crontab whose job calls it every five seconds — and shows
-//! them in a live status table until Ctrl-C, which stops everything.
+//! `shoal up`: a working fleet of one machine, from a fresh clone. It starts a center and an
+//! agent joined to it (each on its own part of a local data directory), builds two packages —
+//! `hello`, an RPC service built with the SDK, and `greeter`, a crontab whose job calls it
+//! every five seconds — pushes them to the center's repository, installs them on the agent,
+//! and shows them in a live status table until Ctrl-C, which stops everything. It prints the
+//! center's addresses and where its admin token is, so `shoal agents` and `shoal fleet ...`
+//! work against it at once.
 //!
 //! Every way out stops everything: SIGINT, SIGTERM, SIGHUP (the terminal gone), an error and
 //! standard output closing (`shoal up | head -3`: noticed even between two redraws, and
@@ -12,7 +15,8 @@
 //!
 //! Both packages run this very binary, named by its absolute path (a package's command may be
 //! one): the service as `shoal example hello`, the job as `shoal call`. The data directory
-//! (default `.shoal-up`, the agent's in `.shoal-up/data`) starts empty each time; a non-empty
+//! (default `.shoal-up`, the agent's in `.shoal-up/data`, the center's in `.shoal-up/center`)
+//! starts empty each time; a non-empty
 //! directory that `shoal up` did not make, or one an agent runs on, is an error.
 
 use std::net::SocketAddr;
@@ -23,6 +27,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use shoal_agent::{Agent, Config, Programs};
+use shoal_api::center::{Role, TokenRequest};
+use shoal_center::tokens::Caller;
 use tokio_util::sync::CancellationToken;
 
 use crate::out::out;
@@ -115,10 +121,89 @@ async fn fleet(
     port: u16,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let center = start_center(&dir.join("center"), packages, shutdown).await?;
+    let ran = agent_joined(dir, &center, packages, port, shutdown).await;
+    shutdown.cancel();
+    center.stopped().await;
+    ran
+}
+
+/// A center on `dir` with `packages` in its repository; its API on 127.0.0.1:7441 when that is
+/// free (so `shoal agents` finds it without `--center`), else on another port.
+async fn start_center(
+    dir: &Path,
+    packages: &[shoal_pkg::Built],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<shoal_center::Running> {
+    let mut config = shoal_center::Config::new(dir);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let default_free = std::net::TcpListener::bind(config.http).is_ok();
+    if !default_free {
+        config.http = SocketAddr::from(([127, 0, 0, 1], 0));
+    }
+    let center = shoal_center::run(config, shutdown.clone())
+        .await
+        .context("starting the center")?;
+    for built in packages {
+        center
+            .center
+            .packages
+            .push(&built.archive)
+            .await
+            .with_context(|| format!("pushing {}", built.archive.display()))?;
+    }
+    write(format!(
+        "center: agents' port {}, API http://{}; its admin token is in {}\n  \
+         export SHOAL_CENTER=http://{} SHOAL_TOKEN=$(cat {})  # then: shoal agents; shoal fleet ps --all\n",
+        center.listen,
+        center.http,
+        center.admin_token_file.display(),
+        center.http,
+        center.admin_token_file.display(),
+    ))
+    .await?;
+    Ok(center)
+}
+
+/// The agent on `dir/data`, joined to `center`, with `packages` installed and shown, until
+/// `shutdown` fires or something fails; then, whichever way it ended, every program, run and
+/// task the agent started is stopped before this returns.
+async fn agent_joined(
+    dir: &Path,
+    center: &shoal_center::Running,
+    packages: &[shoal_pkg::Built],
+    port: u16,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let data = dir.join("data");
+    let join = center
+        .center
+        .tokens
+        .create(
+            &TokenRequest {
+                role: Role::Join,
+                namespace: None,
+                ttl_secs: Some(600),
+                uses: Some(1),
+            },
+            &Caller::center(),
+            &center.pin,
+        )
+        .await
+        .context("making the agent's join token")?;
     let config = Config {
         at_exit: Programs::Stop,
         ..Config::new(&data)
+    };
+    let mut link = shoal_agent::link::LinkOptions::new(center.listen.to_string());
+    link.join = Some(
+        join.token
+            .parse()
+            .context("the join token the center made")?,
+    );
+    let config = Config {
+        link: Some(link),
+        ..config
     };
     let running = shoal_agent::run(config, shutdown.clone()).await?;
     let agent = running.agent();

@@ -128,6 +128,16 @@ struct Member {
 
 impl Member {
     fn join(data: &Path, center: &str, token: Option<&str>, labels: &[&str]) -> Member {
+        Member::join_logged(data, center, token, labels, Stdio::null())
+    }
+
+    fn join_logged(
+        data: &Path,
+        center: &str,
+        token: Option<&str>,
+        labels: &[&str],
+        log: Stdio,
+    ) -> Member {
         let mut command = Command::new(SHOAL);
         command
             .args(["agent", "--center", center, "--data-dir"])
@@ -138,11 +148,7 @@ impl Member {
         for label in labels {
             command.args(["--label", label]);
         }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         Member {
             child,
             data: data.to_owned(),
@@ -152,14 +158,18 @@ impl Member {
     /// The id the center gave it, once it has one.
     fn id(&self) -> String {
         wait_for("the agent to enroll", || {
-            let cert = std::fs::read_to_string(self.data.join("link/agent.id")).ok()?;
-            Some(cert.trim().to_owned())
+            let text = std::fs::read_to_string(self.data.join("link/identity.json")).ok()?;
+            let identity: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some(identity["agent_id"].as_str()?.to_owned())
         })
     }
 
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// SIGKILL to the agent alone: its programs go on, for the next agent to adopt (and
+    /// the scratch directory's cleanup to end).
+    fn kill9(self) {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        me.child.kill().unwrap();
+        me.child.wait().unwrap();
     }
 }
 
@@ -288,14 +298,18 @@ fn a_center_and_three_agents_join_install_restart_grep_go_offline_and_are_revoke
     assert!(!logs.contains("noise"), "{logs}");
 
     // Killed: offline, and a command's result for it says so.
-    members[1].kill9();
+    let killed = members.remove(1);
+    killed.kill9();
     wait_for("the killed agent offline", || {
         (!center.agent(&ids[1]).online).then_some(())
     });
     let ps = center.command(&["ps", "--ids", &ids[1], "--timeout", "500ms"]);
     assert_eq!(ps.results[&ids[1]].status, TargetStatus::Offline, "{ps:?}");
     // Back, without a token: online with the same id.
-    members[1] = Member::join(&dir.0.join("agent1"), &center.link, None, &labels[1]);
+    members.insert(
+        1,
+        Member::join(&dir.0.join("agent1"), &center.link, None, &labels[1]),
+    );
     assert_eq!(members[1].id(), ids[1]);
     wait_for("the agent back online", || {
         center.agent(&ids[1]).online.then_some(())

@@ -7,6 +7,7 @@ pub mod blocking;
 pub mod client;
 pub mod codec;
 pub mod conn;
+pub mod decode;
 pub mod discover;
 pub mod endpoint;
 pub mod endpoints;

@@ -380,12 +380,12 @@ impl Args {
         // Old peers send bytes as `str`: a `Value` or byte parameter gets them untouched, and
         // only a type that insists on text reads them with replacement characters.
         let decoded = if has_bad_text(&value) {
-            match rmpv::ext::from_value(value.clone()) {
+            match crate::decode::from_value(value.clone()) {
                 Ok(v) => Ok(v),
-                Err(_) => rmpv::ext::from_value(fix_text(value)),
+                Err(_) => crate::decode::from_value(fix_text(value)),
             }
         } else {
-            rmpv::ext::from_value(value)
+            crate::decode::from_value(value)
         };
         decoded.map_err(|e| {
             RpcError::invalid_params(format!("{}: argument {index} `{name}`: {e}", self.method))

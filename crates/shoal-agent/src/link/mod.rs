@@ -245,7 +245,7 @@ pub async fn enroll(options: &LinkOptions, token: &TokenText) -> Result<Identity
     tasks.close();
     tasks.wait().await;
     let enrolled: Enrolled = match answer {
-        Ok(value) => wire::from_value::<Enrolled>(value).map_err(|e| LinkError::Enroll {
+        Ok(value) => shoal_rpc::decode::from_value(value).map_err(|e| LinkError::Enroll {
             center: center.clone(),
             message: format!("the center's answer does not read: {e}"),
         })?,

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::exec::{Commands, Fetch, FetchStream};
 use super::identity::{self, Identity};
 use super::logs::Streams;
-use super::wire::{arg, from_value};
+use super::wire::arg;
 use super::{tls, LinkOptions};
 use crate::Agent;
 
@@ -92,7 +92,7 @@ impl Session {
         let hello = peer
             .call(methods::HELLO, &[self.report().await], timeout)
             .await;
-        let ended = match hello.map(from_value::<Welcome>) {
+        let ended = match hello.map(shoal_rpc::decode::from_value::<Welcome>) {
             Ok(Ok(welcome)) => {
                 info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
                 self.linked.send_modify(|n| *n += 1);
@@ -189,7 +189,8 @@ impl Session {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let enrolled: Enrolled = from_value(answer).map_err(|e| e.to_string())?;
+        let enrolled: Enrolled =
+            shoal_rpc::decode::from_value(answer).map_err(|e| e.to_string())?;
         let mut next = self.identity.lock().unwrap().clone();
         next.key_pem = key_pem;
         next.cert_pem = enrolled.certificate_pem;
@@ -318,7 +319,7 @@ impl Fetch for PeerFetch {
                     .call(methods::PACKAGE_FETCH, &[request], timeout)
                     .await
                     .map_err(|e| format!("fetching the package from the center: {e}"))?;
-                let chunk: PackageChunk = from_value(answer)
+                let chunk: PackageChunk = shoal_rpc::decode::from_value(answer)
                     .map_err(|e| format!("the center's package part does not read: {e}"))?;
                 if chunk.total != size || chunk.data.is_empty() {
                     return Err(format!(

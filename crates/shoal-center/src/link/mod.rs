@@ -295,7 +295,7 @@ impl Links {
             .call(methods::EXEC, &[&exec], timeout)
             .await
             .map_err(|e| call_error(agent, timeout, e))?;
-        wire::from_value(value).map_err(|e| LinkError::Failed {
+        shoal_rpc::decode::from_value(value).map_err(|e| LinkError::Failed {
             agent: agent.to_owned(),
             message: format!("its answer to exec is not a result: {e}"),
         })

@@ -302,9 +302,8 @@ impl Client {
         let value = self.call_value(opts, method, params).await?;
         match crate::service::as_is::<R>(value) {
             Ok(v) => Ok(v),
-            Err(value) => {
-                rmpv::ext::from_value(value).map_err(|e| Error::Decode(format!("{method}: {e}")))
-            }
+            Err(value) => crate::decode::from_value(value)
+                .map_err(|e| Error::Decode(format!("{method}: {e}"))),
         }
     }
 
