@@ -16,6 +16,8 @@
 //!   backups/NAME/                backups of the app's [backup] paths
 //!   run/NAME/                    the FIFOs a running program writes its output into
 //!   run/supervise.lock           held by the agent that supervises the programs
+//!   link/identity.json           with a center: id, own key, certificate, root; mode 0600
+//!   link/agent.id                the id the center gave this agent
 //! ```
 //!
 //! [`DataDir`] names every path; [`State`] opens the database.
@@ -27,7 +29,8 @@
 //! database each part keeps its own tables in), [`versions`], [`hooks`], [`backup`],
 //! [`cron`], [`logs`] and [`supervise`] (the programs of service packages, their processes,
 //! restarts, health checks and output: [`Supervisor`]). The transport: [`api`], the local
-//! HTTP API over the agent, which nothing in the domain imports. [`run`] puts the two
+//! HTTP API over the agent, which nothing in the domain imports, and [`link`], the link to a
+//! center (enrollment, commands at most once per id, log streams). [`run`] puts them
 //! together.
 
 mod agent;

@@ -281,6 +281,7 @@ pub struct LogsRequest {
     /// Names this stream in the notifications.
     pub stream: u64,
     pub app: String,
+    /// Nested, not flattened: the query has a `stream` of its own (stdout or stderr).
     pub query: LogQuery,
 }
 

@@ -48,6 +48,9 @@ pub type FetchStream =
 pub struct Commands {
     agent: Agent,
     running: Arc<Mutex<HashMap<String, watch::Receiver<Option<TargetResult>>>>>,
+    /// Held from looking an id up to starting its run, so that the same id twice at once
+    /// starts it once and the other waits for it.
+    claiming: Arc<tokio::sync::Mutex<()>>,
     tasks: TaskTracker,
 }
 
@@ -72,6 +75,7 @@ impl Commands {
         Ok(Commands {
             agent,
             running: Arc::default(),
+            claiming: Arc::default(),
             tasks,
         })
     }
@@ -79,29 +83,18 @@ impl Commands {
     /// Runs `exec` unless its id was seen before; answers its result either way.
     pub async fn exec(&self, exec: Exec, fetch: Arc<dyn Fetch>) -> TargetResult {
         let id = exec.command.clone();
-        let mut waiting = {
-            let running = self.running.lock().unwrap();
-            running.get(&id).cloned()
-        };
-        if waiting.is_none() {
-            match self.claim(&id).await {
+        let claimed = self.claiming.lock().await;
+        let running = self.running.lock().unwrap().get(&id).cloned();
+        let mut rx = match running {
+            Some(rx) => rx,
+            None => match self.claim(&id).await {
                 Err(e) => return failure(format!("recording command {id}: {e}"), None),
                 Ok(Seen::Done(result)) => return result,
-                Ok(Seen::Interrupted) => {
-                    return TargetResult {
-                        status: TargetStatus::Interrupted,
-                        message: format!(
-                            "command {id} was started by an earlier run of this agent, which \
-                             stopped before it ended; it is not run again"
-                        ),
-                        detail: None,
-                        duration_ms: None,
-                    }
-                }
-                Ok(Seen::New) => waiting = Some(self.start(exec, fetch)),
-            }
-        }
-        let mut rx = waiting.expect("set above");
+                Ok(Seen::Interrupted) => return interrupted(&id),
+                Ok(Seen::New) => self.start(exec, fetch),
+            },
+        };
+        drop(claimed);
         let result = match rx.wait_for(Option::is_some).await {
             Ok(result) => result.clone().expect("waited for it"),
             Err(_) => failure(format!("command {id} ended without a result"), None),
@@ -282,6 +275,18 @@ fn sized(parts: FetchStream, size: u64) -> FetchStream {
         }
         Ok(part)
     }))
+}
+
+fn interrupted(id: &str) -> TargetResult {
+    TargetResult {
+        status: TargetStatus::Interrupted,
+        message: format!(
+            "command {id} was started by an earlier run of this agent, which stopped before it \
+             ended; it is not run again"
+        ),
+        detail: None,
+        duration_ms: None,
+    }
 }
 
 fn failure(message: String, detail: Option<serde_json::Value>) -> TargetResult {

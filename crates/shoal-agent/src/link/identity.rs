@@ -69,6 +69,11 @@ pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("link").join("identity.json")
 }
 
+/// `DATA/link/agent.id`: the agent's id alone, for people and scripts (no secret in it).
+pub fn id_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("link").join("agent.id")
+}
+
 /// The stored identity, if the agent enrolled. Blocking.
 pub fn load(data_dir: &Path) -> Result<Option<Identity>, IdentityError> {
     let path = path(data_dir);
@@ -91,9 +96,24 @@ pub fn load(data_dir: &Path) -> Result<Option<Identity>, IdentityError> {
         .map_err(|source| IdentityError::Bad { path, source })
 }
 
-/// Writes `identity` in place of the stored one (0600, a rename). Blocking.
+/// Writes `identity` in place of the stored one (0600, a rename), and its id to
+/// `agent.id`. Blocking.
 pub fn store(data_dir: &Path, identity: &Identity) -> Result<(), IdentityError> {
-    let path = path(data_dir);
+    let json = serde_json::to_vec_pretty(identity).map_err(|source| IdentityError::Bad {
+        path: path(data_dir),
+        source,
+    })?;
+    write(&path(data_dir), &json, 0o600)?;
+    write(
+        &id_path(data_dir),
+        format!("{}\n", identity.agent_id).as_bytes(),
+        0o644,
+    )
+}
+
+/// Replaces `path` with `bytes` through a synced temporary file and a rename.
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
+    let path = path.to_owned();
     let dir = path.parent().expect("the identity file is in a directory");
     let io = |source| IdentityError::Io {
         path: path.clone(),
@@ -101,15 +121,15 @@ pub fn store(data_dir: &Path, identity: &Identity) -> Result<(), IdentityError> 
     };
     std::fs::create_dir_all(dir).map_err(io)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(identity).map_err(std::io::Error::other)?)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(dir)?.sync_all()

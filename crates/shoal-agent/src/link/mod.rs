@@ -15,6 +15,7 @@ mod identity;
 mod logs;
 mod session;
 pub mod tls;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -14,7 +14,7 @@ use shoal_api::fleet::{
     PackageFetch, PackageRef, Refused, Renewal, Welcome, CENTER_NAME,
 };
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Addr, Args, ClientTls, Peer, Reply, Request, RpcError};
+use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::exec::{Commands, Fetch, FetchStream};
 use super::identity::{self, Identity};
 use super::logs::Streams;
+use super::wire::arg;
 use super::{tls, LinkOptions};
 use crate::Agent;
 
@@ -295,13 +296,6 @@ impl Handler {
             other => Err(RpcError::method_not_found(other)),
         }
     }
-}
-
-fn arg<T: serde::de::DeserializeOwned + 'static>(
-    method: &'static str,
-    params: Vec<rmpv::Value>,
-) -> Result<T, RpcError> {
-    Args::new(method, params, 1)?.next("request")
 }
 
 /// Downloads a package over the link that asked for its install, a part per call.

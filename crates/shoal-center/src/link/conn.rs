@@ -14,7 +14,7 @@ use shoal_api::fleet::{
     PackageChunk, PackageFetch, Renewal, Welcome,
 };
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Args, Peer, Reply, Request, RpcError};
+use shoal_rpc::{Peer, Reply, Request, RpcError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,7 @@ use tower::util::BoxCloneSyncService;
 use tracing::{debug, info, warn};
 
 use super::registry::{self, Record};
+use super::wire::arg;
 use super::{refuse, Links, Live};
 use crate::pki::{self, PkiError};
 
@@ -156,7 +157,12 @@ impl Accepted {
                 info!(agent = %id, addr = %self.addr, "link refused: the agent is revoked");
                 refuse(&peer, format!("agent {id} was revoked by the center"));
             }
-            _ => {}
+            Identity::Agent(_) => {
+                // Our calls to the agent then carry their deadline, and a dropped call
+                // cancels its handler there.
+                peer.negotiate(self.links.config().handshake_timeout).await;
+            }
+            Identity::Anonymous => {}
         }
         let window = match identity {
             Identity::Anonymous => ENROLL_WINDOW,
@@ -442,13 +448,6 @@ impl Links {
             self.changed();
         }
     }
-}
-
-fn arg<T: serde::de::DeserializeOwned + 'static>(
-    method: &'static str,
-    params: Vec<rmpv::Value>,
-) -> Result<T, RpcError> {
-    Args::new(method, params, 1)?.next("request")
 }
 
 fn check_report(

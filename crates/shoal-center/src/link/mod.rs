@@ -14,6 +14,7 @@
 mod conn;
 mod logs;
 mod registry;
+mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
