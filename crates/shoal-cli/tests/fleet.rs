@@ -400,3 +400,91 @@ fn a_center_killed_comes_back_on_its_data_and_every_agent_reconnects_by_itself()
     assert!(audit.iter().any(|e| e.action == "package.push"));
     drop(members);
 }
+
+/// A service `slow` whose install hook notes each run in `marker`, then takes `secs`.
+fn slow_package(out: &Path, marker: &Path, secs: u32) -> PathBuf {
+    let pkg = out.join("slow-src");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    for (name, text) in [
+        ("bin/slow", "#!/bin/sh\nexec sleep 1000\n".to_owned()),
+        (
+            "bin/install",
+            format!(
+                "#!/bin/sh\necho run >> {}\nsleep {secs}\n",
+                marker.display()
+            ),
+        ),
+    ] {
+        std::fs::write(pkg.join(name), text).unwrap();
+        std::fs::set_permissions(pkg.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        "[package]\nname = \"slow\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+         [run]\ncommand = \"bin/slow\"\n\n[hooks]\ninstall = \"bin/install\"\n",
+    )
+    .unwrap();
+    let built = Command::new(SHOAL)
+        .args(["pkg", "build"])
+        .arg(&pkg)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    out.join("slow-1.0.0.tar.gz")
+}
+
+#[test]
+fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_runs_it_twice() {
+    let dir = Scratch::new("fleet-agent-kill");
+    let center = Center::start(&dir.0.join("center"));
+    let out = center.ok(&["token", "create", "--role", "join", "--uses", "1"]);
+    let join = out.lines().last().unwrap().to_owned();
+    let data = dir.0.join("agent");
+    let member = Member::join(&data, &center.link, Some(&join), &[]);
+    let id = member.id();
+    wait_for("the agent online", || {
+        center.agent(&id).online.then_some(())
+    });
+    let marker = dir.0.join("hook-runs");
+    let archive = slow_package(&dir.0, &marker, 3);
+    center.ok(&["push", archive.to_str().unwrap()]);
+    // The install runs in the background while the agent is killed under its hook.
+    let mut install = Command::new(SHOAL)
+        .args([
+            "fleet",
+            "install",
+            "slow",
+            "--all",
+            "--timeout",
+            "60s",
+            "--json",
+        ])
+        .env("SHOAL_CENTER", &center.url)
+        .env("SHOAL_TOKEN", &center.token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the install hook to run", || marker.exists().then_some(()));
+    member.kill9();
+    common::kill_under(&data.join("apps"));
+    let member = Member::join(&data, &center.link, None, &[]);
+    let done = wait_for("the install command to end", || install.try_wait().unwrap());
+    let mut answer = String::new();
+    std::io::Read::read_to_string(install.stdout.as_mut().unwrap(), &mut answer).unwrap();
+    assert_eq!(done.code(), Some(1), "{answer}");
+    let view: CommandView = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        view.results[&id].status,
+        TargetStatus::Interrupted,
+        "{view:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().lines().count(),
+        1,
+        "the hook ran twice"
+    );
+    drop(member);
+}
