@@ -70,8 +70,6 @@ mod tests {
             from_value::<(u8, bool)>(Value::from(vec![Value::from(1), Value::from(true)])).unwrap(),
             (1, true)
         );
-        assert!(from_value::<u8>(Value::from("x"))
-            .unwrap_err()
-            .contains("invalid type"));
+        assert!(from_value::<u8>(Value::from("x")).is_err());
     }
 }
