@@ -585,7 +585,8 @@ const IDL_LIB_RS: &str = r#"//! The @NAME@ service, made by `shoal new` from svr
 
 @MODULES@
 /// What svr.json describes: its protos, the `@SERVICE@` service (`@SERVICE@Server`,
-/// `@SERVICE@Client`, `client_from_file`) and its worker groups.
+/// `@SERVICE@Client`, `client_from_file`) and its worker groups. Names keep svr.json's case.
+#[allow(non_snake_case)]
 pub mod svr {
     include!(concat!(env!("OUT_DIR"), "/svr.rs"));
 }

@@ -262,7 +262,7 @@ fn write_client(out: &mut String, idl: &Idl, class: &str, apis: &[crate::Api], n
         if let Answer::Typed(ty) = api.answer() {
             let _ = writeln!(
                 out,
-                "        \"\"\"Calls `{}` and returns its result, a `{ret}`.\"\"\"",
+                "        \"\"\"Calls `{}` and returns its result (`{ret}`).\"\"\"",
                 api.name
             );
             let _ = writeln!(out, "        return {}", from_wire(&call, ty, None, names));

@@ -46,12 +46,13 @@ pub fn generate(idl: &Idl, source: &str) -> String {
     );
     for proto in &idl.protos {
         out.push('\n');
+        let names = field_names(&proto.fields);
         let _ = writeln!(
             out,
             "#[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]"
         );
         let _ = writeln!(out, "pub struct {} {{", type_name(&proto.name));
-        for (field, name) in proto.fields.iter().zip(field_names(&proto.fields)) {
+        for (field, name) in proto.fields.iter().zip(names) {
             if unraw(&name) != field.name {
                 let _ = writeln!(out, "    #[serde(rename = {:?})]", field.name);
             }
@@ -63,9 +64,10 @@ pub fn generate(idl: &Idl, source: &str) -> String {
     if let Some(server) = &idl.rpc_server {
         let blocking = server.worker_type == Some(ServerWorkers::Thread);
         out.push('\n');
+        let methods = method_names(&server.apis);
         let _ = writeln!(out, "#[::shoal::service]");
         let _ = writeln!(out, "pub trait {app} {{");
-        for (api, name) in server.apis.iter().zip(method_names(&server.apis)) {
+        for (api, name) in server.apis.iter().zip(methods) {
             let _ = writeln!(out, "{};", signature(api, &name, idl, blocking, false));
         }
         out.push_str("}\n");
@@ -187,6 +189,16 @@ pub fn handlers(idl: &Idl, source: &str, module: &str) -> String {
         return out;
     };
     let blocking = server.worker_type == Some(ServerWorkers::Thread);
+    let methods = method_names(&server.apis);
+    let args = server.apis.iter().flat_map(|a| arg_names(&a.inputs()));
+    if methods
+        .iter()
+        .cloned()
+        .chain(args)
+        .any(|n| not_snake_case(&n))
+    {
+        out.push_str("#![allow(non_snake_case)] // The IDL's names keep their case.\n");
+    }
     let mut names = vec![app.clone()];
     let inputs: Vec<Field> = server.apis.iter().flat_map(|a| a.inputs()).collect();
     for proto in &idl.protos {
@@ -214,13 +226,12 @@ pub struct Handlers {{}}
 impl {app} for Handlers {{
 "
     );
-    let methods = method_names(&server.apis);
     for (i, (api, name)) in server.apis.iter().zip(methods).enumerate() {
         if i > 0 {
             out.push('\n');
         }
         let _ = writeln!(out, "{} {{", signature(api, &name, idl, blocking, true));
-        for arg in field_names(&api.inputs()) {
+        for arg in arg_names(&api.inputs()) {
             let _ = writeln!(out, "        let _ = {arg};");
         }
         if api.ret {
@@ -325,7 +336,7 @@ fn signature(api: &Api, name: &str, idl: &Idl, blocking: bool, user: bool) -> St
     let inputs = api.inputs();
     let args: String = inputs
         .iter()
-        .zip(field_names(&inputs))
+        .zip(arg_names(&inputs))
         .map(|(a, name)| format!(", {name}: {}", rust_type(a, idl)))
         .collect();
     let mut flags = Vec::new();
@@ -454,6 +465,16 @@ pub fn field_names(fields: &[Field]) -> Vec<String> {
     rust_names(fields.iter().map(|f| f.name.as_str()), &[])
 }
 
+/// Names that bind no variable in a pattern (the prelude's variants): an argument so named
+/// would be matched against them.
+const PATTERNS: &[&str] = &["None", "Some", "Ok", "Err"];
+
+/// The Rust names of an api's inputs ([`Api::inputs`]): as [`field_names`], and apart from the
+/// prelude's `None`, `Some`, `Ok` and `Err`, which a pattern would take for themselves.
+pub fn arg_names(inputs: &[Field]) -> Vec<String> {
+    rust_names(inputs.iter().map(|f| f.name.as_str()), PATTERNS)
+}
+
 /// The Rust method names of the apis, distinct, in order; a name the generated client has
 /// of its own (`new`, `client`, ...) moves aside as one Rust cannot take does.
 pub fn method_names(apis: &[Api]) -> Vec<String> {
@@ -486,6 +507,11 @@ pub fn rust_names<'a>(names: impl Iterator<Item = &'a str>, taken: &[&str]) -> V
             ident(&candidate)
         })
         .collect()
+}
+
+/// Whether rustc's `non_snake_case` lint would take `name` for one not in snake case.
+fn not_snake_case(name: &str) -> bool {
+    name.chars().any(|c| c.is_ascii_uppercase())
 }
 
 /// `r#type` → `type`.
