@@ -622,8 +622,10 @@ print(count, res.debuglogs.value, res.self)
 }
 
 /// The other server and worker kinds: a process-mode server with a simple group of threads,
-/// and async handlers with custom groups of processes. Each crate passes its own test, which
-/// calls every api and waits for every group at its declared size.
+/// and async handlers with custom groups of processes; and shoal-idl's IDL that uses every
+/// Rust and Python keyword as a field, argument and method name, whose handlers and test
+/// compile too. Each crate passes its own test, which calls every api and waits for every
+/// group at its declared size.
 #[test]
 fn every_worker_kind_builds_and_passes_its_test() {
     let scratch = Scratch::new("kinds");
@@ -644,6 +646,10 @@ fn every_worker_kind_builds_and_passes_its_test() {
   "rpc_server": {"port": 3200, "apis": [{"name": "type", "args": [{"name": "in", "type": "dict", "subtype": "float"}], "ret": true}]},
   "self_server": {"worker_type": "process",
     "groups": [{"group_name": "fast-lane", "worker_sum": 1}, {"group_name": "bulk", "worker_sum": 3}]}}"#,
+        ),
+        (
+            "keywords",
+            include_str!("../../shoal-idl/tests/keywords.json"),
         ),
     ];
     for (name, idl) in kinds {

@@ -16,13 +16,20 @@
 //!
 //! The format: `app`; `protos[{name, fields[{name, type, subtype?}]}]` where a type is
 //! `string`, `bool`, `int`, `float`, `list`, `tuple`, `dict` or the name of a proto, and
-//! `subtype` gives the element type of a `list` or `tuple` or the value type of a `dict`;
+//! `subtype` gives the element type of a `list` or `tuple` or the value type of a `dict`
+//! (string keys), or for a `dict` `"K:V"`, its key type (`int` or `string`) and value type;
 //! `rpc_client{mode: hashring|sharding}`; `rpc_server{ip, port, worker_type: process|thread,
-//! worker_sum, apis[{name, args[{name, type, subtype?}], ret}]}` (`ret: false` is a
-//! notification); `self_server{dispatch_type: simple|custom, worker_type:
-//! process|thread|process_coroutine, worker_sum, coroutine_sum, groups[{group_name,
+//! worker_sum, apis[{name, args[{name, type, subtype?}]?, req_proto?, res_proto?, ret}]}`;
+//! `self_server{dispatch_type: simple|custom, worker_type:
+//! process|thread|process_coroutine|coroutine, worker_sum, coroutine_sum, groups[{group_name,
 //! worker_sum, coroutine_sum}]}`. Keys the format does not have are errors (a typo would
 //! otherwise be ignored).
+//!
+//! An api is in the older form (positional `args`, any value answered) or the later one,
+//! msgpack-svrkit's: `req_proto` names the type of its one argument and `res_proto` the type
+//! of its result (a proto or a basic type); either may be absent (no argument; a reply
+//! without a value). `args` beside `req_proto` is an error, as is `res_proto` with `ret: false`
+//! (a notification). [`Api::inputs`] and [`Api::answer`] read both forms.
 
 mod locate;
 pub mod python;

@@ -12,8 +12,8 @@
 //!   and `from_dict(map)` (nested protos and `list`/`tuple`/`dict` subtypes converted back; a
 //!   field the map lacks keeps its default, unknown keys are ignored). Types: `string` → `str`,
 //!   `bool` → `bool`, `int` → `int`, `float` → `float` (an `int` given travels as a float),
-//!   `list` → `list[T]`, `tuple` → `tuple[T, ...]`, `dict` → `dict[str, T]`, with `T` the
-//!   `subtype` or `Any`.
+//!   `list` → `list[T]`, `tuple` → `tuple[T, ...]`, `dict` → `dict[K, T]`, with `T` the
+//!   `subtype` (its value part) or `Any`, and `K` `int` for a `"int:V"` subtype, else `str`.
 //! - The app `echo` becomes `EchoClient(endpoints, *, balance=None, shard_count=None,
 //!   key=None, timeout=3.0, retries=2)`. `endpoints` is the path of an endpoint file (the TOML
 //!   that `shoal_rpc::endpoints` documents, read with `tomllib`), an `Endpoints` value, or a
@@ -24,11 +24,13 @@
 //!   file without a `balance` key means something else to this client than to a Rust client
 //!   (which defaults to `round_robin`). The endpoints are checked as the Rust client checks
 //!   them, and a `ConfigError` names the file (or `endpoints`) and the key at fault.
-//! - One method per api, arguments positional as in the IDL, then keyword-only `key=` (an
-//!   `int` from 0 to 2^64-1 or a `str`: routes the call under `hashring` and `shard`) and
-//!   `timeout=` (seconds). A call returns the decoded result (the IDL gives no result type);
-//!   a `ret: false` api sends a notification and returns `None` once it is sent. A proto
-//!   argument may be given as its class or as a dict.
+//! - One method per api, arguments positional as in the IDL (a `req_proto` is one argument,
+//!   `req`), then keyword-only `key=` (an `int` from 0 to 2^64-1 or a `str`: routes the call
+//!   under `hashring` and `shard`) and `timeout=` (seconds). A call with a `res_proto` returns
+//!   its value built as that type (a proto's dataclass); a later-form api without one returns
+//!   `None` once answered; an older-form api returns the decoded result (the IDL gives no
+//!   result type); a `ret: false` api sends a notification and returns `None` once it is
+//!   sent. A proto argument may be given as its class or as a dict.
 //! - Errors, all raised by calls: `RemoteError` (the server's error object in `.error`, and
 //!   `.code`, `.message`, `.data`), `DeadlineExceeded`, `NotSent` (no endpoint could be
 //!   connected to), `ConnectionClosed` (the call may have been handled), `ProtocolError`;

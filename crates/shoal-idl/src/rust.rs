@@ -5,9 +5,10 @@
 //! The generated module holds:
 //! - one struct per proto, with serde derives (a proto travels as a map of its fields);
 //! - the `#[shoal::service]` trait of `rpc_server.apis`, named after the app (`echo` →
-//!   `Echo`, and through the macro `EchoServer` and `EchoClient`). The IDL gives no result
-//!   type, so a method returns `Result<shoal::Value, shoal::RpcError>`; `ret: false` makes
-//!   it a notification. With `worker_type: thread` the methods are blocking (`#[shoal(blocking)]`
+//!   `Echo`, and through the macro `EchoServer` and `EchoClient`). A method takes its `args`
+//!   or its `req_proto` (as `req`) and returns `Result<T, shoal::RpcError>`: `T` the
+//!   `res_proto`'s type, `()` for a later-form api without one, `shoal::Value` in the older
+//!   form, which gives no result type; `ret: false` makes it a notification. With `worker_type: thread` the methods are blocking (`#[shoal(blocking)]`
 //!   plain `fn`s, run on the server's blocking pool, which the config sizes to
 //!   `worker_sum`); otherwise they are `async fn`s;
 //! - `client_from_file(path)`: an `EchoClient` for the servers of an endpoint file (see
@@ -17,17 +18,24 @@
 //!   [`crate::SelfServer::plan`]) and `declare_workers(app, workers)`, which declares the
 //!   groups with their sizes: `thread` groups run a blocking `fn(&self, Worker)` on threads,
 //!   `process` groups an async one in processes of their own, and `process_coroutine` groups
-//!   an async `fn(&self, Worker, coroutine)` `coroutine_sum` times at once in each process.
+//!   an async `fn(&self, Worker, coroutine)` `coroutine_sum` times at once in each process,
+//!   and `coroutine` groups an async one as tasks in the service's own process.
 //!
 //! Because the user's handlers implement the generated traits, a change to the IDL (a new
 //! api, an argument added or retyped, a group renamed) is a compile error in the user's
 //! code, pointing at the handler to change.
 //!
-//! Names: a proto `echo_msg` becomes `EchoMsg`; field, argument and method names stay as
-//! written (`type` becomes `r#type`, still `type` on the wire); a group `fast-lane` becomes
-//! the method `fast_lane`. Types: `string` → `String`, `bool` → `bool`, `int` → `i64`,
-//! `float` → `f64`, `list` and `tuple` → `Vec<T>`, `dict` → `HashMap<String, T>`, with `T`
-//! the `subtype` or, without one, `shoal::Value` (any MessagePack value).
+//! Names: a proto `echo_msg` becomes `EchoMsg` (`self`: `Self_`); field, argument and method
+//! names stay as written (`type` becomes `r#type`, still `type` on the wire). Names Rust
+//! cannot take even raw (`self`, `super`, `crate`, `Self`, `_`), arguments named like the
+//! prelude's variants (`None`, `Some`, `Ok`, `Err`) and methods named like the client's own
+//! (`new`, `client`, ...) get a trailing `_` (`self_`) and keep their name on the wire
+//! (serde's `rename`, the service's `name =`); see [`rust_names`]. Names keep their case, so
+//! the module that includes the code allows `non_snake_case` where the IDL has such names.
+//! A group `fast-lane` becomes the method `fast_lane`. Types: `string` → `String`, `bool` →
+//! `bool`, `int` → `i64`, `float` → `f64`, `list` and `tuple` → `Vec<T>`, `dict` →
+//! `HashMap<K, T>`, with `T` the `subtype` (its value part) or, without one, `shoal::Value`
+//! (any MessagePack value), and `K` `i64` for `"int:V"`, else `String`.
 
 use std::fmt::Write;
 
