@@ -692,43 +692,36 @@ fn fields(list: &[Field], at: &[Step], name: &str, protos: &[&str]) -> Checked {
             ));
         }
         if let Some(sub) = &field.subtype {
-            let sub_at = [here.clone(), vec![key("subtype")]].concat();
-            if !matches!(field.ty.as_str(), "list" | "tuple" | "dict") {
-                return Err((
-                    sub_at,
-                    format!(
-                        "a subtype belongs to a list, tuple or dict; {:?} has none",
-                        field.ty
-                    ),
-                ));
-            }
-            match sub.split_once(':') {
-                Some(_) if field.ty != "dict" => {
-                    return Err((
-                        sub_at,
-                        format!(
-                            "a \"K:V\" subtype belongs to a dict; a {} takes its element type \
-                             alone",
-                            field.ty
-                        ),
-                    ));
-                }
-                Some((key, _)) if !matches!(key, "int" | "string") => {
-                    return Err((
-                        sub_at,
-                        format!("the key type of {sub:?} must be int or string, got {key:?}"),
-                    ));
-                }
-                Some((_, value)) if !known(value) => {
-                    return Err((sub_at, unknown_type(value, protos)));
-                }
-                Some(_) => {}
-                None if !known(sub) => return Err((sub_at, unknown_type(sub, protos))),
-                None => {}
-            }
+            subtype(field, sub, [here, vec![key("subtype")]].concat(), protos)?;
         }
     }
     Ok(())
+}
+
+/// A field's `subtype` at `at`: on a container, of a known type; a `"K:V"` one on a dict,
+/// with `int` or `string` keys.
+fn subtype(field: &Field, sub: &str, at: Vec<Step>, protos: &[&str]) -> Checked {
+    let known = |ty: &str| BASIC_TYPES.contains(&ty) || protos.contains(&ty);
+    if !matches!(field.ty.as_str(), "list" | "tuple" | "dict") {
+        let message = format!(
+            "a subtype belongs to a list, tuple or dict; {:?} has none",
+            field.ty
+        );
+        return Err((at, message));
+    }
+    let message = match sub.split_once(':') {
+        Some(_) if field.ty != "dict" => format!(
+            "a \"K:V\" subtype belongs to a dict; a {} takes its element type alone",
+            field.ty
+        ),
+        Some((key, _)) if !matches!(key, "int" | "string") => {
+            format!("the key type of {sub:?} must be int or string, got {key:?}")
+        }
+        Some((_, value)) if !known(value) => unknown_type(value, protos),
+        None if !known(sub) => unknown_type(sub, protos),
+        Some(_) | None => return Ok(()),
+    };
+    Err((at, message))
 }
 
 fn unknown_type(ty: &str, protos: &[&str]) -> String {
