@@ -13,6 +13,9 @@ use crate::out::outln;
 pub enum IdlCommand {
     /// Write DIR/<app>_client.py, a Python client for the IDL's service.
     ///
+    /// Either form of the IDL: positional `args`, or a `req_proto` and a `res_proto` (the
+    /// method returns the result built as its dataclass).
+    ///
     /// The module needs Python 3.11 and `msgpack` from PyPI. Its client reads shoal's endpoint
     /// files and balances as shoal's Rust client does; without a `balance` in the file, the
     /// IDL's rpc_client.mode applies.

@@ -400,6 +400,7 @@ fn workers_config(idl: &Idl) -> String {
             GroupWorkers::ProcessCoroutine => {
                 format!("processes of {} coroutines each", group.coroutines)
             }
+            GroupWorkers::Coroutine => "coroutines in the service's process".to_owned(),
         };
         out.push_str(&format!(
             "{} = {}  # {how}\n",
@@ -456,9 +457,10 @@ fn clients_toml(names: &Names, idl: &Idl, port: u16) -> String {
 /// call answers not implemented.
 fn idl_calls(idl: &Idl, server: &shoal_idl::RpcServer) -> String {
     let mut out = String::new();
-    for api in &server.apis {
-        let args: Vec<String> = api.args.iter().map(|a| default_value(&a.ty, idl)).collect();
-        let method = shoal_idl::rust::ident(&api.name);
+    let methods = shoal_idl::rust::method_names(&server.apis);
+    for (api, method) in server.apis.iter().zip(methods) {
+        let inputs = api.inputs();
+        let args: Vec<String> = inputs.iter().map(|a| default_value(&a.ty, idl)).collect();
         if api.ret {
             out.push_str(&format!(
                 "    // Until `{name}` is filled in (src/handlers.rs) it answers not implemented;\n    \
@@ -506,13 +508,8 @@ fn default_value(ty: &str, idl: &Idl) -> String {
             let fields: Vec<String> = p
                 .fields
                 .iter()
-                .map(|f| {
-                    format!(
-                        "{}: {}",
-                        shoal_idl::rust::ident(&f.name),
-                        default_value(&f.ty, idl)
-                    )
-                })
+                .zip(shoal_idl::rust::field_names(&p.fields))
+                .map(|(f, name)| format!("{name}: {}", default_value(&f.ty, idl)))
                 .collect();
             format!(
                 "@CRATE@::{} {{ {} }}",
@@ -588,7 +585,8 @@ const IDL_LIB_RS: &str = r#"//! The @NAME@ service, made by `shoal new` from svr
 
 @MODULES@
 /// What svr.json describes: its protos, the `@SERVICE@` service (`@SERVICE@Server`,
-/// `@SERVICE@Client`, `client_from_file`) and its worker groups.
+/// `@SERVICE@Client`, `client_from_file`) and its worker groups. Names keep svr.json's case.
+#[allow(non_snake_case)]
 pub mod svr {
     include!(concat!(env!("OUT_DIR"), "/svr.rs"));
 }

@@ -16,13 +16,20 @@
 //!
 //! The format: `app`; `protos[{name, fields[{name, type, subtype?}]}]` where a type is
 //! `string`, `bool`, `int`, `float`, `list`, `tuple`, `dict` or the name of a proto, and
-//! `subtype` gives the element type of a `list` or `tuple` or the value type of a `dict`;
+//! `subtype` gives the element type of a `list` or `tuple` or the value type of a `dict`
+//! (string keys), or for a `dict` `"K:V"`, its key type (`int` or `string`) and value type;
 //! `rpc_client{mode: hashring|sharding}`; `rpc_server{ip, port, worker_type: process|thread,
-//! worker_sum, apis[{name, args[{name, type, subtype?}], ret}]}` (`ret: false` is a
-//! notification); `self_server{dispatch_type: simple|custom, worker_type:
-//! process|thread|process_coroutine, worker_sum, coroutine_sum, groups[{group_name,
+//! worker_sum, apis[{name, args[{name, type, subtype?}]?, req_proto?, res_proto?, ret}]}`;
+//! `self_server{dispatch_type: simple|custom, worker_type:
+//! process|thread|process_coroutine|coroutine, worker_sum, coroutine_sum, groups[{group_name,
 //! worker_sum, coroutine_sum}]}`. Keys the format does not have are errors (a typo would
 //! otherwise be ignored).
+//!
+//! An api is in the older form (positional `args`, any value answered) or the later one,
+//! msgpack-svrkit's: `req_proto` names the type of its one argument and `res_proto` the type
+//! of its result (a proto or a basic type); either may be absent (no argument; a reply
+//! without a value). `args` beside `req_proto` is an error, as is `res_proto` with `ret: false`
+//! (a notification). [`Api::inputs`] and [`Api::answer`] read both forms.
 
 mod locate;
 pub mod python;
@@ -62,9 +69,36 @@ pub struct Field {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
-    /// The element type of a `list` or `tuple`, the value type of a `dict`.
+    /// The element type of a `list` or `tuple`, the value type of a `dict`; for a `dict`
+    /// also `"K:V"`, its key type (`int` or `string`) and value type.
     #[serde(default)]
     pub subtype: Option<String>,
+}
+
+impl Field {
+    /// The element type of a `list` or `tuple`, or the value type of a `dict`, as written
+    /// (`None`: any value).
+    pub fn element(&self) -> Option<&str> {
+        let sub = self.subtype.as_deref()?;
+        Some(sub.split_once(':').map_or(sub, |(_, value)| value))
+    }
+
+    /// The key type of a `dict`: a `"K:V"` subtype's `K`, else `string`.
+    pub fn key(&self) -> DictKey {
+        match self.subtype.as_deref().and_then(|s| s.split_once(':')) {
+            Some(("int", _)) => DictKey::Int,
+            _ => DictKey::String,
+        }
+    }
+}
+
+/// The keys a `dict` may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictKey {
+    /// `string` (the older form's only keys).
+    String,
+    /// `int`: `"int:V"`.
+    Int,
 }
 
 /// How the generated client balances over several servers.
@@ -109,7 +143,7 @@ pub enum ServerWorkers {
     Thread,
 }
 
-/// One method.
+/// One method: positional `args` (the older form) or one `req_proto` (the later form).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
@@ -119,6 +153,53 @@ pub struct Api {
     /// False: a notification, no reply.
     #[serde(default = "yes")]
     pub ret: bool,
+    /// The type of the one request argument (a proto or a basic type); never with `args`.
+    #[serde(default)]
+    pub req_proto: Option<String>,
+    /// The type of the result (a proto or a basic type).
+    #[serde(default)]
+    pub res_proto: Option<String>,
+}
+
+/// The name the one argument of a `req_proto` api has in generated code.
+pub const REQUEST_ARG: &str = "req";
+
+impl Api {
+    /// What the method takes, in wire order: its `args`, or its `req_proto` as one argument
+    /// named [`REQUEST_ARG`].
+    pub fn inputs(&self) -> Vec<Field> {
+        match &self.req_proto {
+            Some(ty) => vec![Field {
+                name: REQUEST_ARG.into(),
+                ty: ty.clone(),
+                subtype: None,
+            }],
+            None => self.args.clone(),
+        }
+    }
+
+    /// What the method answers.
+    pub fn answer(&self) -> Answer<'_> {
+        match (self.ret, &self.res_proto, &self.req_proto) {
+            (false, _, _) => Answer::Nothing,
+            (true, Some(ty), _) => Answer::Typed(ty),
+            (true, None, Some(_)) => Answer::Nil,
+            (true, None, None) => Answer::Any,
+        }
+    }
+}
+
+/// What an api answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer<'a> {
+    /// `ret: false`: a notification, never answered.
+    Nothing,
+    /// The older form: any value (the IDL gives no type).
+    Any,
+    /// A `res_proto`: a value of that type.
+    Typed(&'a str),
+    /// The later form without a `res_proto`: a reply without a value (nil).
+    Nil,
 }
 
 fn yes() -> bool {
@@ -156,6 +237,8 @@ pub enum GroupWorkers {
     Process,
     Thread,
     ProcessCoroutine,
+    /// `worker_sum` coroutines (async tasks) in the service's own process.
+    Coroutine,
 }
 
 /// A named group of workers (`dispatch_type: custom`).
@@ -465,6 +548,7 @@ fn check(idl: &Idl) -> Checked {
                 return Err((name_at, format!("api {:?} is defined twice", api.name)));
             }
             fields(&api.args, &at, "args", &protos)?;
+            typed_api(api, &at, &protos)?;
         }
     }
     if let Some(workers) = &idl.self_server {
@@ -557,6 +641,40 @@ fn direct_cycle(idl: &Idl) -> Option<(usize, Vec<String>)> {
     })
 }
 
+/// The later form's `req_proto` and `res_proto`: known types, the request never beside
+/// `args`, the result never on a notification.
+fn typed_api(api: &Api, at: &[Step], protos: &[&str]) -> Checked {
+    let here = |k: &str| [at.to_vec(), vec![key(k)]].concat();
+    for (name, ty) in [("req_proto", &api.req_proto), ("res_proto", &api.res_proto)] {
+        if let Some(ty) = ty {
+            if !BASIC_TYPES.contains(&ty.as_str()) && !protos.contains(&ty.as_str()) {
+                return Err((here(name), unknown_type(ty, protos)));
+            }
+        }
+    }
+    if api.req_proto.is_some() && !api.args.is_empty() {
+        return Err((
+            here("req_proto"),
+            format!(
+                "api {:?} has both args and req_proto: it takes either positional args (the \
+                 older form) or one req_proto; drop one",
+                api.name
+            ),
+        ));
+    }
+    if api.res_proto.is_some() && !api.ret {
+        return Err((
+            here("res_proto"),
+            format!(
+                "api {:?} has ret: false (a notification, never answered) and a res_proto; \
+                 drop one",
+                api.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The fields (or args) at `at.list`: identifiers, unique, of known types.
 fn fields(list: &[Field], at: &[Step], name: &str, protos: &[&str]) -> Checked {
     for (i, field) in list.iter().enumerate() {
@@ -574,22 +692,36 @@ fn fields(list: &[Field], at: &[Step], name: &str, protos: &[&str]) -> Checked {
             ));
         }
         if let Some(sub) = &field.subtype {
-            let sub_at = [here.clone(), vec![key("subtype")]].concat();
-            if !matches!(field.ty.as_str(), "list" | "tuple" | "dict") {
-                return Err((
-                    sub_at,
-                    format!(
-                        "a subtype belongs to a list, tuple or dict; {:?} has none",
-                        field.ty
-                    ),
-                ));
-            }
-            if !known(sub) {
-                return Err((sub_at, unknown_type(sub, protos)));
-            }
+            subtype(field, sub, [here, vec![key("subtype")]].concat(), protos)?;
         }
     }
     Ok(())
+}
+
+/// A field's `subtype` at `at`: on a container, of a known type; a `"K:V"` one on a dict,
+/// with `int` or `string` keys.
+fn subtype(field: &Field, sub: &str, at: Vec<Step>, protos: &[&str]) -> Checked {
+    let known = |ty: &str| BASIC_TYPES.contains(&ty) || protos.contains(&ty);
+    if !matches!(field.ty.as_str(), "list" | "tuple" | "dict") {
+        let message = format!(
+            "a subtype belongs to a list, tuple or dict; {:?} has none",
+            field.ty
+        );
+        return Err((at, message));
+    }
+    let message = match sub.split_once(':') {
+        Some(_) if field.ty != "dict" => format!(
+            "a \"K:V\" subtype belongs to a dict; a {} takes its element type alone",
+            field.ty
+        ),
+        Some((key, _)) if !matches!(key, "int" | "string") => {
+            format!("the key type of {sub:?} must be int or string, got {key:?}")
+        }
+        Some((_, value)) if !known(value) => unknown_type(value, protos),
+        None if !known(sub) => unknown_type(sub, protos),
+        Some(_) | None => return Ok(()),
+    };
+    Err((at, message))
 }
 
 fn unknown_type(ty: &str, protos: &[&str]) -> String {

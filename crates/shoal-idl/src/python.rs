@@ -12,8 +12,8 @@
 //!   and `from_dict(map)` (nested protos and `list`/`tuple`/`dict` subtypes converted back; a
 //!   field the map lacks keeps its default, unknown keys are ignored). Types: `string` → `str`,
 //!   `bool` → `bool`, `int` → `int`, `float` → `float` (an `int` given travels as a float),
-//!   `list` → `list[T]`, `tuple` → `tuple[T, ...]`, `dict` → `dict[str, T]`, with `T` the
-//!   `subtype` or `Any`.
+//!   `list` → `list[T]`, `tuple` → `tuple[T, ...]`, `dict` → `dict[K, T]`, with `T` the
+//!   `subtype` (its value part) or `Any`, and `K` `int` for a `"int:V"` subtype, else `str`.
 //! - The app `echo` becomes `EchoClient(endpoints, *, balance=None, shard_count=None,
 //!   key=None, timeout=3.0, retries=2)`. `endpoints` is the path of an endpoint file (the TOML
 //!   that `shoal_rpc::endpoints` documents, read with `tomllib`), an `Endpoints` value, or a
@@ -24,11 +24,13 @@
 //!   file without a `balance` key means something else to this client than to a Rust client
 //!   (which defaults to `round_robin`). The endpoints are checked as the Rust client checks
 //!   them, and a `ConfigError` names the file (or `endpoints`) and the key at fault.
-//! - One method per api, arguments positional as in the IDL, then keyword-only `key=` (an
-//!   `int` from 0 to 2^64-1 or a `str`: routes the call under `hashring` and `shard`) and
-//!   `timeout=` (seconds). A call returns the decoded result (the IDL gives no result type);
-//!   a `ret: false` api sends a notification and returns `None` once it is sent. A proto
-//!   argument may be given as its class or as a dict.
+//! - One method per api, arguments positional as in the IDL (a `req_proto` is one argument,
+//!   `req`), then keyword-only `key=` (an `int` from 0 to 2^64-1 or a `str`: routes the call
+//!   under `hashring` and `shard`) and `timeout=` (seconds). A call with a `res_proto` returns
+//!   its value built as that type (a proto's dataclass); a later-form api without one returns
+//!   `None` once answered; an older-form api returns the decoded result (the IDL gives no
+//!   result type); a `ret: false` api sends a notification and returns `None` once it is
+//!   sent. A proto argument may be given as its class or as a dict.
 //! - Errors, all raised by calls: `RemoteError` (the server's error object in `.error`, and
 //!   `.code`, `.message`, `.data`), `DeadlineExceeded`, `NotSent` (no endpoint could be
 //!   connected to), `ConnectionClosed` (the call may have been handled), `ProtocolError`;
@@ -55,7 +57,7 @@
 use std::collections::HashSet;
 use std::fmt::Write;
 
-use crate::{ClientMode, Field, Idl};
+use crate::{Answer, ClientMode, DictKey, Field, Idl};
 
 /// The client runtime every module carries, after its header.
 const RUNTIME: &str = include_str!("python/runtime.py");
@@ -157,7 +159,7 @@ fn write_proto(out: &mut String, proto: &crate::Proto, names: &Names) {
                 out,
                 "            \"{}\": {},",
                 field.name,
-                to_wire(&format!("self.{name}"), &field.ty, field.subtype.as_deref())
+                to_wire(&format!("self.{name}"), &field.ty, field.element())
             );
         }
         let _ = writeln!(out, "        }}");
@@ -182,7 +184,7 @@ fn write_proto(out: &mut String, proto: &crate::Proto, names: &Names) {
             from_wire(
                 &format!("data[\"{}\"]", field.name),
                 &field.ty,
-                field.subtype.as_deref(),
+                field.element(),
                 names
             )
         );
@@ -233,9 +235,9 @@ fn write_client(out: &mut String, idl: &Idl, class: &str, apis: &[crate::Api], n
     );
     for api in apis {
         let args = names.args(&api.name);
+        let inputs = api.inputs();
         out.push('\n');
-        let mut params: Vec<String> = api
-            .args
+        let mut params: Vec<String> = inputs
             .iter()
             .zip(args)
             .map(|(a, name)| format!("{name}: {}", hint(a, names)))
@@ -246,26 +248,40 @@ fn write_client(out: &mut String, idl: &Idl, class: &str, apis: &[crate::Api], n
             "key: int | str | None = None".into(),
             "timeout: float | None = None".into(),
         ]);
-        let ret = if api.ret { "Any" } else { "None" };
-        out.push_str(&signature(names.method(&api.name), &params, ret));
-        let wire: Vec<String> = api
-            .args
+        let ret = match api.answer() {
+            Answer::Any => "Any".to_owned(),
+            Answer::Typed(ty) => basic_hint(ty, names),
+            Answer::Nil | Answer::Nothing => "None".to_owned(),
+        };
+        out.push_str(&signature(names.method(&api.name), &params, &ret));
+        let wire: Vec<String> = inputs
             .iter()
             .zip(args)
-            .map(|(a, name)| to_wire(name, &a.ty, a.subtype.as_deref()))
+            .map(|(a, name)| to_wire(name, &a.ty, a.element()))
             .collect();
         let params = format!("[{}]", wire.join(", "));
-        if api.ret {
+        let call = format!("self._rpc.call(\"{}\", {params}, key, timeout)", api.name);
+        if let Answer::Typed(ty) = api.answer() {
+            let _ = writeln!(
+                out,
+                "        \"\"\"Calls `{}` and returns its result (`{ret}`).\"\"\"",
+                api.name
+            );
+            let _ = writeln!(out, "        return {}", from_wire(&call, ty, None, names));
+        } else if api.answer() == Answer::Nil {
+            let _ = writeln!(
+                out,
+                "        \"\"\"Calls `{}`; returns once it is answered (with no value).\"\"\"",
+                api.name
+            );
+            let _ = writeln!(out, "        {call}");
+        } else if api.ret {
             let _ = writeln!(
                 out,
                 "        \"\"\"Calls `{}` and returns its result.\"\"\"",
                 api.name
             );
-            let _ = writeln!(
-                out,
-                "        return self._rpc.call(\"{}\", {params}, key, timeout)",
-                api.name
-            );
+            let _ = writeln!(out, "        return {call}");
         } else {
             let _ = writeln!(
                 out,
@@ -315,14 +331,18 @@ fn signature(name: &str, params: &[String], ret: &str) -> String {
 
 /// The Python type of a field or argument.
 fn hint(field: &Field, names: &Names) -> String {
-    let element = || match &field.subtype {
+    let element = || match field.element() {
         Some(sub) => basic_hint(sub, names),
         None => "Any".into(),
+    };
+    let key = match field.key() {
+        DictKey::String => "str",
+        DictKey::Int => "int",
     };
     match field.ty.as_str() {
         "list" => format!("list[{}]", element()),
         "tuple" => format!("tuple[{}, ...]", element()),
-        "dict" => format!("dict[str, {}]", element()),
+        "dict" => format!("dict[{key}, {}]", element()),
         other => basic_hint(other, names),
     }
 }
@@ -391,8 +411,9 @@ fn usage(idl: &Idl, server: &crate::RpcServer, client: &str, names: &Names) -> S
     let mut imports = vec![client.to_owned()];
     let mut call = String::new();
     if let Some(api) = server.apis.first() {
-        let mut args: Vec<String> = api.args.iter().map(|a| example_arg(a, names)).collect();
-        for arg in &api.args {
+        let inputs = api.inputs();
+        let mut args: Vec<String> = inputs.iter().map(|a| example_arg(a, names)).collect();
+        for arg in &inputs {
             if !crate::BASIC_TYPES.contains(&arg.ty.as_str()) {
                 let class = names.class(&arg.ty).to_owned();
                 if !imports.contains(&class) {
@@ -583,7 +604,8 @@ impl Names {
         let methods = apis.clone().map(|a| a.name.clone()).zip(methods).collect();
         let args = apis
             .map(|a| {
-                let names = a.args.iter().map(|f| f.name.as_str());
+                let inputs = a.inputs();
+                let names = inputs.iter().map(|f| f.name.as_str());
                 (a.name.clone(), python_names(names, TAKEN_ARGS))
             })
             .collect();

@@ -5,9 +5,10 @@
 //! The generated module holds:
 //! - one struct per proto, with serde derives (a proto travels as a map of its fields);
 //! - the `#[shoal::service]` trait of `rpc_server.apis`, named after the app (`echo` →
-//!   `Echo`, and through the macro `EchoServer` and `EchoClient`). The IDL gives no result
-//!   type, so a method returns `Result<shoal::Value, shoal::RpcError>`; `ret: false` makes
-//!   it a notification. With `worker_type: thread` the methods are blocking (`#[shoal(blocking)]`
+//!   `Echo`, and through the macro `EchoServer` and `EchoClient`). A method takes its `args`
+//!   or its `req_proto` (as `req`) and returns `Result<T, shoal::RpcError>`: `T` the
+//!   `res_proto`'s type, `()` for a later-form api without one, `shoal::Value` in the older
+//!   form, which gives no result type; `ret: false` makes it a notification. With `worker_type: thread` the methods are blocking (`#[shoal(blocking)]`
 //!   plain `fn`s, run on the server's blocking pool, which the config sizes to
 //!   `worker_sum`); otherwise they are `async fn`s;
 //! - `client_from_file(path)`: an `EchoClient` for the servers of an endpoint file (see
@@ -17,23 +18,31 @@
 //!   [`crate::SelfServer::plan`]) and `declare_workers(app, workers)`, which declares the
 //!   groups with their sizes: `thread` groups run a blocking `fn(&self, Worker)` on threads,
 //!   `process` groups an async one in processes of their own, and `process_coroutine` groups
-//!   an async `fn(&self, Worker, coroutine)` `coroutine_sum` times at once in each process.
+//!   an async `fn(&self, Worker, coroutine)` `coroutine_sum` times at once in each process,
+//!   and `coroutine` groups an async one as tasks in the service's own process.
 //!
 //! Because the user's handlers implement the generated traits, a change to the IDL (a new
 //! api, an argument added or retyped, a group renamed) is a compile error in the user's
 //! code, pointing at the handler to change.
 //!
-//! Names: a proto `echo_msg` becomes `EchoMsg`; field, argument and method names stay as
-//! written (`type` becomes `r#type`, still `type` on the wire); a group `fast-lane` becomes
-//! the method `fast_lane`. Types: `string` → `String`, `bool` → `bool`, `int` → `i64`,
-//! `float` → `f64`, `list` and `tuple` → `Vec<T>`, `dict` → `HashMap<String, T>`, with `T`
-//! the `subtype` or, without one, `shoal::Value` (any MessagePack value).
+//! Names: a proto `echo_msg` becomes `EchoMsg` (`self`: `Self_`); field, argument and method
+//! names stay as written (`type` becomes `r#type`, still `type` on the wire). Names Rust
+//! cannot take even raw (`self`, `super`, `crate`, `Self`, `_`), arguments named like the
+//! prelude's variants (`None`, `Some`, `Ok`, `Err`) and methods named like the client's own
+//! (`new`, `client`, ...) get a trailing `_` (`self_`) and keep their name on the wire
+//! (serde's `rename`, the service's `name =`); see [`rust_names`]. Names keep their case, so
+//! the module that includes the code allows `non_snake_case` where the IDL has such names.
+//! A group `fast-lane` becomes the method `fast_lane`. Types: `string` → `String`, `bool` →
+//! `bool`, `int` → `i64`, `float` → `f64`, `list` and `tuple` → `Vec<T>`, `dict` →
+//! `HashMap<K, T>`, with `T` the `subtype` (its value part) or, without one, `shoal::Value`
+//! (any MessagePack value), and `K` `i64` for `"int:V"`, else `String`.
 
 use std::fmt::Write;
 
-use crate::{Api, ClientMode, Field, GroupPlan, GroupWorkers, Idl, ServerWorkers};
+use std::collections::HashSet;
 
-const RESULT: &str = "::core::result::Result<::shoal::Value, ::shoal::RpcError>";
+use crate::{Answer, Api, ClientMode, DictKey, Field, GroupPlan, GroupWorkers, Idl, ServerWorkers};
+
 const WORKER_RESULT: &str = "::core::result::Result<(), ::shoal::BoxError>";
 
 /// The generated module's source.
@@ -45,18 +54,17 @@ pub fn generate(idl: &Idl, source: &str) -> String {
     );
     for proto in &idl.protos {
         out.push('\n');
+        let names = field_names(&proto.fields);
         let _ = writeln!(
             out,
             "#[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]"
         );
         let _ = writeln!(out, "pub struct {} {{", type_name(&proto.name));
-        for field in &proto.fields {
-            let _ = writeln!(
-                out,
-                "    pub {}: {},",
-                ident(&field.name),
-                rust_type(field, idl)
-            );
+        for (field, name) in proto.fields.iter().zip(names) {
+            if unraw(&name) != field.name {
+                let _ = writeln!(out, "    #[serde(rename = {:?})]", field.name);
+            }
+            let _ = writeln!(out, "    pub {name}: {},", rust_type(field, idl));
         }
         out.push_str("}\n");
     }
@@ -64,10 +72,11 @@ pub fn generate(idl: &Idl, source: &str) -> String {
     if let Some(server) = &idl.rpc_server {
         let blocking = server.worker_type == Some(ServerWorkers::Thread);
         out.push('\n');
+        let methods = method_names(&server.apis);
         let _ = writeln!(out, "#[::shoal::service]");
         let _ = writeln!(out, "pub trait {app} {{");
-        for api in &server.apis {
-            let _ = writeln!(out, "{};", signature(api, idl, blocking, false));
+        for (api, name) in server.apis.iter().zip(methods) {
+            let _ = writeln!(out, "{};", signature(api, &name, idl, blocking, false));
         }
         out.push_str("}\n");
         let (balance, mode) = match idl.rpc_client.map(|c| c.mode) {
@@ -135,14 +144,18 @@ pub fn declare_workers<W: {app}Workers>(app: &mut ::shoal::Setup, workers: W) {{
                         "    app.thread_workers({name:?}, {n}, move |worker| w.{method}(worker));"
                     );
                 }
-                GroupWorkers::Process => {
+                GroupWorkers::Process | GroupWorkers::Coroutine => {
+                    let processes = if group.kind == GroupWorkers::Process {
+                        "\n    .processes()"
+                    } else {
+                        ""
+                    };
                     let _ = write!(
                         out,
                         "    app.workers({name:?}, {n}, move |worker| {{
         let w = ::std::sync::Arc::clone(&w);
         async move {{ w.{method}(worker).await }}
-    }})
-    .processes();
+    }}){processes};
 "
                     );
                 }
@@ -184,21 +197,31 @@ pub fn handlers(idl: &Idl, source: &str, module: &str) -> String {
         return out;
     };
     let blocking = server.worker_type == Some(ServerWorkers::Thread);
+    let methods = method_names(&server.apis);
+    let args = server.apis.iter().flat_map(|a| arg_names(&a.inputs()));
+    if methods
+        .iter()
+        .cloned()
+        .chain(args)
+        .any(|n| not_snake_case(&n))
+    {
+        out.push_str("#![allow(non_snake_case)] // The IDL's names keep their case.\n");
+    }
     let mut names = vec![app.clone()];
+    let inputs: Vec<Field> = server.apis.iter().flat_map(|a| a.inputs()).collect();
     for proto in &idl.protos {
-        if server
-            .apis
-            .iter()
-            .flat_map(|a| &a.args)
-            .any(|a| uses_proto(a, &proto.name))
-        {
+        let answers = |a: &Api| a.answer() == Answer::Typed(&proto.name);
+        if inputs.iter().any(|a| uses_proto(a, &proto.name)) || server.apis.iter().any(answers) {
             names.push(type_name(&proto.name));
         }
     }
     names.sort();
     out.push('\n');
-    if server.apis.iter().any(|a| a.ret) {
+    let answers: Vec<Answer<'_>> = server.apis.iter().map(Api::answer).collect();
+    if answers.contains(&Answer::Any) {
         out.push_str("use shoal::{RpcError, Value};\n\n");
+    } else if answers.iter().any(|a| *a != Answer::Nothing) {
+        out.push_str("use shoal::RpcError;\n\n");
     }
     let _ = writeln!(out, "use {module}::{};", braced(&names));
     let _ = write!(
@@ -211,13 +234,13 @@ pub struct Handlers {{}}
 impl {app} for Handlers {{
 "
     );
-    for (i, api) in server.apis.iter().enumerate() {
+    for (i, (api, name)) in server.apis.iter().zip(methods).enumerate() {
         if i > 0 {
             out.push('\n');
         }
-        let _ = writeln!(out, "{} {{", signature(api, idl, blocking, true));
-        for arg in &api.args {
-            let _ = writeln!(out, "        let _ = {};", ident(&arg.name));
+        let _ = writeln!(out, "{} {{", signature(api, &name, idl, blocking, true));
+        for arg in arg_names(&api.inputs()) {
+            let _ = writeln!(out, "        let _ = {arg};");
         }
         if api.ret {
             let _ = writeln!(
@@ -312,29 +335,45 @@ fn braced(names: &[String]) -> String {
 }
 
 fn uses_proto(field: &Field, proto: &str) -> bool {
-    field.ty == proto || field.subtype.as_deref() == Some(proto)
+    field.ty == proto || field.element() == Some(proto)
 }
 
-/// A method of the service trait, without its `;` or body; `user`: as the user's impl writes
-/// it (no attributes, the short result type).
-fn signature(api: &Api, idl: &Idl, blocking: bool, user: bool) -> String {
-    let args: String = api
-        .args
+/// A method of the service trait named `name` in Rust, without its `;` or body; `user`: as
+/// the user's impl writes it (no attributes, the short result type).
+fn signature(api: &Api, name: &str, idl: &Idl, blocking: bool, user: bool) -> String {
+    let inputs = api.inputs();
+    let args: String = inputs
         .iter()
-        .map(|a| format!(", {}: {}", ident(&a.name), rust_type(a, idl)))
+        .zip(arg_names(&inputs))
+        .map(|(a, name)| format!(", {name}: {}", rust_type(a, idl)))
         .collect();
-    let name = ident(&api.name);
-    let attr = match (user, blocking, api.ret) {
-        (true, _, _) | (false, false, true) => "",
-        (false, false, false) => "    #[shoal(notify)]\n",
-        (false, true, true) => "    #[shoal(blocking)]\n",
-        (false, true, false) => "    #[shoal(blocking, notify)]\n",
+    let mut flags = Vec::new();
+    if blocking {
+        flags.push("blocking".to_owned());
+    }
+    if !api.ret {
+        flags.push("notify".to_owned());
+    }
+    if unraw(name) != api.name {
+        flags.push(format!("name = {:?}", api.name));
+    }
+    let attr = if user || flags.is_empty() {
+        String::new()
+    } else {
+        format!("    #[shoal({})]\n", flags.join(", "))
     };
     let asyncness = if blocking { "" } else { "async " };
-    let ret = match (api.ret, user) {
-        (false, _) => String::new(),
-        (true, true) => " -> Result<Value, RpcError>".into(),
-        (true, false) => format!(" -> {RESULT}"),
+    let (result, error) = if user {
+        ("Result", "RpcError")
+    } else {
+        ("::core::result::Result", "::shoal::RpcError")
+    };
+    let ret = match api.answer() {
+        Answer::Nothing => String::new(),
+        Answer::Any if user => format!(" -> {result}<Value, {error}>"),
+        Answer::Any => format!(" -> {result}<::shoal::Value, {error}>"),
+        Answer::Typed(ty) => format!(" -> {result}<{}, {error}>", basic_or_proto(ty, idl)),
+        Answer::Nil => format!(" -> {result}<(), {error}>"),
     };
     format!("{attr}    {asyncness}fn {name}(&self{args}){ret}")
 }
@@ -353,13 +392,13 @@ fn worker_signature(group: &GroupPlan, user: bool) -> String {
         GroupWorkers::Thread => {
             format!("{indent}fn {method}(&self, worker: {worker}) -> {result}")
         }
-        GroupWorkers::Process if user => {
+        GroupWorkers::Process | GroupWorkers::Coroutine if user => {
             format!("{indent}async fn {method}(&self, worker: {worker}) -> {result}")
         }
         GroupWorkers::ProcessCoroutine if user => format!(
             "{indent}async fn {method}(&self, worker: {worker}, coroutine: usize) -> {result}"
         ),
-        GroupWorkers::Process => format!(
+        GroupWorkers::Process | GroupWorkers::Coroutine => format!(
             "{indent}fn {method}(&self, worker: {worker}) -> impl ::core::future::Future<Output = {result}> + ::core::marker::Send"
         ),
         GroupWorkers::ProcessCoroutine => format!(
@@ -385,6 +424,10 @@ fn describe(group: &GroupPlan) -> String {
             plural(n, "process", "processes"),
             plural(group.coroutines, "coroutine", "coroutines")
         ),
+        GroupWorkers::Coroutine => format!(
+            "{} in the service's process",
+            plural(n, "coroutine", "coroutines")
+        ),
     };
     format!("Group `{}`: {what}.", group.name)
 }
@@ -399,9 +442,10 @@ pub fn group_method(name: &str) -> String {
     }
 }
 
-/// `echo_msg` → `EchoMsg`.
+/// `echo_msg` → `EchoMsg`; `self` → `Self_` (`Self` names no type of ours).
 pub fn type_name(name: &str) -> String {
-    name.split('_')
+    let name: String = name
+        .split('_')
         .filter(|part| !part.is_empty())
         .map(|part| {
             let mut chars = part.chars();
@@ -410,10 +454,82 @@ pub fn type_name(name: &str) -> String {
                 None => String::new(),
             }
         })
+        .collect();
+    if name == "Self" {
+        "Self_".into()
+    } else {
+        name
+    }
+}
+
+/// Names Rust takes for itself even as raw identifiers (`r#self` is not one).
+const UNUSABLE: &[&str] = &["self", "Self", "super", "crate", "_"];
+
+/// Method names the generated client (`#[shoal::service]`'s `EchoClient`) has of its own.
+const CLIENT_OWN: &[&str] = &["new", "with_timeout", "with_key", "client"];
+
+/// The Rust names of a proto's fields or an api's inputs, distinct, in order ([`rust_names`]).
+pub fn field_names(fields: &[Field]) -> Vec<String> {
+    rust_names(fields.iter().map(|f| f.name.as_str()), &[])
+}
+
+/// Names that bind no variable in a pattern (the prelude's variants): an argument so named
+/// would be matched against them.
+const PATTERNS: &[&str] = &["None", "Some", "Ok", "Err"];
+
+/// The Rust names of an api's inputs ([`Api::inputs`]): as [`field_names`], and apart from the
+/// prelude's `None`, `Some`, `Ok` and `Err`, which a pattern would take for themselves.
+pub fn arg_names(inputs: &[Field]) -> Vec<String> {
+    rust_names(inputs.iter().map(|f| f.name.as_str()), PATTERNS)
+}
+
+/// The Rust method names of the apis, distinct, in order; a name the generated client has
+/// of its own (`new`, `client`, ...) moves aside as one Rust cannot take does.
+pub fn method_names(apis: &[Api]) -> Vec<String> {
+    rust_names(apis.iter().map(|a| a.name.as_str()), CLIENT_OWN)
+}
+
+/// Names as Rust identifiers, distinct from each other: a keyword becomes a raw identifier
+/// (`type` → `r#type`); a name Rust cannot take even so (`self`, `super`, `crate`, `Self`,
+/// `_`) or one in `taken` gets a trailing `_` (`self_`), and more until it is free. The wire
+/// keeps the IDL's names (serde's `rename`, the service's `name =`).
+pub fn rust_names<'a>(names: impl Iterator<Item = &'a str>, taken: &[&str]) -> Vec<String> {
+    let names: Vec<&str> = names.collect();
+    let free = |n: &str| !UNUSABLE.contains(&n) && !taken.contains(&n);
+    let mut used: HashSet<String> = names
+        .iter()
+        .filter(|n| free(n))
+        .map(|n| n.to_string())
+        .collect();
+    names
+        .iter()
+        .map(|&name| {
+            if free(name) {
+                return ident(name);
+            }
+            let mut candidate = format!("{name}_");
+            while !free(&candidate) || used.contains(&candidate) {
+                candidate.push('_');
+            }
+            used.insert(candidate.clone());
+            ident(&candidate)
+        })
         .collect()
 }
 
-/// A field, argument or method name as a Rust identifier.
+/// Whether rustc's `non_snake_case` lint would take `name` for one not in snake case.
+fn not_snake_case(name: &str) -> bool {
+    name.chars().any(|c| c.is_ascii_uppercase())
+}
+
+/// `r#type` → `type`.
+fn unraw(name: &str) -> &str {
+    name.strip_prefix("r#").unwrap_or(name)
+}
+
+/// A field, argument or method name as a Rust identifier, alone: a keyword becomes a raw
+/// identifier; a name Rust cannot take even so gets a trailing `_` ([`rust_names`] also keeps
+/// names apart).
 pub fn ident(name: &str) -> String {
     const KEYWORDS: &[&str] = &[
         "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern",
@@ -422,7 +538,9 @@ pub fn ident(name: &str) -> String {
         "use", "where", "while", "abstract", "become", "box", "do", "final", "macro", "override",
         "priv", "try", "typeof", "unsized", "virtual", "yield",
     ];
-    if KEYWORDS.contains(&name) {
+    if UNUSABLE.contains(&name) {
+        format!("{name}_")
+    } else if KEYWORDS.contains(&name) {
         format!("r#{name}")
     } else {
         name.to_owned()
@@ -430,16 +548,17 @@ pub fn ident(name: &str) -> String {
 }
 
 fn rust_type(field: &Field, idl: &Idl) -> String {
-    let element = || match &field.subtype {
+    let element = || match field.element() {
         Some(sub) => basic_or_proto(sub, idl),
         None => "::shoal::Value".to_owned(),
     };
+    let key = match field.key() {
+        DictKey::String => "::std::string::String",
+        DictKey::Int => "i64",
+    };
     match field.ty.as_str() {
         "list" | "tuple" => format!("::std::vec::Vec<{}>", element()),
-        "dict" => format!(
-            "::std::collections::HashMap<::std::string::String, {}>",
-            element()
-        ),
+        "dict" => format!("::std::collections::HashMap<{key}, {}>", element()),
         other => basic_or_proto(other, idl),
     }
 }

@@ -1,7 +1,9 @@
 //! The IDL read as pysvrkit users write it: the echo example from pysvrkit's documentation,
 //! unchanged, and bad files failing at a JSON path and line:column.
 
-use shoal_idl::{parse, ClientMode, Dispatch, GroupPlan, GroupWorkers, ServerWorkers};
+use shoal_idl::{
+    parse, Answer, ClientMode, DictKey, Dispatch, GroupPlan, GroupWorkers, ServerWorkers,
+};
 
 /// pysvrkit's documented echo example, verbatim.
 const ECHO: &str = include_str!("echo.json");
@@ -229,6 +231,154 @@ fn bad_files_fail_at_a_json_path_and_line_column() {
         (
             "{\"app\": \"x\", \"protos\": [{\"name\": \"x_client\"}]}",
             "svr.json:1:34: $.protos[0].name: proto \"x_client\" would be the Rust type XClient, which the service's code uses",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (text, expected) in cases {
+        let err = parse(text, "svr.json").unwrap_err().to_string();
+        if &err != expected {
+            wrong.push(format!("{text}\n  got      {err}\n  expected {expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// pysvrkit's later IDL (its msgpack-svrkit form): a typed request and result per api, `K:V`
+/// dicts, coroutine workers.
+const LATER: &str = include_str!("later.json");
+
+#[test]
+fn the_later_form_reads_whole() {
+    let idl = parse(LATER, "svr.json").unwrap();
+    let apis = &idl.rpc_server.as_ref().unwrap().apis;
+    let typed: Vec<(Vec<(String, String)>, Answer<'_>)> = apis
+        .iter()
+        .map(|a| {
+            let inputs = a.inputs().into_iter().map(|f| (f.name, f.ty)).collect();
+            (inputs, a.answer())
+        })
+        .collect();
+    let input = |name: &str, ty: &str| vec![(name.to_owned(), ty.to_owned())];
+    assert_eq!(
+        typed,
+        [
+            (input("req", "opqueryreq"), Answer::Typed("opqueryres")),
+            (input("req", "opmsg"), Answer::Nil),
+            (vec![], Answer::Typed("int")),
+            (input("msg", "debugmsg"), Answer::Nothing),
+        ]
+    );
+    let res = &idl.protos[3].fields;
+    let dicts: Vec<(DictKey, Option<&str>)> =
+        res[2..5].iter().map(|f| (f.key(), f.element())).collect();
+    assert_eq!(
+        dicts,
+        [
+            (DictKey::Int, Some("opmsg")),
+            (DictKey::String, Some("debugmsg")),
+            (DictKey::Int, Some("float"))
+        ]
+    );
+    // The older form's dict subtype is the value's type, under string keys.
+    let old = parse(
+        ECHO.replace(
+            "\"value\", \"type\": \"string\"",
+            "\"value\", \"type\": \"dict\", \"subtype\": \"int\"",
+        )
+        .as_str(),
+        "svr.json",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            old.protos[0].fields[0].key(),
+            old.protos[0].fields[0].element()
+        ),
+        (DictKey::String, Some("int"))
+    );
+
+    let plan = idl.self_server.as_ref().unwrap().plan();
+    let groups: Vec<(&str, GroupWorkers, u32)> = plan
+        .iter()
+        .map(|g| (g.name.as_str(), g.kind, g.workers))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("event", GroupWorkers::Coroutine, 2),
+            ("value", GroupWorkers::Coroutine, 3)
+        ]
+    );
+}
+
+#[test]
+fn the_later_form_becomes_rust() {
+    let idl = parse(LATER, "svr.json").unwrap();
+    let code = shoal_idl::rust::generate(&idl, "svr.json");
+    for line in [
+        "    pub kvs: ::std::collections::HashMap<i64, Opmsg>,",
+        "    pub by_user: ::std::collections::HashMap<::std::string::String, Debugmsg>,",
+        "    pub counts: ::std::collections::HashMap<i64, f64>,",
+        "    #[serde(rename = \"self\")]\n    pub self_: ::std::string::String,",
+        "    #[shoal(blocking)]\n    fn opquery(&self, req: Opqueryreq) -> ::core::result::Result<Opqueryres, ::shoal::RpcError>;",
+        "    #[shoal(blocking)]\n    fn record(&self, req: Opmsg) -> ::core::result::Result<(), ::shoal::RpcError>;",
+        "    #[shoal(blocking)]\n    fn count(&self) -> ::core::result::Result<i64, ::shoal::RpcError>;",
+        "    #[shoal(blocking, notify)]\n    fn debug(&self, msg: Debugmsg);",
+        "    /// Group `value`: 3 coroutines in the service's process.",
+        "    fn value(&self, worker: ::shoal::Worker) -> impl ::core::future::Future<Output = ::core::result::Result<(), ::shoal::BoxError>> + ::core::marker::Send;",
+        "    app.workers(\"value\", 3, move |worker| {\n        let w = ::std::sync::Arc::clone(&w);\n        async move { w.value(worker).await }\n    });\n",
+    ] {
+        assert!(code.contains(line), "{line}\n---\n{code}");
+    }
+    assert!(!code.contains(".processes()"), "{code}");
+
+    let handlers = shoal_idl::rust::handlers(&idl, "svr.json", "crate::svr");
+    for line in [
+        "use shoal::RpcError;\n",
+        "use crate::svr::{Debugmsg, Logagent, Opmsg, Opqueryreq, Opqueryres};",
+        "    fn opquery(&self, req: Opqueryreq) -> Result<Opqueryres, RpcError> {\n        let _ = req;\n        Err(RpcError::not_implemented(\"opquery\"))",
+        "    fn count(&self) -> Result<i64, RpcError> {",
+    ] {
+        assert!(handlers.contains(line), "{line}\n---\n{handlers}");
+    }
+    let workers = shoal_idl::rust::workers(&idl, "svr.json", "crate::svr");
+    assert!(
+        workers.contains("    async fn event(&self, worker: Worker) -> Result<(), BoxError> {"),
+        "{workers}"
+    );
+}
+
+/// (file, expected error) for the later form's rules.
+#[test]
+fn the_later_form_fails_at_a_json_path_and_line_column() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "{\"app\": \"x\", \"protos\": [{\"name\": \"m\"}], \"rpc_server\": {\"port\": 1, \"apis\": [\n {\"name\": \"a\", \"args\": [{\"name\": \"v\", \"type\": \"int\"}], \"req_proto\": \"m\"}]}}",
+            "svr.json:2:69: $.rpc_server.apis[0].req_proto: api \"a\" has both args and req_proto: it takes either positional args (the older form) or one req_proto; drop one",
+        ),
+        (
+            "{\"app\": \"x\", \"rpc_server\": {\"port\": 1, \"apis\": [{\"name\": \"a\", \"req_proto\": \"msg\"}]}}",
+            "svr.json:1:76: $.rpc_server.apis[0].req_proto: unknown type \"msg\"; expected one of string, bool, int, float, list, tuple, dict (a proto must be defined in protos)",
+        ),
+        (
+            "{\"app\": \"x\", \"rpc_server\": {\"port\": 1, \"apis\": [{\"name\": \"a\", \"res_proto\": \"int\", \"ret\": false}]}}",
+            "svr.json:1:76: $.rpc_server.apis[0].res_proto: api \"a\" has ret: false (a notification, never answered) and a res_proto; drop one",
+        ),
+        (
+            "{\"app\": \"x\", \"protos\": [{\"name\": \"p\", \"fields\": [{\"name\": \"d\", \"type\": \"dict\", \"subtype\": \"float:int\"}]}]}",
+            "svr.json:1:91: $.protos[0].fields[0].subtype: the key type of \"float:int\" must be int or string, got \"float\"",
+        ),
+        (
+            "{\"app\": \"x\", \"protos\": [{\"name\": \"p\", \"fields\": [{\"name\": \"d\", \"type\": \"list\", \"subtype\": \"int:int\"}]}]}",
+            "svr.json:1:91: $.protos[0].fields[0].subtype: a \"K:V\" subtype belongs to a dict; a list takes its element type alone",
+        ),
+        (
+            "{\"app\": \"x\", \"protos\": [{\"name\": \"p\", \"fields\": [{\"name\": \"d\", \"type\": \"dict\", \"subtype\": \"int:q\"}]}]}",
+            "svr.json:1:91: $.protos[0].fields[0].subtype: unknown type \"q\"; expected one of string, bool, int, float, list, tuple, dict, p (a proto must be defined in protos)",
+        ),
+        (
+            "{\"app\": \"x\", \"self_server\": {\"worker_type\": \"fiber\"}}",
+            "svr.json:1:51: $.self_server.worker_type: unknown variant `fiber`, expected one of `process`, `thread`, `process_coroutine`, `coroutine`",
         ),
     ];
     let mut wrong = Vec::new();

@@ -162,6 +162,62 @@ c.close()
     );
 }
 
+/// pysvrkit's later form: a method takes its `req_proto` and returns its `res_proto` built
+/// as the dataclass, `K:V` dicts keep int keys. Imported and used by the interpreter when
+/// there is one.
+#[tokio::test]
+async fn the_later_form_becomes_python() {
+    let idl = shoal_idl::parse(include_str!("later.json"), "svr.json").unwrap();
+    let code = shoal_idl::python::generate(&idl, "svr.json");
+    for block in [
+        "    kvs: dict[int, Opmsg] = _field(default_factory=lambda: {})\n",
+        "            \"kvs\": {_k: _wire(_v) for _k, _v in self.kvs.items()},\n",
+        "            out.kvs = {_k: Opmsg.from_dict(_v) for _k, _v in data[\"kvs\"].items()}\n",
+        "    self: str = \"\"\n",
+        "    ) -> Opqueryres:
+        \"\"\"Calls `opquery` and returns its result (`Opqueryres`).\"\"\"
+        return Opqueryres.from_dict(self._rpc.call(\"opquery\", [_wire(req)], key, timeout))\n",
+        "    ) -> None:
+        \"\"\"Calls `record`; returns once it is answered (with no value).\"\"\"
+        self._rpc.call(\"record\", [_wire(req)], key, timeout)\n",
+        "    def count(self, *, key: int | str | None = None, timeout: float | None = None) -> int:
+        \"\"\"Calls `count` and returns its result (`int`).\"\"\"
+        return self._rpc.call(\"count\", [], key, timeout)\n",
+    ] {
+        assert!(code.contains(block), "{block}\n---\n{code}");
+    }
+    let Some(python) = python().await else {
+        return;
+    };
+    let dir = Scratch::new("later");
+    dir.write("logagent_client.py", &code);
+    let check = r#"
+import msgpack
+import logagent_client as m
+res = m.Opqueryres(
+    debuglogs=m.Debugmsg(value="d"),
+    oplogs=[m.Opmsg(time=1, user="u", action="a", args=["x"])],
+    kvs={3: m.Opmsg(time=3)}, by_user={"u": m.Debugmsg(value="v")}, counts={1: 2}, self="me")
+wire = msgpack.unpackb(msgpack.packb(res.to_dict()), strict_map_key=False)
+assert wire["kvs"][3]["time"] == 3 and wire["counts"] == {1: 2.0} and wire["self"] == "me", wire
+back = m.Opqueryres.from_dict(wire)
+assert back == m.Opqueryres(**{**res.__dict__, "counts": {1: 2.0}}), back
+assert isinstance(back.kvs[3], m.Opmsg) and isinstance(back.debuglogs, m.Debugmsg)
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", check])
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_calls_through_protos_notifies_and_gets_errors() {
     let Some(python) = python().await else {
