@@ -5,6 +5,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
+use super::watch::change;
 use super::write::{Cmd, KvOp};
 use super::{prefix_upper, sql, watch, Sqlite};
 use crate::{Entry, Event, Kv, Result, Revision, Watch};
@@ -146,19 +147,5 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
         key: row.get(0)?,
         value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
         revision: row.get(2)?,
-    })
-}
-
-/// One row of `changes` (rev, key, value) as an event.
-pub(super) fn change(row: &Row<'_>) -> rusqlite::Result<Event> {
-    let revision: Revision = row.get(0)?;
-    let key: String = row.get(1)?;
-    Ok(match row.get::<_, Option<Vec<u8>>>(2)? {
-        Some(value) => Event::Put(Entry {
-            key,
-            value: Bytes::from(value),
-            revision,
-        }),
-        None => Event::Delete { key, revision },
     })
 }

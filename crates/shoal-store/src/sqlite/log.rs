@@ -1,7 +1,7 @@
 //! `Log` on SQLite: appends go to the writer thread (which keeps sequences gapless and
 //! times ordered), reads to the read pool.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use rusqlite::{params, Row};
 use tokio::sync::oneshot;
 
 use super::sql;
-use super::write::Cmd;
+use super::write::{time_ns, Cmd};
 use super::Sqlite;
 use crate::{Appended, From, Log, Record, Result};
 
@@ -71,12 +71,6 @@ impl Log for Sqlite {
             })
             .await
     }
-}
-
-/// Nanoseconds since the epoch as stored (0 before it, saturated far after it).
-pub(super) fn time_ns(time: SystemTime) -> i64 {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
 }
 
 fn record(row: &Row<'_>) -> rusqlite::Result<Record> {

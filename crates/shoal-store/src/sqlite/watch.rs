@@ -7,15 +7,16 @@
 
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::kv::change;
 use super::read::Readers;
+
 use super::{prefix_upper, sql};
-use crate::{Event, Result, Revision, StoreError, Watch};
+use crate::{Entry, Event, Result, Revision, StoreError, Watch};
 
 /// Events read from `changes` at a time.
 const BATCH: usize = 256;
@@ -157,4 +158,18 @@ fn read_after(conn: &mut Connection, prefix: &str, after: Revision) -> Result<Ve
         change,
     );
     sql(doing, rows.and_then(|rows| rows.collect()))
+}
+
+/// One row of `changes` (rev, key, value) as an event.
+pub(super) fn change(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let revision: Revision = row.get(0)?;
+    let key: String = row.get(1)?;
+    Ok(match row.get::<_, Option<Vec<u8>>>(2)? {
+        Some(value) => Event::Put(Entry {
+            key,
+            value: Bytes::from(value),
+            revision,
+        }),
+        None => Event::Delete { key, revision },
+    })
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -295,7 +295,7 @@ fn append(
     )?;
     // Never before the previous record, even if the clock steps back: reading from a time
     // then returns a suffix of the log.
-    let time = super::log::time_ns(SystemTime::now()).max(last_time);
+    let time = time_ns(SystemTime::now()).max(last_time);
     let seq = last + 1;
     conn.execute(
         "INSERT INTO log_records (log, seq, time_ns, dedup, data) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -317,4 +317,10 @@ fn compact(conn: &Connection, upto: Revision) -> rusqlite::Result<()> {
         [floor],
     )?;
     Ok(())
+}
+
+/// Nanoseconds since the epoch as stored (0 before it, saturated far after it).
+pub(super) fn time_ns(time: SystemTime) -> i64 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
 }
