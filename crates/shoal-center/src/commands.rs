@@ -21,6 +21,8 @@ use shoal_api::fleet::{
 use shoal_store::{Kv, StoreError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::packages::{PackageError, Packages};
 use crate::tokens::Caller;
@@ -76,6 +78,8 @@ pub enum CommandError {
     NoTargets,
     #[error("no command {0}")]
     NotFound(String),
+    #[error("the center is stopping; the command's unanswered targets are marked interrupted at its next start")]
+    Stopped,
     #[error(transparent)]
     Package(#[from] PackageError),
     #[error("the registry: {0}")]
@@ -92,6 +96,10 @@ pub struct Commands {
     kv: Arc<dyn Kv>,
     reach: Arc<dyn Reach>,
     packages: Packages,
+    /// The commands running: each its own task, so a caller that goes away does not cut one
+    /// short; [`Commands::close`] stops them (the next start marks them interrupted).
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 /// A command as stored under `commands/<id>`; each target's result is a key of its own,
@@ -112,7 +120,17 @@ impl Commands {
             kv,
             reach,
             packages,
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Stops the commands running and waits for their tasks; what they had not stored yet is
+    /// marked interrupted at the next start.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Marks every command left running by a center that stopped as interrupted, for the
@@ -173,10 +191,20 @@ impl Commands {
         let concurrency = request
             .concurrency
             .map_or(targets.len(), |n| n.max(1) as usize);
-        self.fan_out(targets, exec, concurrency, deadline).await?;
-        header.state = CommandState::Done;
-        self.kv.put(&key(&header.command), encode(&header)?).await?;
-        self.view(header).await
+        let (commands, stop) = (self.clone(), self.stop.clone());
+        let running = self.tasks.spawn(async move {
+            tokio::select! {
+                ran = commands.fan_out(targets, exec, concurrency, deadline) => ran?,
+                () = stop.cancelled() => return Err(CommandError::Stopped),
+            }
+            header.state = CommandState::Done;
+            commands
+                .kv
+                .put(&key(&header.command), encode(&header)?)
+                .await?;
+            commands.view(header).await
+        });
+        running.await.expect("a command's task does not panic")
     }
 
     /// A past or running command.

@@ -114,6 +114,7 @@ impl Running {
     /// store.
     pub async fn stopped(self) {
         self.shutdown.cancelled().await;
+        self.center.commands.close().await;
         self.tasks.close();
         self.tasks.wait().await;
         self.store.close().await;

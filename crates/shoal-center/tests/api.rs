@@ -455,3 +455,36 @@ fn build_package(dir: &Path, name: &str, version: &str) -> PathBuf {
     .unwrap();
     shoal_pkg::build(&src, dir).unwrap().archive
 }
+
+#[tokio::test]
+async fn a_command_runs_to_its_end_when_its_caller_goes_away() {
+    let fleet = Fleet::with(&[("a1", "default", &[], true), ("a2", "default", &[], false)]);
+    let served = serve(fleet.clone(), Limits::default()).await;
+    let admin = served.client(&served.admin);
+    let mut request = ps_everywhere();
+    request.timeout_ms = Some(500);
+    let caller = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            admin
+                .post::<_, CommandView>("/api/v1/commands", &request)
+                .await
+        })
+    };
+    let started = wait_for(|| async {
+        let list: Vec<CommandView> = admin.get("/api/v1/commands").await.ok()?;
+        list.into_iter().next()
+    })
+    .await;
+    caller.abort();
+    let done = wait_for(|| async {
+        let view: CommandView = admin
+            .get(&format!("/api/v1/commands/{}", started.command))
+            .await
+            .ok()?;
+        (view.state == CommandState::Done).then_some(view)
+    })
+    .await;
+    assert_eq!(done.results["a1"].status, TargetStatus::Ok);
+    assert_eq!(done.results["a2"].status, TargetStatus::Offline);
+}

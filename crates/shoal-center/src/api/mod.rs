@@ -81,6 +81,7 @@ impl From<crate::commands::CommandError> for ApiError {
         use crate::commands::CommandError as E;
         let status = match &e {
             E::Invalid(_) | E::NoTargets => StatusCode::BAD_REQUEST,
+            E::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             E::Forbidden { .. } => StatusCode::FORBIDDEN,
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Package(inner) => return ApiError::from_package(inner, e.to_string()),

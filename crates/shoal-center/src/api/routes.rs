@@ -195,7 +195,7 @@ async fn list_commands(
 #[utoipa::path(post, path = "/api/v1/commands", tag = "commands", request_body = CommandRequest,
     responses((status = 200, body = CommandView, description = "the command, run to its end"),
         (status = 400), (status = 401), (status = 403), (status = 404), (status = 415),
-        (status = 422)))]
+        (status = 422), (status = 503, description = "the center is stopping")))]
 async fn run_command(
     State(center): State<Center>,
     auth: Auth,
