@@ -139,6 +139,10 @@ pub struct TopicStats {
     /// Fetches waiting for messages right now.
     #[serde(default)]
     pub waiting: u64,
+    /// fdatasyncs of published records since the queue started: publishes waiting together
+    /// share one (group commit), so this stays below the publish calls under load.
+    #[serde(default)]
+    pub syncs: u64,
     pub subs: Vec<SubStats>,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use shoal_queue::{Client, Config, TlsFiles};
+use shoal_queue::{Client, Config, EngineKind, TlsFiles};
 use shoal_rpc::{Addr, ClientTls};
 
 use crate::out::{errln, outln};
@@ -20,6 +20,10 @@ pub struct QueueArgs {
     /// Run the queue on this data directory (without a subcommand).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Run the queue on JetStream at this NATS server instead of a data directory (a shoal
+    /// built with the `nats` feature; the server should run with `sync_interval: always`).
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    nats: Option<String>,
     /// Where the queue listens: host:port or unix:PATH. Any address but loopback or a Unix
     /// socket needs --tls-cert, --tls-key and --token-file. The default port is clear of the
     /// center's (7440 for agents, 7441 for its HTTP API).
@@ -129,14 +133,19 @@ pub fn run(args: QueueArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: QueueArgs) -> anyhow::Result<ExitCode> {
-    let Some(data_dir) = args.data_dir else {
-        bail!("give --data-dir DIR to run the queue, or a subcommand (shoal queue --help)");
+    let (data_dir, kind) = match (args.data_dir, args.nats) {
+        (Some(dir), None) => (dir, EngineKind::File),
+        (None, Some(url)) => (PathBuf::from(&url), EngineKind::Nats { url }),
+        _ => bail!(
+            "give --data-dir DIR (or --nats URL) to run the queue, or a subcommand (shoal queue --help)"
+        ),
     };
     let listen: Addr = args
         .listen
         .parse()
         .with_context(|| format!("--listen {}", args.listen))?;
     let mut config = Config::new(&data_dir, listen);
+    config.kind = kind;
     config.token_file = args.client.token_file;
     config.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

@@ -15,6 +15,7 @@ use shoal_rpc::transport::{server_tls, Addr, Listener};
 use shoal_rpc::{Args, BoxReply, Dispatch, MethodInfo, Reply, Request, RpcError, Server, Value};
 use tracing::{info, warn};
 
+use crate::backend::{Backend, EngineKind};
 use crate::engine::{Engine, EngineOptions, Error};
 
 /// The longest a fetch may wait for messages.
@@ -26,7 +27,10 @@ const MAX_FRAME: usize = 64 << 20;
 /// Where the queue keeps its data and how it is reached, as given.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the file engine keeps its topics (unused by JetStream's).
     pub data_dir: PathBuf,
+    /// The file engine (the default) or JetStream's.
+    pub kind: EngineKind,
     /// `host:port` or `unix:PATH`.
     pub listen: Addr,
     /// Certificate chain and key (PEM) to serve TLS with.
@@ -49,6 +53,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>, listen: Addr) -> Config {
         Config {
             data_dir: data_dir.into(),
+            kind: EngineKind::File,
             listen,
             tls: None,
             token_file: None,
@@ -89,6 +94,8 @@ pub enum StartError {
         #[source]
         source: Error,
     },
+    #[error("--nats {url}: this shoal was built without the `nats` feature (cargo build --features nats)")]
+    NatsNotBuilt { url: String },
     #[error("serving: {0}")]
     Serve(#[source] Box<shoal_rpc::Error>),
 }
@@ -102,7 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// A queue bound to its address, not yet serving: tests read the ephemeral port here.
 #[derive(Debug)]
 pub struct Queue {
-    engine: Engine,
+    engine: Arc<dyn Backend>,
     server: Server,
     listener: Listener,
     grace: Duration,
@@ -118,12 +125,7 @@ impl Queue {
             .map(|(cert, key)| server_tls(&cert, &key))
             .transpose()
             .map_err(|e| StartError::Tls(Box::new(e)))?;
-        let engine = Engine::open(&config.data_dir, config.engine)
-            .await
-            .map_err(|source| StartError::Engine {
-                path: config.data_dir.clone(),
-                source,
-            })?;
+        let engine = open_engine(&config).await?;
         let mut builder = Server::builder()
             .max_message(MAX_FRAME)
             .service(QueueService {
@@ -183,6 +185,28 @@ impl Queue {
         engine.close().await;
         info!("queue closed");
         served.map_err(|e| StartError::Serve(Box::new(e)))
+    }
+}
+
+async fn open_engine(config: &Config) -> Result<Arc<dyn Backend>, StartError> {
+    match &config.kind {
+        EngineKind::File => Engine::open(&config.data_dir, config.engine)
+            .await
+            .map(|e| Arc::new(e) as Arc<dyn Backend>)
+            .map_err(|source| StartError::Engine {
+                path: config.data_dir.clone(),
+                source,
+            }),
+        #[cfg(feature = "nats")]
+        EngineKind::Nats { url } => crate::nats::JetStream::connect(url, config.engine)
+            .await
+            .map(|e| Arc::new(e) as Arc<dyn Backend>)
+            .map_err(|source| StartError::Engine {
+                path: url.into(),
+                source,
+            }),
+        #[cfg(not(feature = "nats"))]
+        EngineKind::Nats { url } => Err(StartError::NatsNotBuilt { url: url.clone() }),
     }
 }
 
@@ -251,7 +275,7 @@ pub fn read_token(path: &Path) -> Result<String, StartError> {
 
 /// The RPC methods: each reads its one map argument, checks the token and calls the engine.
 struct QueueService {
-    engine: Engine,
+    engine: Arc<dyn Backend>,
     token: Option<Arc<str>>,
 }
 
@@ -352,7 +376,7 @@ impl Dispatch for QueueService {
                     authorize(&token, &r.token)?;
                     let topics = match r.topic {
                         Some(topic) => vec![topic],
-                        None => engine.topics(),
+                        None => engine.topics().await.map_err(to_rpc)?,
                     };
                     let mut stats = Vec::with_capacity(topics.len());
                     for topic in topics {
@@ -403,9 +427,10 @@ fn to_rpc(error: Error) -> RpcError {
         Error::TopicExists { .. }
         | Error::MaxBytesTooSmall { .. }
         | Error::BadName { .. }
-        | Error::NotItsMessage { .. } => codes::INVALID,
+        | Error::NotItsMessage { .. }
+        | Error::NotDelivered { .. } => codes::INVALID,
         Error::Closed => codes::CLOSED,
-        Error::Io { .. } | Error::Corrupt { .. } | Error::State { .. } => {
+        Error::Io { .. } | Error::Corrupt { .. } | Error::State { .. } | Error::Nats { .. } => {
             warn!(%error, "queue call failed");
             shoal_rpc::codes::INTERNAL
         }

@@ -59,6 +59,22 @@ pub enum Error {
         #[source]
         source: rmp_serde::decode::Error,
     },
+    #[error(
+        "topic {topic}, subscription {sub}: seq {seq} was not delivered by this queue since it \
+         started (JetStream acks a delivery, not a sequence); fetch it again, then ack"
+    )]
+    NotDelivered {
+        topic: String,
+        sub: String,
+        seq: u64,
+    },
+    #[error("JetStream at {url}: {what}: {source}")]
+    Nats {
+        url: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the queue is shutting down")]
     Closed,
 }

@@ -53,6 +53,8 @@ pub struct TopicLog {
     subs: BTreeMap<String, Sub>,
     /// Some subscription's ack floor moved since the `subs` file was written.
     subs_dirty: bool,
+    /// fdatasyncs of appended records since it was opened.
+    syncs: u64,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,7 @@ impl TopicLog {
             next_seq,
             subs,
             subs_dirty: false,
+            syncs: 0,
         };
         if log.segments.is_empty() {
             log.roll()?;
@@ -379,6 +382,7 @@ impl TopicLog {
             first_seq: self.first_stored(),
             last_seq: self.next_seq - 1,
             waiting: 0,
+            syncs: self.syncs,
             subs: self
                 .subs
                 .iter()
@@ -480,6 +484,7 @@ impl TopicLog {
         let written = (&segment.file)
             .write_all(buf)
             .and_then(|()| segment.file.sync_data());
+        self.syncs += 1;
         if let Err(e) = written {
             // Leave no partial record behind for the next publish to follow.
             let _ = segment.file.set_len(segment.size);

@@ -84,6 +84,9 @@ enum Command {
     Ack(String, Vec<u64>, Reply<()>),
     Nack(String, Vec<u64>, Duration, Reply<()>),
     Stats(Reply<TopicStats>),
+    /// Stops the writer until the sender is dropped or sends: tests queue commands behind it.
+    #[cfg(test)]
+    Hold(mpsc::Receiver<()>),
 }
 
 #[derive(Debug)]
@@ -292,6 +295,20 @@ impl Engine {
         .await;
     }
 
+    /// Holds `topic`'s writer until the returned sender sends or is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold(&self, topic: &str) -> mpsc::Sender<()> {
+        let (tx, rx) = mpsc::channel();
+        let commands = self.topic(topic).expect("topic");
+        let commands = commands.commands.lock().expect("commands lock");
+        commands
+            .as_ref()
+            .expect("open")
+            .send(Command::Hold(rx))
+            .expect("writer running");
+        tx
+    }
+
     fn topic(&self, topic: &str) -> Result<Arc<Topic>, Error> {
         self.existing(topic).ok_or_else(|| Error::NoTopic {
             topic: topic.to_owned(),
@@ -388,6 +405,10 @@ fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
                 }
                 Command::Stats(reply) => {
                     let _ = reply.send(Ok(log.stats()));
+                }
+                #[cfg(test)]
+                Command::Hold(release) => {
+                    let _ = release.recv();
                 }
             }
         }

@@ -294,6 +294,47 @@ async fn the_engine_group_commits_concurrent_publishes_and_wakes_a_waiting_fetch
     engine.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_share_one_fdatasync() {
+    const N: usize = 16;
+    let dir = TestDir::new("syncs");
+    let engine = Engine::open(dir.path(), EngineOptions::default())
+        .await
+        .unwrap();
+    engine.create_topic("jobs", None).await.unwrap();
+    engine.register("jobs", "worker").await.unwrap();
+    engine.publish("jobs", msgs(&["alone"])).await.unwrap();
+    assert_eq!(engine.stats("jobs").await.unwrap().syncs, 1);
+
+    // With the writer held, all N publishes are queued before it takes the next round.
+    let release = engine.hold("jobs");
+    let publishes = (0..N).map(|i| {
+        let engine = engine.clone();
+        async move { engine.publish("jobs", vec![vec![i as u8; 1024]]).await }
+    });
+    let mut all = Box::pin(futures_join(publishes));
+    let first_poll = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(all.as_mut(), cx))
+    })
+    .await;
+    assert!(
+        first_poll.is_pending(),
+        "publishes answered while the writer was held"
+    );
+    release.send(()).unwrap();
+    let mut seqs: Vec<u64> = all.await.into_iter().flat_map(|r| r.unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..2 + N as u64).collect::<Vec<_>>());
+    let stats = engine.stats("jobs").await.unwrap();
+    assert_eq!(
+        stats.syncs,
+        2,
+        "{N} concurrent publishes took {} syncs",
+        stats.syncs - 1
+    );
+    engine.close().await;
+}
+
 /// Runs futures concurrently on the current task and collects their outputs in order.
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();
