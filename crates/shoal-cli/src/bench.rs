@@ -56,6 +56,9 @@ pub enum BenchCommand {
     Serve(ServeArgs),
     /// Generate load against an echo server and print requests/s and latency percentiles.
     Run(RunArgs),
+    /// Simulate many agents linked to one center (see bench/center-sim.sh).
+    #[command(name = "center-sim", hide = true)]
+    CenterSim(crate::bench_sim::CenterSimArgs),
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +131,7 @@ impl RunArgs {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::CenterSim(args) => crate::bench_sim::run(args),
         BenchCommand::Serve(args) => {
             let rt = runtime(args.threads)?;
             rt.block_on(serve(args))?;

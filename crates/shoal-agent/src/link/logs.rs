@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{Agent, AgentError};
+use super::host::Host;
+use crate::AgentError;
 
 /// The most credit a stream may hold: a center cannot make the agent buffer more.
 const MAX_CREDIT: usize = 4 * INITIAL_LOG_CREDIT as usize;
@@ -36,13 +37,13 @@ impl Streams {
     /// does not have or a query that does not read.
     pub async fn start(
         self: &Arc<Self>,
-        agent: &Agent,
+        host: &dyn Host,
         req: LogsRequest,
         peer: Peer,
         tasks: &TaskTracker,
     ) -> Result<(), AgentError> {
         let name = Name::new(&req.app).map_err(AgentError::invalid)?;
-        let logs = agent.logs(&name, &req.query).await?;
+        let logs = host.logs(&name, &req.query).await?;
         let control = Control {
             stop: CancellationToken::new(),
             credit: Arc::new(Semaphore::new(INITIAL_LOG_CREDIT as usize)),

@@ -11,6 +11,7 @@
 //! streams, [`Link::wait`] waits for a command still running.
 
 mod exec;
+mod host;
 mod identity;
 mod logs;
 mod session;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use exec::{Commands, Fetch, FetchStream};
+pub use host::{AgentHost, Host};
 pub use identity::{Identity, IdentityError};
 
 use crate::Agent;
@@ -129,7 +131,20 @@ pub async fn start(
     options: LinkOptions,
     shutdown: CancellationToken,
 ) -> Result<Link, LinkError> {
-    let dir = agent.data().root().to_owned();
+    let tasks = TaskTracker::new();
+    let commands = Commands::open(agent.clone(), tasks.clone()).await?;
+    let host = Arc::new(AgentHost::new(agent.clone(), commands));
+    start_with(host, tasks, options, shutdown).await
+}
+
+/// Starts the link of any [`Host`], its tasks on `tasks`: as [`start`] does for the agent.
+pub async fn start_with(
+    host: Arc<dyn Host>,
+    tasks: TaskTracker,
+    options: LinkOptions,
+    shutdown: CancellationToken,
+) -> Result<Link, LinkError> {
+    let dir = host.data_dir().to_owned();
     let identity = match load(dir.clone()).await? {
         Some(identity) => {
             if options.join.is_some() {
@@ -143,23 +158,20 @@ pub async fn start(
             let stored = identity.clone();
             let saved = tokio::task::spawn_blocking(move || identity::store(&dir, &stored)).await;
             saved.map_err(|e| IdentityError::Io {
-                path: identity::path(agent.data().root()),
+                path: identity::path(host.data_dir()),
                 source: std::io::Error::other(e),
             })??;
             info!(agent = %identity.agent_id, center = %options.center, "joined the center");
             identity
         }
     };
-    let tasks = TaskTracker::new();
-    let commands = Commands::open(agent.clone(), tasks.clone()).await?;
     let stop = shutdown.child_token();
     let (linked, linked_rx) = tokio::sync::watch::channel(0);
     let agent_id = identity.agent_id.clone();
     let session = session::Session {
-        agent: agent.clone(),
+        host,
         options,
         identity: Arc::new(Mutex::new(identity)),
-        commands,
         tasks: tasks.clone(),
         shutdown: stop.clone(),
         linked,

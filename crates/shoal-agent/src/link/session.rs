@@ -19,19 +19,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::exec::{Commands, Fetch, FetchStream};
+use super::exec::{Fetch, FetchStream};
+use super::host::Host;
 use super::identity::{self, Identity};
 use super::logs::Streams;
 use super::wire::arg;
 use super::{tls, LinkOptions};
-use crate::Agent;
 
 /// What keeps one agent's link up.
 pub(super) struct Session {
-    pub agent: Agent,
+    pub host: Arc<dyn Host>,
     pub options: LinkOptions,
     pub identity: Arc<Mutex<Identity>>,
-    pub commands: Commands,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     /// Bumped each time the link said hello (tests and status wait on it).
@@ -129,8 +128,7 @@ impl Session {
             c = connect => c.map_err(|e| Ended::Connect(e.to_string()))?,
         };
         let handler = Handler {
-            agent: self.agent.clone(),
-            commands: self.commands.clone(),
+            host: self.host.clone(),
             streams: streams.clone(),
             refused: refused.clone(),
             tasks: self.tasks.clone(),
@@ -196,7 +194,7 @@ impl Session {
         next.cert_pem = enrolled.certificate_pem;
         next.issued_at = chrono::Utc::now();
         next.not_after = enrolled.not_after;
-        let (dir, stored) = (self.agent.data().root().to_owned(), next.clone());
+        let (dir, stored) = (self.host.data_dir().to_owned(), next.clone());
         tokio::task::spawn_blocking(move || identity::store(&dir, &stored))
             .await
             .map_err(|e| e.to_string())?
@@ -211,7 +209,7 @@ impl Session {
             hostname: hostname(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             labels: self.options.labels.clone(),
-            apps: self.agent.apps().await.unwrap_or_default(),
+            apps: self.host.apps().await.unwrap_or_default(),
         }
     }
 }
@@ -226,8 +224,7 @@ pub(super) fn hostname() -> String {
 /// Answers the center's calls on one connection.
 #[derive(Clone)]
 struct Handler {
-    agent: Agent,
-    commands: Commands,
+    host: Arc<dyn Host>,
     streams: Arc<Streams>,
     refused: Arc<Mutex<Option<String>>>,
     tasks: TaskTracker,
@@ -267,13 +264,13 @@ impl Handler {
                     peer,
                     timeout: self.call_timeout,
                 });
-                Reply::encode(&self.commands.exec(exec, fetch).await)
+                Reply::encode(&self.host.exec(exec, fetch).await)
             }
             methods::LOGS => {
                 let req: LogsRequest = arg(methods::LOGS, params)?;
                 let peer = peer.ok_or_else(|| RpcError::internal("logs without a connection"))?;
                 self.streams
-                    .start(&self.agent, req, peer, &self.tasks)
+                    .start(self.host.as_ref(), req, peer, &self.tasks)
                     .await
                     .map_err(|e| RpcError::new(1000, e.chain()))?;
                 Reply::encode(&())

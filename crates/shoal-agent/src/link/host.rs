@@ -1,0 +1,72 @@
+//! What the link needs from the agent it links ([`Host`]): the apps for `hello` and the
+//! heartbeats, a command run to its result, an app's log lines. [`AgentHost`] is the real
+//! agent; a load generator can link a host of its own (`shoal bench center-sim`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use shoal_api::agent::{AppStatus, LogQuery};
+use shoal_api::fleet::{Exec, TargetResult};
+use shoal_api::manifest::Name;
+
+use super::exec::{Commands, Fetch};
+use crate::logs::Logs;
+use crate::{Agent, AgentError};
+
+/// The side of an agent its link serves.
+pub trait Host: Send + Sync + 'static {
+    /// Where the link keeps its identity (`DIR/link/identity.json`).
+    fn data_dir(&self) -> &Path;
+    /// The apps, as `hello` and each heartbeat report them.
+    fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>>;
+    /// Runs the center's command (at most once per command id) and answers its result.
+    fn exec(&self, exec: Exec, fetch: Arc<dyn Fetch>) -> BoxFuture<'_, TargetResult>;
+    /// The lines of app `name` that pass `query` (and, with follow, those to come).
+    fn logs<'a>(
+        &'a self,
+        name: &'a Name,
+        query: &'a LogQuery,
+    ) -> BoxFuture<'a, Result<Logs, AgentError>>;
+}
+
+/// The real agent as the link's host: its apps, its command table, its logs.
+#[derive(Debug)]
+pub struct AgentHost {
+    agent: Agent,
+    commands: Commands,
+    dir: PathBuf,
+}
+
+impl AgentHost {
+    pub fn new(agent: Agent, commands: Commands) -> AgentHost {
+        let dir = agent.data().root().to_owned();
+        AgentHost {
+            agent,
+            commands,
+            dir,
+        }
+    }
+}
+
+impl Host for AgentHost {
+    fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+        Box::pin(self.agent.apps())
+    }
+
+    fn exec(&self, exec: Exec, fetch: Arc<dyn Fetch>) -> BoxFuture<'_, TargetResult> {
+        Box::pin(self.commands.exec(exec, fetch))
+    }
+
+    fn logs<'a>(
+        &'a self,
+        name: &'a Name,
+        query: &'a LogQuery,
+    ) -> BoxFuture<'a, Result<Logs, AgentError>> {
+        Box::pin(self.agent.logs(name, query))
+    }
+}

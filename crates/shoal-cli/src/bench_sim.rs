@@ -1,0 +1,186 @@
+//! `shoal bench center-sim`: many simulated agents in one process, each with the real link
+//! (its own enrollment with the join token, key pair, certificate and mutual-TLS connection,
+//! `hello`, heartbeats, `exec`), joined to one center in a staggered way, so that the center's
+//! cost per agent can be measured from outside (`bench/center-sim.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use futures_util::future::BoxFuture;
+use shoal_agent::link::{self, Fetch, Host, Link, LinkOptions};
+use shoal_agent::logs::Logs;
+use shoal_agent::AgentError;
+use shoal_api::agent::{AppStatus, LogQuery};
+use shoal_api::fleet::{Action, Exec, TargetResult, TargetStatus};
+use shoal_api::manifest::Name;
+use shoal_api::token::TokenText;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::out::{errln, outln};
+
+#[derive(Args, Debug)]
+pub struct CenterSimArgs {
+    /// The center's agents' port, host:port.
+    #[arg(long)]
+    center: String,
+    /// A join token with at least as many uses as agents.
+    #[arg(long)]
+    join: TokenText,
+    /// How many agents to simulate.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Each agent's identity goes to DIR/agent-I/link/.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The pause between one agent's start and the next.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    stagger: Duration,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// A simulated agent: no apps; it answers `ps` with an empty list, every other action and
+/// every log request with an error.
+struct SimHost {
+    dir: PathBuf,
+}
+
+const SIMULATED: &str = "simulated agent";
+
+impl Host for SimHost {
+    fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn exec(&self, exec: Exec, _fetch: Arc<dyn Fetch>) -> BoxFuture<'_, TargetResult> {
+        Box::pin(async move {
+            let (status, message, detail) = match exec.action {
+                Action::Ps => (
+                    TargetStatus::Ok,
+                    "0 apps".to_owned(),
+                    Some(serde_json::Value::Array(Vec::new())),
+                ),
+                _ => (TargetStatus::Error, SIMULATED.to_owned(), None),
+            };
+            TargetResult {
+                status,
+                message,
+                detail,
+                duration_ms: Some(0),
+            }
+        })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        _name: &'a Name,
+        _query: &'a LogQuery,
+    ) -> BoxFuture<'a, Result<Logs, AgentError>> {
+        Box::pin(async { Err(AgentError::Invalid(SIMULATED.into())) })
+    }
+}
+
+pub fn run(args: CenterSimArgs) -> anyhow::Result<ExitCode> {
+    crate::agent::raise_fd_limit();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n);
+    }
+    rt.enable_all().build()?.block_on(simulate(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the agents, says when all are linked, then keeps them until SIGINT or SIGTERM.
+async fn simulate(args: CenterSimArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let started = Instant::now();
+    let mut starting = JoinSet::new();
+    for i in 0..args.agents {
+        let at = started + args.stagger * u32::try_from(i).unwrap_or(u32::MAX);
+        let dir = args.data_dir.join(format!("agent-{i}"));
+        let mut options = LinkOptions::new(args.center.clone());
+        options.join = Some(args.join.clone());
+        options.labels.insert("sim".into(), i.to_string());
+        let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
+        starting.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            start_one(dir, options, tasks, shutdown).await
+        });
+    }
+    let links = tokio::select! {
+        links = online(starting, args.agents, started) => links?,
+        () = crate::signal::shutdown() => {
+            shutdown.cancel();
+            return Ok(());
+        }
+    };
+    outln!(
+        "all {} agents online in {:.2} s",
+        args.agents,
+        started.elapsed().as_secs_f64()
+    )?;
+    crate::signal::shutdown().await;
+    shutdown.cancel();
+    for link in links {
+        link.wait().await;
+    }
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+/// Enrolls (the first time) and links one agent; answers once its link said hello.
+async fn start_one(
+    dir: PathBuf,
+    options: LinkOptions,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Link> {
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let host = Arc::new(SimHost { dir: dir.clone() });
+    let link = link::start_with(host, tasks, options, shutdown)
+        .await
+        .with_context(|| format!("starting the link of {}", dir.display()))?;
+    let mut linked = link.linked();
+    linked
+        .wait_for(|n| *n > 0)
+        .await
+        .context("the link ended before it said hello")?;
+    Ok(link)
+}
+
+/// Gathers the links as they come up, reporting progress every 10%.
+async fn online(
+    mut starting: JoinSet<anyhow::Result<Link>>,
+    total: usize,
+    started: Instant,
+) -> anyhow::Result<Vec<Link>> {
+    let mut links = Vec::with_capacity(total);
+    let step = (total / 10).max(1);
+    while let Some(joined) = starting.join_next().await {
+        links.push(joined.context("an agent's start panicked")??);
+        if links.len() % step == 0 {
+            errln!(
+                "{}/{total} online after {:.1} s",
+                links.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(links)
+}
