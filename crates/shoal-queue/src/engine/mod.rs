@@ -358,10 +358,31 @@ impl Topic {
     }
 }
 
+/// How long moved ack floors may wait to be written: acks arriving meanwhile share one write
+/// and its fsyncs. A crash loses at most this much of acks, which are then delivered again
+/// (at least once); publishes are never held by it.
+const ACK_PERSIST_AFTER: Duration = Duration::from_millis(100);
+
 /// The writer thread: takes every command waiting, runs consecutive publishes as one group
-/// commit, and persists moved ack floors once per round.
+/// commit, and persists moved ack floors at most [`ACK_PERSIST_AFTER`] after they moved.
 fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
-    while let Ok(first) = commands.recv() {
+    let mut persist_at: Option<Instant> = None;
+    loop {
+        let first = match persist_at {
+            None => match commands.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            },
+            Some(at) => match commands.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(command) => command,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    persist_acks(&mut log);
+                    persist_at = None;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let mut round = vec![first];
         round.extend(commands.try_iter());
         let mut acked = false;
@@ -412,14 +433,23 @@ fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
                 }
             }
         }
-        if acked {
-            if let Err(error) = log.sync() {
-                warn!(topic = %log.name(), %error, "cannot persist ack floors");
-            }
+        if acked && persist_at.is_none() {
+            persist_at = Some(Instant::now() + ACK_PERSIST_AFTER);
+        }
+        if persist_at.is_some_and(|at| at <= Instant::now()) {
+            persist_acks(&mut log);
+            persist_at = None;
         }
     }
     if let Err(error) = log.sync() {
         warn!(topic = %log.name(), %error, "cannot persist ack floors on close");
+    }
+}
+
+/// Writes the moved ack floors and lets go of the segments every subscription has passed.
+fn persist_acks(log: &mut TopicLog) {
+    if let Err(error) = log.sync() {
+        warn!(topic = %log.name(), %error, "cannot persist ack floors");
     }
 }
 
