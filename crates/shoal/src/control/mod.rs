@@ -177,13 +177,13 @@ pub(crate) fn usage(name: &str) -> String {
     format!(
         "{name}: a shoal service\n\n\
          usage: {name} [--config FILE]... [--check]\n\n  \
-         -c, --config FILE  read the configuration from FILE (else $SHOAL_CONFIG, else defaults);\n                    \
-         repeated, later files win\n  \
+         -c, --config FILE  read the configuration from FILE (repeat it: later files win)\n  \
          --check            validate the configuration and exit (0 valid, 2 invalid)\n  \
          -h, --help         print this help\n  \
          -V, --version      print the version\n\n\
          signals: HUP reloads, TERM/INT close gracefully (a second exits at once), USR2 re-executes\n\
-         environment: SHOAL_SECTION__KEY=VALUE overrides section.key of the configuration\n"
+         environment: SHOAL_CONFIG=FILE is read when no --config is given (else the defaults);\n\
+         SHOAL_SECTION__KEY=VALUE overrides section.key of the configuration\n"
     )
 }
 
