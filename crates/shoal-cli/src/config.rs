@@ -1,5 +1,6 @@
-//! `shoal config explain FILE`: every effective value of a service's config, with the process
-//! environment's `SHOAL_…` overrides applied, and where each one came from.
+//! `shoal config explain FILE...`: every effective value of a service's config, its files read
+//! in order as the service reads them and the process environment's `SHOAL_…` overrides
+//! applied, and the layer and file each one came from.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,29 +12,32 @@ use crate::out::out;
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Print every effective value (secrets redacted) and its source: file:line, env VAR, or
-    /// default.
+    /// Print every effective value (secrets redacted) and its layer: file (and the file that
+    /// included it), environment VAR, or default.
     Explain {
-        /// The service's TOML config file.
-        file: PathBuf,
+        /// The service's TOML config files, in the order the service is given them
+        /// (`--config base.toml --config local.toml`): a later file's keys win.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
 /// Runs `cmd` with `env`, the process's environment (its `SHOAL_…` overrides).
 pub fn run(cmd: ConfigCommand, env: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Explain { file } => {
-            let config = Config::load(Some(&file), env)?;
+        ConfigCommand::Explain { files } => {
+            let config = Config::load_files(&files, env)?;
             out!("{}", render(&config.explain()))?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Values wider than this push their comment right instead of widening every line.
+/// Values wider than this push their source right instead of widening every line.
 const MAX_VALUE_WIDTH: usize = 40;
 
-/// One line per key: `key = value   # source`, keys and values in aligned columns.
+/// One line per key: `key = value  (file local.toml, line 3)`, keys and values in aligned
+/// columns.
 fn render(entries: &[Explained]) -> String {
     let rows: Vec<(&str, String, String)> = entries
         .iter()
@@ -48,7 +52,7 @@ fn render(entries: &[Explained]) -> String {
         .unwrap_or(0);
     rows.iter()
         .map(|(key, value, source)| {
-            format!("{key:<key_width$} = {value:<value_width$}   # {source}\n")
+            format!("{key:<key_width$} = {value:<value_width$}  ({source})\n")
         })
         .collect()
 }
@@ -68,10 +72,52 @@ mod tests {
         let text = render(&config.explain());
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.contains(
-            &"hello.greeting           = \"Hi\"               # env SHOAL_HELLO__GREETING"
+            &"hello.greeting           = \"Hi\"              (environment SHOAL_HELLO__GREETING)"
         ));
-        assert!(lines.contains(&"rpc.listen               = \"127.0.0.1:7000\"   # hello.toml:2"));
-        assert!(lines.contains(&"shutdown.grace           = \"10s\"              # default"));
+        assert!(lines
+            .contains(&"rpc.listen               = \"127.0.0.1:7000\"  (file hello.toml, line 2)"));
+        assert!(lines.contains(&"shutdown.grace           = \"10s\"             (default)"));
+    }
+
+    #[test]
+    fn each_value_names_its_layer_and_file() {
+        let dir = std::env::temp_dir().join(format!("shoal-explain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let base = write(
+            "base.toml",
+            "[hello]\ngreeting = \"Hello\"\ntoken = \"t0p\"\n",
+        );
+        let local = write(
+            "local.toml",
+            "include = [\"base.toml\"]\n[hello]\nname = \"local\"\n",
+        );
+        let last = write("last.toml", "[hello]\nport = 7\n");
+        let env = [("SHOAL_RPC__LISTEN".to_owned(), "127.0.0.1:7000".to_owned())];
+        let config = Config::load_files(&[local.clone(), last.clone()], env).unwrap();
+        let text = render(&config.explain());
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        let (base, local, last) = (base.display(), local.display(), last.display());
+        let expected = [
+            format!("hello.greeting = \"Hello\" (file {base}, line 2, included from {local})"),
+            format!("hello.name = \"local\" (file {local}, line 3)"),
+            format!("hello.port = 7 (file {last}, line 2)"),
+            format!("hello.token = \"<redacted>\" (file {base}, line 3, included from {local})"),
+            "rpc.listen = \"127.0.0.1:7000\" (environment SHOAL_RPC__LISTEN)".to_owned(),
+            "shutdown.grace = \"10s\" (default)".to_owned(),
+        ];
+        for line in &expected {
+            assert!(lines.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("t0p"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

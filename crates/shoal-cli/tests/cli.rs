@@ -188,23 +188,23 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let at = format!("# {}", file.display());
+    let at = format!("(file {}", file.display());
     assert_eq!(
         line("rpc.listen"),
-        format!("rpc.listen = \"127.0.0.1:7000\" {at}:2")
+        format!("rpc.listen = \"127.0.0.1:7000\" {at}, line 2)")
     );
     assert_eq!(
         line("db.password"),
-        format!("db.password = \"<redacted>\" {at}:5")
+        format!("db.password = \"<redacted>\" {at}, line 5)")
     );
     assert_eq!(
         line("hello.greeting"),
-        "hello.greeting = \"Hi\" # env SHOAL_HELLO__GREETING"
+        "hello.greeting = \"Hi\" (environment SHOAL_HELLO__GREETING)"
     );
-    assert_eq!(line("shutdown.grace"), "shutdown.grace = \"10s\" # default");
+    assert_eq!(line("shutdown.grace"), "shutdown.grace = \"10s\" (default)");
     assert!(!text.contains("hunter2"), "{text}");
-    // The `#` column lines up.
-    let columns: Vec<usize> = text.lines().map(|l| l.find(" # ").unwrap()).collect();
+    // The source column lines up.
+    let columns: Vec<usize> = text.lines().map(|l| l.find("  (").unwrap()).collect();
     assert!(columns.windows(2).all(|w| w[0] == w[1]), "{text}");
 
     let out = explain("[rpc]\nlisten = \"nowhere\"\n");
@@ -215,6 +215,27 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
         file.display()
     );
     assert!(stderr.contains(&expected), "{stderr}");
+
+    // Several files, in order: the later one wins, and each value names its file.
+    std::fs::write(&file, "[hello]\nname = \"base\"\nport = 1\n").unwrap();
+    let local = dir.join("local.toml");
+    std::fs::write(&local, "[hello]\nport = 2\n").unwrap();
+    let out = Command::new(SHOAL)
+        .args(["config", "explain"])
+        .arg(&file)
+        .arg(&local)
+        .env_clear()
+        .output()
+        .expect("run shoal config explain");
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let port = format!("hello.port = 2 (file {}, line 2)", local.display());
+    let name = format!("hello.name = \"base\" (file {}, line 2)", file.display());
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(lines.contains(&port) && lines.contains(&name), "{text}");
 
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,7 +27,8 @@
 //! # Running an application
 //!
 //! `App::new(name, version).setup(|app| { app.serve(...); Ok(()) }).run().await` reads
-//! `--config FILE` (or `$SHOAL_CONFIG`; `--check` only validates it), loads the configuration,
+//! `--config FILE`, repeated for layers (or `$SHOAL_CONFIG`; `--check` only validates),
+//! loads the configuration,
 //! runs the setup, binds the listeners, calls [`Hooks::on_start`] and serves until told to
 //! close. A listener that cannot be bound fails the start with an error naming the key
 //! (`rpc.listen`, `admin.listen`, `metrics.listen`) and the file. `--check` also tries the
@@ -72,8 +73,11 @@
 //! reload.
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
-//! into a type and returns a [`Live`] that follows reloads. `shoal config explain FILE` prints
-//! every effective value and where it came from.
+//! into a type and returns a [`Live`] that follows reloads. The configuration comes in layers,
+//! each key from the highest that sets it: defaults < the `--config` files in the order given
+//! (each after the files its `include = [...]` names) < the center's layer < the `SHOAL_…`
+//! environment; see [`config`]. `shoal config explain FILE...` prints every effective value
+//! with its layer and file.
 //!
 //! ## Control
 //!

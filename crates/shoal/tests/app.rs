@@ -152,6 +152,64 @@ async fn environment_overrides_reach_typed_sections() {
 }
 
 #[tokio::test]
+async fn a_reload_reads_every_file_and_include_again_or_keeps_the_old_configuration() {
+    let dir = Scratch::new("layers");
+    dir.write("shared.toml", "[hello]\ngreeting = \"Hello\"\n");
+    let base = dir.write(
+        "base.toml",
+        "include = [\"shared.toml\"]\n[rpc]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let local = dir.write("local.toml", "[status]\npublic_config = true\n");
+    let args: Vec<String> = [&base, &local]
+        .iter()
+        .flat_map(|file| config_args(file))
+        .collect();
+    let running = hello::app().args(args, no_env()).start().await.unwrap();
+    let greeter = hello::HelloClient::new(client(&running).await);
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hello, world");
+    let status = running.handle().status();
+    let files = format!("{}, {}", base.display(), local.display());
+    assert_eq!(status.config_file.as_deref(), Some(files.as_str()));
+
+    // A change in the included file is read on reload.
+    dir.write("shared.toml", "[hello]\ngreeting = \"Hi\"\n");
+    running.handle().reload().await.unwrap();
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+
+    // A later file wins over the include, on reload too.
+    dir.write("local.toml", "[hello]\ngreeting = \"Yo\"\n");
+    running.handle().reload().await.unwrap();
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Yo, world");
+    dir.write("local.toml", "\n");
+    running.handle().reload().await.unwrap();
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+
+    // A bad included file: refused naming that file, the key and the line; the old greeting
+    // stays in force.
+    let shared = dir.write("shared.toml", "[hello]\n\ngreeting = 5\n");
+    let error = running.handle().reload().await.unwrap_err();
+    let place = format!("{}:3: key `hello.greeting`", shared.display());
+    assert!(error.contains(&place), "{error}");
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+    let reload = running.handle().status().last_reload.unwrap();
+    assert!(!reload.ok && reload.error.unwrap().contains(&place));
+
+    // An include cycle is refused the same way, naming both files.
+    dir.write("shared.toml", "include = [\"base.toml\"]\n");
+    let error = running.handle().reload().await.unwrap_err();
+    assert!(error.contains("include cycle"), "{error}");
+    assert!(
+        error.contains(&format!("{} includes", base.display())),
+        "{error}"
+    );
+    assert!(error.contains(&shared.display().to_string()), "{error}");
+    assert_eq!(greeter.greet("world".into()).await.unwrap(), "Hi, world");
+
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+#[tokio::test]
 async fn services_enabled_by_configuration_start_with_what_they_require() {
     let dir = Scratch::new("calc");
     let file = dir.write(

@@ -167,7 +167,9 @@ impl Handle {
             rpc_addr: shared.rpc_addr.get().cloned(),
             metrics_addr: shared.metrics_addr.get().cloned(),
             monitor_addr: shared.monitor_addr.borrow().clone(),
-            config_file: snapshot.config.path().map(|p| p.display().to_string()),
+            // Several files as `base.toml, local.toml`, in the order given.
+            config_file: (!snapshot.config.files().is_empty())
+                .then(|| super::runtime::names(snapshot.config.files())),
             last_reload: records.last_reload,
             last_error: records.last_error,
             errors: records.errors,

@@ -39,7 +39,7 @@ pub(super) fn reload_config(
 ) -> Result<(), String> {
     let cell = &handle.shared.cell;
     let old = cell.snapshot();
-    let config = Config::load(old.config.path(), env.to_vec()).map_err(|e| e.to_string())?;
+    let config = Config::load_files(old.config.files(), env.to_vec()).map_err(|e| e.to_string())?;
     let snapshot = cell.prepare(config).map_err(|e| e.to_string())?;
     let sinks = prepare_sinks(logging, role, &old.config, &snapshot.config)?;
     cell.install(snapshot);
@@ -49,26 +49,25 @@ pub(super) fn reload_config(
     Ok(())
 }
 
-/// How long reading the configuration file on reload may take: a file on a hung network
+/// How long reading the configuration files on reload may take: a file on a hung network
 /// mount must not stop the control loop, which also closes the process.
 pub(super) const READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reads the configuration again off the executor, giving up after [`READ_LIMIT`]; a read
-/// that never ends is left to its blocking thread, and the reload is rejected.
+/// Reads every layer of the configuration again (every file, and what each includes) off
+/// the executor, giving up after [`READ_LIMIT`]; a read that never ends is left to its
+/// blocking thread, and the reload is rejected.
 pub(super) async fn load_bounded(
-    path: Option<&std::path::Path>,
+    files: &[PathBuf],
     env: &[(String, String)],
 ) -> Result<Config, String> {
-    let (owned, env) = (path.map(ToOwned::to_owned), env.to_vec());
-    let read = tokio::task::spawn_blocking(move || Config::load(owned.as_deref(), env));
+    let (owned, env) = (files.to_vec(), env.to_vec());
+    let read = tokio::task::spawn_blocking(move || Config::load_files(&owned, env));
     match tokio::time::timeout(READ_LIMIT, read).await {
         Ok(Ok(loaded)) => loaded.map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("reading the configuration failed: {e}")),
         Err(_) => Err(format!(
-            "{}: reading the configuration took longer than {}; the file was not read",
-            path.map_or("(default configuration)".into(), |p| p
-                .display()
-                .to_string()),
+            "{}: reading the configuration took longer than {}; the files were not read",
+            names(files),
             humantime::format_duration(READ_LIMIT)
         )),
     }
@@ -227,7 +226,7 @@ impl Runtime {
             error: result.as_ref().err().cloned(),
         });
         match &result {
-            Ok(()) => info!(file = ?old.config.path(), "configuration reloaded"),
+            Ok(()) => info!(files = ?old.config.files(), "configuration reloaded"),
             Err(e) => self.handle.record_error(
                 "reload",
                 format!("{e}; the previous configuration stays in force"),
@@ -243,7 +242,7 @@ impl Runtime {
 
     async fn apply_reload(&self, old: &Config) -> Result<(), String> {
         let shared = &self.handle.shared;
-        let config = load_bounded(old.path(), &self.env).await?;
+        let config = load_bounded(old.files(), &self.env).await?;
         let snapshot = shared.cell.prepare(config).map_err(|e| e.to_string())?;
         let new = snapshot.config.clone();
         services::resolve(&self.registered, new.runtime().services.enabled.as_deref())
@@ -434,10 +433,16 @@ pub(super) async fn stop_signals(stop: CancellationToken, task: Option<JoinHandl
     }
 }
 
-/// The configuration file, for messages.
+/// The configuration files, for messages.
 pub(super) fn origin(config: &Config) -> String {
-    config
-        .path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(default configuration)".into())
+    names(config.files())
+}
+
+/// `base.toml, local.toml`, or `(default configuration)` when there are none.
+pub(super) fn names(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return "(default configuration)".into();
+    }
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }

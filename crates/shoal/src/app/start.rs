@@ -153,7 +153,7 @@ fn load(app: App, inherited: Option<Inherited>) -> Result<Loaded, StartError> {
         true => Role::from_env(&inv.env).map_err(|e| fail(StartCause::Arguments(e)))?,
         false => Role::App,
     };
-    let config = Config::load(inv.config.as_deref(), inv.env.clone())
+    let config = Config::load_files(&inv.configs, inv.env.clone())
         .map_err(|e| fail(StartCause::Config(e)))?;
     let logging = match process && inv.action == Action::Run {
         true => logging::init(&role.log_config(&config.runtime().log), &name)

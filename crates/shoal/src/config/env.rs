@@ -1,4 +1,4 @@
-//! `SHOAL_<A>__<B>…` environment overrides applied on top of the file; the rules are in the
+//! `SHOAL_<A>__<B>…` environment overrides applied on top of the files; the rules are in the
 //! module doc of `config`.
 
 use super::keys;
@@ -27,7 +27,7 @@ pub(super) fn apply(
             let message = "empty key segment: write SHOAL_<TABLE>__<KEY>, with `__` between \
                            segments"
                 .to_owned();
-            return Err(ConfigError::env(doc.path.as_deref(), &var, None, message));
+            return Err(ConfigError::env(doc.file(), &var, None, message));
         }
         overrides.push(Override { var, segments, raw });
     }
@@ -37,12 +37,7 @@ pub(super) fn apply(
         if pair[0].segments == pair[1].segments {
             let message = format!("also set by {}; set it once", pair[0].var);
             let key = Some(pair[1].segments.join("."));
-            return Err(ConfigError::env(
-                doc.path.as_deref(),
-                &pair[1].var,
-                key,
-                message,
-            ));
+            return Err(ConfigError::env(doc.file(), &pair[1].var, key, message));
         }
     }
     for o in &overrides {
@@ -59,8 +54,9 @@ struct Override {
 
 fn set(doc: &mut Document, o: &Override) -> Result<(), ConfigError> {
     let key = o.segments.join(".");
+    let file = doc.file().map(ToOwned::to_owned);
     let error =
-        |message: String| ConfigError::env(doc.path.as_deref(), &o.var, Some(key.clone()), message);
+        |message: String| ConfigError::env(file.as_deref(), &o.var, Some(key.clone()), message);
     let (last, parents) = o
         .segments
         .split_last()

@@ -27,7 +27,8 @@ struct Detail {
 }
 
 impl ConfigError {
-    /// The config file, when there is one (also for errors from the environment).
+    /// The config file at fault: the one the bad value came from, else the last file given
+    /// (also for errors from the environment), when there is one.
     pub fn file(&self) -> Option<&Path> {
         self.0.file.as_deref()
     }
@@ -110,17 +111,18 @@ impl ConfigError {
         }))
     }
 
-    /// An error about the value at `key`, which came from `source`.
+    /// An error about the value at `key`, which came from `source`: placed in the file that
+    /// source names, else in `file`.
     pub(super) fn at(
         file: Option<&Path>,
         source: Option<&Source>,
         key: &str,
         message: String,
     ) -> ConfigError {
-        let (line, env) = match source {
-            Some(Source::File { line, .. }) => (Some(*line), None),
-            Some(Source::Env { var }) => (None, Some(var.clone())),
-            Some(Source::Default) | None => (None, None),
+        let (file, line, env) = match source {
+            Some(Source::File { path, line, .. }) => (Some(path.as_path()), Some(*line), None),
+            Some(Source::Env { var }) => (file, None, Some(var.clone())),
+            Some(Source::Default) | None => (file, None, None),
         };
         ConfigError(Box::new(Detail {
             file: file.map(Path::to_owned),

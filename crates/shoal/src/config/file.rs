@@ -8,8 +8,13 @@ use toml_edit::{ImDocument, Item, Key};
 use super::keys::{self, Sources};
 use super::{ConfigError, Source};
 
-/// The file's values and, for every key in it (tables and array elements too), its line.
-pub(super) fn parse(text: &str, path: &Path) -> Result<(toml::Table, Sources), ConfigError> {
+/// The file's values and, for every key in it (tables and array elements too), its line;
+/// `included_from` names the file that includes this one, if one does.
+pub(super) fn parse(
+    text: &str,
+    path: &Path,
+    included_from: Option<&Path>,
+) -> Result<(toml::Table, Sources), ConfigError> {
     let lines = Lines::new(text);
     let syntax = |message: &str, span: Option<std::ops::Range<usize>>| {
         let (line, column) = lines.position(span.map_or(0, |s| s.start));
@@ -21,6 +26,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<(toml::Table, Sources), C
     let table: toml::Table = toml::from_str(text).map_err(|e| syntax(e.message(), e.span()))?;
     let mut walk = Walk {
         path,
+        included_from,
         lines: &lines,
         sources: Sources::default(),
     };
@@ -30,6 +36,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<(toml::Table, Sources), C
 
 struct Walk<'a> {
     path: &'a Path,
+    included_from: Option<&'a Path>,
     lines: &'a Lines<'a>,
     sources: Sources,
 }
@@ -86,6 +93,7 @@ impl Walk<'_> {
             let source = Source::File {
                 path: self.path.to_owned(),
                 line,
+                included_from: self.included_from.map(Path::to_owned),
             };
             self.sources.insert(key.to_owned(), source);
         }

@@ -71,6 +71,11 @@ impl Sources {
         self.0.insert(key, source);
     }
 
+    /// The source recorded for `key` itself.
+    pub(super) fn get(&self, key: &str) -> Option<&Source> {
+        self.0.get(key)
+    }
+
     /// The source of `key`, or of the nearest key above it that has one (a missing field
     /// points at its table's header; an element of a plain array at the array).
     pub(super) fn find(&self, key: &str) -> Option<&Source> {
@@ -85,11 +90,14 @@ impl Sources {
 
     /// Forgets `key` and everything beneath it.
     pub(super) fn remove_tree(&mut self, key: &str) {
-        self.0.retain(|k, _| {
-            !(k == key
-                || k.strip_prefix(key)
-                    .is_some_and(|rest| rest.starts_with(['.', '['])))
-        });
+        self.0.retain(|k, _| !within(k, key));
+    }
+
+    /// Takes the sources of `key` and everything beneath it from `other`.
+    pub(super) fn copy_tree(&mut self, other: &Sources, key: &str) {
+        for (k, source) in other.0.iter().filter(|(k, _)| within(k, key)) {
+            self.0.insert(k.clone(), source.clone());
+        }
     }
 
     /// Marks `value` at `key`, and everything beneath it, as coming from `source`.
@@ -109,6 +117,14 @@ impl Sources {
             _ => {}
         }
     }
+}
+
+/// Whether `key` is `top` or beneath it.
+fn within(key: &str, top: &str) -> bool {
+    key == top
+        || key
+            .strip_prefix(top)
+            .is_some_and(|rest| rest.starts_with(['.', '[']))
 }
 
 /// `name[1][2]` → ("name", "[1][2]").

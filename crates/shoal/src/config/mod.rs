@@ -1,10 +1,28 @@
-//! Configuration: a TOML file, `SHOAL_…` environment overrides, typed sections, provenance.
+//! Configuration: layers of TOML files and `SHOAL_…` environment overrides, typed sections,
+//! provenance.
 //!
-//! [`Config::load`] is the one way in, at startup and on reload alike: read the file, apply the
-//! environment, validate the runtime's own keys into a [`RuntimeConfig`]. Nothing is bound
-//! before it succeeds, and a reload that fails leaves the running config alone (the caller
-//! keeps its old [`Config`]; this module has no state). Services read their own top-level
-//! tables with [`Config::section`].
+//! [`Config::load_files`] is the one way in, at startup and on reload alike: read every file
+//! (and what each includes) again, apply the environment, validate the runtime's own keys into
+//! a [`RuntimeConfig`]. Nothing is bound before it succeeds, and a reload that fails leaves the
+//! running config alone (the caller keeps its old [`Config`]; this module has no state).
+//! Services read their own top-level tables with [`Config::section`].
+//!
+//! # Layers
+//!
+//! A value comes from the highest [`Layer`] that sets its key, lowest first:
+//!
+//! 1. defaults: the runtime's own keys, where nothing else sets them;
+//! 2. files, in the order given (`--config base.toml --config local.toml`: `local.toml`
+//!    wins). A file may start with `include = ["other.toml", …]`, paths relative to that
+//!    file: the included files are read first, in order, so the including file's own keys
+//!    win. An include cycle is refused, naming the files in it;
+//! 3. the center's layer, the configuration released for this service (not delivered to the
+//!    SDK yet: no value comes from it);
+//! 4. the `SHOAL_…` environment.
+//!
+//! The merge is per key: tables are merged key by key, at any depth; any other value (an
+//! array too) from a later layer replaces the earlier one whole. [`Config::explain`] names the
+//! layer and the file of every value.
 //!
 //! # Environment overrides
 //!
@@ -36,10 +54,11 @@
 //! hello.toml:7:5: TOML syntax: invalid string
 //! ```
 //!
-//! The file must be a regular file: it is opened without waiting, so a FIFO (or a device)
-//! is refused at once by its kind instead of blocking the start, `--check` or a reload. A
-//! reload reads it off the control loop and gives up after 10 seconds (a hung network
-//! mount), keeping the old configuration.
+//! An error in a file, included or given, names that file. Each file must be a regular file:
+//! it is opened without waiting, so a FIFO (or a device) is refused at once by its kind
+//! instead of blocking the start, `--check` or a reload. A reload reads the files off the
+//! control loop and gives up after 10 seconds (a hung network mount), keeping the old
+//! configuration.
 //!
 //! # Secrets
 //!
@@ -61,6 +80,7 @@ mod env;
 mod error;
 mod file;
 mod keys;
+mod layers;
 mod redact;
 mod runtime;
 mod sinks;
@@ -72,6 +92,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 pub use error::ConfigError;
+pub use layers::Layer;
 pub use runtime::{
     AdminConfig, ControlConfig, LogConfig, MetricsConfig, MonitorAddr, MonitorConfig,
     MonitorFormat, Period, RpcConfig, RuntimeConfig, ServicesConfig, ShutdownConfig, StatusConfig,
@@ -109,57 +130,94 @@ pub struct Explained {
 pub enum Source {
     /// Built into the runtime: no file line and no variable set it.
     Default,
-    /// A line (1-based) of the config file.
-    File { path: PathBuf, line: usize },
+    /// A line (1-based) of a config file; `included_from` names the file whose `include`
+    /// brought it in, when one did.
+    File {
+        path: PathBuf,
+        line: usize,
+        included_from: Option<PathBuf>,
+    },
     /// An environment variable.
     Env { var: String },
 }
 
+impl Source {
+    /// The layer this source belongs to.
+    pub fn layer(&self) -> Layer {
+        match self {
+            Source::Default => Layer::Default,
+            Source::File { .. } => Layer::File,
+            Source::Env { .. } => Layer::Environment,
+        }
+    }
+}
+
+/// `default`, `file local.toml, line 3`, `file base.toml, line 2, included from local.toml`,
+/// `environment SHOAL_RPC__LISTEN`.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Default => f.write_str("default"),
-            Source::File { path, line } => write!(f, "{}:{line}", path.display()),
-            Source::Env { var } => write!(f, "env {var}"),
+            Source::File {
+                path,
+                line,
+                included_from,
+            } => {
+                write!(f, "file {}, line {line}", path.display())?;
+                match included_from {
+                    Some(by) => write!(f, ", included from {}", by.display()),
+                    None => Ok(()),
+                }
+            }
+            Source::Env { var } => write!(f, "environment {var}"),
         }
     }
 }
 
 impl Config {
-    /// Reads `path` (None = no file: every runtime key at its default) and applies overrides
-    /// from `env` (the runtime's `control` module reads the process's environment and passes
-    /// it in; tests pass a Vec).
+    /// Reads `files` in order, each after what it includes (none: every runtime key at its
+    /// default), and applies overrides from `env` (the runtime's `control` module reads the
+    /// process's environment and passes it in; tests pass a Vec).
+    pub fn load_files(
+        files: &[PathBuf],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut read = layers::Files::default();
+        for path in files {
+            read.read(path, None, None)?;
+        }
+        Config::build(Document::new(files.to_vec(), read), env)
+    }
+
+    /// [`Config::load_files`] with at most one file.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        match path {
-            Some(path) => {
-                let text = read_regular_file(path)?;
-                Config::from_toml(&text, path, env)
-            }
-            None => Config::build(Document::default(), env),
-        }
+        let files: Vec<PathBuf> = path.into_iter().map(Path::to_owned).collect();
+        Config::load_files(&files, env)
     }
 
-    /// The same from text; `origin` names the file in errors and provenance.
+    /// One file from text; `origin` names the file in errors and provenance, and the files it
+    /// includes are read from disk relative to it.
     pub fn from_toml(
         text: &str,
         origin: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let (table, sources) = file::parse(text, origin)?;
-        let doc = Document {
-            path: Some(origin.to_owned()),
-            table,
-            sources,
-        };
-        Config::build(doc, env)
+        let mut read = layers::Files::default();
+        read.read(origin, Some(text), None)?;
+        Config::build(Document::new(vec![origin.to_owned()], read), env)
     }
 
-    /// The file this config was read from.
+    /// The last file given (the one that wins), when there is one.
     pub fn path(&self) -> Option<&Path> {
-        self.inner.doc.path.as_deref()
+        self.inner.doc.file()
+    }
+
+    /// The files given, in order (not the files they include); a reload reads them again.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.inner.doc.files
     }
 
     /// The runtime's own validated keys.
@@ -217,6 +275,9 @@ impl Config {
         self.inner.doc.error_at(key, message)
     }
 
+    /// Puts the layers above the files' (in `doc`) on top, validates, and fills in the
+    /// defaults below them. The center's layer ([`Layer::Center`]) goes between the files and
+    /// the environment once the SDK receives one; there is none to merge today.
     fn build(
         mut doc: Document,
         env: impl IntoIterator<Item = (String, String)>,
@@ -234,7 +295,7 @@ impl Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("path", &self.inner.doc.path)
+            .field("files", &self.inner.doc.files)
             .field("values", &self.redacted())
             .field("runtime", &self.inner.runtime)
             .finish()
@@ -246,15 +307,28 @@ struct Inner {
     runtime: RuntimeConfig,
 }
 
-/// The effective values with their sources: what the file, then the environment, made.
-#[derive(Default)]
+/// The effective values with their sources: what the files, then the environment, made.
 struct Document {
-    path: Option<PathBuf>,
+    /// The files given, in order.
+    files: Vec<PathBuf>,
     table: toml::Table,
     sources: Sources,
 }
 
 impl Document {
+    fn new(files: Vec<PathBuf>, read: layers::Files) -> Document {
+        Document {
+            files,
+            table: read.table,
+            sources: read.sources,
+        }
+    }
+
+    /// The last file given: errors that no file line explains are placed there.
+    fn file(&self) -> Option<&Path> {
+        self.files.last().map(PathBuf::as_path)
+    }
+
     fn get(&self, key: &str) -> Option<&toml::Value> {
         keys::lookup(&self.table, key)
     }
@@ -262,12 +336,7 @@ impl Document {
     /// An error about the value at `key`, placed where that value (or the nearest table above
     /// it) came from.
     fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::at(
-            self.path.as_deref(),
-            self.sources.find(key),
-            key,
-            message.into(),
-        )
+        ConfigError::at(self.file(), self.sources.find(key), key, message.into())
     }
 }
 
@@ -376,5 +445,7 @@ fn describe(value: &toml::Value) -> String {
     format!("{article} {kind}")
 }
 
+#[cfg(test)]
+mod layer_tests;
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,7 @@ fn file(line: usize) -> Source {
     Source::File {
         path: PathBuf::from(FILE),
         line,
+        included_from: None,
     }
 }
 
@@ -1057,11 +1058,25 @@ addr = "a:1"
 #[test]
 fn sources_display_as_explain_prints_them() {
     assert_eq!(Source::Default.to_string(), "default");
-    assert_eq!(file(3).to_string(), "hello.toml:3");
+    assert_eq!(file(3).to_string(), "file hello.toml, line 3");
+    let included = Source::File {
+        path: PathBuf::from("conf/base.toml"),
+        line: 2,
+        included_from: Some(PathBuf::from("local.toml")),
+    };
+    assert_eq!(
+        included.to_string(),
+        "file conf/base.toml, line 2, included from local.toml"
+    );
     assert_eq!(
         env("SHOAL_RPC__LISTEN").to_string(),
-        "env SHOAL_RPC__LISTEN"
+        "environment SHOAL_RPC__LISTEN"
     );
+    let layers: Vec<Layer> = [Source::Default, file(1), env("SHOAL_A__B")]
+        .iter()
+        .map(Source::layer)
+        .collect();
+    assert_eq!(layers, [Layer::Default, Layer::File, Layer::Environment]);
 }
 
 #[test]
@@ -1113,7 +1128,8 @@ fn files_are_read_from_disk() {
         listen.source,
         Source::File {
             path: path.clone(),
-            line: 2
+            line: 2,
+            included_from: None,
         }
     );
     std::fs::remove_dir_all(&dir).unwrap();

@@ -85,7 +85,8 @@ pub(crate) struct Invocation {
     /// Arguments after the program name, passed unchanged to a re-executed binary.
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
-    pub config: Option<PathBuf>,
+    /// The configuration files, in the order given: a later file's keys win.
+    pub configs: Vec<PathBuf>,
     pub action: Action,
 }
 
@@ -112,27 +113,27 @@ impl Invocation {
         Ok(inv)
     }
 
-    /// Parses `--config FILE` (or `-c FILE`, or `SHOAL_CONFIG`), `--check`, `--help` and
-    /// `--version`.
+    /// Parses `--config FILE`, repeated for layers (or `-c FILE`, or else `SHOAL_CONFIG`),
+    /// `--check`, `--help` and `--version`.
     pub(crate) fn parse(
         args: Vec<OsString>,
         env: Vec<(String, String)>,
     ) -> Result<Invocation, String> {
-        let mut config = None;
+        let mut configs = Vec::new();
         let mut action = Action::Run;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let text = arg.to_string_lossy();
             match text.as_ref() {
                 "--config" | "-c" => match it.next() {
-                    Some(path) => config = Some(PathBuf::from(path)),
+                    Some(path) => configs.push(PathBuf::from(path)),
                     None => return Err(format!("{text} needs a file: {text} FILE")),
                 },
                 "--check" => action = Action::Check,
                 "--help" | "-h" => action = Action::Help,
                 "--version" | "-V" => action = Action::Version,
                 other => match other.strip_prefix("--config=") {
-                    Some(path) => config = Some(PathBuf::from(path)),
+                    Some(path) => configs.push(PathBuf::from(path)),
                     None => {
                         return Err(format!(
                             "unknown argument `{other}`; expected --config FILE, --check, --help or --version"
@@ -141,17 +142,18 @@ impl Invocation {
                 },
             }
         }
-        if config.is_none() {
-            config = env
-                .iter()
-                .find(|(k, _)| k == "SHOAL_CONFIG")
-                .map(|(_, v)| PathBuf::from(v));
+        if configs.is_empty() {
+            configs.extend(
+                env.iter()
+                    .find(|(k, _)| k == "SHOAL_CONFIG")
+                    .map(|(_, v)| PathBuf::from(v)),
+            );
         }
         Ok(Invocation {
             exe: None,
             args,
             env,
-            config,
+            configs,
             action,
         })
     }
@@ -174,13 +176,14 @@ pub(crate) fn executable() -> Option<PathBuf> {
 pub(crate) fn usage(name: &str) -> String {
     format!(
         "{name}: a shoal service\n\n\
-         usage: {name} [--config FILE] [--check]\n\n  \
-         -c, --config FILE  read the configuration from FILE (else $SHOAL_CONFIG, else defaults)\n  \
+         usage: {name} [--config FILE]... [--check]\n\n  \
+         -c, --config FILE  read the configuration from FILE (repeat it: later files win)\n  \
          --check            validate the configuration and exit (0 valid, 2 invalid)\n  \
          -h, --help         print this help\n  \
          -V, --version      print the version\n\n\
          signals: HUP reloads, TERM/INT close gracefully (a second exits at once), USR2 re-executes\n\
-         environment: SHOAL_SECTION__KEY=VALUE overrides section.key of the configuration\n"
+         environment: SHOAL_CONFIG=FILE is read when no --config is given (else the defaults);\n\
+         SHOAL_SECTION__KEY=VALUE overrides section.key of the configuration\n"
     )
 }
 
@@ -199,23 +202,39 @@ mod tests {
 
     #[test]
     fn command_lines() {
+        let files = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
         let inv = parse(&["--config", "a.toml"], &[]).unwrap();
-        assert_eq!(inv.config, Some(PathBuf::from("a.toml")));
+        assert_eq!(inv.configs, files(&["a.toml"]));
         assert_eq!(inv.action, Action::Run);
         assert_eq!(
-            parse(&["--config=b.toml", "--check"], &[]).unwrap().config,
-            Some(PathBuf::from("b.toml"))
+            parse(&["--config=b.toml", "--check"], &[]).unwrap().configs,
+            files(&["b.toml"])
         );
         assert_eq!(parse(&["--check"], &[]).unwrap().action, Action::Check);
         assert_eq!(
-            parse(&[], &[("SHOAL_CONFIG", "env.toml")]).unwrap().config,
-            Some(PathBuf::from("env.toml"))
+            parse(&[], &[("SHOAL_CONFIG", "env.toml")]).unwrap().configs,
+            files(&["env.toml"])
         );
         assert_eq!(
             parse(&["-c", "x.toml"], &[("SHOAL_CONFIG", "env.toml")])
                 .unwrap()
-                .config,
-            Some(PathBuf::from("x.toml"))
+                .configs,
+            files(&["x.toml"])
+        );
+        assert_eq!(
+            parse(
+                &[
+                    "--config",
+                    "base.toml",
+                    "-c",
+                    "mid.toml",
+                    "--config=local.toml"
+                ],
+                &[]
+            )
+            .unwrap()
+            .configs,
+            files(&["base.toml", "mid.toml", "local.toml"])
         );
         assert!(parse(&["--config"], &[])
             .unwrap_err()
