@@ -117,7 +117,9 @@ def simulate(shoal, work, env, listen, join, n, stagger):
     line = proc.stdout.readline()
     if not line.startswith("all "):
         stop(proc)
-        sys.exit(f"the simulator ended before all agents were online; see {work}/sim.log")
+        log.close()
+        tail = open(os.path.join(work, "sim.log"), errors="replace").read().splitlines()[-15:]
+        sys.exit("the simulator ended before all agents were online:\n" + "\n".join(tail))
     return proc, float(line.split(" in ")[1].split()[0])
 
 
@@ -170,7 +172,7 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--agents", default="1000 5000")
-    p.add_argument("--stagger", default="2ms")
+    p.add_argument("--stagger", default="5ms")
     p.add_argument("--settle", type=float, default=10)
     p.add_argument("--idle", type=float, default=30)
     p.add_argument("--commands", type=int, default=20)
