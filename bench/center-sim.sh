@@ -4,7 +4,7 @@
 # the time until a `ps` to all N has every result (p50, p99 over 20 commands).
 #
 #   bash bench/center-sim.sh                   # about 5 minutes
-#   AGENTS="1000 5000" STAGGER=5ms IDLE=30 COMMANDS=20 bash bench/center-sim.sh
+#   AGENTS="1000 5000" STAGGER=2ms IDLE=30 COMMANDS=20 bash bench/center-sim.sh
 #
 # The center is its own process (`shoal center`, release build), measured alone from /proc;
 # the agents run in one other process (`shoal bench center-sim`), each with the real link.
@@ -36,5 +36,5 @@ trap cleanup EXIT
 
 echo "shoal $(git rev-parse --short HEAD), $(nproc) cores" >&2
 python3 bench/center_sim_probe.py --shoal "$SHOAL" --work "$work" --token "$token" \
-    --agents "${AGENTS:-1000 5000}" --stagger "${STAGGER:-5ms}" --idle "${IDLE:-30}" \
+    --agents "${AGENTS:-1000 5000}" --stagger "${STAGGER:-2ms}" --idle "${IDLE:-30}" \
     --commands "${COMMANDS:-20}"

@@ -172,7 +172,7 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--agents", default="1000 5000")
-    p.add_argument("--stagger", default="5ms")
+    p.add_argument("--stagger", default="2ms")
     p.add_argument("--settle", type=float, default=10)
     p.add_argument("--idle", type=float, default=30)
     p.add_argument("--commands", type=int, default=20)
