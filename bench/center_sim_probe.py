@@ -117,7 +117,9 @@ def simulate(shoal, work, env, listen, join, n, stagger):
     line = proc.stdout.readline()
     if not line.startswith("all "):
         stop(proc)
-        sys.exit(f"the simulator ended before all agents were online; see {work}/sim.log")
+        log.close()
+        tail = open(os.path.join(work, "sim.log"), errors="replace").read().splitlines()[-15:]
+        sys.exit("the simulator ended before all agents were online:\n" + "\n".join(tail))
     return proc, float(line.split(" in ")[1].split()[0])
 
 

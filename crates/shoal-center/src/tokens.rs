@@ -118,13 +118,21 @@ pub enum TokenError {
 #[derive(Debug, Clone)]
 pub struct Tokens {
     kv: Arc<dyn Kv>,
+    /// Redemptions on this center take turns (in order): compare-and-swaps racing on one
+    /// token's record let the unlucky lose again and again, and with hundreds of agents
+    /// joining at once the first of them ran out of time. The swap still settles races with
+    /// other writers of the store.
+    redeeming: Arc<tokio::sync::Mutex<()>>,
 }
 
 const PREFIX: &str = "tokens/";
 
 impl Tokens {
     pub fn new(kv: Arc<dyn Kv>) -> Tokens {
-        Tokens { kv }
+        Tokens {
+            kv,
+            redeeming: Arc::default(),
+        }
     }
 
     /// Creates a token; the answer holds its text, shown this once. A join token's text ends
@@ -222,6 +230,7 @@ impl Tokens {
             return Err(Refused::NotJoin.into());
         }
         let now = Utc::now();
+        let _turn = self.redeeming.lock().await;
         let taken = self
             .change(&stored.id, |current| {
                 if let Some(refused) = current.refusal(now) {

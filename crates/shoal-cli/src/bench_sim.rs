@@ -124,6 +124,8 @@ async fn simulate(args: CenterSimArgs) -> anyhow::Result<()> {
         links = online(starting, args.agents, started) => links?,
         () = crate::signal::shutdown() => {
             shutdown.cancel();
+            tasks.close();
+            tasks.wait().await;
             return Ok(());
         }
     };
