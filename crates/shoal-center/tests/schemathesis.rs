@@ -23,6 +23,38 @@ fn schemathesis() -> Option<String> {
     }
 }
 
+/// Runs schemathesis against the API at `base` with `token`; panics with its report when it
+/// finds a problem.
+async fn check(tool: String, base: &str, token: &str) {
+    let url = format!("{base}/api/v1/openapi.json");
+    let header = format!("Authorization: Bearer {token}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(tool)
+            .args(["run", &url, "--header", &header])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                "--max-examples",
+                "30",
+                "--seed",
+                "1",
+            ])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("schemathesis runs")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis found problems:\n{text}");
+    assert!(!text.contains(token), "the token was printed");
+}
+
+/// The API over agents that answer (a stand-in link), so commands run to their results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_requests_get_no_5xx_and_answers_match_the_document() {
     let Some(tool) = schemathesis() else {
@@ -36,31 +68,28 @@ async fn generated_requests_get_no_5xx_and_answers_match_the_document() {
         Limits::default(),
     )
     .await;
-    let url = format!("{}/api/v1/openapi.json", served.url);
-    let header = format!("Authorization: Bearer {}", served.admin);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(tool)
-            .args(["run", &url, "--header", &header])
-            .args([
-                "--checks",
-                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-                "--max-examples",
-                "30",
-                "--seed",
-                "1",
-            ])
-            .env("SCHEMATHESIS_HOOKS", "")
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("schemathesis runs")
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "schemathesis found problems:\n{text}");
-    assert!(!text.contains(&served.admin), "the token was printed");
+    check(tool, &served.url, &served.admin).await;
+}
+
+/// A running center, as `shoal center` starts it, with its first admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_center_gets_no_5xx_and_its_answers_match_the_document() {
+    let Some(tool) = schemathesis() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("shoal-center-st-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = shoal_center::Config::new(&dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.http = "127.0.0.1:0".parse().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = shoal_center::run(config, shutdown.clone()).await.unwrap();
+    let token = running
+        .admin_token
+        .clone()
+        .expect("a first start makes the admin token");
+    check(tool, &format!("http://{}", running.http), &token).await;
+    shutdown.cancel();
+    running.stopped().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
