@@ -169,7 +169,7 @@ impl Handle {
             monitor_addr: shared.monitor_addr.borrow().clone(),
             // Several files as `base.toml, local.toml`, in the order given.
             config_file: (!snapshot.config.files().is_empty())
-                .then(|| super::runtime::names(snapshot.config.files())),
+                .then(|| crate::config::file_names(snapshot.config.files())),
             last_reload: records.last_reload,
             last_error: records.last_error,
             errors: records.errors,

@@ -67,7 +67,7 @@ pub(super) async fn load_bounded(
         Ok(Err(e)) => Err(format!("reading the configuration failed: {e}")),
         Err(_) => Err(format!(
             "{}: reading the configuration took longer than {}; the files were not read",
-            names(files),
+            crate::config::file_names(files),
             humantime::format_duration(READ_LIMIT)
         )),
     }
@@ -435,14 +435,5 @@ pub(super) async fn stop_signals(stop: CancellationToken, task: Option<JoinHandl
 
 /// The configuration files, for messages.
 pub(super) fn origin(config: &Config) -> String {
-    names(config.files())
-}
-
-/// `base.toml, local.toml`, or `(default configuration)` when there are none.
-pub(super) fn names(files: &[PathBuf]) -> String {
-    if files.is_empty() {
-        return "(default configuration)".into();
-    }
-    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    names.join(", ")
+    crate::config::file_names(config.files())
 }

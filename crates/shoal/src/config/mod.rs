@@ -449,3 +449,12 @@ fn describe(value: &toml::Value) -> String {
 mod layer_tests;
 #[cfg(test)]
 mod tests;
+
+/// `base.toml, local.toml`, or `(default configuration)` when there are none.
+pub fn file_names(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return "(default configuration)".into();
+    }
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
