@@ -84,9 +84,10 @@ enum Command {
     Ack(String, Vec<u64>, Reply<()>),
     Nack(String, Vec<u64>, Duration, Reply<()>),
     Stats(Reply<TopicStats>),
-    /// Stops the writer until the sender is dropped or sends: tests queue commands behind it.
+    /// Says it holds (on the first sender), then stops the writer until the second's sender
+    /// is dropped or sends: tests queue commands behind it.
     #[cfg(test)]
-    Hold(mpsc::Receiver<()>),
+    Hold(mpsc::Sender<()>, mpsc::Receiver<()>),
 }
 
 #[derive(Debug)]
@@ -295,17 +296,22 @@ impl Engine {
         .await;
     }
 
-    /// Holds `topic`'s writer until the returned sender sends or is dropped.
+    /// Holds `topic`'s writer until the returned sender sends or is dropped; returns once the
+    /// writer holds, so every command sent after it waits for the next round.
     #[cfg(test)]
     pub(crate) fn hold(&self, topic: &str) -> mpsc::Sender<()> {
         let (tx, rx) = mpsc::channel();
-        let commands = self.topic(topic).expect("topic");
-        let commands = commands.commands.lock().expect("commands lock");
-        commands
-            .as_ref()
-            .expect("open")
-            .send(Command::Hold(rx))
-            .expect("writer running");
+        let (held_tx, held) = mpsc::channel();
+        {
+            let commands = self.topic(topic).expect("topic");
+            let commands = commands.commands.lock().expect("commands lock");
+            commands
+                .as_ref()
+                .expect("open")
+                .send(Command::Hold(held_tx, rx))
+                .expect("writer running");
+        }
+        held.recv().expect("the writer holds");
         tx
     }
 
@@ -428,7 +434,8 @@ fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
                     let _ = reply.send(Ok(log.stats()));
                 }
                 #[cfg(test)]
-                Command::Hold(release) => {
+                Command::Hold(held, release) => {
+                    let _ = held.send(());
                     let _ = release.recv();
                 }
             }
