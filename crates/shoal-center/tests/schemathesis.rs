@@ -28,8 +28,18 @@ fn schemathesis() -> Option<String> {
 async fn check(tool: String, base: &str, token: &str) {
     let url = format!("{base}/api/v1/openapi.json");
     let header = format!("Authorization: Bearer {token}");
+    // schemathesis keeps a cache in its working directory: a scratch one, not the crate's.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "shoal-st-cwd-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let cwd = scratch.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(tool)
+            .current_dir(cwd)
             .args(["run", &url, "--header", &header])
             .args([
                 "--checks",
@@ -50,6 +60,7 @@ async fn check(tool: String, base: &str, token: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = std::fs::remove_dir_all(&scratch);
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
     assert!(!text.contains(token), "the token was printed");
 }
