@@ -2,10 +2,7 @@
 //! (and renewal of the certificate at two thirds of its life), serve the center's `exec` and
 //! `logs`; when the link drops, connect again after a jittered, capped exponential backoff.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -138,7 +135,9 @@ impl Session {
             r,
             w,
             self.options.center.clone(),
-            tower::util::BoxCloneSyncService::new(handler),
+            tower::util::BoxCloneSyncService::new(tower::service_fn(move |req| {
+                handler.clone().handle(req)
+            })),
             ConnConfig::default(),
             self.shutdown.child_token(),
             &self.tasks,
@@ -229,23 +228,6 @@ struct Handler {
     refused: Arc<Mutex<Option<String>>>,
     tasks: TaskTracker,
     call_timeout: Duration,
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send>>;
-
-impl tower::Service<Request> for Handler {
-    type Response = Reply;
-    type Error = RpcError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> BoxFuture {
-        let this = self.clone();
-        Box::pin(async move { this.handle(req).await })
-    }
 }
 
 impl Handler {

@@ -1,11 +1,8 @@
 //! The agents' port: the accept loop (TLS handshake, who the peer is) and the calls an
 //! agent makes, answered per connection by [`Handler`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -142,7 +139,7 @@ impl Accepted {
             r,
             w,
             self.addr.clone(),
-            BoxCloneSyncService::new(handler),
+            BoxCloneSyncService::new(tower::service_fn(move |req| handler.clone().handle(req))),
             config,
             self.shutdown.clone(),
             &self.tasks,
@@ -191,23 +188,6 @@ struct Handler {
     links: Links,
     conn: u64,
     identity: Identity,
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send>>;
-
-impl tower::Service<Request> for Handler {
-    type Response = Reply;
-    type Error = RpcError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> BoxFuture {
-        let this = self.clone();
-        Box::pin(async move { this.handle(req).await })
-    }
 }
 
 impl Handler {
