@@ -198,15 +198,20 @@ fn hello_package(out: &Path) -> PathBuf {
          [run]\ncommand = \"bin/hello\"\nrestart = \"always\"\nstop_timeout = \"1s\"\n",
     )
     .unwrap();
+    build(&pkg, out, "hello-1.0.0.tar.gz")
+}
+
+/// `shoal pkg build PKG -o OUT`, which must succeed; the archive `OUT/NAME`.
+fn build(pkg: &Path, out: &Path, name: &str) -> PathBuf {
     let built = Command::new(SHOAL)
         .args(["pkg", "build"])
-        .arg(&pkg)
+        .arg(pkg)
         .arg("-o")
         .arg(out)
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", text(&built));
-    out.join("hello-1.0.0.tar.gz")
+    out.join(name)
 }
 
 fn statuses(view: &CommandView) -> Vec<(String, TargetStatus)> {
@@ -424,15 +429,7 @@ fn slow_package(out: &Path, marker: &Path, secs: u32) -> PathBuf {
          [run]\ncommand = \"bin/slow\"\n\n[hooks]\ninstall = \"bin/install\"\n",
     )
     .unwrap();
-    let built = Command::new(SHOAL)
-        .args(["pkg", "build"])
-        .arg(&pkg)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
-    out.join("slow-1.0.0.tar.gz")
+    build(&pkg, out, "slow-1.0.0.tar.gz")
 }
 
 #[test]
