@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AppStatus, LogQuery};
+use crate::config::ConfigHeld;
 
 /// An agent's id, given by the center at enrollment; kept across reconnects.
 pub type AgentId = String;
@@ -151,6 +152,10 @@ pub struct AgentReport {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub apps: Vec<AppStatus>,
+    /// The configurations the center released to this agent: the newest version of each and
+    /// how its app took it.
+    #[serde(default)]
+    pub configs: Vec<ConfigHeld>,
 }
 
 /// What a command asks each of its targets to do.

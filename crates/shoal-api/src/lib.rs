@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod center;
+pub mod config;
 pub mod fleet;
 pub mod manifest;
 pub mod queue;

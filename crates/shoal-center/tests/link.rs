@@ -297,6 +297,7 @@ fn report() -> AgentReport {
         version: "0.1.0".into(),
         labels: [("role".to_owned(), "web".to_owned())].into(),
         apps: vec![],
+        configs: vec![],
     }
 }
 

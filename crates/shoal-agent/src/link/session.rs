@@ -209,6 +209,7 @@ impl Session {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             labels: self.options.labels.clone(),
             apps: self.host.apps().await.unwrap_or_default(),
+            configs: Vec::new(),
         }
     }
 }
