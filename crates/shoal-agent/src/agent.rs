@@ -9,7 +9,7 @@
 //!    `apps/NAME/versions/VERSION` (a hidden directory renamed into place: never half there);
 //! 2. when NAME is installed and its manifest has `[backup]`, its data is backed up;
 //! 3. the upgrade is written down (`upgrades` table: from, to, whether this install unpacked
-//!    the new version, the hook running now);
+//!    the new version);
 //! 4. `hooks.install` runs in the new version directory (not for a rollback, whose target
 //!    ran it when it was installed), the old version is stopped, `current` switched (an
 //!    atomic rename), the new one started; the agent waits until it is healthy (its
@@ -20,8 +20,8 @@
 //!
 //! Install, rollback and restore run to their end even when the caller goes away: they are
 //! tasks of the agent's own, not of the caller. An agent killed in the middle comes back to
-//! a consistent state: it kills the hook that was running (recorded by pid and start time)
-//! and puts the written-down app back on its old version, removing a version that install
+//! a consistent state: it kills the hook that was running and what that hook started (found
+//! by their environment, see [`hooks::kill_left_over`]) and puts the written-down app back on its old version, removing a version that install
 //! had unpacked. Never neither, never a half-prepared directory left installed. Old versions
 //! beyond `keep_versions` are pruned, never the current or the previous.
 //!
@@ -144,10 +144,7 @@ CREATE TABLE IF NOT EXISTS upgrades (
     -- 1 when to_version was unpacked by this install (and goes if it does not stay), 0 for a
     -- rollback to a version installed before.
     fresh INTEGER NOT NULL,
-    started_at INTEGER NOT NULL,
-    -- The hook running now, if any: its process group and start time (clock ticks).
-    hook_pid INTEGER,
-    hook_start INTEGER
+    started_at INTEGER NOT NULL
 );
 ";
 
@@ -503,8 +500,8 @@ impl Agent {
             .call(move |c| {
                 c.execute(
                     "INSERT OR REPLACE INTO upgrades
-                     (app, from_version, to_version, fresh, started_at, hook_pid, hook_start)
-                     VALUES (?1, ?2, ?3, ?4, strftime('%s', 'now'), NULL, NULL)",
+                     (app, from_version, to_version, fresh, started_at)
+                     VALUES (?1, ?2, ?3, ?4, strftime('%s', 'now'))",
                     rusqlite::params![row.0, row.1, row.2, target == Target::Fresh],
                 )
             })
@@ -622,8 +619,10 @@ impl Agent {
         self.activate(manifest, dir, Verify::Run).await
     }
 
-    /// Runs `which` hook of `manifest` in `dir`, its process group written down with the
-    /// upgrade so that an agent killed meanwhile stops it when it comes back.
+    /// Runs `which` hook of `manifest` in `dir`. Its environment names it (`SHOAL_HOOK`,
+    /// beside `SHOAL_APP` and `SHOAL_DATA_DIR`), and so does every process it starts: an agent
+    /// killed meanwhile finds them by that when it comes back and stops them
+    /// ([`hooks::kill_left_over`]), however soon after the start it died.
     async fn hook(
         &self,
         manifest: &Manifest,
@@ -632,42 +631,16 @@ impl Agent {
         hook: &shoal_pkg::manifest::Command,
     ) -> Result<(), AgentError> {
         let name = &manifest.package.name;
-        let (pid_sender, pid) = tokio::sync::oneshot::channel::<u32>();
-        let pid_sender = std::sync::Mutex::new(Some(pid_sender));
-        let started = move |pid: u32| {
-            if let Some(sender) = pid_sender.lock().ok().and_then(|mut s| s.take()) {
-                let _ = sender.send(pid);
-            }
-        };
-        let state = self.inner.state.clone();
-        let app = name.to_string();
-        // The pid is written down beside the hook's run, off the executor.
-        let record = async move {
-            let Ok(pid) = pid.await else { return };
-            let written = state
-                .call(move |c| {
-                    let start = start_time(pid);
-                    c.execute(
-                        "UPDATE upgrades SET hook_pid = ?2, hook_start = ?3 WHERE app = ?1",
-                        rusqlite::params![app, pid, start.map(|t| t as i64)],
-                    )
-                })
-                .await;
-            if let Err(error) = written {
-                tracing::warn!(%error, "the running hook is not written down");
-            }
-        };
         let what = format!(
             "the {} hook of {name} {}",
             which.as_str(),
             manifest.package.version
         );
-        let env = self.env(manifest, dir);
+        let mut env = self.env(manifest, dir);
+        env.insert(hooks::HOOK_VAR.into(), which.as_str().into());
         let log = self.inner.data.logs(name).join("hooks.log");
         let timeout = self.inner.options.hook_timeout;
-        let run = hooks::run(&what, hook, dir, &env, timeout, &log, &started);
-        let (ran, ()) = tokio::join!(run, record);
-        Ok(ran?)
+        Ok(hooks::run(&what, hook, dir, &env, timeout, &log).await?)
     }
 
     /// Starts `manifest`'s programs (or schedules its jobs), waits until healthy and stable,
@@ -795,17 +768,14 @@ impl Agent {
             .inner
             .state
             .call(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT app, from_version, to_version, fresh, hook_pid, hook_start FROM upgrades",
-                )?;
+                let mut stmt =
+                    c.prepare("SELECT app, from_version, to_version, fresh FROM upgrades")?;
                 let rows = stmt.query_map([], |r| {
                     Ok(Interrupted {
                         app: r.get(0)?,
                         from: r.get(1)?,
                         to: r.get(2)?,
                         fresh: r.get(3)?,
-                        hook_pid: r.get(4)?,
-                        hook_start: r.get(5)?,
                     })
                 })?;
                 rows.collect()
@@ -822,17 +792,9 @@ impl Agent {
                 to,
                 "an upgrade was interrupted; going back to where it came from"
             );
-            // The hook the killed agent was running, if it still is (same pid, same start).
-            if let (Some(pid), Some(start)) = (upgrade.hook_pid, upgrade.hook_start) {
-                let pid = u32::try_from(pid).unwrap_or(0);
-                let ours = blocking(move || Ok(start_time(pid) == Some(start as u64))).await?;
-                if pid > 1 && ours {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
+            // The hook the killed agent was running, if it still is, and what it started.
+            let (root, hook_app) = (self.inner.data.root().to_owned(), app.clone());
+            blocking(move || Ok(hooks::kill_left_over(&root, &hook_app))).await?;
             if let Ok(manifest) = self.manifest(&name) {
                 self.deactivate(&manifest).await;
             }
@@ -1227,8 +1189,6 @@ struct Interrupted {
     from: Option<String>,
     to: String,
     fresh: bool,
-    hook_pid: Option<i64>,
-    hook_start: Option<i64>,
 }
 
 /// An upload being received or installed, in `incoming/`; removed when dropped.
@@ -1426,15 +1386,6 @@ async fn switch(data: &DataDir, name: &Name, version: &Version) -> std::io::Resu
     }
 }
 
-/// When process `pid` started (clock ticks after boot): with the pid, what tells it from a
-/// later process that got the same pid. `None` when there is no such process.
-fn start_time(pid: u32) -> Option<u64> {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
-    crate::supervise::sys::stat(pid)
-        .ok()
-        .map(|stat| stat.start_time)
-}
-
 /// Adds the `upgrades` columns a database made by an earlier agent lacks.
 fn migrate(state: &State) -> Result<(), StateError> {
     let columns: Vec<String> = state.with(|c| {
@@ -1442,11 +1393,7 @@ fn migrate(state: &State) -> Result<(), StateError> {
         let names = stmt.query_map([], |r| r.get(0))?;
         names.collect()
     })?;
-    for (column, definition) in [
-        ("fresh", "fresh INTEGER NOT NULL DEFAULT 1"),
-        ("hook_pid", "hook_pid INTEGER"),
-        ("hook_start", "hook_start INTEGER"),
-    ] {
+    for (column, definition) in [("fresh", "fresh INTEGER NOT NULL DEFAULT 1")] {
         if !columns.iter().any(|c| c == column) {
             state.with(|c| {
                 c.execute(&format!("ALTER TABLE upgrades ADD COLUMN {definition}"), [])

@@ -45,12 +45,18 @@ const NOT_INHERITED: &[&str] = &[
     "SHOAL_CONFIG",
 ];
 
+/// Set in a hook's environment to which hook it is (`install`, `verify`), beside `SHOAL_APP`
+/// and `SHOAL_DATA_DIR`: what [`kill_left_over`] finds a hook and its children by.
+pub const HOOK_VAR: &str = "SHOAL_HOOK";
+
+/// How long [`kill_left_over`] waits for the processes it killed to be gone.
+const AFTER_KILL: Duration = Duration::from_secs(2);
+
 /// How long output already written is still read after the hook's process exits.
 const DRAIN: Duration = Duration::from_millis(200);
 
 /// Runs `command` in `dir` with `env` added, appending its output to `log`; `what` names it
-/// in errors ("the install hook of web 1.2.0"). `started` is told the hook's pid (also its
-/// process group) as soon as it runs.
+/// in errors ("the install hook of web 1.2.0").
 pub async fn run(
     what: &str,
     command: &Command,
@@ -58,7 +64,6 @@ pub async fn run(
     env: &BTreeMap<String, String>,
     timeout: Duration,
     log: &Path,
-    started: &(dyn Fn(u32) + Send + Sync),
 ) -> Result<(), HookError> {
     let fail = |how: String, tail: String| HookError {
         what: what.to_owned(),
@@ -85,9 +90,6 @@ pub async fn run(
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}"), String::new()))?;
     let pgid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
-    if let Some(pid) = child.id() {
-        started(pid);
-    }
     let mut log_file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -168,4 +170,61 @@ pub async fn run(
             tail_string(&tail),
         )),
     }
+}
+
+/// Kills every process left from a hook of `app` run by the agent of data directory `root`
+/// (an agent killed while the hook ran): each process whose environment has [`HOOK_VAR`],
+/// `SHOAL_APP=app` and `SHOAL_DATA_DIR=root`, which a hook's children inherit too. Found by
+/// environment rather than by a pid written down when the hook started, because the agent
+/// can die between the hook's start and that write. Blocking (reads `/proc`); waits up to
+/// [`AFTER_KILL`] for them to be gone and returns how many it killed.
+pub fn kill_left_over(root: &Path, app: &str) -> usize {
+    let want = [
+        format!("SHOAL_APP={app}"),
+        format!("SHOAL_DATA_DIR={}", root.display()),
+    ];
+    let marked = |pid: i32| {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return false;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let has = |var: &[u8]| vars.contains(&var);
+        let hook = vars
+            .iter()
+            .any(|v| v.starts_with(format!("{HOOK_VAR}=").as_bytes()));
+        hook && want.iter().all(|w| has(w.as_bytes()))
+    };
+    let killed: Vec<i32> = processes().filter(|pid| marked(*pid)).collect();
+    for pid in &killed {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if !killed.is_empty() {
+        tracing::warn!(app, count = killed.len(), "killed what a hook left running");
+    }
+    let deadline = std::time::Instant::now() + AFTER_KILL;
+    while killed.iter().any(|pid| running(*pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed.len()
+}
+
+/// The pids in `/proc`.
+fn processes() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+}
+
+/// Whether `pid` exists and is not a zombie (a killed process whose new parent has not
+/// reaped it yet is over all the same).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    })
 }

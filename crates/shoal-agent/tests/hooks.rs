@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Scratch;
@@ -58,7 +58,6 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
         &env,
         Duration::from_secs(10),
         &log,
-        &|_| {},
     )
     .await
     .unwrap();
@@ -81,7 +80,6 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
         &env,
         Duration::from_secs(10),
         &log,
-        &|_| {},
     )
     .await
     .unwrap_err()
@@ -103,7 +101,6 @@ async fn a_hook_runs_in_its_directory_and_its_failure_quotes_its_output() {
         &env,
         Duration::from_secs(10),
         &log,
-        &|_| {},
     )
     .await
     .unwrap_err()
@@ -127,7 +124,6 @@ async fn a_hook_past_its_timeout_is_killed_with_its_children() {
         &BTreeMap::new(),
         Duration::from_millis(500),
         &dir.0.join("hooks.log"),
-        &|_| {},
     )
     .await
     .unwrap_err()
@@ -151,7 +147,6 @@ async fn a_hook_is_over_when_its_process_exits_and_leaves_nothing_behind() {
         "quick",
         &format!("sleep 1000 & echo $! > {}; echo done", pid_file.display()),
     );
-    let started = std::sync::Mutex::new(None);
     hooks::run(
         "the install hook",
         &quick,
@@ -159,15 +154,84 @@ async fn a_hook_is_over_when_its_process_exits_and_leaves_nothing_behind() {
         &BTreeMap::new(),
         Duration::from_secs(60),
         &dir.0.join("hooks.log"),
-        &|pid| *started.lock().unwrap() = Some(pid),
     )
     .await
     .unwrap();
-    assert!(started.lock().unwrap().is_some());
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     gone(pid).await;
+}
+
+#[tokio::test]
+async fn what_a_hook_left_running_is_found_by_its_environment_and_killed() {
+    let dir = Scratch::new("hooks-left-over");
+    let root = dir.0.join("data");
+    let start = |root: &Path, hook: bool, pid_file: &Path| {
+        let mut command = std::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "sleep 1000 & echo $! > {}.tmp; mv {0}.tmp {0}; exec sleep 1000",
+                pid_file.display()
+            ))
+            .env("SHOAL_APP", "web")
+            .env("SHOAL_DATA_DIR", root);
+        if hook {
+            command.env(hooks::HOOK_VAR, "verify");
+        }
+        command.spawn().unwrap()
+    };
+    let read_pid = |file: PathBuf| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{file:?} never written"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let mut hook = start(&root, true, &dir.0.join("hook.pid"));
+    // The same app of another agent's data directory, and a program of this one (no hook).
+    let mut other = start(&dir.0.join("elsewhere"), true, &dir.0.join("other.pid"));
+    let mut program = start(&root, false, &dir.0.join("program.pid"));
+    let hook_child = read_pid(dir.0.join("hook.pid")).await;
+    let other_child = read_pid(dir.0.join("other.pid")).await;
+    let program_child = read_pid(dir.0.join("program.pid")).await;
+
+    let killed = tokio::task::spawn_blocking(move || hooks::kill_left_over(&root, "web"))
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "the hook and the child it started");
+    assert!(hook.wait().unwrap().code().is_none(), "killed by a signal");
+    gone(hook_child).await;
+    for pid in [
+        other.id() as i32,
+        other_child,
+        program.id() as i32,
+        program_child,
+    ] {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(
+            !stat.rsplit(") ").next().unwrap().starts_with('Z'),
+            "{stat}"
+        );
+    }
+    for pid in [other_child, program_child] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let _ = (other.kill(), program.kill(), other.wait(), program.wait());
 }
