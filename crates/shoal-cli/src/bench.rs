@@ -59,6 +59,9 @@ pub enum BenchCommand {
     /// Simulate many agents linked to one center (see bench/center-sim.sh).
     #[command(name = "center-sim", hide = true)]
     CenterSim(crate::bench_sim::CenterSimArgs),
+    /// Time etcd's watch fan-out: N watchers on one key, P puts (see bench/config-push.sh).
+    #[command(name = "etcd-watch", hide = true)]
+    EtcdWatch(crate::bench_etcd::EtcdWatchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +135,7 @@ impl RunArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::CenterSim(args) => crate::bench_sim::run(args),
+        BenchCommand::EtcdWatch(args) => crate::bench_etcd::run(args),
         BenchCommand::Serve(args) => {
             let rt = runtime(args.threads)?;
             rt.block_on(serve(args))?;

@@ -14,6 +14,7 @@
 
 mod agent;
 mod bench;
+mod bench_etcd;
 mod bench_sim;
 mod call;
 mod center;
