@@ -127,18 +127,14 @@ impl Links {
         }
     }
 
-    /// `config.applied` from agent `id`: recorded, and its live report brought up to date.
+    /// `config.applied` from agent `id`: recorded. Its live report is left as it was, so the
+    /// next report that says the same is recorded too, before its heartbeat is answered.
     pub(super) async fn applied(&self, id: &str, applied: ConfigApplied) {
         let namespace = {
-            let mut live = self.inner.live.lock().unwrap();
-            let Some(link) = live.get_mut(id) else {
+            let live = self.inner.live.lock().unwrap();
+            let Some(link) = live.get(id) else {
                 return;
             };
-            for held in &mut link.report.configs {
-                if held.name == applied.name && held.version == applied.version {
-                    held.delivery = applied.delivery.clone();
-                }
-            }
             link.namespace.clone()
         };
         self.record_config(
