@@ -173,7 +173,7 @@ pub enum GrayTarget {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigPush {
-    /// UTF-8 text, not empty, at most [`crate::config::MAX_CONFIG_BYTES`].
+    /// UTF-8 text, not empty, at most 1 MiB (`shoal_api::config::MAX_CONFIG_BYTES`).
     pub content: String,
     #[serde(default)]
     pub message: Option<String>,
