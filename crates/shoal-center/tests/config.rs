@@ -444,7 +444,8 @@ async fn a_push_reaches_the_app_and_a_lost_one_comes_back_with_the_next_heartbea
         (2, second.as_bytes())
     );
     back.close().await;
-    center.stop().await;
+    let dir = center.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -801,6 +802,54 @@ async fn bad_pushes_are_refused_naming_what_is_wrong_and_diff_shows_the_change()
     assert!(matches!(err, ClientError::Api { status: 404, .. }), "{err}");
     let err = admin.config_promote(None, APP).await.unwrap_err();
     assert!(matches!(err, ClientError::Api { status: 409, .. }), "{err}");
+    let dir = center.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_gray_content_pushed_again_with_a_larger_share_keeps_its_version_and_members() {
+    let center = Center::start("share").await;
+    let mut agents = Vec::new();
+    for _ in 0..6 {
+        agents.push(StandIn::join(&center, None, &[]).await);
+    }
+    center.push("stable\n", None).await;
+    for agent in &mut agents {
+        let v1 = agent.next_changed().await;
+        agent.hold(&v1, Delivery::Applied);
+        agent.heartbeat().await;
+    }
+    let gray = center.push("gray\n", Some(GrayTarget::Percent(20))).await;
+    check_gray(&mut agents, gray, 1, |a| {
+        shoal_center::config::percent_slot(&a.id, APP, gray) < 2000
+    })
+    .await;
+    let had: Vec<bool> = agents
+        .iter()
+        .map(|a| a.report.configs[0].version == gray)
+        .collect();
+    // The same content with a larger share: the same version, reaching more agents.
+    assert_eq!(
+        center.push("gray\n", Some(GrayTarget::Percent(70))).await,
+        gray
+    );
+    let release = center.admin().config_release(None, APP).await.unwrap();
+    assert_eq!(release.gray.unwrap().target, GrayTarget::Percent(70));
+    assert_eq!(release.latest, gray, "no new version");
+    check_gray(&mut agents, gray, 1, |a| {
+        shoal_center::config::percent_slot(&a.id, APP, gray) < 7000
+    })
+    .await;
+    for (agent, had) in agents.iter().zip(had) {
+        assert!(
+            !had || agent.report.configs[0].version == gray,
+            "{} dropped",
+            agent.id
+        );
+    }
+    for agent in agents {
+        agent.close().await;
+    }
     let dir = center.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
