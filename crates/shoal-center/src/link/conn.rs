@@ -36,6 +36,7 @@ const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// Bounds on what an agent reports about itself.
 const MAX_LABELS: usize = 64;
 const MAX_TEXT: usize = 256;
+const MAX_CONFIGS: usize = 1024;
 
 /// Serves the agents' port on `listener` until `shutdown` is cancelled, then closes every
 /// link and returns once their tasks ended.
@@ -291,6 +292,7 @@ impl Handler {
         peer: Option<Peer>,
     ) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
+        check_configs(&report.configs)?;
         let peer = peer.ok_or_else(|| RpcError::internal("hello without a connection"))?;
         let kv = self.links.inner.deps.kv.as_ref();
         let now = Utc::now();
@@ -339,6 +341,7 @@ impl Handler {
 
     async fn heartbeat(&self, id: &str, report: AgentReport) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
+        check_configs(&report.configs)?;
         let now = Utc::now();
         let (persist, held_changed, namespace) = {
             let mut live = self.links.inner.live.lock().unwrap();
@@ -470,6 +473,23 @@ fn check_report(
             link_codes::INVALID,
             format!(
                 "a hostname and each label key and value are at most {MAX_TEXT} bytes, and an agent has at most {MAX_LABELS} labels"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bounds what a report says of the configurations an agent holds: it is compared with the
+/// releases at every heartbeat.
+fn check_configs(configs: &[shoal_api::config::ConfigHeld]) -> Result<(), RpcError> {
+    let long = configs
+        .iter()
+        .any(|c| c.name.len() > MAX_TEXT || c.sha256.len() > MAX_TEXT);
+    if configs.len() > MAX_CONFIGS || long {
+        return Err(RpcError::new(
+            link_codes::INVALID,
+            format!(
+                "a report lists at most {MAX_CONFIGS} configurations, each name and sha256 at most {MAX_TEXT} bytes"
             ),
         ));
     }
