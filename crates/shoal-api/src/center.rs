@@ -151,3 +151,151 @@ pub struct FleetLogsRequest {
     #[serde(default)]
     pub query: LogQuery,
 }
+
+/// Who a gray release reaches: agents by id, by one label, or a share of them. Membership by
+/// share is `hash(agent, name, version) mod 10000 < percent * 100`, so raising the share of
+/// one gray version never drops an agent that had it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum GrayTarget {
+    Ids(Vec<AgentId>),
+    Label {
+        key: String,
+        value: String,
+    },
+    /// 1 to 100.
+    Percent(u8),
+}
+
+/// `POST /api/v1/configs/{name}/versions`: a new version of a configuration, released to every
+/// instance, or only to `gray`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigPush {
+    /// UTF-8 text, not empty, at most 1 MiB (`shoal_api::config::MAX_CONFIG_BYTES`).
+    pub content: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub gray: Option<GrayTarget>,
+}
+
+/// One immutable version of a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigVersionInfo {
+    pub name: String,
+    pub namespace: String,
+    pub version: u64,
+    /// sha256 of the content, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+    pub message: String,
+    /// The id of the token that pushed it (`-` for the center itself).
+    pub pushed_by: String,
+    pub pushed: DateTime<Utc>,
+    /// The version whose content a rollback published again.
+    #[serde(default)]
+    pub rollback_of: Option<u64>,
+}
+
+/// A version with its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigContent {
+    pub info: ConfigVersionInfo,
+    pub content: String,
+}
+
+/// A gray release: `version` reaches `target`'s instances, the stable version the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GrayRelease {
+    pub version: u64,
+    pub target: GrayTarget,
+}
+
+/// What a configuration's instances should run: the release pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigRelease {
+    pub name: String,
+    pub namespace: String,
+    /// The version every instance outside a gray release gets; none before the first release
+    /// to all.
+    pub stable: Option<u64>,
+    pub gray: Option<GrayRelease>,
+    /// The newest version number.
+    pub latest: u64,
+    /// The store's revision of the pointer: it changes with every push, promote and rollback.
+    pub revision: u64,
+}
+
+/// The answer to a push or a rollback: the version made and the release it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigPushed {
+    pub version: ConfigVersionInfo,
+    pub release: ConfigRelease,
+}
+
+/// `POST /api/v1/configs/{name}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigRollback {
+    /// The version whose content to publish again; the stable version before the current one
+    /// when absent.
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+/// `GET /api/v1/configs/{name}/diff`: a unified line diff from one version to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigDiff {
+    pub name: String,
+    pub namespace: String,
+    pub from: u64,
+    pub to: u64,
+    /// `--- NAME vFROM` / `+++ NAME vTO` headers and `@@` hunks; empty when the contents are
+    /// the same.
+    pub diff: String,
+}
+
+/// Where one instance (an agent's app) stands against the version it should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum InstanceState {
+    /// The app runs the desired version.
+    Applied,
+    /// The desired version is on its way, or the app has not answered yet.
+    Pending,
+    /// The app refused the desired version and runs on with what it had.
+    Rejected { reason: String },
+    /// The agent is offline.
+    Offline,
+}
+
+/// One instance of a configuration: app `name` on agent `agent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigInstance {
+    pub agent: AgentId,
+    pub hostname: String,
+    /// The version the release gives it.
+    pub desired: u64,
+    /// The last version it applied.
+    pub applied: Option<u64>,
+    #[serde(flatten)]
+    pub state: InstanceState,
+}
+
+/// `GET /api/v1/configs/{name}/status`: the release and every instance it reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigStatus {
+    pub release: ConfigRelease,
+    pub instances: Vec<ConfigInstance>,
+}

@@ -9,6 +9,10 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_api::agent::ErrorBody;
+use shoal_api::center::{
+    ConfigContent, ConfigDiff, ConfigPush, ConfigPushed, ConfigRelease, ConfigRollback,
+    ConfigStatus, ConfigVersionInfo,
+};
 
 /// Why a request to the center failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,9 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("talking to the center at {addr}: {message}")]
     Transport { addr: String, message: String },
+    /// A name or namespace that cannot be put in a request; says which.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A client of one center.
@@ -119,6 +126,104 @@ impl CenterClient {
         Ok(())
     }
 
+    /// Pushes a new version of configuration `name` (in `namespace`, else the token's own or
+    /// `default`) and releases it.
+    pub async fn config_push(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        push: &ConfigPush,
+    ) -> Result<ConfigPushed, ClientError> {
+        self.post(&config_path(namespace, name, "/versions")?, push)
+            .await
+    }
+
+    /// Every version of configuration `name`, newest first.
+    pub async fn config_versions(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Vec<ConfigVersionInfo>, ClientError> {
+        self.get(&config_path(namespace, name, "/versions")?).await
+    }
+
+    /// The release pointer of configuration `name`.
+    pub async fn config_release(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ConfigRelease, ClientError> {
+        self.get(&config_path(namespace, name, "")?).await
+    }
+
+    /// Version `version` of configuration `name` with its content; the stable version (the
+    /// newest while nothing was released to all) when `None`.
+    pub async fn config_show(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<ConfigContent, ClientError> {
+        let version = match version {
+            Some(v) => v,
+            None => {
+                let release = self.config_release(namespace, name).await?;
+                release.stable.unwrap_or(release.latest)
+            }
+        };
+        self.get(&config_path(
+            namespace,
+            name,
+            &format!("/versions/{version}"),
+        )?)
+        .await
+    }
+
+    /// The unified diff of configuration `name` from version `from` to version `to`.
+    pub async fn config_diff(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<ConfigDiff, ClientError> {
+        let path = config_path(namespace, name, "/diff")?;
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.get(&format!("{path}{sep}from={from}&to={to}")).await
+    }
+
+    /// Releases the gray version of configuration `name` to every instance.
+    pub async fn config_promote(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ConfigRelease, ClientError> {
+        self.post(&config_path(namespace, name, "/promote")?, &())
+            .await
+    }
+
+    /// Publishes version `to`'s content (the stable version before the current one when
+    /// `None`) as a new version, released to every instance.
+    pub async fn config_rollback(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        to: Option<u64>,
+    ) -> Result<ConfigPushed, ClientError> {
+        let body = ConfigRollback { to };
+        self.post(&config_path(namespace, name, "/rollback")?, &body)
+            .await
+    }
+
+    /// Every instance of configuration `name`: desired and applied version, state.
+    pub async fn config_status(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ConfigStatus, ClientError> {
+        self.get(&config_path(namespace, name, "/status")?).await
+    }
+
     /// Sends one request and reads its whole answer as JSON.
     async fn send<T: DeserializeOwned>(
         &self,
@@ -213,4 +318,29 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// `/api/v1/configs/NAME{rest}[?namespace=NS]`, once both are names a URL carries as they are.
+fn config_path(namespace: Option<&str>, name: &str, rest: &str) -> Result<String, ClientError> {
+    let plain = |what: &str, text: &str| {
+        let fine = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if fine {
+            Ok(())
+        } else {
+            Err(ClientError::Invalid(format!(
+                "{what} {text:?} is not a name: letters, digits, '-', '_' and '.' only"
+            )))
+        }
+    };
+    plain("configuration", name)?;
+    let mut path = format!("/api/v1/configs/{name}{rest}");
+    if let Some(namespace) = namespace {
+        plain("namespace", namespace)?;
+        path.push_str("?namespace=");
+        path.push_str(namespace);
+    }
+    Ok(path)
 }

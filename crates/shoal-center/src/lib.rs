@@ -9,7 +9,8 @@
 //! - [`link`]: the agents' port (enrollment, `hello`, heartbeats, package downloads,
 //!   renewal) and [`link::Links`], the handle the rest of the center calls agents through
 //!   (`exec`, `logs`, the registry, `revoke`).
-//! - [`tokens`], [`audit`], [`packages`], [`commands`]: the center's state, on the store.
+//! - [`tokens`], [`audit`], [`packages`], [`commands`], [`config`]: the center's state, on
+//!   the store.
 //! - [`api`]: the HTTP API over all of it; [`client`]: its client.
 //!
 //! Invariant: the center never depends on `shoal-agent`; what crosses the link is a
@@ -19,6 +20,7 @@ pub mod api;
 pub mod audit;
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod link;
 mod names;
 pub mod packages;
@@ -40,6 +42,7 @@ pub use wiring::LinkReach;
 use crate::api::ApiError;
 use crate::audit::Audit;
 use crate::commands::{Commands, Reach};
+use crate::config::Configs;
 use crate::packages::Packages;
 use crate::tokens::{Caller, Tokens};
 use crate::upload::Upload;
@@ -67,6 +70,7 @@ pub struct Center {
     pub audit: Audit,
     pub packages: Packages,
     pub commands: Commands,
+    pub configs: Configs,
     pub reach: Arc<dyn Reach>,
     /// The pin of the center's root key, which join tokens carry.
     pub pin: Arc<str>,
@@ -98,12 +102,18 @@ impl Center {
             tokens: Tokens::new(stores.kv.clone()),
             audit: Audit::new(stores.log.clone()),
             commands: Commands::new(stores.kv.clone(), reach.clone(), packages.clone()),
+            configs: Configs::new(stores.kv.clone(), stores.blobs.clone()),
             packages,
             reach,
             pin: pin.into(),
             incoming: data_dir.join("incoming"),
             limits,
         }
+    }
+
+    /// The same center with `configs` (the one its link delivers from).
+    pub fn with_configs(self, configs: Configs) -> Center {
+        Center { configs, ..self }
     }
 
     /// Writes an audit entry for what `by` asked, with `outcome`'s error or `ok`.

@@ -142,11 +142,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     let pin = pki.pin().to_owned();
     let tokens = crate::tokens::Tokens::new(stores.kv.clone());
     let packages = crate::packages::Packages::new(stores.kv.clone(), stores.blobs.clone());
+    let configs = crate::config::Configs::new(stores.kv.clone(), stores.blobs.clone());
     let deps = LinkDeps {
         kv: stores.kv.clone(),
         pki,
         join: Arc::new(tokens),
         packages: Arc::new(packages),
+        configs: configs.clone(),
     };
     let links = Links::new(deps, config.link.clone())
         .await
@@ -160,7 +162,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         &pin,
         &data_dir,
         config.limits,
-    );
+    )
+    .with_configs(configs);
     let interrupted = center
         .commands
         .recover()

@@ -118,10 +118,18 @@ async fn every_route_is_in_the_openapi_document_and_wants_a_token() {
         "GET /api/v1/audit",
         "GET /api/v1/commands",
         "GET /api/v1/commands/{id}",
+        "GET /api/v1/configs/{name}",
+        "GET /api/v1/configs/{name}/diff",
+        "GET /api/v1/configs/{name}/status",
+        "GET /api/v1/configs/{name}/versions",
+        "GET /api/v1/configs/{name}/versions/{version}",
         "GET /api/v1/packages",
         "GET /api/v1/tokens",
         "POST /api/v1/agents/{id}/revoke",
         "POST /api/v1/commands",
+        "POST /api/v1/configs/{name}/promote",
+        "POST /api/v1/configs/{name}/rollback",
+        "POST /api/v1/configs/{name}/versions",
         "POST /api/v1/logs",
         "POST /api/v1/packages",
         "POST /api/v1/tokens",
@@ -132,7 +140,10 @@ async fn every_route_is_in_the_openapi_document_and_wants_a_token() {
     let none = CenterClient::new(&served.url, "").unwrap();
     for route in routes {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{id}", "x");
+        let path = path
+            .replace("{id}", "x")
+            .replace("{name}", "x")
+            .replace("{version}", "1");
         let answer = match method {
             "GET" => none.get::<serde_json::Value>(&path).await,
             _ => none.post::<_, serde_json::Value>(&path, &()).await,

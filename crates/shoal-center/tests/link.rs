@@ -20,6 +20,7 @@ use shoal_api::fleet::{
     LogsRequest, PackageChunk, PackageFetch, Refused, Renewal, TargetResult, TargetStatus, Welcome,
     CENTER_NAME,
 };
+use shoal_center::config::Configs;
 use shoal_center::link::{
     self, JoinAuthority, JoinGrant, JoinRefused, LinkConfig, LinkDeps, LinkError, Links,
     PackageSource,
@@ -91,7 +92,7 @@ impl Drop for Scratch {
 struct Center {
     links: Links,
     pki: Arc<Pki>,
-    kv: Arc<dyn Kv>,
+    store: Sqlite,
     join: Arc<TestJoin>,
     addr: String,
     stop: CancellationToken,
@@ -102,17 +103,13 @@ struct Center {
 impl Center {
     async fn start(name: &str, heartbeat: Duration) -> Center {
         let dir = Arc::new(Scratch::new(name));
-        let kv: Arc<dyn Kv> = Arc::new(Sqlite::open(dir.0.join("store/center.db")).unwrap());
+        let store = Sqlite::open(dir.0.join("store/center.db")).unwrap();
         let pki = Arc::new(Pki::load(&dir.0, vec![]).await.unwrap());
-        Center::serve(dir, kv, pki, heartbeat).await
+        Center::serve(dir, store, pki, heartbeat).await
     }
 
-    async fn serve(
-        dir: Arc<Scratch>,
-        kv: Arc<dyn Kv>,
-        pki: Arc<Pki>,
-        heartbeat: Duration,
-    ) -> Center {
+    async fn serve(dir: Arc<Scratch>, store: Sqlite, pki: Arc<Pki>, heartbeat: Duration) -> Center {
+        let kv: Arc<dyn Kv> = Arc::new(store.clone());
         let join = Arc::new(TestJoin::default());
         let mut packages = TestPackages::default();
         packages
@@ -123,6 +120,7 @@ impl Center {
             pki: pki.clone(),
             join: join.clone(),
             packages: Arc::new(packages),
+            configs: Configs::new(kv.clone(), Arc::new(store.clone())),
         };
         let config = LinkConfig {
             heartbeat,
@@ -137,7 +135,7 @@ impl Center {
         Center {
             links,
             pki,
-            kv,
+            store,
             join,
             addr,
             stop,
@@ -146,13 +144,13 @@ impl Center {
         }
     }
 
-    async fn stop(self) -> (Arc<Scratch>, Arc<dyn Kv>, Arc<Pki>) {
+    async fn stop(self) -> (Arc<Scratch>, Sqlite, Arc<Pki>) {
         self.stop.cancel();
         tokio::time::timeout(WAIT, self.served)
             .await
             .unwrap()
             .unwrap();
-        (self._dir, self.kv, self.pki)
+        (self._dir, self.store, self.pki)
     }
 }
 
@@ -503,8 +501,8 @@ async fn revoking_closes_the_link_at_once_and_refuses_it_after_a_restart() {
 
     // A new center process on the same store still refuses it.
     let heartbeat = center.links.config().heartbeat;
-    let (dir, kv, pki) = center.stop().await;
-    let center = Center::serve(dir, kv, pki, heartbeat).await;
+    let (dir, store, pki) = center.stop().await;
+    let center = Center::serve(dir, store, pki, heartbeat).await;
     let after = TestAgent::connect(&center, Some((&key, &chain)))
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! `shoal config explain FILE...`: every effective value of a service's config, its files read
 //! in order as the service reads them and the process environment's `SHOAL_…` overrides
-//! applied, and the layer and file each one came from.
+//! applied, and the layer and file each one came from. The center's configurations
+//! (`shoal config push`, `versions`, ...) are subcommands beside it, run by `config_cmd.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,21 @@ pub enum ConfigCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Store FILE as the next version of configuration NAME in the center and release it to
+    /// app NAME on every agent of the namespace (with --gray, only to some).
+    Push(crate::config_cmd::PushArgs),
+    /// List the versions of configuration NAME, newest first, and which are released.
+    Versions(crate::config_cmd::NameArgs),
+    /// Print a version's content (the stable version without --version).
+    Show(crate::config_cmd::ShowArgs),
+    /// Show what changed from version V1 to version V2, as a unified diff.
+    Diff(crate::config_cmd::DiffArgs),
+    /// Release the gray version of NAME to every instance.
+    Promote(crate::config_cmd::NameArgs),
+    /// Publish an earlier version's content as a new version, released to every instance.
+    Rollback(crate::config_cmd::RollbackArgs),
+    /// For each instance of NAME: the desired and applied version and its state.
+    Status(crate::config_cmd::StatusArgs),
 }
 
 /// Runs `cmd` with `env`, the process's environment (its `SHOAL_…` overrides).
@@ -30,6 +46,13 @@ pub fn run(cmd: ConfigCommand, env: Vec<(String, String)>) -> anyhow::Result<Exi
             out!("{}", render(&config.explain()))?;
             Ok(ExitCode::SUCCESS)
         }
+        ConfigCommand::Push(args) => crate::config_cmd::push(args),
+        ConfigCommand::Versions(args) => crate::config_cmd::versions(args),
+        ConfigCommand::Show(args) => crate::config_cmd::show(args),
+        ConfigCommand::Diff(args) => crate::config_cmd::diff(args),
+        ConfigCommand::Promote(args) => crate::config_cmd::promote(args),
+        ConfigCommand::Rollback(args) => crate::config_cmd::rollback(args),
+        ConfigCommand::Status(args) => crate::config_cmd::status(args),
     }
 }
 

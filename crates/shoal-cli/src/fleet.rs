@@ -44,7 +44,7 @@ pub struct CenterArgs {
 }
 
 impl CenterArgs {
-    fn client(&self) -> anyhow::Result<CenterClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<CenterClient> {
         let token = self.token.as_deref().context(
             "no token: pass --token TOKEN or set SHOAL_TOKEN (the center's first admin token is in its DIR/admin.token)",
         )?;
@@ -609,7 +609,7 @@ fn status_word(status: TargetStatus) -> &'static str {
     }
 }
 
-fn parse_label(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     let (k, v) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not K=V"))?;
@@ -640,7 +640,7 @@ fn or_dash(text: String) -> String {
     }
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -19,6 +19,7 @@ mod bench_sim;
 mod call;
 mod center;
 mod config;
+mod config_cmd;
 mod demo;
 mod fleet;
 mod idl;
@@ -56,7 +57,8 @@ enum Command {
     /// The echo bench: a server to measure, and a load generator.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// A service's config: every effective value and where it came from.
+    /// Configurations: a service's files explained, and the center's versions, releases and
+    /// status.
     #[command(subcommand)]
     Config(config::ConfigCommand),
     /// Subscribe to a service's monitor feed (monitor.publish) and print each status snapshot.

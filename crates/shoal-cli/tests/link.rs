@@ -74,11 +74,13 @@ impl Center {
 
     /// A center whose agents' certificates last `lifetime`.
     async fn start_with(dir: &std::path::Path, lifetime: Duration) -> Center {
-        let kv: Arc<dyn Kv> = Arc::new(Sqlite::open(dir.join("center/store.db")).unwrap());
+        let store = Sqlite::open(dir.join("center/store.db")).unwrap();
+        let kv: Arc<dyn Kv> = Arc::new(store.clone());
         let pki = Arc::new(Pki::load(&dir.join("center"), vec![]).await.unwrap());
         let join = Arc::new(Join::default());
         let packages = Arc::new(Packages::default());
         let deps = LinkDeps {
+            configs: shoal_center::config::Configs::new(kv.clone(), Arc::new(store)),
             kv,
             pki: pki.clone(),
             join: join.clone(),

@@ -7,6 +7,7 @@
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
 
 mod auth;
+mod config;
 mod routes;
 
 use axum::http::StatusCode;
@@ -144,7 +145,7 @@ impl Modify for Bearer {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "shoal center", description = "The fleet's API: agents, packages, commands, logs, tokens, audit."),
+    info(title = "shoal center", description = "The fleet's API: agents, packages, commands, logs, configurations, tokens, audit."),
     modifiers(&Bearer),
     security(("bearer" = []))
 )]

@@ -31,6 +31,7 @@ pub fn router(center: Center) -> Router {
         .routes(routes!(show_command))
         .routes(routes!(fleet_logs))
         .routes(routes!(audit))
+        .merge(super::config::routes())
         .split_for_parts();
     let doc = serde_json::to_vec(&doc).expect("the OpenAPI document serializes");
     let upload_limit = center.limits.max_upload;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use shoal_api::config::{methods as config_methods, ConfigApplied};
 use shoal_api::fleet::{
     codes as link_codes, methods, AgentReport, EnrollRequest, Enrolled, LogLine, LogsEnd,
     PackageChunk, PackageFetch, Renewal, Welcome,
@@ -19,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tracing::{debug, info, warn};
 
+use super::config::Contents;
 use super::registry::{self, Record};
 use super::wire::arg;
 use super::{refuse, Links, Live};
@@ -34,6 +36,7 @@ const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// Bounds on what an agent reports about itself.
 const MAX_LABELS: usize = 64;
 const MAX_TEXT: usize = 256;
+const MAX_CONFIGS: usize = 1024;
 
 /// Serves the agents' port on `listener` until `shutdown` is cancelled, then closes every
 /// link and returns once their tasks ended.
@@ -47,6 +50,8 @@ pub async fn serve(
     let open = Arc::new(tokio::sync::Semaphore::new(links.config().max_connections));
     let mut sweep = tokio::time::interval(links.config().heartbeat);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One task delivers release changes, in the order they were made.
+    tasks.spawn(links.clone().deliver_releases(shutdown.clone()));
     info!(addr = ?listener.local_addr().ok(), "serving the agents' link");
     loop {
         tokio::select! {
@@ -222,6 +227,11 @@ impl Handler {
                 self.line(&id, arg(methods::LOGS_LINE, params)?);
                 Ok(Reply::none())
             }
+            config_methods::CONFIG_APPLIED => {
+                let applied: ConfigApplied = arg(config_methods::CONFIG_APPLIED, params)?;
+                self.links.applied(&id, applied).await;
+                Ok(Reply::none())
+            }
             methods::LOGS_END => {
                 let end: LogsEnd = arg(methods::LOGS_END, params)?;
                 let mut streams = self.links.inner.streams.lock().unwrap();
@@ -282,12 +292,14 @@ impl Handler {
         peer: Option<Peer>,
     ) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
+        check_configs(&report.configs)?;
         let peer = peer.ok_or_else(|| RpcError::internal("hello without a connection"))?;
         let kv = self.links.inner.deps.kv.as_ref();
         let now = Utc::now();
-        let known = registry::update(kv, id, |r| r.apply(&report, now))
+        let record = registry::update(kv, id, |r| r.apply(&report, now))
             .await
             .map_err(|e| RpcError::internal(format!("recording the agent: {e}")))?;
+        let known = record.is_some();
         if !known || self.links.is_revoked(id) {
             let reason = if known {
                 format!("agent {id} was revoked by the center")
@@ -297,11 +309,14 @@ impl Handler {
             refuse(&peer, reason.clone());
             return Err(RpcError::new(link_codes::REFUSED, reason));
         }
+        let namespace = record.map(|r| r.namespace).unwrap_or_default();
+        let held = report.configs.clone();
         let old = self.links.inner.live.lock().unwrap().insert(
             id.to_owned(),
             Live {
                 conn: self.conn,
                 peer,
+                namespace: namespace.clone(),
                 last_seen: Instant::now(),
                 last_heartbeat: now,
                 report,
@@ -313,6 +328,10 @@ impl Handler {
         }
         info!(agent = %id, "agent online");
         self.links.changed();
+        // Whatever was released while it was away, or was lost on its last link.
+        self.links.record_held(id, &namespace, &held).await;
+        let mut memo = Contents::default();
+        self.links.deliver_configs(id, None, &mut memo).await;
         Reply::encode(&Welcome {
             agent_id: id.to_owned(),
             heartbeat_ms: u64::try_from(self.links.config().heartbeat.as_millis())
@@ -322,8 +341,9 @@ impl Handler {
 
     async fn heartbeat(&self, id: &str, report: AgentReport) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
+        check_configs(&report.configs)?;
         let now = Utc::now();
-        let persist = {
+        let (persist, held_changed, namespace) = {
             let mut live = self.links.inner.live.lock().unwrap();
             let Some(link) = live.get_mut(id).filter(|l| l.conn == self.conn) else {
                 return Err(RpcError::new(
@@ -332,13 +352,14 @@ impl Handler {
                 ));
             };
             let persist = link.report != report || link.persisted.elapsed() >= PERSIST_EVERY;
+            let held_changed = link.report.configs != report.configs;
             link.last_seen = Instant::now();
             link.last_heartbeat = now;
             if persist {
                 link.persisted = Instant::now();
             }
             link.report = report.clone();
-            persist
+            (persist, held_changed, link.namespace.clone())
         };
         if persist {
             let kv = self.links.inner.deps.kv.as_ref();
@@ -346,6 +367,14 @@ impl Handler {
                 warn!(agent = %id, %error, "recording a heartbeat failed");
             }
         }
+        if held_changed {
+            self.links
+                .record_held(id, &namespace, &report.configs)
+                .await;
+        }
+        // A version the report does not show was lost on the way: sent again now.
+        let mut memo = Contents::default();
+        self.links.deliver_configs(id, None, &mut memo).await;
         Reply::encode(&())
     }
 
@@ -444,6 +473,23 @@ fn check_report(
             link_codes::INVALID,
             format!(
                 "a hostname and each label key and value are at most {MAX_TEXT} bytes, and an agent has at most {MAX_LABELS} labels"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bounds what a report says of the configurations an agent holds: it is compared with the
+/// releases at every heartbeat.
+fn check_configs(configs: &[shoal_api::config::ConfigHeld]) -> Result<(), RpcError> {
+    let long = configs
+        .iter()
+        .any(|c| c.name.len() > MAX_TEXT || c.sha256.len() > MAX_TEXT);
+    if configs.len() > MAX_CONFIGS || long {
+        return Err(RpcError::new(
+            link_codes::INVALID,
+            format!(
+                "a report lists at most {MAX_CONFIGS} configurations, each name and sha256 at most {MAX_TEXT} bytes"
             ),
         ));
     }

@@ -6,11 +6,13 @@
 //! one was verified by TLS to lead to the agents' intermediate; its SAN names the agent. A
 //! revoked agent is told so (`link.refused`) and closed. The agent then says `hello` and
 //! sends heartbeats; three missed and it is offline. The center calls the agent's `exec` and
-//! `logs` through [`Links`], the handle the rest of the center holds.
+//! `logs` through [`Links`], the handle the rest of the center holds, and delivers
+//! configurations by itself (`config.rs`).
 //!
 //! The registry persists each agent under `agents/<id>` in the store's [`Kv`] (JSON); whether
 //! it is online lives in memory only.
 
+mod config;
 mod conn;
 mod logs;
 mod registry;
@@ -32,6 +34,7 @@ use shoal_rpc::Peer;
 use shoal_store::{Kv, StoreError};
 use tokio::time::Instant;
 
+use crate::config::Configs;
 use crate::pki::Pki;
 
 pub use conn::serve;
@@ -111,6 +114,8 @@ pub struct LinkDeps {
     pub pki: Arc<Pki>,
     pub join: Arc<dyn JoinAuthority>,
     pub packages: Arc<dyn PackageSource>,
+    /// The configurations the link delivers, and where it records what agents hold.
+    pub configs: Configs,
 }
 
 impl std::fmt::Debug for LinkDeps {
@@ -176,6 +181,8 @@ struct Inner {
 struct Live {
     conn: u64,
     peer: Peer,
+    /// The namespace its record says.
+    namespace: String,
     last_seen: Instant,
     last_heartbeat: DateTime<Utc>,
     report: AgentReport,

@@ -108,20 +108,20 @@ pub(crate) async fn create(kv: &dyn Kv, record: &Record) -> Result<(), StoreErro
     kv.create(&key(&record.id), encode(record)).await.map(drop)
 }
 
-/// Changes agent `id`'s record with `change`; false when there is none.
+/// Changes agent `id`'s record with `change`; the record written, `None` when there is none.
 pub(crate) async fn update(
     kv: &dyn Kv,
     id: &str,
     change: impl Fn(&mut Record),
-) -> Result<bool, StoreError> {
+) -> Result<Option<Record>, StoreError> {
     let mut tries = 0;
     loop {
         let Some((mut record, revision)) = load(kv, id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         change(&mut record);
         match kv.update(&key(id), encode(&record), revision).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(Some(record)),
             Err(StoreError::Conflict { .. }) if tries < CAS_TRIES => tries += 1,
             Err(e) => return Err(e),
         }
@@ -129,5 +129,5 @@ pub(crate) async fn update(
 }
 
 pub(crate) async fn set_revoked(kv: &dyn Kv, id: &str) -> Result<bool, StoreError> {
-    update(kv, id, |r| r.revoked = true).await
+    Ok(update(kv, id, |r| r.revoked = true).await?.is_some())
 }
