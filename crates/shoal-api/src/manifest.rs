@@ -180,6 +180,11 @@ pub struct Run {
     pub restart: Restart,
     /// Packages that must be healthy before this one starts.
     pub start_after: Vec<Name>,
+    /// The TCP ports the program listens on, in manifest order, no two alike: while it is
+    /// running and healthy, the agent reports `HOST:PORT` for each as an endpoint of the
+    /// service named after the package, for discovery.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 /// `run.stop_signal`: the signals a program may ask to be stopped with.

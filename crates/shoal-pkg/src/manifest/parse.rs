@@ -154,6 +154,7 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         "stop_timeout",
         "restart",
         "start_after",
+        "ports",
     ])?;
     let command = command(s)?;
     let mut env = BTreeMap::new();
@@ -224,7 +225,46 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         stop_timeout,
         restart,
         start_after,
+        ports: ports(s)?,
     })
+}
+
+/// `run.ports`: the TCP ports the service listens on, each 1 to 65535, no two alike.
+fn ports(s: &Section<'_>) -> Result<Vec<u16>, ManifestError> {
+    let items = match s.get("ports") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(s.error(
+                "ports",
+                &format!(
+                    "expected an array of port numbers, like ports = [7000], found {}",
+                    describe(other)
+                ),
+            ))
+        }
+    };
+    let mut ports: Vec<u16> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("ports[{i}]");
+        let port = match item {
+            Value::Integer(n) if (1..=i64::from(u16::MAX)).contains(n) => *n as u16,
+            other => {
+                return Err(s.error(
+                    &at,
+                    &format!(
+                        "expected a TCP port from 1 to 65535, found {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        };
+        if ports.contains(&port) {
+            return Err(s.error(&at, &format!("port {port} is listed twice")));
+        }
+        ports.push(port);
+    }
+    Ok(ports)
 }
 
 fn health(s: &Section<'_>) -> Result<Health, ManifestError> {
