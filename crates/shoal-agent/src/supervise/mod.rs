@@ -130,7 +130,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use shoal_pkg::manifest::{Name, Restart};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -205,6 +205,7 @@ impl Supervisor {
             data,
             store,
             capture,
+            serving: watch::Sender::new(0),
         });
         let supervisor = Supervisor {
             inner: Arc::new(Inner {
@@ -363,6 +364,12 @@ impl Supervisor {
     /// Every program, by name, with its CPU and memory read now: a walk of `/proc`, so
     /// blocking (async code calls it through `spawn_blocking`, or takes
     /// [`snapshots`](Supervisor::snapshots)).
+    /// Changes whenever a program becomes healthy or stops being healthy (a stop is seen as
+    /// it begins, before the stop signal is sent).
+    pub fn serving(&self) -> watch::Receiver<u64> {
+        self.inner.shared.serving.subscribe()
+    }
+
     pub fn status(&self) -> Vec<ProgramStatus> {
         let handles: Vec<Handle> = self.programs().values().cloned().collect();
         let mut all: Vec<ProgramStatus> = handles
