@@ -279,6 +279,32 @@ pub struct AgentInfo {
     pub apps: Vec<AppStatus>,
 }
 
+/// One endpoint of a service in the registry: where one agent's instance answers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceEndpoint {
+    /// The agent whose app serves it.
+    pub agent: AgentId,
+    /// `host:port`, as the agent reports it.
+    pub addr: String,
+}
+
+/// A service's endpoints in one namespace, as the registry holds them now: every endpoint
+/// that an online agent reports for an app of that name while it is running and healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceEndpoints {
+    pub service: String,
+    pub namespace: String,
+    /// Changes whenever the set does; 0 for a set that is empty and has been since the
+    /// center started. Revisions never repeat within one center's life and start near the
+    /// time the center started (in microseconds since 1970), so a revision from an earlier
+    /// center is not mistaken for a current one.
+    pub revision: u64,
+    /// Sorted by agent, then address.
+    pub endpoints: Vec<ServiceEndpoint>,
+}
+
 /// `logs`: a fleet log query sent to one agent; lines come back as `logs.line`
 /// notifications until the agent is told `logs.stop` or the query ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ mod names;
 pub mod packages;
 pub mod pki;
 mod run;
+pub mod services;
 pub mod tokens;
 mod upload;
 mod wiring;
@@ -41,6 +42,7 @@ use crate::api::ApiError;
 use crate::audit::Audit;
 use crate::commands::{Commands, Reach};
 use crate::packages::Packages;
+use crate::services::Services;
 use crate::tokens::{Caller, Tokens};
 use crate::upload::Upload;
 
@@ -68,6 +70,8 @@ pub struct Center {
     pub packages: Packages,
     pub commands: Commands,
     pub reach: Arc<dyn Reach>,
+    /// The services' endpoints, as the agents report them.
+    pub services: Services,
     /// The pin of the center's root key, which join tokens carry.
     pub pin: Arc<str>,
     /// Where uploads are written while they are checked.
@@ -99,6 +103,7 @@ impl Center {
             audit: Audit::new(stores.log.clone()),
             commands: Commands::new(stores.kv.clone(), reach.clone(), packages.clone()),
             packages,
+            services: reach.services(),
             reach,
             pin: pin.into(),
             incoming: data_dir.join("incoming"),

@@ -285,9 +285,13 @@ impl Handler {
         let peer = peer.ok_or_else(|| RpcError::internal("hello without a connection"))?;
         let kv = self.links.inner.deps.kv.as_ref();
         let now = Utc::now();
-        let known = registry::update(kv, id, |r| r.apply(&report, now))
-            .await
-            .map_err(|e| RpcError::internal(format!("recording the agent: {e}")))?;
+        let namespace = std::sync::Mutex::new(String::new());
+        let known = registry::update(kv, id, |r| {
+            r.apply(&report, now);
+            namespace.lock().unwrap().clone_from(&r.namespace);
+        })
+        .await
+        .map_err(|e| RpcError::internal(format!("recording the agent: {e}")))?;
         if !known || self.links.is_revoked(id) {
             let reason = if known {
                 format!("agent {id} was revoked by the center")
@@ -304,6 +308,7 @@ impl Handler {
                 peer,
                 last_seen: Instant::now(),
                 last_heartbeat: now,
+                namespace: namespace.into_inner().unwrap(),
                 report,
                 persisted: Instant::now(),
             },
@@ -323,6 +328,7 @@ impl Handler {
     async fn heartbeat(&self, id: &str, report: AgentReport) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
         let now = Utc::now();
+        let mut reindex = false;
         let persist = {
             let mut live = self.links.inner.live.lock().unwrap();
             let Some(link) = live.get_mut(id).filter(|l| l.conn == self.conn) else {
@@ -332,14 +338,21 @@ impl Handler {
                 ));
             };
             let persist = link.report != report || link.persisted.elapsed() >= PERSIST_EVERY;
+            let moved = endpoints(&link.report).ne(endpoints(&report));
             link.last_seen = Instant::now();
             link.last_heartbeat = now;
             if persist {
                 link.persisted = Instant::now();
             }
             link.report = report.clone();
+            if moved {
+                reindex = true;
+            }
             persist
         };
+        if reindex {
+            self.links.reindex();
+        }
         if persist {
             let kv = self.links.inner.deps.kv.as_ref();
             if let Err(error) = registry::update(kv, id, |r| r.apply(&report, now)).await {
@@ -428,6 +441,15 @@ impl Links {
             self.changed();
         }
     }
+}
+
+/// Every endpoint a report names, app by app.
+fn endpoints(report: &AgentReport) -> impl Iterator<Item = (&str, &str)> {
+    report.apps.iter().flat_map(|app| {
+        app.endpoints
+            .iter()
+            .map(|e| (app.name.as_str(), e.as_str()))
+    })
 }
 
 fn check_report(
