@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_api::agent::ErrorBody;
 
+pub use crate::discover::{endpoint_set, CenterDiscover};
+
 /// Why a request to the center failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -19,6 +19,7 @@ pub mod api;
 pub mod audit;
 pub mod client;
 pub mod commands;
+mod discover;
 pub mod link;
 mod names;
 pub mod packages;

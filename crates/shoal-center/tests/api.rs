@@ -279,6 +279,67 @@ async fn a_service_s_endpoints_are_read_by_namespace_and_long_polled_until_they_
 }
 
 #[tokio::test]
+async fn center_discover_yields_each_new_set_and_keeps_going_after_errors() {
+    use futures_util::StreamExt as _;
+    use shoal_center::client::CenterDiscover;
+    use shoal_rpc::{Balance, Discover as _};
+
+    let fleet = three_agents();
+    let served = serve(fleet.clone(), Limits::default()).await;
+    let viewer = served.token(Role::Viewer, None).await;
+    let entry = |agent: &str, addr: &str| {
+        let endpoint = ServiceEndpoint {
+            agent: agent.into(),
+            addr: addr.into(),
+        };
+        ("prod".to_owned(), "web".to_owned(), endpoint)
+    };
+    let discover = CenterDiscover::new(&served.url, &viewer, "web")
+        .unwrap()
+        .namespace("prod")
+        .balance(Balance::HashRing);
+    let mut sets = Box::pin(discover.watch());
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), sets.next())
+            .await
+            .expect("the stream said something in time")
+            .expect("the stream goes on")
+    };
+    let addrs = |set: shoal_rpc::EndpointSet| -> Vec<String> {
+        assert_eq!(set.balance, Balance::HashRing);
+        set.endpoints.iter().map(|e| e.addr.to_string()).collect()
+    };
+    // Nothing yet: an error, then the set once there is one.
+    let none = next().await.unwrap_err().to_string();
+    assert!(none.contains("has no endpoints"), "{none}");
+    fleet.services.update([entry("a1", "127.0.0.1:7001")]);
+    assert_eq!(addrs(next().await.unwrap()), ["127.0.0.1:7001"]);
+    fleet
+        .services
+        .update([entry("a1", "127.0.0.1:7001"), entry("a2", "127.0.0.1:7002")]);
+    assert_eq!(
+        addrs(next().await.unwrap()),
+        ["127.0.0.1:7001", "127.0.0.1:7002"]
+    );
+
+    // A token the center refuses: an error per try, and the stream goes on.
+    let refused = CenterDiscover::new(&served.url, "shoal_nope_nope", "web").unwrap();
+    let mut refused = Box::pin(refused.watch());
+    for _ in 0..2 {
+        let error = tokio::time::timeout(Duration::from_secs(20), refused.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("discovering service web through the center"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_command_freezes_its_targets_and_reports_offline_ones_at_the_deadline() {
     let fleet = Fleet::with(&[
         ("a1", "default", &[("role", "web")], true),
