@@ -9,7 +9,7 @@
 //! use shoal_center::client::CenterDiscover;
 //! use shoal_rpc::{Balance, Client};
 //!
-//! let web = CenterDiscover::new("http://10.0.0.1:7080", "shoal_…", "web")?
+//! let web = CenterDiscover::new("http://127.0.0.1:7441", "shoal_…", "web")?
 //!     .balance(Balance::HashRing);
 //! let client = Client::builder().discover(&web).connect().await?;
 //! let answer: String = client.call("greet", &("world",)).await?;
