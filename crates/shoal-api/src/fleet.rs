@@ -62,6 +62,10 @@ pub mod methods {
     /// Agent → center: [`super::Renewal`] → [`super::Enrolled`] (a new certificate for the
     /// same key holder and id).
     pub const RENEW: &str = "renew";
+    /// Agent → center: [`super::DiscoverWatch`] → [`super::ServiceEndpoints`], a service of
+    /// the agent's namespace (a long poll with `after`), for the agent to pass on to its
+    /// programs.
+    pub const DISCOVER_WATCH: &str = "discover.watch";
     /// Center → agent: [`super::Exec`] → [`super::TargetResult`].
     pub const EXEC: &str = "exec";
     /// Center → agent: [`super::LogsRequest`] → nil once the stream started; its lines come
@@ -303,6 +307,18 @@ pub struct ServiceEndpoints {
     pub revision: u64,
     /// Sorted by agent, then address.
     pub endpoints: Vec<ServiceEndpoint>,
+}
+
+/// `discover.watch`: a service's endpoints in the agent's namespace, at once without `after`;
+/// with it, once the set's revision differs from `after`, or as it is after `wait_ms` (the
+/// center cuts it to 5 minutes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverWatch {
+    pub service: String,
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub wait_ms: u64,
 }
 
 /// `logs`: a fleet log query sent to one agent; lines come back as `logs.line`

@@ -14,6 +14,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How long a watch waits for a change when its caller does not say.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+/// The longest a watch waits: a longer wait is cut to it, so no caller holds a request open
+/// for long.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
 /// The registry of services' endpoints. Clones share it.
 #[derive(Debug, Clone)]
 pub struct Services {
@@ -132,7 +138,7 @@ impl Services {
     }
 
     /// Service `service` of `namespace` as soon as its revision is not `after`, or as it is
-    /// once `wait` has passed or the registry is closed.
+    /// once `wait` (at most [`MAX_WAIT`]) has passed or the registry is closed.
     pub async fn watch(
         &self,
         namespace: &str,
@@ -142,7 +148,7 @@ impl Services {
     ) -> ServiceEndpoints {
         // Subscribed before the first look, so a change between the two is not missed.
         let mut changes = self.inner.changes.subscribe();
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + wait.min(MAX_WAIT);
         loop {
             let now = self.get(namespace, service);
             if now.revision != after {

@@ -289,11 +289,6 @@ async fn audit(
     Ok(Json(center.audit.tail(limit).await?))
 }
 
-/// How long a long poll of a service's endpoints waits when `wait` is not given.
-pub const ENDPOINTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-/// The longest a long poll of a service's endpoints waits; a longer `wait` is cut to it.
-pub const ENDPOINTS_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct EndpointsQuery {
     /// The service's namespace: the token's own when absent (`default` for a token of every
@@ -337,14 +332,13 @@ async fn service_endpoints(
         return Ok(Json(center.services.get(&namespace, &name)));
     };
     let wait = match &query.wait {
-        None => ENDPOINTS_WAIT,
+        None => crate::services::DEFAULT_WAIT,
         Some(text) => humantime::parse_duration(text).map_err(|e| {
             bad(format!(
                 "wait: {text:?} is not a duration like \"30s\": {e}"
             ))
         })?,
     };
-    let wait = wait.min(ENDPOINTS_MAX_WAIT);
     Ok(Json(
         center.services.watch(&namespace, &name, after, wait).await,
     ))

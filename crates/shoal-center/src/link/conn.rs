@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use shoal_api::fleet::{
-    codes as link_codes, methods, AgentReport, EnrollRequest, Enrolled, LogLine, LogsEnd,
-    PackageChunk, PackageFetch, Renewal, Welcome,
+    codes as link_codes, methods, AgentReport, DiscoverWatch, EnrollRequest, Enrolled, LogLine,
+    LogsEnd, PackageChunk, PackageFetch, Renewal, Welcome,
 };
 use shoal_rpc::conn::ConnConfig;
 use shoal_rpc::{Peer, Reply, Request, RpcError};
@@ -218,6 +218,10 @@ impl Handler {
             methods::HEARTBEAT => self.heartbeat(&id, arg(methods::HEARTBEAT, params)?).await,
             methods::PACKAGE_FETCH => self.fetch(arg(methods::PACKAGE_FETCH, params)?).await,
             methods::RENEW => self.renew(&id, arg(methods::RENEW, params)?),
+            methods::DISCOVER_WATCH => {
+                self.discover(&id, arg(methods::DISCOVER_WATCH, params)?)
+                    .await
+            }
             methods::LOGS_LINE => {
                 self.line(&id, arg(methods::LOGS_LINE, params)?);
                 Ok(Reply::none())
@@ -396,6 +400,34 @@ impl Handler {
             data: data[start..end].to_vec(),
             total: data.len() as u64,
         })
+    }
+
+    /// A service of the agent's namespace, from the registry: the API's answer, over the link.
+    async fn discover(&self, id: &str, req: DiscoverWatch) -> Result<Reply, RpcError> {
+        shoal_api::manifest::Name::new(&req.service).map_err(|e| {
+            RpcError::new(link_codes::INVALID, format!("discover.watch: service: {e}"))
+        })?;
+        let namespace = {
+            let live = self.links.inner.live.lock().unwrap();
+            live.get(id)
+                .filter(|l| l.conn == self.conn)
+                .map(|l| l.namespace.clone())
+        };
+        let namespace = namespace.ok_or_else(|| {
+            RpcError::new(
+                link_codes::REFUSED,
+                "say `hello` first: this link is not registered",
+            )
+        })?;
+        let services = self.links.services();
+        let answer = match req.after {
+            None => services.get(&namespace, &req.service),
+            Some(after) => {
+                let wait = Duration::from_millis(req.wait_ms);
+                services.watch(&namespace, &req.service, after, wait).await
+            }
+        };
+        Reply::encode(&answer)
     }
 
     fn renew(&self, id: &str, req: Renewal) -> Result<Reply, RpcError> {
