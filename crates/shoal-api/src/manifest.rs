@@ -177,6 +177,11 @@ pub struct Run {
     /// After `stop_signal`, how long until the whole process group gets SIGKILL.
     #[serde(with = "duration")]
     pub stop_timeout: Duration,
+    /// How long a stop of a healthy instance waits between taking its endpoints out of the
+    /// agent's report and sending `stop_signal`, so clients move to other instances first
+    /// (Nomad's `shutdown_delay`). Zero unless set.
+    #[serde(default, with = "duration")]
+    pub shutdown_delay: Duration,
     pub restart: Restart,
     /// Packages that must be healthy before this one starts.
     pub start_after: Vec<Name>,

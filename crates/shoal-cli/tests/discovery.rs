@@ -182,7 +182,7 @@ fn hello_package(dir: &Path, port: u16) -> PathBuf {
         format!(
             "[package]\nname = \"hello\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
              [run]\ncommand = \"{SHOAL}\"\nargs = [\"example\", \"hello\", \"--config\", \"hello.toml\"]\n\
-             ports = [{port}]\nstop_timeout = \"5s\"\n"
+             ports = [{port}]\nshutdown_delay = \"300ms\"\nstop_timeout = \"5s\"\n"
         ),
     )
     .unwrap();

@@ -23,6 +23,7 @@
 //! restart = "always"            # always (default), on-failure, never
 //! start_after = ["cache"]       # default []; package names
 //! ports = [3000]                # default []; TCP ports it listens on (see below)
+//! shutdown_delay = "2s"         # default 0, at most 10m; endpoints withdrawn, then the stop signal
 //!
 //! [health]                      # optional; at least one of port, ping, http
 //! port = 3000                   # alone: a TCP connection to 127.0.0.1:port
@@ -71,7 +72,8 @@
 //! checks (without checks: while it runs), its agent reports `HOST:PORT` for each, under the
 //! package's name, and the center's registry hands them to clients that follow the service
 //! (`GET /api/v1/services/NAME/endpoints`). Only a service has `[run]`, so only a service
-//! declares ports.
+//! declares ports. A stop withdraws the endpoints first; `run.shutdown_delay` is how long it
+//! then waits before the stop signal, so clients move away while the instance still answers.
 //!
 //! # The archive
 //!

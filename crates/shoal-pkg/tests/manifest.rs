@@ -199,12 +199,27 @@ fn other_forms_that_are_accepted() {
 }
 
 #[test]
-fn a_service_declares_the_ports_it_listens_on_in_order() {
-    let m = parse(&format!("{SERVICE}ports = [7000, 9100]\n")).unwrap();
+fn a_service_declares_the_ports_it_listens_on_and_a_shutdown_delay() {
+    let m = parse(&format!(
+        "{SERVICE}ports = [7000, 9100]\nshutdown_delay = \"2s\"\n"
+    ))
+    .unwrap();
     assert_eq!(m.run.as_ref().unwrap().ports, [7000, 9100]);
+    assert_eq!(
+        m.run.as_ref().unwrap().shutdown_delay,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        parse(SERVICE).unwrap().run.unwrap().shutdown_delay,
+        Duration::ZERO
+    );
     // A manifest from before ports crosses processes as having none.
     let mut json = serde_json::to_value(parse(SERVICE).unwrap()).unwrap();
     json["run"].as_object_mut().unwrap().remove("ports");
+    json["run"]
+        .as_object_mut()
+        .unwrap()
+        .remove("shutdown_delay");
     let back: Manifest = serde_json::from_value(json).unwrap();
     assert!(back.run.unwrap().ports.is_empty());
     // Only a service has [run], so only a service declares ports.
@@ -236,7 +251,7 @@ fn bad_keys_are_named_with_what_is_expected() {
     check(
         &service("comand = \"x\"\n"),
         "shoal.toml: run.comand: unknown key (did you mean command?); [run] takes command, \
-         args, env, stop_signal, stop_timeout, restart, start_after, ports",
+         args, env, stop_signal, stop_timeout, restart, start_after, ports, shutdown_delay",
     );
     check(
         &format!("{SERVICE}[deploy]\nx = 1\n"),
@@ -338,6 +353,11 @@ fn bad_keys_are_named_with_what_is_expected() {
     check(
         &service("start_after = [\"calc\"]\n"),
         "shoal.toml: run.start_after[0]: a package cannot start after itself",
+    );
+    check(
+        &service("shutdown_delay = \"11m\"\n"),
+        "shoal.toml: run.shutdown_delay: 11m is longer than the 10m a stop may wait before its \
+         signal",
     );
     check(
         &service("ports = 7000\n"),

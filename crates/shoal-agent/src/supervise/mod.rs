@@ -88,6 +88,9 @@
 //!
 //! # Stopping
 //!
+//! A healthy program is first published as [`ProgramState::Stopping`] (the agent's link then
+//! reports its endpoints gone at once, [`Supervisor::serving`]); with a `shutdown_delay`, the
+//! stop waits that long (or until the process exits) before its signal.
 //! `stop_signal` goes to the whole process group; after `stop_timeout`, if the main process
 //! or any other member is alive, SIGKILL goes to the group, and [`Supervisor::stop`] returns
 //! once no live process of the group is left. [`Supervisor::signal`] (`SIGHUP` for a reload)

@@ -574,7 +574,17 @@ impl Program {
         let Some(running) = self.running.take() else {
             return;
         };
+        let healthy = self.slot.status.borrow().is_healthy();
+        // Published first: the agent's link reports the endpoints gone at once.
         self.set_state(ProgramState::Stopping);
+        let delay = running.spec.shutdown_delay;
+        if healthy && !delay.is_zero() {
+            info!(pid = %running.process.pid, ?delay, "endpoints withdrawn; stopping after the shutdown delay");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = running.process.exited() => {}
+            }
+        }
         info!(pid = %running.process.pid, signal = %running.spec.stop_signal, "stopping");
         let exit = running
             .process

@@ -16,6 +16,7 @@ use super::{
 
 /// Defaults, written as a manifest would write them (the crate docs list the same).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(600);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_FAILURES: u32 = 3;
@@ -155,6 +156,7 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         "restart",
         "start_after",
         "ports",
+        "shutdown_delay",
     ])?;
     let command = command(s)?;
     let mut env = BTreeMap::new();
@@ -199,6 +201,17 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         }
     };
     let stop_timeout = s.duration("stop_timeout")?.unwrap_or(STOP_TIMEOUT);
+    let shutdown_delay = s.duration("shutdown_delay")?.unwrap_or(Duration::ZERO);
+    if shutdown_delay > MAX_SHUTDOWN_DELAY {
+        return Err(s.error(
+            "shutdown_delay",
+            &format!(
+                "{} is longer than the {} a stop may wait before its signal",
+                super::units::format_duration(shutdown_delay),
+                super::units::format_duration(MAX_SHUTDOWN_DELAY)
+            ),
+        ));
+    }
     let restart = match s.one_of("restart", &["always", "on-failure", "never"])? {
         None | Some("always") => Restart::Always,
         Some("on-failure") => Restart::OnFailure,
@@ -223,6 +236,7 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         env,
         stop_signal,
         stop_timeout,
+        shutdown_delay,
         restart,
         start_after,
         ports: ports(s)?,
