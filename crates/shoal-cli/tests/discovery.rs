@@ -271,6 +271,12 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
 
     let calls = Arc::new(Mutex::new(Calls::default()));
     let stop = CancellationToken::new();
+    // The CLI shows the same set.
+    let shown: ServiceEndpoints =
+        serde_json::from_str(&center.ok(&["endpoints", "hello", "--json"])).unwrap();
+    assert_eq!(shown.endpoints.len(), 2);
+    assert_eq!(shown.namespace, "default");
+
     let hello = CenterDiscover::new(&center.url, &center.token, "hello")
         .unwrap()
         .balance(Balance::RoundRobin);
