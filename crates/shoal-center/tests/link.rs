@@ -848,6 +848,15 @@ async fn an_agent_s_endpoints_reach_the_registry_and_discover_watch_answers_when
         .unwrap_err()
         .to_string();
     assert!(bad.contains("discover.watch: service:"), "{bad}");
+    // A malformed endpoint is refused, and the set stays as it was.
+    let refused = agent
+        .peer
+        .call(methods::HEARTBEAT, &[serving(&["no port here"])], WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is not host:port"), "{refused}");
+    assert_eq!(center.links.services().get("default", "web"), found);
     agent.close().await;
     let gone = center
         .links

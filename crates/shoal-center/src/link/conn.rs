@@ -34,6 +34,8 @@ const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// Bounds on what an agent reports about itself.
 const MAX_LABELS: usize = 64;
 const MAX_TEXT: usize = 256;
+/// The most endpoints one report may name, all apps together.
+const MAX_ENDPOINTS: usize = 1024;
 
 /// Serves the agents' port on `listener` until `shutdown` is cancelled, then closes every
 /// link and returns once their tasks ended.
@@ -286,6 +288,7 @@ impl Handler {
         peer: Option<Peer>,
     ) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
+        check_endpoints(&report)?;
         let peer = peer.ok_or_else(|| RpcError::internal("hello without a connection"))?;
         let kv = self.links.inner.deps.kv.as_ref();
         let now = Utc::now();
@@ -331,9 +334,9 @@ impl Handler {
 
     async fn heartbeat(&self, id: &str, report: AgentReport) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
+        check_endpoints(&report)?;
         let now = Utc::now();
-        let mut reindex = false;
-        let persist = {
+        let (persist, moved) = {
             let mut live = self.links.inner.live.lock().unwrap();
             let Some(link) = live.get_mut(id).filter(|l| l.conn == self.conn) else {
                 return Err(RpcError::new(
@@ -349,12 +352,9 @@ impl Handler {
                 link.persisted = Instant::now();
             }
             link.report = report.clone();
-            if moved {
-                reindex = true;
-            }
-            persist
+            (persist, moved)
         };
-        if reindex {
+        if moved {
             self.links.reindex();
         }
         if persist {
@@ -482,6 +482,34 @@ fn endpoints(report: &AgentReport) -> impl Iterator<Item = (&str, &str)> {
             .iter()
             .map(|e| (app.name.as_str(), e.as_str()))
     })
+}
+
+/// A report's endpoints: at most [`MAX_ENDPOINTS`], each `host:port` of at most
+/// [`MAX_TEXT`] bytes, so what one agent reports cannot spoil a service's set for its clients.
+fn check_endpoints(report: &AgentReport) -> Result<(), RpcError> {
+    let mut count = 0;
+    for (app, addr) in endpoints(report) {
+        count += 1;
+        let well_formed = addr.len() <= MAX_TEXT
+            && addr.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !host.contains(char::is_whitespace)
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if !well_formed {
+            return Err(RpcError::new(
+                link_codes::INVALID,
+                format!("app {app}: the endpoint {addr:?} is not host:port"),
+            ));
+        }
+    }
+    if count > MAX_ENDPOINTS {
+        return Err(RpcError::new(
+            link_codes::INVALID,
+            format!("{count} endpoints in one report; at most {MAX_ENDPOINTS}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_report(
