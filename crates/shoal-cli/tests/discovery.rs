@@ -209,6 +209,8 @@ struct Calls {
     failed: Vec<String>,
     /// Answers by greeting (the host of the instance that answered).
     by_host: BTreeMap<String, u64>,
+    /// When each host last answered.
+    last: BTreeMap<String, std::time::Instant>,
 }
 
 /// Calls `greet` until `stop`, one call at a time, counting what happens.
@@ -220,7 +222,8 @@ async fn call_until(client: Client, calls: Arc<Mutex<Calls>>, stop: Cancellation
             Ok(text) => {
                 calls.ok += 1;
                 let host = text.split(',').next().unwrap_or_default().to_owned();
-                *calls.by_host.entry(host).or_default() += 1;
+                *calls.by_host.entry(host.clone()).or_default() += 1;
+                calls.last.insert(host, std::time::Instant::now());
             }
             Err(e) => calls.failed.push(e.to_string()),
         }
@@ -298,7 +301,9 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
     });
 
     // One instance stops, another starts, while the calls go on.
+    let stop_asked = std::time::Instant::now();
     center.fleet(&["stop", "hello", "--ids", &ids[0]]);
+    let stop_done = stop_asked.elapsed();
     center.fleet(&["start", "hello", "--ids", &ids[2]]);
     wait_for("the set to follow", || {
         (center.endpoints(&runtime) == BTreeMap::from([at(1), at(2)])).then_some(())
@@ -342,5 +347,10 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
         &calls.failed[..calls.failed.len().min(3)]
     );
     eprintln!("calls: {} ok, by instance {:?}", calls.ok, calls.by_host);
+    eprintln!(
+        "the stopped instance's last call came {:?} after the stop was asked (shutdown_delay \
+         300ms; the stop command took {stop_done:?})",
+        calls.last[hosts[0]].duration_since(stop_asked)
+    );
     drop(members);
 }
