@@ -2,7 +2,9 @@
 //! SDK's hello service on its own address (127.0.0.1 found from the link, 127.0.0.12 and
 //! 127.0.0.13 given with `--advertise`); a `shoal_rpc::Client` following the service through
 //! `CenterDiscover` calls it without pause while one instance is stopped and another
-//! started, and no call fails; an agent gone offline takes its endpoint out of the set.
+//! started, and no call fails; an agent gone offline takes its endpoint out of the set. An
+//! agent alone reports a health-checked instance's endpoint at its `--advertise` host while
+//! the instance is healthy, and none once it is stopped.
 
 mod common;
 
@@ -173,8 +175,9 @@ fn free_port(hosts: &[&str]) -> u16 {
     })
 }
 
-/// The SDK's hello example as a package that declares its port.
-fn hello_package(dir: &Path, port: u16) -> PathBuf {
+/// The SDK's hello example as a package that declares its port; `health` is added to the
+/// manifest as it is.
+fn hello_package(dir: &Path, port: u16, health: &str) -> PathBuf {
     let pkg = dir.join("hello-src");
     std::fs::create_dir_all(&pkg).unwrap();
     std::fs::write(
@@ -182,7 +185,7 @@ fn hello_package(dir: &Path, port: u16) -> PathBuf {
         format!(
             "[package]\nname = \"hello\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
              [run]\ncommand = \"{SHOAL}\"\nargs = [\"example\", \"hello\", \"--config\", \"hello.toml\"]\n\
-             ports = [{port}]\nshutdown_delay = \"300ms\"\nstop_timeout = \"5s\"\n"
+             ports = [{port}]\nshutdown_delay = \"300ms\"\nstop_timeout = \"5s\"\n{health}"
         ),
     )
     .unwrap();
@@ -261,7 +264,9 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
     let ids: Vec<String> = members.iter().map(Member::id).collect();
     let at = |n: usize| (ids[n].clone(), format!("{}:{port}", hosts[n]));
 
-    let archive = hello_package(&dir.0, port);
+    // Without [health]: each instance listens on its own address, and a check asks
+    // 127.0.0.1 only.
+    let archive = hello_package(&dir.0, port, "");
     center.ok(&["push", archive.to_str().unwrap()]);
     center.fleet(&["install", "hello", "--all"]);
     wait_for("three endpoints", || {
@@ -353,4 +358,46 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
         calls.last[hosts[0]].duration_since(stop_asked)
     );
     drop(members);
+}
+
+#[test]
+fn an_agent_reports_a_service_s_endpoint_at_its_advertised_host_only_while_it_is_healthy() {
+    let dir = Scratch::new("discovery-alone");
+    let port = free_port(&["127.0.0.1"]);
+    let data = dir.0.join("agent");
+    std::fs::create_dir_all(&data).unwrap();
+    // No center: only --advertise gives the endpoints a host.
+    let child = Command::new(SHOAL)
+        .args(["agent", "--advertise", "127.0.0.1", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = common::Agent {
+        child,
+        data: data.clone(),
+    };
+    wait_for("the agent to answer", || {
+        common::shoal(&data, &["ps"]).status.success().then_some(())
+    });
+    let health = format!("\n[health]\nport = {port}\nping = true\ninterval = \"2s\"\n");
+    let archive = hello_package(&dir.0, port, &health);
+    // The install returns once the new version passed its health check.
+    common::shoal_ok(&data, &["install", archive.to_str().unwrap()]);
+    let hello = |data: &Path| -> shoal_api::agent::AppStatus {
+        let apps: Vec<shoal_api::agent::AppStatus> =
+            serde_json::from_str(&common::shoal_ok(data, &["ps", "--json"])).unwrap();
+        apps.into_iter().find(|a| a.name == "hello").unwrap()
+    };
+    let running = wait_for("hello healthy", || {
+        let app = hello(&data);
+        (app.health == Some(shoal_api::agent::Health::Ok)).then_some(app)
+    });
+    assert_eq!(running.endpoints, [format!("127.0.0.1:{port}")]);
+
+    common::shoal_ok(&data, &["stop", "hello"]);
+    let stopped = hello(&data);
+    assert_eq!(stopped.state, shoal_api::agent::AppState::Stopped);
+    assert!(stopped.endpoints.is_empty(), "{stopped:?}");
 }
