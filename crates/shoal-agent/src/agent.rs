@@ -82,6 +82,9 @@ pub struct Options {
     pub limits: Limits,
     /// How long [`Agent::close`] waits for an install, rollback or restore in progress.
     pub close_grace: Duration,
+    /// The host others reach this machine's services at (`shoal agent --advertise`): the
+    /// host of the apps' endpoints. Without it, the local address of the link to the center.
+    pub advertise: Option<String>,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             // systemd's default stop timeout: a service manager kills the agent after it
             // anyway, and the next agent puts back what was left half done.
             close_grace: Duration::from_secs(90),
+            advertise: None,
         }
     }
 }
@@ -956,13 +960,33 @@ impl Agent {
         })
     }
 
-    /// Every installed app as `shoal ps` shows it (reads `/proc` off the executor).
+    /// Every installed app as `shoal ps` shows it (reads `/proc` off the executor); endpoints
+    /// only with [`Options::advertise`].
     pub async fn apps(&self) -> Result<Vec<AppStatus>, AgentError> {
-        let agent = self.clone();
-        blocking(move || agent.apps_now()).await
+        self.apps_from(None).await
     }
 
-    fn apps_now(&self) -> Result<Vec<AppStatus>, AgentError> {
+    /// As [`apps`](Self::apps), with the endpoints at [`Options::advertise`], else at `link`
+    /// (the local address of the agent's link to its center).
+    pub async fn apps_from(
+        &self,
+        link: Option<std::net::IpAddr>,
+    ) -> Result<Vec<AppStatus>, AgentError> {
+        let agent = self.clone();
+        let host = match &self.inner.options.advertise {
+            Some(host) => Some(host.clone()),
+            None => link.map(|ip| ip.to_string()),
+        };
+        blocking(move || agent.apps_now(host.as_deref())).await
+    }
+
+    /// Changes whenever a service becomes healthy or stops being healthy, and so whenever
+    /// the endpoints [`apps_from`](Self::apps_from) reports change.
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.supervisor.serving()
+    }
+
+    fn apps_now(&self, host: Option<&str>) -> Result<Vec<AppStatus>, AgentError> {
         let mut programs: std::collections::HashMap<Name, _> = self
             .inner
             .supervisor
@@ -977,7 +1001,7 @@ impl Agent {
                 continue;
             };
             let program = programs.remove(&name);
-            apps.push(to_api::app_status(&manifest, program.as_ref(), now));
+            apps.push(to_api::app_status(&manifest, program.as_ref(), now, host));
         }
         Ok(apps)
     }

@@ -12,11 +12,12 @@ use crate::cron::{JobStatus, Outcome, RunRecord, Trigger};
 use crate::supervise::{ProgramState, ProgramStatus};
 
 /// An installed app: a service as its program runs (`program`, when the supervisor knows
-/// it), a crontab package as scheduled.
+/// it), a crontab package as scheduled; a healthy service's ports as endpoints at `host`.
 pub(crate) fn app_status(
     manifest: &Manifest,
     program: Option<&ProgramStatus>,
     now: DateTime<Utc>,
+    host: Option<&str>,
 ) -> api::AppStatus {
     let name = manifest.package.name.to_string();
     match (manifest.package.kind, program) {
@@ -45,6 +46,12 @@ pub(crate) fn app_status(
                 .as_ref()
                 .map(ToString::to_string)
                 .or_else(|| p.error.clone()),
+            endpoints: match (host, &manifest.run) {
+                (Some(host), Some(run)) if p.is_healthy() => {
+                    run.ports.iter().map(|&port| endpoint(host, port)).collect()
+                }
+                _ => Vec::new(),
+            },
         },
         (kind, _) => api::AppStatus {
             name,
@@ -64,7 +71,17 @@ pub(crate) fn app_status(
             rss_bytes: None,
             health: None,
             last_exit: None,
+            endpoints: Vec::new(),
         },
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+pub(crate) fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -146,4 +163,80 @@ pub(crate) fn run_record(run: &RunRecord) -> api::RunRecord {
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_pkg::manifest::ManifestExt;
+
+    use super::*;
+    use crate::supervise::HealthStatus;
+
+    fn program(state: ProgramState, health: Option<bool>) -> ProgramStatus {
+        ProgramStatus {
+            name: shoal_pkg::manifest::Name::new("web").unwrap(),
+            version: shoal_pkg::manifest::Version::new(1, 0, 0),
+            state,
+            pid: Some(42),
+            pgid: Some(42),
+            started_at: Some(Utc::now()),
+            since: Utc::now(),
+            next_start: None,
+            restarts: 0,
+            last_exit: None,
+            error: None,
+            health: health.map(|ok| HealthStatus {
+                ok,
+                consecutive_failures: u32::from(!ok),
+                last_error: None,
+                checked_at: None,
+            }),
+            cpu_percent: None,
+            rss_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_service_reports_its_ports_at_the_host_only_while_running_and_healthy() {
+        let manifest = Manifest::parse(
+            "[package]\nname = \"web\"\nversion = \"1.0.0\"\nkind = \"service\"\n\
+             [run]\ncommand = \"bin/web\"\nports = [7000, 9100]\n",
+            "shoal.toml",
+        )
+        .unwrap();
+        let now = Utc::now();
+        let endpoints = |state, health, host| {
+            app_status(&manifest, Some(&program(state, health)), now, host).endpoints
+        };
+        let both = ["10.0.0.5:7000", "10.0.0.5:9100"];
+        assert_eq!(
+            endpoints(ProgramState::Running, None, Some("10.0.0.5")),
+            both
+        );
+        assert_eq!(
+            endpoints(ProgramState::Running, Some(true), Some("10.0.0.5")),
+            both
+        );
+        assert_eq!(
+            endpoints(ProgramState::Running, None, Some("::1")),
+            ["[::1]:7000", "[::1]:9100"]
+        );
+        let none: [&str; 0] = [];
+        // A failed check takes them away before the restart does.
+        assert_eq!(
+            endpoints(ProgramState::Running, Some(false), Some("10.0.0.5")),
+            none
+        );
+        for state in [
+            ProgramState::Starting,
+            ProgramState::Stopping,
+            ProgramState::Stopped,
+            ProgramState::Backoff,
+            ProgramState::Failed,
+        ] {
+            assert_eq!(endpoints(state, None, Some("10.0.0.5")), none, "{state}");
+        }
+        // No host known: no endpoints.
+        assert_eq!(endpoints(ProgramState::Running, None, None), none);
+    }
 }

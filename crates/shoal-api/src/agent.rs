@@ -121,6 +121,11 @@ pub struct AppStatus {
     pub health: Option<Health>,
     /// How the last process ended (`exit code 1`), or why it could not start.
     pub last_exit: Option<String>,
+    /// Where the service answers: `HOST:PORT` for each of its manifest's `run.ports`, while
+    /// it runs and passes its health checks (without checks: while it runs). Empty otherwise,
+    /// and when the agent knows no address of its own (no `--advertise`, no center).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
 }
 
 /// What an install or rollback did.

@@ -62,6 +62,10 @@ pub mod methods {
     /// Agent → center: [`super::Renewal`] → [`super::Enrolled`] (a new certificate for the
     /// same key holder and id).
     pub const RENEW: &str = "renew";
+    /// Agent → center: [`super::DiscoverWatch`] → [`super::ServiceEndpoints`], a service of
+    /// the agent's namespace (a long poll with `after`), for the agent to pass on to its
+    /// programs.
+    pub const DISCOVER_WATCH: &str = "discover.watch";
     /// Center → agent: [`super::Exec`] → [`super::TargetResult`].
     pub const EXEC: &str = "exec";
     /// Center → agent: [`super::LogsRequest`] → nil once the stream started; its lines come
@@ -277,6 +281,44 @@ pub struct AgentInfo {
     pub last_heartbeat: Option<DateTime<Utc>>,
     pub version: String,
     pub apps: Vec<AppStatus>,
+}
+
+/// One endpoint of a service in the registry: where one agent's instance answers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceEndpoint {
+    /// The agent whose app serves it.
+    pub agent: AgentId,
+    /// `host:port`, as the agent reports it.
+    pub addr: String,
+}
+
+/// A service's endpoints in one namespace, as the registry holds them now: every endpoint
+/// that an online agent reports for an app of that name while it is running and healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceEndpoints {
+    pub service: String,
+    pub namespace: String,
+    /// Changes whenever the set does; 0 for a set that is empty and has been since the
+    /// center started. Revisions never repeat within one center's life and start near the
+    /// time the center started (in microseconds since 1970), so a revision from an earlier
+    /// center is not mistaken for a current one.
+    pub revision: u64,
+    /// Sorted by agent, then address.
+    pub endpoints: Vec<ServiceEndpoint>,
+}
+
+/// `discover.watch`: a service's endpoints in the agent's namespace, at once without `after`;
+/// with it, once the set's revision differs from `after`, or as it is after `wait_ms` (the
+/// center cuts it to 5 minutes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoverWatch {
+    pub service: String,
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub wait_ms: u64,
 }
 
 /// `logs`: a fleet log query sent to one agent; lines come back as `logs.line`

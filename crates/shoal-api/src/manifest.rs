@@ -177,9 +177,19 @@ pub struct Run {
     /// After `stop_signal`, how long until the whole process group gets SIGKILL.
     #[serde(with = "duration")]
     pub stop_timeout: Duration,
+    /// How long a stop of a healthy instance waits between taking its endpoints out of the
+    /// agent's report and sending `stop_signal`, so clients move to other instances first
+    /// (Nomad's `shutdown_delay`). Zero unless set.
+    #[serde(default, with = "duration")]
+    pub shutdown_delay: Duration,
     pub restart: Restart,
     /// Packages that must be healthy before this one starts.
     pub start_after: Vec<Name>,
+    /// The TCP ports the program listens on, in manifest order, no two alike: while it is
+    /// running and healthy, the agent reports `HOST:PORT` for each as an endpoint of the
+    /// service named after the package, for discovery.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 /// `run.stop_signal`: the signals a program may ask to be stopped with.

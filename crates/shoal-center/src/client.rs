@@ -14,6 +14,8 @@ use shoal_api::center::{
     ConfigStatus, ConfigVersionInfo,
 };
 
+pub use crate::discover::{endpoint_set, CenterDiscover};
+
 /// Why a request to the center failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -54,6 +54,11 @@ pub trait Reach: Send + Sync + std::fmt::Debug {
         app: &str,
         query: LogQuery,
     ) -> Result<BoxStream<'static, LogLine>, ReachError>;
+    /// The services' endpoints the agents report. A stand-in that links no agents has an
+    /// empty registry of its own.
+    fn services(&self) -> crate::services::Services {
+        crate::services::Services::new()
+    }
 }
 
 /// Why a target could not be reached.

@@ -21,11 +21,13 @@ pub mod audit;
 pub mod client;
 pub mod commands;
 pub mod config;
+mod discover;
 pub mod link;
 mod names;
 pub mod packages;
 pub mod pki;
 mod run;
+pub mod services;
 pub mod tokens;
 mod upload;
 mod wiring;
@@ -44,6 +46,7 @@ use crate::audit::Audit;
 use crate::commands::{Commands, Reach};
 use crate::config::Configs;
 use crate::packages::Packages;
+use crate::services::Services;
 use crate::tokens::{Caller, Tokens};
 use crate::upload::Upload;
 
@@ -72,6 +75,8 @@ pub struct Center {
     pub commands: Commands,
     pub configs: Configs,
     pub reach: Arc<dyn Reach>,
+    /// The services' endpoints, as the agents report them.
+    pub services: Services,
     /// The pin of the center's root key, which join tokens carry.
     pub pin: Arc<str>,
     /// Where uploads are written while they are checked.
@@ -104,6 +109,7 @@ impl Center {
             commands: Commands::new(stores.kv.clone(), reach.clone(), packages.clone()),
             configs: Configs::new(stores.kv.clone(), stores.blobs.clone()),
             packages,
+            services: reach.services(),
             reach,
             pin: pin.into(),
             incoming: data_dir.join("incoming"),

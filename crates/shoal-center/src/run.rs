@@ -234,11 +234,17 @@ fn serve_api(
         addr: config.http,
         source,
     })?;
+    let services = center.services.clone();
     let app = crate::api::router(center);
     let stop = shutdown.clone();
     tasks.spawn(async move {
+        let stopping = stop.clone();
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .with_graceful_shutdown(async move {
+                stopping.cancelled().await;
+                // Long polls answer now instead of holding the shutdown up.
+                services.close();
+            })
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "the HTTP API stopped; the center stops");

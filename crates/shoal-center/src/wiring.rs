@@ -54,6 +54,10 @@ impl Reach for LinkReach {
         }
     }
 
+    fn services(&self) -> crate::services::Services {
+        self.0.services().clone()
+    }
+
     async fn revoke(&self, agent: &str) -> Result<(), ReachError> {
         match self.0.revoke(agent).await {
             Ok(true) => Ok(()),

@@ -14,7 +14,9 @@ use shoal_api::center::{
     AuditEntry, CommandRequest, CommandState, CommandView, PackageInfo, Role, TokenCreated,
     TokenInfo, TokenRequest,
 };
-use shoal_api::fleet::{Action, AgentInfo, Selector, TargetStatus};
+use shoal_api::fleet::{
+    Action, AgentInfo, Selector, ServiceEndpoint, ServiceEndpoints, TargetStatus,
+};
 use shoal_center::client::{CenterClient, ClientError};
 use shoal_center::tokens::Caller;
 use shoal_center::Limits;
@@ -124,6 +126,7 @@ async fn every_route_is_in_the_openapi_document_and_wants_a_token() {
         "GET /api/v1/configs/{name}/versions",
         "GET /api/v1/configs/{name}/versions/{version}",
         "GET /api/v1/packages",
+        "GET /api/v1/services/{name}/endpoints",
         "GET /api/v1/tokens",
         "POST /api/v1/agents/{id}/revoke",
         "POST /api/v1/commands",
@@ -203,6 +206,148 @@ async fn a_namespaced_token_sees_and_acts_on_its_namespace_only() {
     let path = format!("/api/v1/commands/{}", prod.command);
     assert_eq!(status(staging.get(&path).await), 404);
     assert_eq!(status(admin.get(&path).await), 200);
+}
+
+#[tokio::test]
+async fn a_service_s_endpoints_are_read_by_namespace_and_long_polled_until_they_change() {
+    let fleet = three_agents();
+    let served = serve(fleet.clone(), Limits::default()).await;
+    let endpoint = |agent: &str, addr: &str| ServiceEndpoint {
+        agent: agent.into(),
+        addr: addr.into(),
+    };
+    let entry =
+        |ns: &str, agent: &str, addr: &str| (ns.into(), "web".into(), endpoint(agent, addr));
+    fleet.services.update([
+        entry("prod", "a1", "10.0.0.1:7000"),
+        entry("staging", "b1", "10.0.1.1:7000"),
+    ]);
+    let viewer = served.client(&served.token(Role::Viewer, None).await);
+    let staging = served.client(&served.token(Role::Viewer, Some("staging")).await);
+
+    let prod: ServiceEndpoints = viewer
+        .get("/api/v1/services/web/endpoints?namespace=prod")
+        .await
+        .unwrap();
+    assert_eq!(prod.endpoints, [endpoint("a1", "10.0.0.1:7000")]);
+    // A namespaced token reads its own namespace by default, and no other.
+    let own: ServiceEndpoints = staging.get("/api/v1/services/web/endpoints").await.unwrap();
+    assert_eq!(
+        (own.namespace.as_str(), own.endpoints.as_slice()),
+        ("staging", &[endpoint("b1", "10.0.1.1:7000")][..])
+    );
+    let path = "/api/v1/services/web/endpoints?namespace=prod";
+    assert_eq!(status(staging.get(path).await), 403);
+    // Unknown: empty at revision 0. Bad input: 400 naming what.
+    let none: ServiceEndpoints = viewer.get("/api/v1/services/db/endpoints").await.unwrap();
+    assert_eq!((none.revision, none.endpoints.len()), (0, 0));
+    for (bad, named) in [
+        ("/api/v1/services/Web!/endpoints", "service: \"Web!\""),
+        (
+            "/api/v1/services/web/endpoints?after=1&wait=soon",
+            "wait: \"soon\"",
+        ),
+    ] {
+        match viewer.get::<serde_json::Value>(bad).await {
+            Err(ClientError::Api {
+                status: 400,
+                message,
+            }) => {
+                assert!(message.starts_with(named), "{message}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+
+    // A long poll at the current revision answers when the set changes.
+    let polled = {
+        let viewer = viewer.clone();
+        let path = format!(
+            "/api/v1/services/web/endpoints?namespace=prod&after={}&wait=1m",
+            prod.revision
+        );
+        tokio::spawn(async move { viewer.get::<ServiceEndpoints>(&path).await })
+    };
+    fleet.services.update([
+        entry("prod", "a1", "10.0.0.1:7000"),
+        entry("prod", "a2", "10.0.0.2:7000"),
+        entry("staging", "b1", "10.0.1.1:7000"),
+    ]);
+    let changed = tokio::time::timeout(Duration::from_secs(20), polled)
+        .await
+        .expect("the long poll answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.endpoints.len(), 2);
+    assert!(changed.revision > prod.revision);
+    // Nothing changes: the same revision once the wait is over.
+    let path = format!(
+        "/api/v1/services/web/endpoints?namespace=prod&after={}&wait=10ms",
+        changed.revision
+    );
+    let same: ServiceEndpoints = viewer.get(&path).await.unwrap();
+    assert_eq!(same, changed);
+}
+
+#[tokio::test]
+async fn center_discover_yields_each_new_set_and_keeps_going_after_errors() {
+    use futures_util::StreamExt as _;
+    use shoal_center::client::CenterDiscover;
+    use shoal_rpc::{Balance, Discover as _};
+
+    let fleet = three_agents();
+    let served = serve(fleet.clone(), Limits::default()).await;
+    let viewer = served.token(Role::Viewer, None).await;
+    let entry = |agent: &str, addr: &str| {
+        let endpoint = ServiceEndpoint {
+            agent: agent.into(),
+            addr: addr.into(),
+        };
+        ("prod".to_owned(), "web".to_owned(), endpoint)
+    };
+    let discover = CenterDiscover::new(&served.url, &viewer, "web")
+        .unwrap()
+        .namespace("prod")
+        .balance(Balance::HashRing);
+    let mut sets = Box::pin(discover.watch());
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), sets.next())
+            .await
+            .expect("the stream said something in time")
+            .expect("the stream goes on")
+    };
+    let addrs = |set: shoal_rpc::EndpointSet| -> Vec<String> {
+        assert_eq!(set.balance, Balance::HashRing);
+        set.endpoints.iter().map(|e| e.addr.to_string()).collect()
+    };
+    // Nothing yet: an error, then the set once there is one.
+    let none = next().await.unwrap_err().to_string();
+    assert!(none.contains("has no endpoints"), "{none}");
+    fleet.services.update([entry("a1", "127.0.0.1:7001")]);
+    assert_eq!(addrs(next().await.unwrap()), ["127.0.0.1:7001"]);
+    fleet
+        .services
+        .update([entry("a1", "127.0.0.1:7001"), entry("a2", "127.0.0.1:7002")]);
+    assert_eq!(
+        addrs(next().await.unwrap()),
+        ["127.0.0.1:7001", "127.0.0.1:7002"]
+    );
+
+    // A token the center refuses: an error per try, and the stream goes on.
+    let refused = CenterDiscover::new(&served.url, "shoal_nope_nope", "web").unwrap();
+    let mut refused = Box::pin(refused.watch());
+    for _ in 0..2 {
+        let error = tokio::time::timeout(Duration::from_secs(20), refused.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("discovering service web through the center"),
+            "{error}"
+        );
+    }
 }
 
 #[tokio::test]

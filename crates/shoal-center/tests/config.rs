@@ -260,6 +260,7 @@ fn app(name: &str) -> AppStatus {
         rss_bytes: None,
         health: None,
         last_exit: None,
+        endpoints: vec![],
     }
 }
 

@@ -1,5 +1,6 @@
 //! The agents' port over real TLS on 127.0.0.1: enrollment, `hello` and the registry, the
-//! certificates it refuses, revocation, heartbeats, calls both ways and a malformed frame.
+//! certificates it refuses, revocation, heartbeats, calls both ways, the endpoints registry
+//! and `discover.watch`, and a malformed frame.
 //! The agent here is a bare MessagePack-RPC peer written for the test, so that each rule of
 //! the center is exercised on its own.
 
@@ -16,9 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use shoal_api::agent::LogQuery;
 use shoal_api::fleet::{
-    codes, methods, Action, AgentReport, EnrollRequest, Enrolled, Exec, LogLine, LogsEnd,
-    LogsRequest, PackageChunk, PackageFetch, Refused, Renewal, TargetResult, TargetStatus, Welcome,
-    CENTER_NAME,
+    codes, methods, Action, AgentReport, DiscoverWatch, EnrollRequest, Enrolled, Exec, LogLine,
+    LogsEnd, LogsRequest, PackageChunk, PackageFetch, Refused, Renewal, ServiceEndpoint,
+    ServiceEndpoints, TargetResult, TargetStatus, Welcome, CENTER_NAME,
 };
 use shoal_center::config::Configs;
 use shoal_center::link::{
@@ -748,5 +749,118 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
         .unwrap();
     assert_eq!(result.status, TargetStatus::Ok);
     agent.close().await;
+    center.stop().await;
+}
+
+/// The report of an agent running `web`, healthy, at `addrs`.
+fn serving(addrs: &[&str]) -> AgentReport {
+    let web = shoal_api::agent::AppStatus {
+        name: "web".into(),
+        version: "1.0.0".into(),
+        kind: shoal_api::agent::AppKind::Service,
+        state: shoal_api::agent::AppState::Running,
+        pid: Some(42),
+        uptime_secs: Some(1),
+        restarts: 0,
+        cpu_percent: None,
+        rss_bytes: None,
+        health: None,
+        last_exit: None,
+        endpoints: addrs.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    AgentReport {
+        apps: vec![web],
+        ..report()
+    }
+}
+
+#[tokio::test]
+async fn an_agent_s_endpoints_reach_the_registry_and_discover_watch_answers_when_they_change() {
+    let center = Center::start("discover", Duration::from_secs(5)).await;
+    let (id, key, chain) = enroll(&center).await;
+    let agent = TestAgent::connect(&center, Some((&key, &chain)))
+        .await
+        .unwrap();
+    let watch = |after: Option<u64>| DiscoverWatch {
+        service: "web".into(),
+        after,
+        wait_ms: 20_000,
+    };
+    // Before hello: refused.
+    let early = agent
+        .peer
+        .call(methods::DISCOVER_WATCH, &[watch(None)], WAIT)
+        .await
+        .unwrap_err();
+    assert_eq!(early.code(), Some(codes::REFUSED), "{early}");
+    agent.hello().await.unwrap();
+    let call = |req: DiscoverWatch| {
+        let peer = agent.peer.clone();
+        async move {
+            let value = peer
+                .call(methods::DISCOVER_WATCH, &[req], WAIT * 3)
+                .await
+                .unwrap();
+            decode::<ServiceEndpoints>(value).unwrap()
+        }
+    };
+    let empty = call(watch(None)).await;
+    assert_eq!((empty.revision, empty.namespace.as_str()), (0, "default"));
+    assert!(empty.endpoints.is_empty());
+
+    // A long poll from revision 0 answers once a heartbeat brings an endpoint.
+    let polled = tokio::spawn(call(watch(Some(0))));
+    agent
+        .peer
+        .call(methods::HEARTBEAT, &[serving(&["10.0.0.5:7000"])], WAIT)
+        .await
+        .unwrap();
+    let found = tokio::time::timeout(WAIT, polled).await.unwrap().unwrap();
+    assert_eq!(
+        found.endpoints,
+        [ServiceEndpoint {
+            agent: id.clone(),
+            addr: "10.0.0.5:7000".into()
+        }]
+    );
+    assert_eq!(center.links.services().get("default", "web"), found);
+    // The same report again changes nothing; the agent going away empties the set.
+    agent
+        .peer
+        .call(methods::HEARTBEAT, &[serving(&["10.0.0.5:7000"])], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(center.links.services().get("default", "web"), found);
+    let bad = agent
+        .peer
+        .call(
+            methods::DISCOVER_WATCH,
+            &[DiscoverWatch {
+                service: "../web".into(),
+                after: None,
+                wait_ms: 0,
+            }],
+            WAIT,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("discover.watch: service:"), "{bad}");
+    // A malformed endpoint is refused, and the set stays as it was.
+    let refused = agent
+        .peer
+        .call(methods::HEARTBEAT, &[serving(&["no port here"])], WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is not host:port"), "{refused}");
+    assert_eq!(center.links.services().get("default", "web"), found);
+    agent.close().await;
+    let gone = center
+        .links
+        .services()
+        .watch("default", "web", found.revision, WAIT)
+        .await;
+    assert_eq!((gone.revision, gone.endpoints.len()), (0, 0));
     center.stop().await;
 }

@@ -69,6 +69,32 @@ pub struct AgentArgs {
     /// The namespace to join (a join token scoped to one decides it instead).
     #[arg(long, value_name = "NS", requires = "center")]
     namespace: Option<String>,
+    /// The host name or IP address others reach this machine's services at: the host of the
+    /// endpoints the agent reports for the ports its services declare (`[run] ports`). By
+    /// default, the local address of the agent's link to the center.
+    #[arg(long, value_name = "HOST", value_parser = parse_advertise)]
+    advertise: Option<String>,
+}
+
+/// `--advertise`: an IP address, or a DNS name (letters, digits, `-`, `.`), without a port.
+fn parse_advertise(text: &str) -> Result<String, String> {
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    let name = !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if name {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is neither an IP address nor a host name: give the host only, like \
+             10.0.0.5 or web1.example.com, without a port"
+        ))
+    }
 }
 
 /// `K=V` as a label.
@@ -112,7 +138,10 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let config = Config {
         link,
         data_dir: dir.clone(),
-        options: Options::default(),
+        options: Options {
+            advertise: args.advertise.clone(),
+            ..Options::default()
+        },
         listen: args.listen,
         at_exit: if args.stop_on_exit {
             Programs::Stop

@@ -60,7 +60,10 @@ impl Host for SimHost {
         &self.dir
     }
 
-    fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+    fn apps(
+        &self,
+        _link: Option<std::net::IpAddr>,
+    ) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 

@@ -13,7 +13,7 @@ use shoal_api::center::{
     AuditEntry, CommandRequest, CommandView, FleetLogLine, FleetLogsRequest, PackageInfo, Role,
     TokenCreated, TokenInfo, TokenRequest,
 };
-use shoal_api::fleet::{Action, AgentInfo, Selector, TargetStatus};
+use shoal_api::fleet::{Action, AgentInfo, Selector, ServiceEndpoints, TargetStatus};
 use shoal_center::client::CenterClient;
 
 use crate::agent::table;
@@ -303,6 +303,39 @@ pub fn packages(args: PackagesArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     crate::out::out!("{}", table(&["NAME", "VERSION", "SIZE", "SHA256"], &rows))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct EndpointsArgs {
+    /// The service: the name of the package that declares its ports.
+    service: String,
+    /// Its namespace, when not the token's own.
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    center: CenterArgs,
+}
+
+pub fn endpoints(args: EndpointsArgs) -> anyhow::Result<ExitCode> {
+    let client = args.center.client()?;
+    let mut path = format!("/api/v1/services/{}/endpoints", path_part(&args.service)?);
+    if let Some(namespace) = &args.namespace {
+        path.push_str(&format!("?namespace={}", path_part(namespace)?));
+    }
+    let answer: ServiceEndpoints = block_on(client.get(&path))?;
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&answer)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = answer
+        .endpoints
+        .iter()
+        .map(|e| vec![e.agent.clone(), e.addr.clone()])
+        .collect();
+    crate::out::out!("{}", table(&["AGENT", "ADDR"], &rows))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -124,6 +124,8 @@ enum Command {
     Fleet(fleet::FleetArgs),
     /// The center's audit log.
     Audit(fleet::AuditArgs),
+    /// A service's endpoints in the center's registry (what discovery hands clients).
+    Endpoints(fleet::EndpointsArgs),
 }
 
 fn main() -> ExitCode {
@@ -170,6 +172,7 @@ fn main() -> ExitCode {
         Command::Packages(args) => fleet::packages(args),
         Command::Fleet(args) => fleet::fleet(args),
         Command::Audit(args) => fleet::audit(args),
+        Command::Endpoints(args) => fleet::endpoints(args),
     };
     match result {
         Ok(code) => code,

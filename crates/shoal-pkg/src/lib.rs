@@ -22,6 +22,8 @@
 //! stop_timeout = "10s"          # default 10s; then SIGKILL to the process group
 //! restart = "always"            # always (default), on-failure, never
 //! start_after = ["cache"]       # default []; package names
+//! ports = [3000]                # default []; TCP ports it listens on (see below)
+//! shutdown_delay = "2s"         # default 0, at most 10m; endpoints withdrawn, then the stop signal
 //!
 //! [health]                      # optional; at least one of port, ping, http
 //! port = 3000                   # alone: a TCP connection to 127.0.0.1:port
@@ -64,6 +66,14 @@
 //! whitespace and never given to a shell: a string with shell syntax in it (quotes, `|`, `&`,
 //! `;`, `<`, `>`, `$`, `` ` ``, `*`, `?`, `\`) is refused rather than run with a meaning it
 //! does not have. A step that needs a shell goes in a script the package ships.
+//!
+//! `run.ports` lists the TCP ports the program serves (each once, 1 to 65535). They are the
+//! service's endpoints for discovery: while the program runs and passes its `[health]`
+//! checks (without checks: while it runs), its agent reports `HOST:PORT` for each, under the
+//! package's name, and the center's registry hands them to clients that follow the service
+//! (`GET /api/v1/services/NAME/endpoints`). Only a service has `[run]`, so only a service
+//! declares ports. A stop withdraws the endpoints first; `run.shutdown_delay` is how long it
+//! then waits before the stop signal, so clients move away while the instance still answers.
 //!
 //! # The archive
 //!

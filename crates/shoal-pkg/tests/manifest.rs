@@ -107,6 +107,7 @@ fn the_design_example_parses() {
     assert_eq!(run.stop_timeout, Duration::from_secs(10));
     assert_eq!(run.restart, Restart::Always);
     assert_eq!(run.start_after[0].as_str(), "cache");
+    assert!(run.ports.is_empty());
 
     let health = m.health.as_ref().unwrap();
     assert_eq!(
@@ -197,6 +198,41 @@ fn other_forms_that_are_accepted() {
     assert_eq!(m.backup.unwrap().keep, 7);
 }
 
+#[test]
+fn a_service_declares_the_ports_it_listens_on_and_a_shutdown_delay() {
+    let m = parse(&format!(
+        "{SERVICE}ports = [7000, 9100]\nshutdown_delay = \"2s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(m.run.as_ref().unwrap().ports, [7000, 9100]);
+    assert_eq!(
+        m.run.as_ref().unwrap().shutdown_delay,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        parse(SERVICE).unwrap().run.unwrap().shutdown_delay,
+        Duration::ZERO
+    );
+    // A manifest from before ports crosses processes as having none.
+    let mut json = serde_json::to_value(parse(SERVICE).unwrap()).unwrap();
+    json["run"].as_object_mut().unwrap().remove("ports");
+    json["run"]
+        .as_object_mut()
+        .unwrap()
+        .remove("shutdown_delay");
+    let back: Manifest = serde_json::from_value(json).unwrap();
+    assert!(back.run.unwrap().ports.is_empty());
+    // Only a service has [run], so only a service declares ports.
+    assert_eq!(
+        parse(&format!(
+            "{CRONTAB}[run]\ncommand = \"x\"\nports = [7000]\n"
+        ))
+        .unwrap_err(),
+        "shoal.toml: run: a crontab package runs only its [[cron]] jobs: remove [run], or set \
+         package.kind = \"service\""
+    );
+}
+
 /// Each case: a manifest and the whole error it gives.
 #[test]
 fn bad_keys_are_named_with_what_is_expected() {
@@ -215,7 +251,7 @@ fn bad_keys_are_named_with_what_is_expected() {
     check(
         &service("comand = \"x\"\n"),
         "shoal.toml: run.comand: unknown key (did you mean command?); [run] takes command, \
-         args, env, stop_signal, stop_timeout, restart, start_after",
+         args, env, stop_signal, stop_timeout, restart, start_after, ports, shutdown_delay",
     );
     check(
         &format!("{SERVICE}[deploy]\nx = 1\n"),
@@ -317,6 +353,32 @@ fn bad_keys_are_named_with_what_is_expected() {
     check(
         &service("start_after = [\"calc\"]\n"),
         "shoal.toml: run.start_after[0]: a package cannot start after itself",
+    );
+    check(
+        &service("shutdown_delay = \"11m\"\n"),
+        "shoal.toml: run.shutdown_delay: 11m is longer than the 10m a stop may wait before its \
+         signal",
+    );
+    check(
+        &service("ports = 7000\n"),
+        "shoal.toml: run.ports: expected an array of port numbers, like ports = [7000], found \
+         the integer 7000",
+    );
+    check(
+        &service("ports = [7000, 0]\n"),
+        "shoal.toml: run.ports[1]: expected a TCP port from 1 to 65535, found the integer 0",
+    );
+    check(
+        &service("ports = [\"7000\"]\n"),
+        "shoal.toml: run.ports[0]: expected a TCP port from 1 to 65535, found the string \"7000\"",
+    );
+    check(
+        &service("ports = [70000]\n"),
+        "shoal.toml: run.ports[0]: expected a TCP port from 1 to 65535, found the integer 70000",
+    );
+    check(
+        &service("ports = [7000, 7001, 7000]\n"),
+        "shoal.toml: run.ports[2]: port 7000 is listed twice",
     );
     check(
         &service("[health]\ninterval = \"5s\"\n"),

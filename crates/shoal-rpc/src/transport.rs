@@ -171,7 +171,9 @@ pub async fn connect(addr: &Addr, tls: Option<&ClientTls>) -> Result<(ReadHalf, 
     }
 }
 
-async fn tls_connect<S>(
+/// A TLS client over a connection already open (`stream`), as [`connect`] makes one: for a
+/// caller that needs the socket itself first (its local address, say).
+pub async fn tls_connect<S>(
     stream: S,
     addr: &Addr,
     tls: &ClientTls,

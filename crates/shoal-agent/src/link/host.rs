@@ -2,6 +2,7 @@
 //! heartbeats, a command run to its result, an app's log lines. [`AgentHost`] is the real
 //! agent; a load generator can link a host of its own (`shoal bench center-sim`).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,8 +19,14 @@ use crate::{Agent, AgentError};
 pub trait Host: Send + Sync + 'static {
     /// Where the link keeps its identity (`DIR/link/identity.json`).
     fn data_dir(&self) -> &Path;
-    /// The apps, as `hello` and each heartbeat report them.
-    fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>>;
+    /// The apps, as `hello` and each heartbeat report them; their endpoints at `link` (the
+    /// local address of the link) unless the host has an address of its own.
+    fn apps(&self, link: Option<IpAddr>) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>>;
+    /// Changes whenever the apps' endpoints may have changed, so the link reports them at
+    /// once instead of at the next heartbeat; `None`: only heartbeats report.
+    fn serving(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Runs the center's command (at most once per command id) and answers its result.
     fn exec(&self, exec: Exec, fetch: Arc<dyn Fetch>) -> BoxFuture<'_, TargetResult>;
     /// The lines of app `name` that pass `query` (and, with follow, those to come).
@@ -54,8 +61,12 @@ impl Host for AgentHost {
         &self.dir
     }
 
-    fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
-        Box::pin(self.agent.apps())
+    fn apps(&self, link: Option<IpAddr>) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+        Box::pin(self.agent.apps_from(link))
+    }
+
+    fn serving(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.agent.serving())
     }
 
     fn exec(&self, exec: Exec, fetch: Arc<dyn Fetch>) -> BoxFuture<'_, TargetResult> {

@@ -2,6 +2,7 @@
 //! (and renewal of the certificate at two thirds of its life), serve the center's `exec` and
 //! `logs`; when the link drops, connect again after a jittered, capped exponential backoff.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,21 +80,21 @@ impl Session {
     async fn once(&self) -> (bool, Ended) {
         let streams = Arc::new(Streams::default());
         let refused = Arc::new(Mutex::new(None));
-        let peer = match self.connect(&streams, &refused).await {
-            Ok(peer) => peer,
+        let (peer, local) = match self.connect(&streams, &refused).await {
+            Ok(connected) => connected,
             Err(ended) => return (false, ended),
         };
         let timeout = self.options.call_timeout;
         peer.negotiate(timeout).await;
         let hello = peer
-            .call(methods::HELLO, &[self.report().await], timeout)
+            .call(methods::HELLO, &[self.report(local).await], timeout)
             .await;
         let ended = match hello.map(shoal_rpc::decode::from_value::<Welcome>) {
             Ok(Ok(welcome)) => {
                 info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
                 self.linked.send_modify(|n| *n += 1);
                 let heartbeat = Duration::from_millis(welcome.heartbeat_ms.max(10));
-                self.beat(&peer, heartbeat).await
+                self.beat(&peer, heartbeat, local).await
             }
             Ok(Err(e)) => Ended::Hello(format!("the center's answer does not read: {e}")),
             Err(e) => Ended::Hello(e.to_string()),
@@ -108,21 +109,33 @@ impl Session {
         }
     }
 
+    /// A connection to the center, and the local address it leaves from (where the center's
+    /// network reaches this machine: the host of the apps' endpoints without `--advertise`).
     async fn connect(
         &self,
         streams: &Arc<Streams>,
         refused: &Arc<Mutex<Option<String>>>,
-    ) -> Result<Peer, Ended> {
+    ) -> Result<(Peer, IpAddr), Ended> {
         let config = tls::link_config(&self.identity.lock().unwrap()).map_err(Ended::Connect)?;
         let tls = ClientTls {
             config,
             server_name: Some(CENTER_NAME.to_owned()),
         };
         let addr = Addr::Tcp(self.options.center.clone());
-        let connect = shoal_rpc::transport::connect(&addr, Some(&tls));
-        let (r, w) = tokio::select! {
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect(self.options.center.as_str())
+                .await
+                .map_err(|e| format!("connect to {addr}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().map_err(|e| e.to_string())?.ip();
+            let halves = shoal_rpc::transport::tls_connect(stream, &addr, &tls)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((halves, local))
+        };
+        let ((r, w), local) = tokio::select! {
             () = self.shutdown.cancelled() => return Err(Ended::Shutdown),
-            c = connect => c.map_err(|e| Ended::Connect(e.to_string()))?,
+            c = connect => c.map_err(Ended::Connect)?,
         };
         let handler = Handler {
             host: self.host.clone(),
@@ -131,7 +144,7 @@ impl Session {
             tasks: self.tasks.clone(),
             call_timeout: self.options.call_timeout,
         };
-        Ok(shoal_rpc::conn::spawn(
+        let peer = shoal_rpc::conn::spawn(
             r,
             w,
             self.options.center.clone(),
@@ -141,19 +154,24 @@ impl Session {
             ConnConfig::default(),
             self.shutdown.child_token(),
             &self.tasks,
-        ))
+        );
+        Ok((peer, local))
     }
 
-    /// Heartbeats until the link or the agent ends.
-    async fn beat(&self, peer: &Peer, every: Duration) -> Ended {
+    /// Heartbeats until the link or the agent ends: every `every`, and at once when an app
+    /// becomes healthy or stops being healthy, so its endpoints reach the center without
+    /// waiting for the next beat (a stopping service leaves them as its stop begins).
+    async fn beat(&self, peer: &Peer, every: Duration, local: IpAddr) -> Ended {
         let mut renewed = false;
+        let mut serving = self.host.serving();
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ended::Shutdown,
                 () = peer.closed() => return Ended::Closed,
                 () = tokio::time::sleep(every) => {}
+                () = changed(&mut serving) => {}
             }
-            let report = self.report().await;
+            let report = self.report(local).await;
             if let Err(e) = peer
                 .call(methods::HEARTBEAT, &[report], self.options.call_timeout)
                 .await
@@ -203,14 +221,27 @@ impl Session {
         Ok(())
     }
 
-    async fn report(&self) -> AgentReport {
+    async fn report(&self, local: IpAddr) -> AgentReport {
         AgentReport {
             hostname: hostname(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             labels: self.options.labels.clone(),
-            apps: self.host.apps().await.unwrap_or_default(),
+            apps: self.host.apps(Some(local)).await.unwrap_or_default(),
             configs: Vec::new(),
         }
+    }
+}
+
+/// Waits for `serving` to change; forever without one, or once its sender is gone.
+async fn changed(serving: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match serving {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *serving = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -88,6 +88,9 @@
 //!
 //! # Stopping
 //!
+//! A healthy program is first published as [`ProgramState::Stopping`] (the agent's link then
+//! reports its endpoints gone at once, [`Supervisor::serving`]); with a `shutdown_delay`, the
+//! stop waits that long (or until the process exits) before its signal.
 //! `stop_signal` goes to the whole process group; after `stop_timeout`, if the main process
 //! or any other member is alive, SIGKILL goes to the group, and [`Supervisor::stop`] returns
 //! once no live process of the group is left. [`Supervisor::signal`] (`SIGHUP` for a reload)
@@ -130,7 +133,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use shoal_pkg::manifest::{Name, Restart};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -205,6 +208,7 @@ impl Supervisor {
             data,
             store,
             capture,
+            serving: watch::Sender::new(0),
         });
         let supervisor = Supervisor {
             inner: Arc::new(Inner {
@@ -363,6 +367,12 @@ impl Supervisor {
     /// Every program, by name, with its CPU and memory read now: a walk of `/proc`, so
     /// blocking (async code calls it through `spawn_blocking`, or takes
     /// [`snapshots`](Supervisor::snapshots)).
+    /// Changes whenever a program becomes healthy or stops being healthy (a stop is seen as
+    /// it begins, before the stop signal is sent).
+    pub fn serving(&self) -> watch::Receiver<u64> {
+        self.inner.shared.serving.subscribe()
+    }
+
     pub fn status(&self) -> Vec<ProgramStatus> {
         let handles: Vec<Handle> = self.programs().values().cloned().collect();
         let mut all: Vec<ProgramStatus> = handles

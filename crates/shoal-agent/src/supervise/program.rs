@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     pub data: DataDir,
     pub store: Store,
     pub capture: Capture,
+    /// Bumped whenever a program becomes healthy or stops being healthy
+    /// ([`ProgramStatus::is_healthy`]): the apps' endpoints changed.
+    pub serving: watch::Sender<u64>,
 }
 
 /// What a program's task shares with the [`Supervisor`](super::Supervisor).
@@ -571,7 +574,17 @@ impl Program {
         let Some(running) = self.running.take() else {
             return;
         };
+        let healthy = self.slot.status.borrow().is_healthy();
+        // Published first: the agent's link reports the endpoints gone at once.
         self.set_state(ProgramState::Stopping);
+        let delay = running.spec.shutdown_delay;
+        if healthy && !delay.is_zero() {
+            info!(pid = %running.process.pid, ?delay, "endpoints withdrawn; stopping after the shutdown delay");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = running.process.exited() => {}
+            }
+        }
         info!(pid = %running.process.pid, signal = %running.spec.stop_signal, "stopping");
         let exit = running
             .process
@@ -695,7 +708,9 @@ impl Program {
     /// is not published yet.
     fn publish(&mut self, f: impl FnOnce(&mut ProgramStatus)) {
         let gone = self.gone.take();
+        let mut flipped = false;
         self.slot.status.send_modify(|s| {
+            let was = s.is_healthy();
             if let Some(exit) = gone {
                 s.pid = None;
                 s.pgid = None;
@@ -703,7 +718,11 @@ impl Program {
                 s.last_exit = Some(exit);
             }
             f(s);
+            flipped = was != s.is_healthy();
         });
+        if flipped {
+            self.shared.serving.send_modify(|n| *n += 1);
+        }
     }
 
     /// A failure to write the state database does not stop supervision: it is logged, and

@@ -24,6 +24,9 @@ pub struct ProgramSpec {
     pub stop_signal: StopSignal,
     /// After `stop_signal`, how long until the whole process group gets SIGKILL.
     pub stop_timeout: Duration,
+    /// How long a stop of a healthy program waits, once it is published as stopping (its
+    /// endpoints withdrawn), before `stop_signal` is sent.
+    pub shutdown_delay: Duration,
     pub restart: Restart,
     /// `None`: the process being alive is its health.
     pub health: Option<Health>,
@@ -45,6 +48,7 @@ impl ProgramSpec {
             env: run.env.clone(),
             stop_signal: run.stop_signal,
             stop_timeout: run.stop_timeout,
+            shutdown_delay: run.shutdown_delay,
             restart: run.restart,
             health: manifest.health.clone(),
             logs: manifest.logs.clone(),

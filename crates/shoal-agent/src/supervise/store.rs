@@ -257,6 +257,9 @@ struct StoredSpec {
     env: BTreeMap<String, String>,
     stop_signal: String,
     stop_timeout_ms: u64,
+    /// Absent in a spec stored before it existed.
+    #[serde(default)]
+    shutdown_delay_ms: u64,
     restart: String,
     health: Option<StoredHealth>,
     log_max_size: u64,
@@ -287,6 +290,7 @@ impl StoredSpec {
             env: spec.env.clone(),
             stop_signal: spec.stop_signal.name().to_owned(),
             stop_timeout_ms: ms(spec.stop_timeout),
+            shutdown_delay_ms: ms(spec.shutdown_delay),
             restart: spec.restart.as_str().to_owned(),
             health: spec.health.as_ref().map(|h| StoredHealth {
                 port: h.port,
@@ -336,6 +340,7 @@ impl StoredSpec {
             env: s.env,
             stop_signal,
             stop_timeout: Duration::from_millis(s.stop_timeout_ms),
+            shutdown_delay: Duration::from_millis(s.shutdown_delay_ms),
             restart,
             health: s.health.map(|h| Health {
                 port: h.port,
@@ -380,6 +385,7 @@ mod tests {
             env: BTreeMap::from([("RUST_LOG".into(), "info".into())]),
             stop_signal: StopSignal::Quit,
             stop_timeout: Duration::from_millis(1500),
+            shutdown_delay: Duration::from_millis(700),
             restart: Restart::OnFailure,
             health: Some(Health {
                 port: Some(8080),

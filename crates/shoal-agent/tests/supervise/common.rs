@@ -66,6 +66,7 @@ impl Env {
             env: BTreeMap::new(),
             stop_signal: StopSignal::Term,
             stop_timeout: Duration::from_secs(1),
+            shutdown_delay: Duration::ZERO,
             restart: Restart::Always,
             health: None,
             logs: Logs::default(),

@@ -7,7 +7,7 @@ use shoal_agent::supervise::{Exit, Signal};
 use shoal_agent::{ProgramState, SupervisorError};
 use shoal_pkg::manifest::StopSignal;
 
-use crate::common::{eventually, group_members, n, status_of, tcp_health, wait_for, Env};
+use crate::common::{alive, eventually, group_members, n, status_of, tcp_health, wait_for, Env};
 
 #[tokio::test]
 async fn stop_kills_a_group_that_ignores_the_stop_signal_and_leaves_no_process() {
@@ -198,4 +198,53 @@ async fn shutdown_stops_dependents_first() {
     };
     assert!(stopped_at("front") <= stopped_at("api"));
     assert!(stopped_at("api") <= stopped_at("db"));
+}
+
+#[tokio::test]
+async fn a_healthy_program_is_withdrawn_first_and_signalled_after_its_shutdown_delay() {
+    let env = Env::new("shutdown-delay");
+    let supervisor = env.supervisor().await;
+    let mut spec = env.spec(
+        "draining",
+        "trap 'echo term; exit 0' TERM\necho ready\nwhile :; do sleep 0.05; done",
+    );
+    let delay = Duration::from_millis(500);
+    spec.shutdown_delay = delay;
+    supervisor.add(spec).await.unwrap();
+    let mut serving = supervisor.serving();
+    supervisor.start(&n("draining")).await.unwrap();
+    eventually("ready", || {
+        env.log("draining", "stdout")
+            .contains("ready")
+            .then_some(())
+    })
+    .await;
+    assert!(status_of(&supervisor, "draining").is_healthy());
+    serving.borrow_and_update();
+
+    let asked = std::time::Instant::now();
+    let stop = {
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move { supervisor.stop(&n("draining")).await })
+    };
+    // The withdrawal is published before the signal is sent.
+    tokio::time::timeout(Duration::from_secs(10), serving.changed())
+        .await
+        .expect("the stop withdraws the program")
+        .unwrap();
+    let status = status_of(&supervisor, "draining");
+    assert_eq!(status.state, ProgramState::Stopping);
+    assert!(!status.is_healthy());
+    assert!(alive(status.pid.unwrap()));
+    assert!(!env.log("draining", "stdout").contains("term"));
+    stop.await.unwrap().unwrap();
+    assert!(asked.elapsed() >= delay);
+    eventually("the signal handled", || {
+        env.log("draining", "stdout").contains("term").then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_of(&supervisor, "draining").state,
+        ProgramState::Stopped
+    );
 }

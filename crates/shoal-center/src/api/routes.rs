@@ -11,7 +11,7 @@ use shoal_api::center::{
     AuditEntry, CommandRequest, CommandView, FleetLogLine, FleetLogsRequest, PackageInfo, Role,
     TokenCreated, TokenInfo, TokenRequest,
 };
-use shoal_api::fleet::AgentInfo;
+use shoal_api::fleet::{AgentInfo, ServiceEndpoints};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +32,7 @@ pub fn router(center: Center) -> Router {
         .routes(routes!(fleet_logs))
         .routes(routes!(audit))
         .merge(super::config::routes())
+        .routes(routes!(service_endpoints))
         .split_for_parts();
     let doc = serde_json::to_vec(&doc).expect("the OpenAPI document serializes");
     let upload_limit = center.limits.max_upload;
@@ -287,6 +288,61 @@ async fn audit(
     auth.at_least(Role::Admin)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     Ok(Json(center.audit.tail(limit).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct EndpointsQuery {
+    /// The service's namespace: the token's own when absent (`default` for a token of every
+    /// namespace).
+    namespace: Option<String>,
+    /// A revision the caller has: the answer comes once the set's revision differs from it,
+    /// or when `wait` has passed (with the same revision). Without it, the answer is at once.
+    after: Option<u64>,
+    /// With `after`, how long to wait for a change, like `30s` (60s when absent, at most 5m).
+    wait: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{name}/endpoints", tag = "services",
+    params(("name" = String, Path, description = "the service: the name of the package that declares its ports"),
+        EndpointsQuery),
+    responses((status = 200, body = ServiceEndpoints), (status = 400), (status = 401),
+        (status = 403)))]
+async fn service_endpoints(
+    State(center): State<Center>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(query): Query<EndpointsQuery>,
+) -> Answer<ServiceEndpoints> {
+    let by = auth.at_least(Role::Viewer)?;
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    shoal_api::manifest::Name::new(&name).map_err(|e| bad(format!("service: {e}")))?;
+    let namespace = query
+        .namespace
+        .or_else(|| by.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    if !by.reaches(&namespace) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a token of namespace {} cannot see namespace {namespace}",
+                by.namespace.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let Some(after) = query.after else {
+        return Ok(Json(center.services.get(&namespace, &name)));
+    };
+    let wait = match &query.wait {
+        None => crate::services::DEFAULT_WAIT,
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            bad(format!(
+                "wait: {text:?} is not a duration like \"30s\": {e}"
+            ))
+        })?,
+    };
+    Ok(Json(
+        center.services.watch(&namespace, &name, after, wait).await,
+    ))
 }
 
 /// The word the audit log names an action with.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use shoal_api::config::{methods as config_methods, ConfigApplied};
 use shoal_api::fleet::{
-    codes as link_codes, methods, AgentReport, EnrollRequest, Enrolled, LogLine, LogsEnd,
-    PackageChunk, PackageFetch, Renewal, Welcome,
+    codes as link_codes, methods, AgentReport, DiscoverWatch, EnrollRequest, Enrolled, LogLine,
+    LogsEnd, PackageChunk, PackageFetch, Renewal, Welcome,
 };
 use shoal_rpc::conn::ConnConfig;
 use shoal_rpc::{Peer, Reply, Request, RpcError};
@@ -37,6 +37,8 @@ const PERSIST_EVERY: Duration = Duration::from_secs(60);
 const MAX_LABELS: usize = 64;
 const MAX_TEXT: usize = 256;
 const MAX_CONFIGS: usize = 1024;
+/// The most endpoints one report may name, all apps together.
+const MAX_ENDPOINTS: usize = 1024;
 
 /// Serves the agents' port on `listener` until `shutdown` is cancelled, then closes every
 /// link and returns once their tasks ended.
@@ -223,6 +225,10 @@ impl Handler {
             methods::HEARTBEAT => self.heartbeat(&id, arg(methods::HEARTBEAT, params)?).await,
             methods::PACKAGE_FETCH => self.fetch(arg(methods::PACKAGE_FETCH, params)?).await,
             methods::RENEW => self.renew(&id, arg(methods::RENEW, params)?),
+            methods::DISCOVER_WATCH => {
+                self.discover(&id, arg(methods::DISCOVER_WATCH, params)?)
+                    .await
+            }
             methods::LOGS_LINE => {
                 self.line(&id, arg(methods::LOGS_LINE, params)?);
                 Ok(Reply::none())
@@ -293,6 +299,7 @@ impl Handler {
     ) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
         check_configs(&report.configs)?;
+        check_endpoints(&report)?;
         let peer = peer.ok_or_else(|| RpcError::internal("hello without a connection"))?;
         let kv = self.links.inner.deps.kv.as_ref();
         let now = Utc::now();
@@ -342,8 +349,9 @@ impl Handler {
     async fn heartbeat(&self, id: &str, report: AgentReport) -> Result<Reply, RpcError> {
         check_report(&report.hostname, &report.labels)?;
         check_configs(&report.configs)?;
+        check_endpoints(&report)?;
         let now = Utc::now();
-        let (persist, held_changed, namespace) = {
+        let (persist, held_changed, moved, namespace) = {
             let mut live = self.links.inner.live.lock().unwrap();
             let Some(link) = live.get_mut(id).filter(|l| l.conn == self.conn) else {
                 return Err(RpcError::new(
@@ -353,14 +361,18 @@ impl Handler {
             };
             let persist = link.report != report || link.persisted.elapsed() >= PERSIST_EVERY;
             let held_changed = link.report.configs != report.configs;
+            let moved = endpoints(&link.report).ne(endpoints(&report));
             link.last_seen = Instant::now();
             link.last_heartbeat = now;
             if persist {
                 link.persisted = Instant::now();
             }
             link.report = report.clone();
-            (persist, held_changed, link.namespace.clone())
+            (persist, held_changed, moved, link.namespace.clone())
         };
+        if moved {
+            self.links.reindex();
+        }
         if persist {
             let kv = self.links.inner.deps.kv.as_ref();
             if let Err(error) = registry::update(kv, id, |r| r.apply(&report, now)).await {
@@ -414,6 +426,34 @@ impl Handler {
         })
     }
 
+    /// A service of the agent's namespace, from the registry: the API's answer, over the link.
+    async fn discover(&self, id: &str, req: DiscoverWatch) -> Result<Reply, RpcError> {
+        shoal_api::manifest::Name::new(&req.service).map_err(|e| {
+            RpcError::new(link_codes::INVALID, format!("discover.watch: service: {e}"))
+        })?;
+        let namespace = {
+            let live = self.links.inner.live.lock().unwrap();
+            live.get(id)
+                .filter(|l| l.conn == self.conn)
+                .map(|l| l.namespace.clone())
+        };
+        let namespace = namespace.ok_or_else(|| {
+            RpcError::new(
+                link_codes::REFUSED,
+                "say `hello` first: this link is not registered",
+            )
+        })?;
+        let services = self.links.services();
+        let answer = match req.after {
+            None => services.get(&namespace, &req.service),
+            Some(after) => {
+                let wait = Duration::from_millis(req.wait_ms);
+                services.watch(&namespace, &req.service, after, wait).await
+            }
+        };
+        Reply::encode(&answer)
+    }
+
     fn renew(&self, id: &str, req: Renewal) -> Result<Reply, RpcError> {
         let pki = &self.links.inner.deps.pki;
         let issued = pki
@@ -457,6 +497,43 @@ impl Links {
             self.changed();
         }
     }
+}
+
+/// Every endpoint a report names, app by app.
+fn endpoints(report: &AgentReport) -> impl Iterator<Item = (&str, &str)> {
+    report.apps.iter().flat_map(|app| {
+        app.endpoints
+            .iter()
+            .map(|e| (app.name.as_str(), e.as_str()))
+    })
+}
+
+/// A report's endpoints: at most [`MAX_ENDPOINTS`], each `host:port` of at most
+/// [`MAX_TEXT`] bytes, so what one agent reports cannot spoil a service's set for its clients.
+fn check_endpoints(report: &AgentReport) -> Result<(), RpcError> {
+    let mut count = 0;
+    for (app, addr) in endpoints(report) {
+        count += 1;
+        let well_formed = addr.len() <= MAX_TEXT
+            && addr.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !host.contains(char::is_whitespace)
+                    && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if !well_formed {
+            return Err(RpcError::new(
+                link_codes::INVALID,
+                format!("app {app}: the endpoint {addr:?} is not host:port"),
+            ));
+        }
+    }
+    if count > MAX_ENDPOINTS {
+        return Err(RpcError::new(
+            link_codes::INVALID,
+            format!("{count} endpoints in one report; at most {MAX_ENDPOINTS}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_report(

@@ -28,7 +28,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use shoal_api::agent::LogQuery;
 use shoal_api::fleet::{
-    methods, AgentId, AgentInfo, AgentReport, Exec, LogsRequest, Refused, TargetResult,
+    methods, AgentId, AgentInfo, AgentReport, Exec, LogsRequest, Refused, ServiceEndpoint,
+    TargetResult,
 };
 use shoal_rpc::Peer;
 use shoal_store::{Kv, StoreError};
@@ -36,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::Configs;
 use crate::pki::Pki;
+use crate::services::Services;
 
 pub use conn::serve;
 pub use logs::LogStream;
@@ -175,6 +177,8 @@ struct Inner {
     next: AtomicU64,
     /// Bumped whenever an agent comes online or goes offline.
     changes: tokio::sync::watch::Sender<u64>,
+    /// The online agents' endpoints by service, rebuilt whenever they change.
+    services: Services,
 }
 
 /// One agent's live link.
@@ -208,6 +212,7 @@ impl Links {
                 streams: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(1),
                 changes: tokio::sync::watch::channel(0).0,
+                services: Services::new(),
             }),
         })
     }
@@ -266,6 +271,11 @@ impl Links {
                 return self.is_online(id);
             }
         }
+    }
+
+    /// The services' endpoints, as the online agents report them.
+    pub fn services(&self) -> &Services {
+        &self.inner.services
     }
 
     /// A receiver that changes whenever an agent comes online or goes offline.
@@ -351,6 +361,29 @@ impl Links {
 
     fn changed(&self) {
         self.inner.changes.send_modify(|n| *n += 1);
+        self.reindex();
+    }
+
+    /// Rebuilds the services' endpoints from the online agents' reports.
+    fn reindex(&self) {
+        let all: Vec<_> = {
+            let live = self.inner.live.lock().unwrap();
+            live.iter()
+                .filter(|(_, l)| self.fresh(l))
+                .flat_map(|(id, l)| {
+                    l.report.apps.iter().flat_map(move |app| {
+                        app.endpoints.iter().map(move |addr| {
+                            let endpoint = ServiceEndpoint {
+                                agent: id.clone(),
+                                addr: addr.clone(),
+                            };
+                            (l.namespace.clone(), app.name.clone(), endpoint)
+                        })
+                    })
+                })
+                .collect()
+        };
+        self.inner.services.update(all);
     }
 
     fn is_revoked(&self, id: &str) -> bool {

@@ -24,6 +24,8 @@ use shoal_store::sqlite::Sqlite;
 pub struct Fleet {
     agents: Mutex<Vec<AgentInfo>>,
     ran: Mutex<Vec<(String, Exec)>>,
+    /// The services' endpoints, set by the test as the link would.
+    pub services: shoal_center::services::Services,
 }
 
 /// An agent of a test: id, namespace, labels, online.
@@ -117,6 +119,10 @@ impl Reach for Fleet {
             line: format!("{agent} says hello from {app}"),
         };
         Ok(futures_util::stream::iter([line]).boxed())
+    }
+
+    fn services(&self) -> shoal_center::services::Services {
+        self.services.clone()
     }
 }
 

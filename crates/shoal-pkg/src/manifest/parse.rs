@@ -16,6 +16,7 @@ use super::{
 
 /// Defaults, written as a manifest would write them (the crate docs list the same).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(600);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTH_FAILURES: u32 = 3;
@@ -154,6 +155,8 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         "stop_timeout",
         "restart",
         "start_after",
+        "ports",
+        "shutdown_delay",
     ])?;
     let command = command(s)?;
     let mut env = BTreeMap::new();
@@ -198,6 +201,17 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         }
     };
     let stop_timeout = s.duration("stop_timeout")?.unwrap_or(STOP_TIMEOUT);
+    let shutdown_delay = s.duration("shutdown_delay")?.unwrap_or(Duration::ZERO);
+    if shutdown_delay > MAX_SHUTDOWN_DELAY {
+        return Err(s.error(
+            "shutdown_delay",
+            &format!(
+                "{} is longer than the {} a stop may wait before its signal",
+                super::units::format_duration(shutdown_delay),
+                super::units::format_duration(MAX_SHUTDOWN_DELAY)
+            ),
+        ));
+    }
     let restart = match s.one_of("restart", &["always", "on-failure", "never"])? {
         None | Some("always") => Restart::Always,
         Some("on-failure") => Restart::OnFailure,
@@ -222,9 +236,49 @@ fn run(s: &Section<'_>, package: &Package) -> Result<Run, ManifestError> {
         env,
         stop_signal,
         stop_timeout,
+        shutdown_delay,
         restart,
         start_after,
+        ports: ports(s)?,
     })
+}
+
+/// `run.ports`: the TCP ports the service listens on, each 1 to 65535, no two alike.
+fn ports(s: &Section<'_>) -> Result<Vec<u16>, ManifestError> {
+    let items = match s.get("ports") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(s.error(
+                "ports",
+                &format!(
+                    "expected an array of port numbers, like ports = [7000], found {}",
+                    describe(other)
+                ),
+            ))
+        }
+    };
+    let mut ports: Vec<u16> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("ports[{i}]");
+        let port = match item {
+            Value::Integer(n) if (1..=i64::from(u16::MAX)).contains(n) => *n as u16,
+            other => {
+                return Err(s.error(
+                    &at,
+                    &format!(
+                        "expected a TCP port from 1 to 65535, found {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        };
+        if ports.contains(&port) {
+            return Err(s.error(&at, &format!("port {port} is listed twice")));
+        }
+        ports.push(port);
+    }
+    Ok(ports)
 }
 
 fn health(s: &Section<'_>) -> Result<Health, ManifestError> {

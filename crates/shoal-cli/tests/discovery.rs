@@ -1,0 +1,403 @@
+//! Discovery end to end on loopback: a `shoal center` and three `shoal agent`s each run the
+//! SDK's hello service on its own address (127.0.0.1 found from the link, 127.0.0.12 and
+//! 127.0.0.13 given with `--advertise`); a `shoal_rpc::Client` following the service through
+//! `CenterDiscover` calls it without pause while one instance is stopped and another
+//! started, and no call fails; an agent gone offline takes its endpoint out of the set. An
+//! agent alone reports a health-checked instance's endpoint at its `--advertise` host while
+//! the instance is healthy, and none once it is stopped.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::{text, wait_for, Scratch, SHOAL};
+use shoal_api::center::CommandView;
+use shoal_api::fleet::{ServiceEndpoints, TargetStatus};
+use shoal_center::client::{CenterClient, CenterDiscover};
+use shoal_rpc::{Balance, Client};
+use tokio_util::sync::CancellationToken;
+
+/// A running `shoal center`; killed when dropped.
+struct Center {
+    child: Child,
+    link: String,
+    url: String,
+    token: String,
+}
+
+impl Center {
+    fn start(data: &Path) -> Center {
+        std::fs::create_dir_all(data).unwrap();
+        let log = std::fs::File::create(data.with_extension("log")).unwrap();
+        let mut child = Command::new(SHOAL)
+            .args(["center", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--heartbeat", "200ms", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut link, mut url) = (None, None);
+        while link.is_none() || url.is_none() {
+            let line = lines.next().expect("the center's first lines").unwrap();
+            if let Some(addr) = line.strip_prefix("agents' port: ") {
+                link = Some(addr.to_owned());
+            } else if let Some(addr) = line.strip_prefix("HTTP API: ") {
+                url = Some(addr.to_owned());
+            }
+        }
+        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+        Center {
+            child,
+            link: link.unwrap(),
+            url: url.unwrap(),
+            token: token.trim().to_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = Command::new(SHOAL)
+            .args(args)
+            .env("SHOAL_CENTER", &self.url)
+            .env("SHOAL_TOKEN", &self.token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `shoal fleet ARGS --json`, which must succeed on every target.
+    fn fleet(&self, args: &[&str]) {
+        let mut all = vec!["fleet"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let view: CommandView = serde_json::from_str(&self.ok(&all)).unwrap();
+        assert!(
+            view.results.values().all(|r| r.status == TargetStatus::Ok),
+            "shoal {all:?}: {view:?}"
+        );
+    }
+
+    /// The hello service's endpoints by agent, as the center's API answers them.
+    fn endpoints(&self, runtime: &tokio::runtime::Runtime) -> BTreeMap<String, String> {
+        let client = CenterClient::new(&self.url, &self.token).unwrap();
+        let answer: ServiceEndpoints = runtime
+            .block_on(client.get("/api/v1/services/hello/endpoints"))
+            .unwrap();
+        answer
+            .endpoints
+            .into_iter()
+            .map(|e| (e.agent, e.addr))
+            .collect()
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `shoal agent` whose programs listen on `host` and greet with `greeting`; it and its
+/// programs are killed when dropped.
+struct Member {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Member {
+    fn join(data: &Path, center: &Center, join: &str, host: &str, advertise: bool) -> Member {
+        let port = PORT.get().unwrap();
+        let mut command = Command::new(SHOAL);
+        command
+            .args([
+                "agent",
+                "--center",
+                &center.link,
+                "--join",
+                join,
+                "--data-dir",
+            ])
+            .arg(data)
+            // The programs it starts inherit these: the SDK reads SHOAL_… overrides.
+            .env("SHOAL_RPC__LISTEN", format!("{host}:{port}"))
+            .env("SHOAL_HELLO__GREETING", host);
+        if advertise {
+            command.args(["--advertise", host]);
+        }
+        let log = std::fs::File::create(data.with_extension("log")).unwrap();
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        Member {
+            child,
+            data: data.to_owned(),
+        }
+    }
+
+    fn id(&self) -> String {
+        wait_for("the agent to enroll", || {
+            let text = std::fs::read_to_string(self.data.join("link/identity.json")).ok()?;
+            let identity: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some(identity["agent_id"].as_str()?.to_owned())
+        })
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        common::kill_under(&self.data);
+    }
+}
+
+/// The port every instance listens on, each on its own loopback address.
+static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
+/// A port free on each of `hosts` now.
+fn free_port(hosts: &[&str]) -> u16 {
+    wait_for("a port free on every address", || {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        hosts
+            .iter()
+            .all(|h| TcpListener::bind(format!("{h}:{port}")).is_ok())
+            .then_some(port)
+    })
+}
+
+/// The SDK's hello example as a package that declares its port; `health` is added to the
+/// manifest as it is.
+fn hello_package(dir: &Path, port: u16, health: &str) -> PathBuf {
+    let pkg = dir.join("hello-src");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        format!(
+            "[package]\nname = \"hello\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+             [run]\ncommand = \"{SHOAL}\"\nargs = [\"example\", \"hello\", \"--config\", \"hello.toml\"]\n\
+             ports = [{port}]\nshutdown_delay = \"300ms\"\nstop_timeout = \"5s\"\n{health}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        pkg.join("hello.toml"),
+        format!("[rpc]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(SHOAL)
+        .args(["pkg", "build"])
+        .arg(&pkg)
+        .arg("-o")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    dir.join("hello-1.0.0.tar.gz")
+}
+
+/// What the calling loop saw.
+#[derive(Debug, Default)]
+struct Calls {
+    ok: u64,
+    failed: Vec<String>,
+    /// Answers by greeting (the host of the instance that answered).
+    by_host: BTreeMap<String, u64>,
+    /// When each host last answered.
+    last: BTreeMap<String, std::time::Instant>,
+}
+
+/// Calls `greet` until `stop`, one call at a time, counting what happens.
+async fn call_until(client: Client, calls: Arc<Mutex<Calls>>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let answer: Result<String, _> = client.call("greet", &("world",)).await;
+        let mut calls = calls.lock().unwrap();
+        match answer {
+            Ok(text) => {
+                calls.ok += 1;
+                let host = text.split(',').next().unwrap_or_default().to_owned();
+                *calls.by_host.entry(host.clone()).or_default() += 1;
+                calls.last.insert(host, std::time::Instant::now());
+            }
+            Err(e) => calls.failed.push(e.to_string()),
+        }
+    }
+}
+
+#[test]
+fn a_client_following_a_service_through_the_center_never_fails_while_instances_move() {
+    let hosts = ["127.0.0.1", "127.0.0.12", "127.0.0.13"];
+    let port = *PORT.get_or_init(|| free_port(&hosts));
+    let dir = Scratch::new("discovery");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let center = Center::start(&dir.0.join("center"));
+    let join = center.ok(&["token", "create", "--role", "join", "--uses", "3"]);
+    let join = join.lines().last().unwrap().to_owned();
+    // The first agent's endpoint host is the local address of its link (127.0.0.1); the
+    // others say theirs.
+    let members: Vec<Member> = hosts
+        .iter()
+        .enumerate()
+        .map(|(n, host)| {
+            Member::join(
+                &dir.0.join(format!("agent{n}")),
+                &center,
+                &join,
+                host,
+                n > 0,
+            )
+        })
+        .collect();
+    let ids: Vec<String> = members.iter().map(Member::id).collect();
+    let at = |n: usize| (ids[n].clone(), format!("{}:{port}", hosts[n]));
+
+    // Without [health]: each instance listens on its own address, and a check asks
+    // 127.0.0.1 only.
+    let archive = hello_package(&dir.0, port, "");
+    center.ok(&["push", archive.to_str().unwrap()]);
+    center.fleet(&["install", "hello", "--all"]);
+    wait_for("three endpoints", || {
+        (center.endpoints(&runtime) == BTreeMap::from([at(0), at(1), at(2)])).then_some(())
+    });
+    center.fleet(&["stop", "hello", "--ids", &ids[2]]);
+    wait_for("the stopped instance gone from the set", || {
+        (center.endpoints(&runtime) == BTreeMap::from([at(0), at(1)])).then_some(())
+    });
+
+    let calls = Arc::new(Mutex::new(Calls::default()));
+    let stop = CancellationToken::new();
+    // The CLI shows the same set.
+    let shown: ServiceEndpoints =
+        serde_json::from_str(&center.ok(&["endpoints", "hello", "--json"])).unwrap();
+    assert_eq!(shown.endpoints.len(), 2);
+    assert_eq!(shown.namespace, "default");
+
+    let hello = CenterDiscover::new(&center.url, &center.token, "hello")
+        .unwrap()
+        .balance(Balance::RoundRobin);
+    let client = runtime
+        .block_on(Client::builder().discover(&hello).connect())
+        .unwrap();
+    let caller = runtime.spawn(call_until(client, calls.clone(), stop.clone()));
+    let answered_by = |host: &str| {
+        calls
+            .lock()
+            .unwrap()
+            .by_host
+            .get(host)
+            .copied()
+            .unwrap_or(0)
+    };
+    wait_for("calls answered by both instances", || {
+        (answered_by(hosts[0]) > 20 && answered_by(hosts[1]) > 20).then_some(())
+    });
+
+    // One instance stops, another starts, while the calls go on.
+    let stop_asked = std::time::Instant::now();
+    center.fleet(&["stop", "hello", "--ids", &ids[0]]);
+    let stop_done = stop_asked.elapsed();
+    center.fleet(&["start", "hello", "--ids", &ids[2]]);
+    wait_for("the set to follow", || {
+        (center.endpoints(&runtime) == BTreeMap::from([at(1), at(2)])).then_some(())
+    });
+    let before = answered_by(hosts[2]);
+    wait_for("calls answered by the started instance", || {
+        (answered_by(hosts[2]) > before + 20).then_some(())
+    });
+    let stopped = answered_by(hosts[0]);
+    let later = answered_by(hosts[1]);
+    wait_for("more calls after the move", || {
+        (answered_by(hosts[1]) > later + 20).then_some(())
+    });
+    assert_eq!(
+        answered_by(hosts[0]),
+        stopped,
+        "a call reached the stopped instance"
+    );
+
+    // An agent gone offline takes its endpoints out of the set, though its program (which
+    // outlives the agent) still answers.
+    let mut members = members;
+    members[1].child.kill().unwrap();
+    members[1].child.wait().unwrap();
+    wait_for("the offline agent's endpoint gone", || {
+        (center.endpoints(&runtime) == BTreeMap::from([at(2)])).then_some(())
+    });
+    let last = answered_by(hosts[2]);
+    wait_for("calls answered by the one instance left", || {
+        (answered_by(hosts[2]) > last + 20).then_some(())
+    });
+
+    stop.cancel();
+    runtime.block_on(caller).unwrap();
+    let calls = calls.lock().unwrap();
+    assert!(
+        calls.failed.is_empty(),
+        "{} of {} calls failed, the first: {:?}",
+        calls.failed.len(),
+        calls.ok + calls.failed.len() as u64,
+        &calls.failed[..calls.failed.len().min(3)]
+    );
+    eprintln!("calls: {} ok, by instance {:?}", calls.ok, calls.by_host);
+    eprintln!(
+        "the stopped instance's last call came {:?} after the stop was asked (shutdown_delay \
+         300ms; the stop command took {stop_done:?})",
+        calls.last[hosts[0]].duration_since(stop_asked)
+    );
+    drop(members);
+}
+
+#[test]
+fn an_agent_reports_a_service_s_endpoint_at_its_advertised_host_only_while_it_is_healthy() {
+    let dir = Scratch::new("discovery-alone");
+    let port = free_port(&["127.0.0.1"]);
+    let data = dir.0.join("agent");
+    std::fs::create_dir_all(&data).unwrap();
+    // No center: only --advertise gives the endpoints a host.
+    let child = Command::new(SHOAL)
+        .args(["agent", "--advertise", "127.0.0.1", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = common::Agent {
+        child,
+        data: data.clone(),
+    };
+    wait_for("the agent to answer", || {
+        common::shoal(&data, &["ps"]).status.success().then_some(())
+    });
+    let health = format!("\n[health]\nport = {port}\nping = true\ninterval = \"2s\"\n");
+    let archive = hello_package(&dir.0, port, &health);
+    // The install returns once the new version passed its health check.
+    common::shoal_ok(&data, &["install", archive.to_str().unwrap()]);
+    let hello = |data: &Path| -> shoal_api::agent::AppStatus {
+        let apps: Vec<shoal_api::agent::AppStatus> =
+            serde_json::from_str(&common::shoal_ok(data, &["ps", "--json"])).unwrap();
+        apps.into_iter().find(|a| a.name == "hello").unwrap()
+    };
+    let running = wait_for("hello healthy", || {
+        let app = hello(&data);
+        (app.health == Some(shoal_api::agent::Health::Ok)).then_some(app)
+    });
+    assert_eq!(running.endpoints, [format!("127.0.0.1:{port}")]);
+
+    common::shoal_ok(&data, &["stop", "hello"]);
+    let stopped = hello(&data);
+    assert_eq!(stopped.state, shoal_api::agent::AppState::Stopped);
+    assert!(stopped.endpoints.is_empty(), "{stopped:?}");
+}
