@@ -36,12 +36,14 @@
 mod agent;
 pub mod api;
 pub mod backup;
+pub mod central;
 pub mod cron;
 mod error;
 pub mod hooks;
 mod layout;
 pub mod link;
 pub mod logs;
+pub mod programs;
 mod run;
 mod state;
 pub mod supervise;

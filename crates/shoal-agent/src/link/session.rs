@@ -1,17 +1,20 @@
 //! One agent's link to its center, kept up: connect with mutual TLS, `hello`, heartbeats
-//! (and renewal of the certificate at two thirds of its life), serve the center's `exec` and
-//! `logs`; when the link drops, connect again after a jittered, capped exponential backoff.
+//! (and renewal of the certificate at two thirds of its life), serve the center's `exec`,
+//! `logs` and `config.changed`, send `config.applied` as deliveries end; when the link drops,
+//! connect again after a jittered, capped exponential backoff.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use shoal_api::config::{self, ConfigApplied, ConfigChanged};
 use shoal_api::fleet::{
     methods, AgentReport, Enrolled, Exec, LogCredit, LogsEnd, LogsRequest, PackageChunk,
     PackageFetch, PackageRef, Refused, Renewal, Welcome, CENTER_NAME,
 };
 use shoal_rpc::conn::ConnConfig;
 use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -84,6 +87,8 @@ impl Session {
             Err(ended) => return (false, ended),
         };
         let timeout = self.options.call_timeout;
+        // Before hello: an outcome from here on is sent, and an earlier one is in the report.
+        let outcomes = self.host.config_outcomes();
         peer.negotiate(timeout).await;
         let hello = peer
             .call(methods::HELLO, &[self.report().await], timeout)
@@ -93,7 +98,7 @@ impl Session {
                 info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
                 self.linked.send_modify(|n| *n += 1);
                 let heartbeat = Duration::from_millis(welcome.heartbeat_ms.max(10));
-                self.beat(&peer, heartbeat).await
+                self.beat(&peer, heartbeat, outcomes).await
             }
             Ok(Err(e)) => Ended::Hello(format!("the center's answer does not read: {e}")),
             Err(e) => Ended::Hello(e.to_string()),
@@ -144,15 +149,39 @@ impl Session {
         ))
     }
 
-    /// Heartbeats until the link or the agent ends.
-    async fn beat(&self, peer: &Peer, every: Duration) -> Ended {
+    /// Heartbeats until the link or the agent ends, sending each delivery's outcome as it
+    /// comes (one lost, or missed by a lagging receiver, is in the next report anyway).
+    async fn beat(
+        &self,
+        peer: &Peer,
+        every: Duration,
+        mut outcomes: Option<broadcast::Receiver<ConfigApplied>>,
+    ) -> Ended {
         let mut renewed = false;
+        let mut next = tokio::time::Instant::now() + every;
         loop {
+            let outcome = async {
+                match outcomes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ended::Shutdown,
                 () = peer.closed() => return Ended::Closed,
-                () = tokio::time::sleep(every) => {}
+                outcome = outcome => {
+                    match outcome {
+                        Ok(applied) => {
+                            let _ = peer.notify(config::methods::CONFIG_APPLIED, &[applied]);
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => outcomes = None,
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(next) => {}
             }
+            next = tokio::time::Instant::now() + every;
             let report = self.report().await;
             if let Err(e) = peer
                 .call(methods::HEARTBEAT, &[report], self.options.call_timeout)
@@ -209,7 +238,7 @@ impl Session {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             labels: self.options.labels.clone(),
             apps: self.host.apps().await.unwrap_or_default(),
-            configs: Vec::new(),
+            configs: self.host.configs().await,
         }
     }
 }
@@ -266,6 +295,11 @@ impl Handler {
             methods::LOGS_STOP => {
                 self.streams
                     .stop(arg::<LogsEnd>(methods::LOGS_STOP, params)?.stream);
+                Ok(Reply::none())
+            }
+            config::methods::CONFIG_CHANGED => {
+                let changed: ConfigChanged = arg(config::methods::CONFIG_CHANGED, params)?;
+                self.host.config_changed(changed).await;
                 Ok(Reply::none())
             }
             methods::REFUSED => {
