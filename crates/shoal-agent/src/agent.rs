@@ -201,6 +201,7 @@ impl Agent {
         };
         agent.recover().await?;
         agent.load_installed().await?;
+        agent.inner.central.resume().await?;
         agent.start_backup_timer();
         Ok(agent)
     }

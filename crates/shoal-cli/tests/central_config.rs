@@ -246,11 +246,26 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
         )
         .await;
     assert_eq!(answered, Some(3));
-    running
-        .agent()
-        .act(&Name::new("hello").unwrap(), AppAction::Stop)
+
+    // A version for a stopped service stays pending until it starts with it.
+    let hello = Name::new("hello").unwrap();
+    running.agent().act(&hello, AppAction::Stop).await.unwrap();
+    let central = running.agent().central();
+    central
+        .receive(version("hello", 4, "[hello]\ngreeting = \"Ciao\"\n"))
         .await
         .unwrap();
+    assert_eq!(
+        held(running, "hello").await.unwrap().delivery,
+        Delivery::Pending
+    );
+    running.agent().act(&hello, AppAction::Start).await.unwrap();
+    assert_eq!(
+        settled(running, "hello", 4).await.delivery,
+        Delivery::Applied
+    );
+    assert_eq!(greet(port).await.as_deref(), Some("Ciao, x"));
+    running.agent().act(&hello, AppAction::Stop).await.unwrap();
     stop_agent(run).await;
 }
 
@@ -300,10 +315,28 @@ async fn a_program_without_the_sdk_gets_its_file_and_its_signal_and_dying_of_it_
         other => panic!("expected rejected, got {other:?}"),
     }
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "level = 1\n");
-    running
-        .agent()
-        .act(&Name::new("plain").unwrap(), AppAction::Stop)
+
+    // Written while the program is stopped: applied once it has started and stayed up.
+    let plain = Name::new("plain").unwrap();
+    running.agent().act(&plain, AppAction::Stop).await.unwrap();
+    central
+        .receive(version("plain", 3, "level = 3\n"))
         .await
         .unwrap();
+    let conf = data.join("apps/plain/data/etc/plain.conf");
+    until("the file of version 3 written", || async {
+        (std::fs::read_to_string(&conf).ok()? == "level = 3\n").then_some(())
+    })
+    .await;
+    assert_eq!(
+        held(running, "plain").await.unwrap().delivery,
+        Delivery::Pending
+    );
+    running.agent().act(&plain, AppAction::Start).await.unwrap();
+    assert_eq!(
+        settled(running, "plain", 3).await.delivery,
+        Delivery::Applied
+    );
+    running.agent().act(&plain, AppAction::Stop).await.unwrap();
     stop_agent(run).await;
 }

@@ -72,6 +72,9 @@ CREATE TABLE IF NOT EXISTS central_configs (
 );
 ";
 
+/// How long a program restarted for a new configuration may take to be healthy.
+const RESTART_HEALTHY: Duration = Duration::from_secs(60);
+
 /// The longest an `agent.config.watch` is held.
 pub const MAX_WATCH: Duration = Duration::from_secs(60);
 
@@ -286,25 +289,67 @@ impl CentralConfig {
         }
     }
 
-    /// The app's task: delivers the version held each time one is wanted, one at a time.
+    /// Delivers again what an earlier agent left pending (it may have stopped before the
+    /// file was written): called once the installed apps are registered.
+    pub(crate) async fn resume(&self) -> Result<(), StateError> {
+        for held in self.held().await? {
+            if held.delivery == Delivery::Pending {
+                if let Ok(app) = Name::new(&held.name) {
+                    self.slot(&app).wanted.send_modify(|n| *n += 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The app's task: delivers the version held each time one is wanted, one at a time;
+    /// a file written for a program that was not running is judged once it has started.
     async fn deliveries(self, app: Name, mut wanted: watch::Receiver<u64>) {
+        let mut waiting = None;
         loop {
-            tokio::select! {
+            let started = async {
+                match waiting {
+                    Some(version) => self.started(&app, version).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
                 () = self.inner.closing.cancelled() => return,
-                changed = wanted.changed() => if changed.is_err() { return },
-            }
-            if let Err(error) = self.deliver(&app).await {
-                warn!(app = %app, %error, "delivering a configuration failed; it stays pending");
-            }
+                changed = wanted.changed() => match changed {
+                    Ok(()) => self.deliver(&app).await,
+                    Err(_) => return,
+                },
+                judged = started => judged.map(|()| Next::Done),
+            };
+            waiting = match next {
+                Ok(Next::Done) => None,
+                Ok(Next::AtStart(version)) => Some(version),
+                Err(error) => {
+                    warn!(app = %app, %error, "delivering a configuration failed; it stays pending");
+                    None
+                }
+            };
         }
     }
 
-    async fn deliver(&self, app: &Name) -> Result<(), StateError> {
+    /// Waits until program `app` runs healthy, then judges `version`'s file like a reload.
+    async fn started(&self, app: &Name, version: ConfigVersion) -> Result<(), StateError> {
+        let Some(mut status) = self.inner.supervisor.watch_status(app) else {
+            return std::future::pending().await;
+        };
+        if status.wait_for(|s| s.is_healthy()).await.is_err() {
+            return std::future::pending().await;
+        }
+        let outcome = self.judge(app, None, "its start").await;
+        self.record(app, version, outcome).await
+    }
+
+    async fn deliver(&self, app: &Name) -> Result<Next, StateError> {
         let Some(row) = self.row(app).await? else {
-            return Ok(());
+            return Ok(Next::Done);
         };
         if row.delivery != Delivery::Pending {
-            return Ok(());
+            return Ok(Next::Done);
         }
         let manifest = self.manifest(app).await;
         match manifest.and_then(|m| m.config) {
@@ -316,14 +361,14 @@ impl CentralConfig {
                 match blocking(move || files::offer(&dir, version, &data, keep)).await {
                     Ok(()) => {
                         self.slot(app).offered.send_replace(Some(version));
-                        Ok(())
                     }
                     Err(e) => {
                         let reason = format!("writing the center's configuration: {e}");
                         self.record(app, version, Delivery::Rejected { reason })
-                            .await
+                            .await?;
                     }
                 }
+                Ok(Next::Done)
             }
         }
     }
@@ -334,7 +379,7 @@ impl CentralConfig {
         app: &Name,
         row: &Row,
         file: &ConfigFile,
-    ) -> Result<(), StateError> {
+    ) -> Result<Next, StateError> {
         let (data_dir, path, data) = (
             self.inner.data.data(app),
             file.path.clone(),
@@ -347,66 +392,86 @@ impl CentralConfig {
         .await;
         if let Err(e) = written {
             let reason = format!("writing {}: {e}", file.path);
-            return self
-                .record(app, row.version, Delivery::Rejected { reason })
-                .await;
+            self.record(app, row.version, Delivery::Rejected { reason })
+                .await?;
+            return Ok(Next::Done);
         }
-        let supervisor = &self.inner.supervisor;
-        let running = supervisor
+        let running = self
+            .inner
+            .supervisor
             .snapshot(app)
             .is_some_and(|p| p.state == ProgramState::Running && p.pid.is_some());
         if !running {
             info!(app = %app, version = row.version, "configuration written; the program reads it when it starts");
-            return Ok(());
+            return Ok(Next::AtStart(row.version));
         }
         let outcome = self.reload_program(app, file.reload).await;
-        self.record(app, row.version, outcome).await
+        self.record(app, row.version, outcome).await?;
+        Ok(Next::Done)
     }
 
-    /// Tells a running program of its new file and judges it [`Inner::settle`] later.
+    /// Tells a running program of its new file and judges it.
     async fn reload_program(&self, app: &Name, reload: ConfigReload) -> Delivery {
         let supervisor = &self.inner.supervisor;
-        let look = |s: &Supervisor| {
-            s.snapshot(app)
-                .map(|p| (p.pid, p.restarts, p.is_healthy(), p.last_exit, p.error))
-        };
-        let before = look(supervisor);
         let told = match reload {
             ConfigReload::Signal(signal) => {
+                let before = supervisor.snapshot(app).map(|p| (p.pid, p.restarts));
                 let signal = crate::supervise::Signal::from_str(&signal.sig_name())
                     .unwrap_or(crate::supervise::Signal::SIGHUP);
-                supervisor.signal(app, signal).await
+                supervisor
+                    .signal(app, signal)
+                    .await
+                    .map(|()| before)
+                    .map_err(|e| e.to_string())
             }
-            ConfigReload::Restart => supervisor.restart(app).await,
+            ConfigReload::Restart => match supervisor.restart(app).await {
+                Ok(()) => supervisor
+                    .wait_healthy(app, RESTART_HEALTHY)
+                    .await
+                    .map(|()| None)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
         };
-        if let Err(e) = told {
-            return Delivery::Rejected {
+        match told {
+            Ok(before) => self.judge(app, before, &reload.to_string()).await,
+            Err(e) => Delivery::Rejected {
                 reason: format!("{reload} failed: {e}"),
-            };
+            },
         }
+    }
+
+    /// Whether program `app` still runs healthy [`Inner::settle`] from now, the same process
+    /// (`before`: its pid and restarts when it was told; else the one running now): applied,
+    /// or rejected with how it ended after `after_what`.
+    async fn judge(
+        &self,
+        app: &Name,
+        before: Option<(Option<u32>, u32)>,
+        after_what: &str,
+    ) -> Delivery {
+        let supervisor = &self.inner.supervisor;
+        let before = before.or_else(|| supervisor.snapshot(app).map(|p| (p.pid, p.restarts)));
         tokio::select! {
             () = tokio::time::sleep(self.inner.settle) => {}
             () = self.inner.closing.cancelled() => {}
         }
-        let after = look(supervisor);
-        let same = match reload {
-            ConfigReload::Signal(_) => {
-                matches!((&before, &after), (Some(b), Some(a)) if b.0 == a.0 && b.1 == a.1)
-            }
-            ConfigReload::Restart => true,
-        };
-        match after {
-            Some((Some(_), _, true, _, _)) if same => Delivery::Applied,
-            Some((_, _, _, exit, error)) => Delivery::Rejected {
-                reason: match (exit, error) {
-                    (Some(exit), _) => format!("{exit} after {reload}"),
-                    (None, Some(error)) => format!("{error} after {reload}"),
-                    (None, None) => format!("not running and healthy after {reload}"),
-                },
-            },
-            None => Delivery::Rejected {
+        let Some(after) = supervisor.snapshot(app) else {
+            return Delivery::Rejected {
                 reason: format!("{app} is no longer supervised"),
-            },
+            };
+        };
+        let same = before == Some((after.pid, after.restarts));
+        if same && after.pid.is_some() && after.is_healthy() {
+            return Delivery::Applied;
+        }
+        let how = match (after.last_exit, after.error) {
+            (Some(exit), _) => exit.to_string(),
+            (None, Some(error)) => error,
+            (None, None) => "not running and healthy".to_owned(),
+        };
+        Delivery::Rejected {
+            reason: format!("{how} after {after_what}"),
         }
     }
 
@@ -515,6 +580,13 @@ pub(crate) fn program_env(data: &DataDir, app: &Name) -> [(&'static str, String)
             center_link(data, app).display().to_string(),
         ),
     ]
+}
+
+/// What an app's task does after a delivery.
+enum Next {
+    Done,
+    /// The file of this version waits for the program to start.
+    AtStart(ConfigVersion),
 }
 
 /// What a slot lends out.

@@ -360,6 +360,12 @@ impl Supervisor {
         }
     }
 
+    /// The status of program `name` as it changes (without the `/proc` figures).
+    pub fn watch_status(&self, name: &Name) -> Option<tokio::sync::watch::Receiver<ProgramStatus>> {
+        let handle = self.programs().get(name).cloned()?;
+        Some(handle.slot.status.subscribe())
+    }
+
     /// Every program, by name, with its CPU and memory read now: a walk of `/proc`, so
     /// blocking (async code calls it through `spawn_blocking`, or takes
     /// [`snapshots`](Supervisor::snapshots)).
