@@ -36,6 +36,8 @@
 //! | `SHOAL_APP_DIR` | its version directory (also its working directory) |
 //! | `SHOAL_APP_DATA` | `apps/NAME/data`, kept across versions (created before the start) |
 //! | `SHOAL_DATA_DIR` | the agent's data directory, where the `shoal` CLI finds the agent |
+//! | `SHOAL_AGENT` | `unix:DATA/programs.sock`, the agent's programs socket (see [`crate::programs`]) |
+//! | `SHOAL_CENTER_CONFIG` | `DATA/apps/NAME/center/config.toml`, the center's layer of a service built with the SDK (see [`crate::central`]); absent until a version is released |
 //!
 //! # Output, and an agent that dies
 //!
