@@ -265,6 +265,31 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
         Delivery::Applied
     );
     assert_eq!(greet(port).await.as_deref(), Some("Ciao, x"));
+
+    // A bad version for a stopped service: its start fails, the version is rejected, and the
+    // next start runs the version it had.
+    running.agent().act(&hello, AppAction::Stop).await.unwrap();
+    central
+        .receive(version("hello", 5, "[hello]\ngreting = \"typo\"\n"))
+        .await
+        .unwrap();
+    // Started once the link names it (before, the service would start with 4 and refuse 5
+    // in a reload instead).
+    until("the link naming v5", || async {
+        (std::fs::read_link(&link).ok()? == Path::new("v5.toml")).then_some(())
+    })
+    .await;
+    running.agent().act(&hello, AppAction::Start).await.unwrap();
+    match settled(running, "hello", 5).await.delivery {
+        Delivery::Rejected { reason } => assert!(reason.contains("code 2"), "{reason}"),
+        other => panic!("expected rejected, got {other:?}"),
+    }
+    let answer = until("hello back on version 4", || async {
+        greet(port).await.filter(|a| a == "Ciao, x")
+    })
+    .await;
+    assert_eq!(answer, "Ciao, x");
+    assert_eq!(status(port).await.center_version, Some(4));
     running.agent().act(&hello, AppAction::Stop).await.unwrap();
     stop_agent(run).await;
 }

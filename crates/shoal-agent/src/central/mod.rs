@@ -26,7 +26,10 @@
 //!   learns of it through the programs socket (`agent.config.watch`), reloads, and answers
 //!   `agent.config.applied` ([`CentralConfig::acknowledge`]); one not running reads it when
 //!   it starts and answers then. A rejected version's link goes back to the version the
-//!   service last applied (or away, if none), so a restart starts with what ran.
+//!   service last applied (or away, if none), so a restart starts with what ran. A service
+//!   that exits with the SDK's code for a bad configuration (2) at a start while the version
+//!   is pending has it rejected the same way, and the supervisor's next start runs the old
+//!   one.
 //! - An app with `[config]` gets the content written at `path` (below `apps/NAME/data`);
 //!   a running program is then sent `reload`'s signal (or restarted) and is acknowledged
 //!   applied once it still runs, the same process, healthy, [`crate::Options::settle`]
@@ -55,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::supervise::{ProgramState, Supervisor};
+use crate::supervise::{Exit, ProgramState, Supervisor};
 use crate::{DataDir, State, StateError};
 
 const SCHEMA: &str = "
@@ -303,14 +306,16 @@ impl CentralConfig {
     }
 
     /// The app's task: delivers the version held each time one is wanted, one at a time;
-    /// a file written for a program that was not running is judged once it has started.
+    /// a file written for a program that was not running is judged once it has started, and
+    /// a service that cannot start with its new version has it rejected.
     async fn deliveries(self, app: Name, mut wanted: watch::Receiver<u64>) {
-        let mut waiting = None;
+        let mut waiting = Next::Done;
         loop {
             let started = async {
                 match waiting {
-                    Some(version) => self.started(&app, version).await,
-                    None => std::future::pending().await,
+                    Next::Done => std::future::pending().await,
+                    Next::AtStart(version) => self.started(&app, version).await,
+                    Next::ServiceStart(version) => self.refused_at_start(&app, version).await,
                 }
             };
             let next = tokio::select! {
@@ -321,14 +326,10 @@ impl CentralConfig {
                 },
                 judged = started => judged.map(|()| Next::Done),
             };
-            waiting = match next {
-                Ok(Next::Done) => None,
-                Ok(Next::AtStart(version)) => Some(version),
-                Err(error) => {
-                    warn!(app = %app, %error, "delivering a configuration failed; it stays pending");
-                    None
-                }
-            };
+            waiting = next.unwrap_or_else(|error| {
+                warn!(app = %app, %error, "delivering a configuration failed; it stays pending");
+                Next::Done
+            });
         }
     }
 
@@ -342,6 +343,38 @@ impl CentralConfig {
         }
         let outcome = self.judge(app, None, "its start").await;
         self.record(app, version, outcome).await
+    }
+
+    /// Waits for service `app` to exit with the SDK's code for a bad configuration (2) while
+    /// `version` is pending, then rejects it and points its link back at the version last
+    /// applied, which the supervisor's next start runs.
+    async fn refused_at_start(&self, app: &Name, version: ConfigVersion) -> Result<(), StateError> {
+        let Some(mut status) = self.inner.supervisor.watch_status(app) else {
+            return std::future::pending().await;
+        };
+        let from = chrono::Utc::now();
+        let refused = status.wait_for(|s| {
+            s.since >= from
+                && s.last_exit == Some(Exit::Code(2))
+                && matches!(s.state, ProgramState::Backoff | ProgramState::Failed)
+        });
+        if refused.await.is_err() {
+            return std::future::pending().await;
+        }
+        match self.row(app).await? {
+            Some(row) if row.version == version && row.delivery == Delivery::Pending => {
+                let reason = "the service exited with code 2 (a configuration its checks refuse) \
+                              at its start with this version; its stderr log says why"
+                    .to_owned();
+                self.acknowledge(ConfigApplied {
+                    name: app.to_string(),
+                    version,
+                    delivery: Delivery::Rejected { reason },
+                })
+                .await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn deliver(&self, app: &Name) -> Result<Next, StateError> {
@@ -361,14 +394,15 @@ impl CentralConfig {
                 match blocking(move || files::offer(&dir, version, &data, keep)).await {
                     Ok(()) => {
                         self.slot(app).offered.send_replace(Some(version));
+                        Ok(Next::ServiceStart(version))
                     }
                     Err(e) => {
                         let reason = format!("writing the center's configuration: {e}");
                         self.record(app, version, Delivery::Rejected { reason })
                             .await?;
+                        Ok(Next::Done)
                     }
                 }
-                Ok(Next::Done)
             }
         }
     }
@@ -583,10 +617,13 @@ pub(crate) fn program_env(data: &DataDir, app: &Name) -> [(&'static str, String)
 }
 
 /// What an app's task does after a delivery.
+#[derive(Debug, Clone, Copy)]
 enum Next {
     Done,
     /// The file of this version waits for the program to start.
     AtStart(ConfigVersion),
+    /// An SDK service takes this version itself, unless a start with it fails.
+    ServiceStart(ConfigVersion),
 }
 
 /// What a slot lends out.
