@@ -348,3 +348,200 @@ impl Fetch for PeerFetch {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The configuration part of the link against a stand-in center on an in-memory
+    //! connection: each heartbeat carries what the host holds, an outcome goes out as
+    //! `config.applied`, and the center's `config.changed` reaches the host.
+
+    use std::path::{Path, PathBuf};
+
+    use futures_util::future::BoxFuture;
+    use shoal_api::agent::{AppStatus, LogQuery};
+    use shoal_api::config::{ConfigHeld, Delivery};
+    use shoal_api::fleet::{TargetResult, TargetStatus};
+    use shoal_api::manifest::Name;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::logs::Logs;
+    use crate::AgentError;
+
+    struct Stand {
+        dir: PathBuf,
+        changed: mpsc::UnboundedSender<ConfigChanged>,
+        outcomes: broadcast::Sender<ConfigApplied>,
+    }
+
+    fn held() -> ConfigHeld {
+        ConfigHeld {
+            name: "shop".into(),
+            version: 4,
+            sha256: "ab".into(),
+            delivery: Delivery::Pending,
+        }
+    }
+
+    impl Host for Stand {
+        fn data_dir(&self) -> &Path {
+            &self.dir
+        }
+        fn apps(&self) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn exec(
+            &self,
+            _: Exec,
+            _: Arc<dyn super::super::exec::Fetch>,
+        ) -> BoxFuture<'_, TargetResult> {
+            Box::pin(async {
+                TargetResult {
+                    status: TargetStatus::Error,
+                    message: "no commands here".into(),
+                    detail: None,
+                    duration_ms: None,
+                }
+            })
+        }
+        fn logs<'a>(
+            &'a self,
+            _: &'a Name,
+            _: &'a LogQuery,
+        ) -> BoxFuture<'a, Result<Logs, AgentError>> {
+            Box::pin(async { Err(AgentError::invalid("no logs here")) })
+        }
+        fn configs(&self) -> BoxFuture<'_, Vec<ConfigHeld>> {
+            Box::pin(async { vec![held()] })
+        }
+        fn config_changed(&self, changed: ConfigChanged) -> BoxFuture<'_, ()> {
+            let _ = self.changed.send(changed);
+            Box::pin(async {})
+        }
+        fn config_outcomes(&self) -> Option<broadcast::Receiver<ConfigApplied>> {
+            Some(self.outcomes.subscribe())
+        }
+    }
+
+    /// What the stand-in center heard.
+    enum Heard {
+        Report(AgentReport),
+        Applied(ConfigApplied),
+    }
+
+    #[tokio::test]
+    async fn reports_carry_what_is_held_and_outcomes_and_versions_cross_the_link() {
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+        let host = Arc::new(Stand {
+            dir: std::env::temp_dir(),
+            changed: changed_tx,
+            outcomes: broadcast::channel(8).0,
+        });
+        let ((ar, aw), (cr, cw)) = shoal_rpc::transport::memory_pair();
+        let (heard_tx, mut heard) = mpsc::unbounded_channel();
+        let center = shoal_rpc::conn::spawn(
+            cr,
+            cw,
+            "agent",
+            tower::util::BoxCloneSyncService::new(tower::service_fn(move |req: Request| {
+                let heard = heard_tx.clone();
+                async move {
+                    match req.method.as_str() {
+                        methods::HEARTBEAT => {
+                            let _ = heard.send(Heard::Report(arg(methods::HEARTBEAT, req.params)?));
+                            Reply::encode(&())
+                        }
+                        config::methods::CONFIG_APPLIED => {
+                            let applied = arg(config::methods::CONFIG_APPLIED, req.params)?;
+                            let _ = heard.send(Heard::Applied(applied));
+                            Ok(Reply::none())
+                        }
+                        other => Err(RpcError::method_not_found(other)),
+                    }
+                }
+            })),
+            ConnConfig::default(),
+            stop.child_token(),
+            &tasks,
+        );
+        let handler = Handler {
+            host: host.clone(),
+            streams: Arc::default(),
+            refused: Arc::default(),
+            tasks: tasks.clone(),
+            call_timeout: Duration::from_secs(10),
+        };
+        let agent = shoal_rpc::conn::spawn(
+            ar,
+            aw,
+            "center",
+            tower::util::BoxCloneSyncService::new(tower::service_fn(move |req| {
+                handler.clone().handle(req)
+            })),
+            ConnConfig::default(),
+            stop.child_token(),
+            &tasks,
+        );
+        let session = Session {
+            host: host.clone(),
+            options: LinkOptions::new("center"),
+            identity: Arc::new(Mutex::new(Identity {
+                agent_id: "a1".into(),
+                center: "center".into(),
+                key_pem: String::new(),
+                cert_pem: String::new(),
+                ca_pem: String::new(),
+                issued_at: chrono::Utc::now(),
+                not_after: None,
+            })),
+            tasks: tasks.clone(),
+            shutdown: stop.clone(),
+            linked: tokio::sync::watch::Sender::new(0),
+        };
+        let outcomes = host.config_outcomes();
+        let beating = tokio::spawn(async move {
+            session
+                .beat(&agent, Duration::from_millis(10), outcomes)
+                .await
+        });
+
+        match heard.recv().await.unwrap() {
+            Heard::Report(report) => assert_eq!(report.configs, [held()]),
+            Heard::Applied(_) => panic!("an outcome before any was sent"),
+        }
+        let applied = ConfigApplied {
+            name: "shop".into(),
+            version: 4,
+            delivery: Delivery::Applied,
+        };
+        host.outcomes.send(applied.clone()).unwrap();
+        loop {
+            match heard.recv().await.unwrap() {
+                Heard::Applied(got) => break assert_eq!(got, applied),
+                Heard::Report(_) => {}
+            }
+        }
+        let version = ConfigChanged {
+            name: "shop".into(),
+            version: 5,
+            sha256: "cd".into(),
+            data: b"a = 1\n".to_vec(),
+        };
+        center
+            .notify(
+                config::methods::CONFIG_CHANGED,
+                std::slice::from_ref(&version),
+            )
+            .unwrap();
+        assert_eq!(changed_rx.recv().await.unwrap(), version);
+
+        // Cancelled, the beat ends (seeing the shutdown or its connection closing first).
+        stop.cancel();
+        let ended = beating.await.unwrap();
+        assert!(matches!(ended, Ended::Shutdown | Ended::Closed), "{ended}");
+        tasks.close();
+        tasks.wait().await;
+    }
+}
