@@ -5,7 +5,11 @@
 //!
 //! The socket file appears at its path already mode 0600 (bound in a 0700 directory beside
 //! it, then renamed), and a connection from a user other than the agent's own (or root) is
-//! closed before anything is read.
+//! closed before anything is read. A call speaks for one app only if the caller's process
+//! (`SO_PEERCRED`) is in that program's process group: one program cannot acknowledge, nor
+//! watch, another's configuration. A call speaks for one app only if the caller's process
+//! (`SO_PEERCRED`) is in that program's process group: one program cannot acknowledge, nor
+//! watch, another's configuration.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -32,22 +36,17 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = bind_private(path)?;
-    let server = Server::builder()
-        .service(Programs { central })
-        .build()
-        .map_err(std::io::Error::other)?;
     info!(socket = %path.display(), "serving the programs socket");
-    tasks.spawn(accept(server, listener, path.to_owned(), shutdown));
+    tasks.spawn(accept(central, listener, path.to_owned(), shutdown));
     Ok(())
 }
 
 async fn accept(
-    server: Server,
+    central: CentralConfig,
     listener: UnixListener,
     path: PathBuf,
     shutdown: CancellationToken,
 ) {
-    let owner = nix::unistd::geteuid().as_raw();
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
     loop {
@@ -63,21 +62,21 @@ async fn accept(
                 continue;
             }
         };
-        match stream.peer_cred() {
-            Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {}
-            Ok(cred) => {
-                warn!(
-                    uid = cred.uid(),
-                    pid = cred.pid(),
-                    "refused a programs socket connection from another user"
-                );
-                continue;
-            }
+        let Some(caller) = caller(&stream) else {
+            continue;
+        };
+        // One small server per connection: its calls know their caller.
+        let dispatch = Programs {
+            central: central.clone(),
+            caller,
+        };
+        let server = match Server::builder().service(dispatch).build() {
+            Ok(server) => server,
             Err(error) => {
-                warn!(%error, "refused a programs socket connection: cannot read who is calling");
+                warn!(%error, "programs socket: cannot serve a connection");
                 continue;
             }
-        }
+        };
         let (r, w) = tokio::io::split(stream);
         let peer = server.serve_connection(Box::new(r), Box::new(w), "program", stop.clone());
         let shutdown = shutdown.clone();
@@ -97,6 +96,29 @@ async fn accept(
     stop.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// The calling process of a connection the agent's user (or root) made; `None` (logged)
+/// for any other.
+fn caller(stream: &tokio::net::UnixStream) -> Option<Option<u32>> {
+    let owner = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {
+            Some(cred.pid().and_then(|pid| u32::try_from(pid).ok()))
+        }
+        Ok(cred) => {
+            warn!(
+                uid = cred.uid(),
+                pid = cred.pid(),
+                "refused a programs socket connection from another user"
+            );
+            None
+        }
+        Err(error) => {
+            warn!(%error, "refused a programs socket connection: cannot read who is calling");
+            None
+        }
+    }
 }
 
 /// How long a program's connection may stay open once the socket closes.
@@ -122,6 +144,8 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
 
 struct Programs {
     central: CentralConfig,
+    /// The calling process, from the connection's credentials.
+    caller: Option<u32>,
 }
 
 const fn method(name: &'static str, returns: &'static str) -> MethodInfo {
@@ -150,7 +174,7 @@ impl Dispatch for Programs {
     }
 
     fn call(&self, req: Request) -> BoxReply {
-        let central = self.central.clone();
+        let (central, caller) = (self.central.clone(), self.caller);
         Box::pin(async move {
             let Request { method, params, .. } = req;
             match method.as_str() {
@@ -158,6 +182,7 @@ impl Dispatch for Programs {
                     let watch: ConfigWatch =
                         Args::new(methods::CONFIG_WATCH, params, 1)?.next("request")?;
                     let app = Name::new(&watch.app).map_err(RpcError::invalid_params)?;
+                    speaks_for(&central, caller, &app)?;
                     let wait = Duration::from_millis(watch.wait_ms);
                     let version = central.watch(&app, watch.have, wait).await;
                     Reply::encode(&ConfigWatched { version })
@@ -165,6 +190,8 @@ impl Dispatch for Programs {
                 methods::CONFIG_APPLIED => {
                     let ack: ConfigApplied =
                         Args::new(methods::CONFIG_APPLIED, params, 1)?.next("request")?;
+                    let app = Name::new(&ack.name).map_err(RpcError::invalid_params)?;
+                    speaks_for(&central, caller, &app)?;
                     central
                         .acknowledge(ack)
                         .await
@@ -174,5 +201,25 @@ impl Dispatch for Programs {
                 other => Err(RpcError::method_not_found(other)),
             }
         })
+    }
+}
+
+/// The code of a call made for an app by a process that is not that app's.
+pub const NOT_THE_APP: i64 = 1001;
+
+/// Refuses a call about `app` from a process outside its program's process group.
+fn speaks_for(central: &CentralConfig, caller: Option<u32>, app: &Name) -> Result<(), RpcError> {
+    let group = caller.and_then(|pid| {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
+        nix::unistd::getpgid(Some(pid)).ok()
+    });
+    match (group, central.program_group(app)) {
+        (Some(group), Some(program)) if u32::try_from(group.as_raw()).ok() == Some(program) => {
+            Ok(())
+        }
+        _ => Err(RpcError::new(
+            NOT_THE_APP,
+            format!("only a process of {app}'s program may speak for its configuration"),
+        )),
     }
 }

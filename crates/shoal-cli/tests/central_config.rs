@@ -18,7 +18,8 @@ use shoal::rpc::Client;
 use shoal_agent::central::Received;
 use shoal_agent::{Config, Options, Running};
 use shoal_api::agent::AppAction;
-use shoal_api::config::{ConfigChanged, ConfigHeld, Delivery};
+use shoal_api::config::{ConfigApplied, ConfigChanged, ConfigHeld, Delivery};
+use shoal_api::program::methods;
 use shoal_api::status::Status;
 use shoal_pkg::manifest::Name;
 use tokio_util::sync::CancellationToken;
@@ -162,6 +163,29 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
     let after_v1 = status(port).await;
     assert_eq!(after_v1.center_version, Some(1));
     let reloaded_at = after_v1.last_reload.as_ref().map(|r| r.at);
+
+    // Only hello's own processes speak for hello on the programs socket.
+    let socket = format!("unix:{}", data.join("programs.sock").display());
+    let outsider = Client::connect(&socket).await.unwrap();
+    let forged = ConfigApplied {
+        name: "hello".into(),
+        version: 1,
+        delivery: Delivery::Rejected {
+            reason: "forged".into(),
+        },
+    };
+    let refused = outsider
+        .call::<_, ()>(methods::CONFIG_APPLIED, &[forged])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("only a process of hello"),
+        "{refused}"
+    );
+    assert_eq!(
+        held(running, "hello").await.unwrap().delivery,
+        Delivery::Applied
+    );
 
     // The same version again is not applied again.
     assert_eq!(central.receive(v1.clone()).await.unwrap(), Received::Known);

@@ -273,6 +273,11 @@ impl CentralConfig {
         now
     }
 
+    /// The process group of app `app`'s program, while it runs.
+    pub fn program_group(&self, app: &Name) -> Option<u32> {
+        self.inner.supervisor.snapshot(app)?.pgid
+    }
+
     /// The slot of `app`, made (with its task) on first use.
     fn slot(&self, app: &Name) -> SlotRef {
         let mut apps = self.inner.apps.lock().unwrap();
