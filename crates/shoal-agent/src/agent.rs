@@ -595,6 +595,9 @@ impl Agent {
                 .await?;
         }
         outcome?;
+        // A version received before this one was installed is delivered the way its
+        // manifest says now.
+        self.inner.central.redeliver(name).await?;
         let keep = self.inner.options.keep_versions;
         let (data, app, version, previous) = (
             data.clone(),

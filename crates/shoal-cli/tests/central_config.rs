@@ -339,12 +339,12 @@ async fn a_program_without_the_sdk_gets_its_file_and_its_signal_and_dying_of_it_
     let run = agent(&data).await;
     let running = &run.0;
     let central = running.agent().central();
-    running.agent().install(&archive, &sha256).await.unwrap();
-
+    // A version that arrives before its app: delivered as its manifest says once installed.
     central
         .receive(version("plain", 1, "level = 1\n"))
         .await
         .unwrap();
+    running.agent().install(&archive, &sha256).await.unwrap();
     assert_eq!(
         settled(running, "plain", 1).await.delivery,
         Delivery::Applied

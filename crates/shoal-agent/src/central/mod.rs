@@ -297,6 +297,17 @@ impl CentralConfig {
         }
     }
 
+    /// Delivers `app`'s version again if it is still pending (the app was just installed or
+    /// changed version, and its manifest may say another way).
+    pub(crate) async fn redeliver(&self, app: &Name) -> Result<(), StateError> {
+        if let Some(row) = self.row(app).await? {
+            if row.delivery == Delivery::Pending {
+                self.slot(app).wanted.send_modify(|n| *n += 1);
+            }
+        }
+        Ok(())
+    }
+
     /// Delivers again what an earlier agent left pending (it may have stopped before the
     /// file was written): called once the installed apps are registered.
     pub(crate) async fn resume(&self) -> Result<(), StateError> {
