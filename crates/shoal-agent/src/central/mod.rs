@@ -112,6 +112,8 @@ struct Inner {
     tasks: TaskTracker,
     closing: CancellationToken,
     apps: Mutex<HashMap<Name, Slot>>,
+    /// The version each app's link named when the agent opened, read off the executor.
+    links: Mutex<HashMap<Name, Option<ConfigVersion>>>,
     outcomes: broadcast::Sender<ConfigApplied>,
 }
 
@@ -121,6 +123,9 @@ struct Slot {
     offered: watch::Sender<Option<ConfigVersion>>,
     /// Bumped for each version to deliver; the app's task delivers the row then held.
     wanted: watch::Sender<u64>,
+    /// Held by a delivery and by an acknowledgement: a rejection's link moving back never
+    /// crosses a newer version's link moving forward.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One row of `central_configs`.
@@ -143,6 +148,25 @@ impl CentralConfig {
         closing: CancellationToken,
     ) -> Result<CentralConfig, StateError> {
         state.call(|c| c.execute_batch(SCHEMA)).await?;
+        let apps: Vec<String> = state
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT app FROM central_configs")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        let root = data.clone();
+        let links = tokio::task::spawn_blocking(move || {
+            apps.iter()
+                .filter_map(|a| Name::new(a).ok())
+                .map(|app| {
+                    let version = files::pointed(&center_dir(&root, &app));
+                    (app, version)
+                })
+                .collect::<HashMap<_, _>>()
+        })
+        .await
+        .unwrap_or_default();
         Ok(CentralConfig {
             inner: Arc::new(Inner {
                 data,
@@ -152,6 +176,7 @@ impl CentralConfig {
                 tasks,
                 closing,
                 apps: Mutex::default(),
+                links: Mutex::new(links),
                 outcomes: broadcast::channel(1024).0,
             }),
         })
@@ -239,6 +264,8 @@ impl CentralConfig {
         let Ok(app) = Name::new(&ack.name) else {
             return Ok(());
         };
+        let slot = self.slot(&app);
+        let _turn = slot.turn.lock().await;
         let Some(row) = self.row(&app).await? else {
             return Ok(());
         };
@@ -249,7 +276,7 @@ impl CentralConfig {
             // A restart starts with what ran, not with the version refused.
             let (dir, back) = (self.center_dir(&app), row.applied_version);
             let _ = blocking(move || files::point(&dir, back)).await;
-            self.slot(&app).offered.send_replace(back);
+            slot.offered.send_replace(back);
         }
         self.record(&app, ack.version, ack.delivery).await
     }
@@ -282,10 +309,12 @@ impl CentralConfig {
     fn slot(&self, app: &Name) -> SlotRef {
         let mut apps = self.inner.apps.lock().unwrap();
         let slot = apps.entry(app.clone()).or_insert_with(|| {
-            let offered = files::pointed(&self.center_dir(app));
+            // An app without a slot has no row yet, so no link: `open` made the others.
+            let offered = self.inner.links.lock().unwrap().remove(app).flatten();
             let slot = Slot {
                 offered: watch::Sender::new(offered),
                 wanted: watch::Sender::new(0),
+                turn: Arc::default(),
             };
             let (this, name, wanted) = (self.clone(), app.clone(), slot.wanted.subscribe());
             self.inner.tasks.spawn(this.deliveries(name, wanted));
@@ -294,6 +323,7 @@ impl CentralConfig {
         SlotRef {
             offered: slot.offered.clone(),
             wanted: slot.wanted.clone(),
+            turn: slot.turn.clone(),
         }
     }
 
@@ -394,6 +424,8 @@ impl CentralConfig {
     }
 
     async fn deliver(&self, app: &Name) -> Result<Next, StateError> {
+        let turn = self.slot(app).turn;
+        let _turn = turn.lock().await;
         let Some(row) = self.row(app).await? else {
             return Ok(Next::Done);
         };
@@ -646,6 +678,7 @@ enum Next {
 struct SlotRef {
     offered: watch::Sender<Option<ConfigVersion>>,
     wanted: watch::Sender<u64>,
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The app a version is for, if the version may be applied at all.
