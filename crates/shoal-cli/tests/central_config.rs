@@ -389,3 +389,49 @@ async fn a_program_without_the_sdk_gets_its_file_and_its_signal_and_dying_of_it_
     running.agent().act(&plain, AppAction::Stop).await.unwrap();
     stop_agent(run).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_restarted_for_its_file_is_judged_after_the_restart() {
+    let dir = Scratch::new("central-restart");
+    let data = dir.path().join("agent");
+    let manifest = "[package]\nname = \"again\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+                    [run]\ncommand = \"bin/again\"\nrestart = \"on-failure\"\n\n\
+                    [config]\npath = \"again.conf\"\nreload = \"restart\"\n";
+    // Reads its file at start: exits 1 when it says "die", else notes what it read.
+    let script = "#!/bin/sh\n\
+                  conf=\"$SHOAL_APP_DATA/again.conf\"\n\
+                  if [ -f \"$conf\" ] && grep -q die \"$conf\"; then exit 1; fi\n\
+                  if [ -f \"$conf\" ]; then cp \"$conf\" \"$SHOAL_APP_DATA/started\"; fi\n\
+                  while :; do sleep 0.05; done\n";
+    let (archive, sha256) = package(
+        dir.path(),
+        &[("shoal.toml", manifest, false), ("bin/again", script, true)],
+    );
+    let run = agent(&data).await;
+    let running = &run.0;
+    let central = running.agent().central();
+    running.agent().install(&archive, &sha256).await.unwrap();
+
+    central
+        .receive(version("again", 1, "mode = fast\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        settled(running, "again", 1).await.delivery,
+        Delivery::Applied
+    );
+    let started = data.join("apps/again/data/started");
+    assert_eq!(std::fs::read_to_string(&started).unwrap(), "mode = fast\n");
+
+    central.receive(version("again", 2, "die\n")).await.unwrap();
+    match settled(running, "again", 2).await.delivery {
+        Delivery::Rejected { reason } => assert_eq!(reason, "exit code 1 after a restart"),
+        other => panic!("expected rejected, got {other:?}"),
+    }
+    running
+        .agent()
+        .act(&Name::new("again").unwrap(), AppAction::Stop)
+        .await
+        .unwrap();
+    stop_agent(run).await;
+}

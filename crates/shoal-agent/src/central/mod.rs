@@ -384,11 +384,30 @@ impl CentralConfig {
         let Some(mut status) = self.inner.supervisor.watch_status(app) else {
             return std::future::pending().await;
         };
-        if status.wait_for(|s| s.is_healthy()).await.is_err() {
+        let from = chrono::Utc::now();
+        if status
+            .wait_for(|s| s.is_healthy() || ended_since(s, from))
+            .await
+            .is_err()
+        {
             return std::future::pending().await;
         }
         let outcome = self.judge(app, None, "its start").await;
         self.record(app, version, outcome).await
+    }
+
+    /// After a restart: the new process, once it is healthy or has ended (at most
+    /// [`RESTART_HEALTHY`]), as `(pid, restarts)` for [`judge`](Self::judge).
+    async fn restarted(&self, app: &Name) -> Option<(Option<u32>, u32)> {
+        let mut status = self.inner.supervisor.watch_status(app)?;
+        let from = chrono::Utc::now();
+        let started = {
+            let now = status.borrow_and_update();
+            (now.pid, now.restarts)
+        };
+        let settled = status.wait_for(|s| s.is_healthy() || ended_since(s, from));
+        let _ = tokio::time::timeout(RESTART_HEALTHY, settled).await;
+        Some(started)
     }
 
     /// Waits for service `app` to exit with the SDK's code for a bad configuration (2) while
@@ -399,11 +418,8 @@ impl CentralConfig {
             return std::future::pending().await;
         };
         let from = chrono::Utc::now();
-        let refused = status.wait_for(|s| {
-            s.since >= from
-                && s.last_exit == Some(Exit::Code(2))
-                && matches!(s.state, ProgramState::Backoff | ProgramState::Failed)
-        });
+        let refused =
+            status.wait_for(|s| ended_since(s, from) && s.last_exit == Some(Exit::Code(2)));
         if refused.await.is_err() {
             return std::future::pending().await;
         }
@@ -507,11 +523,7 @@ impl CentralConfig {
                     .map_err(|e| e.to_string())
             }
             ConfigReload::Restart => match supervisor.restart(app).await {
-                Ok(()) => supervisor
-                    .wait_healthy(app, RESTART_HEALTHY)
-                    .await
-                    .map(|()| None)
-                    .map_err(|e| e.to_string()),
+                Ok(()) => Ok(self.restarted(app).await),
                 Err(e) => Err(e.to_string()),
             },
         };
@@ -679,6 +691,11 @@ struct SlotRef {
     offered: watch::Sender<Option<ConfigVersion>>,
     wanted: watch::Sender<u64>,
     turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether the program's process ended (waiting to start again, or given up) after `from`.
+fn ended_since(status: &crate::ProgramStatus, from: chrono::DateTime<chrono::Utc>) -> bool {
+    status.since >= from && matches!(status.state, ProgramState::Backoff | ProgramState::Failed)
 }
 
 /// The app a version is for, if the version may be applied at all.
