@@ -185,6 +185,10 @@ impl Dispatch for Programs {
                     speaks_for(&central, caller, &app)?;
                     let wait = Duration::from_millis(watch.wait_ms);
                     let version = central.watch(&app, watch.have, wait).await;
+                    if central.is_closing() {
+                        // Not a version to act on: the caller waits and calls again.
+                        return Err(RpcError::new(CLOSING, "the agent is closing"));
+                    }
                     Reply::encode(&ConfigWatched { version })
                 }
                 methods::CONFIG_APPLIED => {
@@ -206,6 +210,8 @@ impl Dispatch for Programs {
 
 /// The code of a call made for an app by a process that is not that app's.
 pub const NOT_THE_APP: i64 = 1001;
+/// The code of a watch the agent answers because it is closing.
+pub const CLOSING: i64 = 1002;
 
 /// Refuses a call about `app` from a process outside its program's process group.
 fn speaks_for(central: &CentralConfig, caller: Option<u32>, app: &Name) -> Result<(), RpcError> {

@@ -300,6 +300,11 @@ impl CentralConfig {
         now
     }
 
+    /// Whether the agent is closing (a watch then answers at once).
+    pub fn is_closing(&self) -> bool {
+        self.inner.closing.is_cancelled()
+    }
+
     /// The process group of app `app`'s program, while it runs.
     pub fn program_group(&self, app: &Name) -> Option<u32> {
         self.inner.supervisor.snapshot(app)?.pgid
