@@ -259,24 +259,29 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
     assert_eq!(greet(port).await.as_deref(), Some("Hola, x"));
     assert_eq!(status(port).await.last_reload, None);
 
-    // The agent's watch answers at once for a service that has another version.
-    let answered = running
-        .agent()
-        .central()
-        .watch(
-            &Name::new("hello").unwrap(),
-            Some(1),
-            Duration::from_secs(30),
-        )
-        .await;
-    assert_eq!(answered, Some(3));
-
-    // A version for a stopped service stays pending until it starts with it.
+    // The service, adopted by the new agent, follows it: a new version is applied.
     let hello = Name::new("hello").unwrap();
-    running.agent().act(&hello, AppAction::Stop).await.unwrap();
     let central = running.agent().central();
     central
-        .receive(version("hello", 4, "[hello]\ngreeting = \"Ciao\"\n"))
+        .receive(version("hello", 4, "[hello]\ngreeting = \"Salut\"\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        settled(running, "hello", 4).await.delivery,
+        Delivery::Applied
+    );
+    assert_eq!(greet(port).await.as_deref(), Some("Salut, x"));
+
+    // The agent's watch answers at once for a service that has another version.
+    let answered = central
+        .watch(&hello, Some(1), Duration::from_secs(30))
+        .await;
+    assert_eq!(answered, Some(4));
+
+    // A version for a stopped service stays pending until it starts with it.
+    running.agent().act(&hello, AppAction::Stop).await.unwrap();
+    central
+        .receive(version("hello", 5, "[hello]\ngreeting = \"Ciao\"\n"))
         .await
         .unwrap();
     assert_eq!(
@@ -285,7 +290,7 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
     );
     running.agent().act(&hello, AppAction::Start).await.unwrap();
     assert_eq!(
-        settled(running, "hello", 4).await.delivery,
+        settled(running, "hello", 5).await.delivery,
         Delivery::Applied
     );
     assert_eq!(greet(port).await.as_deref(), Some("Ciao, x"));
@@ -294,26 +299,26 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
     // next start runs the version it had.
     running.agent().act(&hello, AppAction::Stop).await.unwrap();
     central
-        .receive(version("hello", 5, "[hello]\ngreting = \"typo\"\n"))
+        .receive(version("hello", 6, "[hello]\ngreting = \"typo\"\n"))
         .await
         .unwrap();
-    // Started once the link names it (before, the service would start with 4 and refuse 5
+    // Started once the link names it (before, the service would start with 5 and refuse 6
     // in a reload instead).
-    until("the link naming v5", || async {
-        (std::fs::read_link(&link).ok()? == Path::new("v5.toml")).then_some(())
+    until("the link naming v6", || async {
+        (std::fs::read_link(&link).ok()? == Path::new("v6.toml")).then_some(())
     })
     .await;
     running.agent().act(&hello, AppAction::Start).await.unwrap();
-    match settled(running, "hello", 5).await.delivery {
+    match settled(running, "hello", 6).await.delivery {
         Delivery::Rejected { reason } => assert!(reason.contains("code 2"), "{reason}"),
         other => panic!("expected rejected, got {other:?}"),
     }
-    let answer = until("hello back on version 4", || async {
+    let answer = until("hello back on version 5", || async {
         greet(port).await.filter(|a| a == "Ciao, x")
     })
     .await;
     assert_eq!(answer, "Ciao, x");
-    assert_eq!(status(port).await.center_version, Some(4));
+    assert_eq!(status(port).await.center_version, Some(5));
     running.agent().act(&hello, AppAction::Stop).await.unwrap();
     stop_agent(run).await;
 }
