@@ -24,12 +24,12 @@ use shoal_api::status::Status;
 use shoal_pkg::manifest::Name;
 use tokio_util::sync::CancellationToken;
 
-/// An agent run in process over `data`.
-async fn agent(data: &Path) -> (Running, CancellationToken) {
+/// An agent run in process over `data`, judging a program `settle` after it was told.
+async fn agent(data: &Path, settle: Duration) -> (Running, CancellationToken) {
     let stop = CancellationToken::new();
     let config = Config {
         options: Options {
-            settle: Duration::from_millis(500),
+            settle,
             ..Options::default()
         },
         ..Config::new(data)
@@ -44,6 +44,12 @@ async fn stop_agent((running, stop): (Running, CancellationToken)) {
         .await
         .unwrap();
 }
+
+/// How long a program must stay up after its install or its signal where the test does not
+/// depend on it (the SDK service acknowledges for itself).
+const QUICK: Duration = Duration::from_millis(300);
+/// Where a program dying of its signal must be seen, even on a loaded machine.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Waits until `check` answers `Some`, or fails after [`LIMIT`] saying `what`.
 async fn until<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
@@ -143,7 +149,7 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
             ("hello.toml", &config, false),
         ],
     );
-    let run = agent(&data).await;
+    let run = agent(&data, QUICK).await;
     let running = &run.0;
     let central = running.agent().central();
     running.agent().install(&archive, &sha256).await.unwrap();
@@ -246,7 +252,7 @@ async fn an_sdk_service_takes_a_version_through_its_reload_and_keeps_the_old_one
 
     // The agent restarted: it reports what it held and applies nothing again.
     stop_agent(run).await;
-    let run = agent(&data).await;
+    let run = agent(&data, QUICK).await;
     let running = &run.0;
     let got = held(running, "hello").await.unwrap();
     assert_eq!((got.version, got.delivery), (3, Delivery::Applied));
@@ -341,7 +347,7 @@ async fn a_program_without_the_sdk_gets_its_file_and_its_signal_and_dying_of_it_
         dir.path(),
         &[("shoal.toml", manifest, false), ("bin/plain", script, true)],
     );
-    let run = agent(&data).await;
+    let run = agent(&data, SETTLE).await;
     let running = &run.0;
     let central = running.agent().central();
     // A version that arrives before its app: delivered as its manifest says once installed.
@@ -412,7 +418,7 @@ async fn a_program_restarted_for_its_file_is_judged_after_the_restart() {
         dir.path(),
         &[("shoal.toml", manifest, false), ("bin/again", script, true)],
     );
-    let run = agent(&data).await;
+    let run = agent(&data, SETTLE).await;
     let running = &run.0;
     let central = running.agent().central();
     running.agent().install(&archive, &sha256).await.unwrap();
