@@ -36,6 +36,11 @@
 //!   later; rejected with how it ended otherwise. One not running stays pending: it reads
 //!   the file when it starts.
 //!
+//! An app not installed yet is offered its center file; once it is installed (or changes
+//! version) a version still pending is delivered again the way its manifest then says, and
+//! an agent that opens delivers again what it left pending. Deliveries of one app run in its
+//! own task, in order, and take turns with its acknowledgements.
+//!
 //! Every outcome is recorded, then sent to the center as `config.applied` when a link is up
 //! ([`CentralConfig::outcomes`]); one sent while the link is down is repaired by the next
 //! report.
