@@ -2,9 +2,10 @@
 //! provenance.
 //!
 //! [`Config::load_files`] is the one way in, at startup and on reload alike: read every file
-//! (and what each includes) again, apply the environment, validate the runtime's own keys into
-//! a [`RuntimeConfig`]. Nothing is bound before it succeeds, and a reload that fails leaves the
-//! running config alone (the caller keeps its old [`Config`]; this module has no state).
+//! (and what each includes) and the center's layer again, apply the environment, validate
+//! the runtime's own keys into a [`RuntimeConfig`]. Nothing is bound before it succeeds, and
+//! a reload that fails leaves the running config alone (the caller keeps its old
+//! [`Config`]; this module has no state).
 //! Services read their own top-level tables with [`Config::section`].
 //!
 //! # Layers
