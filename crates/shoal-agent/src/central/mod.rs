@@ -708,6 +708,12 @@ fn ended_since(status: &crate::ProgramStatus, from: chrono::DateTime<chrono::Utc
     status.since >= from && matches!(status.state, ProgramState::Backoff | ProgramState::Failed)
 }
 
+/// The app `changed` is for, if it may be applied at all: a valid name, content neither
+/// empty nor larger than [`MAX_CONFIG_BYTES`], and the sha256 it was sent with; else why not.
+pub fn verify(changed: &ConfigChanged) -> Result<Name, String> {
+    check(&changed.name, &changed.sha256, &changed.data)
+}
+
 /// The app a version is for, if the version may be applied at all.
 fn check(name: &str, sha256: &str, data: &[u8]) -> Result<Name, String> {
     let app = Name::new(name).map_err(|e| format!("the app's name: {e}"))?;
