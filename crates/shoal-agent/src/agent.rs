@@ -54,6 +54,7 @@ use shoal_pkg::{Limits, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::central::CentralConfig;
 use crate::cron::{Cron, CronError, CronOptions};
 use crate::error::{failed, Aftermath, AgentError, Cause, ChangeFailed};
 use crate::logs::Logs;
@@ -131,6 +132,7 @@ struct Inner {
     state: State,
     supervisor: Supervisor,
     cron: Cron,
+    central: CentralConfig,
     options: Options,
     /// One install, rollback or restore at a time.
     changing: tokio::sync::Mutex<()>,
@@ -175,26 +177,44 @@ impl Agent {
         let cron = Cron::open(data.clone(), state.clone(), CronOptions::default())
             .await
             .map_err(failed("starting the crontab scheduler"))?;
+        let (closing, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let central = CentralConfig::open(
+            data.clone(),
+            state.clone(),
+            supervisor.clone(),
+            options.settle,
+            tasks.clone(),
+            closing.clone(),
+        )
+        .await?;
         let agent = Agent {
             inner: Arc::new(Inner {
                 data,
                 state,
                 supervisor,
                 cron,
+                central,
                 options,
                 changing: tokio::sync::Mutex::new(()),
-                closing: CancellationToken::new(),
-                tasks: TaskTracker::new(),
+                closing,
+                tasks,
             }),
         };
         agent.recover().await?;
         agent.load_installed().await?;
+        agent.inner.central.resume().await?;
         agent.start_backup_timer();
         Ok(agent)
     }
 
     pub fn data(&self) -> &DataDir {
         &self.inner.data
+    }
+
+    /// The central configurations of the apps (the center's `config.changed`, the programs'
+    /// acknowledgements).
+    pub fn central(&self) -> &CentralConfig {
+        &self.inner.central
     }
 
     /// The state database, for the parts of the agent beside its domain (the link's command
@@ -576,6 +596,9 @@ impl Agent {
                 .await?;
         }
         outcome?;
+        // A version received before this one was installed is delivered the way its
+        // manifest says now.
+        self.inner.central.redeliver(name).await?;
         let keep = self.inner.options.keep_versions;
         let (data, app, version, previous) = (
             data.clone(),
@@ -762,6 +785,9 @@ impl Agent {
                 self.inner.data.root().display().to_string(),
             ),
         ])
+        .into_iter()
+        .chain(crate::central::program_env(&self.inner.data, name).map(|(k, v)| (k.to_owned(), v)))
+        .collect()
     }
 
     /// Finishes what an agent killed in an upgrade left: the hook it was running is stopped,

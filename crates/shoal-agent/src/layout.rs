@@ -42,6 +42,11 @@ impl DataDir {
         self.root.join("agent.sock")
     }
 
+    /// The programs socket, which the agent's programs reach it through (`SHOAL_AGENT`).
+    pub fn programs_socket(&self) -> PathBuf {
+        self.root.join("programs.sock")
+    }
+
     /// `incoming/`, where uploads are written before they are installed (on the versions'
     /// filesystem, so an install never copies across filesystems).
     pub fn incoming(&self) -> PathBuf {

@@ -91,6 +91,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         .map_err(RunError::Serve),
         Err(e) => Err(e),
     };
+    let bound = bound.and_then(|bound| {
+        let socket = agent.data().programs_socket();
+        crate::programs::serve(agent.central().clone(), &socket, &tasks, api_stop.clone())
+            .map_err(|e| {
+                RunError::Serve(std::io::Error::other(format!("{}: {e}", socket.display())))
+            })?;
+        Ok(bound)
+    });
     let linked = match (bound, config.link) {
         (Ok(bound), Some(options)) => link::start(&agent, options, shutdown.child_token())
             .await

@@ -8,6 +8,7 @@ pub mod center;
 pub mod config;
 pub mod fleet;
 pub mod manifest;
+pub mod program;
 pub mod queue;
 pub mod status;
 pub mod token;

@@ -27,6 +27,10 @@ pub struct Manifest {
     pub backup: Option<Backup>,
     /// In file order; names are unique.
     pub cron: Vec<CronJob>,
+    /// `[config]`: how a program not built with the SDK takes the center's configuration;
+    /// `None`: the app is a service built with the SDK, which reads it as its center layer.
+    #[serde(default)]
+    pub config: Option<ConfigFile>,
 }
 
 impl Manifest {
@@ -358,6 +362,34 @@ pub struct Backup {
     #[serde(with = "duration")]
     pub every: Duration,
     pub keep: u32,
+}
+
+/// `[config]`: where the agent writes the center's configuration for a program not built with
+/// the SDK, and how the program is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// Relative to the app's data directory (`apps/NAME/data`), never leaving it.
+    pub path: String,
+    pub reload: ConfigReload,
+}
+
+/// `config.reload`: how a program takes a new configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigReload {
+    /// Its main process is sent this signal (`reload = "HUP"`).
+    Signal(StopSignal),
+    /// It is restarted (`reload = "restart"`).
+    Restart,
+}
+
+impl fmt::Display for ConfigReload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigReload::Signal(signal) => write!(f, "SIG{signal}"),
+            ConfigReload::Restart => f.write_str("a restart"),
+        }
+    }
 }
 
 /// One `[[cron]]` job.

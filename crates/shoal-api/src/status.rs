@@ -45,6 +45,10 @@ pub struct Status {
     /// Worker groups' workers and process-mode RPC workers (group `rpc`).
     #[serde(default)]
     pub workers: Vec<WorkerStatus>,
+    /// The version of the center's configuration layer in force (`SHOAL_CENTER_CONFIG`);
+    /// `None` without one.
+    #[serde(default)]
+    pub center_version: Option<u64>,
 }
 
 /// Where a service is in its life; `"starting"`, `"running"`, `"reloading"` or `"closing"`

@@ -3,9 +3,10 @@
 //! `hello`, heartbeats, `exec`), joined to one center in a staggered way, so that the center's
 //! cost per agent can be measured from outside (`bench/center-sim.sh`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,9 +16,11 @@ use shoal_agent::link::{self, Fetch, Host, Link, LinkOptions};
 use shoal_agent::logs::Logs;
 use shoal_agent::AgentError;
 use shoal_api::agent::{AppStatus, LogQuery};
+use shoal_api::config::{ConfigApplied, ConfigChanged, ConfigHeld, Delivery};
 use shoal_api::fleet::{Action, Exec, TargetResult, TargetStatus};
 use shoal_api::manifest::Name;
 use shoal_api::token::TokenText;
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,9 +51,12 @@ pub struct CenterSimArgs {
 }
 
 /// A simulated agent: no apps; it answers `ps` with an empty list, every other action and
-/// every log request with an error.
+/// every log request with an error. A configuration version is checked as the agent checks
+/// it and applied at once, as if its app took it: reported and acknowledged.
 struct SimHost {
     dir: PathBuf,
+    configs: Mutex<BTreeMap<String, ConfigHeld>>,
+    outcomes: broadcast::Sender<ConfigApplied>,
 }
 
 const SIMULATED: &str = "simulated agent";
@@ -92,6 +98,39 @@ impl Host for SimHost {
         _query: &'a LogQuery,
     ) -> BoxFuture<'a, Result<Logs, AgentError>> {
         Box::pin(async { Err(AgentError::Invalid(SIMULATED.into())) })
+    }
+
+    fn configs(&self) -> BoxFuture<'_, Vec<ConfigHeld>> {
+        let held = self.configs.lock().unwrap().values().cloned().collect();
+        Box::pin(async move { held })
+    }
+
+    fn config_changed(&self, changed: ConfigChanged) -> BoxFuture<'_, ()> {
+        if shoal_agent::central::verify(&changed).is_ok() {
+            let held = ConfigHeld {
+                name: changed.name.clone(),
+                version: changed.version,
+                sha256: changed.sha256.to_ascii_lowercase(),
+                delivery: Delivery::Applied,
+            };
+            let known = self
+                .configs
+                .lock()
+                .unwrap()
+                .insert(changed.name.clone(), held.clone());
+            if known.as_ref() != Some(&held) {
+                let _ = self.outcomes.send(ConfigApplied {
+                    name: changed.name,
+                    version: changed.version,
+                    delivery: Delivery::Applied,
+                });
+            }
+        }
+        Box::pin(async {})
+    }
+
+    fn config_outcomes(&self) -> Option<broadcast::Receiver<ConfigApplied>> {
+        Some(self.outcomes.subscribe())
     }
 }
 
@@ -157,7 +196,11 @@ async fn start_one(
     tokio::fs::create_dir_all(&dir)
         .await
         .with_context(|| format!("creating {}", dir.display()))?;
-    let host = Arc::new(SimHost { dir: dir.clone() });
+    let host = Arc::new(SimHost {
+        dir: dir.clone(),
+        configs: Mutex::default(),
+        outcomes: broadcast::channel(64).0,
+    });
     let link = link::start_with(host, tasks, options, shutdown)
         .await
         .with_context(|| format!("starting the link of {}", dir.display()))?;

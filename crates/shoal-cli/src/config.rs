@@ -14,7 +14,8 @@ use crate::out::out;
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Print every effective value (secrets redacted) and its layer: file (and the file that
-    /// included it), environment VAR, or default.
+    /// included it), center (the version and the file `SHOAL_CENTER_CONFIG` names), environment
+    /// VAR, or default.
     Explain {
         /// The service's TOML config files, in the order the service is given them
         /// (`--config base.toml --config local.toml`): a later file's keys win.
@@ -120,7 +121,14 @@ mod tests {
             "include = [\"base.toml\"]\n[hello]\nname = \"local\"\n",
         );
         let last = write("last.toml", "[hello]\nport = 7\n");
-        let env = [("SHOAL_RPC__LISTEN".to_owned(), "127.0.0.1:7000".to_owned())];
+        let center = write("v9.toml", "[hello]\nmood = \"calm\"\n");
+        let link = dir.join("center.toml");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("v9.toml", &link).unwrap();
+        let env = [
+            ("SHOAL_RPC__LISTEN".to_owned(), "127.0.0.1:7000".to_owned()),
+            ("SHOAL_CENTER_CONFIG".to_owned(), link.display().to_string()),
+        ];
         let config = Config::load_files(&[local.clone(), last.clone()], env).unwrap();
         let text = render(&config.explain());
         let lines: Vec<String> = text
@@ -128,8 +136,10 @@ mod tests {
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         let (base, local, last) = (base.display(), local.display(), last.display());
+        let center = center.display();
         let expected = [
             format!("hello.greeting = \"Hello\" (file {base}, line 2, included from {local})"),
+            format!("hello.mood = \"calm\" (center v9, file {center}, line 2)"),
             format!("hello.name = \"local\" (file {local}, line 3)"),
             format!("hello.port = 7 (file {last}, line 2)"),
             format!("hello.token = \"<redacted>\" (file {base}, line 3, included from {local})"),

@@ -47,6 +47,11 @@
 //! every = "1d"                  # default 1d
 //! keep = 7                      # default 7
 //!
+//! [config]                      # optional, services only: a program not built with the SDK
+//! path = "app.conf"             # required; where the agent writes the center's configuration,
+//!                               # relative, below the app's data directory (apps/NAME/data)
+//! reload = "HUP"                # required; a signal (not KILL) for the main process, or "restart"
+//!
 //! [[cron]]                      # any number; at least one for a crontab
 //! name = "report"               # required; unique, same characters as package names
 //! schedule = "0 */5 * * * *"    # required; six fields, seconds first (croner's syntax)

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shoal_pkg::manifest::{
-    Command, HttpCheck, Kind, Manifest, ManifestExt, Name, Overlap, Restart, StopSignal, Version,
+    Command, ConfigFile, ConfigReload, HttpCheck, Kind, Manifest, ManifestExt, Name, Overlap,
+    Restart, StopSignal, Version,
 };
 
 /// The example of DESIGN.md section 4, unchanged.
@@ -196,6 +197,16 @@ fn other_forms_that_are_accepted() {
     assert_eq!(m.cron[0].timeout, Duration::from_secs(30));
     let m = ok("[backup]\npaths = [\"data\", \"./state/db\"]\n");
     assert_eq!(m.backup.unwrap().keep, 7);
+    let m = ok("[config]\npath = \"etc/app.conf\"\nreload = \"SIGUSR1\"\n");
+    assert_eq!(
+        m.config.unwrap(),
+        ConfigFile {
+            path: "etc/app.conf".into(),
+            reload: ConfigReload::Signal(StopSignal::Usr1)
+        }
+    );
+    let m = ok("[config]\npath = \"app.conf\"\nreload = \"restart\"\n");
+    assert_eq!(m.config.unwrap().reload, ConfigReload::Restart);
 }
 
 #[test]
@@ -256,7 +267,7 @@ fn bad_keys_are_named_with_what_is_expected() {
     check(
         &format!("{SERVICE}[deploy]\nx = 1\n"),
         "shoal.toml: deploy: unknown key; the manifest's top level takes package, run, health, \
-         hooks, logs, backup, cron",
+         hooks, logs, backup, cron, config",
     );
     check(
         &package("\"Calc App\"", "\"1.0.0\"", "\"service\""),
@@ -464,6 +475,30 @@ fn bad_keys_are_named_with_what_is_expected() {
         &service("[backup]\npaths = [\".\"]\n"),
         "shoal.toml: backup.paths[0]: \".\" is the whole app directory, with the agent's versions; \
          name what to back up, like \"data\"",
+    );
+    check(
+        &service("[config]\nreload = \"HUP\"\n"),
+        "shoal.toml: config.path: missing: where the agent writes the configuration, relative \
+         to the app's data directory, like path = \"app.conf\"",
+    );
+    check(
+        &service("[config]\npath = \"../app.conf\"\nreload = \"HUP\"\n"),
+        "shoal.toml: config.path: \"../app.conf\" leaves the app's directory with '..'; write \
+         it relative to the app's data directory",
+    );
+    check(
+        &service("[config]\npath = \"app.conf\"\n"),
+        "shoal.toml: config.reload: missing: how the program takes a new file, a signal like \
+         reload = \"HUP\" or reload = \"restart\"",
+    );
+    check(
+        &service("[config]\npath = \"app.conf\"\nreload = \"KILL\"\n"),
+        "shoal.toml: config.reload: \"KILL\" is neither \"restart\" nor one of TERM, INT, \
+         QUIT, HUP, USR1, USR2, WINCH",
+    );
+    check(
+        &service("[config]\npath = \"app.conf\"\nreload = \"HUP\"\nmode = 1\n"),
+        "shoal.toml: config.mode: unknown key; [config] takes path, reload",
     );
     check(
         &service("[backup]\npaths = [\".restore-x\"]\n"),

@@ -79,6 +79,13 @@
 //! environment; see [`config`]. `shoal config explain FILE...` prints every effective value
 //! with its layer and file.
 //!
+//! Under a shoal agent, the center's layer is the file `SHOAL_CENTER_CONFIG` names, and with
+//! `SHOAL_AGENT=unix:PATH` the application follows it: it tells the agent the version it
+//! started with, waits on the agent's `agent.config.watch` for another, reloads (as SIGHUP
+//! does: every layer read again, everything checked, swapped whole or refused) and answers
+//! `agent.config.applied`, applied or rejected with the reason. `shoal.status` says the
+//! center version in force (`center_version`).
+//!
 //! ## Control
 //!
 //! | signal | admin method | action |

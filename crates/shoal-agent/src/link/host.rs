@@ -1,5 +1,6 @@
-//! What the link needs from the agent it links ([`Host`]): the apps for `hello` and the
-//! heartbeats, a command run to its result, an app's log lines. [`AgentHost`] is the real
+//! What the link needs from the agent it links ([`Host`]): the apps and the configurations
+//! held for `hello` and the heartbeats, a command run to its result, an app's log lines, a
+//! configuration version to take and the outcomes to send back. [`AgentHost`] is the real
 //! agent; a load generator can link a host of its own (`shoal bench center-sim`).
 
 use std::net::IpAddr;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use shoal_api::agent::{AppStatus, LogQuery};
+use shoal_api::config::{ConfigApplied, ConfigChanged, ConfigHeld};
 use shoal_api::fleet::{Exec, TargetResult};
 use shoal_api::manifest::Name;
 
@@ -35,6 +37,20 @@ pub trait Host: Send + Sync + 'static {
         name: &'a Name,
         query: &'a LogQuery,
     ) -> BoxFuture<'a, Result<Logs, AgentError>>;
+    /// The configurations held, as `hello` and each heartbeat report them (none by default).
+    fn configs(&self) -> BoxFuture<'_, Vec<ConfigHeld>> {
+        Box::pin(async { Vec::new() })
+    }
+    /// Takes the center's `config.changed` (dropped by default). Returns once it is stored;
+    /// the delivery goes on without the caller.
+    fn config_changed(&self, changed: ConfigChanged) -> BoxFuture<'_, ()> {
+        drop(changed);
+        Box::pin(async {})
+    }
+    /// The outcomes of deliveries to come, for `config.applied` (none by default).
+    fn config_outcomes(&self) -> Option<tokio::sync::broadcast::Receiver<ConfigApplied>> {
+        None
+    }
 }
 
 /// The real agent as the link's host: its apps, its command table, its logs.
@@ -79,5 +95,27 @@ impl Host for AgentHost {
         query: &'a LogQuery,
     ) -> BoxFuture<'a, Result<Logs, AgentError>> {
         Box::pin(self.agent.logs(name, query))
+    }
+
+    fn configs(&self) -> BoxFuture<'_, Vec<ConfigHeld>> {
+        Box::pin(async {
+            self.agent.central().held().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "reading the configurations held failed; reporting none");
+                Vec::new()
+            })
+        })
+    }
+
+    fn config_changed(&self, changed: ConfigChanged) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (app, version) = (changed.name.clone(), changed.version);
+            if let Err(error) = self.agent.central().receive(changed).await {
+                tracing::warn!(%app, version, %error, "storing a configuration version failed; the center sends it again");
+            }
+        })
+    }
+
+    fn config_outcomes(&self) -> Option<tokio::sync::broadcast::Receiver<ConfigApplied>> {
+        Some(self.agent.central().outcomes())
     }
 }

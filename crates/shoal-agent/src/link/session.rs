@@ -1,18 +1,21 @@
 //! One agent's link to its center, kept up: connect with mutual TLS, `hello`, heartbeats
-//! (and renewal of the certificate at two thirds of its life), serve the center's `exec` and
-//! `logs`; when the link drops, connect again after a jittered, capped exponential backoff.
+//! (and renewal of the certificate at two thirds of its life), serve the center's `exec`,
+//! `logs` and `config.changed`, send `config.applied` as deliveries end; when the link drops,
+//! connect again after a jittered, capped exponential backoff.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use shoal_api::config::{self, ConfigApplied, ConfigChanged};
 use shoal_api::fleet::{
     methods, AgentReport, Enrolled, Exec, LogCredit, LogsEnd, LogsRequest, PackageChunk,
     PackageFetch, PackageRef, Refused, Renewal, Welcome, CENTER_NAME,
 };
 use shoal_rpc::conn::ConnConfig;
 use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -85,6 +88,8 @@ impl Session {
             Err(ended) => return (false, ended),
         };
         let timeout = self.options.call_timeout;
+        // Before hello: an outcome from here on is sent, and an earlier one is in the report.
+        let outcomes = self.host.config_outcomes();
         peer.negotiate(timeout).await;
         let hello = peer
             .call(methods::HELLO, &[self.report(local).await], timeout)
@@ -94,7 +99,7 @@ impl Session {
                 info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
                 self.linked.send_modify(|n| *n += 1);
                 let heartbeat = Duration::from_millis(welcome.heartbeat_ms.max(10));
-                self.beat(&peer, heartbeat, local).await
+                self.beat(&peer, heartbeat, local, outcomes).await
             }
             Ok(Err(e)) => Ended::Hello(format!("the center's answer does not read: {e}")),
             Err(e) => Ended::Hello(e.to_string()),
@@ -160,17 +165,43 @@ impl Session {
 
     /// Heartbeats until the link or the agent ends: every `every`, and at once when an app
     /// becomes healthy or stops being healthy, so its endpoints reach the center without
-    /// waiting for the next beat (a stopping service leaves them as its stop begins).
-    async fn beat(&self, peer: &Peer, every: Duration, local: IpAddr) -> Ended {
+    /// waiting for the next beat (a stopping service leaves them as its stop begins). Sends
+    /// each configuration delivery's outcome as it comes (one lost, or missed by a lagging
+    /// receiver, is in the next report anyway).
+    async fn beat(
+        &self,
+        peer: &Peer,
+        every: Duration,
+        local: IpAddr,
+        mut outcomes: Option<broadcast::Receiver<ConfigApplied>>,
+    ) -> Ended {
         let mut renewed = false;
         let mut serving = self.host.serving();
+        let mut next = tokio::time::Instant::now() + every;
         loop {
+            let outcome = async {
+                match outcomes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ended::Shutdown,
                 () = peer.closed() => return Ended::Closed,
-                () = tokio::time::sleep(every) => {}
+                outcome = outcome => {
+                    match outcome {
+                        Ok(applied) => {
+                            let _ = peer.notify(config::methods::CONFIG_APPLIED, &[applied]);
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => outcomes = None,
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(next) => {}
                 () = changed(&mut serving) => {}
             }
+            next = tokio::time::Instant::now() + every;
             let report = self.report(local).await;
             if let Err(e) = peer
                 .call(methods::HEARTBEAT, &[report], self.options.call_timeout)
@@ -227,7 +258,7 @@ impl Session {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             labels: self.options.labels.clone(),
             apps: self.host.apps(Some(local)).await.unwrap_or_default(),
-            configs: Vec::new(),
+            configs: self.host.configs().await,
         }
     }
 }
@@ -299,6 +330,11 @@ impl Handler {
                     .stop(arg::<LogsEnd>(methods::LOGS_STOP, params)?.stream);
                 Ok(Reply::none())
             }
+            config::methods::CONFIG_CHANGED => {
+                let changed: ConfigChanged = arg(config::methods::CONFIG_CHANGED, params)?;
+                self.host.config_changed(changed).await;
+                Ok(Reply::none())
+            }
             methods::REFUSED => {
                 let refused: Refused = arg(methods::REFUSED, params)?;
                 *self.refused.lock().unwrap() = Some(refused.reason);
@@ -343,5 +379,210 @@ impl Fetch for PeerFetch {
                 Ok(Some((Bytes::from(chunk.data), next)))
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The configuration part of the link against a stand-in center on an in-memory
+    //! connection: each heartbeat carries what the host holds, an outcome goes out as
+    //! `config.applied`, and the center's `config.changed` reaches the host.
+
+    use std::path::{Path, PathBuf};
+
+    use futures_util::future::BoxFuture;
+    use shoal_api::agent::{AppStatus, LogQuery};
+    use shoal_api::config::{ConfigHeld, Delivery};
+    use shoal_api::fleet::{TargetResult, TargetStatus};
+    use shoal_api::manifest::Name;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::logs::Logs;
+    use crate::AgentError;
+
+    struct Stand {
+        dir: PathBuf,
+        changed: mpsc::UnboundedSender<ConfigChanged>,
+        outcomes: broadcast::Sender<ConfigApplied>,
+    }
+
+    fn held() -> ConfigHeld {
+        ConfigHeld {
+            name: "shop".into(),
+            version: 4,
+            sha256: "ab".into(),
+            delivery: Delivery::Pending,
+        }
+    }
+
+    impl Host for Stand {
+        fn data_dir(&self) -> &Path {
+            &self.dir
+        }
+        fn apps(
+            &self,
+            _: Option<IpAddr>,
+        ) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn exec(
+            &self,
+            _: Exec,
+            _: Arc<dyn super::super::exec::Fetch>,
+        ) -> BoxFuture<'_, TargetResult> {
+            Box::pin(async {
+                TargetResult {
+                    status: TargetStatus::Error,
+                    message: "no commands here".into(),
+                    detail: None,
+                    duration_ms: None,
+                }
+            })
+        }
+        fn logs<'a>(
+            &'a self,
+            _: &'a Name,
+            _: &'a LogQuery,
+        ) -> BoxFuture<'a, Result<Logs, AgentError>> {
+            Box::pin(async { Err(AgentError::invalid("no logs here")) })
+        }
+        fn configs(&self) -> BoxFuture<'_, Vec<ConfigHeld>> {
+            Box::pin(async { vec![held()] })
+        }
+        fn config_changed(&self, changed: ConfigChanged) -> BoxFuture<'_, ()> {
+            let _ = self.changed.send(changed);
+            Box::pin(async {})
+        }
+        fn config_outcomes(&self) -> Option<broadcast::Receiver<ConfigApplied>> {
+            Some(self.outcomes.subscribe())
+        }
+    }
+
+    /// What the stand-in center heard.
+    enum Heard {
+        Report(AgentReport),
+        Applied(ConfigApplied),
+    }
+
+    #[tokio::test]
+    async fn reports_carry_what_is_held_and_outcomes_and_versions_cross_the_link() {
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+        let host = Arc::new(Stand {
+            dir: std::env::temp_dir(),
+            changed: changed_tx,
+            outcomes: broadcast::channel(8).0,
+        });
+        let ((ar, aw), (cr, cw)) = shoal_rpc::transport::memory_pair();
+        let (heard_tx, mut heard) = mpsc::unbounded_channel();
+        let center = shoal_rpc::conn::spawn(
+            cr,
+            cw,
+            "agent",
+            tower::util::BoxCloneSyncService::new(tower::service_fn(move |req: Request| {
+                let heard = heard_tx.clone();
+                async move {
+                    match req.method.as_str() {
+                        methods::HEARTBEAT => {
+                            let _ = heard.send(Heard::Report(arg(methods::HEARTBEAT, req.params)?));
+                            Reply::encode(&())
+                        }
+                        config::methods::CONFIG_APPLIED => {
+                            let applied = arg(config::methods::CONFIG_APPLIED, req.params)?;
+                            let _ = heard.send(Heard::Applied(applied));
+                            Ok(Reply::none())
+                        }
+                        other => Err(RpcError::method_not_found(other)),
+                    }
+                }
+            })),
+            ConnConfig::default(),
+            stop.child_token(),
+            &tasks,
+        );
+        let handler = Handler {
+            host: host.clone(),
+            streams: Arc::default(),
+            refused: Arc::default(),
+            tasks: tasks.clone(),
+            call_timeout: Duration::from_secs(10),
+        };
+        let agent = shoal_rpc::conn::spawn(
+            ar,
+            aw,
+            "center",
+            tower::util::BoxCloneSyncService::new(tower::service_fn(move |req| {
+                handler.clone().handle(req)
+            })),
+            ConnConfig::default(),
+            stop.child_token(),
+            &tasks,
+        );
+        let session = Session {
+            host: host.clone(),
+            options: LinkOptions::new("center"),
+            identity: Arc::new(Mutex::new(Identity {
+                agent_id: "a1".into(),
+                center: "center".into(),
+                key_pem: String::new(),
+                cert_pem: String::new(),
+                ca_pem: String::new(),
+                issued_at: chrono::Utc::now(),
+                not_after: None,
+            })),
+            tasks: tasks.clone(),
+            shutdown: stop.clone(),
+            linked: tokio::sync::watch::Sender::new(0),
+        };
+        let outcomes = host.config_outcomes();
+        let beating = tokio::spawn(async move {
+            session
+                .beat(
+                    &agent,
+                    Duration::from_millis(10),
+                    IpAddr::from([127, 0, 0, 1]),
+                    outcomes,
+                )
+                .await
+        });
+
+        match heard.recv().await.unwrap() {
+            Heard::Report(report) => assert_eq!(report.configs, [held()]),
+            Heard::Applied(_) => panic!("an outcome before any was sent"),
+        }
+        let applied = ConfigApplied {
+            name: "shop".into(),
+            version: 4,
+            delivery: Delivery::Applied,
+        };
+        host.outcomes.send(applied.clone()).unwrap();
+        loop {
+            match heard.recv().await.unwrap() {
+                Heard::Applied(got) => break assert_eq!(got, applied),
+                Heard::Report(_) => {}
+            }
+        }
+        let version = ConfigChanged {
+            name: "shop".into(),
+            version: 5,
+            sha256: "cd".into(),
+            data: b"a = 1\n".to_vec(),
+        };
+        center
+            .notify(
+                config::methods::CONFIG_CHANGED,
+                std::slice::from_ref(&version),
+            )
+            .unwrap();
+        assert_eq!(changed_rx.recv().await.unwrap(), version);
+
+        // Cancelled, the beat ends (seeing the shutdown or its connection closing first).
+        stop.cancel();
+        let ended = beating.await.unwrap();
+        assert!(matches!(ended, Ended::Shutdown | Ended::Closed), "{ended}");
+        tasks.close();
+        tasks.wait().await;
     }
 }

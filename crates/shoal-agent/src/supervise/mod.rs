@@ -36,6 +36,8 @@
 //! | `SHOAL_APP_DIR` | its version directory (also its working directory) |
 //! | `SHOAL_APP_DATA` | `apps/NAME/data`, kept across versions (created before the start) |
 //! | `SHOAL_DATA_DIR` | the agent's data directory, where the `shoal` CLI finds the agent |
+//! | `SHOAL_AGENT` | `unix:DATA/programs.sock`, the agent's programs socket (see [`crate::programs`]) |
+//! | `SHOAL_CENTER_CONFIG` | `DATA/apps/NAME/center/config.toml`, the center's layer of a service built with the SDK (see [`crate::central`]); absent until a version is released |
 //!
 //! # Output, and an agent that dies
 //!
@@ -362,6 +364,12 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// The status of program `name` as it changes (without the `/proc` figures).
+    pub fn watch_status(&self, name: &Name) -> Option<tokio::sync::watch::Receiver<ProgramStatus>> {
+        let handle = self.programs().get(name).cloned()?;
+        Some(handle.slot.status.subscribe())
     }
 
     /// Every program, by name, with its CPU and memory read now: a walk of `/proc`, so

@@ -10,8 +10,8 @@ use toml::{Table, Value};
 
 use super::units::{parse_duration, parse_size};
 use super::{
-    Backup, Command, CronJob, Health, Hooks, HttpCheck, Kind, Logs, Manifest, ManifestError, Name,
-    Overlap, Package, Restart, Run, StopSignal, Version,
+    Backup, Command, ConfigFile, ConfigReload, CronJob, Health, Hooks, HttpCheck, Kind, Logs,
+    Manifest, ManifestError, Name, Overlap, Package, Restart, Run, StopSignal, Version,
 };
 
 /// Defaults, written as a manifest would write them (the crate docs list the same).
@@ -45,7 +45,7 @@ pub(super) fn manifest(text: &str, file: &str) -> Result<Manifest, ManifestError
     })?;
     let top = Section::root(file, &root);
     top.allow(&[
-        "package", "run", "health", "hooks", "logs", "backup", "cron",
+        "package", "run", "health", "hooks", "logs", "backup", "cron", "config",
     ])?;
 
     let package = package(&top.table("package")?.ok_or_else(|| {
@@ -66,6 +66,7 @@ pub(super) fn manifest(text: &str, file: &str) -> Result<Manifest, ManifestError
     };
     let backup = top.table("backup")?.map(|s| backup(&s)).transpose()?;
     let cron = cron_jobs(&top)?;
+    let config = top.table("config")?.map(|s| config(&s)).transpose()?;
 
     match package.kind {
         Kind::Service if run.is_none() => {
@@ -88,6 +89,12 @@ pub(super) fn manifest(text: &str, file: &str) -> Result<Manifest, ManifestError
                 "a crontab package has no long-running program to check: remove [health]",
             ))
         }
+        Kind::Crontab if config.is_some() => {
+            return Err(top.error(
+                "config",
+                "a crontab package has no long-running program to reload: remove [config]",
+            ))
+        }
         Kind::Crontab if cron.is_empty() => {
             return Err(top.error(
                 "cron",
@@ -105,6 +112,7 @@ pub(super) fn manifest(text: &str, file: &str) -> Result<Manifest, ManifestError
         logs,
         backup,
         cron,
+        config,
     })
 }
 
@@ -451,6 +459,59 @@ fn backup(s: &Section<'_>) -> Result<Backup, ManifestError> {
         .integer("keep", 1, u32::MAX.into())?
         .map_or(BACKUP_KEEP, |n| n as u32);
     Ok(Backup { paths, every, keep })
+}
+
+fn config(s: &Section<'_>) -> Result<ConfigFile, ManifestError> {
+    s.allow(&["path", "reload"])?;
+    let Some(path) = s.string("path")? else {
+        return Err(s.error(
+            "path",
+            "missing: where the agent writes the configuration, relative to the app's data \
+             directory, like path = \"app.conf\"",
+        ));
+    };
+    if let Err(why) = relative_inside(path) {
+        return Err(s.error(
+            "path",
+            &format!("{path:?} {why}; write it relative to the app's data directory"),
+        ));
+    }
+    let names: Vec<&str> = StopSignal::ALL.iter().map(|s| s.name()).collect();
+    let reload = match s.string("reload")? {
+        None => {
+            return Err(s.error(
+                "reload",
+                "missing: how the program takes a new file, a signal like reload = \"HUP\" \
+                 or reload = \"restart\"",
+            ))
+        }
+        Some("restart") => ConfigReload::Restart,
+        Some(text) => {
+            let bare = text.strip_prefix("SIG").unwrap_or(text);
+            let signal = StopSignal::ALL
+                .iter()
+                .find(|sig| sig.name() == bare && **sig != StopSignal::Kill)
+                .ok_or_else(|| {
+                    s.error(
+                        "reload",
+                        &format!(
+                            "{text:?} is neither \"restart\" nor one of {}",
+                            names
+                                .iter()
+                                .filter(|n| **n != "KILL")
+                                .copied()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?;
+            ConfigReload::Signal(*signal)
+        }
+    };
+    Ok(ConfigFile {
+        path: path.to_owned(),
+        reload,
+    })
 }
 
 fn cron_jobs(top: &Section<'_>) -> Result<Vec<CronJob>, ManifestError> {

@@ -191,6 +191,7 @@ impl Handle {
                 .collect(),
             timers: shared.timers.get().map(Timers::stats).unwrap_or_default(),
             workers: shared.workers.snapshot(),
+            center_version: snapshot.config.center_version(),
         }
     }
 

@@ -30,6 +30,7 @@ use super::setup::{Boxed, Setup, StateMap};
 use super::{services, App, Running, SetupFn};
 use crate::config::{Config, ConfigError};
 use crate::control::admin::RuntimeMethodsLayer;
+use crate::control::agent::{self, AgentLink};
 use crate::control::handover::Inherited;
 use crate::control::systemd::Notifier;
 use crate::control::{self, Action, Command, Exit, Invocation};
@@ -439,6 +440,13 @@ async fn launch_master(
         changed.clone(),
         handle.shared.closing.clone(),
     ));
+    if let Some(link) = AgentLink::from_env(&loaded.inv.env, &loaded.name) {
+        background.spawn(agent::follow(
+            handle.clone(),
+            link,
+            handle.shared.closing.clone(),
+        ));
+    }
     background.close();
 
     let tasks = Tasks {

@@ -120,7 +120,9 @@ impl ConfigError {
         message: String,
     ) -> ConfigError {
         let (file, line, env) = match source {
-            Some(Source::File { path, line, .. }) => (Some(path.as_path()), Some(*line), None),
+            Some(Source::File { path, line, .. } | Source::Center { path, line, .. }) => {
+                (Some(path.as_path()), Some(*line), None)
+            }
             Some(Source::Env { var }) => (file, None, Some(var.clone())),
             Some(Source::Default) | None => (file, None, None),
         };

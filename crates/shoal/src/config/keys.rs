@@ -88,6 +88,11 @@ impl Sources {
         }
     }
 
+    /// Changes every source in place (the center's layer is read as a file, then relabelled).
+    pub(super) fn relabel(&mut self, f: impl Fn(&mut Source)) {
+        self.0.values_mut().for_each(f);
+    }
+
     /// Forgets `key` and everything beneath it.
     pub(super) fn remove_tree(&mut self, key: &str) {
         self.0.retain(|k, _| !within(k, key));

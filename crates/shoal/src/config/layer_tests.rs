@@ -239,3 +239,74 @@ fn the_layers_are_in_their_order() {
     assert_eq!(sorted, Layer::ORDER);
     assert!(Layer::File < Layer::Center && Layer::Center < Layer::Environment);
 }
+
+/// The center's layer: above the files, below the environment, its version from the name of
+/// the file its link names, re-read by every load, and absent when its file is.
+#[test]
+fn the_centers_layer_sits_between_the_files_and_the_environment() {
+    let dir = Dir::new("center");
+    let base = dir.write(
+        "base.toml",
+        "[hello]\ngreeting = \"file\"\nname = \"file\"\nextra = 1\n",
+    );
+    let v3 = dir.write(
+        "center/v3.toml",
+        "[hello]\ngreeting = \"center\"\nname = \"center\"\n",
+    );
+    let link = dir.0.join("center/config.toml");
+    std::os::unix::fs::symlink("v3.toml", &link).unwrap();
+    let env = vars(&[
+        ("SHOAL_CENTER_CONFIG", link.to_str().unwrap()),
+        ("SHOAL_HELLO__NAME", "env"),
+    ]);
+    let config = Config::load_files(std::slice::from_ref(&base), env.clone()).unwrap();
+    assert_eq!(config.center_version(), Some(3));
+    let center = Source::Center {
+        path: v3.clone(),
+        line: 2,
+        version: Some(3),
+    };
+    assert_eq!(
+        explained(&config, "hello.greeting"),
+        ("\"center\"".into(), center.clone())
+    );
+    assert_eq!(center.layer(), Layer::Center);
+    assert_eq!(
+        center.to_string(),
+        format!("center v3, file {}, line 2", v3.display())
+    );
+    assert_eq!(
+        explained(&config, "hello.name").1.layer(),
+        Layer::Environment
+    );
+    assert_eq!(explained(&config, "hello.extra").1.layer(), Layer::File);
+
+    // A new version: the link moves, and the next load reads it.
+    dir.write("center/v4.toml", "[hello]\ngreeting = \"four\"\n");
+    std::os::unix::fs::symlink("v4.toml", dir.0.join("center/next")).unwrap();
+    std::fs::rename(dir.0.join("center/next"), &link).unwrap();
+    let config = Config::load_files(std::slice::from_ref(&base), env.clone()).unwrap();
+    assert_eq!(config.center_version(), Some(4));
+    assert_eq!(explained(&config, "hello.greeting").0, "\"four\"");
+    assert_eq!(explained(&config, "hello.name").0, "\"env\"");
+
+    // A bad value in it names its file and line; an include in it is refused.
+    dir.write("center/v4.toml", "[rpc]\nlisten = \"nowhere\"\n");
+    let e = Config::load_files(std::slice::from_ref(&base), env.clone()).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}:2: key `rpc.listen`",
+            dir.0.join("center/v4.toml").display()
+        )),
+        "{e}"
+    );
+    dir.write("center/v4.toml", "include = [\"x.toml\"]\n");
+    let e = Config::load_files(std::slice::from_ref(&base), env.clone()).unwrap_err();
+    assert!(e.to_string().contains("includes no files"), "{e}");
+
+    // No file at the path: no center layer.
+    std::fs::remove_file(&link).unwrap();
+    let config = Config::load_files(std::slice::from_ref(&base), env).unwrap();
+    assert_eq!(config.center_version(), None);
+    assert_eq!(explained(&config, "hello.greeting").0, "\"file\"");
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::keys::{self, Sources};
-use super::{describe, file, read_regular_file, ConfigError};
+use super::{describe, file, read_regular_file, ConfigError, Source};
 
 /// A layer of the configuration, lowest first: a key set in a later layer replaces the value
 /// an earlier one gave it, and tables are merged key by key.
@@ -16,7 +16,7 @@ pub enum Layer {
     /// each after the files it includes.
     File,
     /// The configuration the center releases for this service, above the files and below the
-    /// environment. No value comes from it yet: nothing delivers it to the SDK.
+    /// environment: the file `SHOAL_CENTER_CONFIG` names, which the agent writes.
     Center,
     /// `SHOAL_<TABLE>__<KEY>` environment overrides.
     Environment,
@@ -142,6 +142,74 @@ fn relative_to(file: &Path, include: &Path) -> PathBuf {
 /// The same file however it is named, when it exists (else its name: reading it then fails).
 fn identity(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// The center's layer: the values of the file `SHOAL_CENTER_CONFIG` names and the version
+/// its name carries.
+pub(super) struct Center {
+    pub(super) table: toml::Table,
+    pub(super) sources: Sources,
+    pub(super) version: Option<u64>,
+}
+
+/// How often reading the center's file starts over when the version its link named was
+/// replaced meanwhile (the agent keeps the version before the last, so once is rare).
+const CENTER_TRIES: usize = 3;
+
+/// Reads the center's layer from `path` (`None` when there is no such file: nothing released
+/// yet). The agent keeps `path` a symlink to `vVERSION.toml`: the link is read first and the
+/// file it names is read, so the version and the values always go together.
+pub(super) fn read_center(path: &Path) -> Result<Option<Center>, ConfigError> {
+    for _ in 0..CENTER_TRIES {
+        let (file, version) = match std::fs::read_link(path) {
+            Ok(target) => {
+                let version = target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(shoal_api::program::center_file_version);
+                (relative_to(path, &target), version)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Not a symlink: a file written by hand, without a version.
+            Err(_) => (path.to_owned(), None),
+        };
+        let text = match read_regular_file(&file) {
+            Ok(text) => text,
+            Err(_) if !file.exists() && file != path => continue,
+            Err(_) if !file.exists() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (table, mut sources) = file::parse(&text, &file, None)?;
+        if table.contains_key(INCLUDE) {
+            let message = "the center's configuration includes no files: remove `include`";
+            return Err(ConfigError::at(
+                Some(&file),
+                sources.find(INCLUDE),
+                INCLUDE,
+                message.into(),
+            ));
+        }
+        sources.relabel(|source| {
+            if let Source::File { path, line, .. } = source {
+                *source = Source::Center {
+                    path: std::mem::take(path),
+                    line: *line,
+                    version,
+                };
+            }
+        });
+        return Ok(Some(Center {
+            table,
+            sources,
+            version,
+        }));
+    }
+    Ok(None)
+}
+
+/// Merges the center's layer over the files' values.
+pub(super) fn merge_center(table: &mut toml::Table, sources: &mut Sources, center: Center) {
+    merge(table, sources, center.table, &center.sources, "");
 }
 
 /// Merges `from` over `into`: tables key by key, anything else replaced whole with the

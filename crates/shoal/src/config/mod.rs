@@ -2,9 +2,10 @@
 //! provenance.
 //!
 //! [`Config::load_files`] is the one way in, at startup and on reload alike: read every file
-//! (and what each includes) again, apply the environment, validate the runtime's own keys into
-//! a [`RuntimeConfig`]. Nothing is bound before it succeeds, and a reload that fails leaves the
-//! running config alone (the caller keeps its old [`Config`]; this module has no state).
+//! (and what each includes) and the center's layer again, apply the environment, validate
+//! the runtime's own keys into a [`RuntimeConfig`]. Nothing is bound before it succeeds, and
+//! a reload that fails leaves the running config alone (the caller keeps its old
+//! [`Config`]; this module has no state).
 //! Services read their own top-level tables with [`Config::section`].
 //!
 //! # Layers
@@ -16,8 +17,10 @@
 //!    wins). A file may start with `include = ["other.toml", …]`, paths relative to that
 //!    file: the included files are read first, in order, so the including file's own keys
 //!    win. An include cycle is refused, naming the files in it;
-//! 3. the center's layer, the configuration released for this service (not delivered to the
-//!    SDK yet: no value comes from it);
+//! 3. the center's layer, the configuration released for this service: the file
+//!    `SHOAL_CENTER_CONFIG` names (the agent sets it for the programs it starts and writes the
+//!    file), when it exists. The agent keeps it a symlink to `vVERSION.toml`, and
+//!    [`Config::center_version`] is the version that name gives. It includes no files;
 //! 4. the `SHOAL_…` environment.
 //!
 //! The merge is per key: tables are merged key by key, at any depth; any other value (an
@@ -137,6 +140,13 @@ pub enum Source {
         line: usize,
         included_from: Option<PathBuf>,
     },
+    /// A line of the center's layer (the file `SHOAL_CENTER_CONFIG` names), of version
+    /// `version` when the file's name says it.
+    Center {
+        path: PathBuf,
+        line: usize,
+        version: Option<u64>,
+    },
     /// An environment variable.
     Env { var: String },
 }
@@ -147,13 +157,14 @@ impl Source {
         match self {
             Source::Default => Layer::Default,
             Source::File { .. } => Layer::File,
+            Source::Center { .. } => Layer::Center,
             Source::Env { .. } => Layer::Environment,
         }
     }
 }
 
 /// `default`, `file local.toml, line 3`, `file base.toml, line 2, included from local.toml`,
-/// `environment SHOAL_RPC__LISTEN`.
+/// `center v7, file DATA/apps/shop/center/v7.toml, line 2`, `environment SHOAL_RPC__LISTEN`.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -168,6 +179,17 @@ impl fmt::Display for Source {
                     Some(by) => write!(f, ", included from {}", by.display()),
                     None => Ok(()),
                 }
+            }
+            Source::Center {
+                path,
+                line,
+                version,
+            } => {
+                f.write_str("center")?;
+                if let Some(version) = version {
+                    write!(f, " v{version}")?;
+                }
+                write!(f, ", file {}, line {line}", path.display())
             }
             Source::Env { var } => write!(f, "environment {var}"),
         }
@@ -275,18 +297,42 @@ impl Config {
         self.inner.doc.error_at(key, message)
     }
 
-    /// Puts the layers above the files' (in `doc`) on top, validates, and fills in the
-    /// defaults below them. The center's layer ([`Layer::Center`]) goes between the files and
-    /// the environment once the SDK receives one; there is none to merge today.
+    /// The version of the center's layer in force, when there is one and its file's name
+    /// gives it.
+    pub fn center_version(&self) -> Option<u64> {
+        self.inner.center_version
+    }
+
+    /// Puts the layers above the files' (in `doc`) on top: the center's (the file
+    /// `SHOAL_CENTER_CONFIG` in `env` names, if it exists), then the environment; validates,
+    /// and fills in the defaults below them.
     fn build(
         mut doc: Document,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let center_path = env
+            .iter()
+            .find(|(k, v)| k == shoal_api::program::env::CENTER_CONFIG && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v));
+        let center = match &center_path {
+            Some(path) => layers::read_center(path)?,
+            None => None,
+        };
+        let mut center_version = None;
+        if let Some(center) = center {
+            center_version = center.version;
+            layers::merge_center(&mut doc.table, &mut doc.sources, center);
+        }
         env::apply(&mut doc, env)?;
         let runtime = RuntimeConfig::from_document(&doc)?;
         runtime::fill_defaults(&mut doc);
         Ok(Config {
-            inner: Arc::new(Inner { doc, runtime }),
+            inner: Arc::new(Inner {
+                doc,
+                runtime,
+                center_version,
+            }),
         })
     }
 }
@@ -305,6 +351,7 @@ impl fmt::Debug for Config {
 struct Inner {
     doc: Document,
     runtime: RuntimeConfig,
+    center_version: Option<u64>,
 }
 
 /// The effective values with their sources: what the files, then the environment, made.

@@ -10,6 +10,7 @@
 //! | SIGUSR2 | re-execute the binary at the same path, handing over the listening sockets |
 
 pub(crate) mod admin;
+pub(crate) mod agent;
 pub(crate) mod handover;
 pub(crate) mod signal;
 pub(crate) mod systemd;
