@@ -1,7 +1,8 @@
 //! Unit tests of the topic log and the engine around it.
 
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::testdir::TestDir;
@@ -42,16 +43,35 @@ fn seqs(messages: &[Message]) -> Vec<u64> {
 }
 
 fn segment_files(dir: &TestDir) -> usize {
-    fs::read_dir(dir.path().join("t"))
+    segment_paths(dir).len()
+}
+
+/// The topic's segment files, oldest first.
+fn segment_paths(dir: &TestDir) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir.path().join("t"))
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "seg")
-        })
-        .count()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn only_segment(dir: &TestDir) -> PathBuf {
+    let [segment] = &segment_paths(dir)[..] else {
+        panic!("one segment expected");
+    };
+    segment.clone()
+}
+
+/// Writes `data` at `offset`, as a write cut short by a crash may have left it.
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(data, offset)
+        .unwrap();
 }
 
 #[test]
@@ -170,34 +190,83 @@ fn reopening_drops_a_torn_tail_and_keeps_every_synced_record_and_ack_floor() {
     log.fetch("s", 10, Instant::now()).unwrap();
     log.ack("s", &[1]).unwrap();
     log.sync().unwrap();
+    let whole = log.stats().bytes;
     drop(log);
-    // A publish cut short by the crash: a whole header and half its payload, then garbage
-    // that a checksum catches.
-    let segment = fs::read_dir(dir.path().join("t"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "seg"))
-        .unwrap();
-    let whole = fs::metadata(&segment).unwrap().len();
+    // A publish cut short by the crash, over the zeroed tail: a whole header and half its
+    // payload.
+    let segment = only_segment(&dir);
     let mut torn = Vec::new();
     record::encode(4, b"never acknowledged", &mut torn);
-    fs::OpenOptions::new()
-        .append(true)
-        .open(&segment)
-        .unwrap()
-        .write_all(&torn[..20])
-        .unwrap();
+    write_at(&segment, whole, &torn[..20]);
     let mut log = reopen(&dir);
     assert_eq!(fs::metadata(&segment).unwrap().len(), whole);
     assert_eq!(seqs(&log.fetch("s", 10, Instant::now()).unwrap()), [2, 3]);
     assert_eq!(log.publish(&msgs(&["d"])).unwrap(), 4..5);
+    let end = log.stats().bytes;
     drop(log);
-    let mut garbled = fs::read(&segment).unwrap();
-    let last = garbled.len() - 1;
-    garbled[last] ^= 0xff;
-    fs::write(&segment, &garbled).unwrap();
+    // Then garbage that a checksum catches: the last byte of "d".
+    let mut garbled = [0];
+    File::open(&segment)
+        .unwrap()
+        .read_exact_at(&mut garbled, end - 1)
+        .unwrap();
+    write_at(&segment, end - 1, &[garbled[0] ^ 0xff]);
     let log = reopen(&dir);
     assert_eq!(log.stats().last_seq, 3);
+}
+
+#[test]
+fn a_zeroed_tail_is_kept_and_a_torn_one_goes_whole_so_no_stale_record_comes_back() {
+    let dir = TestDir::new("zeroed");
+    let mut log = create(&dir, 1 << 20, 1 << 16);
+    log.publish(&msgs(&["a", "b"])).unwrap();
+    let whole = log.stats().bytes;
+    drop(log);
+    let segment = only_segment(&dir);
+    let zeroed = fs::metadata(&segment).unwrap().len();
+    assert!(zeroed > whole, "{zeroed} bytes for {whole} of records");
+    let log = reopen(&dir);
+    assert_eq!(fs::metadata(&segment).unwrap().len(), zeroed);
+    assert_eq!(log.stats().last_seq, 2);
+    drop(log);
+    // A write cut short: record 3 torn, then record 4 whole, never acknowledged.
+    let mut tail = Vec::new();
+    record::encode(3, b"ccc", &mut tail);
+    tail[record::HEADER] ^= 0xff;
+    record::encode(4, b"ddd", &mut tail);
+    write_at(&segment, whole, &tail);
+    let mut log = reopen(&dir);
+    assert_eq!(log.stats().last_seq, 2);
+    // Written where the torn 3 was, with the same length: the old 4 must not follow it.
+    assert_eq!(log.publish(&msgs(&["CCC"])).unwrap(), 3..4);
+    drop(log);
+    let log = reopen(&dir);
+    assert_eq!(log.stats().last_seq, 3);
+    assert_eq!(log.read(3).unwrap().as_deref(), Some(&b"CCC"[..]));
+}
+
+#[test]
+fn a_segment_that_takes_no_more_appends_loses_its_zeroed_tail() {
+    let dir = TestDir::new("trim");
+    let mut log = create(&dir, 1 << 20, 4096);
+    let payload = vec![7; 1000];
+    for _ in 0..5 {
+        log.publish(std::slice::from_ref(&payload)).unwrap();
+    }
+    let lens: Vec<u64> = segment_paths(&dir)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .collect();
+    let record = record::size(payload.len());
+    assert_eq!(
+        lens,
+        [4 * record, 4096],
+        "the first trimmed, the newest zeroed ahead"
+    );
+    drop(log);
+    let log = reopen(&dir);
+    assert_eq!(log.stats().last_seq, 5);
+    assert_eq!(log.read(5).unwrap(), Some(payload));
 }
 
 #[test]
