@@ -786,7 +786,12 @@ impl Agent {
             ),
         ])
         .into_iter()
-        .chain(crate::central::program_env(&self.inner.data, name).map(|(k, v)| (k.to_owned(), v)))
+        .chain(
+            self.inner
+                .data
+                .program_env(name)
+                .map(|(k, v)| (k.to_owned(), v)),
+        )
         .collect()
     }
 

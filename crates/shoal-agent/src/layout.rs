@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use shoal_pkg::manifest::Name;
 
+/// The name of the link in [`DataDir::center`] to the version in force.
+pub(crate) const CENTER_LINK: &str = "config.toml";
+
 /// The agent's data directory and the paths inside it. Names are [`Name`]s, which hold only
 /// lowercase letters, digits, `-` and `_`, so a path built from one never leaves its parent.
 #[derive(Debug, Clone)]
@@ -56,6 +59,33 @@ impl DataDir {
     /// `apps/NAME`.
     pub fn app(&self, name: &Name) -> PathBuf {
         self.root.join("apps").join(name.as_str())
+    }
+
+    /// `apps/NAME/center`: where a service's center layer lives, one file per version.
+    pub fn center(&self, name: &Name) -> PathBuf {
+        self.app(name).join("center")
+    }
+
+    /// `apps/NAME/center/config.toml`: the link to the center layer's version in force, the
+    /// path `SHOAL_CENTER_CONFIG` names.
+    pub fn center_config(&self, name: &Name) -> PathBuf {
+        self.center(name).join(CENTER_LINK)
+    }
+
+    /// The variables that tell a program (or a hook) of app `name` how to reach its agent
+    /// and its center layer.
+    pub fn program_env(&self, name: &Name) -> [(&'static str, String); 2] {
+        use shoal_api::program::env;
+        [
+            (
+                env::AGENT,
+                format!("unix:{}", self.programs_socket().display()),
+            ),
+            (
+                env::CENTER_CONFIG,
+                self.center_config(name).display().to_string(),
+            ),
+        ]
     }
 
     /// `apps/NAME/versions`.

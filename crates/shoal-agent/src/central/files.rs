@@ -13,7 +13,7 @@ use shoal_api::config::ConfigVersion;
 use shoal_api::program::{center_file_name, center_file_version};
 
 /// The link a service's `SHOAL_CENTER_CONFIG` names, in `dir` (`apps/NAME/center`).
-pub(crate) const LINK: &str = "config.toml";
+pub(crate) use crate::layout::CENTER_LINK as LINK;
 
 /// Writes `data` as version `version` in `dir` and points the link at it; removes the other
 /// versions but `keep`.

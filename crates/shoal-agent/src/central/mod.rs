@@ -165,7 +165,7 @@ impl CentralConfig {
             apps.iter()
                 .filter_map(|a| Name::new(a).ok())
                 .map(|app| {
-                    let version = files::pointed(&center_dir(&root, &app));
+                    let version = files::pointed(&root.center(&app));
                     (app, version)
                 })
                 .collect::<HashMap<_, _>>()
@@ -657,33 +657,8 @@ impl CentralConfig {
     }
 
     fn center_dir(&self, app: &Name) -> std::path::PathBuf {
-        center_dir(&self.inner.data, app)
+        self.inner.data.center(app)
     }
-}
-
-/// `apps/NAME/center`: where a service's center layer lives.
-pub(crate) fn center_dir(data: &DataDir, app: &Name) -> std::path::PathBuf {
-    data.app(app).join("center")
-}
-
-/// The path a service's `SHOAL_CENTER_CONFIG` names.
-fn center_link(data: &DataDir, app: &Name) -> std::path::PathBuf {
-    center_dir(data, app).join(files::LINK)
-}
-
-/// The variables that tell a program how to reach its agent and its center layer.
-pub(crate) fn program_env(data: &DataDir, app: &Name) -> [(&'static str, String); 2] {
-    use shoal_api::program::env;
-    [
-        (
-            env::AGENT,
-            format!("unix:{}", data.programs_socket().display()),
-        ),
-        (
-            env::CENTER_CONFIG,
-            center_link(data, app).display().to_string(),
-        ),
-    ]
 }
 
 /// What an app's task does after a delivery.

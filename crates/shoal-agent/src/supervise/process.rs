@@ -195,7 +195,7 @@ pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io
         .env("SHOAL_VERSION", spec.version.to_string())
         .env("SHOAL_APP_DIR", &spec.dir)
         .env("SHOAL_APP_DATA", &app_data);
-    for (name, value) in crate::central::program_env(data, &spec.name) {
+    for (name, value) in data.program_env(&spec.name) {
         command.env(name, value);
     }
     sys::new_session(&mut command);

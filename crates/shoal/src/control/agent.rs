@@ -19,7 +19,7 @@ use shoal_rpc::{Addr, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::app::Handle;
+use crate::Handle;
 
 /// How long the agent may hold a watch.
 const WAIT: Duration = Duration::from_secs(30);
