@@ -420,10 +420,7 @@ mod tests {
         fn data_dir(&self) -> &Path {
             &self.dir
         }
-        fn apps(
-            &self,
-            _: Option<IpAddr>,
-        ) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
+        fn apps(&self, _: Option<IpAddr>) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
             Box::pin(async { Ok(Vec::new()) })
         }
         fn exec(
