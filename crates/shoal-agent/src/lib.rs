@@ -44,7 +44,8 @@
 //! the app is a service built with the SDK, which reads the version as its center layer
 //! (`SHOAL_CENTER_CONFIG`), is told of a new one on the programs socket (`SHOAL_AGENT`),
 //! reloads through its own checks and acknowledges applied or rejected; with `[config]`
-//! (`path`, `reload`) the agent writes the file itself, signals or restarts the program and
+//! (`path`, and `reload_signal` or, without it, a restart) the agent writes the file itself,
+//! signals or restarts the program and
 //! judges it as an upgrade is judged (still running and healthy, the same process, after
 //! the settle time). [`central`] has the details; `config.applied` carries the outcome to
 //! the center, and every report carries each app's newest version and where it stands.

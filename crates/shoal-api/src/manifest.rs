@@ -373,13 +373,14 @@ pub struct ConfigFile {
     pub reload: ConfigReload,
 }
 
-/// `config.reload`: how a program takes a new configuration file.
+/// How a program takes a new configuration file: `config.reload_signal` names a signal, and
+/// without it the program is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigReload {
-    /// Its main process is sent this signal (`reload = "HUP"`).
+    /// Its main process is sent this signal (`reload_signal = "HUP"`).
     Signal(StopSignal),
-    /// It is restarted (`reload = "restart"`).
+    /// It is restarted (no `reload_signal`).
     Restart,
 }
 

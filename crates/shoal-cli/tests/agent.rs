@@ -85,14 +85,7 @@ fn write_exec(path: &Path, text: &str) {
 
 /// `shoal pkg build`, returning the archive.
 fn build(pkg: &Path, out: &Path) -> PathBuf {
-    let built = Command::new(SHOAL)
-        .args(["pkg", "build"])
-        .arg(pkg)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
+    common::pkg_build(pkg, out);
     let manifest = std::fs::read_to_string(pkg.join("shoal.toml")).unwrap();
     let field = |key: &str| {
         manifest

@@ -335,7 +335,7 @@ async fn a_program_without_the_sdk_gets_its_file_and_its_signal_and_dying_of_it_
     let data = dir.path().join("agent");
     let manifest = "[package]\nname = \"plain\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
                     [run]\ncommand = \"bin/plain\"\nrestart = \"on-failure\"\n\n\
-                    [config]\npath = \"etc/plain.conf\"\nreload = \"HUP\"\n";
+                    [config]\npath = \"etc/plain.conf\"\nreload_signal = \"HUP\"\n";
     // On SIGHUP: copies the file it was given to `seen`, or exits 1 when it says "die".
     let script = "#!/bin/sh\n\
                   conf=\"$SHOAL_APP_DATA/etc/plain.conf\"\n\
@@ -407,7 +407,7 @@ async fn a_program_restarted_for_its_file_is_judged_after_the_restart() {
     let data = dir.path().join("agent");
     let manifest = "[package]\nname = \"again\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
                     [run]\ncommand = \"bin/again\"\nrestart = \"on-failure\"\n\n\
-                    [config]\npath = \"again.conf\"\nreload = \"restart\"\n";
+                    [config]\npath = \"again.conf\"\n";
     // Reads its file at start: exits 1 when it says "die", else notes what it read.
     let script = "#!/bin/sh\n\
                   conf=\"$SHOAL_APP_DATA/again.conf\"\n\

@@ -4,76 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-
-use common::{text, Scratch, SHOAL};
+use common::fleet::Center;
+use common::Scratch;
 use shoal_api::center::ConfigStatus;
-
-/// A running `shoal center`; killed when dropped.
-struct Center {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Center {
-    fn start(data: &std::path::Path) -> Center {
-        let mut child = Command::new(SHOAL)
-            .args(["center", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("the center's first lines").unwrap();
-            if let Some(addr) = line.strip_prefix("HTTP API: ") {
-                break addr.to_owned();
-            }
-        };
-        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-        Center {
-            child,
-            url,
-            token: token.trim().to_owned(),
-        }
-    }
-
-    fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(SHOAL)
-            .args(args)
-            .env("SHOAL_CENTER", &self.url)
-            .env("SHOAL_TOKEN", &self.token)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(
-            !out.status.success(),
-            "shoal {args:?} succeeded: {}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-impl Drop for Center {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn the_config_commands_push_list_show_diff_promote_roll_back_and_report() {

@@ -9,81 +9,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use common::{text, wait_for, Scratch, SHOAL};
-use shoal_api::center::CommandView;
-use shoal_api::fleet::{ServiceEndpoints, TargetStatus};
+use common::fleet::{free_port, hello_package, Center};
+use common::Agent;
+use common::{wait_for, Scratch, SHOAL};
+use shoal_api::fleet::ServiceEndpoints;
 use shoal_center::client::{CenterClient, CenterDiscover};
 use shoal_rpc::{Balance, Client};
 use tokio_util::sync::CancellationToken;
 
-/// A running `shoal center`; killed when dropped.
-struct Center {
-    child: Child,
-    link: String,
-    url: String,
-    token: String,
-}
-
+/// What the discovery tests ask a center beyond the common commands.
 impl Center {
-    fn start(data: &Path) -> Center {
-        std::fs::create_dir_all(data).unwrap();
-        let log = std::fs::File::create(data.with_extension("log")).unwrap();
-        let mut child = Command::new(SHOAL)
-            .args(["center", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(["--heartbeat", "200ms", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut link, mut url) = (None, None);
-        while link.is_none() || url.is_none() {
-            let line = lines.next().expect("the center's first lines").unwrap();
-            if let Some(addr) = line.strip_prefix("agents' port: ") {
-                link = Some(addr.to_owned());
-            } else if let Some(addr) = line.strip_prefix("HTTP API: ") {
-                url = Some(addr.to_owned());
-            }
-        }
-        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-        Center {
-            child,
-            link: link.unwrap(),
-            url: url.unwrap(),
-            token: token.trim().to_owned(),
-        }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = Command::new(SHOAL)
-            .args(args)
-            .env("SHOAL_CENTER", &self.url)
-            .env("SHOAL_TOKEN", &self.token)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `shoal fleet ARGS --json`, which must succeed on every target.
-    fn fleet(&self, args: &[&str]) {
-        let mut all = vec!["fleet"];
-        all.extend_from_slice(args);
-        all.push("--json");
-        let view: CommandView = serde_json::from_str(&self.ok(&all)).unwrap();
-        assert!(
-            view.results.values().all(|r| r.status == TargetStatus::Ok),
-            "shoal {all:?}: {view:?}"
-        );
-    }
-
     /// The hello service's endpoints by agent, as the center's API answers them.
     fn endpoints(&self, runtime: &tokio::runtime::Runtime) -> BTreeMap<String, String> {
         let client = CenterClient::new(&self.url, &self.token).unwrap();
@@ -98,112 +37,23 @@ impl Center {
     }
 }
 
-impl Drop for Center {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A `shoal agent` whose programs listen on `host` and greet with `greeting`.
+fn join_agent(data: &Path, center: &Center, join: &str, host: &str, advertise: bool) -> Agent {
+    let port = PORT.get().unwrap();
+    let mut command = Agent::center_command(data, &center.link);
+    command
+        .args(["--join", join])
+        // The programs it starts inherit these: the SDK reads SHOAL_… overrides.
+        .env("SHOAL_RPC__LISTEN", format!("{host}:{port}"))
+        .env("SHOAL_HELLO__GREETING", host);
+    if advertise {
+        command.args(["--advertise", host]);
     }
-}
-
-/// A `shoal agent` whose programs listen on `host` and greet with `greeting`; it and its
-/// programs are killed when dropped.
-struct Member {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Member {
-    fn join(data: &Path, center: &Center, join: &str, host: &str, advertise: bool) -> Member {
-        let port = PORT.get().unwrap();
-        let mut command = Command::new(SHOAL);
-        command
-            .args([
-                "agent",
-                "--center",
-                &center.link,
-                "--join",
-                join,
-                "--data-dir",
-            ])
-            .arg(data)
-            // The programs it starts inherit these: the SDK reads SHOAL_… overrides.
-            .env("SHOAL_RPC__LISTEN", format!("{host}:{port}"))
-            .env("SHOAL_HELLO__GREETING", host);
-        if advertise {
-            command.args(["--advertise", host]);
-        }
-        let log = std::fs::File::create(data.with_extension("log")).unwrap();
-        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        Member {
-            child,
-            data: data.to_owned(),
-        }
-    }
-
-    fn id(&self) -> String {
-        wait_for("the agent to enroll", || {
-            let text = std::fs::read_to_string(self.data.join("link/identity.json")).ok()?;
-            let identity: serde_json::Value = serde_json::from_str(&text).ok()?;
-            Some(identity["agent_id"].as_str()?.to_owned())
-        })
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        common::kill_under(&self.data);
-    }
+    Agent::spawn(command, data)
 }
 
 /// The port every instance listens on, each on its own loopback address.
 static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
-
-/// A port free on each of `hosts` now.
-fn free_port(hosts: &[&str]) -> u16 {
-    wait_for("a port free on every address", || {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        hosts
-            .iter()
-            .all(|h| TcpListener::bind(format!("{h}:{port}")).is_ok())
-            .then_some(port)
-    })
-}
-
-/// The SDK's hello example as a package that declares its port; `health` is added to the
-/// manifest as it is.
-fn hello_package(dir: &Path, port: u16, health: &str) -> PathBuf {
-    let pkg = dir.join("hello-src");
-    std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("shoal.toml"),
-        format!(
-            "[package]\nname = \"hello\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
-             [run]\ncommand = \"{SHOAL}\"\nargs = [\"example\", \"hello\", \"--config\", \"hello.toml\"]\n\
-             ports = [{port}]\nshutdown_delay = \"300ms\"\nstop_timeout = \"5s\"\n{health}"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        pkg.join("hello.toml"),
-        format!("[rpc]\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    let out = Command::new(SHOAL)
-        .args(["pkg", "build"])
-        .arg(&pkg)
-        .arg("-o")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    dir.join("hello-1.0.0.tar.gz")
-}
 
 /// What the calling loop saw.
 #[derive(Debug, Default)]
@@ -244,15 +94,14 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
         .build()
         .unwrap();
     let center = Center::start(&dir.0.join("center"));
-    let join = center.ok(&["token", "create", "--role", "join", "--uses", "3"]);
-    let join = join.lines().last().unwrap().to_owned();
+    let join = center.join_token(3);
     // The first agent's endpoint host is the local address of its link (127.0.0.1); the
     // others say theirs.
-    let members: Vec<Member> = hosts
+    let members: Vec<Agent> = hosts
         .iter()
         .enumerate()
         .map(|(n, host)| {
-            Member::join(
+            join_agent(
                 &dir.0.join(format!("agent{n}")),
                 &center,
                 &join,
@@ -261,7 +110,7 @@ fn a_client_following_a_service_through_the_center_never_fails_while_instances_m
             )
         })
         .collect();
-    let ids: Vec<String> = members.iter().map(Member::id).collect();
+    let ids: Vec<String> = members.iter().map(Agent::id).collect();
     let at = |n: usize| (ids[n].clone(), format!("{}:{port}", hosts[n]));
 
     // Without [health]: each instance listens on its own address, and a check asks
@@ -374,7 +223,7 @@ fn an_agent_reports_a_service_s_endpoint_at_its_advertised_host_only_while_it_is
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _agent = common::Agent {
+    let _agent = Agent {
         child,
         data: data.clone(),
     };

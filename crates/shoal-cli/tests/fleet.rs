@@ -8,85 +8,18 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::fleet::Center;
+use common::Agent;
 use common::{text, wait_for, Scratch, SHOAL};
 use shoal_api::center::{AuditEntry, CommandView};
 use shoal_api::fleet::{AgentInfo, TargetStatus};
 
-/// The heartbeat the tests run with: an agent is offline after three missed.
-const HEARTBEAT: &str = "200ms";
-
-/// A running `shoal center`: its addresses and admin token; killed when dropped.
-struct Center {
-    child: Child,
-    data: PathBuf,
-    link: String,
-    url: String,
-    token: String,
-}
-
+/// What the fleet tests ask a center beyond the common commands.
 impl Center {
-    fn start(data: &Path) -> Center {
-        Center::start_on(data, "127.0.0.1:0")
-    }
-
-    fn start_on(data: &Path, listen: &str) -> Center {
-        std::fs::create_dir_all(data).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.with_extension("log"))
-            .unwrap();
-        let mut child = Command::new(SHOAL)
-            .args(["center", "--listen", listen, "--http", "127.0.0.1:0"])
-            .args(["--heartbeat", HEARTBEAT, "--data-dir"])
-            .arg(data)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut link = None;
-        let mut url = None;
-        while link.is_none() || url.is_none() {
-            let line = lines.next().expect("the center's first lines").unwrap();
-            if let Some(addr) = line.strip_prefix("agents' port: ") {
-                link = Some(addr.to_owned());
-            } else if let Some(addr) = line.strip_prefix("HTTP API: ") {
-                url = Some(addr.to_owned());
-            }
-        }
-        let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-        Center {
-            child,
-            data: data.to_owned(),
-            link: link.unwrap(),
-            url: url.unwrap(),
-            token: token.trim().to_owned(),
-        }
-    }
-
-    /// `shoal ARGS` against this center.
-    fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(SHOAL)
-            .args(args)
-            .env("SHOAL_CENTER", &self.url)
-            .env("SHOAL_TOKEN", &self.token)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.shoal(args);
-        assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     fn agents(&self) -> Vec<AgentInfo> {
         serde_json::from_str(&self.ok(&["agents", "--json"])).unwrap()
     }
@@ -103,82 +36,19 @@ impl Center {
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("shoal {all:?}: {e}: {}", text(&out)))
     }
-
-    fn kill9(mut self) -> PathBuf {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let data = self.data.clone();
-        std::mem::forget(self);
-        data
-    }
 }
 
-impl Drop for Center {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A `shoal agent` joined to the center at `link` with `labels`, with a join token the first
+/// time.
+fn join_agent(data: &Path, link: &str, token: Option<&str>, labels: &[&str]) -> Agent {
+    let mut command = Agent::center_command(data, link);
+    if let Some(token) = token {
+        command.args(["--join", token]);
     }
-}
-
-/// A `shoal agent` joined to a center; it and its programs are killed when dropped.
-struct Member {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Member {
-    fn join(data: &Path, center: &str, token: Option<&str>, labels: &[&str]) -> Member {
-        Member::join_logged(data, center, token, labels, Stdio::null())
+    for label in labels {
+        command.args(["--label", label]);
     }
-
-    fn join_logged(
-        data: &Path,
-        center: &str,
-        token: Option<&str>,
-        labels: &[&str],
-        log: Stdio,
-    ) -> Member {
-        let mut command = Command::new(SHOAL);
-        command
-            .args(["agent", "--center", center, "--data-dir"])
-            .arg(data);
-        if let Some(token) = token {
-            command.args(["--join", token]);
-        }
-        for label in labels {
-            command.args(["--label", label]);
-        }
-        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        Member {
-            child,
-            data: data.to_owned(),
-        }
-    }
-
-    /// The id the center gave it, once it has one.
-    fn id(&self) -> String {
-        wait_for("the agent to enroll", || {
-            let text = std::fs::read_to_string(self.data.join("link/identity.json")).ok()?;
-            let identity: serde_json::Value = serde_json::from_str(&text).ok()?;
-            Some(identity["agent_id"].as_str()?.to_owned())
-        })
-    }
-
-    /// SIGKILL to the agent alone: its programs go on, for the next agent to adopt (and
-    /// the scratch directory's cleanup to end).
-    fn kill9(self) {
-        let mut me = std::mem::ManuallyDrop::new(self);
-        me.child.kill().unwrap();
-        me.child.wait().unwrap();
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        common::kill_under(&self.data);
-    }
+    Agent::spawn(command, data)
 }
 
 /// A service `hello` printing `tick N` lines, built into `out`.
@@ -203,14 +73,7 @@ fn hello_package(out: &Path) -> PathBuf {
 
 /// `shoal pkg build PKG -o OUT`, which must succeed; the archive `OUT/NAME`.
 fn build(pkg: &Path, out: &Path, name: &str) -> PathBuf {
-    let built = Command::new(SHOAL)
-        .args(["pkg", "build"])
-        .arg(pkg)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
+    common::pkg_build(pkg, out);
     out.join(name)
 }
 
@@ -225,18 +88,17 @@ fn statuses(view: &CommandView) -> Vec<(String, TargetStatus)> {
 fn a_center_and_three_agents_join_install_restart_grep_go_offline_and_are_revoked() {
     let dir = Scratch::new("fleet");
     let center = Center::start(&dir.0.join("center"));
-    let out = center.ok(&["token", "create", "--role", "join", "--uses", "3"]);
-    let join = out.lines().last().unwrap().to_owned();
+    let join = center.join_token(3);
     let labels = [
         ["role=web", "zone=a"],
         ["role=web", "zone=b"],
         ["role=db", "zone=a"],
     ];
-    let mut members: Vec<Member> = labels
+    let mut members: Vec<Agent> = labels
         .iter()
         .enumerate()
         .map(|(n, l)| {
-            Member::join(
+            join_agent(
                 &dir.0.join(format!("agent{n}")),
                 &center.link,
                 Some(&join),
@@ -244,7 +106,7 @@ fn a_center_and_three_agents_join_install_restart_grep_go_offline_and_are_revoke
             )
         })
         .collect();
-    let ids: Vec<String> = members.iter().map(Member::id).collect();
+    let ids: Vec<String> = members.iter().map(Agent::id).collect();
     wait_for("three agents online", || {
         (center.agents().iter().filter(|a| a.online).count() == 3).then_some(())
     });
@@ -313,7 +175,7 @@ fn a_center_and_three_agents_join_install_restart_grep_go_offline_and_are_revoke
     // Back, without a token: online with the same id.
     members.insert(
         1,
-        Member::join(&dir.0.join("agent1"), &center.link, None, &labels[1]),
+        join_agent(&dir.0.join("agent1"), &center.link, None, &labels[1]),
     );
     assert_eq!(members[1].id(), ids[1]);
     wait_for("the agent back online", || {
@@ -363,11 +225,10 @@ fn a_center_killed_comes_back_on_its_data_and_every_agent_reconnects_by_itself()
     let dir = Scratch::new("fleet-kill");
     let center = Center::start(&dir.0.join("center"));
     let link = center.link.clone();
-    let out = center.ok(&["token", "create", "--role", "join", "--uses", "2"]);
-    let join = out.lines().last().unwrap().to_owned();
-    let members: Vec<Member> = (0..2)
+    let join = center.join_token(2);
+    let members: Vec<Agent> = (0..2)
         .map(|n| {
-            Member::join(
+            join_agent(
                 &dir.0.join(format!("agent{n}")),
                 &link,
                 Some(&join),
@@ -375,7 +236,7 @@ fn a_center_killed_comes_back_on_its_data_and_every_agent_reconnects_by_itself()
             )
         })
         .collect();
-    let ids: Vec<String> = members.iter().map(Member::id).collect();
+    let ids: Vec<String> = members.iter().map(Agent::id).collect();
     wait_for("two agents online", || {
         (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
     });
@@ -436,10 +297,9 @@ fn slow_package(out: &Path, marker: &Path, secs: u32) -> PathBuf {
 fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_runs_it_twice() {
     let dir = Scratch::new("fleet-agent-kill");
     let center = Center::start(&dir.0.join("center"));
-    let out = center.ok(&["token", "create", "--role", "join", "--uses", "1"]);
-    let join = out.lines().last().unwrap().to_owned();
+    let join = center.join_token(1);
     let data = dir.0.join("agent");
-    let member = Member::join(&data, &center.link, Some(&join), &[]);
+    let member = join_agent(&data, &center.link, Some(&join), &[]);
     let id = member.id();
     wait_for("the agent online", || {
         center.agent(&id).online.then_some(())
@@ -467,7 +327,7 @@ fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_r
     wait_for("the install hook to run", || marker.exists().then_some(()));
     member.kill9();
     common::kill_under(&data.join("apps"));
-    let member = Member::join(&data, &center.link, None, &[]);
+    let member = join_agent(&data, &center.link, None, &[]);
     let done = wait_for("the install command to end", || install.try_wait().unwrap());
     let mut answer = String::new();
     std::io::Read::read_to_string(install.stdout.as_mut().unwrap(), &mut answer).unwrap();

@@ -368,14 +368,7 @@ fn package(dir: &Path, name: &str, body: &str) -> PathBuf {
         ),
     )
     .unwrap();
-    let built = Command::new(SHOAL)
-        .args(["pkg", "build"])
-        .arg(&pkg)
-        .arg("-o")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
+    common::pkg_build(&pkg, dir);
     dir.join(format!("{name}-1.0.0.tar.gz"))
 }
 

@@ -50,7 +50,8 @@
 //! [config]                      # optional, services only: a program not built with the SDK
 //! path = "app.conf"             # required; where the agent writes the center's configuration,
 //!                               # relative, below the app's data directory (apps/NAME/data)
-//! reload = "HUP"                # required; a signal (not KILL) for the main process, or "restart"
+//! reload_signal = "HUP"         # a signal (not KILL) for the main process; without it the
+//!                               # program is restarted to read a new file
 //!
 //! [[cron]]                      # any number; at least one for a crontab
 //! name = "report"               # required; unique, same characters as package names

@@ -197,7 +197,7 @@ fn other_forms_that_are_accepted() {
     assert_eq!(m.cron[0].timeout, Duration::from_secs(30));
     let m = ok("[backup]\npaths = [\"data\", \"./state/db\"]\n");
     assert_eq!(m.backup.unwrap().keep, 7);
-    let m = ok("[config]\npath = \"etc/app.conf\"\nreload = \"SIGUSR1\"\n");
+    let m = ok("[config]\npath = \"etc/app.conf\"\nreload_signal = \"SIGUSR1\"\n");
     assert_eq!(
         m.config.unwrap(),
         ConfigFile {
@@ -205,7 +205,13 @@ fn other_forms_that_are_accepted() {
             reload: ConfigReload::Signal(StopSignal::Usr1)
         }
     );
-    let m = ok("[config]\npath = \"app.conf\"\nreload = \"restart\"\n");
+    let m = ok("[config]\npath = \"app.conf\"\nreload_signal = \"HUP\"\n");
+    assert_eq!(
+        m.config.unwrap().reload,
+        ConfigReload::Signal(StopSignal::Hup)
+    );
+    // No signal: the program reads its file at start, and is restarted for a new one.
+    let m = ok("[config]\npath = \"app.conf\"\n");
     assert_eq!(m.config.unwrap().reload, ConfigReload::Restart);
 }
 
@@ -477,28 +483,32 @@ fn bad_keys_are_named_with_what_is_expected() {
          name what to back up, like \"data\"",
     );
     check(
-        &service("[config]\nreload = \"HUP\"\n"),
+        &service("[config]\nreload_signal = \"HUP\"\n"),
         "shoal.toml: config.path: missing: where the agent writes the configuration, relative \
          to the app's data directory, like path = \"app.conf\"",
     );
     check(
-        &service("[config]\npath = \"../app.conf\"\nreload = \"HUP\"\n"),
+        &service("[config]\npath = \"../app.conf\"\nreload_signal = \"HUP\"\n"),
         "shoal.toml: config.path: \"../app.conf\" leaves the app's directory with '..'; write \
          it relative to the app's data directory",
     );
     check(
-        &service("[config]\npath = \"app.conf\"\n"),
-        "shoal.toml: config.reload: missing: how the program takes a new file, a signal like \
-         reload = \"HUP\" or reload = \"restart\"",
+        &service("[config]\npath = \"app.conf\"\nreload_signal = \"KILL\"\n"),
+        "shoal.toml: config.reload_signal: \"KILL\" is not one of TERM, INT, QUIT, HUP, USR1, \
+         USR2, WINCH; leave reload_signal out to have the program restarted instead",
     );
     check(
-        &service("[config]\npath = \"app.conf\"\nreload = \"KILL\"\n"),
-        "shoal.toml: config.reload: \"KILL\" is neither \"restart\" nor one of TERM, INT, \
-         QUIT, HUP, USR1, USR2, WINCH",
+        &service("[config]\npath = \"app.conf\"\nreload_signal = \"restart\"\n"),
+        "shoal.toml: config.reload_signal: \"restart\" is not one of TERM, INT, QUIT, HUP, \
+         USR1, USR2, WINCH; leave reload_signal out to have the program restarted instead",
     );
     check(
-        &service("[config]\npath = \"app.conf\"\nreload = \"HUP\"\nmode = 1\n"),
-        "shoal.toml: config.mode: unknown key; [config] takes path, reload",
+        &service("[config]\npath = \"app.conf\"\nreload = \"HUP\"\n"),
+        "shoal.toml: config.reload: unknown key; [config] takes path, reload_signal",
+    );
+    check(
+        &service("[config]\npath = \"app.conf\"\nreload_signal = \"HUP\"\nmode = 1\n"),
+        "shoal.toml: config.mode: unknown key; [config] takes path, reload_signal",
     );
     check(
         &service("[backup]\npaths = [\".restore-x\"]\n"),

@@ -31,9 +31,9 @@
 //!   is pending has it rejected the same way, and the supervisor's next start runs the old
 //!   one.
 //! - An app with `[config]` gets the content written at `path` (below `apps/NAME/data`);
-//!   a running program is then sent `reload`'s signal (or restarted) and is acknowledged
-//!   applied once it still runs, the same process, healthy, [`crate::Options::settle`]
-//!   later; rejected with how it ended otherwise. One not running stays pending: it reads
+//!   a running program is then sent its `reload_signal` (or restarted, without one) and is
+//!   acknowledged applied once it still runs, the same process, healthy,
+//!   [`crate::Options::settle`] later; rejected with how it ended otherwise. One not running stays pending: it reads
 //!   the file when it starts.
 //!
 //! An app not installed yet is offered its center file; once it is installed (or changes

@@ -1,8 +1,10 @@
 //! What the end-to-end tests of the `shoal` binary share: scratch directories, running it,
 //! a `shoal agent` that leaves nothing behind when a test fails, waiting on a condition, and
-//! finding what still runs under a directory.
+//! finding what still runs under a directory; [`fleet`], a center and agents joined to it.
 
 #![allow(dead_code)]
+
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -65,6 +67,23 @@ pub fn shoal_ok(data: &Path, args: &[&str]) -> String {
     let out = shoal(data, args);
     assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `shoal pkg build PKG -o OUT`, which must succeed.
+pub fn pkg_build(pkg: &Path, out: &Path) {
+    let built = Command::new(SHOAL)
+        .args(["pkg", "build"])
+        .arg(pkg)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "shoal pkg build {}: {}",
+        pkg.display(),
+        text(&built)
+    );
 }
 
 /// What an agent does with its programs when it ends.
@@ -142,12 +161,21 @@ impl Drop for Agent {
 
 /// Polls `check` until it returns `Some`, or panics after [`LIMIT`].
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    wait_showing(what, || check().ok_or_else(|| "not yet".to_owned()))
+}
+
+/// As [`wait_for`], with `check` saying what it found instead, for the panic to show.
+pub fn wait_showing<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + LIMIT;
     loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        let seen = match check() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last seen: {seen}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

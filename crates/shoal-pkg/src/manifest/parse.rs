@@ -462,7 +462,7 @@ fn backup(s: &Section<'_>) -> Result<Backup, ManifestError> {
 }
 
 fn config(s: &Section<'_>) -> Result<ConfigFile, ManifestError> {
-    s.allow(&["path", "reload"])?;
+    s.allow(&["path", "reload_signal"])?;
     let Some(path) = s.string("path")? else {
         return Err(s.error(
             "path",
@@ -476,42 +476,39 @@ fn config(s: &Section<'_>) -> Result<ConfigFile, ManifestError> {
             &format!("{path:?} {why}; write it relative to the app's data directory"),
         ));
     }
-    let names: Vec<&str> = StopSignal::ALL.iter().map(|s| s.name()).collect();
-    let reload = match s.string("reload")? {
-        None => {
-            return Err(s.error(
-                "reload",
-                "missing: how the program takes a new file, a signal like reload = \"HUP\" \
-                 or reload = \"restart\"",
-            ))
-        }
-        Some("restart") => ConfigReload::Restart,
-        Some(text) => {
-            let bare = text.strip_prefix("SIG").unwrap_or(text);
-            let signal = StopSignal::ALL
-                .iter()
-                .find(|sig| sig.name() == bare && **sig != StopSignal::Kill)
-                .ok_or_else(|| {
-                    s.error(
-                        "reload",
-                        &format!(
-                            "{text:?} is neither \"restart\" nor one of {}",
-                            names
-                                .iter()
-                                .filter(|n| **n != "KILL")
-                                .copied()
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                })?;
-            ConfigReload::Signal(*signal)
-        }
+    // No signal named means the program reads its file only at start: it is restarted.
+    let reload = match s.string("reload_signal")? {
+        None => ConfigReload::Restart,
+        Some(text) => ConfigReload::Signal(reload_signal(s, text)?),
     };
     Ok(ConfigFile {
         path: path.to_owned(),
         reload,
     })
+}
+
+/// `config.reload_signal`: any signal the agent sends but KILL, with or without `SIG`.
+fn reload_signal(s: &Section<'_>, text: &str) -> Result<StopSignal, ManifestError> {
+    let bare = text.strip_prefix("SIG").unwrap_or(text);
+    let allowed = || {
+        StopSignal::ALL
+            .iter()
+            .filter(|sig| **sig != StopSignal::Kill)
+    };
+    allowed()
+        .find(|sig| sig.name() == bare)
+        .copied()
+        .ok_or_else(|| {
+            let names: Vec<&str> = allowed().map(|sig| sig.name()).collect();
+            s.error(
+                "reload_signal",
+                &format!(
+                    "{text:?} is not one of {}; leave reload_signal out to have the program \
+                 restarted instead",
+                    names.join(", ")
+                ),
+            )
+        })
 }
 
 fn cron_jobs(top: &Section<'_>) -> Result<Vec<CronJob>, ManifestError> {
