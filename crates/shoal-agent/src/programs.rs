@@ -1,21 +1,22 @@
 //! The programs socket (`DATA/programs.sock`, named to each program in `SHOAL_AGENT`): a
 //! MessagePack-RPC endpoint through which a service built with the SDK follows its central
-//! configuration (`agent.config.watch`, `agent.config.applied`). A transport over
-//! [`CentralConfig`]: each method reads a `shoal_api::program` type and calls one method.
+//! configuration (`agent.config.watch`, `agent.config.applied`) and a program follows a
+//! service's endpoints (`agent.discover.watch`, passed on over the link as `discover.watch`).
+//! A transport over [`CentralConfig`] and [`CenterPeer`]: each method reads a
+//! `shoal_api::program` or `shoal_api::fleet` type and calls one method.
 //!
 //! The socket file appears at its path already mode 0600 (bound in a 0700 directory beside
 //! it, then renamed), and a connection from a user other than the agent's own (or root) is
 //! closed before anything is read. A call speaks for one app only if the caller's process
 //! (`SO_PEERCRED`) is in that program's process group: one program cannot acknowledge, nor
-//! watch, another's configuration. A call speaks for one app only if the caller's process
-//! (`SO_PEERCRED`) is in that program's process group: one program cannot acknowledge, nor
-//! watch, another's configuration.
+//! watch, another's configuration. Discovery speaks for no app: any program may ask.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_api::config::ConfigApplied;
+use shoal_api::fleet::DiscoverWatch;
 use shoal_api::program::{methods, ConfigWatch, ConfigWatched};
 use shoal_pkg::manifest::Name;
 use shoal_rpc::service::{Args, BoxReply, Dispatch, MethodInfo};
@@ -26,23 +27,32 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::central::CentralConfig;
+use crate::link::{CenterCallError, CenterPeer};
+
+/// What the programs socket's calls reach.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub central: CentralConfig,
+    /// The link to the center, for discovery.
+    pub center: CenterPeer,
+}
 
 /// Binds the programs socket at `path` (replacing a stale one) and serves it on `tasks`
 /// until `shutdown`.
 pub fn serve(
-    central: CentralConfig,
+    serving: Serving,
     path: &Path,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = bind_private(path)?;
     info!(socket = %path.display(), "serving the programs socket");
-    tasks.spawn(accept(central, listener, path.to_owned(), shutdown));
+    tasks.spawn(accept(serving, listener, path.to_owned(), shutdown));
     Ok(())
 }
 
 async fn accept(
-    central: CentralConfig,
+    serving: Serving,
     listener: UnixListener,
     path: PathBuf,
     shutdown: CancellationToken,
@@ -67,7 +77,7 @@ async fn accept(
         };
         // One small server per connection: its calls know their caller.
         let dispatch = Programs {
-            central: central.clone(),
+            serving: serving.clone(),
             caller,
         };
         let server = match Server::builder().service(dispatch).build() {
@@ -143,7 +153,7 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 struct Programs {
-    central: CentralConfig,
+    serving: Serving,
     /// The calling process, from the connection's credentials.
     caller: Option<u32>,
 }
@@ -162,6 +172,7 @@ const fn method(name: &'static str, returns: &'static str) -> MethodInfo {
 const METHODS: &[MethodInfo] = &[
     method(methods::CONFIG_WATCH, "ConfigWatched"),
     method(methods::CONFIG_APPLIED, "()"),
+    method(methods::DISCOVER_WATCH, "ServiceEndpoints"),
 ];
 
 impl Dispatch for Programs {
@@ -174,7 +185,8 @@ impl Dispatch for Programs {
     }
 
     fn call(&self, req: Request) -> BoxReply {
-        let (central, caller) = (self.central.clone(), self.caller);
+        let (central, caller) = (self.serving.central.clone(), self.caller);
+        let center = self.serving.center.clone();
         Box::pin(async move {
             let Request { method, params, .. } = req;
             match method.as_str() {
@@ -202,6 +214,19 @@ impl Dispatch for Programs {
                         .map_err(|e| RpcError::internal(e.to_string()))?;
                     Reply::encode(&())
                 }
+                methods::DISCOVER_WATCH => {
+                    let watch: DiscoverWatch =
+                        Args::new(methods::DISCOVER_WATCH, params, 1)?.next("request")?;
+                    let answer = center.discover(watch).await.map_err(|e| {
+                        let code = match e {
+                            CenterCallError::NoCenter => NO_CENTER,
+                            CenterCallError::NotLinked { .. } => NOT_LINKED,
+                            CenterCallError::Failed { .. } => CENTER_FAILED,
+                        };
+                        RpcError::new(code, e.to_string())
+                    })?;
+                    Reply::encode(&answer)
+                }
                 other => Err(RpcError::method_not_found(other)),
             }
         })
@@ -212,6 +237,12 @@ impl Dispatch for Programs {
 pub const NOT_THE_APP: i64 = 1001;
 /// The code of a watch the agent answers because it is closing.
 pub const CLOSING: i64 = 1002;
+/// The code of a discovery asked of an agent that has no center.
+pub const NO_CENTER: i64 = 1003;
+/// The code of a discovery asked while the agent's link to its center is down.
+pub const NOT_LINKED: i64 = 1004;
+/// The code of a discovery the center failed or refused (the message says which).
+pub const CENTER_FAILED: i64 = 1005;
 
 /// Refuses a call about `app` from a process outside its program's process group.
 fn speaks_for(central: &CentralConfig, caller: Option<u32>, app: &Name) -> Result<(), RpcError> {

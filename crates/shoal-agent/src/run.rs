@@ -91,16 +91,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         .map_err(RunError::Serve),
         Err(e) => Err(e),
     };
+    let center = match &config.link {
+        Some(options) => link::CenterPeer::new(&options.center, options.call_timeout),
+        None => link::CenterPeer::none(),
+    };
     let bound = bound.and_then(|bound| {
         let socket = agent.data().programs_socket();
-        crate::programs::serve(agent.central().clone(), &socket, &tasks, api_stop.clone())
-            .map_err(|e| {
-                RunError::Serve(std::io::Error::other(format!("{}: {e}", socket.display())))
-            })?;
+        let serving = crate::programs::Serving {
+            central: agent.central().clone(),
+            center: center.clone(),
+        };
+        crate::programs::serve(serving, &socket, &tasks, api_stop.clone()).map_err(|e| {
+            RunError::Serve(std::io::Error::other(format!("{}: {e}", socket.display())))
+        })?;
         Ok(bound)
     });
     let linked = match (bound, config.link) {
-        (Ok(bound), Some(options)) => link::start(&agent, options, shutdown.child_token())
+        (Ok(bound), Some(options)) => link::start(&agent, options, center, shutdown.child_token())
             .await
             .map(|link| (bound, Some(link)))
             .map_err(RunError::from),

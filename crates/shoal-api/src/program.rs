@@ -1,7 +1,8 @@
 //! What crosses between the agent and the programs it starts: the environment that tells a
 //! program where its agent is, and the calls a service built with the SDK makes on the
 //! agent's programs socket (MessagePack-RPC on a Unix socket only the agent's user can open)
-//! to learn of a new version of its central configuration and to say how it took it.
+//! to learn of a new version of its central configuration and to say how it took it, and to
+//! follow a service's endpoints through the center.
 //!
 //! The agent writes the version of an app's configuration it should run to
 //! `apps/NAME/center/config.toml`, a symlink to `vVERSION.toml` beside it (switched by an
@@ -29,6 +30,12 @@ pub mod methods {
     /// [`crate::config::ConfigApplied`] → `nil`: how the app took a version (at start, and
     /// after each reload the agent asked for). Its `name` is the app's.
     pub const CONFIG_APPLIED: &str = "agent.config.applied";
+    /// [`crate::fleet::DiscoverWatch`] → [`crate::fleet::ServiceEndpoints`]: a service's
+    /// endpoints in the agent's namespace, asked of the center over the agent's link (the
+    /// same long poll as the link's `discover.watch`, its wait cut to 5 minutes). Any
+    /// program may ask; an agent without a center, or not linked right now, answers an
+    /// error saying which.
+    pub const DISCOVER_WATCH: &str = "agent.discover.watch";
 }
 
 /// The file name of version `version` in the app's `center` directory.

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
 use shoal_api::fleet::ServiceEndpoints;
-use shoal_rpc::{Addr, Balance, Discover, EndpointConfig, EndpointSet, Error};
+use shoal_rpc::{Addr, Balance, Discover, EndpointSet, Error};
 
 use crate::client::{CenterClient, ClientError};
 
@@ -169,7 +169,7 @@ pub fn endpoint_set(answer: &ServiceEndpoints, balance: &Balance) -> Result<Endp
             answer.service, answer.namespace
         )));
     }
-    let mut endpoints = Vec::with_capacity(answer.endpoints.len());
+    let mut addrs = Vec::with_capacity(answer.endpoints.len());
     for e in &answer.endpoints {
         let addr: Addr = e.addr.parse().map_err(|error| {
             Error::Config(format!(
@@ -177,32 +177,9 @@ pub fn endpoint_set(answer: &ServiceEndpoints, balance: &Balance) -> Result<Endp
                 answer.service, e.agent, e.addr
             ))
         })?;
-        endpoints.push(EndpointConfig::new(addr));
+        addrs.push(addr);
     }
-    if let Balance::Shard { count } = balance {
-        shard(&mut endpoints, *count);
-    }
-    Ok(EndpointSet {
-        balance: balance.clone(),
-        endpoints,
-    })
-}
-
-/// Cuts `0..count` into contiguous ranges over the first `count` endpoints, each backed up
-/// by the next.
-fn shard(endpoints: &mut Vec<EndpointConfig>, count: u64) {
-    let used = (endpoints.len() as u64).min(count).max(1);
-    endpoints.truncate(used as usize);
-    let addrs: Vec<Addr> = endpoints.iter().map(|e| e.addr.clone()).collect();
-    for (i, e) in endpoints.iter_mut().enumerate() {
-        let i = i as u64;
-        let begin = i * count / used;
-        let end = ((i + 1) * count / used).saturating_sub(1);
-        e.shard = Some((begin, end));
-        if used > 1 {
-            e.backup = Some(addrs[((i + 1) % used) as usize].clone());
-        }
-    }
+    Ok(EndpointSet::spread(addrs, balance.clone()))
 }
 
 #[cfg(test)]

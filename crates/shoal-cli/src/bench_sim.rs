@@ -201,7 +201,8 @@ async fn start_one(
         configs: Mutex::default(),
         outcomes: broadcast::channel(64).0,
     });
-    let link = link::start_with(host, tasks, options, shutdown)
+    let center = link::CenterPeer::new(&options.center, options.call_timeout);
+    let link = link::start_with(host, tasks, options, center, shutdown)
         .await
         .with_context(|| format!("starting the link of {}", dir.display()))?;
     let mut linked = link.linked();

@@ -59,6 +59,18 @@ pub struct EndpointSet {
 }
 
 impl EndpointSet {
+    /// The set of `addrs`, in that order, balanced by `balance`; with [`Balance::Shard`],
+    /// `0..count` is cut into contiguous ranges over the first `count` addresses, each range
+    /// backed up by the next address's endpoint (what discovery makes of a service's list).
+    pub fn spread(addrs: Vec<Addr>, balance: Balance) -> EndpointSet {
+        let mut endpoints: Vec<EndpointConfig> =
+            addrs.into_iter().map(EndpointConfig::new).collect();
+        if let Balance::Shard { count } = balance {
+            shard(&mut endpoints, count);
+        }
+        EndpointSet { balance, endpoints }
+    }
+
     /// Reads and checks the endpoint file at `path`. Reads synchronously: meant for startup.
     pub fn load(path: impl AsRef<Path>) -> Result<EndpointSet, Error> {
         let path = path.as_ref();
@@ -305,6 +317,23 @@ fn endpoint(
         config.backup = Some(addr_of(v, "backup")?);
     }
     Ok(config)
+}
+
+/// Cuts `0..count` into contiguous ranges over the first `count` endpoints, each backed up
+/// by the next.
+fn shard(endpoints: &mut Vec<EndpointConfig>, count: u64) {
+    let used = (endpoints.len() as u64).min(count).max(1);
+    endpoints.truncate(used as usize);
+    let addrs: Vec<Addr> = endpoints.iter().map(|e| e.addr.clone()).collect();
+    for (i, e) in endpoints.iter_mut().enumerate() {
+        let i = i as u64;
+        let begin = i * count / used;
+        let end = ((i + 1) * count / used).saturating_sub(1);
+        e.shard = Some((begin, end));
+        if used > 1 {
+            e.backup = Some(addrs[((i + 1) % used) as usize].clone());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -146,6 +146,7 @@
 mod app;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod events;
 mod hooks;
 mod live;

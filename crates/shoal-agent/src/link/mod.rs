@@ -10,6 +10,7 @@
 //! The link's tasks are tracked by [`Link`]; [`Link::stop`] ends the connection and log
 //! streams, [`Link::wait`] waits for a command still running.
 
+mod center;
 mod exec;
 mod host;
 mod identity;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+pub use center::{CenterCallError, CenterPeer, MAX_DISCOVER_WAIT};
 pub use exec::{Commands, Fetch, FetchStream};
 pub use host::{AgentHost, Host};
 pub use identity::{Identity, IdentityError};
@@ -125,16 +127,18 @@ impl Link {
 
 /// Starts `agent`'s link: enrolls first when the agent has no identity yet (so a refused
 /// token or a wrong pin fails the start, saying why), then keeps the link up until `shutdown`
-/// is cancelled or [`Link::stop`].
+/// is cancelled or [`Link::stop`]. `center` follows the connection (made with
+/// [`CenterPeer::new`] for `options.center`), for calls the agent makes for its programs.
 pub async fn start(
     agent: &Agent,
     options: LinkOptions,
+    center: CenterPeer,
     shutdown: CancellationToken,
 ) -> Result<Link, LinkError> {
     let tasks = TaskTracker::new();
     let commands = Commands::open(agent.clone(), tasks.clone()).await?;
     let host = Arc::new(AgentHost::new(agent.clone(), commands));
-    start_with(host, tasks, options, shutdown).await
+    start_with(host, tasks, options, center, shutdown).await
 }
 
 /// Starts the link of any [`Host`], its tasks on `tasks`: as [`start`] does for the agent.
@@ -142,6 +146,7 @@ pub async fn start_with(
     host: Arc<dyn Host>,
     tasks: TaskTracker,
     options: LinkOptions,
+    center: CenterPeer,
     shutdown: CancellationToken,
 ) -> Result<Link, LinkError> {
     let dir = host.data_dir().to_owned();
@@ -175,6 +180,7 @@ pub async fn start_with(
         tasks: tasks.clone(),
         shutdown: stop.clone(),
         linked,
+        center,
     };
     tasks.spawn(session.run());
     Ok(Link {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::center::CenterPeer;
 use super::exec::{Fetch, FetchStream};
 use super::host::Host;
 use super::identity::{self, Identity};
@@ -36,6 +37,8 @@ pub(super) struct Session {
     pub shutdown: CancellationToken,
     /// Bumped each time the link said hello (tests and status wait on it).
     pub linked: tokio::sync::watch::Sender<u64>,
+    /// Names the connection while it is up, for the programs' calls to the center.
+    pub center: CenterPeer,
 }
 
 /// How one connection ended.
@@ -97,9 +100,12 @@ impl Session {
         let ended = match hello.map(shoal_rpc::decode::from_value::<Welcome>) {
             Ok(Ok(welcome)) => {
                 info!(agent = %welcome.agent_id, center = %self.options.center, "linked to the center");
+                self.center.set(Some(peer.clone()));
                 self.linked.send_modify(|n| *n += 1);
                 let heartbeat = Duration::from_millis(welcome.heartbeat_ms.max(10));
-                self.beat(&peer, heartbeat, local, outcomes).await
+                let ended = self.beat(&peer, heartbeat, local, outcomes).await;
+                self.center.set(None);
+                ended
             }
             Ok(Err(e)) => Ended::Hello(format!("the center's answer does not read: {e}")),
             Err(e) => Ended::Hello(e.to_string()),
@@ -532,6 +538,7 @@ mod tests {
             tasks: tasks.clone(),
             shutdown: stop.clone(),
             linked: tokio::sync::watch::Sender::new(0),
+            center: CenterPeer::none(),
         };
         let outcomes = host.config_outcomes();
         let beating = tokio::spawn(async move {
