@@ -7,26 +7,23 @@
 //! members; promote; rollback; `status` (applied, pending, rejected with the reason, offline,
 //! and after a restart); promote and rollback racing; namespaces.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
 use shoal_api::agent::{AppKind, AppState, AppStatus};
-use shoal_api::center::{
-    ConfigPush, ConfigStatus, GrayTarget, InstanceState, Role, TokenCreated, TokenRequest,
-};
+use shoal_api::center::{ConfigPush, ConfigStatus, GrayTarget, InstanceState, Role};
 use shoal_api::config::{
     methods as config_methods, ConfigApplied, ConfigChanged, ConfigHeld, Delivery,
 };
-use shoal_api::fleet::{methods, AgentReport, EnrollRequest, Enrolled, CENTER_NAME};
+use shoal_api::fleet::{methods, AgentReport, EnrollRequest, Enrolled};
 use shoal_api::token::TokenText;
 use shoal_center::client::{CenterClient, ClientError};
 use shoal_center::link::LinkConfig;
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
+use shoal_rpc::{Addr, Peer, Reply, Request, RpcError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,20 +100,7 @@ impl Center {
     }
 
     async fn token(&self, role: Role, namespace: Option<&str>) -> String {
-        let created: TokenCreated = self
-            .admin()
-            .post(
-                "/api/v1/tokens",
-                &TokenRequest {
-                    role,
-                    namespace: namespace.map(Into::into),
-                    ttl_secs: None,
-                    uses: None,
-                },
-            )
-            .await
-            .unwrap();
-        created.token
+        common::create_token(&self.admin(), role, namespace).await
     }
 
     async fn push(&self, content: &str, gray: Option<GrayTarget>) -> u64 {
@@ -271,30 +255,10 @@ async fn dial(
     changed: mpsc::UnboundedSender<ConfigChanged>,
     tasks: &TaskTracker,
 ) -> Peer {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(center.root_pem.as_bytes()).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(identity) => {
-            let chain = CertificateDer::pem_slice_iter(identity.chain.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-    };
-    let tls = ClientTls {
-        config: Arc::new(config),
-        server_name: Some(CENTER_NAME.into()),
-    };
+    let tls = common::link_tls(
+        &center.root_pem,
+        identity.map(|i| (i.key.as_str(), i.chain.as_str())),
+    );
     let (r, w) = shoal_rpc::transport::connect(&Addr::Tcp(center.link.clone()), Some(&tls))
         .await
         .unwrap();

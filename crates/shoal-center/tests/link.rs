@@ -4,6 +4,8 @@
 //! The agent here is a bare MessagePack-RPC peer written for the test, so that each rule of
 //! the center is exercised on its own.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use shoal_api::agent::LogQuery;
 use shoal_api::fleet::{
     codes, methods, Action, AgentReport, DiscoverWatch, EnrollRequest, Enrolled, Exec, LogLine,
@@ -28,7 +30,7 @@ use shoal_center::link::{
 };
 use shoal_center::pki::Pki;
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
+use shoal_rpc::{Addr, Peer, Reply, Request, RpcError};
 use shoal_store::{Kv, Sqlite, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -174,30 +176,7 @@ struct TestAgent {
 impl TestAgent {
     /// Connects with `identity` (key PEM, chain PEM) or none; trusts the center's root.
     async fn connect(center: &Center, identity: Option<(&str, &str)>) -> Result<TestAgent, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(center.pki.root_pem().as_bytes()).unwrap())
-            .unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match identity {
-            None => builder.with_no_client_auth(),
-            Some((key, chain)) => {
-                let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap();
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-                builder.with_client_auth_cert(chain, key).unwrap()
-            }
-        };
-        let tls = ClientTls {
-            config: Arc::new(config),
-            server_name: Some(CENTER_NAME.into()),
-        };
+        let tls = common::link_tls(center.pki.root_pem(), identity);
         let (r, w) = shoal_rpc::transport::connect(&Addr::Tcp(center.addr.clone()), Some(&tls))
             .await
             .map_err(|e| e.to_string())?;

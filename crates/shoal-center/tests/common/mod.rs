@@ -10,13 +10,17 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use shoal_api::agent::LogQuery;
 use shoal_api::center::{Role, TokenCreated, TokenRequest};
+use shoal_api::fleet::CENTER_NAME;
 use shoal_api::fleet::{AgentInfo, Exec, LogLine, TargetResult, TargetStatus};
 use shoal_center::client::CenterClient;
 use shoal_center::commands::{Reach, ReachError};
 use shoal_center::tokens::Caller;
 use shoal_center::{Center, Limits, Stores};
+use shoal_rpc::ClientTls;
 use shoal_store::sqlite::Sqlite;
 
 /// Agents as the link would report them; `online` ones answer at once, others never.
@@ -193,19 +197,52 @@ impl Served {
     }
 
     pub async fn token(&self, role: Role, namespace: Option<&str>) -> String {
-        let created: TokenCreated = self
-            .client(&self.admin)
-            .post(
-                "/api/v1/tokens",
-                &TokenRequest {
-                    role,
-                    namespace: namespace.map(Into::into),
-                    ttl_secs: None,
-                    uses: None,
-                },
-            )
-            .await
-            .unwrap();
-        created.token
+        create_token(&self.client(&self.admin), role, namespace).await
+    }
+}
+
+/// A new token of `role` (in `namespace`), made through the API by `admin`.
+pub async fn create_token(admin: &CenterClient, role: Role, namespace: Option<&str>) -> String {
+    let created: TokenCreated = admin
+        .post(
+            "/api/v1/tokens",
+            &TokenRequest {
+                role,
+                namespace: namespace.map(Into::into),
+                ttl_secs: None,
+                uses: None,
+            },
+        )
+        .await
+        .unwrap();
+    created.token
+}
+
+/// A TLS client of the center's agents' port, as the link's agents dial it: trusts only
+/// `root_pem` and shows `identity` (key PEM, chain PEM) when given, else no certificate.
+pub fn link_tls(root_pem: &str, identity: Option<(&str, &str)>) -> ClientTls {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(root_pem.as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((key, chain)) => {
+            let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    ClientTls {
+        config: Arc::new(config),
+        server_name: Some(CENTER_NAME.into()),
     }
 }
