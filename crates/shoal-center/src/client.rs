@@ -14,7 +14,7 @@ use shoal_api::center::{
     ConfigStatus, ConfigVersionInfo,
 };
 
-pub use crate::discover::{endpoint_set, CenterDiscover};
+pub use crate::discover::CenterDiscover;
 
 /// Why a request to the center failed.
 #[derive(Debug, thiserror::Error)]

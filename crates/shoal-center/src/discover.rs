@@ -26,17 +26,15 @@
 
 use std::time::Duration;
 
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 use shoal_api::fleet::ServiceEndpoints;
-use shoal_rpc::{Addr, Balance, Discover, EndpointSet, Error};
+use shoal_rpc::discover::{follow, ListedEndpoint, Listing, LongPoll};
+use shoal_rpc::{Balance, Discover, EndpointSet, Error};
 
 use crate::client::{CenterClient, ClientError};
 
 /// How long one long poll waits for a change unless told otherwise.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-/// The first pause after a failed request; it doubles up to [`MAX_PAUSE`].
-pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
-pub const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// A service's endpoints, followed through the center (see the module documentation).
 #[derive(Debug, Clone)]
@@ -107,144 +105,37 @@ impl CenterDiscover {
 
 impl Discover for CenterDiscover {
     fn watch(&self) -> impl Stream<Item = Result<EndpointSet, Error>> + Send + 'static {
-        let state = Following {
-            discover: self.clone(),
-            revision: None,
-            pause: None,
-        };
-        stream::unfold(state, |mut state| async move {
-            let item = state.next().await;
-            Some((item, state))
+        follow(self.clone(), self.balance.clone())
+    }
+}
+
+impl LongPoll for CenterDiscover {
+    type Error = ClientError;
+
+    async fn ask(&mut self, after: Option<u64>) -> Result<Listing, ClientError> {
+        let answer: ServiceEndpoints = self.client.get(&self.path(after)).await?;
+        Ok(Listing {
+            service: answer.service,
+            namespace: answer.namespace,
+            revision: answer.revision,
+            endpoints: (answer.endpoints.into_iter())
+                .map(|e| ListedEndpoint {
+                    agent: e.agent,
+                    addr: e.addr,
+                })
+                .collect(),
         })
     }
-}
 
-/// What one [`CenterDiscover::watch`] stream remembers between requests.
-struct Following {
-    discover: CenterDiscover,
-    /// The revision of the last answer.
-    revision: Option<u64>,
-    /// The pause before the next request, after a failed one.
-    pause: Option<Duration>,
-}
-
-impl Following {
-    /// Asks until the set is new, or a request fails.
-    async fn next(&mut self) -> Result<EndpointSet, Error> {
-        loop {
-            if let Some(pause) = self.pause {
-                // Jitter: clients that lost one center at once do not all come back at once.
-                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
-            }
-            let path = self.discover.path(self.revision);
-            let answer = match self.discover.client.get::<ServiceEndpoints>(&path).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    let pause = self.pause.map_or(FIRST_PAUSE, |p| (p * 2).min(MAX_PAUSE));
-                    self.pause = Some(pause);
-                    return Err(Error::Unavailable(format!(
-                        "discovering service {} through the center at {}: {e}",
-                        self.discover.service,
-                        self.discover.client.addr()
-                    )));
-                }
-            };
-            self.pause = None;
-            if self.revision == Some(answer.revision) {
-                continue;
-            }
-            self.revision = Some(answer.revision);
-            return endpoint_set(&answer, &self.discover.balance);
-        }
+    fn describe(&self) -> String {
+        let center = self.client.addr();
+        format!("service {} through the center at {center}", self.service)
     }
-}
-
-/// The set a client balances over, from the registry's answer.
-pub fn endpoint_set(answer: &ServiceEndpoints, balance: &Balance) -> Result<EndpointSet, Error> {
-    if answer.endpoints.is_empty() {
-        return Err(Error::Unavailable(format!(
-            "service {} of namespace {} has no endpoints now: no online agent reports it \
-             running and healthy (is it installed and started, and does its manifest list \
-             its [run] ports?)",
-            answer.service, answer.namespace
-        )));
-    }
-    let mut addrs = Vec::with_capacity(answer.endpoints.len());
-    for e in &answer.endpoints {
-        let addr: Addr = e.addr.parse().map_err(|error| {
-            Error::Config(format!(
-                "service {}: agent {} reports the endpoint {:?}, which is not host:port: {error}",
-                answer.service, e.agent, e.addr
-            ))
-        })?;
-        addrs.push(addr);
-    }
-    Ok(EndpointSet::spread(addrs, balance.clone()))
 }
 
 #[cfg(test)]
 mod tests {
-    use shoal_api::fleet::ServiceEndpoint;
-    use shoal_rpc::Client;
-
     use super::*;
-
-    fn answer(addrs: &[&str]) -> ServiceEndpoints {
-        ServiceEndpoints {
-            service: "web".into(),
-            namespace: "default".into(),
-            revision: 7,
-            endpoints: addrs
-                .iter()
-                .enumerate()
-                .map(|(i, a)| ServiceEndpoint {
-                    agent: format!("agent{i}"),
-                    addr: (*a).into(),
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn every_balance_makes_a_set_a_client_accepts() {
-        let three = answer(&["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);
-        for balance in [
-            Balance::RoundRobin,
-            Balance::LeastPending,
-            Balance::HashRing,
-            Balance::Shard { count: 1 },
-            Balance::Shard { count: 2 },
-            Balance::Shard { count: 8 },
-        ] {
-            let set = endpoint_set(&three, &balance).unwrap();
-            Client::builder()
-                .endpoints(set.endpoints.clone())
-                .balance(set.balance.clone())
-                .build()
-                .unwrap_or_else(|e| panic!("{balance}: {e}"));
-        }
-        let shards = endpoint_set(&three, &Balance::Shard { count: 8 }).unwrap();
-        let ranges: Vec<_> = shards.endpoints.iter().map(|e| e.shard.unwrap()).collect();
-        assert_eq!(ranges, [(0, 1), (2, 4), (5, 7)]);
-        assert_eq!(
-            shards.endpoints[2].backup,
-            Some("10.0.0.1:7000".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn an_empty_service_or_a_bad_address_is_an_error_naming_it() {
-        let none = endpoint_set(&answer(&[]), &Balance::RoundRobin).unwrap_err();
-        assert!(none
-            .to_string()
-            .contains("service web of namespace default has no endpoints"));
-        let bad = endpoint_set(&answer(&["nope"]), &Balance::RoundRobin).unwrap_err();
-        assert!(
-            bad.to_string()
-                .starts_with("service web: agent agent0 reports the endpoint \"nope\""),
-            "{bad}"
-        );
-    }
 
     #[test]
     fn the_path_asks_for_a_newer_set_only_once_it_has_one() {

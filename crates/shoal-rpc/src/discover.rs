@@ -21,6 +21,10 @@
 //! - `tokio::sync::watch::Receiver<EndpointSet>`: whatever the sending side sets, for a
 //!   source inside the program (the center's feed, tests).
 //!
+//! A registry that long-polls (the center's API, the agent's programs socket) implements
+//! [`LongPoll`], and its [`Discover::watch`] is [`follow`]: asking again at once after each
+//! answer, yielding a set when its revision changes, backing off after a failure.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), shoal_rpc::Error> {
 //! use shoal_rpc::discover::FileWatch;
@@ -51,6 +55,7 @@
 //! second write within one timestamp tick that keeps the size. An endpoint file is a few
 //! hundred bytes, so one read a second costs nothing that matters.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,9 +68,13 @@ use tokio::time::MissedTickBehavior;
 use crate::balance::Balance;
 use crate::endpoints::EndpointSet;
 use crate::error::Error;
+use crate::transport::Addr;
 
 /// How often [`FileWatch`] reads its file unless told otherwise.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// The first pause of [`follow`] after a failed request; it doubles up to [`MAX_PAUSE`].
+pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
+pub const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 /// A source of endpoint sets: each item replaces the set before it (see the module
 /// documentation).
@@ -155,6 +164,92 @@ impl Discover for FileWatch {
     }
 }
 
+/// A registry answering "the set newer than this revision" (a long poll), for [`follow`].
+pub trait LongPoll: Send + 'static {
+    /// Why one request failed.
+    type Error: fmt::Display;
+
+    /// One request: the current listing at once without `after`; with it, once the
+    /// revision differs from `after`, or as it is when the registry's wait runs out.
+    fn ask(
+        &mut self,
+        after: Option<u64>,
+    ) -> impl Future<Output = Result<Listing, Self::Error>> + Send;
+
+    /// What is followed through what, for errors: `service web through the center at …`.
+    fn describe(&self) -> String;
+}
+
+/// A service's endpoints at one revision, as a registry lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub service: String,
+    pub namespace: String,
+    /// Changes whenever the set does.
+    pub revision: u64,
+    /// In the registry's order.
+    pub endpoints: Vec<ListedEndpoint>,
+}
+
+/// One endpoint of a [`Listing`]: where, and who reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedEndpoint {
+    /// The agent whose app serves it.
+    pub agent: String,
+    /// `host:port`, as the agent reports it.
+    pub addr: String,
+}
+
+impl Listing {
+    /// The set a client balances over (see [`EndpointSet::spread`]); an error for a service
+    /// with no endpoint, or an address that is not `host:port`, naming the service.
+    pub fn endpoint_set(&self, balance: &Balance) -> Result<EndpointSet, Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "service {} of namespace {} has no endpoints now: no online agent reports it \
+                 running and healthy (is it installed and started, and does its manifest list \
+                 its [run] ports?)",
+                self.service, self.namespace
+            )));
+        }
+        let mut addrs = Vec::with_capacity(self.endpoints.len());
+        for e in &self.endpoints {
+            let addr: Addr = e.addr.parse().map_err(|error| {
+                Error::Config(format!(
+                    "service {}: agent {} reports the endpoint {:?}, which is not host:port: \
+                     {error}",
+                    self.service, e.agent, e.addr
+                ))
+            })?;
+            addrs.push(addr);
+        }
+        Ok(EndpointSet::spread(addrs, balance.clone()))
+    }
+}
+
+/// Follows `poll`: yields the set (balanced by `balance`) each time its revision changes.
+///
+/// Errors are items of the stream, not its end: a failed request yields one error naming
+/// [`LongPoll::describe`], then the stream asks again after a pause ([`FIRST_PAUSE`],
+/// doubling to [`MAX_PAUSE`], with jitter); a listing with no endpoint yields an error too, so
+/// a client keeps the last instances it knew rather than none. The stream ends only when
+/// dropped, which drops the request in flight with it.
+pub fn follow<P: LongPoll>(
+    poll: P,
+    balance: Balance,
+) -> impl Stream<Item = Result<EndpointSet, Error>> + Send + 'static {
+    let state = Following {
+        poll,
+        balance,
+        revision: None,
+        pause: None,
+    };
+    stream::unfold(state, |mut state| async move {
+        let item = state.next().await;
+        Some((item, state))
+    })
+}
+
 /// What a [`FileWatch`] stream remembers between reads.
 struct Polling {
     watch: FileWatch,
@@ -224,6 +319,44 @@ impl Polling {
         }
         self.error = Some(text);
         false
+    }
+}
+
+/// What one [`follow`] stream remembers between requests.
+struct Following<P> {
+    poll: P,
+    balance: Balance,
+    /// The revision of the last answer.
+    revision: Option<u64>,
+    /// The pause before the next request, after a failed one.
+    pause: Option<Duration>,
+}
+
+impl<P: LongPoll> Following<P> {
+    /// Asks until the set is new, or a request fails.
+    async fn next(&mut self) -> Result<EndpointSet, Error> {
+        loop {
+            if let Some(pause) = self.pause {
+                // Jitter: followers that lost their registry at once do not all come back at
+                // once.
+                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+            }
+            let listing = match self.poll.ask(self.revision).await {
+                Ok(listing) => listing,
+                Err(e) => {
+                    let pause = self.pause.map_or(FIRST_PAUSE, |p| (p * 2).min(MAX_PAUSE));
+                    self.pause = Some(pause);
+                    let what = self.poll.describe();
+                    return Err(Error::Unavailable(format!("discovering {what}: {e}")));
+                }
+            };
+            self.pause = None;
+            if self.revision == Some(listing.revision) {
+                continue;
+            }
+            self.revision = Some(listing.revision);
+            return listing.endpoint_set(&self.balance);
+        }
     }
 }
 
@@ -396,5 +529,161 @@ mod tests {
         let sets: Vec<_> = Static(one.clone()).watch().collect().await;
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[0].as_ref().unwrap(), &one);
+    }
+
+    fn listing(revision: u64, addrs: &[&str]) -> Listing {
+        Listing {
+            service: "web".into(),
+            namespace: "default".into(),
+            revision,
+            endpoints: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ListedEndpoint {
+                    agent: format!("agent{i}"),
+                    addr: (*a).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_balance_makes_a_set_a_client_accepts() {
+        let three = listing(7, &["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);
+        for balance in [
+            Balance::RoundRobin,
+            Balance::LeastPending,
+            Balance::HashRing,
+            Balance::Shard { count: 1 },
+            Balance::Shard { count: 2 },
+            Balance::Shard { count: 8 },
+        ] {
+            let set = three.endpoint_set(&balance).unwrap();
+            crate::Client::builder()
+                .endpoints(set.endpoints.clone())
+                .balance(set.balance.clone())
+                .build()
+                .unwrap_or_else(|e| panic!("{balance}: {e}"));
+        }
+        let shards = three.endpoint_set(&Balance::Shard { count: 8 }).unwrap();
+        let ranges: Vec<_> = shards.endpoints.iter().map(|e| e.shard.unwrap()).collect();
+        assert_eq!(ranges, [(0, 1), (2, 4), (5, 7)]);
+        assert_eq!(
+            shards.endpoints[2].backup,
+            Some("10.0.0.1:7000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn an_empty_service_or_a_bad_address_is_an_error_naming_it() {
+        let none = listing(7, &[]).endpoint_set(&Balance::RoundRobin);
+        let none = none.unwrap_err().to_string();
+        assert!(
+            none.contains("service web of namespace default has no endpoints"),
+            "{none}"
+        );
+        let bad = listing(7, &["nope"]).endpoint_set(&Balance::RoundRobin);
+        let bad = bad.unwrap_err().to_string();
+        assert!(
+            bad.starts_with("service web: agent agent0 reports the endpoint \"nope\""),
+            "{bad}"
+        );
+    }
+
+    /// A registry that answers from a script and records what it was asked.
+    struct Script {
+        answers: std::collections::VecDeque<Result<Listing, &'static str>>,
+        asked: Vec<Option<u64>>,
+    }
+
+    impl LongPoll for Script {
+        type Error = &'static str;
+
+        fn ask(
+            &mut self,
+            after: Option<u64>,
+        ) -> impl Future<Output = Result<Listing, &'static str>> + Send {
+            self.asked.push(after);
+            let answer = self
+                .answers
+                .pop_front()
+                .expect("the script has an answer left");
+            async move { answer }
+        }
+
+        fn describe(&self) -> String {
+            "service web through the script".into()
+        }
+    }
+
+    fn following(answers: Vec<Result<Listing, &'static str>>) -> Following<Script> {
+        Following {
+            poll: Script {
+                answers: answers.into(),
+                asked: Vec::new(),
+            },
+            balance: Balance::RoundRobin,
+            revision: None,
+            pause: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_yields_each_new_revision_and_asks_after_the_last() {
+        let mut f = following(vec![
+            Ok(listing(1, &["127.0.0.1:1"])),
+            Ok(listing(1, &["127.0.0.1:1"])),
+            Ok(listing(2, &["127.0.0.1:2"])),
+            Ok(listing(3, &[])),
+        ]);
+        let first = f.next().await.unwrap();
+        assert_eq!(first, set(Balance::RoundRobin, &["127.0.0.1:1"]));
+        // The same revision again (a wait that ran out) is asked past, not yielded.
+        let second = f.next().await.unwrap();
+        assert_eq!(second, set(Balance::RoundRobin, &["127.0.0.1:2"]));
+        let empty = f.next().await.unwrap_err().to_string();
+        assert!(empty.contains("service web of namespace default has no endpoints"));
+        assert_eq!(f.poll.asked, [None, Some(1), Some(1), Some(2)]);
+        assert_eq!(f.revision, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_request_is_an_error_item_and_the_pause_doubles_to_its_cap() {
+        let mut answers = vec![Err("connection refused"); 10];
+        answers.push(Ok(listing(4, &["127.0.0.1:1"])));
+        let mut f = following(answers);
+        let error = f.next().await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            Error::Unavailable(
+                "discovering service web through the script: connection refused".into()
+            )
+            .to_string()
+        );
+        assert_eq!(f.pause, Some(FIRST_PAUSE));
+        f.next().await.unwrap_err();
+        assert_eq!(f.pause, Some(FIRST_PAUSE * 2));
+        for _ in 2..10 {
+            f.next().await.unwrap_err();
+        }
+        assert_eq!(f.pause, Some(MAX_PAUSE));
+        assert!(f.next().await.is_ok());
+        assert_eq!(f.pause, None, "a success ends the backoff");
+        assert_eq!(f.poll.asked.len(), 11);
+        assert!(f.poll.asked.iter().all(Option::is_none));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follow_is_a_stream_of_the_followers_items() {
+        let script = Script {
+            answers: vec![Err("down"), Ok(listing(5, &["127.0.0.1:9"]))].into(),
+            asked: Vec::new(),
+        };
+        let mut sets = pin!(follow(script, Balance::HashRing));
+        assert!(next(&mut sets).await.is_err());
+        assert_eq!(
+            next(&mut sets).await.unwrap(),
+            set(Balance::HashRing, &["127.0.0.1:9"])
+        );
     }
 }

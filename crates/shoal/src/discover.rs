@@ -27,16 +27,16 @@
 
 use std::time::Duration;
 
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 use shoal_api::fleet::{DiscoverWatch, ServiceEndpoints};
 use shoal_api::program::{env, methods};
+use shoal_rpc::discover::{follow, ListedEndpoint, Listing, LongPoll};
 use shoal_rpc::{Addr, Balance, CallOptions, Client, Discover, EndpointSet, Error};
+
+pub use shoal_rpc::discover::{FIRST_PAUSE, MAX_PAUSE};
 
 /// How long one long poll waits for a change unless told otherwise.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
-/// The first pause after a failed request; it doubles up to [`MAX_PAUSE`].
-pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
-pub const MAX_PAUSE: Duration = Duration::from_secs(10);
 /// How long a request may take beyond its wait: the agent's own call to the center.
 const MARGIN: Duration = Duration::from_secs(35);
 
@@ -106,60 +106,26 @@ impl AgentDiscover {
 
 impl Discover for AgentDiscover {
     fn watch(&self) -> impl Stream<Item = Result<EndpointSet, Error>> + Send + 'static {
-        let state = Following {
+        let poll = AgentPoll {
             discover: self.clone(),
             client: None,
-            revision: None,
-            pause: None,
         };
-        stream::unfold(state, |mut state| async move {
-            let item = state.next().await;
-            Some((item, state))
-        })
+        follow(poll, self.balance.clone())
     }
 }
 
-/// What one [`AgentDiscover::watch`] stream remembers between requests.
-struct Following {
+/// One [`AgentDiscover::watch`] stream's requests, over its own connection to the agent.
+struct AgentPoll {
     discover: AgentDiscover,
     /// The connection to the agent's socket, made on the first request.
     client: Option<Client>,
-    /// The revision of the last answer.
-    revision: Option<u64>,
-    /// The pause before the next request, after a failed one.
-    pause: Option<Duration>,
 }
 
-impl Following {
-    /// Asks until the set is new, or a request fails.
-    async fn next(&mut self) -> Result<EndpointSet, Error> {
-        loop {
-            if let Some(pause) = self.pause {
-                // Jitter: programs that lost their agent (or its link) at once come back apart.
-                tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
-            }
-            let answer = match self.ask().await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    let pause = self.pause.map_or(FIRST_PAUSE, |p| (p * 2).min(MAX_PAUSE));
-                    self.pause = Some(pause);
-                    return Err(Error::Unavailable(format!(
-                        "discovering service {} through the agent at {}: {e}",
-                        self.discover.service, self.discover.agent
-                    )));
-                }
-            };
-            self.pause = None;
-            if self.revision == Some(answer.revision) {
-                continue;
-            }
-            self.revision = Some(answer.revision);
-            return endpoint_set(&answer, &self.discover.balance);
-        }
-    }
+impl LongPoll for AgentPoll {
+    type Error = Error;
 
     /// One `agent.discover.watch`: at once for the first set, then a long poll.
-    async fn ask(&mut self) -> Result<ServiceEndpoints, Error> {
+    async fn ask(&mut self, after: Option<u64>) -> Result<Listing, Error> {
         let wait = self.discover.wait;
         let client = match &self.client {
             Some(client) => client,
@@ -171,46 +137,40 @@ impl Following {
         };
         let watch = DiscoverWatch {
             service: self.discover.service.clone(),
-            after: self.revision,
+            after,
             wait_ms: wait.as_millis() as u64,
         };
         let options = CallOptions {
             timeout: Some(wait + MARGIN),
             ..CallOptions::default()
         };
-        client
+        let answer: ServiceEndpoints = client
             .call_with(&options, methods::DISCOVER_WATCH, &[watch])
-            .await
+            .await?;
+        Ok(Listing {
+            service: answer.service,
+            namespace: answer.namespace,
+            revision: answer.revision,
+            endpoints: (answer.endpoints.into_iter())
+                .map(|e| ListedEndpoint {
+                    agent: e.agent,
+                    addr: e.addr,
+                })
+                .collect(),
+        })
     }
-}
 
-/// The set a client balances over, from the registry's answer.
-fn endpoint_set(answer: &ServiceEndpoints, balance: &Balance) -> Result<EndpointSet, Error> {
-    if answer.endpoints.is_empty() {
-        return Err(Error::Unavailable(format!(
-            "service {} of namespace {} has no endpoints now: no online agent reports it \
-             running and healthy (is it installed and started, and does its manifest list \
-             its [run] ports?)",
-            answer.service, answer.namespace
-        )));
+    fn describe(&self) -> String {
+        let agent = &self.discover.agent;
+        format!(
+            "service {} through the agent at {agent}",
+            self.discover.service
+        )
     }
-    let mut addrs = Vec::with_capacity(answer.endpoints.len());
-    for e in &answer.endpoints {
-        let addr: Addr = e.addr.parse().map_err(|error| {
-            Error::Config(format!(
-                "service {}: agent {} reports the endpoint {:?}, which is not host:port: {error}",
-                answer.service, e.agent, e.addr
-            ))
-        })?;
-        addrs.push(addr);
-    }
-    Ok(EndpointSet::spread(addrs, balance.clone()))
 }
 
 #[cfg(test)]
 mod tests {
-    use shoal_api::fleet::ServiceEndpoint;
-
     use super::*;
 
     #[test]
@@ -228,38 +188,5 @@ mod tests {
         );
         let found = AgentDiscover::from_env_value("unix:/run/a/programs.sock", "web").unwrap();
         assert_eq!(found.agent, "unix:/run/a/programs.sock".parse().unwrap());
-    }
-
-    #[test]
-    fn an_answer_becomes_a_balanced_set_or_an_error_naming_the_service() {
-        let answer = |addrs: &[&str]| ServiceEndpoints {
-            service: "web".into(),
-            namespace: "default".into(),
-            revision: 3,
-            endpoints: addrs
-                .iter()
-                .map(|a| ServiceEndpoint {
-                    agent: "a1".into(),
-                    addr: (*a).into(),
-                })
-                .collect(),
-        };
-        let set = endpoint_set(
-            &answer(&["10.0.0.1:7000", "10.0.0.2:7000"]),
-            &Balance::Shard { count: 4 },
-        )
-        .unwrap();
-        let ranges: Vec<_> = set.endpoints.iter().map(|e| e.shard.unwrap()).collect();
-        assert_eq!(ranges, [(0, 1), (2, 3)]);
-        let none = endpoint_set(&answer(&[]), &Balance::RoundRobin).unwrap_err();
-        assert!(none
-            .to_string()
-            .contains("service web of namespace default has no endpoints"));
-        let bad = endpoint_set(&answer(&["nope"]), &Balance::RoundRobin).unwrap_err();
-        assert!(
-            bad.to_string()
-                .contains("agent a1 reports the endpoint \"nope\""),
-            "{bad}"
-        );
     }
 }
