@@ -57,19 +57,21 @@ def all_applied(status, n, version):
 
 
 def push(base, token, n, i, poll, deadline_s=60):
-    """One push, timed until every instance is applied at its version: (seconds, polls)."""
+    """One push, timed until every instance is applied at its version: (seconds, polls,
+    seconds until the push call answered)."""
     body = {"content": f"# push {i}\nvalue = {i}\nat = {time.time_ns()}\n",
             "message": f"bench push {i}"}
     path = f"/api/v1/configs/{CONFIG}"
     t0 = time.monotonic()
     version = sim.api(base, token, "POST", path + "/versions", body)["version"]["version"]
+    answered = time.monotonic() - t0
     polls = 0
     while True:
         status = sim.api(base, token, "GET", path + "/status")
         polls += 1
         done, applied = all_applied(status, n, version)
         if done:
-            return time.monotonic() - t0, polls
+            return time.monotonic() - t0, polls, answered
         if time.monotonic() - t0 > deadline_s:
             sys.exit(f"push {i} (version {version}): {applied} of {n} applied after {deadline_s} s")
         time.sleep(poll)
@@ -96,15 +98,20 @@ def shoal_half(args, n):
         online = sum(1 for a in sim.api(base, admin, "GET", "/api/v1/agents") if a["online"])
         if online != n:
             sys.exit(f"the simulator says {n} online, the center {online}")
-        first, _ = push(base, admin, n, 0, args.poll)
-        times, polls = [], []
+        first, _, _ = push(base, admin, n, 0, args.poll)
+        times, polls, answers = [], [], []
+        ticks = (sim.cpu_ticks(center.pid), sim.cpu_ticks(agents.pid))
         for i in range(1, args.pushes + 1):
             time.sleep(args.pause)
-            t, p = push(base, admin, n, i, args.poll)
+            t, p, a = push(base, admin, n, i, args.poll)
             times.append(t)
             polls.append(p)
+            answers.append(a)
+        cpu = [(sim.cpu_ticks(p) - t0) / sim.CLK_TCK / args.pushes
+               for p, t0 in zip((center.pid, agents.pid), ticks)]
         cost = status_cost(base, admin, args.status_calls)
-        return {"first_s": first, "times": times, "polls": polls, "status": cost}
+        return {"first_s": first, "times": times, "polls": polls, "answers": answers, "cpu": cpu,
+                "status": cost}
     finally:
         if agents is not None:
             sim.stop(agents)
@@ -136,6 +143,11 @@ def main():
           f"p50 {ms(sp50)}, p99 {ms(sp99)}, max {ms(max(t))} (first push, untimed in these: "
           f"{ms(s['first_s'])}; status polls per push {min(s['polls'])}-{max(s['polls'])})",
           flush=True)
+    a = s["answers"]
+    print(f"shoal: the push call alone (stored, audited, answered) p50 "
+          f"{ms(sim.percentile(a, 50))}, p99 {ms(sim.percentile(a, 99))}", flush=True)
+    print(f"shoal: CPU per push (pause and polling included): center "
+          f"{ms(s['cpu'][0])}, simulator {ms(s['cpu'][1])}", flush=True)
     print(f"shoal: one status call of {n:,} instances at rest: p50 {ms(sim.percentile(st, 50))},"
           f" max {ms(max(st))}; poll pause {args.poll * 1000:.0f} ms", flush=True)
 
