@@ -1,7 +1,7 @@
 //! `shoal bench center-sim`: many simulated agents in one process, each with the real link
 //! (its own enrollment with the join token, key pair, certificate and mutual-TLS connection,
 //! `hello`, heartbeats, `exec`), joined to one center in a staggered way, so that the center's
-//! cost per agent can be measured from outside (`bench/center-sim.sh`).
+//! cost per agent can be measured from outside (`bench/center-sim.sh`, `bench/config-push.sh`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use shoal_agent::link::{self, Fetch, Host, Link, LinkOptions};
 use shoal_agent::logs::Logs;
 use shoal_agent::AgentError;
-use shoal_api::agent::{AppStatus, LogQuery};
+use shoal_api::agent::{AppKind, AppState, AppStatus, LogQuery};
 use shoal_api::config::{ConfigApplied, ConfigChanged, ConfigHeld, Delivery};
 use shoal_api::fleet::{Action, Exec, TargetResult, TargetStatus};
 use shoal_api::manifest::Name;
@@ -48,13 +48,19 @@ pub struct CenterSimArgs {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// An app each agent reports running (repeatable): the center sends configuration NAME
+    /// only to agents listing app NAME.
+    #[arg(long = "app", value_name = "NAME", value_parser = Name::new)]
+    apps: Vec<Name>,
 }
 
-/// A simulated agent: no apps; it answers `ps` with an empty list, every other action and
-/// every log request with an error. A configuration version is checked as the agent checks
-/// it and applied at once, as if its app took it: reported and acknowledged.
+/// A simulated agent: it reports the apps `--app` names as running (no process behind them);
+/// it answers `ps` with them, every other action and every log request with an error. A
+/// configuration version is checked as the agent checks it and applied at once, as if its app
+/// took it: reported and acknowledged.
 struct SimHost {
     dir: PathBuf,
+    apps: Arc<[AppStatus]>,
     configs: Mutex<BTreeMap<String, ConfigHeld>>,
     outcomes: broadcast::Sender<ConfigApplied>,
 }
@@ -70,7 +76,8 @@ impl Host for SimHost {
         &self,
         _link: Option<std::net::IpAddr>,
     ) -> BoxFuture<'_, Result<Vec<AppStatus>, AgentError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        let apps = self.apps.to_vec();
+        Box::pin(async move { Ok(apps) })
     }
 
     fn exec(&self, exec: Exec, _fetch: Arc<dyn Fetch>) -> BoxFuture<'_, TargetResult> {
@@ -78,8 +85,8 @@ impl Host for SimHost {
             let (status, message, detail) = match exec.action {
                 Action::Ps => (
                     TargetStatus::Ok,
-                    "0 apps".to_owned(),
-                    Some(serde_json::Value::Array(Vec::new())),
+                    format!("{} apps", self.apps.len()),
+                    serde_json::to_value(&self.apps[..]).ok(),
                 ),
                 _ => (TargetStatus::Error, SIMULATED.to_owned(), None),
             };
@@ -149,6 +156,7 @@ async fn simulate(args: CenterSimArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let started = Instant::now();
+    let apps: Arc<[AppStatus]> = args.apps.iter().map(simulated_app).collect();
     let mut starting = JoinSet::new();
     for i in 0..args.agents {
         let at = started + args.stagger * u32::try_from(i).unwrap_or(u32::MAX);
@@ -156,10 +164,10 @@ async fn simulate(args: CenterSimArgs) -> anyhow::Result<()> {
         let mut options = LinkOptions::new(args.center.clone());
         options.join = Some(args.join.clone());
         options.labels.insert("sim".into(), i.to_string());
-        let (tasks, shutdown) = (tasks.clone(), shutdown.clone());
+        let (apps, tasks, shutdown) = (apps.clone(), tasks.clone(), shutdown.clone());
         starting.spawn(async move {
             tokio::time::sleep_until(at).await;
-            start_one(dir, options, tasks, shutdown).await
+            start_one(dir, apps, options, tasks, shutdown).await
         });
     }
     let links = tokio::select! {
@@ -189,6 +197,7 @@ async fn simulate(args: CenterSimArgs) -> anyhow::Result<()> {
 /// Enrolls (the first time) and links one agent; answers once its link said hello.
 async fn start_one(
     dir: PathBuf,
+    apps: Arc<[AppStatus]>,
     options: LinkOptions,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -198,6 +207,7 @@ async fn start_one(
         .with_context(|| format!("creating {}", dir.display()))?;
     let host = Arc::new(SimHost {
         dir: dir.clone(),
+        apps,
         configs: Mutex::default(),
         outcomes: broadcast::channel(64).0,
     });
@@ -232,4 +242,22 @@ async fn online(
         }
     }
     Ok(links)
+}
+
+/// A running service named `name`, as a simulated agent reports it.
+fn simulated_app(name: &Name) -> AppStatus {
+    AppStatus {
+        name: name.to_string(),
+        version: "0.0.0".into(),
+        kind: AppKind::Service,
+        state: AppState::Running,
+        pid: None,
+        uptime_secs: None,
+        restarts: 0,
+        cpu_percent: None,
+        rss_bytes: None,
+        health: None,
+        last_exit: None,
+        endpoints: Vec::new(),
+    }
 }
