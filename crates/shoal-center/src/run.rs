@@ -110,13 +110,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits for the shutdown token, then for the links and the API to close, then closes the
-    /// store.
+    /// Waits for the shutdown token, then for the links and the API to close, then writes the
+    /// configuration instances not yet written and closes the store.
     pub async fn stopped(self) {
         self.shutdown.cancelled().await;
         self.center.commands.close().await;
         self.tasks.close();
         self.tasks.wait().await;
+        if let Err(error) = self.center.configs.flush().await {
+            tracing::warn!(%error, "writing configuration instances at stop");
+        }
         self.store.close().await;
     }
 }
@@ -184,6 +187,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     let admin_token_file = data_dir.join("admin.token");
     let admin_token = first_admin_token(&center, &admin_token_file).await?;
     let tasks = TaskTracker::new();
+    tasks.spawn(center.configs.clone().persist(shutdown.clone()));
     let listen = serve_link(&config, link_listener, links, &tasks, &shutdown)?;
     let http = serve_api(&config, api_listener, center.clone(), &tasks, &shutdown)?;
     tracing::info!(%listen, %http, "center started");

@@ -1,17 +1,19 @@
 //! instances.rs: what each instance (an agent's app) holds of a configuration, from the
-//! agent's reports and its `config.applied` answers, under `config-instances/<ns>/<name>/<agent>`,
-//! so that `config status` says the same after a center restart; and the state an instance is
-//! in against the version it should run.
+//! agent's reports and its `config.applied` answers, kept in memory ([`Held`]) and persisted
+//! under `config-instances/<ns>/<name>/<agent>` in batches, so that `config status` says the
+//! same after a center restart; and the state an instance is in against the version it
+//! should run.
+
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use shoal_api::center::InstanceState;
 use shoal_api::config::{ConfigVersion, Delivery};
 use shoal_store::{Kv, StoreError};
 
 const PREFIX: &str = "config-instances/";
-/// Tries of a compare-and-swap on one instance (only its own agent's link writes it).
-const CAS_TRIES: usize = 8;
 
 /// One instance's copy of a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,57 +63,115 @@ impl Instance {
     }
 }
 
+/// A configuration by (namespace, name).
+pub(crate) type ConfigKey = (String, String);
+
+/// Every instance's copy of every configuration, as this center last heard it, and which of
+/// them changed since they were last written to the store.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    by_config: HashMap<ConfigKey, HashMap<String, Instance>>,
+    /// Changed instances not yet written: (configuration, agent).
+    dirty: HashSet<(ConfigKey, String)>,
+}
+
+/// Changed instances taken out of [`Held`] to be written, each as its store key and value.
+pub(crate) struct Batch(Vec<((ConfigKey, String), String, Bytes)>);
+
+impl Held {
+    /// Every instance the store holds.
+    pub async fn load(kv: &dyn Kv) -> Result<Held, StoreError> {
+        let mut held = Held::default();
+        for entry in kv.list(PREFIX).await? {
+            let mut parts = entry.key[PREFIX.len()..].splitn(3, '/');
+            let (Some(namespace), Some(name), Some(agent)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let instance = decode(&entry.key, &entry.value)?;
+            held.by_config
+                .entry((namespace.to_owned(), name.to_owned()))
+                .or_default()
+                .insert(agent.to_owned(), instance);
+        }
+        Ok(held)
+    }
+
+    /// The instances of one configuration, by agent id.
+    pub fn of(&self, config: &ConfigKey) -> Option<&HashMap<String, Instance>> {
+        self.by_config.get(config)
+    }
+
+    /// Records that `agent`'s app holds `version` of `config` at `delivery`; whether that
+    /// changed anything (a change is written by the next [`Held::take_dirty`]).
+    pub fn record(
+        &mut self,
+        config: &ConfigKey,
+        agent: &str,
+        version: ConfigVersion,
+        delivery: &Delivery,
+    ) -> bool {
+        let instances = self.by_config.entry(config.clone()).or_default();
+        let old = instances.get(agent);
+        let new = Instance::after(old, version, delivery);
+        if old == Some(&new) {
+            return false;
+        }
+        instances.insert(agent.to_owned(), new);
+        self.dirty.insert((config.clone(), agent.to_owned()));
+        true
+    }
+
+    /// The changed instances as they stand now, no longer marked changed.
+    pub fn take_dirty(&mut self) -> Batch {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut batch = Vec::with_capacity(dirty.len());
+        for slot in dirty {
+            let ((namespace, name), agent) = &slot;
+            let Some(instance) = self.by_config.get(&slot.0).and_then(|i| i.get(agent)) else {
+                continue;
+            };
+            let value = Bytes::from(serde_json::to_vec(instance).expect("an instance serializes"));
+            let key = key(namespace, name, agent);
+            batch.push((slot, key, value));
+        }
+        Batch(batch)
+    }
+
+    /// Marks `slots` changed again (their write failed).
+    pub fn redirty(&mut self, slots: impl IntoIterator<Item = (ConfigKey, String)>) {
+        self.dirty.extend(slots);
+    }
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Writes every instance at once (the store commits writes waiting together in one
+    /// transaction); the slots whose write failed, with the first error.
+    pub async fn write(self, kv: &dyn Kv) -> (Vec<(ConfigKey, String)>, Option<StoreError>) {
+        let writes = self
+            .0
+            .iter()
+            .map(|(_, key, value)| kv.put(key, value.clone()));
+        let results = join_all(writes).await;
+        let mut failed = Vec::new();
+        let mut first = None;
+        for ((slot, _, _), result) in self.0.into_iter().zip(results) {
+            if let Err(error) = result {
+                failed.push(slot);
+                first.get_or_insert(error);
+            }
+        }
+        (failed, first)
+    }
+}
+
 fn key(namespace: &str, name: &str, agent: &str) -> String {
     format!("{PREFIX}{namespace}/{name}/{agent}")
-}
-
-/// Every instance of `namespace`/`name`, by agent id.
-pub(crate) async fn load(
-    kv: &dyn Kv,
-    namespace: &str,
-    name: &str,
-) -> Result<Vec<(String, Instance)>, StoreError> {
-    let prefix = format!("{PREFIX}{namespace}/{name}/");
-    let mut all = Vec::new();
-    for entry in kv.list(&prefix).await? {
-        let agent = entry.key[prefix.len()..].to_owned();
-        all.push((agent, decode(&entry.key, &entry.value)?));
-    }
-    Ok(all)
-}
-
-/// Records that `agent`'s app `name` holds `version` at `delivery`; writes only a change.
-pub(crate) async fn record(
-    kv: &dyn Kv,
-    namespace: &str,
-    name: &str,
-    agent: &str,
-    version: ConfigVersion,
-    delivery: &Delivery,
-) -> Result<(), StoreError> {
-    let key = key(namespace, name, agent);
-    let mut tries = 0;
-    loop {
-        let entry = kv.get(&key).await?;
-        let old = match &entry {
-            Some(e) => Some(decode(&key, &e.value)?),
-            None => None,
-        };
-        let new = Instance::after(old.as_ref(), version, delivery);
-        if old.as_ref() == Some(&new) {
-            return Ok(());
-        }
-        let value = Bytes::from(serde_json::to_vec(&new).expect("an instance serializes"));
-        let written = match &entry {
-            Some(e) => kv.update(&key, value, e.revision).await,
-            None => kv.create(&key, value).await,
-        };
-        match written {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) if tries < CAS_TRIES => tries += 1,
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 fn decode(key: &str, value: &[u8]) -> Result<Instance, StoreError> {

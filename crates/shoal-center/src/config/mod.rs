@@ -8,14 +8,22 @@
 //!
 //! The link's side goes through [`Configs::desired`], [`Configs::changed`] and
 //! [`Configs::record`]; it answers every heartbeat from an in-memory copy of the records
-//! (loaded once, replaced on each write this center makes), never from the store.
+//! (loaded once, replaced on each write this center makes), never from the store. What each
+//! instance holds is kept in memory too: `record` and `status` never touch the store, and
+//! [`Configs::persist`] writes the instances that changed, all together, at most every
+//! [`FLUSH_EVERY`] (and [`Configs::flush`] once more when the center stops). What a crash
+//! loses of the last window is reported again by each agent's `hello` (every report lists
+//! what the agent holds), so status is repaired as the agents reconnect.
 
 mod diff;
 mod instances;
 mod release;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -26,11 +34,13 @@ use shoal_api::center::{
 use shoal_api::config::{ConfigChanged, ConfigVersion, Delivery, MAX_CONFIG_BYTES};
 use shoal_api::fleet::AgentInfo;
 use shoal_store::{Blobs, Digest, Kv, StoreError};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 pub use release::{is_member, percent_slot, Member};
 
-use self::instances::Instance;
+use self::instances::{Held, Instance};
 use self::release::Record;
 use crate::tokens::Caller;
 
@@ -45,6 +55,9 @@ const PREFIX: &str = "configs/";
 const CAS_TRIES: usize = 100;
 /// Release changes the link may fall behind on before it re-checks every agent.
 const RELEASED_BACKLOG: usize = 1024;
+/// How long [`Configs::persist`] gathers changed instances before it writes them: 1,000
+/// acknowledgements of one push become a few store transactions instead of 1,000.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// What a configuration operation fails with; each names the configuration or version.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +107,12 @@ struct Inner {
     kv: Arc<dyn Kv>,
     blobs: Arc<dyn Blobs>,
     cache: Mutex<Cache>,
+    /// What each instance holds (loaded with the records).
+    held: Mutex<Held>,
+    /// Told when an instance changed, for [`Configs::persist`].
+    dirtied: Notify,
+    /// One flush at a time, so an older write never lands after a newer one.
+    flushing: tokio::sync::Mutex<()>,
     loaded: tokio::sync::OnceCell<()>,
     released: broadcast::Sender<Released>,
 }
@@ -105,6 +124,9 @@ impl Configs {
                 kv,
                 blobs,
                 cache: Mutex::new(HashMap::new()),
+                held: Mutex::new(Held::default()),
+                dirtied: Notify::new(),
+                flushing: tokio::sync::Mutex::new(()),
                 loaded: tokio::sync::OnceCell::new(),
                 released: broadcast::channel(RELEASED_BACKLOG).0,
             }),
@@ -285,11 +307,10 @@ impl Configs {
         agents: &[AgentInfo],
     ) -> Result<ConfigStatus, ConfigError> {
         let (record, revision) = self.read(namespace, name).await?;
-        let held: HashMap<String, Instance> =
-            instances::load(self.inner.kv.as_ref(), namespace, name)
-                .await?
-                .into_iter()
-                .collect();
+        self.load().await?;
+        let config = (namespace.to_owned(), name.to_owned());
+        let guard = self.inner.held.lock().unwrap();
+        let held = guard.of(&config);
         let mut list = Vec::new();
         for agent in agents {
             if agent.namespace != namespace || !agent.apps.iter().any(|a| a.name == name) {
@@ -302,7 +323,7 @@ impl Configs {
             let Some(desired) = record.desired(name, member) else {
                 continue;
             };
-            let instance = held.get(&agent.id);
+            let instance = held.and_then(|h| h.get(&agent.id));
             list.push(ConfigInstance {
                 agent: agent.id.clone(),
                 hostname: agent.hostname.clone(),
@@ -315,6 +336,7 @@ impl Configs {
                 },
             });
         }
+        drop(guard);
         list.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.agent.cmp(&b.agent)));
         Ok(ConfigStatus {
             release: record.view(namespace, name, revision),
@@ -364,8 +386,8 @@ impl Configs {
     }
 
     /// Records that `agent` of `namespace` holds `version` of configuration `name` at
-    /// `delivery` (from a report or a `config.applied`). Names this center has no
-    /// configuration of are ignored.
+    /// `delivery` (from a report or a `config.applied`), in memory; [`Configs::persist`]
+    /// writes it. Names this center has no configuration of are ignored.
     pub async fn record(
         &self,
         namespace: &str,
@@ -375,17 +397,55 @@ impl Configs {
         delivery: &Delivery,
     ) -> Result<(), StoreError> {
         self.load().await?;
-        let known = self
-            .inner
-            .cache
-            .lock()
-            .unwrap()
-            .contains_key(&(namespace.to_owned(), name.to_owned()));
-        if !known {
+        let config = (namespace.to_owned(), name.to_owned());
+        if !self.inner.cache.lock().unwrap().contains_key(&config) {
             return Ok(());
         }
-        let kv = self.inner.kv.as_ref();
-        instances::record(kv, namespace, name, agent, version, delivery).await
+        let changed = self
+            .inner
+            .held
+            .lock()
+            .unwrap()
+            .record(&config, agent, version, delivery);
+        if changed {
+            self.inner.dirtied.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes the instances that changed, gathered over [`FLUSH_EVERY`] after the first,
+    /// until `shutdown`; whatever changes after that is written by [`Configs::flush`].
+    pub async fn persist(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.inner.dirtied.notified() => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(FLUSH_EVERY) => {}
+            }
+            if let Err(error) = self.flush().await {
+                warn!(%error, "writing configuration instances (kept, tried again)");
+            }
+        }
+    }
+
+    /// Writes every instance that changed since the last write, in one batch. A write that
+    /// fails stays marked changed, for the next flush.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        let _one = self.inner.flushing.lock().await;
+        let batch = self.inner.held.lock().unwrap().take_dirty();
+        let written = batch.len();
+        let (failed, error) = batch.write(self.inner.kv.as_ref()).await;
+        match error {
+            None => Ok(written),
+            Some(error) => {
+                self.inner.held.lock().unwrap().redirty(failed);
+                self.inner.dirtied.notify_one();
+                Err(error)
+            }
+        }
     }
 
     /// Reads the record from the store (and refreshes the copy the link answers from).
@@ -457,6 +517,7 @@ impl Configs {
                     let record = Arc::new(decode(&entry.key, &entry.value)?);
                     self.remember(namespace, name, record, entry.revision);
                 }
+                *self.inner.held.lock().unwrap() = Held::load(self.inner.kv.as_ref()).await?;
                 Ok::<(), StoreError>(())
             })
             .await
