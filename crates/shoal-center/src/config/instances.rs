@@ -43,7 +43,7 @@ impl Instance {
         };
         Instance {
             version,
-            delivery: delivery.clone(),
+            delivery: bounded(delivery),
             applied,
         }
     }
@@ -60,6 +60,26 @@ impl Instance {
             },
             _ => InstanceState::Pending,
         }
+    }
+}
+
+/// The longest rejection reason kept; an agent's longer one is cut (on a character boundary)
+/// and marked, so one agent cannot fill the store or the status answers with its reasons.
+pub(crate) const MAX_REASON: usize = 4096;
+
+/// `delivery` with its reason cut to [`MAX_REASON`] bytes.
+fn bounded(delivery: &Delivery) -> Delivery {
+    match delivery {
+        Delivery::Rejected { reason } if reason.len() > MAX_REASON => {
+            let mut end = MAX_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            Delivery::Rejected {
+                reason: format!("{} [cut at {MAX_REASON} bytes]", &reason[..end]),
+            }
+        }
+        other => other.clone(),
     }
 }
 
@@ -189,6 +209,19 @@ mod tests {
         Delivery::Rejected {
             reason: "bad".into(),
         }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_on_a_character_boundary() {
+        let long = format!("x{}", "é".repeat(MAX_REASON));
+        let kept = Instance::after(None, 1, &Delivery::Rejected { reason: long });
+        let Delivery::Rejected { reason } = kept.delivery else {
+            panic!("{kept:?}");
+        };
+        assert!(reason.len() <= MAX_REASON + 32, "{}", reason.len());
+        assert!(reason.ends_with(&format!(" [cut at {MAX_REASON} bytes]")));
+        let short = Instance::after(None, 1, &rejected());
+        assert_eq!(short.delivery, rejected());
     }
 
     #[test]
