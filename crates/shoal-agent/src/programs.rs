@@ -191,8 +191,7 @@ impl Dispatch for Programs {
             let Request { method, params, .. } = req;
             match method.as_str() {
                 methods::CONFIG_WATCH => {
-                    let watch: ConfigWatch =
-                        Args::new(methods::CONFIG_WATCH, params, 1)?.next("request")?;
+                    let watch: ConfigWatch = Args::one(methods::CONFIG_WATCH, params)?;
                     let app = Name::new(&watch.app).map_err(RpcError::invalid_params)?;
                     speaks_for(&central, caller, &app)?;
                     let wait = Duration::from_millis(watch.wait_ms);
@@ -204,8 +203,7 @@ impl Dispatch for Programs {
                     Reply::encode(&ConfigWatched { version })
                 }
                 methods::CONFIG_APPLIED => {
-                    let ack: ConfigApplied =
-                        Args::new(methods::CONFIG_APPLIED, params, 1)?.next("request")?;
+                    let ack: ConfigApplied = Args::one(methods::CONFIG_APPLIED, params)?;
                     let app = Name::new(&ack.name).map_err(RpcError::invalid_params)?;
                     speaks_for(&central, caller, &app)?;
                     central
@@ -215,8 +213,7 @@ impl Dispatch for Programs {
                     Reply::encode(&())
                 }
                 methods::DISCOVER_WATCH => {
-                    let watch: DiscoverWatch =
-                        Args::new(methods::DISCOVER_WATCH, params, 1)?.next("request")?;
+                    let watch: DiscoverWatch = Args::one(methods::DISCOVER_WATCH, params)?;
                     let answer = center.discover(watch).await.map_err(|e| {
                         let code = match e {
                             CenterCallError::NoCenter => NO_CENTER,

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use shoal_api::queue::{self as api, codes, methods};
 use shoal_rpc::transport::{server_tls, Addr, Listener};
 use shoal_rpc::{Args, BoxReply, Dispatch, MethodInfo, Reply, Request, RpcError, Server, Value};
@@ -317,7 +316,7 @@ impl Dispatch for QueueService {
             let Request { method, params, .. } = req;
             match method.as_str() {
                 methods::CREATE_TOPIC => {
-                    let r: api::CreateTopic = arg(methods::CREATE_TOPIC, params)?;
+                    let r: api::CreateTopic = Args::one(methods::CREATE_TOPIC, params)?;
                     authorize(&token, &r.token)?;
                     engine
                         .create_topic(&r.topic, r.max_bytes)
@@ -326,26 +325,26 @@ impl Dispatch for QueueService {
                     Reply::encode(&())
                 }
                 methods::REGISTER => {
-                    let r: api::Subscription = arg(methods::REGISTER, params)?;
+                    let r: api::Subscription = Args::one(methods::REGISTER, params)?;
                     authorize(&token, &r.token)?;
                     engine.register(&r.topic, &r.sub).await.map_err(to_rpc)?;
                     Reply::encode(&())
                 }
                 methods::UNREGISTER => {
-                    let r: api::Subscription = arg(methods::UNREGISTER, params)?;
+                    let r: api::Subscription = Args::one(methods::UNREGISTER, params)?;
                     authorize(&token, &r.token)?;
                     engine.unregister(&r.topic, &r.sub).await.map_err(to_rpc)?;
                     Reply::encode(&())
                 }
                 methods::PUBLISH => {
-                    let r: api::Publish = arg(methods::PUBLISH, params)?;
+                    let r: api::Publish = Args::one(methods::PUBLISH, params)?;
                     authorize(&token, &r.token)?;
                     let messages = r.messages.into_iter().map(|m| m.into_vec()).collect();
                     let seqs = engine.publish(&r.topic, messages).await.map_err(to_rpc)?;
                     Reply::encode(&api::Published { seqs })
                 }
                 methods::FETCH => {
-                    let r: api::Fetch = arg(methods::FETCH, params)?;
+                    let r: api::Fetch = Args::one(methods::FETCH, params)?;
                     authorize(&token, &r.token)?;
                     let wait = Duration::from_millis(r.wait_ms.unwrap_or(0)).min(MAX_WAIT);
                     let max = r.max.unwrap_or(1).max(1) as usize;
@@ -356,13 +355,13 @@ impl Dispatch for QueueService {
                     Reply::encode(&messages)
                 }
                 methods::ACK => {
-                    let r: api::Ack = arg(methods::ACK, params)?;
+                    let r: api::Ack = Args::one(methods::ACK, params)?;
                     authorize(&token, &r.token)?;
                     engine.ack(&r.topic, &r.sub, r.seqs).await.map_err(to_rpc)?;
                     Reply::encode(&())
                 }
                 methods::NACK => {
-                    let r: api::Nack = arg(methods::NACK, params)?;
+                    let r: api::Nack = Args::one(methods::NACK, params)?;
                     authorize(&token, &r.token)?;
                     let delay = Duration::from_millis(r.delay_ms.unwrap_or(0));
                     engine
@@ -372,7 +371,7 @@ impl Dispatch for QueueService {
                     Reply::encode(&())
                 }
                 methods::STATS => {
-                    let r: api::Stats = arg(methods::STATS, params)?;
+                    let r: api::Stats = Args::one(methods::STATS, params)?;
                     authorize(&token, &r.token)?;
                     let topics = match r.topic {
                         Some(topic) => vec![topic],
@@ -388,13 +387,6 @@ impl Dispatch for QueueService {
             }
         })
     }
-}
-
-fn arg<T: DeserializeOwned + 'static>(
-    method: &'static str,
-    params: Vec<Value>,
-) -> Result<T, RpcError> {
-    Args::new(method, params, 1)?.next("request")
 }
 
 /// Compares in constant time, so the answer's timing says nothing about the token.

@@ -359,6 +359,15 @@ impl Args {
         })
     }
 
+    /// The one argument of a method that takes exactly one (a request type), as `T`: no
+    /// argument or more than one is an invalid-params error naming `method`.
+    pub fn one<T: DeserializeOwned + 'static>(
+        method: &'static str,
+        params: Vec<Value>,
+    ) -> Result<T, RpcError> {
+        Args::new(method, params, 1)?.next("request")
+    }
+
     /// The next argument as `T`. A missing argument reads as `None` when `T` is an `Option`
     /// and is an error naming it otherwise. `str` values with bad UTF-8 read as text with
     /// replacement characters.

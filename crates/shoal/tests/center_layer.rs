@@ -69,8 +69,7 @@ impl Dispatch for Agent {
         Box::pin(async move {
             match req.method.as_str() {
                 methods::CONFIG_WATCH => {
-                    let watch: ConfigWatch =
-                        Args::new(methods::CONFIG_WATCH, req.params, 1)?.next("request")?;
+                    let watch: ConfigWatch = Args::one(methods::CONFIG_WATCH, req.params)?;
                     let wait = Duration::from_millis(watch.wait_ms);
                     let changed = offered.wait_for(|v| *v != watch.have);
                     tokio::select! {
@@ -81,8 +80,7 @@ impl Dispatch for Agent {
                     Reply::encode(&ConfigWatched { version })
                 }
                 methods::CONFIG_APPLIED => {
-                    let applied: ConfigApplied =
-                        Args::new(methods::CONFIG_APPLIED, req.params, 1)?.next("request")?;
+                    let applied: ConfigApplied = Args::one(methods::CONFIG_APPLIED, req.params)?;
                     // As the real agent does before it answers: a rejection's link goes back.
                     let mut last = last.lock().unwrap();
                     match &applied.delivery {

@@ -17,7 +17,6 @@ mod identity;
 mod logs;
 mod session;
 pub mod tls;
-mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

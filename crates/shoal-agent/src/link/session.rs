@@ -14,7 +14,7 @@ use shoal_api::fleet::{
     PackageFetch, PackageRef, Refused, Renewal, Welcome, CENTER_NAME,
 };
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Addr, ClientTls, Peer, Reply, Request, RpcError};
+use shoal_rpc::{Addr, Args, ClientTls, Peer, Reply, Request, RpcError};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,7 +25,6 @@ use super::exec::{Fetch, FetchStream};
 use super::host::Host;
 use super::identity::{self, Identity};
 use super::logs::Streams;
-use super::wire::arg;
 use super::{tls, LinkOptions};
 
 /// What keeps one agent's link up.
@@ -309,7 +308,7 @@ impl Handler {
         let peer = ctx.peer().cloned();
         match method.as_str() {
             methods::EXEC => {
-                let exec: Exec = arg(methods::EXEC, params)?;
+                let exec: Exec = Args::one(methods::EXEC, params)?;
                 let peer = peer.ok_or_else(|| RpcError::internal("exec without a connection"))?;
                 let fetch = Arc::new(PeerFetch {
                     peer,
@@ -318,7 +317,7 @@ impl Handler {
                 Reply::encode(&self.host.exec(exec, fetch).await)
             }
             methods::LOGS => {
-                let req: LogsRequest = arg(methods::LOGS, params)?;
+                let req: LogsRequest = Args::one(methods::LOGS, params)?;
                 let peer = peer.ok_or_else(|| RpcError::internal("logs without a connection"))?;
                 self.streams
                     .start(self.host.as_ref(), req, peer, &self.tasks)
@@ -328,21 +327,21 @@ impl Handler {
             }
             methods::LOGS_CREDIT => {
                 self.streams
-                    .credit(arg::<LogCredit>(methods::LOGS_CREDIT, params)?);
+                    .credit(Args::one::<LogCredit>(methods::LOGS_CREDIT, params)?);
                 Ok(Reply::none())
             }
             methods::LOGS_STOP => {
                 self.streams
-                    .stop(arg::<LogsEnd>(methods::LOGS_STOP, params)?.stream);
+                    .stop(Args::one::<LogsEnd>(methods::LOGS_STOP, params)?.stream);
                 Ok(Reply::none())
             }
             config::methods::CONFIG_CHANGED => {
-                let changed: ConfigChanged = arg(config::methods::CONFIG_CHANGED, params)?;
+                let changed: ConfigChanged = Args::one(config::methods::CONFIG_CHANGED, params)?;
                 self.host.config_changed(changed).await;
                 Ok(Reply::none())
             }
             methods::REFUSED => {
-                let refused: Refused = arg(methods::REFUSED, params)?;
+                let refused: Refused = Args::one(methods::REFUSED, params)?;
                 *self.refused.lock().unwrap() = Some(refused.reason);
                 Ok(Reply::none())
             }
@@ -489,11 +488,12 @@ mod tests {
                 async move {
                     match req.method.as_str() {
                         methods::HEARTBEAT => {
-                            let _ = heard.send(Heard::Report(arg(methods::HEARTBEAT, req.params)?));
+                            let _ = heard
+                                .send(Heard::Report(Args::one(methods::HEARTBEAT, req.params)?));
                             Reply::encode(&())
                         }
                         config::methods::CONFIG_APPLIED => {
-                            let applied = arg(config::methods::CONFIG_APPLIED, req.params)?;
+                            let applied = Args::one(config::methods::CONFIG_APPLIED, req.params)?;
                             let _ = heard.send(Heard::Applied(applied));
                             Ok(Reply::none())
                         }

@@ -12,7 +12,7 @@ use shoal_api::fleet::{
     LogsEnd, PackageChunk, PackageFetch, Renewal, Welcome,
 };
 use shoal_rpc::conn::ConnConfig;
-use shoal_rpc::{Peer, Reply, Request, RpcError};
+use shoal_rpc::{Args, Peer, Reply, Request, RpcError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,6 @@ use tracing::{debug, info, warn};
 
 use super::config::Contents;
 use super::registry::{self, Record};
-use super::wire::arg;
 use super::{refuse, Links, Live};
 use crate::pki::{self, PkiError};
 
@@ -206,7 +205,7 @@ impl Handler {
         } = req;
         let id = match &self.identity {
             Identity::Anonymous if method == methods::ENROLL => {
-                return self.enroll(arg(methods::ENROLL, params)?).await
+                return self.enroll(Args::one(methods::ENROLL, params)?).await
             }
             Identity::Anonymous => {
                 let reason = "this connection has no client certificate: only `enroll` is allowed";
@@ -220,26 +219,30 @@ impl Handler {
         match method.as_str() {
             methods::HELLO => {
                 let peer = ctx.peer().cloned();
-                self.hello(&id, arg(methods::HELLO, params)?, peer).await
+                self.hello(&id, Args::one(methods::HELLO, params)?, peer)
+                    .await
             }
-            methods::HEARTBEAT => self.heartbeat(&id, arg(methods::HEARTBEAT, params)?).await,
-            methods::PACKAGE_FETCH => self.fetch(arg(methods::PACKAGE_FETCH, params)?).await,
-            methods::RENEW => self.renew(&id, arg(methods::RENEW, params)?),
+            methods::HEARTBEAT => {
+                self.heartbeat(&id, Args::one(methods::HEARTBEAT, params)?)
+                    .await
+            }
+            methods::PACKAGE_FETCH => self.fetch(Args::one(methods::PACKAGE_FETCH, params)?).await,
+            methods::RENEW => self.renew(&id, Args::one(methods::RENEW, params)?),
             methods::DISCOVER_WATCH => {
-                self.discover(&id, arg(methods::DISCOVER_WATCH, params)?)
+                self.discover(&id, Args::one(methods::DISCOVER_WATCH, params)?)
                     .await
             }
             methods::LOGS_LINE => {
-                self.line(&id, arg(methods::LOGS_LINE, params)?);
+                self.line(&id, Args::one(methods::LOGS_LINE, params)?);
                 Ok(Reply::none())
             }
             config_methods::CONFIG_APPLIED => {
-                let applied: ConfigApplied = arg(config_methods::CONFIG_APPLIED, params)?;
+                let applied: ConfigApplied = Args::one(config_methods::CONFIG_APPLIED, params)?;
                 self.links.applied(&id, applied).await;
                 Ok(Reply::none())
             }
             methods::LOGS_END => {
-                let end: LogsEnd = arg(methods::LOGS_END, params)?;
+                let end: LogsEnd = Args::one(methods::LOGS_END, params)?;
                 let mut streams = self.links.inner.streams.lock().unwrap();
                 if streams.get(&end.stream).is_some_and(|s| s.agent == id) {
                     streams.remove(&end.stream);

@@ -16,7 +16,6 @@ mod config;
 mod conn;
 mod logs;
 mod registry;
-mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
