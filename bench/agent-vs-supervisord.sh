@@ -38,21 +38,7 @@ fi
 cargo build --release -q -p shoal-cli
 SHOAL=$(realpath "${CARGO_TARGET_DIR:-target}/release/shoal")
 
-work=$(mktemp -d -t shoal-bench-agent.XXXXXX)
-# Every process of this run carries SHOAL_BENCH_RUN=$token in its environment (not in this
-# shell's own): the probe stops them in order, and this trap kills whatever it left.
-token="$$-$RANDOM$RANDOM"
-cleanup() {
-    local environ pid
-    for environ in /proc/[0-9]*/environ; do
-        if grep -qzx "SHOAL_BENCH_RUN=$token" "$environ" 2>/dev/null; then
-            pid=${environ#/proc/}
-            kill -KILL "${pid%/environ}" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/run-scratch.sh agent
 
 echo "shoal $(git rev-parse --short HEAD), $(nproc) cores" >&2
 python3 bench/supervise_probe.py --shoal "$SHOAL" --supervisord "$(command -v supervisord)" \

@@ -20,19 +20,7 @@ ulimit -Sn "$(ulimit -Hn)"
 cargo build --release -q -p shoal-cli
 SHOAL=$(realpath "${CARGO_TARGET_DIR:-target}/release/shoal")
 
-work=$(mktemp -d -t shoal-bench-center.XXXXXX)
-token="$$-$RANDOM$RANDOM"
-cleanup() {
-    local environ pid
-    for environ in /proc/[0-9]*/environ; do
-        if grep -qzx "SHOAL_BENCH_RUN=$token" "$environ" 2>/dev/null; then
-            pid=${environ#/proc/}
-            kill -KILL "${pid%/environ}" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/run-scratch.sh center
 
 echo "shoal $(git rev-parse --short HEAD), $(nproc) cores" >&2
 python3 bench/center_sim_probe.py --shoal "$SHOAL" --work "$work" --token "$token" \

@@ -23,19 +23,7 @@ ulimit -Sn "$(ulimit -Hn)"
 cargo build --release -q -p shoal-cli
 SHOAL=$(realpath "${CARGO_TARGET_DIR:-target}/release/shoal")
 
-work=$(mktemp -d -t shoal-bench-config.XXXXXX)
-token="$$-$RANDOM$RANDOM"
-cleanup() {
-    local environ pid
-    for environ in /proc/[0-9]*/environ; do
-        if grep -qzx "SHOAL_BENCH_RUN=$token" "$environ" 2>/dev/null; then
-            pid=${environ#/proc/}
-            kill -KILL "${pid%/environ}" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/run-scratch.sh config
 export SHOAL_BENCH_RUN="$token"
 
 echo "shoal $(git rev-parse --short HEAD), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
