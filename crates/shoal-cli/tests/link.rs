@@ -131,6 +131,23 @@ impl Center {
         }
     }
 
+    /// Puts a package in the repository the link fetches from.
+    fn hold(&self, package: &PackageRef, bytes: Bytes) {
+        self.packages
+            .0
+            .lock()
+            .unwrap()
+            .insert(package.sha256.clone(), bytes);
+    }
+
+    /// An agent on `data` joined with this center's token, and its id once it is online.
+    async fn joined(&self, data: &std::path::Path) -> ((Running, CancellationToken), String) {
+        let running = agent(data, self.options(Some(self.token()))).await.unwrap();
+        let id = running.0.link().unwrap().agent_id().to_owned();
+        assert!(self.links.wait_online(&id, WAIT).await);
+        (running, id)
+    }
+
     fn token(&self) -> TokenText {
         format!("shoal_tok1_s3cret_{}", self.pki.pin())
             .parse()
@@ -276,18 +293,9 @@ async fn a_command_id_runs_once_across_a_dropped_link() {
     let dir = Scratch::new("link-once");
     let mut center = Center::start(dir.path()).await;
     let (pkg, bytes) = package(dir.path(), "1.0.0");
-    center
-        .packages
-        .0
-        .lock()
-        .unwrap()
-        .insert(pkg.sha256.clone(), bytes);
+    center.hold(&pkg, bytes);
     let data = dir.path().join("agent");
-    let running = agent(&data, center.options(Some(center.token())))
-        .await
-        .unwrap();
-    let id = running.0.link().unwrap().agent_id().to_owned();
-    assert!(center.links.wait_online(&id, WAIT).await);
+    let (running, id) = center.joined(&data).await;
 
     let first = center
         .links
@@ -329,12 +337,7 @@ async fn a_command_id_runs_once_across_a_dropped_link() {
 
     // The same new id twice at once: one run, both answered with its result.
     let (v2, v2_bytes) = package(dir.path(), "2.0.0");
-    center
-        .packages
-        .0
-        .lock()
-        .unwrap()
-        .insert(v2.sha256.clone(), v2_bytes);
+    center.hold(&v2, v2_bytes);
     let (a, b) = tokio::join!(
         center.links.exec(&id, install("cmd-4", &v2), WAIT),
         center.links.exec(&id, install("cmd-4", &v2), WAIT),
@@ -387,11 +390,7 @@ async fn an_agent_renews_its_certificate_over_the_link_and_links_with_the_new_on
     let dir = Scratch::new("link-renew");
     let mut center = Center::start_with(dir.path(), Duration::from_secs(6)).await;
     let data = dir.path().join("agent");
-    let running = agent(&data, center.options(Some(center.token())))
-        .await
-        .unwrap();
-    let id = running.0.link().unwrap().agent_id().to_owned();
-    assert!(center.links.wait_online(&id, WAIT).await);
+    let (running, id) = center.joined(&data).await;
     let identity = data.join("link/identity.json");
     let read = || -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(&identity).unwrap()).unwrap()
@@ -447,18 +446,9 @@ async fn a_link_dropped_in_the_middle_of_a_command_does_not_run_it_twice() {
     let dir = Scratch::new("link-midway");
     let mut center = Center::start(dir.path()).await;
     let (svc, bytes) = service_package(dir.path());
-    center
-        .packages
-        .0
-        .lock()
-        .unwrap()
-        .insert(svc.sha256.clone(), bytes);
+    center.hold(&svc, bytes);
     let data = dir.path().join("agent");
-    let running = agent(&data, center.options(Some(center.token())))
-        .await
-        .unwrap();
-    let id = running.0.link().unwrap().agent_id().to_owned();
-    assert!(center.links.wait_online(&id, WAIT).await);
+    let (running, id) = center.joined(&data).await;
 
     let exec = Exec {
         command: "midway".into(),
