@@ -55,8 +55,7 @@ impl AgentDiscover {
     /// [`balance`](Self::balance) says. An error when `SHOAL_AGENT` is missing or not
     /// `unix:PATH` (a process the agent did not start: use [`at`](Self::at)).
     pub fn new(service: &str) -> Result<AgentDiscover, Error> {
-        let raw = std::env::var(env::AGENT).unwrap_or_default();
-        AgentDiscover::from_env_value(&raw, service)
+        AgentDiscover::from_env_value(&crate::control::agent_from_env(), service)
     }
 
     /// Follows `service` through the agent whose programs socket is `agent`

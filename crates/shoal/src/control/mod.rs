@@ -160,6 +160,12 @@ impl Invocation {
     }
 }
 
+/// The agent that started this process, as `SHOAL_AGENT` names it (empty when unset): read
+/// here so that this module stays the crate's one reader of the environment.
+pub(crate) fn agent_from_env() -> String {
+    std::env::var(shoal_api::program::env::AGENT).unwrap_or_default()
+}
+
 /// The path the binary was started by: argv[0] when it names a path (so a deploy that swaps a
 /// symlink is followed), else what the kernel says the executable is.
 pub(crate) fn executable() -> Option<PathBuf> {
