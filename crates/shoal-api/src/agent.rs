@@ -153,6 +153,11 @@ impl fmt::Display for InstallOutcome {
     }
 }
 
+/// The header that carries an uploaded package archive's sha256 (64 hex digits): on the
+/// agent's `POST /v1/install` and the center's `POST /api/v1/packages`. The receiver refuses an
+/// archive of another digest before it keeps anything.
+pub const SHA256_HEADER: &str = "x-shoal-sha256";
+
 /// The result of an install, upgrade or rollback that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallReport {

@@ -78,11 +78,17 @@ pub struct AuditEntry {
     /// The token's id (`-` for the center itself).
     pub token: String,
     pub role: Option<Role>,
+    /// The namespace of the token that acted; `None` for a token of every namespace. A token
+    /// limited to a namespace reads only that namespace's entries.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// What was asked: `token.create`, `package.push`, `command.restart`, ...
     pub action: String,
     /// What it was about: agent ids, a package, a token id.
     pub targets: Vec<String>,
-    /// `ok`, or the error.
+    /// `ok`; `submitted` for a command stored, then its end (`ok`, the count of each status,
+    /// or `interrupted: ...`); `denied: ...` for a role too low or another namespace; else the
+    /// error.
     pub outcome: String,
 }
 

@@ -8,10 +8,10 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use shoal_api::agent::ErrorBody;
+use shoal_api::agent::{ErrorBody, SHA256_HEADER};
 use shoal_api::center::{
     ConfigContent, ConfigDiff, ConfigPush, ConfigPushed, ConfigRelease, ConfigRollback,
-    ConfigStatus, ConfigVersionInfo,
+    ConfigStatus, ConfigVersionInfo, PackageInfo,
 };
 
 pub use crate::discover::CenterDiscover;
@@ -97,6 +97,23 @@ impl CenterClient {
             .await
     }
 
+    /// Pushes a package archive with its sha256 (64 hex digits), which the center checks
+    /// before it keeps anything.
+    pub async fn push_package(
+        &self,
+        archive: Bytes,
+        sha256: &str,
+    ) -> Result<PackageInfo, ClientError> {
+        let request = Outgoing {
+            method: Method::POST,
+            path: "/api/v1/packages",
+            content_type: Some("application/octet-stream"),
+            headers: &[(SHA256_HEADER, sha256)],
+            body: archive,
+        };
+        self.send_request(request).await
+    }
+
     /// POST `path` with a JSON body and hand each line of the answer to `line` as it arrives;
     /// `line` answers `false` to stop reading (the connection is closed then).
     pub async fn stream_lines<B: Serialize>(
@@ -106,9 +123,14 @@ impl CenterClient {
         mut line: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), ClientError> {
         let body = serde_json::to_vec(body).expect("a request body serializes");
-        let (response, _connection) = self
-            .exchange(Method::POST, path, Some("application/json"), body.into())
-            .await?;
+        let request = Outgoing {
+            method: Method::POST,
+            path,
+            content_type: Some("application/json"),
+            headers: &[],
+            body: body.into(),
+        };
+        let (response, _connection) = self.exchange(request).await?;
         let mut body = response.into_body();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -234,7 +256,22 @@ impl CenterClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<T, ClientError> {
-        let (response, connection) = self.exchange(method, path, content_type, body).await?;
+        let request = Outgoing {
+            method,
+            path,
+            content_type,
+            headers: &[],
+            body,
+        };
+        self.send_request(request).await
+    }
+
+    /// Sends `request` and reads its whole answer as JSON.
+    async fn send_request<T: DeserializeOwned>(
+        &self,
+        request: Outgoing<'_>,
+    ) -> Result<T, ClientError> {
+        let (response, connection) = self.exchange(request).await?;
         let body = response
             .into_body()
             .collect()
@@ -250,11 +287,15 @@ impl CenterClient {
     /// Sends one request on a new connection; an error status is turned into `Api`.
     async fn exchange(
         &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Bytes,
+        outgoing: Outgoing<'_>,
     ) -> Result<(hyper::Response<Incoming>, Connection), ClientError> {
+        let Outgoing {
+            method,
+            path,
+            content_type,
+            headers,
+            body,
+        } = outgoing;
         let stream = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(|e| {
@@ -277,6 +318,9 @@ impl CenterClient {
             );
         if let Some(content_type) = content_type {
             request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(body))
@@ -310,6 +354,16 @@ impl CenterClient {
             message: e.to_string(),
         }
     }
+}
+
+/// One request, as [`CenterClient::exchange`] sends it.
+struct Outgoing<'a> {
+    method: Method,
+    path: &'a str,
+    content_type: Option<&'a str>,
+    /// Headers beyond the host, the token and the content type.
+    headers: &'a [(&'a str, &'a str)],
+    body: Bytes,
 }
 
 /// The task driving one request's connection; ended when dropped, so that no connection task

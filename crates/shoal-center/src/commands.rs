@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::stream::BoxStream;
 use shoal_api::agent::LogQuery;
-use shoal_api::center::{CommandRequest, CommandState, CommandView};
+use shoal_api::center::{CommandRequest, CommandState, CommandView, Role};
 use shoal_api::fleet::{
     Action, AgentId, AgentInfo, CommandId, Exec, LogLine, PackageRef, Selector, TargetResult,
     TargetStatus,
@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::{Actor, Audit, Outcome};
 use crate::packages::{PackageError, Packages};
 use crate::tokens::Caller;
 
@@ -105,6 +106,7 @@ pub struct Commands {
     /// short; [`Commands::close`] stops them (the next start marks them interrupted).
     tasks: TaskTracker,
     stop: CancellationToken,
+    audit: Audit,
 }
 
 /// A command as stored under `commands/<id>`; each target's result is a key of its own,
@@ -116,17 +118,46 @@ struct Header {
     state: CommandState,
     submitted: chrono::DateTime<Utc>,
     token: String,
+    /// The submitting token's role and namespace, for the audit entry of the command's end.
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    namespace: Option<String>,
     targets: Vec<AgentId>,
 }
 
+impl Header {
+    /// The submitter, as the command's audit entries name it.
+    fn actor(&self) -> Actor {
+        Actor {
+            token: self.token.clone(),
+            role: self.role,
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// The command's id, then its targets.
+    fn audit_targets(&self) -> Vec<String> {
+        std::iter::once(self.command.clone())
+            .chain(self.targets.iter().cloned())
+            .collect()
+    }
+}
+
 impl Commands {
-    pub fn new(kv: Arc<dyn Kv>, reach: Arc<dyn Reach>, packages: Packages) -> Commands {
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        reach: Arc<dyn Reach>,
+        packages: Packages,
+        audit: Audit,
+    ) -> Commands {
         Commands {
             kv,
             reach,
             packages,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            audit,
         }
     }
 
@@ -139,15 +170,16 @@ impl Commands {
     }
 
     /// Marks every command left running by a center that stopped as interrupted, for the
-    /// targets that had not answered. Returns how many there were.
+    /// targets that had not answered, and audits how each ended. Returns how many there were.
     pub async fn recover(&self) -> Result<usize, CommandError> {
         let mut count = 0;
         for entry in self.kv.list(PREFIX).await? {
-            let mut header: Header = serde_json::from_slice(&entry.value)?;
+            let header: Header = serde_json::from_slice(&entry.value)?;
             if header.state != CommandState::Running {
                 continue;
             }
             let view = self.view(header.clone()).await?;
+            let mut interrupted = false;
             for (target, result) in &view.results {
                 if result.status == TargetStatus::Pending {
                     let stopped = failed(
@@ -156,35 +188,96 @@ impl Commands {
                         None,
                     );
                     self.store_result(&header.command, target, &stopped).await?;
+                    interrupted = true;
                 }
             }
-            header.state = CommandState::Interrupted;
-            self.kv
-                .update(&entry.key, encode(&header)?, entry.revision)
-                .await?;
+            // Every target had answered: it ended, only its end was not stored.
+            let state = if interrupted {
+                CommandState::Interrupted
+            } else {
+                CommandState::Done
+            };
+            self.finish(header, state).await?;
             count += 1;
         }
         Ok(count)
     }
 
-    /// Freezes the target set, stores the command and runs it to its end.
+    /// Freezes the target set, stores the command and runs it to its end, in a task of its
+    /// own: the caller going away does not cut it short. The audit log gets an entry when the
+    /// command is stored (`submitted`, with its id and targets) and another when it ends; a
+    /// request refused before that gets one entry with the refusal.
     pub async fn run(
         &self,
         by: &Caller,
         request: CommandRequest,
     ) -> Result<CommandView, CommandError> {
+        let (commands, by) = (self.clone(), by.clone());
+        self.tasks
+            .spawn(async move { commands.submit_and_run(&by, request).await })
+            .await
+            .expect("a command's task does not panic")
+    }
+
+    async fn submit_and_run(
+        &self,
+        by: &Caller,
+        request: CommandRequest,
+    ) -> Result<CommandView, CommandError> {
+        let action = audit_action(&request.action);
+        let (header, exec, deadline, concurrency) = match self.submit(by, request).await {
+            Ok(submitted) => submitted,
+            Err(refused) => {
+                let outcome = Outcome::Failed(refused.to_string());
+                self.write_audit(by.into(), &action, Vec::new(), outcome)
+                    .await;
+                return Err(refused);
+            }
+        };
+        let ran = tokio::select! {
+            ran = self.fan_out(header.targets.clone(), exec, concurrency, deadline) => ran,
+            // Left running in the store: the next start marks it interrupted and audits that.
+            () = self.stop.cancelled() => return Err(CommandError::Stopped),
+        };
+        if let Err(failed) = ran {
+            let outcome = Outcome::Failed(failed.to_string());
+            self.write_audit(header.actor(), &action, header.audit_targets(), outcome)
+                .await;
+            return Err(failed);
+        }
+        self.finish(header, CommandState::Done).await
+    }
+
+    /// Validates the request, freezes its targets, audits it as submitted and stores it.
+    async fn submit(
+        &self,
+        by: &Caller,
+        request: CommandRequest,
+    ) -> Result<(Header, Exec, Instant, usize), CommandError> {
         let timeout = check_timeout(request.timeout_ms)?;
         let deadline = Instant::now() + timeout;
         let package = self.package_for(&request.action).await?;
         let targets = self.freeze(by, &request.selector).await?;
-        let mut header = Header {
+        let header = Header {
             command: new_id(),
             action: request.action.clone(),
             state: CommandState::Running,
             submitted: Utc::now(),
             token: by.token.clone(),
-            targets: targets.clone(),
+            role: Some(by.role),
+            namespace: by.namespace.clone(),
+            targets,
         };
+        // The entry first: a center killed between the two leaves an entry for a command
+        // never stored, never a command that ran without one.
+        self.audit
+            .record(
+                header.actor(),
+                &audit_action(&header.action),
+                header.audit_targets(),
+                Outcome::Submitted,
+            )
+            .await?;
         self.kv
             .create(&key(&header.command), encode(&header)?)
             .await?;
@@ -195,21 +288,37 @@ impl Commands {
         };
         let concurrency = request
             .concurrency
-            .map_or(targets.len(), |n| n.max(1) as usize);
-        let (commands, stop) = (self.clone(), self.stop.clone());
-        let running = self.tasks.spawn(async move {
-            tokio::select! {
-                ran = commands.fan_out(targets, exec, concurrency, deadline) => ran?,
-                () = stop.cancelled() => return Err(CommandError::Stopped),
-            }
-            header.state = CommandState::Done;
-            commands
-                .kv
-                .put(&key(&header.command), encode(&header)?)
-                .await?;
-            commands.view(header).await
-        });
-        running.await.expect("a command's task does not panic")
+            .map_or(header.targets.len(), |n| n.max(1) as usize);
+        Ok((header, exec, deadline, concurrency))
+    }
+
+    /// Audits how the command ended, then stores its `state`: a center killed between the two
+    /// audits it again at its next start, rather than never.
+    async fn finish(
+        &self,
+        mut header: Header,
+        state: CommandState,
+    ) -> Result<CommandView, CommandError> {
+        header.state = state;
+        let view = self.view(header.clone()).await?;
+        let action = audit_action(&header.action);
+        self.write_audit(
+            header.actor(),
+            &action,
+            header.audit_targets(),
+            Outcome::Ended(ending(&view)),
+        )
+        .await;
+        self.kv.put(&key(&header.command), encode(&header)?).await?;
+        Ok(view)
+    }
+
+    /// Writes an entry; a store that fails here has failed the command's own writes too, so
+    /// it is logged rather than returned.
+    async fn write_audit(&self, by: Actor, action: &str, targets: Vec<String>, outcome: Outcome) {
+        if let Err(error) = self.audit.record(by, action, targets, outcome).await {
+            tracing::warn!(%error, action, "writing a command's audit entry");
+        }
     }
 
     /// A past or running command.
@@ -399,6 +508,53 @@ pub fn selects(selector: &Selector, a: &AgentInfo) -> bool {
         .labels
         .iter()
         .all(|(k, v)| a.labels.get(k) == Some(v))
+}
+
+/// The action an audit entry names a command by: `command.install`, `command.ps`, ...
+pub fn audit_action(action: &Action) -> String {
+    let word = match action {
+        Action::Install { .. } => "install",
+        Action::Rollback { .. } => "rollback",
+        Action::Start { .. } => "start",
+        Action::Stop { .. } => "stop",
+        Action::Restart { .. } => "restart",
+        Action::Reload { .. } => "reload",
+        Action::Backup { .. } => "backup",
+        Action::Backups { .. } => "backups",
+        Action::CronRun { .. } => "cron-run",
+        Action::Ps => "ps",
+    };
+    format!("command.{word}")
+}
+
+/// How a command ended, as its audit entry says it: `ok` when every target is, else the
+/// count of each status (`interrupted: ...` first when the center stopped meanwhile).
+fn ending(view: &CommandView) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for result in view.results.values() {
+        *counts.entry(status_name(result.status)).or_insert(0usize) += 1;
+    }
+    let ok = counts.keys().all(|status| *status == "ok");
+    let line = counts
+        .iter()
+        .map(|(status, n)| format!("{n} {status}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match view.state {
+        CommandState::Interrupted => format!("interrupted: {line}"),
+        _ if ok => "ok".to_owned(),
+        _ => line,
+    }
+}
+
+fn status_name(status: TargetStatus) -> &'static str {
+    match status {
+        TargetStatus::Ok => "ok",
+        TargetStatus::Error => "error",
+        TargetStatus::Offline => "offline",
+        TargetStatus::Interrupted => "interrupted",
+        TargetStatus::Pending => "pending",
+    }
 }
 
 fn check_timeout(ms: Option<u64>) -> Result<Duration, CommandError> {

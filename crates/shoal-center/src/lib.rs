@@ -37,12 +37,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use shoal_store::{Blobs, Kv, Log, StoreError};
+use tokio_util::task::TaskTracker;
 
 pub use run::{run, Config, Running, StartError, DEFAULT_HTTP, DEFAULT_LISTEN};
-pub use wiring::LinkReach;
+pub use wiring::{Joins, LinkReach};
 
 use crate::api::ApiError;
-use crate::audit::Audit;
+use crate::audit::{Actor, Audit, Outcome};
 use crate::commands::{Commands, Reach};
 use crate::config::Configs;
 use crate::packages::Packages;
@@ -82,6 +83,9 @@ pub struct Center {
     /// Where uploads are written while they are checked.
     pub incoming: PathBuf,
     pub limits: Limits,
+    /// What a request changes runs here, with its audit entry, so that a caller who goes away
+    /// does not cut it short between the change and the entry; [`Center::close`] waits for it.
+    work: TaskTracker,
 }
 
 /// The store the center keeps its state in, as its traits.
@@ -103,10 +107,16 @@ impl Center {
         limits: Limits,
     ) -> Center {
         let packages = Packages::new(stores.kv.clone(), stores.blobs.clone());
+        let audit = Audit::new(stores.log.clone());
         Center {
             tokens: Tokens::new(stores.kv.clone()),
-            audit: Audit::new(stores.log.clone()),
-            commands: Commands::new(stores.kv.clone(), reach.clone(), packages.clone()),
+            commands: Commands::new(
+                stores.kv.clone(),
+                reach.clone(),
+                packages.clone(),
+                audit.clone(),
+            ),
+            audit,
             configs: Configs::new(stores.kv.clone(), stores.blobs.clone()),
             packages,
             services: reach.services(),
@@ -114,6 +124,7 @@ impl Center {
             pin: pin.into(),
             incoming: data_dir.join("incoming"),
             limits,
+            work: TaskTracker::new(),
         }
     }
 
@@ -122,7 +133,28 @@ impl Center {
         Center { configs, ..self }
     }
 
-    /// Writes an audit entry for what `by` asked, with `outcome`'s error or `ok`.
+    /// Stops the commands running (the next start marks them interrupted) and waits for the
+    /// requests' changes under way to be done and audited.
+    pub async fn close(&self) {
+        self.commands.close().await;
+        self.work.close();
+        self.work.wait().await;
+    }
+
+    /// Runs `change` to its end, whether or not the caller waits for it: a request's change and
+    /// its audit entry go together.
+    pub(crate) async fn detached<T: Send + 'static>(
+        &self,
+        change: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        self.work
+            .spawn(change)
+            .await
+            .expect("a request's change does not panic")
+    }
+
+    /// Writes an audit entry for what `by` asked, with `outcome`'s error or `ok`, whether or
+    /// not the caller waits for it.
     pub(crate) async fn audit<T, E: std::fmt::Display>(
         &self,
         by: &Caller,
@@ -130,8 +162,21 @@ impl Center {
         targets: Vec<String>,
         outcome: &Result<T, E>,
     ) -> Result<u64, StoreError> {
-        let outcome = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        self.audit.record(by, action, targets, outcome).await
+        self.record(by.into(), action, targets, Outcome::of(outcome))
+            .await
+    }
+
+    /// Writes an audit entry, whether or not the caller waits for it.
+    pub(crate) async fn record(
+        &self,
+        by: Actor,
+        action: &str,
+        targets: Vec<String>,
+        outcome: Outcome,
+    ) -> Result<u64, StoreError> {
+        let (audit, action) = (self.audit.clone(), action.to_owned());
+        self.detached(async move { audit.record(by, &action, targets, outcome).await })
+            .await
     }
 
     /// Streams a request's body into `incoming/`, answering 413 past the upload limit.

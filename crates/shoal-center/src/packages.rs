@@ -11,7 +11,7 @@ use chrono::Utc;
 use shoal_api::center::PackageInfo;
 use shoal_api::fleet::PackageRef;
 use shoal_pkg::archive::{ArchiveError, Limits};
-use shoal_pkg::Version;
+use shoal_pkg::{Sha256, Version};
 use shoal_store::{Blobs, Digest, Kv, StoreError};
 
 const PREFIX: &str = "packages/";
@@ -22,6 +22,9 @@ pub enum PackageError {
     /// The archive breaks a rule; the message names it.
     #[error("the package is refused: {0}")]
     Refused(#[source] ArchiveError),
+    /// The upload is not the archive its sender hashed.
+    #[error("the upload's sha256 is {actual}, not the {claimed} it was sent with: the archive was damaged on the way, or the checksum is another archive's; nothing was kept")]
+    Mismatch { claimed: Sha256, actual: Sha256 },
     #[error("{name} {version} is already in the repository with another sha256 ({sha256}): a version is immutable, push a new version")]
     Immutable {
         name: String,
@@ -61,16 +64,28 @@ impl Packages {
         }
     }
 
-    /// Adds the archive at `upload` (a file the caller removes afterwards).
-    pub async fn push(&self, upload: &Path) -> Result<PackageInfo, PackageError> {
+    /// Adds the archive at `upload` (a file the caller removes afterwards). With `claimed`,
+    /// an upload of another sha256 is refused before it is inspected or kept.
+    pub async fn push(
+        &self,
+        upload: &Path,
+        claimed: Option<Sha256>,
+    ) -> Result<PackageInfo, PackageError> {
         let path = upload.to_path_buf();
         let limits = self.limits;
         let (inspection, data) = tokio::task::spawn_blocking(move || {
-            let inspection = shoal_pkg::inspect(&path, &limits).map_err(PackageError::Refused)?;
-            let data = std::fs::read(&path).map_err(|source| PackageError::Io {
+            let io = |source| PackageError::Io {
                 path: path.clone(),
                 source,
-            })?;
+            };
+            if let Some(claimed) = claimed {
+                let actual = Sha256::of_file(&path).map_err(io)?;
+                if actual != claimed {
+                    return Err(PackageError::Mismatch { claimed, actual });
+                }
+            }
+            let inspection = shoal_pkg::inspect(&path, &limits).map_err(PackageError::Refused)?;
+            let data = std::fs::read(&path).map_err(io)?;
             Ok::<_, PackageError>((inspection, data))
         })
         .await
@@ -108,7 +123,7 @@ impl Packages {
         {
             Ok(_) => Ok(info),
             // Pushed meanwhile by another request: the check above, once more.
-            Err(StoreError::Conflict { .. }) => Box::pin(self.push(upload)).await,
+            Err(StoreError::Conflict { .. }) => Box::pin(self.push(upload, claimed)).await,
             Err(other) => Err(other.into()),
         }
     }

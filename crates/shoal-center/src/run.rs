@@ -117,6 +117,8 @@ impl Running {
         self.center.commands.close().await;
         self.tasks.close();
         self.tasks.wait().await;
+        // The API is closed: no request starts a change any more.
+        self.center.close().await;
         if let Err(error) = self.center.configs.flush().await {
             tracing::warn!(%error, "writing configuration instances at stop");
         }
@@ -143,13 +145,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     };
     let pki = Arc::new(Pki::load(&data_dir, config.names.clone()).await?);
     let pin = pki.pin().to_owned();
-    let tokens = crate::tokens::Tokens::new(stores.kv.clone());
+    let joins = crate::wiring::Joins {
+        tokens: crate::tokens::Tokens::new(stores.kv.clone()),
+        audit: crate::audit::Audit::new(stores.log.clone()),
+    };
     let packages = crate::packages::Packages::new(stores.kv.clone(), stores.blobs.clone());
     let configs = crate::config::Configs::new(stores.kv.clone(), stores.blobs.clone());
     let deps = LinkDeps {
         kv: stores.kv.clone(),
         pki,
-        join: Arc::new(tokens),
+        join: Arc::new(joins),
         packages: Arc::new(packages),
         configs: configs.clone(),
     };
@@ -317,7 +322,7 @@ async fn first_admin_token(center: &Center, file: &Path) -> Result<Option<String
             &Caller::center(),
             "token.create",
             vec![created.info.id],
-            Ok(()),
+            crate::audit::Outcome::Ok,
         )
         .await
         .map_err(TokenError::Store)?;

@@ -205,6 +205,16 @@ impl Tokens {
         .await
     }
 
+    /// Token `id`, without its secret.
+    pub async fn get(&self, id: &str) -> Result<TokenInfo, TokenError> {
+        let entry = self
+            .kv
+            .get(&key(id))
+            .await?
+            .ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
+        Ok(serde_json::from_slice::<Stored>(&entry.value)?.info())
+    }
+
     /// Who a bearer token is; join tokens are refused here.
     pub async fn authenticate(&self, presented: &str) -> Result<Caller, TokenError> {
         let (stored, _) = self.verify(presented).await?;
@@ -304,6 +314,11 @@ fn check_request(request: &TokenRequest, by: &Caller) -> Result<(), TokenError> 
         ));
     }
     Ok(())
+}
+
+/// The id of the token written as `presented`, if it is written as a token.
+pub fn id_of(presented: &str) -> Option<String> {
+    parse(presented).ok().map(|text| text.id)
 }
 
 fn parse(presented: &str) -> Result<TokenText, Refused> {

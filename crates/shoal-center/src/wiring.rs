@@ -1,6 +1,6 @@
 //! wiring.rs: how the center's parts meet: commands reach agents through the link
-//! ([`LinkReach`]), the link checks join tokens with the token store and serves packages from
-//! the repository.
+//! ([`LinkReach`]), the link checks join tokens with the token store and writes each
+//! enrollment to the audit log ([`Joins`]), and serves packages from the repository.
 
 use std::time::{Duration, Instant};
 
@@ -9,13 +9,17 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt as _;
 use shoal_api::agent::LogQuery;
+use shoal_api::center::Role;
 use shoal_api::fleet::{AgentInfo, Exec, LogLine, TargetResult};
 use shoal_store::StoreError;
 
+use crate::audit::{Actor, Audit, Outcome};
 use crate::commands::{Reach, ReachError};
-use crate::link::{JoinAuthority, JoinGrant, JoinRefused, LinkError, Links, PackageSource};
+use crate::link::{
+    Enrollment, JoinAuthority, JoinGrant, JoinRefused, LinkError, Links, PackageSource,
+};
 use crate::packages::{PackageError, Packages};
-use crate::tokens::{Refused, TokenError, Tokens};
+use crate::tokens::{self, Refused, TokenError, Tokens};
 
 /// How long an agent has to start a log query.
 const LOGS_START: Duration = Duration::from_secs(10);
@@ -103,6 +107,94 @@ impl JoinAuthority for Tokens {
             }),
             Err(other) => Err(JoinRefused::Unavailable(other.to_string())),
         }
+    }
+}
+
+/// The center's join tokens as the link checks them, each enrollment written to the audit log
+/// with the join token's id.
+#[derive(Debug, Clone)]
+pub struct Joins {
+    pub tokens: Tokens,
+    pub audit: Audit,
+}
+
+#[async_trait]
+impl JoinAuthority for Joins {
+    async fn redeem(&self, credential: &str) -> Result<JoinGrant, JoinRefused> {
+        self.tokens.redeem(credential).await
+    }
+
+    /// A refusal is written only for a real join token (expired, revoked, used up): one this
+    /// center does not know is as anonymous as a request without a token, and a flood of
+    /// them must not grow the log.
+    async fn enrolled(&self, enrollment: Enrollment<'_>) {
+        let (actor, targets, outcome) = match enrollment {
+            Enrollment::Joined {
+                grant,
+                agent,
+                hostname,
+            } => (
+                joiner(grant),
+                vec![agent.to_owned(), hostname.to_owned()],
+                Outcome::Ok,
+            ),
+            Enrollment::Failed {
+                grant,
+                hostname,
+                error,
+            } => (
+                joiner(grant),
+                vec![hostname.to_owned()],
+                Outcome::Failed(error.to_owned()),
+            ),
+            Enrollment::Refused {
+                credential,
+                hostname,
+                reason,
+            } => {
+                let Some(actor) = self.refused_joiner(credential, reason).await else {
+                    return;
+                };
+                let outcome = Outcome::Failed(format!("refused: {reason}"));
+                (actor, vec![hostname.to_owned()], outcome)
+            }
+        };
+        if let Err(error) = self
+            .audit
+            .record(actor, ENROLL_ACTION, targets, outcome)
+            .await
+        {
+            tracing::warn!(%error, "writing an enrollment to the audit log");
+        }
+    }
+}
+
+/// The action an enrollment's audit entry names.
+pub const ENROLL_ACTION: &str = "agent.enroll";
+
+impl Joins {
+    /// The join token a refusal is about, when it is one this center made.
+    async fn refused_joiner(&self, credential: &str, reason: &JoinRefused) -> Option<Actor> {
+        if !matches!(
+            reason,
+            JoinRefused::Expired | JoinRefused::Revoked | JoinRefused::UsedUp
+        ) {
+            return None;
+        }
+        let info = self.tokens.get(&tokens::id_of(credential)?).await.ok()?;
+        Some(Actor {
+            token: info.id,
+            role: Some(info.role),
+            namespace: info.namespace,
+        })
+    }
+}
+
+fn joiner(grant: &JoinGrant) -> Actor {
+    Actor {
+        token: grant.token_id.clone(),
+        role: Some(Role::Join),
+        namespace: grant.namespace.clone(),
     }
 }
 

@@ -14,7 +14,7 @@ use shoal_agent::link::LinkOptions;
 use shoal_agent::{Config, Options, Programs};
 use shoal_api::agent::{
     ActionDone, AppAction, AppStatus, BackupCreated, BackupInfo, InstallReport, JobStatus,
-    LogStream, Restored, RollbackRequest, RunRecord, VersionInfo,
+    LogStream, Restored, RollbackRequest, RunRecord, VersionInfo, SHA256_HEADER,
 };
 use shoal_api::token::TokenText;
 use tokio_util::sync::CancellationToken;
@@ -215,23 +215,19 @@ pub struct InstallArgs {
 
 pub fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
     let client = args.data.client()?;
-    let sums = PathBuf::from(format!("{}.sha256", args.file.display()));
-    let sha256 = std::fs::read_to_string(&sums)
+    let sha256 = crate::pkg::written_sha256(&args.file)?
         .with_context(|| {
             format!(
-                "{}: the package's checksum file is missing; `shoal pkg build` writes it beside the archive",
-                sums.display()
+                "{}.sha256: the package's checksum file is missing; `shoal pkg build` writes it beside the archive",
+                args.file.display()
             )
         })?
-        .split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .with_context(|| format!("{}: empty", sums.display()))?;
+        .to_string();
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let report: InstallReport = runtime()?.block_on(client.post_bytes(
         "/v1/install",
-        &[("x-shoal-sha256", sha256.as_str())],
+        &[(SHA256_HEADER, sha256.as_str())],
         bytes.into(),
     ))?;
     if args.out.json {

@@ -40,6 +40,8 @@ pub fn run(args: CenterArgs) -> anyhow::Result<ExitCode> {
         config.http = args.http;
         config.names = args.names;
         config.link.heartbeat = args.heartbeat;
+        // The handlers first: a SIGTERM as soon as the lines below are out stops it cleanly.
+        let mut signals = crate::signal::Signals::new().context("installing signal handlers")?;
         let shutdown = CancellationToken::new();
         let running = shoal_center::run(config, shutdown.clone())
             .await
@@ -58,7 +60,7 @@ pub fn run(args: CenterArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         let _ = out!("{said}");
-        crate::signal::shutdown().await;
+        signals.recv().await;
         shutdown.cancel();
         running.stopped().await;
         Ok(ExitCode::SUCCESS)

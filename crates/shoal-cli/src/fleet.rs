@@ -250,7 +250,8 @@ fn agent_row(a: &AgentInfo) -> Vec<String> {
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
-    /// The package archive, NAME-VERSION.tar.gz (`shoal pkg build` makes one).
+    /// The package archive, NAME-VERSION.tar.gz (`shoal pkg build` makes one). Its sha256 is
+    /// sent with it, and checked first against FILE.sha256 when that is beside it.
     file: PathBuf,
     #[command(flatten)]
     center: CenterArgs,
@@ -260,7 +261,8 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let client = args.center.client()?;
     let data =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let info: PackageInfo = block_on(client.post_bytes("/api/v1/packages", data.into()))?;
+    let sha256 = crate::pkg::checked_sha256(&args.file, &data)?;
+    let info: PackageInfo = block_on(client.push_package(data.into(), &sha256.to_string()))?;
     outln!(
         "pushed {} {} sha256 {}",
         info.name,

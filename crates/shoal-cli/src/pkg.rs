@@ -7,9 +7,43 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use shoal_pkg::manifest::{Command, Health, HttpCheck, Manifest};
-use shoal_pkg::{format_size, Inspection, Limits};
+use shoal_pkg::{format_size, Inspection, Limits, Sha256};
 
 use crate::out::{out, outln};
+
+/// The sha256 written in `FILE.sha256` beside the archive `file` (as `shoal pkg build` writes
+/// it), or `None` when there is no such file.
+pub(crate) fn written_sha256(file: &Path) -> anyhow::Result<Option<Sha256>> {
+    let sums = PathBuf::from(format!("{}.sha256", file.display()));
+    let text = match std::fs::read_to_string(&sums) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sums.display())),
+    };
+    let word = text
+        .split_whitespace()
+        .next()
+        .with_context(|| format!("{}: empty", sums.display()))?;
+    let sha256 = word
+        .parse()
+        .with_context(|| format!("{}: the first word", sums.display()))?;
+    Ok(Some(sha256))
+}
+
+/// The sha256 of `data`, the archive `file`'s bytes; when `FILE.sha256` is there, it must
+/// say the same.
+pub(crate) fn checked_sha256(file: &Path, data: &[u8]) -> anyhow::Result<Sha256> {
+    let actual = Sha256::of_reader(data).with_context(|| format!("hashing {}", file.display()))?;
+    match written_sha256(file)? {
+        Some(written) if written != actual => anyhow::bail!(
+            "{}: its sha256 is {actual}, but {}.sha256 says {written}: the archive changed \
+             after `shoal pkg build`, or the checksum file is another archive's",
+            file.display(),
+            file.display()
+        ),
+        _ => Ok(actual),
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum Pkg {

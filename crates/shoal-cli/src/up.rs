@@ -150,7 +150,7 @@ async fn start_center(
         center
             .center
             .packages
-            .push(&built.archive)
+            .push(&built.archive, Some(built.sha256))
             .await
             .with_context(|| format!("pushing {}", built.archive.display()))?;
     }

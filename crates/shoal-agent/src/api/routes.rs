@@ -25,7 +25,7 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use shoal_api::agent::{
     ActionDone, AppAction, AppStatus, BackupCreated, BackupInfo, InstallReport, JobStatus,
-    LogQuery, Restored, RollbackRequest, RunRecord, VersionInfo,
+    LogQuery, Restored, RollbackRequest, RunRecord, VersionInfo, SHA256_HEADER,
 };
 use shoal_pkg::manifest::{Name, Version};
 use shoal_pkg::Sha256;
@@ -82,13 +82,15 @@ async fn install(
     body: Body,
 ) -> Result<Json<InstallReport>, ApiError> {
     let sha256: Sha256 = headers
-        .get("x-shoal-sha256")
+        .get(SHA256_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
-            ApiError::bad_request("send the archive's sha256 in the x-shoal-sha256 header")
+            ApiError::bad_request(format!(
+                "send the archive's sha256 in the {SHA256_HEADER} header"
+            ))
         })?
         .parse()
-        .map_err(|e| ApiError::bad_request(format!("x-shoal-sha256: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("{SHA256_HEADER}: {e}")))?;
     let report = agent
         .install_upload(body.into_data_stream(), &sha256)
         .await?;

@@ -1,11 +1,17 @@
-//! auth.rs: who a request is (its bearer token) and whether its role is enough.
+//! auth.rs: who a request is (its bearer token), whether its role and namespace are enough,
+//! and [`audit_denied`], the layer that writes every 403 to the audit log.
 
-use axum::extract::FromRequestParts;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use shoal_api::center::Role;
 
 use super::ApiError;
+use crate::audit::Outcome;
 use crate::tokens::Caller;
 use crate::Center;
 
@@ -29,6 +35,71 @@ impl Auth {
             ))
         }
     }
+}
+
+impl Auth {
+    /// 403 unless the caller may act in `namespace` (`None`: whatever the caller's is).
+    pub fn reaches(&self, namespace: Option<&str>) -> Result<&Caller, ApiError> {
+        match (namespace, &self.0.namespace) {
+            (Some(asked), Some(own)) if asked != own => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this token is limited to namespace {own}, not {asked}"),
+            )),
+            _ => Ok(&self.0),
+        }
+    }
+
+    /// 403 for a token limited to a namespace: `what` changes something every namespace
+    /// shares.
+    pub fn of_every_namespace(&self, what: &str) -> Result<&Caller, ApiError> {
+        match &self.0.namespace {
+            Some(own) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{what} is shared by every namespace: this needs a token of no namespace, \
+                     and this one is limited to namespace {own}"
+                ),
+            )),
+            None => Ok(&self.0),
+        }
+    }
+}
+
+/// Where [`Auth`] leaves the caller it found, for [`audit_denied`].
+#[derive(Debug, Clone, Default)]
+struct Seen(Arc<OnceLock<Caller>>);
+
+/// What a 403 answer said, put on the response by [`ApiError`] for [`audit_denied`].
+#[derive(Debug, Clone)]
+pub(super) struct Denial(pub String);
+
+/// Writes an audit entry for each request answered 403: one whose token is valid but whose
+/// role or namespace is not enough. A 401 is not written: requests without a valid token
+/// must not grow the log.
+pub async fn audit_denied(
+    State(center): State<Center>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let seen = Seen::default();
+    request.extensions_mut().insert(seen.clone());
+    let action = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    if response.status() != StatusCode::FORBIDDEN {
+        return response;
+    }
+    let (Some(caller), Some(Denial(why))) = (seen.0.get(), response.extensions().get::<Denial>())
+    else {
+        return response;
+    };
+    let outcome = Outcome::Denied(why.clone());
+    if let Err(error) = center
+        .record(caller.into(), &action, Vec::new(), outcome)
+        .await
+    {
+        tracing::warn!(%error, %action, "writing a denied request to the audit log");
+    }
+    response
 }
 
 impl FromRequestParts<Center> for Auth {
@@ -56,6 +127,9 @@ impl FromRequestParts<Center> for Auth {
                 }
                 other => ApiError::from(other),
             })?;
+        if let Some(seen) = parts.extensions.get::<Seen>() {
+            let _ = seen.0.set(caller.clone());
+        }
         Ok(Auth(caller))
     }
 }

@@ -2,7 +2,8 @@
 //! client: a transport over [`Center`](crate::Center). The OpenAPI 3.1 document at
 //! `/api/v1/openapi.json` is made from the handlers themselves (utoipa), so a route cannot be
 //! left out of it. Every request but the document's carries `Authorization: Bearer TOKEN`;
-//! each handler asks for the role it needs; every mutating request lands in the audit log.
+//! each handler asks for the role it needs; every mutating request lands in the audit log, and
+//! so does every request refused with 403 (`auth::audit_denied`).
 //!
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
 
@@ -41,10 +42,16 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, error = %self.message, "an API request failed");
         }
+        let denial =
+            (self.status == StatusCode::FORBIDDEN).then(|| auth::Denial(self.message.clone()));
         let body = ErrorBody {
             error: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(denial) = denial {
+            response.extensions_mut().insert(denial);
+        }
+        response
     }
 }
 
@@ -66,7 +73,7 @@ impl From<crate::packages::PackageError> for ApiError {
     fn from(e: crate::packages::PackageError) -> ApiError {
         use crate::packages::PackageError as E;
         let status = match &e {
-            E::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Refused(_) | E::Mismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             E::Immutable { .. } => StatusCode::CONFLICT,
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Damaged { .. } | E::Store(_) | E::Io { .. } | E::Corrupt(_) => {

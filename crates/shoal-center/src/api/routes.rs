@@ -2,16 +2,18 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
+use shoal_api::agent::SHA256_HEADER;
 use shoal_api::center::{
     AuditEntry, CommandRequest, CommandView, FleetLogLine, FleetLogsRequest, PackageInfo, Role,
     TokenCreated, TokenInfo, TokenRequest,
 };
 use shoal_api::fleet::{AgentInfo, ServiceEndpoints};
+use shoal_pkg::Sha256;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,6 +35,10 @@ pub fn router(center: Center) -> Router {
         .routes(routes!(audit))
         .merge(super::config::routes())
         .routes(routes!(service_endpoints))
+        .route_layer(axum::middleware::from_fn_with_state(
+            center.clone(),
+            super::auth::audit_denied,
+        ))
         .split_for_parts();
     let doc = serde_json::to_vec(&doc).expect("the OpenAPI document serializes");
     let upload_limit = center.limits.max_upload;
@@ -67,16 +73,22 @@ async fn create_token(
     auth: Auth,
     JsonBody(request): JsonBody<TokenRequest>,
 ) -> Answer<TokenCreated> {
-    let by = auth.at_least(Role::Admin)?;
-    let created = center.tokens.create(&request, by, &center.pin).await;
-    let target = created
-        .as_ref()
-        .map(|c| c.info.id.clone())
-        .unwrap_or_default();
-    center
-        .audit(by, "token.create", vec![target], &created)
+    let by = auth.at_least(Role::Admin)?.clone();
+    let created = center
+        .clone()
+        .detached(async move {
+            let created = center.tokens.create(&request, &by, &center.pin).await;
+            let target = created
+                .as_ref()
+                .map(|c| c.info.id.clone())
+                .unwrap_or_default();
+            center
+                .audit(&by, "token.create", vec![target], &created)
+                .await?;
+            Ok::<_, ApiError>(created?)
+        })
         .await?;
-    Ok(Json(created?))
+    Ok(Json(created))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens/{id}/revoke", tag = "tokens",
@@ -88,10 +100,18 @@ async fn revoke_token(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Answer<TokenInfo> {
-    let by = auth.at_least(Role::Admin)?;
-    let revoked = center.tokens.revoke(&id, by).await;
-    center.audit(by, "token.revoke", vec![id], &revoked).await?;
-    Ok(Json(revoked?))
+    let by = auth.at_least(Role::Admin)?.clone();
+    let revoked = center
+        .clone()
+        .detached(async move {
+            let revoked = center.tokens.revoke(&id, &by).await;
+            center
+                .audit(&by, "token.revoke", vec![id], &revoked)
+                .await?;
+            Ok::<_, ApiError>(revoked?)
+        })
+        .await?;
+    Ok(Json(revoked))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
@@ -126,11 +146,17 @@ async fn revoke_agent(
             format!("no agent {id}"),
         ));
     };
-    let revoked = center.reach.revoke(&id).await;
+    let by = by.clone();
     center
-        .audit(by, "agent.revoke", vec![id.clone()], &revoked)
+        .clone()
+        .detached(async move {
+            let revoked = center.reach.revoke(&id).await;
+            center
+                .audit(&by, "agent.revoke", vec![id], &revoked)
+                .await?;
+            revoked.map_err(internal)
+        })
         .await?;
-    revoked.map_err(internal)?;
     Ok(Json(AgentInfo {
         online: false,
         revoked: true,
@@ -156,24 +182,73 @@ async fn list_packages(
 }
 
 #[utoipa::path(post, path = "/api/v1/packages", tag = "packages",
+    params(("x-shoal-sha256" = Option<String>, Header,
+        description = "the archive's sha256 (64 hex digits): an upload of another digest is refused before anything is kept")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "the package archive, NAME-VERSION.tar.gz"),
-    responses((status = 200, body = PackageInfo), (status = 401), (status = 403),
+    responses((status = 200, body = PackageInfo),
+        (status = 400, description = "the sha256 header is not a digest"), (status = 401),
+        (status = 403, description = "a role below operator, or a token limited to a namespace: the repository is shared by every namespace"),
         (status = 409, description = "that version exists with other content"),
         (status = 413, description = "larger than the center takes"),
-        (status = 422, description = "the archive breaks a rule, named in the error")))]
-async fn push_package(State(center): State<Center>, auth: Auth, body: Body) -> Answer<PackageInfo> {
-    let by = auth.at_least(Role::Operator)?;
-    let upload = center.receive(body).await?;
-    let pushed = center.packages.push(upload.path()).await;
-    let target = pushed
-        .as_ref()
-        .map(|p| format!("{} {}", p.name, p.version))
-        .unwrap_or_default();
-    center
-        .audit(by, "package.push", vec![target], &pushed)
+        (status = 422, description = "the archive breaks a rule, named in the error, or its sha256 is not the one sent")))]
+async fn push_package(
+    State(center): State<Center>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<PackageInfo> {
+    auth.at_least(Role::Operator)?;
+    let by = auth.of_every_namespace("the package repository")?.clone();
+    let (upload, claimed) = match receive_package(&center, &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => {
+            let outcome = Err::<(), _>(&refused.message);
+            center
+                .audit(&by, "package.push", Vec::new(), &outcome)
+                .await?;
+            return Err(refused);
+        }
+    };
+    let pushed = center
+        .clone()
+        .detached(async move {
+            let pushed = center.packages.push(upload.path(), claimed).await;
+            let target = pushed
+                .as_ref()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .unwrap_or_default();
+            center
+                .audit(&by, "package.push", vec![target], &pushed)
+                .await?;
+            Ok::<_, ApiError>(pushed?)
+        })
         .await?;
-    Ok(Json(pushed?))
+    Ok(Json(pushed))
+}
+
+/// The upload in `incoming/`, and the sha256 its sender says it has.
+async fn receive_package(
+    center: &Center,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(crate::upload::Upload, Option<Sha256>), ApiError> {
+    let claimed = match headers.get(SHA256_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<Sha256>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("{SHA256_HEADER}: not a sha256 (64 hex digits)"),
+                    )
+                })?,
+        ),
+    };
+    Ok((center.receive(body).await?, claimed))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -204,16 +279,9 @@ async fn run_command(
     JsonBody(request): JsonBody<CommandRequest>,
 ) -> Answer<CommandView> {
     let by = auth.at_least(Role::Operator)?;
-    let action = format!("command.{}", action_name(&request.action));
-    let ran = center.commands.run(by, request).await;
-    let targets = match &ran {
-        Ok(view) => std::iter::once(view.command.clone())
-            .chain(view.results.keys().cloned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    center.audit(by, &action, targets, &ran).await?;
-    Ok(Json(ran?))
+    auth.reaches(request.selector.namespace.as_deref())?;
+    // Audited by the commands themselves: when stored, and when ended.
+    Ok(Json(center.commands.run(by, request).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/commands/{id}", tag = "commands",
@@ -238,6 +306,7 @@ async fn fleet_logs(
     JsonBody(request): JsonBody<FleetLogsRequest>,
 ) -> Result<Response, ApiError> {
     let by = auth.at_least(Role::Viewer)?;
+    auth.reaches(request.selector.namespace.as_deref())?;
     let targets = center.commands.freeze(by, &request.selector).await?;
     let mut streams = Vec::new();
     for agent in targets {
@@ -279,15 +348,17 @@ struct AuditQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 401), (status = 403)))]
+    responses((status = 200, body = Vec<AuditEntry>,
+        description = "oldest first; a token limited to a namespace reads that namespace's entries only"),
+        (status = 401), (status = 403)))]
 async fn audit(
     State(center): State<Center>,
     auth: Auth,
     Query(query): Query<AuditQuery>,
 ) -> Answer<Vec<AuditEntry>> {
-    auth.at_least(Role::Admin)?;
+    let by = auth.at_least(Role::Admin)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
-    Ok(Json(center.audit.tail(limit).await?))
+    Ok(Json(center.audit.tail(by, limit).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -343,23 +414,6 @@ async fn service_endpoints(
     Ok(Json(
         center.services.watch(&namespace, &name, after, wait).await,
     ))
-}
-
-/// The word the audit log names an action with.
-fn action_name(action: &shoal_api::fleet::Action) -> &'static str {
-    use shoal_api::fleet::Action as A;
-    match action {
-        A::Install { .. } => "install",
-        A::Rollback { .. } => "rollback",
-        A::Start { .. } => "start",
-        A::Stop { .. } => "stop",
-        A::Restart { .. } => "restart",
-        A::Reload { .. } => "reload",
-        A::Backup { .. } => "backup",
-        A::Backups { .. } => "backups",
-        A::CronRun { .. } => "cron-run",
-        A::Ps => "ps",
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use shoal_api::config::{methods as config_methods, ConfigApplied};
 use shoal_api::fleet::{
-    codes as link_codes, methods, AgentReport, DiscoverWatch, EnrollRequest, Enrolled, LogLine,
-    LogsEnd, PackageChunk, PackageFetch, Renewal, Welcome,
+    codes as link_codes, methods, AgentId, AgentReport, DiscoverWatch, EnrollRequest, Enrolled,
+    LogLine, LogsEnd, PackageChunk, PackageFetch, Renewal, Welcome,
 };
 use shoal_rpc::conn::ConnConfig;
 use shoal_rpc::{Args, Peer, Reply, Request, RpcError};
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::config::Contents;
 use super::registry::{self, Record};
-use super::{refuse, Links, Live};
+use super::{refuse, Enrollment, JoinGrant, Links, Live};
 use crate::pki::{self, PkiError};
 
 /// Largest part of a package one `package.fetch` answers.
@@ -255,12 +255,49 @@ impl Handler {
 
     async fn enroll(&self, req: EnrollRequest) -> Result<Reply, RpcError> {
         check_report(&req.hostname, &req.labels)?;
+        let join = &self.links.inner.deps.join;
+        let grant = match join.redeem(&req.token).await {
+            Ok(grant) => grant,
+            Err(reason) => {
+                join.enrolled(Enrollment::Refused {
+                    credential: &req.token,
+                    hostname: &req.hostname,
+                    reason: &reason,
+                })
+                .await;
+                return Err(RpcError::new(link_codes::JOIN_REFUSED, reason.to_string()));
+            }
+        };
+        let hostname = req.hostname.clone();
+        match self.record_enrolled(req, &grant).await {
+            Ok((id, reply)) => {
+                join.enrolled(Enrollment::Joined {
+                    grant: &grant,
+                    agent: &id,
+                    hostname: &hostname,
+                })
+                .await;
+                Ok(reply)
+            }
+            Err(error) => {
+                join.enrolled(Enrollment::Failed {
+                    grant: &grant,
+                    hostname: &hostname,
+                    error: &error.to_string(),
+                })
+                .await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Issues the certificate of a new agent under `grant` and records it in the registry.
+    async fn record_enrolled(
+        &self,
+        req: EnrollRequest,
+        grant: &JoinGrant,
+    ) -> Result<(AgentId, Reply), RpcError> {
         let deps = &self.links.inner.deps;
-        let grant = deps
-            .join
-            .redeem(&req.token)
-            .await
-            .map_err(|e| RpcError::new(link_codes::JOIN_REFUSED, e.to_string()))?;
         let id = new_agent_id();
         let issued = deps
             .pki
@@ -272,6 +309,7 @@ impl Handler {
             hostname: req.hostname,
             namespace: grant
                 .namespace
+                .clone()
                 .or(req.namespace)
                 .unwrap_or_else(|| "default".into()),
             labels: req.labels,
@@ -279,19 +317,20 @@ impl Handler {
             last_heartbeat: None,
             version: String::new(),
             apps: Vec::new(),
-            token_id: grant.token_id,
+            token_id: grant.token_id.clone(),
             enrolled_at: now,
         };
         registry::create(deps.kv.as_ref(), &record)
             .await
             .map_err(|e| RpcError::internal(format!("recording the agent: {e}")))?;
         info!(agent = %id, token = %record.token_id, namespace = %record.namespace, "agent enrolled");
-        Reply::encode(&Enrolled {
-            agent_id: id,
+        let reply = Reply::encode(&Enrolled {
+            agent_id: id.clone(),
             certificate_pem: issued.chain_pem,
             ca_pem: deps.pki.root_pem().to_owned(),
             not_after: Some(issued.not_after.into()),
-        })
+        })?;
+        Ok((id, reply))
     }
 
     async fn hello(

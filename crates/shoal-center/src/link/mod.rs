@@ -51,6 +51,33 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 pub trait JoinAuthority: Send + Sync {
     /// Redeems one use of the join token `credential` (`shoal_<id>_<secret>`, no pin).
     async fn redeem(&self, credential: &str) -> Result<JoinGrant, JoinRefused>;
+
+    /// Told how an enrollment ended, for the audit log; the center's writes it there. A
+    /// stand-in may ignore it.
+    async fn enrolled(&self, _enrollment: Enrollment<'_>) {}
+}
+
+/// How an enrollment ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Enrollment<'a> {
+    /// `hostname` is recorded as agent `agent`, under `grant`.
+    Joined {
+        grant: &'a JoinGrant,
+        agent: &'a str,
+        hostname: &'a str,
+    },
+    /// A use of the token was taken, but the agent could not be recorded.
+    Failed {
+        grant: &'a JoinGrant,
+        hostname: &'a str,
+        error: &'a str,
+    },
+    /// The token `credential` was refused.
+    Refused {
+        credential: &'a str,
+        hostname: &'a str,
+        reason: &'a JoinRefused,
+    },
 }
 
 /// What a redeemed join token allows.
