@@ -1,6 +1,7 @@
 //! The agent's link against a real center link in one process, on 127.0.0.1: joining with a
-//! token and coming back without one, a wrong pin refused before anything is sent, a command
-//! id run once across a dropped link, and a log query streamed back.
+//! token and coming back without one, a wrong pin refused before anything is sent, a command id run
+//! once across a dropped link, a download whose sha256 is not the package's refused before it is
+//! unpacked, and a log query streamed back.
 
 mod common;
 
@@ -496,4 +497,45 @@ async fn a_link_dropped_in_the_middle_of_a_command_does_not_run_it_twice() {
     assert_eq!(other.status, TargetStatus::Error, "{other:?}");
     stop_agent(running).await;
     center.stop().await;
+}
+
+#[tokio::test]
+async fn a_download_of_the_right_size_and_another_sha256_is_refused_before_it_is_unpacked() {
+    let dir = Scratch::new("link-sha256");
+    let center = Center::start(dir.path()).await;
+    let (pkg, bytes) = package(dir.path(), "1.0.0");
+    // One byte changed: the size the reference says, another sha256.
+    let mut tampered = bytes.to_vec();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    center.hold(&pkg, Bytes::from(tampered));
+    let data = dir.path().join("agent");
+    let (running, id) = center.joined(&data).await;
+
+    let refused = center
+        .links
+        .exec(&id, install("tampered", &pkg), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, TargetStatus::Error, "{refused:?}");
+    let said = &refused.message;
+    assert!(said.contains("sha256"), "{said}");
+    assert!(said.contains(&pkg.sha256), "{said}");
+    assert!(said.contains("app 1.0.0"), "not naming the package: {said}");
+    assert!(!data.join("apps/app").exists(), "something was unpacked");
+    let incoming = data.join("incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the download was kept: {left:?}");
+
+    // The right bytes then install: the refusal left nothing in the way.
+    center.hold(&pkg, bytes);
+    let installed = center
+        .links
+        .exec(&id, install("untampered", &pkg), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(installed.status, TargetStatus::Ok, "{installed:?}");
+    stop_agent(running).await;
 }
