@@ -3,8 +3,9 @@
 //! package is pushed and installed on a label's agents while the excluded one stays untouched;
 //! a fleet restart; fleet logs with a grep; an agent killed shows offline and a command's
 //! result for it says so; restarted it is online with the same id; revoked, it cannot
-//! reconnect; and a center killed with `kill -9` comes back on its data with every agent
-//! reconnecting by itself and its history intact.
+//! reconnect; a center killed with `kill -9` comes back on its data with every agent
+//! reconnecting by itself and its history intact; and an expired or revoked join token is
+//! refused at enrollment.
 
 mod common;
 
@@ -344,4 +345,60 @@ fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_r
         "the hook ran twice"
     );
     drop(member);
+}
+
+/// `shoal token create --role join ARGS`: (its id, its expiry if any, its text).
+fn join_token_with(
+    center: &Center,
+    args: &[&str],
+) -> (String, Option<chrono::DateTime<chrono::Utc>>, String) {
+    let mut all = vec!["token", "create", "--role", "join"];
+    all.extend_from_slice(args);
+    let out = center.ok(&all);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let id = field("id: ").expect("the token's id");
+    let expires = field("expires: ").map(|e| e.parse().unwrap());
+    (id, expires, out.lines().last().unwrap().to_owned())
+}
+
+#[test]
+fn an_expired_or_revoked_join_token_is_refused_at_enrollment_and_the_agent_keeps_nothing() {
+    let dir = Scratch::new("fleet-join-refused");
+    let center = Center::start(&dir.0.join("center"));
+    let (_, expires, expired) = join_token_with(&center, &["--ttl", "1s"]);
+    let (id, _, revoked) = join_token_with(&center, &[]);
+    center.ok(&["token", "revoke", &id]);
+    let expires = expires.expect("a token with a ttl expires");
+    wait_for("the token's expiry", || {
+        (chrono::Utc::now() > expires).then_some(())
+    });
+
+    for (token, reason) in [(&expired, "has expired"), (&revoked, "was revoked")] {
+        let data = dir.0.join(format!("agent-{}", reason.replace(' ', "-")));
+        let mut agent = join_agent(&data, &center.link, Some(token), &[]);
+        let status = wait_for("the refused agent to exit", || {
+            agent.child.try_wait().unwrap()
+        });
+        assert!(!status.success(), "{reason}: the agent started");
+        let said = std::fs::read_to_string(data.with_extension("log")).unwrap();
+        assert!(
+            said.contains(&format!("the join token {reason}")),
+            "{reason}: {said}"
+        );
+        assert!(said.contains("refused to enroll"), "{reason}: {said}");
+        let secret = token.split('_').nth(2).unwrap();
+        assert!(
+            !said.contains(secret),
+            "{reason}: the secret in the agent's output"
+        );
+        let kept: Vec<_> = std::fs::read_dir(data.join("link"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(kept.is_empty(), "{reason}: the agent kept {kept:?}");
+    }
+    assert!(center.agents().is_empty(), "{:?}", center.agents());
 }
