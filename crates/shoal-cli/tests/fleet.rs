@@ -4,8 +4,9 @@
 //! a fleet restart; fleet logs with a grep; an agent killed shows offline and a command's
 //! result for it says so; restarted it is online with the same id; revoked, it cannot
 //! reconnect; a center killed with `kill -9` comes back on its data with every agent
-//! reconnecting by itself and its history intact; and an expired or revoked join token is
-//! refused at enrollment.
+//! reconnecting by itself and its history intact, and a command in flight at the kill is
+//! interrupted for the targets that had not answered and never run twice; and an expired or
+//! revoked join token is refused at enrollment.
 
 mod common;
 
@@ -401,4 +402,159 @@ fn an_expired_or_revoked_join_token_is_refused_at_enrollment_and_the_agent_keeps
         assert!(kept.is_empty(), "{reason}: the agent kept {kept:?}");
     }
     assert!(center.agents().is_empty(), "{:?}", center.agents());
+}
+
+/// A service `gated` whose install hook adds a line to `$SHOAL_TEST_HOOK_RUNS`, then, when
+/// `$SHOAL_TEST_GATE` is set, waits for that file to exist.
+fn gated_package(out: &Path) -> PathBuf {
+    let pkg = out.join("gated-src");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    for (name, text) in [
+        ("bin/gated", "#!/bin/sh\nexec sleep 1000\n"),
+        (
+            "bin/install",
+            "#!/bin/sh\necho run >> \"$SHOAL_TEST_HOOK_RUNS\"\n\
+             if [ -n \"$SHOAL_TEST_GATE\" ]; then\n\
+             \x20 while [ ! -e \"$SHOAL_TEST_GATE\" ]; do sleep 0.05; done\nfi\n",
+        ),
+    ] {
+        std::fs::write(pkg.join(name), text).unwrap();
+        std::fs::set_permissions(pkg.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        "[package]\nname = \"gated\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+         [run]\ncommand = \"bin/gated\"\nstop_timeout = \"1s\"\n\n\
+         [hooks]\ninstall = \"bin/install\"\n",
+    )
+    .unwrap();
+    build(&pkg, out, "gated-1.0.0.tar.gz")
+}
+
+/// The newest command `center` holds, through its API.
+fn newest_command(center: &Center) -> Option<CommandView> {
+    let client = shoal_center::client::CenterClient::new(&center.url, &center.token).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let views: Vec<CommandView> = rt.block_on(client.get("/api/v1/commands?limit=1")).unwrap();
+    views.into_iter().next()
+}
+
+fn hook_runs(marker: &Path) -> usize {
+    std::fs::read_to_string(marker).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_center_killed_with_a_command_in_flight_reports_it_interrupted_and_never_runs_it_twice() {
+    let dir = Scratch::new("fleet-kill-in-flight");
+    let center = Center::start(&dir.0.join("center"));
+    let link = center.link.clone();
+    let join = center.join_token(2);
+    let gate = dir.0.join("gate");
+    let runs = |who: &str| dir.0.join(format!("{who}-hook-runs"));
+    let start = |who: &str, gated: bool| {
+        let data = dir.0.join(who);
+        let mut command = Agent::center_command(&data, &link);
+        command
+            .args(["--join", &join])
+            .env("SHOAL_TEST_HOOK_RUNS", runs(who));
+        if gated {
+            command.env("SHOAL_TEST_GATE", &gate);
+        }
+        Agent::spawn(command, &data)
+    };
+    let (slow, fast) = (start("slow", true), start("fast", false));
+    let (slow_id, fast_id) = (slow.id(), fast.id());
+    wait_for("both agents online", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    let archive = gated_package(&dir.0);
+    center.ok(&["push", archive.to_str().unwrap()]);
+
+    // The install runs everywhere: the fast agent answers, the slow one waits on the gate.
+    let mut install = Command::new(SHOAL)
+        .args([
+            "fleet",
+            "install",
+            "gated",
+            "--all",
+            "--timeout",
+            "5m",
+            "--json",
+        ])
+        .env("SHOAL_CENTER", &center.url)
+        .env("SHOAL_TOKEN", &center.token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let command = wait_for("the fast agent's answer stored", || {
+        let view = newest_command(&center)?;
+        (view.results.get(&fast_id)?.status == TargetStatus::Ok).then_some(view.command)
+    });
+    wait_for("the slow agent's hook to run", || {
+        (hook_runs(&runs("slow")) == 1).then_some(())
+    });
+    let data = center.kill9();
+    let ended = wait_for("the caller to see the center go", || {
+        install.try_wait().unwrap()
+    });
+    assert!(!ended.success());
+
+    // Back on its data: the unanswered target is interrupted, the answered one kept; the
+    // command is shown as failed.
+    let center = Center::start_on(&data, &link);
+    let shown = center.command(&["show", &command]);
+    assert_eq!(
+        shown.state,
+        shoal_api::center::CommandState::Interrupted,
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown.results[&slow_id].status,
+        TargetStatus::Interrupted,
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown.results[&fast_id].status,
+        TargetStatus::Ok,
+        "{shown:?}"
+    );
+    let table = center.shoal(&["fleet", "show", &command]);
+    assert_eq!(table.status.code(), Some(1), "{}", text(&table));
+    assert!(text(&table).contains("interrupted"), "{}", text(&table));
+
+    // The slow agent reconnects with its hook still waiting; let go, the install ends there
+    // once, and nothing sends it again.
+    wait_for("both agents back", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    std::fs::write(&gate, "go").unwrap();
+    wait_for("gated running on the slow agent", || {
+        center
+            .agent(&slow_id)
+            .apps
+            .iter()
+            .any(|a| a.name == "gated" && a.state == shoal_api::agent::AppState::Running)
+            .then_some(())
+    });
+    let ps = center.command(&["ps", "--all"]);
+    assert!(
+        ps.results.values().all(|r| r.status == TargetStatus::Ok),
+        "{ps:?}"
+    );
+    assert_eq!(
+        hook_runs(&runs("slow")),
+        1,
+        "the slow agent ran the install twice"
+    );
+    assert_eq!(
+        hook_runs(&runs("fast")),
+        1,
+        "the fast agent ran the install twice"
+    );
+    assert_eq!(center.command(&["show", &command]), shown);
+    drop((slow, fast));
 }
