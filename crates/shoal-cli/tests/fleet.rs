@@ -5,18 +5,20 @@
 //! result for it says so; restarted it is online with the same id; revoked, it cannot
 //! reconnect; a center killed with `kill -9` comes back on its data with every agent
 //! reconnecting by itself and its history intact, and a command in flight at the kill is
-//! interrupted for the targets that had not answered and never run twice; and an expired or
-//! revoked join token is refused at enrollment.
+//! interrupted for the targets that had not answered and never run twice; an expired or
+//! revoked join token is refused at enrollment; and `fleet logs -f` stops on every agent
+//! when its caller goes away.
 
 mod common;
 
+use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::fleet::Center;
 use common::Agent;
-use common::{text, wait_for, Scratch, SHOAL};
+use common::{text, wait_for, wait_showing, Scratch, SHOAL};
 use shoal_api::center::{AuditEntry, CommandView};
 use shoal_api::fleet::{AgentInfo, TargetStatus};
 
@@ -557,4 +559,110 @@ fn a_center_killed_with_a_command_in_flight_reports_it_interrupted_and_never_run
     );
     assert_eq!(center.command(&["show", &command]), shown);
     drop((slow, fast));
+}
+
+/// `line` without the terminal's colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The agent's debug lines about its link's log streams: (started, ended, the last ended).
+fn log_streams(data: &Path) -> (usize, usize, Option<String>) {
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+    let lines: Vec<String> = log.lines().map(plain).collect();
+    let started = lines
+        .iter()
+        .filter(|l| l.contains("log stream started"))
+        .count();
+    let ended: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("log stream ended"))
+        .collect();
+    (started, ended.len(), ended.last().map(|l| (*l).clone()))
+}
+
+#[test]
+fn fleet_logs_follow_stops_on_every_agent_when_its_caller_goes_away() {
+    let dir = Scratch::new("fleet-logs-gone");
+    let center = Center::start(&dir.0.join("center"));
+    let join = center.join_token(2);
+    let datas: Vec<PathBuf> = (0..2).map(|n| dir.0.join(format!("agent{n}"))).collect();
+    let members: Vec<Agent> = datas
+        .iter()
+        .map(|data| {
+            let mut command = Agent::center_command(data, &center.link);
+            command
+                .args(["--join", &join])
+                .env("RUST_LOG", "warn,shoal_agent::link::logs=debug");
+            Agent::spawn(command, data)
+        })
+        .collect();
+    let ids: Vec<String> = members.iter().map(Agent::id).collect();
+    wait_for("two agents online", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    let archive = hello_package(&dir.0);
+    center.ok(&["push", archive.to_str().unwrap()]);
+    center.fleet(&["install", "hello", "--all"]);
+
+    let mut follow = Command::new(SHOAL)
+        .args(["fleet", "logs", "hello", "-f", "--all"])
+        .env("SHOAL_CENTER", &center.url)
+        .env("SHOAL_TOKEN", &center.token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (send, lines) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut heard: Vec<&String> = Vec::new();
+    wait_for("lines from both agents", || {
+        while let Ok(line) = lines.try_recv() {
+            if let Some(id) = ids.iter().find(|id| line.starts_with(&format!("{id}: "))) {
+                if !heard.contains(&id) {
+                    heard.push(id);
+                }
+            }
+        }
+        (heard.len() == 2).then_some(())
+    });
+    for data in &datas {
+        assert_eq!(log_streams(data).0, 1, "{}", data.display());
+    }
+
+    // The caller killed: every agent ends its stream, the center having said stop.
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    reader.join().unwrap();
+    for data in &datas {
+        let last = wait_showing("the agent's log stream to end", || {
+            match log_streams(data) {
+                (1, 1, Some(last)) => Ok(last),
+                seen => Err(format!("{seen:?}")),
+            }
+        });
+        assert!(last.contains("open=0"), "{last}");
+        assert!(last.contains("ended=Stopped"), "{last}");
+    }
+    assert!(center.agents().iter().all(|a| a.online), "a link dropped");
+    drop(members);
 }
