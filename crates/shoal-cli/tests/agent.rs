@@ -5,7 +5,8 @@
 //! agent; an agent killed in the middle of an upgrade coming back to the old version; SIGTERM
 //! during an install's hook, the agent ending only once the install has; an install on a full
 //! filesystem said as one; names that are no app's answered by the agent, not by the URL
-//! parser; a hostile package refused with nothing installed.
+//! parser; a hostile package refused with nothing installed; `shoal up` running a service
+//! and a crontab until Ctrl-C, its center answering `shoal agents` and `shoal fleet ps`.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -532,10 +533,10 @@ fn shoal_up_runs_a_service_and_a_crontab_until_ctrl_c_stops_everything() {
             let _ = send.send(line);
         }
     });
-    let (mut service_pid, mut job_ran) = (None, false);
+    let (mut service_pid, mut job_ran, mut center) = (None, false, None);
     let deadline = Instant::now() + LIMIT;
     let mut seen = Vec::new();
-    while service_pid.is_none() || !job_ran {
+    while service_pid.is_none() || !job_ran || center.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = lines.recv_timeout(left) else {
             panic!("shoal up showed:\n{}", seen.join("\n"));
@@ -550,10 +551,14 @@ fn shoal_up_runs_a_service_and_a_crontab_until_ctrl_c_stops_everything() {
         if line.starts_with("greeter/greet") && line.contains("exit 0 at") {
             job_ran = true;
         }
+        if let Some(said) = line.strip_prefix("center: ") {
+            center = Some(said.to_owned());
+        }
         seen.push(line);
     }
     let pid = service_pid.unwrap();
     assert!(alive(pid));
+    the_center_of_up_answers(&center.unwrap(), &data);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(up.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -580,6 +585,61 @@ fn shoal_up_runs_a_service_and_a_crontab_until_ctrl_c_stops_everything() {
         text(&out)
     );
     assert!(foreign.join("keep.txt").exists());
+}
+
+/// What `shoal up` said of its center (`agents' port ADDR, API URL; its admin token is in
+/// FILE`): the token file is the center's, private, and `shoal agents` and `shoal fleet ps`
+/// with that address and token show the agent and its two apps.
+fn the_center_of_up_answers(said: &str, data: &Path) {
+    let between = |from: &str, to: &str| {
+        let rest = &said[said
+            .find(from)
+            .unwrap_or_else(|| panic!("{from:?} in {said:?}"))
+            + from.len()..];
+        rest[..rest.find(to).unwrap_or(rest.len())]
+            .trim()
+            .to_owned()
+    };
+    let url = between("API ", ";");
+    let token_file = PathBuf::from(between("its admin token is in ", "\n"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{said}");
+    assert_eq!(token_file, data.join("center/admin.token"), "{said}");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", token_file.display());
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let center = |args: &[&str]| -> Value {
+        let out = Command::new(SHOAL)
+            .args(args)
+            .args(["--json", "--center", &url, "--token", token.trim()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "shoal {args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let names = |apps: &Value| -> Vec<String> {
+        let mut names: Vec<String> = apps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let agent = wait_for("the up agent with its apps at the center", || {
+        let agents = center(&["agents"]);
+        let agent = match agents.as_array()?.as_slice() {
+            [] => return None,
+            [agent] => agent,
+            _ => panic!("one agent: {agents}"),
+        };
+        (agent["online"] == true && names(&agent["apps"]) == ["greeter", "hello"])
+            .then(|| agent["id"].as_str().unwrap().to_owned())
+    });
+    let ps = center(&["fleet", "ps", "--all"]);
+    let result = &ps["results"][&agent];
+    assert_eq!(result["status"], "ok", "{ps}");
+    assert_eq!(names(&result["detail"]), ["greeter", "hello"], "{ps}");
 }
 
 /// A package `flaky` at `version` without `[health]`, whose program runs `body`.

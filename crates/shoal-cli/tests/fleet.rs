@@ -3,18 +3,22 @@
 //! package is pushed and installed on a label's agents while the excluded one stays untouched;
 //! a fleet restart; fleet logs with a grep; an agent killed shows offline and a command's
 //! result for it says so; restarted it is online with the same id; revoked, it cannot
-//! reconnect; and a center killed with `kill -9` comes back on its data with every agent
-//! reconnecting by itself and its history intact.
+//! reconnect; a center killed with `kill -9` comes back on its data with every agent
+//! reconnecting by itself and its history intact, and a command in flight at the kill is
+//! interrupted for the targets that had not answered and never run twice; an expired or
+//! revoked join token is refused at enrollment; and `fleet logs -f` stops on every agent
+//! when its caller goes away.
 
 mod common;
 
+use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::fleet::Center;
 use common::Agent;
-use common::{text, wait_for, Scratch, SHOAL};
+use common::{text, wait_for, wait_showing, Scratch, SHOAL};
 use shoal_api::center::{AuditEntry, CommandView};
 use shoal_api::fleet::{AgentInfo, TargetStatus};
 
@@ -344,4 +348,321 @@ fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_r
         "the hook ran twice"
     );
     drop(member);
+}
+
+/// `shoal token create --role join ARGS`: (its id, its expiry if any, its text).
+fn join_token_with(
+    center: &Center,
+    args: &[&str],
+) -> (String, Option<chrono::DateTime<chrono::Utc>>, String) {
+    let mut all = vec!["token", "create", "--role", "join"];
+    all.extend_from_slice(args);
+    let out = center.ok(&all);
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let id = field("id: ").expect("the token's id");
+    let expires = field("expires: ").map(|e| e.parse().unwrap());
+    (id, expires, out.lines().last().unwrap().to_owned())
+}
+
+#[test]
+fn an_expired_or_revoked_join_token_is_refused_at_enrollment_and_the_agent_keeps_nothing() {
+    let dir = Scratch::new("fleet-join-refused");
+    let center = Center::start(&dir.0.join("center"));
+    let (_, expires, expired) = join_token_with(&center, &["--ttl", "1s"]);
+    let (id, _, revoked) = join_token_with(&center, &[]);
+    center.ok(&["token", "revoke", &id]);
+    let expires = expires.expect("a token with a ttl expires");
+    wait_for("the token's expiry", || {
+        (chrono::Utc::now() > expires).then_some(())
+    });
+
+    for (token, reason) in [(&expired, "has expired"), (&revoked, "was revoked")] {
+        let data = dir.0.join(format!("agent-{}", reason.replace(' ', "-")));
+        let mut agent = join_agent(&data, &center.link, Some(token), &[]);
+        let status = wait_for("the refused agent to exit", || {
+            agent.child.try_wait().unwrap()
+        });
+        assert!(!status.success(), "{reason}: the agent started");
+        let said = std::fs::read_to_string(data.with_extension("log")).unwrap();
+        assert!(
+            said.contains(&format!("the join token {reason}")),
+            "{reason}: {said}"
+        );
+        assert!(said.contains("refused to enroll"), "{reason}: {said}");
+        let secret = token.split('_').nth(2).unwrap();
+        assert!(
+            !said.contains(secret),
+            "{reason}: the secret in the agent's output"
+        );
+        let kept: Vec<_> = std::fs::read_dir(data.join("link"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(kept.is_empty(), "{reason}: the agent kept {kept:?}");
+    }
+    assert!(center.agents().is_empty(), "{:?}", center.agents());
+}
+
+/// A service `gated` whose install hook adds a line to `$SHOAL_TEST_HOOK_RUNS`, then, when
+/// `$SHOAL_TEST_GATE` is set, waits for that file to exist.
+fn gated_package(out: &Path) -> PathBuf {
+    let pkg = out.join("gated-src");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    for (name, text) in [
+        ("bin/gated", "#!/bin/sh\nexec sleep 1000\n"),
+        (
+            "bin/install",
+            "#!/bin/sh\necho run >> \"$SHOAL_TEST_HOOK_RUNS\"\n\
+             if [ -n \"$SHOAL_TEST_GATE\" ]; then\n\
+             \x20 while [ ! -e \"$SHOAL_TEST_GATE\" ]; do sleep 0.05; done\nfi\n",
+        ),
+    ] {
+        std::fs::write(pkg.join(name), text).unwrap();
+        std::fs::set_permissions(pkg.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        pkg.join("shoal.toml"),
+        "[package]\nname = \"gated\"\nversion = \"1.0.0\"\nkind = \"service\"\n\n\
+         [run]\ncommand = \"bin/gated\"\nstop_timeout = \"1s\"\n\n\
+         [hooks]\ninstall = \"bin/install\"\n",
+    )
+    .unwrap();
+    build(&pkg, out, "gated-1.0.0.tar.gz")
+}
+
+/// The newest command `center` holds, through its API.
+fn newest_command(center: &Center) -> Option<CommandView> {
+    let client = shoal_center::client::CenterClient::new(&center.url, &center.token).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let views: Vec<CommandView> = rt.block_on(client.get("/api/v1/commands?limit=1")).unwrap();
+    views.into_iter().next()
+}
+
+fn hook_runs(marker: &Path) -> usize {
+    std::fs::read_to_string(marker).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn a_center_killed_with_a_command_in_flight_reports_it_interrupted_and_never_runs_it_twice() {
+    let dir = Scratch::new("fleet-kill-in-flight");
+    let center = Center::start(&dir.0.join("center"));
+    let link = center.link.clone();
+    let join = center.join_token(2);
+    let gate = dir.0.join("gate");
+    let runs = |who: &str| dir.0.join(format!("{who}-hook-runs"));
+    let start = |who: &str, gated: bool| {
+        let data = dir.0.join(who);
+        let mut command = Agent::center_command(&data, &link);
+        command
+            .args(["--join", &join])
+            .env("SHOAL_TEST_HOOK_RUNS", runs(who));
+        if gated {
+            command.env("SHOAL_TEST_GATE", &gate);
+        }
+        Agent::spawn(command, &data)
+    };
+    let (slow, fast) = (start("slow", true), start("fast", false));
+    let (slow_id, fast_id) = (slow.id(), fast.id());
+    wait_for("both agents online", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    let archive = gated_package(&dir.0);
+    center.ok(&["push", archive.to_str().unwrap()]);
+
+    // The install runs everywhere: the fast agent answers, the slow one waits on the gate.
+    let mut install = Command::new(SHOAL)
+        .args([
+            "fleet",
+            "install",
+            "gated",
+            "--all",
+            "--timeout",
+            "5m",
+            "--json",
+        ])
+        .env("SHOAL_CENTER", &center.url)
+        .env("SHOAL_TOKEN", &center.token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let command = wait_for("the fast agent's answer stored", || {
+        let view = newest_command(&center)?;
+        (view.results.get(&fast_id)?.status == TargetStatus::Ok).then_some(view.command)
+    });
+    wait_for("the slow agent's hook to run", || {
+        (hook_runs(&runs("slow")) == 1).then_some(())
+    });
+    let data = center.kill9();
+    let ended = wait_for("the caller to see the center go", || {
+        install.try_wait().unwrap()
+    });
+    assert!(!ended.success());
+
+    // Back on its data: the unanswered target is interrupted, the answered one kept; the
+    // command is shown as failed.
+    let center = Center::start_on(&data, &link);
+    let shown = center.command(&["show", &command]);
+    assert_eq!(
+        shown.state,
+        shoal_api::center::CommandState::Interrupted,
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown.results[&slow_id].status,
+        TargetStatus::Interrupted,
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown.results[&fast_id].status,
+        TargetStatus::Ok,
+        "{shown:?}"
+    );
+    let table = center.shoal(&["fleet", "show", &command]);
+    assert_eq!(table.status.code(), Some(1), "{}", text(&table));
+    assert!(text(&table).contains("interrupted"), "{}", text(&table));
+
+    // The slow agent reconnects with its hook still waiting; let go, the install ends there
+    // once, and nothing sends it again.
+    wait_for("both agents back", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    std::fs::write(&gate, "go").unwrap();
+    wait_for("gated running on the slow agent", || {
+        center
+            .agent(&slow_id)
+            .apps
+            .iter()
+            .any(|a| a.name == "gated" && a.state == shoal_api::agent::AppState::Running)
+            .then_some(())
+    });
+    let ps = center.command(&["ps", "--all"]);
+    assert!(
+        ps.results.values().all(|r| r.status == TargetStatus::Ok),
+        "{ps:?}"
+    );
+    assert_eq!(
+        hook_runs(&runs("slow")),
+        1,
+        "the slow agent ran the install twice"
+    );
+    assert_eq!(
+        hook_runs(&runs("fast")),
+        1,
+        "the fast agent ran the install twice"
+    );
+    assert_eq!(center.command(&["show", &command]), shown);
+    drop((slow, fast));
+}
+
+/// `line` without the terminal's colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The agent's debug lines about its link's log streams: (started, ended, the last ended).
+fn log_streams(data: &Path) -> (usize, usize, Option<String>) {
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+    let lines: Vec<String> = log.lines().map(plain).collect();
+    let started = lines
+        .iter()
+        .filter(|l| l.contains("log stream started"))
+        .count();
+    let ended: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("log stream ended"))
+        .collect();
+    (started, ended.len(), ended.last().map(|l| (*l).clone()))
+}
+
+#[test]
+fn fleet_logs_follow_stops_on_every_agent_when_its_caller_goes_away() {
+    let dir = Scratch::new("fleet-logs-gone");
+    let center = Center::start(&dir.0.join("center"));
+    let join = center.join_token(2);
+    let datas: Vec<PathBuf> = (0..2).map(|n| dir.0.join(format!("agent{n}"))).collect();
+    let members: Vec<Agent> = datas
+        .iter()
+        .map(|data| {
+            let mut command = Agent::center_command(data, &center.link);
+            command
+                .args(["--join", &join])
+                .env("RUST_LOG", "warn,shoal_agent::link::logs=debug");
+            Agent::spawn(command, data)
+        })
+        .collect();
+    let ids: Vec<String> = members.iter().map(Agent::id).collect();
+    wait_for("two agents online", || {
+        (center.agents().iter().filter(|a| a.online).count() == 2).then_some(())
+    });
+    let archive = hello_package(&dir.0);
+    center.ok(&["push", archive.to_str().unwrap()]);
+    center.fleet(&["install", "hello", "--all"]);
+
+    let mut follow = Command::new(SHOAL)
+        .args(["fleet", "logs", "hello", "-f", "--all"])
+        .env("SHOAL_CENTER", &center.url)
+        .env("SHOAL_TOKEN", &center.token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (send, lines) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if send.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut heard: Vec<&String> = Vec::new();
+    wait_for("lines from both agents", || {
+        while let Ok(line) = lines.try_recv() {
+            if let Some(id) = ids.iter().find(|id| line.starts_with(&format!("{id}: "))) {
+                if !heard.contains(&id) {
+                    heard.push(id);
+                }
+            }
+        }
+        (heard.len() == 2).then_some(())
+    });
+    for data in &datas {
+        assert_eq!(log_streams(data).0, 1, "{}", data.display());
+    }
+
+    // The caller killed: every agent ends its stream, the center having said stop.
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    reader.join().unwrap();
+    for data in &datas {
+        let last = wait_showing("the agent's log stream to end", || {
+            match log_streams(data) {
+                (1, 1, Some(last)) => Ok(last),
+                seen => Err(format!("{seen:?}")),
+            }
+        });
+        assert!(last.contains("open=0"), "{last}");
+        assert!(last.contains("ended=Stopped"), "{last}");
+    }
+    assert!(center.agents().iter().all(|a| a.online), "a link dropped");
+    drop(members);
 }

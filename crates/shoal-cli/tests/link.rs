@@ -1,6 +1,8 @@
 //! The agent's link against a real center link in one process, on 127.0.0.1: joining with a
-//! token and coming back without one, a wrong pin refused before anything is sent, a command
-//! id run once across a dropped link, and a log query streamed back.
+//! token and coming back without one, a wrong pin refused before anything is sent, an agent's
+//! certificate posing as a center refused before anything is sent, a command id run once
+//! across a dropped link, a download whose sha256 is not the package's refused before it is
+//! unpacked, and a log query streamed back.
 
 mod common;
 
@@ -496,4 +498,146 @@ async fn a_link_dropped_in_the_middle_of_a_command_does_not_run_it_twice() {
     assert_eq!(other.status, TargetStatus::Error, "{other:?}");
     stop_agent(running).await;
     center.stop().await;
+}
+
+/// What a stand-in center saw of one connection.
+#[derive(Debug)]
+enum Handshake {
+    /// The client ended the handshake: nothing of its own was sent.
+    Refused,
+    /// The handshake completed, and this many bytes came first.
+    Completed(usize),
+}
+
+/// A TLS server on 127.0.0.1 holding a certificate chain and its key, posing as a center; it
+/// reports each connection's handshake.
+struct Impostor {
+    addr: String,
+    seen: tokio::sync::mpsc::UnboundedReceiver<Handshake>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl Impostor {
+    async fn start(chain_pem: &str, key_pem: &str) -> Impostor {
+        use tokio::io::AsyncReadExt as _;
+        let config =
+            shoal_rpc::transport::server_tls(chain_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (report, seen) = tokio::sync::mpsc::unbounded_channel();
+        let served = tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let seen = match acceptor.accept(tcp).await {
+                    Err(_) => Handshake::Refused,
+                    Ok(mut tls) => {
+                        let mut buf = [0u8; 4096];
+                        let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await;
+                        Handshake::Completed(read.ok().and_then(Result::ok).unwrap_or(0))
+                    }
+                };
+                if report.send(seen).is_err() {
+                    return;
+                }
+            }
+        });
+        Impostor { addr, seen, served }
+    }
+
+    /// The next connection's handshake, which the client must have refused.
+    async fn refused(&mut self, what: &str) {
+        let seen = tokio::time::timeout(WAIT, self.seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no connection came"))
+            .unwrap();
+        match seen {
+            Handshake::Refused => {}
+            Handshake::Completed(bytes) => {
+                panic!("{what}: the handshake completed and {bytes} bytes were sent")
+            }
+        }
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.served.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_certificate_posing_as_a_center_is_refused_before_anything_is_sent() {
+    let dir = Scratch::new("link-impostor");
+    let center = Center::start(dir.path()).await;
+    let data = dir.path().join("agent");
+    let (running, id) = center.joined(&data).await;
+    stop_agent(running).await;
+    // A valid agent certificate of the real authority, with its key and the real root in the
+    // chain: the pin of a join token matches it.
+    let text = std::fs::read_to_string(data.join("link/identity.json")).unwrap();
+    let identity: link::Identity = serde_json::from_str(&text).unwrap();
+    let chain = format!("{}{}", identity.cert_pem, identity.ca_pem);
+    let mut impostor = Impostor::start(&chain, &identity.key_pem).await;
+
+    // Enrolling with the real center's token: the handshake fails, the token is never sent.
+    let mut options = center.options(None);
+    options.center = impostor.addr.clone();
+    let err = link::enroll(&options, &center.token()).await.unwrap_err();
+    assert!(matches!(err, LinkError::Connect { .. }), "{err:?}");
+    let said = err.to_string();
+    assert!(said.contains(&impostor.addr), "{said}");
+    assert!(said.contains("server authentication"), "{said}");
+    impostor.refused("enrolling").await;
+
+    // The enrolled agent's link (only the stored root trusted, its own certificate shown on
+    // request) refuses it too, on each try, and never says hello.
+    let back = agent(&data, options).await.unwrap();
+    assert_eq!(back.0.link().unwrap().agent_id(), id);
+    impostor.refused("the link").await;
+    impostor.refused("the link, again").await;
+    assert_eq!(*back.0.link().unwrap().linked().borrow(), 0);
+    stop_agent(back).await;
+    assert_eq!(center.join.redeemed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_download_of_the_right_size_and_another_sha256_is_refused_before_it_is_unpacked() {
+    let dir = Scratch::new("link-sha256");
+    let center = Center::start(dir.path()).await;
+    let (pkg, bytes) = package(dir.path(), "1.0.0");
+    // One byte changed: the size the reference says, another sha256.
+    let mut tampered = bytes.to_vec();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    center.hold(&pkg, Bytes::from(tampered));
+    let data = dir.path().join("agent");
+    let (running, id) = center.joined(&data).await;
+
+    let refused = center
+        .links
+        .exec(&id, install("tampered", &pkg), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, TargetStatus::Error, "{refused:?}");
+    let said = &refused.message;
+    assert!(said.contains("sha256"), "{said}");
+    assert!(said.contains(&pkg.sha256), "{said}");
+    assert!(said.contains("app 1.0.0"), "not naming the package: {said}");
+    assert!(!data.join("apps/app").exists(), "something was unpacked");
+    let incoming = data.join("incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the download was kept: {left:?}");
+
+    // The right bytes then install: the refusal left nothing in the way.
+    center.hold(&pkg, bytes);
+    let installed = center
+        .links
+        .exec(&id, install("untampered", &pkg), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(installed.status, TargetStatus::Ok, "{installed:?}");
+    stop_agent(running).await;
 }

@@ -254,7 +254,18 @@ async fn install(agent: &Agent, name: &str, package: &PackageRef, fetch: &dyn Fe
         .parse()
         .map_err(|e| AgentError::invalid(format!("install {name}: the package's sha256: {e}")))?;
     let parts = sized(fetch.fetch(package), package.size);
-    detail(agent.install_upload(parts, &sha256).await, |r| {
+    // Named here: the agent's own errors speak of "the uploaded archive", whichever it was.
+    let installed = agent
+        .install_upload(parts, &sha256)
+        .await
+        .map_err(|e| AgentError::Failed {
+            doing: format!(
+                "installing {} {} from the center",
+                package.name, package.version
+            ),
+            source: Box::new(e),
+        });
+    detail(installed, |r| {
         format!("{} {} {}", r.name, r.version, r.outcome)
     })
 }

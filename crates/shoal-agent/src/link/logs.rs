@@ -1,7 +1,8 @@
 //! `logs`: an app's captured lines sent to the center as `logs.line` notifications, one
 //! credit each ([`INITIAL_LOG_CREDIT`] to start, `logs.credit` for more), so a center that
 //! reads slowly holds up only that stream. A stream ends with its query (unless followed),
-//! on `logs.stop`, or when the link closes.
+//! on `logs.stop`, or when the link closes; its start and its end are logged at debug with
+//! how many streams stay open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use shoal_rpc::Peer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::debug;
 
 use super::host::Host;
 use crate::AgentError;
@@ -49,7 +51,12 @@ impl Streams {
             credit: Arc::new(Semaphore::new(INITIAL_LOG_CREDIT as usize)),
         };
         let (stop, credit) = (control.stop.clone(), control.credit.clone());
-        self.open.lock().unwrap().insert(req.stream, control);
+        let open = {
+            let mut open = self.open.lock().unwrap();
+            open.insert(req.stream, control);
+            open.len()
+        };
+        debug!(stream = req.stream, app = %req.app, open, "log stream started");
         let streams = self.clone();
         let stream = req.stream;
         tasks.spawn(async move {
@@ -74,10 +81,20 @@ impl Streams {
                     };
                 }
             }
-            if !stop.is_cancelled() {
+            let ended = if stop.is_cancelled() {
+                Ended::Stopped
+            } else if peer.is_closed() {
+                Ended::LinkClosed
+            } else {
                 let _ = peer.notify(methods::LOGS_END, &[LogsEnd { stream }]);
-            }
-            streams.open.lock().unwrap().remove(&stream);
+                Ended::Done
+            };
+            let open = {
+                let mut open = streams.open.lock().unwrap();
+                open.remove(&stream);
+                open.len()
+            };
+            debug!(stream, ?ended, open, "log stream ended");
         });
         Ok(())
     }
@@ -105,6 +122,17 @@ impl Streams {
             control.stop.cancel();
         }
     }
+}
+
+/// Why a stream ended.
+#[derive(Debug)]
+enum Ended {
+    /// Its query had no more lines.
+    Done,
+    /// The center sent `logs.stop`, or the link stopped.
+    Stopped,
+    /// The connection closed under it.
+    LinkClosed,
 }
 
 struct Sender<'a> {
