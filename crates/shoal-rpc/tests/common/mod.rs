@@ -26,6 +26,8 @@ pub struct Probe {
     pub entered: Notify,
     /// Set when a `hold` handler's future was dropped before finishing.
     pub dropped: Notify,
+    /// `hold` handlers dropped before finishing, in all.
+    pub dropped_count: AtomicUsize,
     pub deadlines: Mutex<Vec<Option<Duration>>>,
     /// The server's end of each connection a `hold` call came on, in arrival order.
     pub held_on: Mutex<Vec<shoal_rpc::Peer>>,
@@ -73,6 +75,7 @@ struct DropSignal(Arc<Probe>, bool);
 impl Drop for DropSignal {
     fn drop(&mut self) {
         if !self.1 {
+            self.0.dropped_count.fetch_add(1, Ordering::Relaxed);
             self.0.dropped.notify_one();
         }
     }
