@@ -94,9 +94,10 @@
 //! | SIGTERM, SIGINT | `shoal.close` | close gracefully: stop accepting, `on_close`, in-flight calls finish within `shutdown.grace`; a second signal exits at once |
 //! | SIGUSR2 | `shoal.restart` | start the binary at the same path again with the listening sockets; once it serves, this process drains and exits 0 (shoal clients are told `shoal.goaway` and lose no call; a third-party client's unread request is lost with its connection) |
 //!
-//! `shoal.status` ([`status::Status`]) and `shoal.metrics` (a [`metrics::Snapshot`], or with
-//! the argument `"prometheus"` the Prometheus text) are answered on every listener; the
-//! control methods only on the admin socket. On `rpc.listen`, the status's `config` is empty
+//! `shoal.status` ([`status::Status`], no argument) and `shoal.metrics` (a
+//! [`metrics::Snapshot`], or with the argument `"prometheus"` the Prometheus text) are
+//! answered on every listener; an argument they do not take is an invalid-params error. The
+//! control methods are answered only on the admin socket. On `rpc.listen`, the status's `config` is empty
 //! unless `status.public_config = true`. Wherever the configuration is shown (status, the
 //! monitor feed, `shoal config explain`), secrets are redacted by key name and inside values
 //! (a URL's password, a DSN's `password=`): see [`config`]. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,

@@ -594,6 +594,81 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     assert!(!admin.exists(), "the admin socket file is removed at exit");
 }
 
+/// `shoal.status` in raw bytes: with no argument it answers; with any it is an
+/// invalid-params error naming the method and the count, and the connection goes on.
+#[tokio::test]
+async fn status_refuses_extra_arguments_in_raw_bytes() {
+    use shoal::rpc::codec::{Decoder, Message};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = Scratch::new("status-args");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let addr = running.rpc_addr().unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut dec = Decoder::default();
+    async fn answer(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut bytes::BytesMut,
+        dec: &mut Decoder,
+        bytes: &[u8],
+    ) -> (shoal::Value, shoal::Value) {
+        s.write_all(bytes).await.unwrap();
+        loop {
+            if let Some(Message::Response { error, result, .. }) = dec.decode(buf).unwrap() {
+                return (error, result);
+            }
+            let n = tokio::time::timeout(LIMIT, s.read_buf(buf))
+                .await
+                .expect("no answer")
+                .unwrap();
+            assert!(n > 0, "the connection closed");
+        }
+    }
+    // [0, 1, "shoal.status", []]
+    let (error, result) = answer(
+        &mut s,
+        &mut buf,
+        &mut dec,
+        b"\x94\x00\x01\xacshoal.status\x90",
+    )
+    .await;
+    assert!(error.is_nil(), "{error}");
+    assert_eq!(result["name"].as_str(), Some("hello"));
+    // [0, 2, "shoal.status", [true]]
+    let (error, _) = answer(
+        &mut s,
+        &mut buf,
+        &mut dec,
+        b"\x94\x00\x02\xacshoal.status\x91\xc3",
+    )
+    .await;
+    assert_eq!(error["code"].as_i64(), Some(codes::INVALID_PARAMS));
+    assert_eq!(
+        error["message"].as_str(),
+        Some("shoal.status takes 0 argument(s), got 1")
+    );
+    // The connection goes on.
+    let (error, _) = answer(
+        &mut s,
+        &mut buf,
+        &mut dec,
+        b"\x94\x00\x03\xacshoal.status\x90",
+    )
+    .await;
+    assert!(error.is_nil(), "{error}");
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
 #[tokio::test]
 async fn status_public_config_shows_the_redacted_configuration_on_the_main_port() {
     let dir = Scratch::new("public-config");

@@ -11,7 +11,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use shoal_rpc::{Reply, Request, RpcError, Server, Value};
+use shoal_rpc::{Args, Reply, Request, RpcError, Server, Value};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,6 +81,7 @@ where
         }
         match (req.method.as_str(), self.control) {
             (STATUS, control) => Box::pin(async move {
+                Args::new(STATUS, req.params, 0)?;
                 let mut status = handle.status();
                 // Anyone who reaches the RPC port may ask: the configuration, redacted or
                 // not, describes the deployment, so it is shown there only when asked for.
