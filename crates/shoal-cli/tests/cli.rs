@@ -172,7 +172,9 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
             .expect("run shoal config explain")
     };
 
-    let out = explain("[rpc]\nlisten = \"127.0.0.1:7000\"\n\n[db]\npassword = \"hunter2\"\n");
+    let out = explain(
+        "[rpc]\nlisten = \"127.0.0.1:7000\"\nmax_connections = 16\n\n[db]\npassword = \"hunter2\"\n",
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -195,8 +197,18 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
     );
     assert_eq!(
         line("db.password"),
-        format!("db.password = \"<redacted>\" {at}, line 5)")
+        format!("db.password = \"<redacted>\" {at}, line 6)")
     );
+    // The server's limits, set or at their defaults.
+    assert_eq!(
+        line("rpc.max_connections"),
+        format!("rpc.max_connections = 16 {at}, line 3)")
+    );
+    assert_eq!(
+        line("rpc.stall_timeout"),
+        "rpc.stall_timeout = \"30s\" (default)"
+    );
+    assert_eq!(line("rpc.max_unsent"), "rpc.max_unsent = 4194304 (default)");
     assert_eq!(
         line("hello.greeting"),
         "hello.greeting = \"Hi\" (environment SHOAL_HELLO__GREETING)"

@@ -669,6 +669,59 @@ async fn status_refuses_extra_arguments_in_raw_bytes() {
     assert_eq!(running.wait().await, Exit::Closed);
 }
 
+/// `rpc.max_connections` reaches the server the runtime builds: past it a connection is
+/// closed unanswered, and once one closes a new one is served again.
+#[tokio::test]
+async fn a_configured_connection_cap_is_honoured_by_the_running_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // [0, 1, "shoal.ping", []]
+    const PING: &[u8] = b"\x94\x00\x01\xaashoal.ping\x90";
+    /// Sends a ping; the bytes of the answer, empty when the server closed the connection.
+    async fn ping(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let _ = s.write_all(PING).await;
+        let mut buf = vec![0; 64];
+        match tokio::time::timeout(LIMIT, s.read(&mut buf)).await {
+            Ok(Ok(n)) => buf[..n].to_vec(),
+            Ok(Err(_)) => Vec::new(),
+            Err(_) => panic!("neither answered nor closed"),
+        }
+    }
+
+    let dir = Scratch::new("max-connections");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let addr = running.rpc_addr().unwrap().to_string();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect().await.unwrap();
+        assert!(!ping(&mut s).await.is_empty(), "refused under the cap");
+        open.push(s);
+    }
+    let mut third = connect().await.unwrap();
+    assert!(ping(&mut third).await.is_empty(), "answered past the cap");
+    drop(open.pop());
+    // The server frees the place once it sees the close.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let mut s = connect().await.unwrap();
+        if !ping(&mut s).await.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
 #[tokio::test]
 async fn status_public_config_shows_the_redacted_configuration_on_the_main_port() {
     let dir = Scratch::new("public-config");

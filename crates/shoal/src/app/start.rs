@@ -732,6 +732,11 @@ async fn bind_rpc(
     let mut builder = Server::builder()
         .max_message(rt.rpc.max_message)
         .max_in_flight(rt.rpc.max_in_flight)
+        .max_unsent(rt.rpc.max_unsent)
+        .max_values(rt.rpc.max_values)
+        .stall_timeout(Some(rt.rpc.stall_timeout))
+        .idle_timeout(Some(rt.rpc.idle_timeout))
+        .max_connections(rt.rpc.max_connections)
         .blocking_threads(rt.rpc.blocking_threads)
         .layer(StatsLayer::with_stats(handle.shared.stats.clone()))
         .layer(metrics_layer.clone());
