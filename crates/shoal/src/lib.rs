@@ -75,7 +75,8 @@
 //! (at start, by `--check` and on reload), and a value outside it is an error naming the
 //! file, the line and the key. Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
 //! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
-//! reload.
+//! reload. `--check` opens no sink, but a file sink whose path holds something other than a
+//! regular file (a FIFO, a directory) is an error there too, naming the file, line and key.
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
 //! into a type and returns a [`Live`] that follows reloads. The configuration comes in layers,

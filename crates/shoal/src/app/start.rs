@@ -54,6 +54,9 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     if loaded.inv.action == Action::Check {
         let in_use =
             check_addresses(&loaded.config).map_err(|e| loaded.fail(StartCause::Config(e)))?;
+        logging::check(&loaded.config.runtime().log).map_err(|e| {
+            loaded.fail(StartCause::Config(runtime::sink_failed(&loaded.config, &e)))
+        })?;
         let mut valid = format!(
             "{}: configuration {} is valid\n",
             loaded.name,
