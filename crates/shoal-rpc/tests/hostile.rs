@@ -627,6 +627,55 @@ async fn an_error_reply_is_never_larger_than_the_frame_limit() {
     stop.cancel();
 }
 
+/// Any error reply over the frame limit, not only one naming a long method, is replaced by
+/// a short frame-too-large error that says what was cut, and the connection goes on.
+#[tokio::test]
+async fn an_oversized_error_from_a_handler_is_cut_to_a_short_one() {
+    let probe = Arc::new(Probe::default());
+    let (addr, stop, _task) = serve_tcp(server(&probe).max_message(4096).build().unwrap()).await;
+    let mut raw = TcpStream::connect(addr.to_string()).await.unwrap();
+    raw.write_all(&request(7, "fail_big", &(8000,)))
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let got = loop {
+        let mut chunk = vec![0; 8192];
+        let n = tokio::time::timeout(T, raw.read(&mut chunk))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        bytes.extend_from_slice(&chunk[..n]);
+        let mut dec = Decoder::new(64 << 20);
+        if let Some(m) = dec.decode(&mut BytesMut::from(&bytes[..])).unwrap() {
+            break m;
+        }
+    };
+    assert!(bytes.len() < 4096, "a reply of {} bytes", bytes.len());
+    let Message::Response { id, error, .. } = &got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(id, &Value::from(7));
+    assert_eq!(error["code"], Value::from(codes::FRAME_TOO_LARGE));
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("error reply (code 1002) of ")
+            && message.ends_with("bytes exceeds the limit of 4096 bytes"),
+        "{message}"
+    );
+    // The same error under the limit goes out whole, on the same connection.
+    raw.write_all(&request(8, "fail_big", &(100,)))
+        .await
+        .unwrap();
+    let got = responses(&mut raw, 1).await;
+    let Message::Response { error, .. } = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(error["code"], Value::from(1002));
+    assert_eq!(error["data"].as_str().map(str::len), Some(100));
+    stop.cancel();
+}
+
 /// Backpressure must not deadlock two shoal peers that both queue a lot: a client that has
 /// more than the bound of calls queued still reads its answers, so the server's replies
 /// drain and the server reads on.

@@ -52,6 +52,7 @@ const METHODS: &[MethodInfo] = &[
     m("callback", false),
     m("deadline", false),
     m("fail", false),
+    m("fail_big", false),
     m("big", false),
     m("whoami", false),
     m("hit", false),
@@ -144,6 +145,13 @@ impl Dispatch for TestService {
                     Reply::encode(&left.is_some())
                 }
                 "fail" => Err(RpcError::new(1001, "failed on purpose").with_data("why".into())),
+                "fail_big" => {
+                    // An error whose data is `n` bytes: a handler's error can be any size.
+                    let mut args = Args::new("fail_big", params, 1)?;
+                    let n: usize = args.next("n")?;
+                    Err(RpcError::new(1002, "failed with a large payload")
+                        .with_data(Value::from("d".repeat(n))))
+                }
                 "big" => {
                     let mut args = Args::new("big", params, 1)?;
                     let n: usize = args.next("n")?;
