@@ -77,6 +77,14 @@ async fn call(args: &CallArgs, params: &[Value]) -> anyhow::Result<ExitCode> {
                 _ => Ok(ExitCode::from(1)),
             }
         }
+        // Connecting and the hello may have spent most of the time: name the whole deadline
+        // the caller gave, not what was left of it for the call.
+        Err(Error::DeadlineExceeded(_)) => bail!(
+            "call {} on {}: deadline exceeded: no answer within --timeout {}",
+            args.method,
+            args.addr,
+            humantime::format_duration(args.timeout)
+        ),
         Err(e) => Err(e).with_context(|| format!("call {} on {}", args.method, args.addr)),
     }
 }

@@ -103,6 +103,32 @@ fn call_prints_results_and_errors_as_json_with_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
 
+/// `--timeout` bounds the whole call, the hello included: against a server that accepts
+/// the connection and never answers anything, `shoal call` ends with an error naming the
+/// deadline, not a hang or a later failure.
+#[test]
+fn call_against_a_server_that_never_answers_ends_with_a_deadline_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let mute = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        // Reads nothing and writes nothing until the test is done with it.
+        let _ = wait.recv();
+        drop(conn);
+    });
+    let out = shoal(&["call", "--timeout", "1s", &addr, "echo", "1"]);
+    done.send(()).unwrap();
+    // Should the call not have connected at all, this lets the thread's accept return.
+    let _ = std::net::TcpStream::connect(&addr);
+    mute.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("deadline exceeded"), "{stderr}");
+    assert!(stderr.contains("within --timeout 1s"), "{stderr}");
+    assert_eq!(stdout(&out), "");
+}
+
 #[test]
 fn unix_socket_addresses_work_for_serve_and_call() {
     let dir = std::env::temp_dir().join(format!("shoal-cli-test-{}", std::process::id()));
@@ -172,7 +198,9 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
             .expect("run shoal config explain")
     };
 
-    let out = explain("[rpc]\nlisten = \"127.0.0.1:7000\"\n\n[db]\npassword = \"hunter2\"\n");
+    let out = explain(
+        "[rpc]\nlisten = \"127.0.0.1:7000\"\nmax_connections = 16\n\n[db]\npassword = \"hunter2\"\n",
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -195,8 +223,18 @@ fn config_explain_shows_sources_and_rejects_bad_files() {
     );
     assert_eq!(
         line("db.password"),
-        format!("db.password = \"<redacted>\" {at}, line 5)")
+        format!("db.password = \"<redacted>\" {at}, line 6)")
     );
+    // The server's limits, set or at their defaults.
+    assert_eq!(
+        line("rpc.max_connections"),
+        format!("rpc.max_connections = 16 {at}, line 3)")
+    );
+    assert_eq!(
+        line("rpc.stall_timeout"),
+        "rpc.stall_timeout = \"30s\" (default)"
+    );
+    assert_eq!(line("rpc.max_unsent"), "rpc.max_unsent = 4194304 (default)");
     assert_eq!(
         line("hello.greeting"),
         "hello.greeting = \"Hi\" (environment SHOAL_HELLO__GREETING)"

@@ -21,6 +21,22 @@
 //!
 //! A peer that never said hello is never sent any of these, and on shutdown its connection
 //! stops reading at once, lets the calls already read finish, and closes.
+//!
+//! # A peer that goes away
+//!
+//! Whichever task sees it first, the reader (end of stream, a reset, a time limit) or the
+//! writer (a failed or stalled write), the peer's calls still running are cancelled and the
+//! connection closes at once: nobody is left to read their replies. The reader keeps
+//! watching while it waits for room or for an in-flight slot, reading on up to a small cap.
+//! A close at this end ([`Peer::close`], or a drain whose calls are all answered) is not a
+//! peer going away: the peer's calls finish first and their replies go out.
+//!
+//! # Time limits
+//!
+//! The stall limit ([`ConnConfig::stall_timeout`]) is the longest gap a peer may leave: the
+//! timer starts over with every read that brings bytes, so a peer must send something within
+//! each stall period, and a message may take longer than that in all. The idle limit
+//! ([`ConnConfig::idle_timeout`]) counts from the last byte either way.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -75,7 +91,8 @@ pub struct ConnConfig {
     /// Values one incoming message may hold ([`codec::DEFAULT_MAX_VALUES`]).
     pub max_values: usize,
     /// A peer that sent part of a message and then nothing for this long, or that took none
-    /// of our queued bytes for this long, is closed. `None`: no limit.
+    /// of our queued bytes for this long, is closed. `None`: no limit. The timer starts over
+    /// with every read that brings bytes: the peer must send something within each period.
     pub stall_timeout: Option<Duration>,
     /// A connection with nothing read for this long, no call in progress either way and
     /// nothing queued is closed (a shoal peer is sent `shoal.goaway` and closes it itself).
@@ -518,11 +535,15 @@ where
             max_message: config.max_message,
         }),
     };
+    // Cancelled when the peer is gone, whichever task sees it first: the calls it made and
+    // that are still running have no one left to answer.
+    let abort = CancellationToken::new();
     tracker.spawn(write_loop(
         writer,
         peer.clone(),
         config.coalesce_writes,
         config.stall_timeout,
+        abort.clone(),
     ));
     let reading = Reader {
         peer: peer.clone(),
@@ -532,7 +553,7 @@ where
         stall_timeout: config.stall_timeout,
         idle_timeout: config.idle_timeout,
         written_at_arm: 0,
-        abort: CancellationToken::new(),
+        abort,
         failed_notifications: Arc::new(Mutex::new(LogThrottle::new(LOG_INTERVAL))),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
         running: Arc::new(Mutex::new(HashMap::new())),
@@ -557,7 +578,8 @@ struct Reader {
     idle_timeout: Option<Duration>,
     /// Bytes written when the timer was last set (see [`Reader::is_idle`]).
     written_at_arm: u64,
-    /// Cancelled when the peer is gone: its calls still running have no one to answer.
+    /// Cancelled when the peer is gone (seen by the reader or the writer): its calls still
+    /// running have no one to answer.
     abort: CancellationToken,
     /// Notifications whose handler failed (unknown methods above all): a peer can send them
     /// as fast as it writes, so they are counted and logged at a bounded rate.
@@ -582,13 +604,27 @@ type Pending = (BoxReply, OwnedSemaphorePermit);
 #[derive(Debug, Clone, Copy)]
 enum Stop {
     Shutdown,
+    /// Closed on purpose at this end ([`Peer::close`], or a drain that ended).
     Closed,
+    /// The writer could not write: the peer is gone or stalled.
+    WriteFailed,
     PeerClosed,
     ReadError,
     BadInput,
     Idle(Duration),
     Stalled(Duration),
 }
+
+/// What woke the reader.
+enum Step {
+    Read(std::io::Result<usize>),
+    /// A slot is free for the message that waits for one.
+    SlotFree,
+}
+
+/// Bytes read on, and held, while a message waits for a slot: a peer's end of stream or
+/// reset is still seen, and what it sends past the in-flight limit stays bounded.
+const PARKED_READ_CAP: usize = 64 * 1024;
 
 /// The time limit the reader's timer stands for.
 #[derive(Debug, Clone, Copy)]
@@ -601,6 +637,7 @@ impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, mut reader: R, shutdown: CancellationToken) {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let closed = self.peer.inner.closed.clone();
+        let slots = self.in_flight.clone();
         // Made once: a fresh `cancelled()` per read would register and unregister a waiter
         // (under a lock) on every read.
         let stop = shutdown.cancelled();
@@ -613,6 +650,9 @@ impl Reader {
         // `cancelled()` is ready on every poll and would spin the loop), and the connection
         // now ends when the peer closes it.
         let mut draining = false;
+        // A call or notification read while every slot was taken: it waits for one here,
+        // in the loop, so that the peer going away and shutdown are still seen meanwhile.
+        let mut parked: Option<Message> = None;
         let why = loop {
             if buf.is_empty() && buf.capacity() > 1024 * 1024 {
                 // Do not keep a large message's buffer for the life of the connection.
@@ -621,7 +661,7 @@ impl Reader {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
-            let n = tokio::select! {
+            let step = tokio::select! {
                 biased;
                 _ = &mut stop, if !draining => {
                     if self.send_goaway() {
@@ -630,7 +670,9 @@ impl Reader {
                     }
                     break Stop::Shutdown;
                 }
-                _ = &mut gone => break Stop::Closed,
+                _ = &mut gone => {
+                    break if self.abort.is_cancelled() { Stop::WriteFailed } else { Stop::Closed };
+                }
                 _ = &mut timer, if limit.is_some() => {
                     match limit {
                         Some(Limit::Idle(_)) if !self.is_idle() => {
@@ -649,22 +691,42 @@ impl Reader {
                         None => continue,
                     }
                 }
-                n = reader.read_buf(&mut buf) => n,
+                _ = slots.acquire(), if parked.is_some() => Step::SlotFree,
+                // While a message waits for a slot, reading goes on only up to a small cap:
+                // enough to see the end of stream or a reset, not enough to let a peer past
+                // the in-flight limit queue work in memory.
+                n = reader.read_buf(&mut buf), if parked.is_none() || buf.len() < PARKED_READ_CAP => {
+                    Step::Read(n)
+                }
             };
-            match n {
-                Ok(0) => break Stop::PeerClosed,
-                Ok(_) => {}
-                Err(e) => {
+            match step {
+                Step::Read(Ok(0)) => break Stop::PeerClosed,
+                Step::Read(Err(e)) => {
                     debug!(peer = %self.peer.addr(), error = %e, "read failed");
                     break Stop::ReadError;
                 }
+                // Held until a slot frees, behind the message that waits for it.
+                Step::Read(Ok(_)) if parked.is_some() => continue,
+                Step::Read(Ok(_)) => {}
+                Step::SlotFree => {
+                    if let Some(msg) = parked.take() {
+                        self.handle(msg);
+                    }
+                }
             }
-            if let Err(e) = self.drain(&mut buf).await {
-                warn!(peer = %self.peer.addr(), error = %e, "closing connection");
-                break Stop::BadInput;
+            match self.drain(&mut buf).await {
+                Ok(waiting) => parked = waiting,
+                Err(e) => {
+                    warn!(peer = %self.peer.addr(), error = %e, "closing connection");
+                    break Stop::BadInput;
+                }
             }
             self.flush();
-            limit = self.arm(&buf, timer.as_mut());
+            // Waiting for a slot is this end's doing, not the peer's: neither limit runs.
+            limit = match parked {
+                Some(_) => None,
+                None => self.arm(&buf, timer.as_mut()),
+            };
         };
         self.flush();
         match why {
@@ -682,7 +744,11 @@ impl Reader {
         }
         if matches!(
             why,
-            Stop::PeerClosed | Stop::ReadError | Stop::Idle(_) | Stop::Stalled(_)
+            Stop::PeerClosed
+                | Stop::ReadError
+                | Stop::WriteFailed
+                | Stop::Idle(_)
+                | Stop::Stalled(_)
         ) {
             // Nobody will read the replies: stop the handlers now rather than hold the
             // connection (and its descriptor) until they end.
@@ -741,11 +807,12 @@ impl Reader {
     /// whenever the bytes queued for the peer pass [`ConnConfig::max_unsent`], and giving
     /// the other connections their turn every few messages (a peer that floods cheap
     /// messages gets no more than its share of the thread). Returns early, leaving the rest
-    /// unread, once the connection closes.
-    async fn drain(&mut self, buf: &mut BytesMut) -> Result<(), DecodeError> {
+    /// unread, once the connection closes, or with the message that needs a slot when every
+    /// slot is taken ([`Reader::run`] waits for one).
+    async fn drain(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
         loop {
             if self.peer.is_closed() {
-                return Ok(());
+                return Ok(None);
             }
             // Each message costs one unit of tokio's per-task budget; once spent, the task
             // yields. Without it one read of a few MiB of notifications is handled in one go
@@ -754,15 +821,18 @@ impl Reader {
             match self.decoder.decode(buf) {
                 // Answers to our own calls are always taken: they queue nothing, and a peer
                 // waiting for room on its side must not wait on us in turn.
-                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg).await,
+                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg),
                 Ok(Some(msg)) => {
                     self.wait_for_room().await;
                     if self.peer.is_closed() {
-                        return Ok(());
+                        return Ok(None);
                     }
-                    self.handle(msg).await
+                    if needs_slot(&msg) && self.in_flight.available_permits() == 0 {
+                        return Ok(Some(msg));
+                    }
+                    self.handle(msg)
                 }
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(None),
                 Err(e) => {
                     let answer = match &e {
                         DecodeError::FrameTooLarge {
@@ -806,7 +876,9 @@ impl Reader {
         }
     }
 
-    async fn handle(&mut self, msg: Message) {
+    /// Acts on one message. A request or notification that takes a slot comes here only
+    /// when one is free ([`needs_slot`]).
+    fn handle(&mut self, msg: Message) {
         match msg {
             Message::Response { id, error, result } => {
                 let Some(key) = codec::response_key(&id) else {
@@ -833,7 +905,6 @@ impl Reader {
                     codec::encode_response_ok(&mut self.batch, &id, &hello_answer().0);
                     return;
                 }
-                self.wait_for_slot().await;
                 let deadline = ext
                     .and_then(|e| e.deadline_ms)
                     .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -864,7 +935,6 @@ impl Reader {
                     self.peer.inner.start_draining();
                     return;
                 }
-                self.wait_for_slot().await;
                 let ctx =
                     Context::with_pool(None, true, Some(self.peer.clone()), self.blocking.clone())
                         .with_state(self.state.clone());
@@ -885,18 +955,9 @@ impl Reader {
         }
     }
 
-    /// Waits, without reading on, until a slot is free for one more call. Only calls that
-    /// outlive their first poll take the slot ([`Reader::take_slot`]); one answered at once
-    /// never held one.
-    async fn wait_for_slot(&mut self) {
-        if self.in_flight.available_permits() == 0 {
-            self.flush();
-            let _ = self.in_flight.acquire().await;
-        }
-    }
-
-    /// Takes the slot [`Reader::wait_for_slot`] found free: only this task takes slots, so
-    /// it is still there.
+    /// Takes the slot [`Reader::drain`] or [`Reader::run`] found free: only this task takes
+    /// slots, so it is still there. Only calls that outlive their first poll take one; a
+    /// call answered at once never held one.
     fn take_slot(&self) -> OwnedSemaphorePermit {
         self.in_flight
             .clone()
@@ -1012,6 +1073,18 @@ impl Reader {
     }
 }
 
+/// A message that may run past its first poll and so needs an in-flight slot: a request or
+/// a notification, except those the connection answers itself.
+fn needs_slot(msg: &Message) -> bool {
+    match msg {
+        Message::Request { method, .. } => method != builtin::HELLO,
+        Message::Notification { method, .. } => {
+            method != builtin::CANCEL && method != builtin::GOAWAY
+        }
+        Message::Response { .. } | Message::Invalid { .. } => false,
+    }
+}
+
 fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     // Futures re-register their waker on every poll, so polling once here and later from a
     // task is sound; finishing here saves spawning a task for handlers that never wait.
@@ -1079,6 +1152,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     peer: Peer,
     coalesce: bool,
     stall: Option<Duration>,
+    abort: CancellationToken,
 ) {
     let out = &peer.inner.out;
     let mut local = BytesMut::with_capacity(64 * 1024);
@@ -1098,6 +1172,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if !local.is_empty() {
             if let Err(e) = write_taken(&mut writer, &local, out, stall).await {
                 debug!(peer = %peer.addr(), error = %e, "write failed");
+                // The peer is gone or takes nothing: no reply can reach it any more. The
+                // reader may not see it (waiting for room or a slot), so stop the peer's
+                // calls from here rather than hold the connection until they end.
+                abort.cancel();
                 break;
             }
             local.clear();

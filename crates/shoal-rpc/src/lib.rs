@@ -2,6 +2,7 @@
 //! with tower middleware, and a multiplexed client with balancing over endpoints that discovery
 //! may change while it runs.
 
+pub mod accept;
 pub mod balance;
 pub mod blocking;
 pub mod client;

@@ -4,7 +4,6 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 use tracing::{debug, info, warn};
 
+use crate::accept::AcceptFailures;
 use crate::blocking::{BlockingPool, DEFAULT_BLOCKING_THREADS};
 use crate::conn::{self, ConnConfig, Handler, Peer};
 use crate::error::{Error, RpcError};
@@ -32,9 +32,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default time a connection may sit idle (see [`ServerBuilder::idle_timeout`]).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// First and longest pause after a failed accept: an accept that fails for want of a
-/// resource (descriptors, memory) fails again at once, and retrying in a loop would spin.
-const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// Collects services, middleware and limits; [`ServerBuilder::build`] checks them.
 pub struct ServerBuilder {
@@ -277,8 +274,7 @@ impl Server {
         let connections = TaskTracker::new();
         let open = Arc::new(Semaphore::new(self.max_connections));
         let mut refused = LogThrottle::new(LOG_INTERVAL);
-        let mut failed = LogThrottle::new(LOG_INTERVAL);
-        let mut backoff = None;
+        let mut failures = AcceptFailures::new(&local);
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -287,7 +283,7 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    backoff = None;
+                    failures.accepted();
                     let Ok(slot) = open.clone().try_acquire_owned() else {
                         if let Some(unlogged) = refused.note(Instant::now()) {
                             warn!(
@@ -331,27 +327,12 @@ impl Server {
                         drop(slot);
                     });
                 }
-                Err(e) if is_per_connection(&e) => {
-                    // That one connection failed before we took it; the next may not.
-                    debug!(addr = %local, error = %e, "accept failed");
-                }
                 Err(e) => {
-                    // Out of file descriptors and the like: retrying at once fails the same
-                    // way. Pause, and keep serving the connections already open meanwhile.
-                    let pause = next_backoff(backoff);
-                    backoff = Some(pause);
-                    if let Some(unlogged) = failed.note(Instant::now()) {
-                        warn!(
-                            addr = %local,
-                            error = %e,
-                            unlogged,
-                            ?pause,
-                            "accept failed; pausing before the next (one line per 10 s at most)"
-                        );
-                    }
+                    // Out of descriptors and the like: retrying at once fails the same way.
+                    // Pause, and keep serving the connections already open meanwhile.
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(pause) => {}
+                        _ = failures.failed(&e) => {}
                     }
                 }
             }
@@ -395,22 +376,4 @@ impl Server {
             tracker,
         )
     }
-}
-
-/// An accept error that concerns only the connection being accepted (it was reset before we
-/// took it), not the listener or the process.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
-}
-
-/// The pause after one more failed accept: the first, then doubling up to the longest.
-fn next_backoff(last: Option<Duration>) -> Duration {
-    let (first, longest) = ACCEPT_BACKOFF;
-    last.map_or(first, |d| (d * 2).min(longest))
 }

@@ -269,9 +269,19 @@ impl Router {
 
     /// Finds and starts the handler for `req`.
     pub fn dispatch(&self, req: Request) -> BoxReply {
+        // The built-ins take no argument: extra ones are refused, as for any method.
         match req.method.as_str() {
-            builtin::PING => return ready(Reply::encode("pong")),
-            builtin::METHODS => return ready(Reply::encode(&self.inner.methods)),
+            builtin::PING => {
+                return ready(
+                    Args::new(builtin::PING, req.params, 0).and_then(|_| Reply::encode("pong")),
+                )
+            }
+            builtin::METHODS => {
+                return ready(
+                    Args::new(builtin::METHODS, req.params, 0)
+                        .and_then(|_| Reply::encode(&self.inner.methods)),
+                )
+            }
             _ => {}
         }
         let method = req.method.as_str();

@@ -309,6 +309,143 @@ async fn a_peer_that_closes_cancels_its_handlers_and_frees_its_connection() {
     a_peer_that_goes_away_frees_its_connection(false).await;
 }
 
+/// Every in-flight slot is taken by a long call and one more call waits for a slot when the
+/// peer goes away: the reader, waiting, still sees it, and the calls are cancelled at once.
+/// Before, the reader waited for a slot without reading, so the peer's going away was seen
+/// only once a handler ended.
+async fn a_peer_past_the_in_flight_limit_that_goes_away_frees_its_connection(reset: bool) {
+    let probe = Arc::new(Probe::default());
+    let (addr, stop, _task) = serve_tcp(server(&probe).max_in_flight(2).build().unwrap()).await;
+    let before = open_descriptors();
+    let raw = TcpStream::connect(addr.to_string()).await.unwrap();
+    let mut raw = raw.into_std().unwrap();
+    for id in 0..4 {
+        raw.write_all(&request(id, "hold", &("x",))).unwrap();
+    }
+    probe.wait_held(2).await;
+    let at_server = probe.held_on.lock().unwrap()[0].clone();
+    if reset {
+        drop(socket2_less_linger(raw));
+    } else {
+        raw.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(raw);
+    }
+    wait_until("both running calls are cancelled", || {
+        probe.dropped_count.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    tokio::time::timeout(T, at_server.closed())
+        .await
+        .expect("the connection stayed open");
+    wait_until("the server's descriptor is closed", || {
+        open_descriptors() <= before
+    })
+    .await;
+    // The calls past the limit never started.
+    assert_eq!(probe.gates.lock().unwrap().len(), 2);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_peer_past_the_in_flight_limit_that_resets_frees_its_connection() {
+    a_peer_past_the_in_flight_limit_that_goes_away_frees_its_connection(true).await;
+}
+
+#[tokio::test]
+async fn a_peer_past_the_in_flight_limit_that_closes_frees_its_connection() {
+    a_peer_past_the_in_flight_limit_that_goes_away_frees_its_connection(false).await;
+}
+
+/// The peer goes away while the server has stopped reading from it (its replies are not
+/// taken): only the writer sees it, when its write fails. The peer's running calls are
+/// cancelled all the same. Before, they ran on and held the connection until they ended.
+#[tokio::test(start_paused = true)]
+async fn a_peer_gone_that_only_the_writer_sees_cancels_its_handlers() {
+    let probe = Arc::new(Probe::default());
+    let server = server(&probe)
+        .max_unsent(64 * 1024)
+        .stall_timeout(None)
+        .build()
+        .unwrap();
+    let ((cr, mut cw), (sr, sw)) = memory_pair();
+    let at_server = server.serve_connection(sr, sw, "gone", CancellationToken::new());
+    cw.write_all(&request(0, "hold", &("x",))).await.unwrap();
+    probe.wait_held(1).await;
+    let writer = tokio::spawn(async move {
+        let payload = "x".repeat(16 * 1024);
+        for id in 1..1000 {
+            if cw
+                .write_all(&request(id, "echo", &(payload.as_str(),)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        cw
+    });
+    // The clock is paused: this fires only once no task can move, so the server stopped
+    // reading, its writer blocked on a pipe nobody reads.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!writer.is_finished(), "the server read every call");
+    writer.abort();
+    let _ = writer.await;
+    drop(cr);
+    tokio::time::timeout(T, at_server.closed())
+        .await
+        .expect("the connection stayed open");
+    wait_until("the running call is cancelled", || {
+        probe.dropped_count.load(Ordering::Relaxed) == 1
+    })
+    .await;
+}
+
+/// A close at this end is not a peer going away: a connection told `shoal.goaway` with
+/// none of its calls waiting closes, and the peer's call still running finishes and its
+/// reply goes out first.
+#[tokio::test]
+async fn a_connection_closed_at_this_end_still_answers_the_calls_running() {
+    let probe = Arc::new(Probe::default());
+    let ((ar, aw), (br, bw)) = memory_pair();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let serving = shoal_rpc::Router::new(vec![Arc::new(common::TestService(probe.clone()))]);
+    shoal_rpc::conn::spawn(
+        ar,
+        aw,
+        "a",
+        tower::util::BoxCloneSyncService::new(serving.unwrap()),
+        Default::default(),
+        CancellationToken::new(),
+        &tracker,
+    );
+    let b = shoal_rpc::conn::spawn(
+        br,
+        bw,
+        "b",
+        tower::util::BoxCloneSyncService::new(shoal_rpc::Router::new(vec![]).unwrap()),
+        Default::default(),
+        CancellationToken::new(),
+        &tracker,
+    );
+    let call = tokio::spawn({
+        let b = b.clone();
+        async move { b.call("hold", &("kept",), T).await }
+    });
+    probe.wait_held(1).await;
+    let a = probe.held_on.lock().unwrap()[0].clone();
+    b.notify("shoal.goaway", &[(); 0]).unwrap();
+    tokio::time::timeout(T, a.closed())
+        .await
+        .expect("a drain with no call waiting did not close");
+    assert!(probe.release_one());
+    let answer = call
+        .await
+        .unwrap()
+        .expect("the running call was not answered");
+    assert_eq!(answer, Value::from("kept"));
+    assert_eq!(probe.dropped_count.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_partial_frame_left_stalled_is_closed_with_a_logged_reason() {
     let logs = Logs::default();
@@ -487,6 +624,55 @@ async fn an_error_reply_is_never_larger_than_the_frame_limit() {
     let message = error["message"].as_str().unwrap();
     assert!(message.ends_with("... (4080 bytes)"), "{message}");
     assert!(message.len() < 400, "{message}");
+    stop.cancel();
+}
+
+/// Any error reply over the frame limit, not only one naming a long method, is replaced by
+/// a short frame-too-large error that says what was cut, and the connection goes on.
+#[tokio::test]
+async fn an_oversized_error_from_a_handler_is_cut_to_a_short_one() {
+    let probe = Arc::new(Probe::default());
+    let (addr, stop, _task) = serve_tcp(server(&probe).max_message(4096).build().unwrap()).await;
+    let mut raw = TcpStream::connect(addr.to_string()).await.unwrap();
+    raw.write_all(&request(7, "fail_big", &(8000,)))
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let got = loop {
+        let mut chunk = vec![0; 8192];
+        let n = tokio::time::timeout(T, raw.read(&mut chunk))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        bytes.extend_from_slice(&chunk[..n]);
+        let mut dec = Decoder::new(64 << 20);
+        if let Some(m) = dec.decode(&mut BytesMut::from(&bytes[..])).unwrap() {
+            break m;
+        }
+    };
+    assert!(bytes.len() < 4096, "a reply of {} bytes", bytes.len());
+    let Message::Response { id, error, .. } = &got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(id, &Value::from(7));
+    assert_eq!(error["code"], Value::from(codes::FRAME_TOO_LARGE));
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("error reply (code 1002) of ")
+            && message.ends_with("bytes exceeds the limit of 4096 bytes"),
+        "{message}"
+    );
+    // The same error under the limit goes out whole, on the same connection.
+    raw.write_all(&request(8, "fail_big", &(100,)))
+        .await
+        .unwrap();
+    let got = responses(&mut raw, 1).await;
+    let Message::Response { error, .. } = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(error["code"], Value::from(1002));
+    assert_eq!(error["data"].as_str().map(str::len), Some(100));
     stop.cancel();
 }
 

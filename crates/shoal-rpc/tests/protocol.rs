@@ -157,3 +157,42 @@ async fn arguments_missing_or_extra_are_invalid_params_naming_them() {
     );
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_built_in_methods_refuse_extra_arguments() {
+    let probe = Arc::new(Probe::default());
+    let (addr, stop, _task) = serve_tcp(server(&probe).build().unwrap()).await;
+    let mut raw = Raw::connect(&addr).await;
+    let ping = [
+        0xaa, b's', b'h', b'o', b'a', b'l', b'.', b'p', b'i', b'n', b'g',
+    ];
+    let methods = [
+        0xad, b's', b'h', b'o', b'a', b'l', b'.', b'm', b'e', b't', b'h', b'o', b'd', b's',
+    ];
+    let frame = |id: u8, method: &[u8], params: &[u8]| {
+        let mut f = vec![0x94, 0x00, id];
+        f.extend_from_slice(method);
+        f.extend_from_slice(params);
+        f
+    };
+    // [0, 1, "shoal.ping", []] and [0, 2, "shoal.methods", []] are answered.
+    let (error, result) = raw.ask(1, &frame(1, &ping, &[0x90])).await;
+    assert_eq!((error, result), (Value::Nil, Value::from("pong")));
+    let (error, result) = raw.ask(2, &frame(2, &methods, &[0x90])).await;
+    assert_eq!(error, Value::Nil);
+    assert!(result.as_array().is_some_and(|m| !m.is_empty()), "{result}");
+    // [0, 3, "shoal.ping", [1]] and [0, 4, "shoal.methods", ["x", nil]] are not.
+    let (error, _) = raw.ask(3, &frame(3, &ping, &[0x91, 0x01])).await;
+    assert_eq!(
+        invalid_params(&error),
+        "shoal.ping takes 0 argument(s), got 1"
+    );
+    let (error, _) = raw
+        .ask(4, &frame(4, &methods, &[0x92, 0xa1, b'x', 0xc0]))
+        .await;
+    assert_eq!(
+        invalid_params(&error),
+        "shoal.methods takes 0 argument(s), got 2"
+    );
+    stop.cancel();
+}

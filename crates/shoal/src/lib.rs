@@ -47,6 +47,11 @@
 //! |---|---|---|
 //! | `rpc.listen` | none | `host:port` or `unix:PATH` to serve the services on |
 //! | `rpc.max_message`, `rpc.max_in_flight`, `rpc.blocking_threads` | 16 MiB, 1024, 64 | limits: 1024 to 1 GiB bytes, 1 to 1,000,000 calls per connection, 1 to 4096 threads |
+//! | `rpc.max_unsent` | 4 MiB | bytes of replies queued for a peer that does not take them, past which the server stops reading from it (64 KiB to 1 GiB) |
+//! | `rpc.max_values` | 1,048,576 | values one incoming message may hold, counting every scalar, string, array, map key and value; past it the message is refused naming the limit (1024 to 268,435,456) |
+//! | `rpc.stall_timeout` | `"30s"` | a connection that leaves a message half sent, or takes none of the bytes queued for it, for this long is closed; the timer starts over whenever bytes come, so a peer must send something within each period (above zero, at most 24h) |
+//! | `rpc.idle_timeout` | `"10m"` | a connection with nothing read or written and no call in progress for this long is closed; a shoal client is told `shoal.goaway` and closes it itself (above zero, at most 24h) |
+//! | `rpc.max_connections` | 4096 | connections `rpc.listen` keeps open at once (per process in process mode); more are closed as they come, logged at a bounded rate (1 to 1,000,000) |
 //! | `rpc.processes` | 0 | process mode: N (0 to 1024) worker processes serve the listener (see below) |
 //! | `admin.listen` | none | `unix:PATH` of the admin socket: mode 0600 from the moment the file exists (bound in a private directory, then renamed into place), and a connection from a user other than the process's own or root is refused by its credentials and logged; every control action is logged with the caller's uid and pid |
 //! | `services.enabled` | all | services to start; what they `require` starts too |
@@ -70,7 +75,8 @@
 //! (at start, by `--check` and on reload), and a value outside it is an error naming the
 //! file, the line and the key. Log levels and sinks change on reload; a sink that cannot be set up (a file that cannot be
 //! opened, a syslog socket that is not there) ends the start with exit code 1, or rejects the
-//! reload.
+//! reload. `--check` opens no sink, but a file sink whose path holds something other than a
+//! regular file (a FIFO, a directory) is an error there too, naming the file, line and key.
 //!
 //! Every other top-level table belongs to the application: [`Setup::section`] parses one
 //! into a type and returns a [`Live`] that follows reloads. The configuration comes in layers,
@@ -94,9 +100,10 @@
 //! | SIGTERM, SIGINT | `shoal.close` | close gracefully: stop accepting, `on_close`, in-flight calls finish within `shutdown.grace`; a second signal exits at once |
 //! | SIGUSR2 | `shoal.restart` | start the binary at the same path again with the listening sockets; once it serves, this process drains and exits 0 (shoal clients are told `shoal.goaway` and lose no call; a third-party client's unread request is lost with its connection) |
 //!
-//! `shoal.status` ([`status::Status`]) and `shoal.metrics` (a [`metrics::Snapshot`], or with
-//! the argument `"prometheus"` the Prometheus text) are answered on every listener; the
-//! control methods only on the admin socket. On `rpc.listen`, the status's `config` is empty
+//! `shoal.status` ([`status::Status`], no argument) and `shoal.metrics` (a
+//! [`metrics::Snapshot`], or with the argument `"prometheus"` the Prometheus text) are
+//! answered on every listener; an argument they do not take is an invalid-params error. The
+//! control methods are answered only on the admin socket. On `rpc.listen`, the status's `config` is empty
 //! unless `status.public_config = true`. Wherever the configuration is shown (status, the
 //! monitor feed, `shoal config explain`), secrets are redacted by key name and inside values
 //! (a URL's password, a DSN's `password=`): see [`config`]. Metrics are per process: see [`metrics`]. Under systemd (`Type=notify`) the runtime sends `READY=1`,

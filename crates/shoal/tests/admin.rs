@@ -1,12 +1,15 @@
 //! The admin socket against other users: private from the moment its file exists even under
-//! umask 000, and a connection from another uid refused by its credentials. Needs root (to
-//! act as `nobody` in a forked child); a binary of its own because it changes the umask.
+//! umask 000, a connection from another uid refused by its credentials and logged, and every
+//! admin action logged with its caller's uid. The tests acting as `nobody` (in a forked
+//! child) need root; a binary of its own because it changes the umask.
 
 mod common;
 
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{config_args, no_env, Scratch};
@@ -104,6 +107,41 @@ async fn reports(child: Child, r: OwnedFd) -> Vec<u8> {
     .unwrap()
 }
 
+/// Log lines written while it is installed on this thread (the tests run on a
+/// current-thread runtime, so the admin server's tasks log here too).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -177,6 +215,8 @@ async fn a_connection_from_another_user_is_refused_even_when_the_mode_lets_it_in
     if !as_root() {
         return;
     }
+    let logs = Logs::default();
+    let _guard = logs.install();
     let dir = open_dir("admin-cred");
     let sock = dir.join("admin.sock");
     let running = app(&dir).start().await.unwrap();
@@ -213,12 +253,52 @@ async fn a_connection_from_another_user_is_refused_even_when_the_mode_lets_it_in
         got, b"ur",
         "nobody connected and was refused without an answer (u: became nobody, r: refused)"
     );
+    // The refusal is logged, naming who was refused.
+    let refused = logs.lines_with("refused an admin connection from another user");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains(&format!("uid={NOBODY}")),
+        "{}",
+        refused[0]
+    );
     // The owner (root here) is still served.
     let client = Client::connect(&format!("unix:{}", sock.display()))
         .await
         .unwrap();
     let status: Status = client.call("shoal.status", &()).await.unwrap();
     assert_eq!(status.name, "admin-test");
+    running.handle().close();
+    running.wait().await;
+}
+
+/// Every action on the admin socket is logged with the caller's uid and pid (the admin
+/// server names each connection after its peer's credentials). Needs no root: the caller is
+/// this process.
+#[tokio::test]
+async fn an_admin_action_is_logged_with_the_callers_uid() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let dir = Scratch::new("admin-log");
+    let sock = dir.join("admin.sock");
+    let running = app(&dir).start().await.unwrap();
+    let client = Client::connect(&format!("unix:{}", sock.display()))
+        .await
+        .unwrap();
+    let reloaded: bool = client.call("shoal.reload", &()).await.unwrap();
+    assert!(reloaded);
+    let caller = format!(
+        "caller=uid={} pid={}",
+        nix::unistd::geteuid(),
+        std::process::id()
+    );
+    let actions = logs.lines_with("admin action");
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert!(actions[0].contains("method=shoal.reload"), "{}", actions[0]);
+    assert!(
+        actions[0].contains(&caller),
+        "{} lacks {caller}",
+        actions[0]
+    );
     running.handle().close();
     running.wait().await;
 }

@@ -594,6 +594,134 @@ async fn admin_socket_answers_status_and_control_the_main_port_only_status() {
     assert!(!admin.exists(), "the admin socket file is removed at exit");
 }
 
+/// `shoal.status` in raw bytes: with no argument it answers; with any it is an
+/// invalid-params error naming the method and the count, and the connection goes on.
+#[tokio::test]
+async fn status_refuses_extra_arguments_in_raw_bytes() {
+    use shoal::rpc::codec::{Decoder, Message};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = Scratch::new("status-args");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let addr = running.rpc_addr().unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut dec = Decoder::default();
+    async fn answer(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut bytes::BytesMut,
+        dec: &mut Decoder,
+        bytes: &[u8],
+    ) -> (shoal::Value, shoal::Value) {
+        s.write_all(bytes).await.unwrap();
+        loop {
+            if let Some(Message::Response { error, result, .. }) = dec.decode(buf).unwrap() {
+                return (error, result);
+            }
+            let n = tokio::time::timeout(LIMIT, s.read_buf(buf))
+                .await
+                .expect("no answer")
+                .unwrap();
+            assert!(n > 0, "the connection closed");
+        }
+    }
+    // [0, 1, "shoal.status", []]
+    let (error, result) = answer(
+        &mut s,
+        &mut buf,
+        &mut dec,
+        b"\x94\x00\x01\xacshoal.status\x90",
+    )
+    .await;
+    assert!(error.is_nil(), "{error}");
+    assert_eq!(result["name"].as_str(), Some("hello"));
+    // [0, 2, "shoal.status", [true]]
+    let (error, _) = answer(
+        &mut s,
+        &mut buf,
+        &mut dec,
+        b"\x94\x00\x02\xacshoal.status\x91\xc3",
+    )
+    .await;
+    assert_eq!(error["code"].as_i64(), Some(codes::INVALID_PARAMS));
+    assert_eq!(
+        error["message"].as_str(),
+        Some("shoal.status takes 0 argument(s), got 1")
+    );
+    // The connection goes on.
+    let (error, _) = answer(
+        &mut s,
+        &mut buf,
+        &mut dec,
+        b"\x94\x00\x03\xacshoal.status\x90",
+    )
+    .await;
+    assert!(error.is_nil(), "{error}");
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
+/// `rpc.max_connections` reaches the server the runtime builds: past it a connection is
+/// closed unanswered, and once one closes a new one is served again.
+#[tokio::test]
+async fn a_configured_connection_cap_is_honoured_by_the_running_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // [0, 1, "shoal.ping", []]
+    const PING: &[u8] = b"\x94\x00\x01\xaashoal.ping\x90";
+    /// Sends a ping; the bytes of the answer, empty when the server closed the connection.
+    async fn ping(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let _ = s.write_all(PING).await;
+        let mut buf = vec![0; 64];
+        match tokio::time::timeout(LIMIT, s.read(&mut buf)).await {
+            Ok(Ok(n)) => buf[..n].to_vec(),
+            Ok(Err(_)) => Vec::new(),
+            Err(_) => panic!("neither answered nor closed"),
+        }
+    }
+
+    let dir = Scratch::new("max-connections");
+    let file = dir.write(
+        "hello.toml",
+        "[rpc]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\n[hello]\ngreeting = \"Hello\"\n",
+    );
+    let running = hello::app()
+        .args(config_args(&file), no_env())
+        .start()
+        .await
+        .unwrap();
+    let addr = running.rpc_addr().unwrap().to_string();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect().await.unwrap();
+        assert!(!ping(&mut s).await.is_empty(), "refused under the cap");
+        open.push(s);
+    }
+    let mut third = connect().await.unwrap();
+    assert!(ping(&mut third).await.is_empty(), "answered past the cap");
+    drop(open.pop());
+    // The server frees the place once it sees the close.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let mut s = connect().await.unwrap();
+        if !ping(&mut s).await.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.handle().close();
+    assert_eq!(running.wait().await, Exit::Closed);
+}
+
 #[tokio::test]
 async fn status_public_config_shows_the_redacted_configuration_on_the_main_port() {
     let dir = Scratch::new("public-config");

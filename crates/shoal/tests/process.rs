@@ -909,6 +909,18 @@ fn a_fifo_as_configuration_or_log_file_is_refused_at_start_and_check_naming_it()
             )),
         "{text}"
     );
+    // `--check` says so too, with the file, the line and the key, rather than passing a
+    // configuration the start then refuses.
+    let (code, text) = run_bounded(&["--config".as_ref(), config.as_os_str(), "--check".as_ref()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(&format!("{}:3: key `log.sinks[0].path`", config.display()))
+            && text.contains(&format!(
+                "{} is a FIFO, not a regular file",
+                log_fifo.display()
+            )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use shoal_api::fleet::{
     codes as link_codes, methods, AgentId, AgentReport, DiscoverWatch, EnrollRequest, Enrolled,
     LogLine, LogsEnd, PackageChunk, PackageFetch, Renewal, Welcome,
 };
+use shoal_rpc::accept::AcceptFailures;
 use shoal_rpc::conn::ConnConfig;
 use shoal_rpc::{Args, Peer, Reply, Request, RpcError};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,13 +54,29 @@ pub async fn serve(
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One task delivers release changes, in the order they were made.
     tasks.spawn(links.clone().deliver_releases(shutdown.clone()));
-    info!(addr = ?listener.local_addr().ok(), "serving the agents' link");
+    let local = listener
+        .local_addr()
+        .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string());
+    info!(addr = %local, "serving the agents' link");
+    let mut failures = AcceptFailures::new(&local);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = sweep.tick() => links.sweep(),
             accepted = listener.accept() => {
-                let Ok((stream, addr)) = accepted else { continue };
+                let (stream, addr) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors and the like: pause instead of spinning, and
+                        // log once per interval rather than every attempt.
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = failures.failed(&e) => {}
+                        }
+                        continue;
+                    }
+                };
+                failures.accepted();
                 let Ok(slot) = open.clone().try_acquire_owned() else {
                     warn!(%addr, "agents' port: connection refused, too many open");
                     continue;

@@ -26,6 +26,8 @@ pub struct Probe {
     pub entered: Notify,
     /// Set when a `hold` handler's future was dropped before finishing.
     pub dropped: Notify,
+    /// `hold` handlers dropped before finishing, in all.
+    pub dropped_count: AtomicUsize,
     pub deadlines: Mutex<Vec<Option<Duration>>>,
     /// The server's end of each connection a `hold` call came on, in arrival order.
     pub held_on: Mutex<Vec<shoal_rpc::Peer>>,
@@ -50,6 +52,7 @@ const METHODS: &[MethodInfo] = &[
     m("callback", false),
     m("deadline", false),
     m("fail", false),
+    m("fail_big", false),
     m("big", false),
     m("whoami", false),
     m("hit", false),
@@ -73,6 +76,7 @@ struct DropSignal(Arc<Probe>, bool);
 impl Drop for DropSignal {
     fn drop(&mut self) {
         if !self.1 {
+            self.0.dropped_count.fetch_add(1, Ordering::Relaxed);
             self.0.dropped.notify_one();
         }
     }
@@ -141,6 +145,13 @@ impl Dispatch for TestService {
                     Reply::encode(&left.is_some())
                 }
                 "fail" => Err(RpcError::new(1001, "failed on purpose").with_data("why".into())),
+                "fail_big" => {
+                    // An error whose data is `n` bytes: a handler's error can be any size.
+                    let mut args = Args::new("fail_big", params, 1)?;
+                    let n: usize = args.next("n")?;
+                    Err(RpcError::new(1002, "failed with a large payload")
+                        .with_data(Value::from("d".repeat(n))))
+                }
                 "big" => {
                     let mut args = Args::new("big", params, 1)?;
                     let n: usize = args.next("n")?;

@@ -54,6 +54,9 @@ pub(super) async fn start(app: App, inherited: Option<Inherited>) -> Result<Runn
     if loaded.inv.action == Action::Check {
         let in_use =
             check_addresses(&loaded.config).map_err(|e| loaded.fail(StartCause::Config(e)))?;
+        logging::check(&loaded.config.runtime().log).map_err(|e| {
+            loaded.fail(StartCause::Config(runtime::sink_failed(&loaded.config, &e)))
+        })?;
         let mut valid = format!(
             "{}: configuration {} is valid\n",
             loaded.name,
@@ -732,6 +735,11 @@ async fn bind_rpc(
     let mut builder = Server::builder()
         .max_message(rt.rpc.max_message)
         .max_in_flight(rt.rpc.max_in_flight)
+        .max_unsent(rt.rpc.max_unsent)
+        .max_values(rt.rpc.max_values)
+        .stall_timeout(Some(rt.rpc.stall_timeout))
+        .idle_timeout(Some(rt.rpc.idle_timeout))
+        .max_connections(rt.rpc.max_connections)
         .blocking_threads(rt.rpc.blocking_threads)
         .layer(StatsLayer::with_stats(handle.shared.stats.clone()))
         .layer(metrics_layer.clone());

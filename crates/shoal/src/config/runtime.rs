@@ -44,6 +44,20 @@ pub struct RpcConfig {
     /// `processes`: process mode, N worker processes serving the listener (0 to 1024; 0 = serve
     /// in this process; 0).
     pub processes: usize,
+    /// `max_unsent`: bytes of replies queued for a peer that has not taken them, past which
+    /// the server stops reading from it (64 KiB to 1 GiB; 4 MiB).
+    pub max_unsent: usize,
+    /// `max_values`: values one incoming message may hold (1024 to 268,435,456; 1,048,576).
+    pub max_values: usize,
+    /// `stall_timeout`: a connection that left a message half sent, or took none of our
+    /// bytes, for this long is closed (above zero, at most 24h; 30s).
+    pub stall_timeout: Duration,
+    /// `idle_timeout`: a connection with nothing read or written and no call in progress for
+    /// this long is closed (above zero, at most 24h; 10m).
+    pub idle_timeout: Duration,
+    /// `max_connections`: connections the listener keeps open at once; more are closed as
+    /// they come (1 to 1,000,000; 4096).
+    pub max_connections: usize,
 }
 
 impl Default for RpcConfig {
@@ -54,6 +68,11 @@ impl Default for RpcConfig {
             max_in_flight: 1024,
             blocking_threads: 64,
             processes: 0,
+            max_unsent: shoal_rpc::conn::DEFAULT_MAX_UNSENT,
+            max_values: shoal_rpc::codec::DEFAULT_MAX_VALUES,
+            stall_timeout: shoal_rpc::conn::DEFAULT_STALL_TIMEOUT,
+            idle_timeout: shoal_rpc::server::DEFAULT_IDLE_TIMEOUT,
+            max_connections: shoal_rpc::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -304,6 +323,11 @@ const TABLES: &[(&str, &[&str])] = &[
             "max_in_flight",
             "blocking_threads",
             "processes",
+            "max_unsent",
+            "max_values",
+            "stall_timeout",
+            "idle_timeout",
+            "max_connections",
         ],
     ),
     ("admin", &["listen"]),
@@ -344,6 +368,22 @@ impl RuntimeConfig {
                     integer(v, PROCESSES, "a number of processes")
                 })?
                 .unwrap_or(d.rpc.processes),
+                max_unsent: read(doc, "rpc.max_unsent", |v| {
+                    integer(v, MAX_UNSENT, "a size in bytes")
+                })?
+                .unwrap_or(d.rpc.max_unsent),
+                max_values: read(doc, "rpc.max_values", |v| {
+                    integer(v, MAX_VALUES, "a number of values")
+                })?
+                .unwrap_or(d.rpc.max_values),
+                stall_timeout: read(doc, "rpc.stall_timeout", positive_duration)?
+                    .unwrap_or(d.rpc.stall_timeout),
+                idle_timeout: read(doc, "rpc.idle_timeout", positive_duration)?
+                    .unwrap_or(d.rpc.idle_timeout),
+                max_connections: read(doc, "rpc.max_connections", |v| {
+                    integer(v, MAX_CONNECTIONS, "a number of connections")
+                })?
+                .unwrap_or(d.rpc.max_connections),
             },
             admin: AdminConfig {
                 listen: read(doc, "admin.listen", admin_socket)?,
@@ -423,6 +463,11 @@ pub(super) fn fill_defaults(doc: &mut Document) {
         ("rpc", "max_in_flight", count(d.rpc.max_in_flight)),
         ("rpc", "blocking_threads", count(d.rpc.blocking_threads)),
         ("rpc", "processes", count(d.rpc.processes)),
+        ("rpc", "max_unsent", count(d.rpc.max_unsent)),
+        ("rpc", "max_values", count(d.rpc.max_values)),
+        ("rpc", "stall_timeout", spelled(d.rpc.stall_timeout)),
+        ("rpc", "idle_timeout", spelled(d.rpc.idle_timeout)),
+        ("rpc", "max_connections", count(d.rpc.max_connections)),
         ("shutdown", "grace", spelled(d.shutdown.grace)),
         (
             "control",
@@ -523,6 +568,13 @@ const MAX_MESSAGE: RangeInclusive<usize> = 1024..=1 << 30;
 const MAX_IN_FLIGHT: RangeInclusive<usize> = 1..=1_000_000;
 /// `rpc.blocking_threads`: 1 to 4096 threads.
 const BLOCKING_THREADS: RangeInclusive<usize> = 1..=4096;
+/// `rpc.max_unsent`: 64 KiB to 1 GiB.
+const MAX_UNSENT: RangeInclusive<usize> = 64 << 10..=1 << 30;
+/// `rpc.max_values`: 1024 to 256 Mi values (a message of the largest size holds at most one
+/// value per byte).
+const MAX_VALUES: RangeInclusive<usize> = 1024..=1 << 28;
+/// `rpc.max_connections`: 1 to a million connections (a semaphore's permits).
+const MAX_CONNECTIONS: RangeInclusive<usize> = 1..=1_000_000;
 /// `rpc.processes`: 0 to 1024 processes.
 const PROCESSES: RangeInclusive<usize> = 0..=1024;
 /// `workers.NAME`: 0 to 1024 workers in a group.

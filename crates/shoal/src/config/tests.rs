@@ -261,6 +261,11 @@ fn runtime_defaults() {
             max_in_flight: 1024,
             blocking_threads: 64,
             processes: 0,
+            max_unsent: 4 * 1024 * 1024,
+            max_values: 1024 * 1024,
+            stall_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: 4096,
         },
         admin: AdminConfig { listen: None },
         services: ServicesConfig { enabled: None },
@@ -314,6 +319,11 @@ max_message = 1024
 max_in_flight = 1
 blocking_threads = 2
 processes = 4
+max_unsent = 65536
+max_values = 5000
+stall_timeout = "5s"
+idle_timeout = "1h"
+max_connections = 10
 
 [admin]
 listen = "unix:/run/hello/admin.sock"
@@ -354,6 +364,11 @@ public_config = true
             max_in_flight: 1,
             blocking_threads: 2,
             processes: 4,
+            max_unsent: 64 * 1024,
+            max_values: 5000,
+            stall_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(3600),
+            max_connections: 10,
         },
         admin: AdminConfig {
             listen: Some(PathBuf::from("/run/hello/admin.sock")),
@@ -633,7 +648,8 @@ fn bad_runtime_keys_name_file_line_key_and_what_is_expected() {
         (
             "[rpc]\nlistn = \"127.0.0.1:7000\"",
             "hello.toml:2: key `rpc.listn`: unknown key; [rpc] takes listen, max_message, \
-             max_in_flight, blocking_threads, processes",
+             max_in_flight, blocking_threads, processes, max_unsent, max_values, stall_timeout, \
+             idle_timeout, max_connections",
         ),
         (
             "[shutdown.grace]\nseconds = 10",
@@ -681,7 +697,8 @@ fn bad_runtime_keys_from_the_environment_name_the_variable() {
         (
             ("SHOAL_RPC__LISTN", "127.0.0.1:7000"),
             "env SHOAL_RPC__LISTN: key `rpc.listn`: unknown key; [rpc] takes listen, \
-             max_message, max_in_flight, blocking_threads, processes",
+             max_message, max_in_flight, blocking_threads, processes, max_unsent, max_values, \
+             stall_timeout, idle_timeout, max_connections",
         ),
     ];
     for (var, expected) in cases {
@@ -1023,10 +1040,15 @@ addr = "a:1"
         ("monitor.every", "\"10s\"", Source::Default),
         ("monitor.format", "\"msgpack\"", Source::Default),
         ("rpc.blocking_threads", "64", Source::Default),
+        ("rpc.idle_timeout", "\"10m\"", Source::Default),
         ("rpc.listen", "\"127.0.0.1:7000\"", file(2)),
+        ("rpc.max_connections", "4096", Source::Default),
         ("rpc.max_in_flight", "1024", Source::Default),
         ("rpc.max_message", "16777216", Source::Default),
+        ("rpc.max_unsent", "4194304", Source::Default),
+        ("rpc.max_values", "1048576", Source::Default),
         ("rpc.processes", "0", Source::Default),
+        ("rpc.stall_timeout", "\"30s\"", Source::Default),
         ("shutdown.grace", "\"3s\"", env("SHOAL_SHUTDOWN__GRACE")),
     ]
     .map(|(k, v, s)| (k.to_owned(), v.to_owned(), s));
@@ -1047,9 +1069,14 @@ addr = "a:1"
             "monitor.every = \"10s\" # default",
             "monitor.format = \"msgpack\" # default",
             "rpc.blocking_threads = 64 # default",
+            "rpc.idle_timeout = \"10m\" # default",
+            "rpc.max_connections = 4096 # default",
             "rpc.max_in_flight = 1024 # default",
             "rpc.max_message = 16777216 # default",
+            "rpc.max_unsent = 4194304 # default",
+            "rpc.max_values = 1048576 # default",
             "rpc.processes = 0 # default",
+            "rpc.stall_timeout = \"30s\" # default",
             "shutdown.grace = \"10s\" # default",
         ]
     );
@@ -1192,6 +1219,11 @@ fn every_number_and_duration_is_refused_out_of_its_range_naming_file_line_and_ke
         ),
         ("rpc.blocking_threads", &["0", "4097"]),
         ("rpc.processes", &["-1", "1025"]),
+        ("rpc.max_unsent", &["65535", "1073741825", "-1"]),
+        ("rpc.max_values", &["1023", "268435457", "\"many\""]),
+        ("rpc.stall_timeout", &["\"0s\"", "\"25h\"", HUGE]),
+        ("rpc.idle_timeout", &["\"0s\"", "\"25h\"", HUGE]),
+        ("rpc.max_connections", &["0", "1000001"]),
         ("shutdown.grace", &["\"300000000000y\"", "\"25h\"", HUGE]),
         ("control.handover_timeout", &["\"0s\"", "\"25h\"", HUGE]),
         ("watchdog.timeout", &["\"0s\"", "\"25h\"", HUGE]),
@@ -1254,6 +1286,11 @@ max_message = 1073741824
 max_in_flight = 1000000
 blocking_threads = 4096
 processes = 1024
+max_unsent = 1073741824
+max_values = 268435456
+stall_timeout = "24h"
+idle_timeout = "24h"
+max_connections = 1000000
 [shutdown]
 grace = "24h"
 [control]
@@ -1272,10 +1309,13 @@ pollers = 1024
     assert_eq!(rt.watchdog.timeout, Some(Duration::from_secs(86400)));
     let low = runtime(
         "[rpc]\nmax_message = 1024\nmax_in_flight = 1\nblocking_threads = 1\nprocesses = 0\n\
-         [shutdown]\ngrace = \"0s\"\n[watchdog]\ntimeout = \"1ms\"\n",
+         max_unsent = 65536\nmax_values = 1024\nstall_timeout = \"1ms\"\nidle_timeout = \"1ms\"\n\
+         max_connections = 1\n[shutdown]\ngrace = \"0s\"\n[watchdog]\ntimeout = \"1ms\"\n",
         &[],
     );
     assert_eq!(low.shutdown.grace, Duration::ZERO);
+    assert_eq!(low.rpc.max_connections, 1);
+    assert_eq!(low.rpc.stall_timeout, Duration::from_millis(1));
     assert_eq!(low.watchdog.timeout, Some(Duration::from_millis(1)));
 }
 

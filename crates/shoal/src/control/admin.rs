@@ -8,10 +8,10 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use shoal_rpc::{Reply, Request, RpcError, Server, Value};
+use shoal_rpc::accept::AcceptFailures;
+use shoal_rpc::{Args, Reply, Request, RpcError, Server, Value};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,6 +81,7 @@ where
         }
         match (req.method.as_str(), self.control) {
             (STATUS, control) => Box::pin(async move {
+                Args::new(STATUS, req.params, 0)?;
                 let mut status = handle.status();
                 // Anyone who reaches the RPC port may ask: the configuration, redacted or
                 // not, describes the deployment, so it is shown there only when asked for.
@@ -156,6 +157,7 @@ pub(crate) async fn serve(
     let abandon = CancellationToken::new();
     let _abandon_on_drop = abandon.clone().drop_guard();
     let connections = TaskTracker::new();
+    let mut failures = AcceptFailures::new(format!("unix:{}", path.display()));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -163,11 +165,17 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                failures.accepted();
+                stream
+            }
             Err(e) => {
-                // Out of descriptors and the like: wait a moment instead of spinning.
-                warn!(admin = %path.display(), error = %e, "admin accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                // Out of descriptors and the like: pause instead of spinning, and log once
+                // per interval rather than every attempt.
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = failures.failed(&e) => {}
+                }
                 continue;
             }
         };
@@ -208,9 +216,6 @@ pub(crate) async fn serve(
     connections.close();
     connections.wait().await;
 }
-
-/// How long the admin accept loop waits after a failed accept.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Who may use the admin socket: the process's own user, and root, who can reach any file.
 fn allowed(uid: u32, owner: u32) -> bool {

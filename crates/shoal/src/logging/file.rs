@@ -505,6 +505,15 @@ fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Whether `path` can be a file sink's file without opening it: missing, or a regular file
+/// (through symbolic links, as the open follows them).
+pub(super) fn check_path(path: &Path) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(not_a_file(path, &meta)),
+        _ => Ok(()),
+    }
+}
+
 /// The error for a log path that holds something other than a regular file.
 fn not_a_file(path: &Path, meta: &fs::Metadata) -> io::Error {
     io::Error::new(

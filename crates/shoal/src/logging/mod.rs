@@ -252,6 +252,21 @@ pub(crate) fn init(config: &LogConfig, app: &str) -> Result<Option<LogHandle>, S
         .map(|()| handle))
 }
 
+/// `--check`'s look at the sinks, opening nothing: a file sink whose path holds something
+/// other than a regular file (a FIFO, a directory) is an error naming the key and the path,
+/// as it is at start. A missing file is fine: the start creates it.
+pub(crate) fn check(config: &LogConfig) -> Result<(), SinkError> {
+    for (i, sink) in config.sinks.iter().enumerate() {
+        if let crate::config::SinkKind::File(file) = &sink.kind {
+            file::check_path(&file.path).map_err(|e| SinkError {
+                key: format!("log.sinks[{i}].path"),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// `level` for the `log` crate.
 fn log_level(level: LevelFilter) -> log::LevelFilter {
     match level.into_level() {
