@@ -754,13 +754,15 @@ impl Reader {
             match self.decoder.decode(buf) {
                 // Answers to our own calls are always taken: they queue nothing, and a peer
                 // waiting for room on its side must not wait on us in turn.
-                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg).await,
+                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg, false).await,
                 Ok(Some(msg)) => {
+                    // Bytes left after this message: at least part of another one is read.
+                    let more_input = !buf.is_empty();
                     self.wait_for_room().await;
                     if self.peer.is_closed() {
                         return Ok(());
                     }
-                    self.handle(msg).await
+                    self.handle(msg, more_input).await
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -806,7 +808,7 @@ impl Reader {
         }
     }
 
-    async fn handle(&mut self, msg: Message) {
+    async fn handle(&mut self, msg: Message, more_input: bool) {
         match msg {
             Message::Response { id, error, result } => {
                 let Some(key) = codec::response_key(&id) else {
@@ -843,7 +845,8 @@ impl Reader {
                     Some(self.peer.clone()),
                     self.blocking.clone(),
                 )
-                .with_state(self.state.clone());
+                .with_state(self.state.clone())
+                .with_more_input(more_input);
                 let fut = self.dispatch(Request {
                     method,
                     params,
