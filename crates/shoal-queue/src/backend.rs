@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::engine::{Engine, Error, Message, TopicStats};
+use crate::engine::{Commit, Engine, Error, Message, TopicStats};
 
 /// What the queue's RPC methods call; every implementation keeps the same semantics (see the
 /// crate docs) and answers the same [`Error`]s.
@@ -19,6 +19,17 @@ pub trait Backend: Debug + Send + Sync + 'static {
     async fn unregister(&self, topic: &str, sub: &str) -> Result<(), Error>;
     /// Answers once every message is durable, with their sequence numbers.
     async fn publish(&self, topic: &str, messages: Vec<Vec<u8>>) -> Result<Vec<u64>, Error>;
+    /// [`Backend::publish`], saying where the write may happen (an engine that always
+    /// writes the same way ignores `commit`).
+    async fn publish_with(
+        &self,
+        topic: &str,
+        messages: Vec<Vec<u8>>,
+        commit: Commit,
+    ) -> Result<Vec<u64>, Error> {
+        let _ = commit;
+        self.publish(topic, messages).await
+    }
     async fn fetch(
         &self,
         topic: &str,
@@ -69,6 +80,15 @@ impl Backend for Engine {
 
     async fn publish(&self, topic: &str, messages: Vec<Vec<u8>>) -> Result<Vec<u64>, Error> {
         Engine::publish(self, topic, messages).await
+    }
+
+    async fn publish_with(
+        &self,
+        topic: &str,
+        messages: Vec<Vec<u8>>,
+        commit: Commit,
+    ) -> Result<Vec<u64>, Error> {
+        Engine::publish_with(self, topic, messages, commit).await
     }
 
     async fn fetch(

@@ -7,7 +7,7 @@ pub mod engine;
 pub mod nats;
 
 pub use backend::{Backend, EngineKind};
-pub use engine::{Engine, EngineOptions, Error, Message, SubStats, TopicStats};
+pub use engine::{Commit, Engine, EngineOptions, Error, Message, SubStats, TopicStats};
 pub mod client;
 pub mod server;
 

@@ -15,7 +15,7 @@ use shoal_rpc::{Args, BoxReply, Dispatch, MethodInfo, Reply, Request, RpcError, 
 use tracing::{info, warn};
 
 use crate::backend::{Backend, EngineKind};
-use crate::engine::{Engine, EngineOptions, Error};
+use crate::engine::{Commit, Engine, EngineOptions, Error};
 
 /// The longest a fetch may wait for messages.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -313,7 +313,11 @@ impl Dispatch for QueueService {
         let engine = self.engine.clone();
         let token = self.token.clone();
         Box::pin(async move {
-            let Request { method, params, .. } = req;
+            let Request {
+                method,
+                params,
+                ctx,
+            } = req;
             match method.as_str() {
                 methods::CREATE_TOPIC => {
                     let r: api::CreateTopic = Args::one(methods::CREATE_TOPIC, params)?;
@@ -340,7 +344,17 @@ impl Dispatch for QueueService {
                     let r: api::Publish = Args::one(methods::PUBLISH, params)?;
                     authorize(&token, &r.token)?;
                     let messages = r.messages.into_iter().map(|m| m.into_vec()).collect();
-                    let seqs = engine.publish(&r.topic, messages).await.map_err(to_rpc)?;
+                    // With more of this connection's messages read, they are likely more
+                    // publishes: hand this one to the writer so they share one fdatasync.
+                    let commit = if ctx.more_input() {
+                        Commit::Grouped
+                    } else {
+                        Commit::IfIdle
+                    };
+                    let seqs = engine
+                        .publish_with(&r.topic, messages, commit)
+                        .await
+                        .map_err(to_rpc)?;
                     Reply::encode(&api::Published { seqs })
                 }
                 methods::FETCH => {

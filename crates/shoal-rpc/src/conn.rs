@@ -710,7 +710,8 @@ impl Reader {
                 Step::Read(Ok(_)) => {}
                 Step::SlotFree => {
                     if let Some(msg) = parked.take() {
-                        self.handle(msg);
+                        let more_input = !buf.is_empty();
+                        self.handle(msg, more_input);
                     }
                 }
             }
@@ -821,8 +822,10 @@ impl Reader {
             match self.decoder.decode(buf) {
                 // Answers to our own calls are always taken: they queue nothing, and a peer
                 // waiting for room on its side must not wait on us in turn.
-                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg),
+                Ok(Some(msg @ Message::Response { .. })) => self.handle(msg, false),
                 Ok(Some(msg)) => {
+                    // Bytes left after this message: at least part of another one is read.
+                    let more_input = !buf.is_empty();
                     self.wait_for_room().await;
                     if self.peer.is_closed() {
                         return Ok(None);
@@ -830,7 +833,7 @@ impl Reader {
                     if needs_slot(&msg) && self.in_flight.available_permits() == 0 {
                         return Ok(Some(msg));
                     }
-                    self.handle(msg)
+                    self.handle(msg, more_input)
                 }
                 Ok(None) => return Ok(None),
                 Err(e) => {
@@ -877,8 +880,9 @@ impl Reader {
     }
 
     /// Acts on one message. A request or notification that takes a slot comes here only
-    /// when one is free ([`needs_slot`]).
-    fn handle(&mut self, msg: Message) {
+    /// when one is free ([`needs_slot`]). `more_input`: more of the peer's bytes are read
+    /// behind it (see [`Context::more_input`]).
+    fn handle(&mut self, msg: Message, more_input: bool) {
         match msg {
             Message::Response { id, error, result } => {
                 let Some(key) = codec::response_key(&id) else {
@@ -914,7 +918,8 @@ impl Reader {
                     Some(self.peer.clone()),
                     self.blocking.clone(),
                 )
-                .with_state(self.state.clone());
+                .with_state(self.state.clone())
+                .with_more_input(more_input);
                 let fut = self.dispatch(Request {
                     method,
                     params,

@@ -39,6 +39,7 @@ pub struct Context {
     peer: Option<Peer>,
     blocking: BlockingPool,
     state: Extensions,
+    more_input: bool,
 }
 
 impl Context {
@@ -50,6 +51,7 @@ impl Context {
             peer,
             blocking: BlockingPool::shared_default(),
             state: Extensions::default(),
+            more_input: false,
         }
     }
 
@@ -67,6 +69,7 @@ impl Context {
             peer,
             blocking,
             state: Extensions::default(),
+            more_input: false,
         }
     }
 
@@ -74,6 +77,21 @@ impl Context {
     pub fn with_state(mut self, state: Extensions) -> Self {
         self.state = state;
         self
+    }
+
+    /// The same context, saying whether more of the peer's messages were already read and
+    /// wait behind this call (see [`Context::more_input`]).
+    pub fn with_more_input(mut self, more_input: bool) -> Self {
+        self.more_input = more_input;
+        self
+    }
+
+    /// True when more of the peer's messages were already read and wait behind this call.
+    /// A handler that can either finish its work at once on the connection's task or hand it
+    /// to be done together with other calls (one disk sync for several writes, say) may hand
+    /// it off when this is true: the connection has more to read meanwhile.
+    pub fn more_input(&self) -> bool {
+        self.more_input
     }
 
     /// The server's shared value of type `T`, if it was given one

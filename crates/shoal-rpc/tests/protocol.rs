@@ -57,6 +57,28 @@ impl Raw {
     }
 }
 
+/// `[0, id, "more", []]`: asks whether more messages were read behind this call.
+fn more(id: u8) -> [u8; 9] {
+    [0x94, 0x00, id, 0xa4, b'm', b'o', b'r', b'e', 0x90]
+}
+
+#[tokio::test]
+async fn a_handler_knows_whether_more_of_the_peers_messages_wait_behind_its_call() {
+    let probe = Arc::new(Probe::default());
+    let (addr, stop, _task) = serve_tcp(server(&probe).build().unwrap()).await;
+    let mut raw = Raw::connect(&addr).await;
+    // Two calls in one write: the first has the second behind it, the second nothing.
+    raw.s.write_all(&[more(1), more(2)].concat()).await.unwrap();
+    let (error, result) = raw.ask(1, &[]).await;
+    assert_eq!((error, result), (Value::Nil, Value::from(true)));
+    let (error, result) = raw.ask(2, &[]).await;
+    assert_eq!((error, result), (Value::Nil, Value::from(false)));
+    // Alone, a call has nothing behind it.
+    let (error, result) = raw.ask(3, &more(3)).await;
+    assert_eq!((error, result), (Value::Nil, Value::from(false)));
+    stop.cancel();
+}
+
 fn invalid_params(error: &Value) -> &str {
     assert_eq!(error["code"], Value::from(codes::INVALID_PARAMS), "{error}");
     error["message"].as_str().unwrap()

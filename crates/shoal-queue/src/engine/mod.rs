@@ -1,7 +1,9 @@
 //! The queue's storage engine: per topic a segmented log with a checksum per record, durable
 //! subscriptions with persisted ack floors, and a writer thread that group-commits publishes
-//! (one write and one fdatasync for every publish waiting) so no file IO runs on the async
-//! executor.
+//! (one write and one fdatasync for every publish waiting). A publish that finds its topic
+//! idle writes itself, in `block_in_place`, and skips the two thread hand-offs; one that finds
+//! it busy queues for the writer's next group. No file IO runs on a thread that is an async
+//! worker at the time.
 
 mod error;
 mod log;
@@ -63,14 +65,38 @@ struct Inner {
     creating: tokio::sync::Mutex<()>,
 }
 
-/// A topic's writer thread and the wake-up for fetches waiting on it.
+/// A topic's log (its writer thread's, and an idle-time publisher's), its writer thread and
+/// the wake-up for fetches waiting on it.
 #[derive(Debug)]
 struct Topic {
+    log: Arc<Mutex<Shared>>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     changed: Notify,
     /// Fetches waiting in [`Engine::fetch`], for the stats.
     waiting: AtomicU64,
+    /// Publishes written by their caller, for the tests.
+    #[cfg(test)]
+    inline: AtomicU64,
+}
+
+/// Where a publish may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// On the caller's thread when the topic's log is idle (no hand-off to the writer thread
+    /// and back), else in the writer's next group commit.
+    IfIdle,
+    /// In the writer's next group commit: more publishes are known to follow (the
+    /// connection has more messages read), and they share one fdatasync.
+    Grouped,
+}
+
+/// What the writer thread and a publisher writing itself share.
+#[derive(Debug)]
+struct Shared {
+    log: TopicLog,
+    /// Set once the writer has stopped and synced: nobody writes after it.
+    closed: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -202,10 +228,28 @@ impl Engine {
             .await
     }
 
-    /// Appends `messages`, answering once they are on disk with their sequence numbers.
+    /// Appends `messages`, answering once they are on disk with their sequence numbers;
+    /// written on this thread if the topic is idle ([`Commit::IfIdle`]).
     pub async fn publish(&self, topic: &str, messages: Vec<Vec<u8>>) -> Result<Vec<u64>, Error> {
+        self.publish_with(topic, messages, Commit::IfIdle).await
+    }
+
+    /// [`Engine::publish`], written where `commit` says.
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        messages: Vec<Vec<u8>>,
+        commit: Commit,
+    ) -> Result<Vec<u64>, Error> {
         let t = self.topic(topic)?;
-        let range = t.call(|r| Command::Publish(messages, r)).await?;
+        let here = match commit {
+            Commit::IfIdle => t.publish_if_idle(&messages),
+            Commit::Grouped => None,
+        };
+        let range = match here {
+            Some(range) => range?,
+            None => t.call(|r| Command::Publish(messages, r)).await?,
+        };
         t.changed.notify_waiters();
         Ok(range.collect())
     }
@@ -315,6 +359,15 @@ impl Engine {
         tx
     }
 
+    /// How many of `topic`'s publishes their callers wrote.
+    #[cfg(test)]
+    pub(crate) fn inline_publishes(&self, topic: &str) -> u64 {
+        self.topic(topic)
+            .expect("topic")
+            .inline
+            .load(Ordering::Relaxed)
+    }
+
     fn topic(&self, topic: &str) -> Result<Arc<Topic>, Error> {
         self.existing(topic).ok_or_else(|| Error::NoTopic {
             topic: topic.to_owned(),
@@ -335,15 +388,20 @@ impl Topic {
     fn start(log: TopicLog) -> Arc<Topic> {
         let (tx, rx) = mpsc::channel();
         let name = log.name().to_owned();
+        let log = Arc::new(Mutex::new(Shared { log, closed: false }));
+        let shared = log.clone();
         let thread = std::thread::Builder::new()
             .name(format!("queue-{name}"))
-            .spawn(move || writer(log, rx))
+            .spawn(move || writer(&shared, rx))
             .expect("spawn a topic writer thread");
         Arc::new(Topic {
+            log,
             commands: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             changed: Notify::new(),
             waiting: AtomicU64::new(0),
+            #[cfg(test)]
+            inline: AtomicU64::new(0),
         })
     }
 
@@ -355,6 +413,24 @@ impl Topic {
             sender.send(command(tx)).map_err(|_| Error::Closed)?;
         }
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Publishes on this thread when nobody holds the log (the writer is between rounds and
+    /// no other publish is writing): the write and fdatasync run in `block_in_place`, so the
+    /// runtime moves its other tasks to another thread meanwhile. `None` when the log is busy
+    /// (the publish queues for the writer's next group commit) or the runtime has one thread.
+    fn publish_if_idle(&self, messages: &[Vec<u8>]) -> Option<Result<std::ops::Range<u64>, Error>> {
+        let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
+        if flavor != tokio::runtime::RuntimeFlavor::MultiThread {
+            return None;
+        }
+        let mut shared = self.log.try_lock().ok()?;
+        if shared.closed {
+            return Some(Err(Error::Closed));
+        }
+        #[cfg(test)]
+        self.inline.fetch_add(1, Ordering::Relaxed);
+        Some(tokio::task::block_in_place(|| shared.log.publish(messages)))
     }
 
     async fn stats(&self) -> Result<TopicStats, Error> {
@@ -370,8 +446,9 @@ impl Topic {
 const ACK_PERSIST_AFTER: Duration = Duration::from_millis(100);
 
 /// The writer thread: takes every command waiting, runs consecutive publishes as one group
-/// commit, and persists moved ack floors at most [`ACK_PERSIST_AFTER`] after they moved.
-fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
+/// commit, and persists moved ack floors at most [`ACK_PERSIST_AFTER`] after they moved. It
+/// holds the log for a whole round, so publishes arriving meanwhile queue for the next.
+fn writer(shared: &Mutex<Shared>, commands: mpsc::Receiver<Command>) {
     let mut persist_at: Option<Instant> = None;
     loop {
         let first = match persist_at {
@@ -382,13 +459,15 @@ fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
             Some(at) => match commands.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(command) => command,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    persist_acks(&mut log);
+                    persist_acks(&mut lock(shared).log);
                     persist_at = None;
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             },
         };
+        let mut guard = lock(shared);
+        let log = &mut guard.log;
         let mut round = vec![first];
         round.extend(commands.try_iter());
         let mut acked = false;
@@ -444,13 +523,23 @@ fn writer(mut log: TopicLog, commands: mpsc::Receiver<Command>) {
             persist_at = Some(Instant::now() + ACK_PERSIST_AFTER);
         }
         if persist_at.is_some_and(|at| at <= Instant::now()) {
-            persist_acks(&mut log);
+            persist_acks(log);
             persist_at = None;
         }
     }
-    if let Err(error) = log.sync() {
-        warn!(topic = %log.name(), %error, "cannot persist ack floors on close");
+    let mut guard = lock(shared);
+    guard.closed = true;
+    if let Err(error) = guard.log.sync() {
+        warn!(topic = %guard.log.name(), %error, "cannot persist ack floors on close");
     }
+}
+
+/// The shared log; a publisher that panicked mid-write leaves it as the log's own error
+/// handling does (a failed write is cut back), so a poisoned lock is taken as it is.
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes the moved ack floors and lets go of the segments every subscription has passed.

@@ -404,6 +404,69 @@ async fn concurrent_publishes_share_one_fdatasync() {
     engine.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_finding_its_topic_idle_writes_itself_and_others_go_to_the_writer() {
+    let dir = TestDir::new("inline");
+    let engine = Engine::open(dir.path(), EngineOptions::default())
+        .await
+        .unwrap();
+    engine.create_topic("jobs", None).await.unwrap();
+    engine.register("jobs", "worker").await.unwrap();
+    for i in 1..=5u64 {
+        assert_eq!(engine.publish("jobs", msgs(&["x"])).await.unwrap(), [i]);
+    }
+    assert_eq!(engine.inline_publishes("jobs"), 5);
+
+    // Grouped: handed to the writer even though the topic is idle.
+    let grouped = engine
+        .publish_with("jobs", msgs(&["y"]), Commit::Grouped)
+        .await
+        .unwrap();
+    assert_eq!(grouped, [6]);
+    assert_eq!(engine.inline_publishes("jobs"), 5);
+
+    // The writer busy (held mid-round): a publish queues for its next group.
+    let release = engine.hold("jobs");
+    let mut queued = Box::pin(engine.publish("jobs", msgs(&["z"])));
+    let first_poll = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(queued.as_mut(), cx))
+    })
+    .await;
+    assert!(
+        first_poll.is_pending(),
+        "written while the writer held the log"
+    );
+    release.send(()).unwrap();
+    assert_eq!(queued.await.unwrap(), [7]);
+    assert_eq!(engine.inline_publishes("jobs"), 5);
+    let stats = engine.stats("jobs").await.unwrap();
+    assert_eq!((stats.last_seq, stats.syncs), (7, 7));
+
+    // Every message is there, in order, for the subscription.
+    let got = engine
+        .fetch("jobs", "worker", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&got), (1..=7).collect::<Vec<_>>());
+    engine.close().await;
+    let closed = engine.publish("jobs", msgs(&["late"])).await;
+    assert!(matches!(closed, Err(Error::Closed)), "{closed:?}");
+}
+
+#[tokio::test]
+async fn on_a_one_thread_runtime_every_publish_goes_to_the_writer() {
+    let dir = TestDir::new("one-thread");
+    let engine = Engine::open(dir.path(), EngineOptions::default())
+        .await
+        .unwrap();
+    engine.create_topic("jobs", None).await.unwrap();
+    for i in 1..=3u64 {
+        assert_eq!(engine.publish("jobs", msgs(&["x"])).await.unwrap(), [i]);
+    }
+    assert_eq!(engine.inline_publishes("jobs"), 0);
+    engine.close().await;
+}
+
 /// Runs futures concurrently on the current task and collects their outputs in order.
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();

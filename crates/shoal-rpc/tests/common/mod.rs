@@ -47,6 +47,7 @@ pub struct Hits(pub AtomicUsize);
 
 const METHODS: &[MethodInfo] = &[
     m("echo", false),
+    m("more", false),
     m("hold", false),
     m("record", true),
     m("callback", false),
@@ -170,6 +171,10 @@ impl Dispatch for TestService {
                         "{}, {name}",
                         greeting.as_deref().unwrap_or("hello")
                     ))
+                }
+                "more" => {
+                    Args::new("more", params, 0)?;
+                    Reply::encode(&ctx.more_input())
                 }
                 "count" => {
                     probe.counted.fetch_add(1, Ordering::Relaxed);
