@@ -39,13 +39,22 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
 /// connecting and the hello come out of it, and the call has what is left.
 async fn call(args: &CallArgs, params: &[Value]) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + args.timeout;
-    let client = Client::builder()
+    let client = match Client::builder()
         .endpoint(args.addr.parse()?)
         .timeout(args.timeout)
         .retries(0)
         .connect()
         .await
-        .with_context(|| format!("connect to {} within {:?}", args.addr, args.timeout))?;
+    {
+        Ok(client) => client,
+        // The server may accept and then never answer the hello.
+        Err(Error::DeadlineExceeded(_)) => return Err(deadline_exceeded(args)),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("connect to {} within {:?}", args.addr, args.timeout)
+            })
+        }
+    };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     if args.notify {
         client.notify(&args.method, params).await?;
@@ -77,16 +86,20 @@ async fn call(args: &CallArgs, params: &[Value]) -> anyhow::Result<ExitCode> {
                 _ => Ok(ExitCode::from(1)),
             }
         }
-        // Connecting and the hello may have spent most of the time: name the whole deadline
-        // the caller gave, not what was left of it for the call.
-        Err(Error::DeadlineExceeded(_)) => bail!(
-            "call {} on {}: deadline exceeded: no answer within --timeout {}",
-            args.method,
-            args.addr,
-            humantime::format_duration(args.timeout)
-        ),
+        Err(Error::DeadlineExceeded(_)) => Err(deadline_exceeded(args)),
         Err(e) => Err(e).with_context(|| format!("call {} on {}", args.method, args.addr)),
     }
+}
+
+/// Connecting and the hello may have spent most of the time, or all of it: the error names
+/// the whole deadline the caller gave, not what was left of it for the call.
+fn deadline_exceeded(args: &CallArgs) -> anyhow::Error {
+    anyhow::anyhow!(
+        "call {} on {}: deadline exceeded: no answer within --timeout {}",
+        args.method,
+        args.addr,
+        humantime::format_duration(args.timeout)
+    )
 }
 
 /// Reads each argument as JSON, naming the one at fault.
