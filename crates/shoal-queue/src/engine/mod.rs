@@ -75,6 +75,9 @@ struct Topic {
     changed: Notify,
     /// Fetches waiting in [`Engine::fetch`], for the stats.
     waiting: AtomicU64,
+    /// Publishes handed to the writer and not yet answered: while there are any, a publish
+    /// joins them rather than writing alone.
+    queued: AtomicU64,
     /// Publishes written by their caller, for the tests.
     #[cfg(test)]
     inline: AtomicU64,
@@ -248,7 +251,12 @@ impl Engine {
         };
         let range = match here {
             Some(range) => range?,
-            None => t.call(|r| Command::Publish(messages, r)).await?,
+            None => {
+                // Counted down however the call ends, a dropped one included.
+                t.queued.fetch_add(1, Ordering::Relaxed);
+                let _queued = Counted(&t.queued);
+                t.call(|r| Command::Publish(messages, r)).await?
+            }
         };
         t.changed.notify_waiters();
         Ok(range.collect())
@@ -400,6 +408,7 @@ impl Topic {
             thread: Mutex::new(Some(thread)),
             changed: Notify::new(),
             waiting: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             #[cfg(test)]
             inline: AtomicU64::new(0),
         })
@@ -416,12 +425,15 @@ impl Topic {
     }
 
     /// Publishes on this thread when nobody holds the log (the writer is between rounds and
-    /// no other publish is writing): the write and fdatasync run in `block_in_place`, so the
-    /// runtime moves its other tasks to another thread meanwhile. `None` when the log is busy
-    /// (the publish queues for the writer's next group commit) or the runtime has one thread.
+    /// no other publish is writing) and no publish waits for the writer: the write and
+    /// fdatasync run in `block_in_place`, so the runtime moves its other tasks to another
+    /// thread meanwhile. `None` when the log is busy or publishes are queued (this one joins
+    /// the writer's next group commit) or the runtime has one thread.
     fn publish_if_idle(&self, messages: &[Vec<u8>]) -> Option<Result<std::ops::Range<u64>, Error>> {
         let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
-        if flavor != tokio::runtime::RuntimeFlavor::MultiThread {
+        if flavor != tokio::runtime::RuntimeFlavor::MultiThread
+            || self.queued.load(Ordering::Relaxed) > 0
+        {
             return None;
         }
         let mut shared = self.log.try_lock().ok()?;
@@ -466,64 +478,23 @@ fn writer(shared: &Mutex<Shared>, commands: mpsc::Receiver<Command>) {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             },
         };
-        let mut guard = lock(shared);
-        let log = &mut guard.log;
         let mut round = vec![first];
         round.extend(commands.try_iter());
-        let mut acked = false;
-        let mut round = round.into_iter().peekable();
-        while let Some(command) = round.next() {
-            match command {
-                Command::Publish(messages, reply) => {
-                    let mut group = vec![(messages, reply)];
-                    while let Some(Command::Publish(..)) = round.peek() {
-                        if let Some(Command::Publish(m, r)) = round.next() {
-                            group.push((m, r));
-                        }
-                    }
-                    let batches: Vec<&[Vec<u8>]> = group.iter().map(|(m, _)| &m[..]).collect();
-                    let results = log.publish_group(&batches);
-                    for ((_, reply), result) in group.into_iter().zip(results) {
-                        let _ = reply.send(result);
-                    }
-                }
-                Command::Register(sub, reply) => {
-                    let _ = reply.send(log.register(&sub));
-                }
-                Command::Unregister(sub, reply) => {
-                    let _ = reply.send(log.unregister(&sub));
-                }
-                Command::Fetch(sub, max, reply) => {
-                    let result = log
-                        .fetch(&sub, max, Instant::now())
-                        .map(|messages| Fetched {
-                            next_due: log.next_due(&sub),
-                            messages,
-                        });
-                    let _ = reply.send(result);
-                }
-                Command::Ack(sub, seqs, reply) => {
-                    acked = true;
-                    let _ = reply.send(log.ack(&sub, &seqs));
-                }
-                Command::Nack(sub, seqs, delay, reply) => {
-                    let _ = reply.send(log.nack(&sub, &seqs, delay, Instant::now()));
-                }
-                Command::Stats(reply) => {
-                    let _ = reply.send(Ok(log.stats()));
-                }
-                #[cfg(test)]
-                Command::Hold(held, release) => {
-                    let _ = held.send(());
-                    let _ = release.recv();
-                }
-            }
+        // Answered only once the log is let go of: a caller that publishes again at once
+        // then finds it free and may write itself.
+        let mut answers = Vec::new();
+        let acked = {
+            let mut guard = lock(shared);
+            run_round(&mut guard.log, round, &mut answers)
+        };
+        for answer in answers {
+            answer();
         }
         if acked && persist_at.is_none() {
             persist_at = Some(Instant::now() + ACK_PERSIST_AFTER);
         }
         if persist_at.is_some_and(|at| at <= Instant::now()) {
-            persist_acks(log);
+            persist_acks(&mut lock(shared).log);
             persist_at = None;
         }
     }
@@ -532,6 +503,66 @@ fn writer(shared: &Mutex<Shared>, commands: mpsc::Receiver<Command>) {
     if let Err(error) = guard.log.sync() {
         warn!(topic = %guard.log.name(), %error, "cannot persist ack floors on close");
     }
+}
+
+/// A reply to send once the round is over.
+type Answer = Box<dyn FnOnce() + Send>;
+
+fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, Error>) -> Answer {
+    Box::new(move || {
+        let _ = reply.send(result);
+    })
+}
+
+/// Runs one round of commands against the log, consecutive publishes as one group commit,
+/// adding each reply to `answers`; true when something was acknowledged.
+fn run_round(log: &mut TopicLog, round: Vec<Command>, answers: &mut Vec<Answer>) -> bool {
+    let mut acked = false;
+    let mut round = round.into_iter().peekable();
+    while let Some(command) = round.next() {
+        match command {
+            Command::Publish(messages, reply) => {
+                let mut group = vec![(messages, reply)];
+                while let Some(Command::Publish(..)) = round.peek() {
+                    if let Some(Command::Publish(m, r)) = round.next() {
+                        group.push((m, r));
+                    }
+                }
+                let batches: Vec<&[Vec<u8>]> = group.iter().map(|(m, _)| &m[..]).collect();
+                let results = log.publish_group(&batches);
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    answers.push(answer(reply, result));
+                }
+            }
+            Command::Register(sub, reply) => answers.push(answer(reply, log.register(&sub))),
+            Command::Unregister(sub, reply) => {
+                answers.push(answer(reply, log.unregister(&sub)));
+            }
+            Command::Fetch(sub, max, reply) => {
+                let result = log
+                    .fetch(&sub, max, Instant::now())
+                    .map(|messages| Fetched {
+                        next_due: log.next_due(&sub),
+                        messages,
+                    });
+                answers.push(answer(reply, result));
+            }
+            Command::Ack(sub, seqs, reply) => {
+                acked = true;
+                answers.push(answer(reply, log.ack(&sub, &seqs)));
+            }
+            Command::Nack(sub, seqs, delay, reply) => {
+                answers.push(answer(reply, log.nack(&sub, &seqs, delay, Instant::now())));
+            }
+            Command::Stats(reply) => answers.push(answer(reply, Ok(log.stats()))),
+            #[cfg(test)]
+            Command::Hold(held, release) => {
+                let _ = held.send(());
+                let _ = release.recv();
+            }
+        }
+    }
+    acked
 }
 
 /// The shared log; a publisher that panicked mid-write leaves it as the log's own error
