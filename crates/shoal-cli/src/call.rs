@@ -50,9 +50,8 @@ async fn call(args: &CallArgs, params: &[Value]) -> anyhow::Result<ExitCode> {
         // The server may accept and then never answer the hello.
         Err(Error::DeadlineExceeded(_)) => return Err(deadline_exceeded(args)),
         Err(e) => {
-            return Err(e).with_context(|| {
-                format!("connect to {} within {:?}", args.addr, args.timeout)
-            })
+            return Err(e)
+                .with_context(|| format!("connect to {} within {:?}", args.addr, args.timeout))
         }
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -25,6 +25,8 @@ pub struct AcceptFailures {
     listener: String,
     backoff: Option<Duration>,
     log: LogThrottle,
+    /// Connections refused for the listener's cap on open ones.
+    refusals: LogThrottle,
 }
 
 impl AcceptFailures {
@@ -33,6 +35,22 @@ impl AcceptFailures {
             listener: listener.to_string(),
             backoff: None,
             log: LogThrottle::new(LOG_INTERVAL),
+            refusals: LogThrottle::new(LOG_INTERVAL),
+        }
+    }
+
+    /// A connection from `peer` accepted and closed at once, the listener having as many
+    /// open as `max` allows: logged at most once per 10 s, with the count of those not
+    /// logged (a peer can connect as fast as it likes).
+    pub fn refused(&mut self, peer: impl fmt::Display, max: usize) {
+        if let Some(unlogged) = self.refusals.note(Instant::now()) {
+            warn!(
+                addr = %self.listener,
+                %peer,
+                max,
+                unlogged,
+                "connection refused: the listener has as many open as its limit allows"
+            );
         }
     }
 
@@ -166,5 +184,34 @@ mod tests {
         assert!(lines[0].contains("unix:/run/x.sock"), "{}", lines[0]);
         assert!(lines[0].contains("os error 24"), "{}", lines[0]);
         assert!(lines[1].contains("unlogged="), "{}", lines[1]);
+    }
+
+    /// Connections refused at the listener's cap, a thousand a second for 30 s (on the
+    /// paused clock): one line per 10 s, naming the listener, the peer and the cap.
+    #[tokio::test(start_paused = true)]
+    async fn refusals_at_the_cap_are_logged_once_per_interval() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let mut f = AcceptFailures::new("0.0.0.0:7440");
+        for _ in 0..30_000 {
+            f.refused("10.0.0.9:5000", 64);
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("connection refused"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("0.0.0.0:7440"), "{}", lines[0]);
+        assert!(lines[0].contains("10.0.0.9:5000"), "{}", lines[0]);
+        assert!(lines[0].contains("max=64"), "{}", lines[0]);
+        assert!(lines[1].contains("unlogged=9999"), "{}", lines[1]);
     }
 }

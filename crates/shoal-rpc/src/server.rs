@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::accept::AcceptFailures;
 use crate::blocking::{BlockingPool, DEFAULT_BLOCKING_THREADS};
@@ -21,7 +20,6 @@ use crate::conn::{self, ConnConfig, Handler, Peer};
 use crate::error::{Error, RpcError};
 use crate::extensions::Extensions;
 use crate::service::{Dispatch, Reply, Request, Router};
-use crate::throttle::{LogThrottle, LOG_INTERVAL};
 use crate::transport::{Listener, ReadHalf, WriteHalf};
 
 type Wrap = Box<dyn FnOnce(Handler) -> Handler + Send>;
@@ -273,7 +271,6 @@ impl Server {
         let _abandon_on_drop = abandon.clone().drop_guard();
         let connections = TaskTracker::new();
         let open = Arc::new(Semaphore::new(self.max_connections));
-        let mut refused = LogThrottle::new(LOG_INTERVAL);
         let mut failures = AcceptFailures::new(&local);
         tokio::pin!(shutdown);
         loop {
@@ -285,15 +282,7 @@ impl Server {
                 Ok((stream, peer)) => {
                     failures.accepted();
                     let Ok(slot) = open.clone().try_acquire_owned() else {
-                        if let Some(unlogged) = refused.note(Instant::now()) {
-                            warn!(
-                                addr = %local,
-                                %peer,
-                                max = self.max_connections,
-                                unlogged,
-                                "connection refused: the listener has as many open as its limit allows"
-                            );
-                        }
+                        failures.refused(peer, self.max_connections);
                         drop(stream);
                         continue;
                     };

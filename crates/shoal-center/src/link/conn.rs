@@ -78,7 +78,7 @@ pub async fn serve(
                 };
                 failures.accepted();
                 let Ok(slot) = open.clone().try_acquire_owned() else {
-                    warn!(%addr, "agents' port: connection refused, too many open");
+                    failures.refused(addr, links.config().max_connections);
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
