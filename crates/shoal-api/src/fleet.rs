@@ -237,6 +237,19 @@ pub enum TargetStatus {
     Pending,
 }
 
+impl TargetStatus {
+    /// The status as it is written on the wire: `ok`, `error`, `offline`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Ok => "ok",
+            TargetStatus::Error => "error",
+            TargetStatus::Offline => "offline",
+            TargetStatus::Interrupted => "interrupted",
+            TargetStatus::Pending => "pending",
+        }
+    }
+}
+
 /// One target's result of a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -532,7 +532,7 @@ pub fn audit_action(action: &Action) -> String {
 fn ending(view: &CommandView) -> String {
     let mut counts = std::collections::BTreeMap::new();
     for result in view.results.values() {
-        *counts.entry(status_name(result.status)).or_insert(0usize) += 1;
+        *counts.entry(result.status.as_str()).or_insert(0usize) += 1;
     }
     let ok = counts.keys().all(|status| *status == "ok");
     let line = counts
@@ -544,16 +544,6 @@ fn ending(view: &CommandView) -> String {
         CommandState::Interrupted => format!("interrupted: {line}"),
         _ if ok => "ok".to_owned(),
         _ => line,
-    }
-}
-
-fn status_name(status: TargetStatus) -> &'static str {
-    match status {
-        TargetStatus::Ok => "ok",
-        TargetStatus::Error => "error",
-        TargetStatus::Offline => "offline",
-        TargetStatus::Interrupted => "interrupted",
-        TargetStatus::Pending => "pending",
     }
 }
 

@@ -579,7 +579,7 @@ fn print_command(view: &CommandView, json: bool) -> anyhow::Result<ExitCode> {
             .map(|(agent, r)| {
                 vec![
                     agent.clone(),
-                    status_word(r.status).into(),
+                    r.status.as_str().into(),
                     r.duration_ms
                         .map_or_else(|| "-".into(), |ms| format!("{ms}ms")),
                     r.message.clone(),
@@ -631,16 +631,6 @@ fn fleet_logs(client: &CenterClient, args: FleetLogsArgs) -> anyhow::Result<Exit
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
-    }
-}
-
-fn status_word(status: TargetStatus) -> &'static str {
-    match status {
-        TargetStatus::Ok => "ok",
-        TargetStatus::Error => "error",
-        TargetStatus::Offline => "offline",
-        TargetStatus::Interrupted => "interrupted",
-        TargetStatus::Pending => "pending",
     }
 }
 

@@ -144,6 +144,12 @@ mod tests {
     #[derive(Clone, Default)]
     struct Logs(Arc<Mutex<Vec<u8>>>);
 
+    impl Logs {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
     impl Write for Logs {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -154,18 +160,24 @@ mod tests {
         }
     }
 
-    /// A loop that fails to accept for a minute (on the paused clock) pauses between
-    /// attempts and logs one line per 10 s, naming the listener and the error.
-    #[tokio::test(start_paused = true)]
-    async fn out_of_descriptors_a_loop_backs_off_and_logs_once_per_interval() {
+    /// Everything logged on this thread from now until the guard drops.
+    fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
         let writer = logs.clone();
-        let _guard = tracing::subscriber::set_default(
+        let guard = tracing::subscriber::set_default(
             tracing_subscriber::fmt()
                 .with_writer(move || writer.clone())
                 .with_ansi(false)
                 .finish(),
         );
+        (logs, guard)
+    }
+
+    /// A loop that fails to accept for a minute (on the paused clock) pauses between
+    /// attempts and logs one line per 10 s, naming the listener and the error.
+    #[tokio::test(start_paused = true)]
+    async fn out_of_descriptors_a_loop_backs_off_and_logs_once_per_interval() {
+        let (logs, _guard) = capture_logs();
         let mut f = AcceptFailures::new("unix:/run/x.sock");
         let start = Instant::now();
         let mut attempts = 0;
@@ -175,7 +187,7 @@ mod tests {
         }
         // 10 ms doubling to 1 s: 7 short pauses, then one a second.
         assert!(attempts <= 70, "{attempts} attempts in a minute");
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let lines: Vec<_> = text
             .lines()
             .filter(|l| l.contains("accept failed"))
@@ -190,20 +202,13 @@ mod tests {
     /// paused clock): one line per 10 s, naming the listener, the peer and the cap.
     #[tokio::test(start_paused = true)]
     async fn refusals_at_the_cap_are_logged_once_per_interval() {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let _guard = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish(),
-        );
+        let (logs, _guard) = capture_logs();
         let mut f = AcceptFailures::new("0.0.0.0:7440");
         for _ in 0..30_000 {
             f.refused("10.0.0.9:5000", 64);
             tokio::time::advance(Duration::from_millis(1)).await;
         }
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let lines: Vec<_> = text
             .lines()
             .filter(|l| l.contains("connection refused"))
