@@ -14,11 +14,11 @@ mod common;
 use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::fleet::Center;
 use common::Agent;
-use common::{text, wait_for, wait_showing, Scratch, SHOAL};
+use common::{text, wait_for, wait_showing, Scratch};
 use shoal_api::center::{AuditEntry, CommandView};
 use shoal_api::fleet::{AgentInfo, TargetStatus};
 
@@ -312,8 +312,8 @@ fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_r
     let archive = slow_package(&dir.0, &marker, 3);
     center.ok(&["push", archive.to_str().unwrap()]);
     // The install runs in the background while the agent is killed under its hook.
-    let mut install = Command::new(SHOAL)
-        .args([
+    let mut install = center
+        .cli(&[
             "fleet",
             "install",
             "slow",
@@ -322,8 +322,6 @@ fn an_agent_killed_in_the_middle_of_a_command_reports_it_interrupted_and_never_r
             "60s",
             "--json",
         ])
-        .env("SHOAL_CENTER", &center.url)
-        .env("SHOAL_TOKEN", &center.token)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -476,8 +474,8 @@ fn a_center_killed_with_a_command_in_flight_reports_it_interrupted_and_never_run
     center.ok(&["push", archive.to_str().unwrap()]);
 
     // The install runs everywhere: the fast agent answers, the slow one waits on the gate.
-    let mut install = Command::new(SHOAL)
-        .args([
+    let mut install = center
+        .cli(&[
             "fleet",
             "install",
             "gated",
@@ -486,8 +484,6 @@ fn a_center_killed_with_a_command_in_flight_reports_it_interrupted_and_never_run
             "5m",
             "--json",
         ])
-        .env("SHOAL_CENTER", &center.url)
-        .env("SHOAL_TOKEN", &center.token)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -614,10 +610,8 @@ fn fleet_logs_follow_stops_on_every_agent_when_its_caller_goes_away() {
     center.ok(&["push", archive.to_str().unwrap()]);
     center.fleet(&["install", "hello", "--all"]);
 
-    let mut follow = Command::new(SHOAL)
-        .args(["fleet", "logs", "hello", "-f", "--all"])
-        .env("SHOAL_CENTER", &center.url)
-        .env("SHOAL_TOKEN", &center.token)
+    let mut follow = center
+        .cli(&["fleet", "logs", "hello", "-f", "--all"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

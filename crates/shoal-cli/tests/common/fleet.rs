@@ -109,12 +109,17 @@ impl Center {
 
     /// `shoal ARGS` against this center.
     pub fn shoal(&self, args: &[&str]) -> Output {
-        Command::new(SHOAL)
+        self.cli(args).output().unwrap()
+    }
+
+    /// `shoal ARGS` against this center with its admin token, to start in the background.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(SHOAL);
+        command
             .args(args)
             .env("SHOAL_CENTER", &self.url)
-            .env("SHOAL_TOKEN", &self.token)
-            .output()
-            .unwrap()
+            .env("SHOAL_TOKEN", &self.token);
+        command
     }
 
     /// As [`Center::shoal`], which must succeed; its standard output.
