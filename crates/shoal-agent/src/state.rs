@@ -3,13 +3,15 @@
 //! Each part of the agent owns its tables and creates them with [`State::ensure`] when it
 //! starts (`CREATE TABLE IF NOT EXISTS ...`), so no part edits another's schema. Statements
 //! are short, but a statement may wait on the disk or on the lock: async code runs them with
-//! [`State::call`], on a blocking thread, never on an async worker. Every write that must survive a crash is a single statement or one transaction
+//! [`State::call`], on a blocking thread (one at a time), never on an async worker. Every
+//! write that must survive a crash is a single statement or one transaction
 //! ([`State::transaction`]), so the database is always the state before or after it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// What went wrong with the state database, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,11 @@ pub struct StateError {
 #[derive(Debug, Clone)]
 pub struct State {
     conn: Arc<Mutex<Connection>>,
+    /// One async caller at a time on a blocking thread: the connection serves one statement
+    /// at a time anyway, and without it every caller waiting for the lock holds a blocking
+    /// thread of its own (200 programs starting at once made 120 threads, each with its
+    /// stack and a malloc arena).
+    calls: Arc<Semaphore>,
     path: Arc<str>,
 }
 
@@ -47,6 +54,7 @@ impl State {
             .map_err(fail)?;
         Ok(State {
             conn: Arc::new(Mutex::new(conn)),
+            calls: Arc::new(Semaphore::new(1)),
             path: name,
         })
     }
@@ -71,6 +79,7 @@ impl State {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
+        let _turn = self.turn().await;
         let state = self.clone();
         match tokio::task::spawn_blocking(move || state.with(f)).await {
             Ok(done) => done,
@@ -83,11 +92,18 @@ impl State {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
+        let _turn = self.turn().await;
         let state = self.clone();
         match tokio::task::spawn_blocking(move || state.transaction(f)).await {
             Ok(done) => done,
             Err(e) => Err(self.unfinished(e)),
         }
+    }
+
+    /// Waits for this caller's turn on a blocking thread (first come, first served).
+    async fn turn(&self) -> Option<SemaphorePermit<'_>> {
+        // Err only if the semaphore were closed, which it never is: then go without a turn.
+        self.calls.acquire().await.ok()
     }
 
     /// A statement whose blocking task did not finish: a panic goes on unwinding in the

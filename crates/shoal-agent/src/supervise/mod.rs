@@ -11,12 +11,14 @@
 //!   and restarted; the [`Supervisor`] sends it commands and reads what it publishes.
 //! - `process.rs`: starting a process in its own session with its output into FIFOs,
 //!   adopting one, noticing its exit, stopping its group.
+//! - `launch.rs`: a start's argument vector, environment and executable, found as `execvp`
+//!   finds it.
 //! - `capture.rs`: the one thread that copies every FIFO into its log file.
 //! - `health.rs`: a TCP, `shoal.ping` or HTTP check.
 //! - `backoff.rs`: restart delays.
 //! - `store.rs`: the `supervised` table in the agent's SQLite state.
 //! - `lock.rs`: one supervisor per data directory.
-//! - `sys.rs`: pidfd, setsid and `/proc` (the crate's only `unsafe`).
+//! - `sys.rs`: pidfd, `posix_spawn` in a new session, and `/proc` (the crate's only `unsafe`).
 //! - `status.rs`, `error.rs`: what callers get back.
 //!
 //! # A program's process
@@ -24,8 +26,12 @@
 //! Each program runs as the leader of its own session (`setsid`), so its process group id is
 //! its pid, no terminal signal reaches it, and the agent can signal the whole group. It runs
 //! in its version directory, without a shell: `command` is executed with `args` (a relative
-//! path with a `/` is resolved against the version directory, a bare name on `PATH`). Its
-//! stdin is `/dev/null`. Its environment is the agent's, without the variables that address
+//! path with a `/` is resolved against the version directory, a bare name on the program's
+//! own `PATH` as `execvp` does it, a file without an executable format run with `/bin/sh`).
+//! Its stdin is `/dev/null`; it holds no descriptor of the agent's but its stdio; no signal is
+//! blocked and every one is at its default disposition. It is started with `posix_spawn`
+//! (glibc's `clone(CLONE_VM | CLONE_VFORK)`), so a start never copies the agent's address
+//! space, however many programs it runs. Its environment is the agent's, without the variables that address
 //! the agent itself (`NOTIFY_SOCKET`, `LISTEN_*`, `SHOAL_CONFIG`, `SHOAL_HANDOVER_*`,
 //! `SHOAL_WORKER*`, `SHOAL_RPC_WORKER`), plus the spec's `env`, plus:
 //!
@@ -120,6 +126,7 @@ mod backoff;
 mod capture;
 mod error;
 mod health;
+mod launch;
 mod lock;
 mod process;
 mod program;

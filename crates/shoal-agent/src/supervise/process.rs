@@ -2,12 +2,13 @@
 //! ([`Outputs`], [`spawn`]), adopting one an earlier agent started ([`Process::adopt`]),
 //! noticing its exit through a pidfd, and stopping its whole process group.
 
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
@@ -22,6 +23,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use super::capture::{Capture, StreamKey};
+use super::launch::Launch;
 use super::spec::ProgramSpec;
 use super::status::Exit;
 use super::sys;
@@ -177,36 +179,15 @@ pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io
     }
     let app_data = data.data(&spec.name);
     std::fs::create_dir_all(&app_data).map_err(|e| at(&app_data, e))?;
+    let env = environment(spec, data, &app_data);
+    let launch = Launch::new(&spec.program(), &spec.command.args, &env, &spec.dir)?;
     let (stdout, stderr) = outputs.writers()?;
-    let mut command = std::process::Command::new(spec.program());
-    command
-        .args(&spec.command.args)
-        .current_dir(&spec.dir)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    for name in NOT_INHERITED {
-        command.env_remove(name);
-    }
-    command
-        .envs(&spec.env)
-        .env("SHOAL_DATA_DIR", data.root())
-        .env("SHOAL_APP", spec.name.as_str())
-        .env("SHOAL_VERSION", spec.version.to_string())
-        .env("SHOAL_APP_DIR", &spec.dir)
-        .env("SHOAL_APP_DATA", &app_data);
-    for (name, value) in data.program_env(&spec.name) {
-        command.env(name, value);
-    }
-    sys::new_session(&mut command);
-    let child = command.spawn()?;
-    // The Command holds the agent's copies of the write ends: closed now.
-    drop(command);
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
-    // std's Child neither waits nor kills when dropped; the pidfd takes over. No one else
-    // reaps this child (the agent never waits for "any child"), so the pid stays this
-    // process's until `reap`.
-    drop(child);
+    let stdio = sys::Stdio::new(stdout.into(), stderr.into())?;
+    let pid = launch.start(&stdio)?;
+    // The agent's copies of the write ends: closed now.
+    drop(stdio);
+    // No one else reaps this child (the agent never waits for "any child"), so the pid stays
+    // this process's until `reap`.
     let watched = sys::pidfd_open(pid).and_then(|pidfd| {
         let start_time = sys::stat(pid)?.start_time;
         Ok((sys::watch_pidfd(pidfd)?, start_time))
@@ -228,6 +209,34 @@ pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io
             Err(e)
         }
     }
+}
+
+/// The agent's own environment without [`NOT_INHERITED`], then the spec's `env`, then the
+/// variables that tell a program where it runs (see the module documentation).
+fn environment(
+    spec: &ProgramSpec,
+    data: &DataDir,
+    app_data: &Path,
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for name in NOT_INHERITED {
+        env.remove(OsStr::new(name));
+    }
+    let mut set = |name: &str, value: &OsStr| {
+        env.insert(name.into(), value.to_owned());
+    };
+    for (name, value) in &spec.env {
+        set(name, value.as_ref());
+    }
+    set("SHOAL_DATA_DIR", data.root().as_os_str());
+    set("SHOAL_APP", spec.name.as_str().as_ref());
+    set("SHOAL_VERSION", spec.version.to_string().as_ref());
+    set("SHOAL_APP_DIR", spec.dir.as_os_str());
+    set("SHOAL_APP_DATA", app_data.as_os_str());
+    for (name, value) in data.program_env(&spec.name) {
+        set(name, value.as_ref());
+    }
+    env
 }
 
 /// What the state database remembers of a running process.

@@ -374,9 +374,13 @@ impl Program {
         if self.running.is_some() {
             return Ok(());
         }
-        self.wanted = true;
-        let written = self.shared.store.set_goal(&self.name, Goal::Run).await;
-        self.record(written);
+        // `wanted` mirrors the stored goal: already Run (a program resumed at open, say), the
+        // write would change nothing, and 200 of them would delay 200 starts.
+        if !self.wanted {
+            self.wanted = true;
+            let written = self.shared.store.set_goal(&self.name, Goal::Run).await;
+            self.record(written);
+        }
         self.backoff.reset();
         self.next_start = None;
         self.restarts = 0;

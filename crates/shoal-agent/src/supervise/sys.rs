@@ -1,15 +1,18 @@
-//! What the supervisor asks of Linux beyond nix's safe wrappers: a pidfd, a new session for a
-//! child, and the figures it reads from `/proc` (start time, process group, CPU, memory).
+//! What the supervisor asks of Linux beyond nix's safe wrappers: a pidfd, starting a program in
+//! a new session with `posix_spawn`, and the figures it reads from `/proc` (start time, process group, CPU, memory).
 //!
 //! The crate's `unsafe` blocks are here and nowhere else, each in a small function.
 
 use std::collections::HashMap;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
+use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
+use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -38,19 +41,203 @@ pub(crate) fn watch_pidfd(pidfd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }.map_err(Into::into)
 }
 
-/// Makes the child `command` starts the leader of a new session (and so of a new process
-/// group whose id is its pid), with no controlling terminal: a terminal's signals (Ctrl-C,
-/// hang-up) never reach it, and the whole group can be signalled at once.
+/// A new process's stdout and stderr: descriptors numbered 3 or above, so that putting one
+/// in place as fd 1 or 2 never overwrites the other before it is copied.
+#[derive(Debug)]
+pub(crate) struct Stdio {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+impl Stdio {
+    /// Takes `stdout` and `stderr`, moving either above fd 2 if it is one of 0, 1, 2 (an
+    /// agent started with its own stdio closed hands out those numbers).
+    pub fn new(stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Stdio> {
+        Ok(Stdio {
+            stdout: above_stdio(stdout)?,
+            stderr: above_stdio(stderr)?,
+        })
+    }
+}
+
 #[allow(unsafe_code)]
-pub(crate) fn new_session(command: &mut std::process::Command) {
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: it makes one system call (setsid), allocates
-    // nothing and takes no lock.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let copy = fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC just created `copy` for this call; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// What [`spawn`] executes: `path` (absolute, or relative to `dir`) with `argv` and `envp`.
+#[derive(Debug)]
+pub(crate) struct Exec<'a> {
+    pub path: &'a CStr,
+    pub argv: &'a [CString],
+    pub envp: &'a [CString],
+    pub dir: &'a CStr,
+}
+
+/// Starts `exec` with `posix_spawn`, which glibc runs as `clone(CLONE_VM | CLONE_VFORK)`:
+/// nothing of the agent's address space is copied, whatever its size. The new process leads a
+/// new session (so a new process group whose id is its pid) with no controlling terminal: a
+/// terminal's signals (Ctrl-C, hang-up) never reach it, and the whole group can be signalled
+/// at once. Its stdin is `/dev/null`, its stdout and stderr are `stdio`'s, every other
+/// descriptor is closed (close-on-exec or not), no signal is blocked and every signal has its
+/// default disposition, and it runs in `exec.dir`.
+///
+/// A failure of the exec itself (no such file, not executable, not an executable format) is
+/// this call's error, with the errno the exec failed with.
+#[allow(unsafe_code)]
+pub(crate) fn spawn(exec: &Exec<'_>, stdio: &Stdio) -> io::Result<Pid> {
+    let mut actions = FileActions::new()?;
+    actions.dup2(stdio.stdout.as_raw_fd(), 1)?;
+    actions.dup2(stdio.stderr.as_raw_fd(), 2)?;
+    actions.open_read_only(0, c"/dev/null")?;
+    actions.close_from(3)?;
+    actions.chdir(exec.dir)?;
+    let attr = SpawnAttr::new_session()?;
+    let argv = null_terminated(exec.argv);
+    let envp = null_terminated(exec.envp);
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: `pid` is ours to write, `path` and the
+    // strings `argv` and `envp` point to live in `exec`, both arrays end with a null pointer,
+    // and `actions` and `attr` were initialised by their `new`. posix_spawn writes only
+    // `pid`; it reads the rest and keeps no pointer once it returns.
+    let ret = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            exec.path.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    check(ret)?;
+    Ok(Pid::from_raw(pid))
+}
+
+/// The `char *const[]` posix_spawn takes: pointers into `strings`, then a null pointer.
+fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
+    // posix_spawn's arrays are declared `char *const[]` but it never writes through them.
+    let mut pointers: Vec<_> = strings.iter().map(|s| s.as_ptr().cast_mut()).collect();
+    pointers.push(std::ptr::null_mut());
+    pointers
+}
+
+/// posix_spawn and its helpers return an error number instead of setting `errno`.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    match ret {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// What the new process does with its descriptors and directory before the exec, in order.
+/// glibc's object holds no pointer into itself, so it may move once initialised.
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+#[allow(unsafe_code)]
+impl FileActions {
+    fn new() -> io::Result<FileActions> {
+        let mut actions = MaybeUninit::uninit();
+        // SAFETY: init writes an empty action list into the memory it is given.
+        check(unsafe { libc::posix_spawn_file_actions_init(actions.as_mut_ptr()) })?;
+        // SAFETY: init succeeded, so the object is initialised.
+        Ok(FileActions(unsafe { actions.assume_init() }))
+    }
+
+    fn dup2(&mut self, fd: RawFd, target: RawFd) -> io::Result<()> {
+        // SAFETY: `self.0` is initialised; the call copies two integers into it.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, fd, target) })
+    }
+
+    /// Opens `path` read-only as `target`. Without O_CLOEXEC: opened straight onto a free
+    /// `target`, the descriptor would otherwise be closed by the exec.
+    fn open_read_only(&mut self, target: RawFd, path: &CStr) -> io::Result<()> {
+        // SAFETY: `self.0` is initialised and `path` is NUL-terminated; glibc copies the
+        // string into the action list.
+        check(unsafe {
+            libc::posix_spawn_file_actions_addopen(
+                &mut self.0,
+                target,
+                path.as_ptr(),
+                libc::O_RDONLY,
+                0,
+            )
+        })
+    }
+
+    fn close_from(&mut self, first: RawFd) -> io::Result<()> {
+        // SAFETY: `self.0` is initialised; the call copies an integer into it (glibc 2.34).
+        check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(&mut self.0, first) })
+    }
+
+    fn chdir(&mut self, dir: &CStr) -> io::Result<()> {
+        // SAFETY: `self.0` is initialised and `dir` is NUL-terminated; glibc copies the
+        // string into the action list (glibc 2.29).
+        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut self.0, dir.as_ptr()) })
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` was initialised by `new` and is destroyed once, here.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// The new process's session, signal mask and signal dispositions.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+#[allow(unsafe_code)]
+impl SpawnAttr {
+    /// A new session (glibc 2.26), an empty signal mask and every signal at its default: the
+    /// agent's runtime ignores SIGPIPE, and a program must not start with it, or any other
+    /// signal, ignored or blocked.
+    fn new_session() -> io::Result<SpawnAttr> {
+        let mut attr = MaybeUninit::uninit();
+        // SAFETY: init writes default attributes into the memory it is given.
+        check(unsafe { libc::posix_spawnattr_init(attr.as_mut_ptr()) })?;
+        // SAFETY: init succeeded, so the object is initialised.
+        let mut attr = SpawnAttr(unsafe { attr.assume_init() });
+        let flags = libc::POSIX_SPAWN_SETSID
+            | libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF)
+                .map_err(io::Error::other)?;
+        // SAFETY: `attr.0` is initialised; the call copies an integer into it.
+        check(unsafe { libc::posix_spawnattr_setflags(&mut attr.0, flags) })?;
+        let none = SigSet::empty();
+        // SAFETY: `attr.0` is initialised; the call copies the set `none` points to.
+        check(unsafe { libc::posix_spawnattr_setsigmask(&mut attr.0, none.as_ref()) })?;
+        let all = every_signal();
+        // SAFETY: `attr.0` is initialised; the call copies the set `all` points to.
+        check(unsafe { libc::posix_spawnattr_setsigdefault(&mut attr.0, &all) })?;
+        Ok(attr)
+    }
+}
+
+/// Every signal, glibc's own two included (32 and 33, which `sigfillset` leaves out): left
+/// out of the set, glibc's spawn ignores them in the child, and an ignored signal stays
+/// ignored across the exec, where a fork and exec leaves them at their defaults.
+#[allow(unsafe_code)]
+fn every_signal() -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: a sigset_t is a plain bit array, so any bytes make a valid one, and every byte
+    // is written before `assume_init`.
     unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()?;
-            Ok(())
-        });
+        set.as_mut_ptr().write_bytes(0xff, 1);
+        set.assume_init()
+    }
+}
+
+#[allow(unsafe_code)]
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` was initialised by `new_session` and is destroyed once, here.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
     }
 }
 
