@@ -53,26 +53,13 @@ pub(crate) fn app_status(
                 _ => Vec::new(),
             },
         },
-        (kind, _) => api::AppStatus {
-            name,
-            version: manifest.package.version.to_string(),
-            kind: match kind {
-                Kind::Service => api::AppKind::Service,
-                Kind::Crontab => api::AppKind::Crontab,
-            },
-            state: match kind {
-                Kind::Service => api::AppState::Unknown,
-                Kind::Crontab => api::AppState::Scheduled,
-            },
-            pid: None,
-            uptime_secs: None,
-            restarts: 0,
-            cpu_percent: None,
-            rss_bytes: None,
-            health: None,
-            last_exit: None,
-            endpoints: Vec::new(),
-        },
+        (kind, _) => {
+            let (kind, state) = match kind {
+                Kind::Service => (api::AppKind::Service, api::AppState::Unknown),
+                Kind::Crontab => (api::AppKind::Crontab, api::AppState::Scheduled),
+            };
+            api::AppStatus::new(name, manifest.package.version.to_string(), kind, state)
+        }
     }
 }
 

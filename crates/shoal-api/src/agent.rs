@@ -128,6 +128,27 @@ pub struct AppStatus {
     pub endpoints: Vec<String>,
 }
 
+impl AppStatus {
+    /// An app with no process figures known: no pid, uptime, CPU, memory, health, last exit
+    /// or endpoints, no restarts. Set the rest with struct update syntax.
+    pub fn new(name: String, version: String, kind: AppKind, state: AppState) -> AppStatus {
+        AppStatus {
+            name,
+            version,
+            kind,
+            state,
+            pid: None,
+            uptime_secs: None,
+            restarts: 0,
+            cpu_percent: None,
+            rss_bytes: None,
+            health: None,
+            last_exit: None,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
 /// What an install or rollback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

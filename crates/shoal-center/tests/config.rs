@@ -233,18 +233,14 @@ impl StandIn {
 
 fn app(name: &str) -> AppStatus {
     AppStatus {
-        name: name.into(),
-        version: "1.0.0".into(),
-        kind: AppKind::Service,
-        state: AppState::Running,
         pid: Some(1),
         uptime_secs: Some(1),
-        restarts: 0,
-        cpu_percent: None,
-        rss_bytes: None,
-        health: None,
-        last_exit: None,
-        endpoints: vec![],
+        ..AppStatus::new(
+            name.into(),
+            "1.0.0".into(),
+            AppKind::Service,
+            AppState::Running,
+        )
     }
 }
 

@@ -733,19 +733,17 @@ async fn a_malformed_frame_closes_only_its_own_connection() {
 
 /// The report of an agent running `web`, healthy, at `addrs`.
 fn serving(addrs: &[&str]) -> AgentReport {
-    let web = shoal_api::agent::AppStatus {
-        name: "web".into(),
-        version: "1.0.0".into(),
-        kind: shoal_api::agent::AppKind::Service,
-        state: shoal_api::agent::AppState::Running,
+    use shoal_api::agent::{AppKind, AppState, AppStatus};
+    let web = AppStatus {
         pid: Some(42),
         uptime_secs: Some(1),
-        restarts: 0,
-        cpu_percent: None,
-        rss_bytes: None,
-        health: None,
-        last_exit: None,
         endpoints: addrs.iter().map(|a| (*a).to_owned()).collect(),
+        ..AppStatus::new(
+            "web".into(),
+            "1.0.0".into(),
+            AppKind::Service,
+            AppState::Running,
+        )
     };
     AgentReport {
         apps: vec![web],

@@ -246,18 +246,10 @@ async fn online(
 
 /// A running service named `name`, as a simulated agent reports it.
 fn simulated_app(name: &Name) -> AppStatus {
-    AppStatus {
-        name: name.to_string(),
-        version: "0.0.0".into(),
-        kind: AppKind::Service,
-        state: AppState::Running,
-        pid: None,
-        uptime_secs: None,
-        restarts: 0,
-        cpu_percent: None,
-        rss_bytes: None,
-        health: None,
-        last_exit: None,
-        endpoints: Vec::new(),
-    }
+    AppStatus::new(
+        name.to_string(),
+        "0.0.0".into(),
+        AppKind::Service,
+        AppState::Running,
+    )
 }

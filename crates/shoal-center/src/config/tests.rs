@@ -53,18 +53,14 @@ fn agent(id: &str) -> AgentInfo {
         last_heartbeat: None,
         version: "1.0.0".into(),
         apps: vec![AppStatus {
-            name: APP.into(),
-            version: "1.0.0".into(),
-            kind: AppKind::Service,
-            state: AppState::Running,
             pid: Some(1),
             uptime_secs: Some(1),
-            restarts: 0,
-            cpu_percent: None,
-            rss_bytes: None,
-            health: None,
-            last_exit: None,
-            endpoints: vec![],
+            ..AppStatus::new(
+                APP.into(),
+                "1.0.0".into(),
+                AppKind::Service,
+                AppState::Running,
+            )
         }],
     }
 }
