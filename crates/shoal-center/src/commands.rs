@@ -213,10 +213,16 @@ impl Commands {
         request: CommandRequest,
     ) -> Result<CommandView, CommandError> {
         let (commands, by) = (self.clone(), by.clone());
-        self.tasks
+        match self
+            .tasks
             .spawn(async move { commands.submit_and_run(&by, request).await })
             .await
-            .expect("a command's task does not panic")
+        {
+            Ok(ran) => ran,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled with the runtime: the center is stopping.
+            Err(_) => Err(CommandError::Stopped),
+        }
     }
 
     async fn submit_and_run(
