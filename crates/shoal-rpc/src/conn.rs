@@ -2,6 +2,11 @@
 //! decodes and dispatches, a writer task batches outgoing frames into few writes, and a
 //! [`Peer`] handle lets any task call or notify the other end.
 //!
+//! A reply, or a call made while no other is waiting, is written by its sender at once when
+//! nothing is queued before it and the writer task is not writing: a lone call or a reply
+//! then costs no wake-up of another task. What the socket does not take at once is queued
+//! for the writer task, behind which every later frame waits, so frames never overtake.
+//!
 //! # Extensions between shoal peers
 //!
 //! A shoal client opens every connection with the call `shoal.hello` (`[{"version": 1}]`). A
@@ -46,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::task::noop_waker_ref;
 use rmpv::Value;
 use serde::Serialize;
@@ -192,6 +197,10 @@ impl PeerInner {
 /// together in the next one.
 struct Outbox {
     state: Mutex<OutState>,
+    /// The connection's write half. The writer task holds it for one poll at a time; a
+    /// sender holding `state` may write through it when nothing is queued or being written.
+    /// Lock order: `state`, then `sink`.
+    sink: Mutex<Option<Sink>>,
     ready: Notify,
     /// Bytes queued or being written and not yet taken by the peer. Kept beside the lock so
     /// the reader checks it per message without taking it.
@@ -206,10 +215,25 @@ struct Outbox {
 #[derive(Default)]
 struct OutState {
     buf: BytesMut,
+    /// The writer task took bytes it has not finished writing: a sender writing now would
+    /// overtake them.
+    writing: bool,
     /// Flush what is queued, then close the write half.
     closing: bool,
     /// The writer has stopped; nothing more can be sent.
     gone: bool,
+}
+
+/// The write half a connection writes to.
+type Sink = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// How a frame leaves once queued.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    /// With whatever else the writer task gathers.
+    Gathered,
+    /// Written by the sender at once, when nothing is queued or being written.
+    AtOnce,
 }
 
 enum PushError {
@@ -219,9 +243,10 @@ enum PushError {
 }
 
 impl Outbox {
-    fn new() -> Self {
+    fn new(sink: Sink) -> Self {
         Self {
             state: Mutex::new(OutState::default()),
+            sink: Mutex::new(Some(sink)),
             ready: Notify::new(),
             unsent: AtomicUsize::new(0),
             written: AtomicU64::new(0),
@@ -230,10 +255,11 @@ impl Outbox {
     }
 
     /// Appends one frame written by `encode`, unless the connection is closing or the frame
-    /// is over `max` bytes.
+    /// is over `max` bytes, and writes it at once if `leave` says so and it is first in line.
     fn push<E: std::fmt::Display>(
         &self,
         max: usize,
+        leave: Leave,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<(), PushError> {
         let mut state = self.state.lock().unwrap();
@@ -250,12 +276,45 @@ impl Outbox {
             state.buf.truncate(start);
             return Err(PushError::TooLarge(size));
         }
-        self.unsent.fetch_add(size, Ordering::Relaxed);
+        let taken = if leave == Leave::AtOnce && start == 0 && !state.writing {
+            self.write_now(&mut state.buf)
+        } else {
+            0
+        };
+        self.unsent.fetch_add(size - taken, Ordering::Relaxed);
+        let queued = !state.buf.is_empty();
         drop(state);
-        if start == 0 {
+        if start == 0 && queued {
             self.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Writes what the socket takes of `buf` without waiting, removing it from `buf`; the
+    /// caller holds `state`, so nothing can be queued before it. Returns the bytes taken.
+    /// Whatever the socket refuses, an error included, stays for the writer task, which
+    /// waits for the socket or reports the error.
+    fn write_now(&self, buf: &mut BytesMut) -> usize {
+        let Ok(mut sink) = self.sink.try_lock() else {
+            return 0;
+        };
+        let Some(sink) = sink.as_mut() else { return 0 };
+        let mut cx = std::task::Context::from_waker(noop_waker_ref());
+        let n = match Pin::new(&mut *sink).poll_write(&mut cx, buf) {
+            Poll::Ready(Ok(n)) => n,
+            _ => return 0,
+        };
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        if n < buf.len() {
+            buf.advance(n);
+            return n;
+        }
+        buf.clear();
+        if !matches!(Pin::new(sink).poll_flush(&mut cx), Poll::Ready(Ok(()))) {
+            // Records kept back (TLS): the writer task flushes them when the socket has room.
+            self.ready.notify_one();
+        }
+        n
     }
 
     fn close(&self) {
@@ -359,7 +418,13 @@ impl Peer {
             inner.take_pending(id);
             return Err(self.not_sent("connection is closed"));
         }
-        let pushed = inner.out.push(inner.max_message, |buf| {
+        // A lone call goes at once; with others waiting, the writer gathers them.
+        let leave = if self.pending() > 1 {
+            Leave::Gathered
+        } else {
+            Leave::AtOnce
+        };
+        let pushed = inner.out.push(inner.max_message, leave, |buf| {
             codec::encode_request(buf, id, method, params, ext)
         });
         if let Err(e) = pushed {
@@ -390,7 +455,7 @@ impl Peer {
         }
         self.inner
             .out
-            .push(self.inner.max_message, |buf| {
+            .push(self.inner.max_message, Leave::Gathered, |buf| {
                 codec::encode_notification(buf, method, params)
             })
             .map_err(|e| self.push_error(e))
@@ -525,7 +590,7 @@ where
     let peer = Peer {
         inner: Arc::new(PeerInner {
             addr: addr.into(),
-            out: Outbox::new(),
+            out: Outbox::new(Box::new(writer)),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
             extended: AtomicBool::new(false),
@@ -539,7 +604,6 @@ where
     // that are still running have no one left to answer.
     let abort = CancellationToken::new();
     tracker.spawn(write_loop(
-        writer,
         peer.clone(),
         config.coalesce_writes,
         config.stall_timeout,
@@ -1024,7 +1088,7 @@ impl Reader {
             // A cancelled call has no one waiting for its reply.
             if let Some(result) = result {
                 let max = peer.inner.max_message;
-                let _ = peer.inner.out.push(usize::MAX, |buf| {
+                let _ = peer.inner.out.push(usize::MAX, Leave::AtOnce, |buf| {
                     encode_reply(buf, &id, result, max);
                     Ok::<(), std::convert::Infallible>(())
                 });
@@ -1069,7 +1133,7 @@ impl Reader {
     fn flush(&mut self) {
         if !self.batch.is_empty() {
             let batch = &mut self.batch;
-            let _ = self.peer.inner.out.push(usize::MAX, |buf| {
+            let _ = self.peer.inner.out.push(usize::MAX, Leave::AtOnce, |buf| {
                 buf.extend_from_slice(batch);
                 Ok::<(), std::convert::Infallible>(())
             });
@@ -1152,13 +1216,7 @@ fn log_notification(peer: &Peer, failed: &Mutex<LogThrottle>, result: Result<Rep
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    peer: Peer,
-    coalesce: bool,
-    stall: Option<Duration>,
-    abort: CancellationToken,
-) {
+async fn write_loop(peer: Peer, coalesce: bool, stall: Option<Duration>, abort: CancellationToken) {
     let out = &peer.inner.out;
     let mut local = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -1172,10 +1230,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let closing = {
             let mut state = out.state.lock().unwrap();
             std::mem::swap(&mut local, &mut state.buf);
+            state.writing = !local.is_empty();
             state.closing
         };
         if !local.is_empty() {
-            if let Err(e) = write_taken(&mut writer, &local, out, stall).await {
+            let result = write_taken(&local, out, stall).await;
+            out.state.lock().unwrap().writing = false;
+            if let Err(e) = result {
                 debug!(peer = %peer.addr(), error = %e, "write failed");
                 // The peer is gone or takes nothing: no reply can reach it any more. The
                 // reader may not see it (waiting for room or a slot), so stop the peer's
@@ -1189,6 +1250,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 local = BytesMut::with_capacity(64 * 1024);
             }
         }
+        // A TLS stream may keep records back when the socket is full; a plain socket has
+        // nothing to flush. Senders that wrote at once and could not flush wake this loop.
+        if let Err(e) = flush_taken(out, stall).await {
+            debug!(peer = %peer.addr(), error = %e, "flush failed");
+            abort.cancel();
+            break;
+        }
         if closing {
             break;
         }
@@ -1196,22 +1264,42 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     out.state.lock().unwrap().gone = true;
     out.unsent.store(0, Ordering::Relaxed);
     out.room.notify_one();
-    let _ = writer.shutdown().await;
+    let sink = out.sink.lock().unwrap().take();
+    if let Some(mut sink) = sink {
+        let _ = sink.shutdown().await;
+    }
     peer.inner.mark_closed();
     peer.inner.pending.lock().unwrap().clear();
 }
 
-/// Writes `buf` whole, counting each part the peer takes off the unsent bytes (waking a
-/// reader that waits for room). A peer that takes nothing for `stall` fails the write: a
-/// connection cannot be held open by never reading.
-async fn write_taken<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    mut buf: &[u8],
-    out: &Outbox,
-    stall: Option<Duration>,
-) -> std::io::Result<()> {
+/// Flushes the connection's write half, failing after `stall` without progress.
+async fn flush_taken(out: &Outbox, stall: Option<Duration>) -> std::io::Result<()> {
+    let flush = std::future::poll_fn(|cx| match out.sink.lock().unwrap().as_mut() {
+        Some(sink) => Pin::new(sink).poll_flush(cx),
+        None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+    });
+    tokio::pin!(flush);
+    match (poll_once(&mut flush), stall) {
+        (Poll::Ready(result), _) => result,
+        (Poll::Pending, None) => flush.await,
+        (Poll::Pending, Some(limit)) => tokio::time::timeout(limit, flush).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the peer took no bytes for {limit:?}"),
+            )
+        })?,
+    }
+}
+
+/// Writes `buf` whole to the connection's write half, counting each part the peer takes off
+/// the unsent bytes (waking a reader that waits for room). A peer that takes nothing for
+/// `stall` fails the write: a connection cannot be held open by never reading.
+async fn write_taken(mut buf: &[u8], out: &Outbox, stall: Option<Duration>) -> std::io::Result<()> {
     while !buf.is_empty() {
-        let write = writer.write(buf);
+        let write = std::future::poll_fn(|cx| match out.sink.lock().unwrap().as_mut() {
+            Some(sink) => Pin::new(sink).poll_write(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        });
         tokio::pin!(write);
         // Most writes finish at once: only one that waits costs a timer.
         let n = match (poll_once(&mut write), stall) {

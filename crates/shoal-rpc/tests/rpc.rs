@@ -74,6 +74,49 @@ async fn replies_leave_out_of_order_and_calls_run_concurrently() {
     assert_eq!(slow.await.unwrap().unwrap(), Value::from("slow"));
 }
 
+/// Senders write their frames at once when nothing is queued before them; what a small pipe
+/// does not take waits for the writer task, and every later frame waits behind it. Many
+/// callers on several threads, with frames from a few bytes to many times the pipe's size,
+/// each get their own answer whole: no frame overtook or cut into another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frames_written_at_once_never_overtake_queued_ones() {
+    let probe = Arc::new(Probe::default());
+    let server = server(&probe).build().unwrap();
+    let (at_client, at_server) = tokio::io::duplex(1024);
+    let (sr, sw) = tokio::io::split(at_server);
+    server.serve_connection(Box::new(sr), Box::new(sw), "pipe", Default::default());
+    let (cr, cw) = tokio::io::split(at_client);
+    let peer = shoal_rpc::conn::spawn(
+        cr,
+        cw,
+        "pipe-client",
+        tower::util::BoxCloneSyncService::new(shoal_rpc::Router::new(vec![]).unwrap()),
+        Default::default(),
+        Default::default(),
+        &tokio_util::task::TaskTracker::new(),
+    );
+    let sizes = [0, 7, 1000, 3000, 70_000, 200];
+    let callers: Vec<_> = (0..16)
+        .map(|caller| {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                for round in 0..30 {
+                    let size = sizes[(caller + round) % sizes.len()];
+                    let text: String =
+                        std::iter::repeat_n(char::from(b'a' + (caller as u8 % 26)), size)
+                            .chain(format!("/{caller}/{round}").chars())
+                            .collect();
+                    let answer = peer.call("echo", &(&text,), T).await.unwrap();
+                    assert_eq!(answer.as_str(), Some(text.as_str()), "caller {caller}");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn notifications_run_in_arrival_order() {
     let probe = Arc::new(Probe::default());
