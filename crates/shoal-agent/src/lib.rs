@@ -61,6 +61,7 @@ mod layout;
 pub mod link;
 pub mod logs;
 pub mod programs;
+pub mod resident;
 mod run;
 mod state;
 pub mod supervise;

@@ -168,7 +168,17 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 link.agent_id()
             );
         }
-        crate::signal::shutdown().await;
+        // Start-up is over (the programs that should run were started): from here the
+        // agent keeps resident only the code it runs. Beside waiting for the signal, which
+        // must be watched from the start.
+        let trim = async {
+            match tokio::task::spawn_blocking(shoal_agent::resident::trim_code).await {
+                Ok(Ok(trimmed)) => tracing::debug!(mapped = trimmed.mapped, "code pages trimmed"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "code pages not trimmed"),
+                Err(e) => tracing::debug!(error = %e, "code pages not trimmed"),
+            }
+        };
+        tokio::join!(trim, crate::signal::shutdown());
         stop.cancel();
         running.stopped().await;
         anyhow::Ok(ExitCode::SUCCESS)
