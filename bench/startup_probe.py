@@ -22,7 +22,8 @@ from importlib.metadata import version
 
 import msgpack
 
-RSS_TARGET_MB = 5.0
+RSS_TARGET_MB = 4.0
+RELOADED_TARGET_MB = 5.0
 READY_TARGET_MS = 20.0
 IDLE_S = 1.0
 GREETING = "Hello"
@@ -60,11 +61,39 @@ def memory(pid):
     return fields
 
 
-def run_once(argv, workdir, log):
+def write_config(path, port, greeting):
+    with open(path, "w") as f:
+        f.write(f'[rpc]\nlisten = "127.0.0.1:{port}"\n\n[hello]\ngreeting = {greeting}\n')
+
+
+def reload_and_call(proc, sock, config, port):
+    """A reload, a rejected reload and a few calls; returns the memory after them."""
+    write_config(config, port, '"Hi"')
+    proc.send_signal(signal.SIGHUP)
+    msgid = 100
+    while call(sock, msgid, "greet", ["bench"]) != "Hi, bench":
+        msgid += 1
+        time.sleep(0.001)
+    # A greeting that is not a string: the reload is refused and "Hi" stays in force.
+    write_config(config, port, "5")
+    proc.send_signal(signal.SIGHUP)
+    while True:
+        msgid += 1
+        last = (call(sock, msgid, "shoal.status", []) or {}).get("last_reload") or {}
+        if last.get("ok") is False:
+            break
+        time.sleep(0.001)
+    for _ in range(10):
+        msgid += 1
+        if call(sock, msgid, "greet", ["bench"]) != "Hi, bench":
+            raise RuntimeError("the rejected reload changed the greeting")
+    return memory(proc.pid)
+
+
+def run_once(argv, workdir, log, reloads=False):
     port = free_port()
     config = os.path.join(workdir, f"hello-{port}.toml")
-    with open(config, "w") as f:
-        f.write(f'[rpc]\nlisten = "127.0.0.1:{port}"\n\n[hello]\ngreeting = "{GREETING}"\n')
+    write_config(config, port, f'"{GREETING}"')
 
     start = time.perf_counter_ns()
     proc = subprocess.Popen(argv + ["--config", config], stdout=log, stderr=log)
@@ -96,13 +125,14 @@ def run_once(argv, workdir, log):
         # Checked after the memory readings so that it does not change them.
         if call(sock, 2, "greet", ["bench"]) != f"{GREETING}, bench":
             raise RuntimeError("greet answered wrongly")
+        reloaded = reload_and_call(proc, sock, config, port) if reloads else None
         sock.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
     if code != 0:
         print(f"warning: {argv[0]} exited with {code} after SIGTERM", file=sys.stderr)
-    return ready_ms, at_ready, idle
+    return ready_ms, at_ready, idle, reloaded
 
 
 def p90(xs):
@@ -130,12 +160,13 @@ def main():
         try:
             # One discarded run each so both start from a warm page cache; then alternate
             # which side goes first so drift on a shared machine falls on both alike.
+            # Only shoal's side reloads: the peer has no reload.
             for name, argv in sides.items():
-                run_once(argv, workdir, log)
+                run_once(argv, workdir, log, reloads=name == "shoal")
             for i in range(args.runs):
                 order = list(sides) if i % 2 else list(reversed(sides))
                 for name in order:
-                    results[name].append(run_once(sides[name], workdir, log))
+                    results[name].append(run_once(sides[name], workdir, log, name == "shoal"))
         except Exception:
             log.seek(0)
             sys.stderr.write(log.read()[-4000:])
@@ -148,7 +179,7 @@ def main():
         def med(i, key):
             return statistics.median(r[i][key] for r in rs)
 
-        return {
+        figures = {
             "ready p50 (ms)": statistics.median(ready),
             "ready p90 (ms)": p90(ready),
             "RSS at ready p50 (MB)": mb(med(1, "VmRSS")),
@@ -157,6 +188,9 @@ def main():
             "  file-backed (MB)": mb(med(2, "RssFile")),
             "VmHWM p50 (MB)": mb(med(2, "VmHWM")),
         }
+        if all(r[3] for r in rs):
+            figures["RSS after reloads p50 (MB)"] = mb(med(3, "VmRSS"))
+        return figures
 
     peer, shoal = figures("peer"), figures("shoal")
     print(f"hello service startup: {args.runs} runs per side, alternating, after one warm-up each")
@@ -165,12 +199,18 @@ def main():
           f"aio-msgpack-rpc {version('aio-msgpack-rpc')}, msgpack {version('msgpack')})")
     print("  ready = exec to first answered shoal.ping on a fresh connection; MB = 10^6 bytes\n")
     print(f"{'':24} {'peer':>9} {'shoal':>9} {'shoal/peer':>11}")
-    for key in peer:
-        print(f"{key:24} {peer[key]:9.2f} {shoal[key]:9.2f} {shoal[key] / peer[key]:11.3f}")
+    for key in shoal:
+        if key in peer:
+            print(f"{key:26} {peer[key]:9.2f} {shoal[key]:9.2f} {shoal[key] / peer[key]:11.3f}")
+        else:
+            print(f"{key:26} {'-':>9} {shoal[key]:9.2f} {'-':>11}")
 
     rss = max(shoal["RSS at ready p50 (MB)"], shoal["RSS after 1 s p50 (MB)"])
+    reloaded = shoal["RSS after reloads p50 (MB)"]
     ready = shoal["ready p90 (ms)"]
     print(f"\nshoal targets: RSS < {RSS_TARGET_MB:g} MB: {verdict(rss < RSS_TARGET_MB)} ({rss:.2f} MB); "
+          f"after a reload, a rejected reload and 12 calls < {RELOADED_TARGET_MB:g} MB: "
+          f"{verdict(reloaded < RELOADED_TARGET_MB)} ({reloaded:.2f} MB); "
           f"ready < {READY_TARGET_MS:g} ms: {verdict(ready < READY_TARGET_MS)} (p90 {ready:.2f} ms)")
 
 
