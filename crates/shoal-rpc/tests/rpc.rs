@@ -86,15 +86,7 @@ async fn frames_written_at_once_never_overtake_queued_ones() {
     let (sr, sw) = tokio::io::split(at_server);
     server.serve_connection(Box::new(sr), Box::new(sw), "pipe", Default::default());
     let (cr, cw) = tokio::io::split(at_client);
-    let peer = shoal_rpc::conn::spawn(
-        cr,
-        cw,
-        "pipe-client",
-        tower::util::BoxCloneSyncService::new(shoal_rpc::Router::new(vec![]).unwrap()),
-        Default::default(),
-        Default::default(),
-        &tokio_util::task::TaskTracker::new(),
-    );
+    let peer = common::client_on(cr, cw, "pipe-client");
     let sizes = [0, 7, 1000, 3000, 70_000, 200];
     let callers: Vec<_> = (0..16)
         .map(|caller| {

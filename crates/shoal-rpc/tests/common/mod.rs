@@ -239,10 +239,19 @@ pub async fn serve_tcp(server: Server) -> (Addr, CancellationToken, tokio::task:
 pub fn in_memory(server: &Server) -> shoal_rpc::Peer {
     let ((cr, cw), (sr, sw)) = memory_pair();
     server.serve_connection(sr, sw, "memory", CancellationToken::new());
+    client_on(cr, cw, "memory-client")
+}
+
+/// The calling end of a connection over `reader` and `writer`, serving no methods itself.
+pub fn client_on<R, W>(reader: R, writer: W, addr: &str) -> shoal_rpc::Peer
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     shoal_rpc::conn::spawn(
-        cr,
-        cw,
-        "memory-client",
+        reader,
+        writer,
+        addr.to_owned(),
         tower::util::BoxCloneSyncService::new(shoal_rpc::Router::new(vec![]).unwrap()),
         Default::default(),
         CancellationToken::new(),
