@@ -44,6 +44,8 @@ pub fn trim_code() -> io::Result<Trimmed> {
         .lines()
         .filter_map(Mapping::parse)
         .filter(|m| m.inode == meta.ino() && m.dev == meta.dev())
+        // Code and read-only data; the writable data is the process's own.
+        .filter(|m| !m.writable)
         .collect();
     // Allowed to page out a file's pages, as the kernel decides it: root or the owner (or a
     // process that could write the file, which a running executable cannot be asked).
@@ -61,7 +63,7 @@ pub fn trim_code() -> io::Result<Trimmed> {
             advise(m, MmapAdvise::MADV_PAGEOUT)?;
         }
     } else {
-        for m in mappings.iter().filter(|m| m.executable && !m.writable) {
+        for m in mappings.iter().filter(|m| m.executable) {
             advise(m, MmapAdvise::MADV_DONTNEED)?;
         }
     }
