@@ -18,7 +18,7 @@
 //! page of code would read the device's whole readahead window (megabytes) whatever the
 //! mapping's advice. Other processes of the same binary (a center, the CLI) keep the pages
 //! they map. Nothing here changes what the agent does; a failure only leaves more resident.
-//! With 200 programs the agent went from 18 MB resident to about 7 MB after the trim, and
+//! With 200 programs the agent went from 18 MB resident to 7-9 MB after the trim, and
 //! about 12 MB once the code of restarting programs had run too.
 
 use std::fs::File;
