@@ -24,6 +24,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 use std::ptr::NonNull;
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
@@ -39,11 +40,12 @@ pub struct Trimmed {
 pub fn trim_code() -> io::Result<Trimmed> {
     let exe = File::open("/proc/self/exe")?;
     let meta = exe.metadata()?;
+    let path = std::fs::read_link("/proc/self/exe")?;
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     let mappings: Vec<Mapping> = maps
         .lines()
         .filter_map(Mapping::parse)
-        .filter(|m| m.inode == meta.ino() && m.dev == meta.dev())
+        .filter(|m| m.maps(&meta, &path))
         // Code and read-only data; the writable data is the process's own.
         .filter(|m| !m.writable)
         .collect();
@@ -117,9 +119,17 @@ struct Mapping {
     executable: bool,
     dev: u64,
     inode: u64,
+    /// The file's path as the kernel shows it; empty for an anonymous mapping.
+    path: String,
 }
 
 impl Mapping {
+    /// Whether this maps the file of `meta` at `path`: by the file's identity, or by its
+    /// path where they differ (overlayfs shows the underlying file's device and inode).
+    fn maps(&self, meta: &std::fs::Metadata, path: &Path) -> bool {
+        (self.inode == meta.ino() && self.dev == meta.dev()) || Path::new(&self.path) == path
+    }
+
     /// Parses `start-end perms offset major:minor inode [path]`; None for a line in another form.
     fn parse(line: &str) -> Option<Mapping> {
         let mut fields = line.split_ascii_whitespace();
@@ -128,6 +138,7 @@ impl Mapping {
         let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
         let (major, minor) = fields.next()?.split_once(':')?;
         let inode = fields.next()?.parse().ok()?;
+        let path = fields.collect::<Vec<_>>().join(" ");
         let start = usize::from_str_radix(start, 16).ok()?;
         let end = usize::from_str_radix(end, 16).ok()?;
         let dev = nix::sys::stat::makedev(
@@ -142,6 +153,7 @@ impl Mapping {
             executable: perms.get(2) == Some(&b'x'),
             dev,
             inode,
+            path,
         })
     }
 }
@@ -162,6 +174,7 @@ mod tests {
         assert_eq!(m.offset, 0x200000);
         assert_eq!(m.dev, nix::sys::stat::makedev(0xfd, 1));
         assert_eq!(m.inode, 1835119);
+        assert_eq!(m.path, "/usr/local/bin/shoal");
         let anon = Mapping::parse("7ffd1c2a1000-7ffd1c2c2000 rw-p 00000000 00:00 0  [stack]");
         assert_eq!(anon.unwrap().inode, 0);
         assert_eq!(Mapping::parse("garbage"), None);
@@ -172,12 +185,13 @@ mod tests {
     /// code mapping's range.
     fn exe_resident() -> (u64, std::ops::Range<usize>) {
         let meta = std::fs::metadata("/proc/self/exe").unwrap();
+        let path = std::fs::read_link("/proc/self/exe").unwrap();
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let (mut ours, mut code) = (false, 0..0);
         let mut total = 0i64;
         for line in smaps.lines() {
             if let Some(m) = Mapping::parse(line) {
-                ours = m.inode == meta.ino() && m.dev == meta.dev();
+                ours = m.maps(&meta, &path);
                 if ours && m.executable {
                     code = m.start..m.start + m.len;
                 }
