@@ -8,10 +8,12 @@
 //! over a 19 MB `.text` and had 14 MB of the binary mapped.
 //!
 //! [`trim_code`], called once start-up is over (the programs that should run are started):
-//! drops the binary's cached pages that no process maps, gives back the pages the agent
-//! mapped (`MADV_PAGEOUT`, which the kernel applies to a file's pages only for root or the
-//! file's owner; any other user drops its mapping of the code segment with `MADV_DONTNEED`
-//! instead: code is never written, so nothing is lost), drops what that left cached, and
+//! drops the binary's cached pages that no process maps, gives back the pages of code and
+//! read-only data the agent mapped (`MADV_PAGEOUT`, which the kernel applies to a file's
+//! pages only for root or the file's owner; any other user drops its mapping of the code
+//! segment with `MADV_DONTNEED` instead: code is never written, so nothing is lost; the
+//! writable mappings hold the agent's own data and are left alone), drops what that left
+//! cached, and
 //! reads the ranges the agent maps back into the cache page by page (`POSIX_FADV_RANDOM`:
 //! no readahead, no large folios): about 26 MB read once, in the background. From then on a
 //! fault maps its 64 KiB window from the cache, without a disk read; a fault on an uncached

@@ -172,9 +172,12 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         // agent keeps resident only the code it runs. Beside waiting for the signal, which
         // must be watched from the start.
         let trim = async {
-            match tokio::task::spawn_blocking(shoal_agent::resident::trim_code).await {
-                Ok(Ok(trimmed)) => tracing::debug!(mapped = trimmed.mapped, "code pages trimmed"),
-                Ok(Err(e)) => tracing::debug!(error = %e, "code pages not trimmed"),
+            let trimmed = tokio::task::spawn_blocking(shoal_agent::resident::trim_code)
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|trimmed| trimmed);
+            match trimmed {
+                Ok(trimmed) => tracing::debug!(mapped = trimmed.mapped, "code pages trimmed"),
                 Err(e) => tracing::debug!(error = %e, "code pages not trimmed"),
             }
         };
