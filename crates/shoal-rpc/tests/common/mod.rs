@@ -58,6 +58,7 @@ const METHODS: &[MethodInfo] = &[
     m("whoami", false),
     m("hit", false),
     m("count", true),
+    m("recorded", false),
     m("greet", false),
 ];
 
@@ -176,6 +177,7 @@ impl Dispatch for TestService {
                     Args::new("more", params, 0)?;
                     Reply::encode(&ctx.more_input())
                 }
+                "recorded" => Reply::encode(&probe.records.lock().unwrap().len()),
                 "count" => {
                     probe.counted.fetch_add(1, Ordering::Relaxed);
                     Ok(Reply::none())

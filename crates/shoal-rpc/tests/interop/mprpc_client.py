@@ -9,6 +9,7 @@ raw `str`. Prints one JSON object per line: {"check": NAME, ...}.
 
 import json
 import sys
+import time
 
 import msgpackrpc
 from msgpackrpc.error import RPCError
@@ -38,6 +39,11 @@ def main(addr, notifications):
         client.notify("record", i)
     got = client.call("echo", "after notifications")
     report("after_notifications", ok=got == "after notifications")
+    # Queued notifications of a peer that goes away are left undone: wait until the server
+    # has handled them all before going on to close.
+    deadline = time.monotonic() + 30
+    while client.call("recorded") < notifications and time.monotonic() < deadline:
+        time.sleep(0.001)
 
     futures = [client.call_async("echo", i) for i in range(100)]
     got = [f.get() for f in futures]
