@@ -12,8 +12,27 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use shoal_queue::engine::{Error, LogOptions, TopicLimits, TopicLog};
 
-const MAX_BYTES: u64 = 600;
-const SEGMENT_BYTES: u64 = 100;
+/// A topic's limits and the largest payload the test publishes.
+#[derive(Debug)]
+struct Shape {
+    max_bytes: u64,
+    segment_bytes: u64,
+    payload: usize,
+}
+
+/// Segments shorter than a block: every publish is written and fdatasynced.
+const SMALL: Shape = Shape {
+    max_bytes: 600,
+    segment_bytes: 100,
+    payload: 40,
+};
+/// Segments of whole blocks and records up to 3,000 bytes: most publishes are direct writes
+/// of the blocks they land in, some cross a block boundary, the first of a segment zeroes it.
+const BLOCKS: Shape = Shape {
+    max_bytes: 48 << 10,
+    segment_bytes: 12 << 10,
+    payload: 3000,
+};
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const SUBS: [&str; 3] = ["a", "b", "c"];
 
@@ -33,9 +52,9 @@ enum Op {
     Crash(Option<usize>),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(payload: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 1..4).prop_map(Op::Publish),
+        4 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..payload), 1..4).prop_map(Op::Publish),
         1 => (0..SUBS.len()).prop_map(Op::Register),
         1 => (0..SUBS.len()).prop_map(Op::Unregister),
         3 => (0..SUBS.len(), 1..6usize).prop_map(|(s, n)| Op::Fetch(s, n)),
@@ -70,126 +89,178 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_log_behaves_like_the_model(ops in prop::collection::vec(op(), 1..80)) {
-        let dir = TestDir::new();
-        let topic_dir = dir.0.join("t");
-        let mut log = TopicLog::create(&topic_dir, "t", TopicLimits { max_bytes: MAX_BYTES, segment_bytes: SEGMENT_BYTES }, options()).unwrap();
-        let mut model = Model { next_seq: 1, ..Model::default() };
-        let start = Instant::now();
-        let mut now = start;
-        for op in ops {
-            match op {
-                Op::Publish(payloads) => {
-                    let before = log.stats();
-                    match log.publish(&payloads) {
-                        Ok(range) => {
-                            prop_assert_eq!(range.start, model.next_seq);
-                            for (seq, p) in range.zip(payloads) {
-                                model.published.insert(seq, p);
-                                model.next_seq = seq + 1;
-                            }
-                        }
-                        Err(Error::Full { holder, .. }) => {
-                            prop_assert_eq!(log.stats().last_seq, before.last_seq, "a refused publish wrote nothing");
-                            prop_assert!(model.subs.contains_key(holder.as_str()), "holder {} is registered", holder);
-                        }
-                        Err(e) => prop_assert!(false, "publish failed: {}", e),
-                    }
-                }
-                Op::Register(s) => {
-                    log.register(SUBS[s]).unwrap();
-                    model.subs.entry(SUBS[s]).or_insert_with(|| ModelSub { start: model.next_seq, ..ModelSub::default() });
-                }
-                Op::Unregister(s) => {
-                    let r = log.unregister(SUBS[s]);
-                    prop_assert_eq!(r.is_ok(), model.subs.remove(SUBS[s]).is_some());
-                }
-                Op::Fetch(s, max) => {
-                    let r = log.fetch(SUBS[s], max, now);
-                    let Some(sub) = model.subs.get_mut(SUBS[s]) else {
-                        prop_assert!(matches!(r, Err(Error::NoSubscription { .. })), "fetch by an unregistered subscription");
-                        continue;
-                    };
-                    let messages = r.unwrap();
-                    prop_assert!(messages.len() <= max);
-                    for m in messages {
-                        prop_assert!(m.seq >= sub.start, "seq {} went to {} registered at {}", m.seq, SUBS[s], sub.start);
-                        prop_assert_eq!(Some(&m.data), model.published.get(&m.seq));
-                        prop_assert!(!sub.acked_since_crash.contains(&m.seq), "acked seq {} delivered again", m.seq);
-                        if !sub.outstanding.contains(&m.seq) {
-                            sub.outstanding.push(m.seq);
-                        }
-                    }
-                }
-                Op::Ack(s, i) | Op::Nack(s, i, _) if model.subs.get(SUBS[s]).is_none_or(|m| m.outstanding.is_empty()) => {
-                    let _ = i;
-                }
-                Op::Ack(s, i) => {
-                    let sub = model.subs.get_mut(SUBS[s]).unwrap();
-                    let seq = sub.outstanding.remove(i % sub.outstanding.len());
-                    log.ack(SUBS[s], &[seq]).unwrap();
-                    sub.acked_ever.insert(seq);
-                    sub.acked_since_crash.insert(seq);
-                }
-                Op::Nack(s, i, delay) => {
-                    let sub = &model.subs[SUBS[s]];
-                    let seq = sub.outstanding[i % sub.outstanding.len()];
-                    log.nack(SUBS[s], &[seq], Duration::from_secs(delay), now).unwrap();
-                }
-                Op::Advance(secs) => now += Duration::from_secs(secs),
-                Op::Sync => log.sync().unwrap(),
-                Op::Crash(torn) => {
-                    drop(log);
-                    if let Some(cut) = torn {
-                        let mut record = Vec::new();
-                        shoal_queue::engine::encode_record(model.next_seq, &[7; 40], &mut record);
-                        let newest = segments(&topic_dir).into_iter().max().unwrap();
-                        let mut file = fs::OpenOptions::new().append(true).open(newest).unwrap();
-                        file.write_all(&record[..cut.min(record.len() - 1)]).unwrap();
-                    }
-                    log = TopicLog::open(&topic_dir, "t", options()).unwrap();
-                    for sub in model.subs.values_mut() {
-                        sub.outstanding.clear();
-                        sub.acked_since_crash.clear();
-                    }
-                }
-            }
-            check(&log, &model, &topic_dir)?;
-        }
-        // Every subscription takes and acks everything: then nothing is left on disk.
-        now += ACK_TIMEOUT;
-        let names: Vec<_> = model.subs.keys().copied().collect();
-        for name in names {
-            loop {
-                let got = log.fetch(name, 100, now).unwrap();
-                if got.is_empty() {
-                    break;
-                }
-                let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
-                log.ack(name, &seqs).unwrap();
-            }
-        }
-        log.sync().unwrap();
-        prop_assert_eq!(log.stats().bytes, 0);
-        prop_assert_eq!(disk_bytes(&topic_dir), 0);
-        for sub in log.stats().subs {
-            prop_assert_eq!(sub.lag, 0);
-        }
+    fn the_log_behaves_like_the_model(ops in prop::collection::vec(op(SMALL.payload), 1..80)) {
+        run(&SMALL, ops)?;
+    }
+
+    #[test]
+    fn the_log_behaves_like_the_model_over_direct_writes(ops in prop::collection::vec(op(BLOCKS.payload), 1..80)) {
+        run(&BLOCKS, ops)?;
     }
 }
 
-fn check(log: &TopicLog, model: &Model, dir: &Path) -> Result<(), TestCaseError> {
+fn run(shape: &Shape, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = TestDir::new();
+    let topic_dir = dir.0.join("t");
+    let limits = TopicLimits {
+        max_bytes: shape.max_bytes,
+        segment_bytes: shape.segment_bytes,
+    };
+    let mut log = TopicLog::create(&topic_dir, "t", limits, options()).unwrap();
+    let mut model = Model {
+        next_seq: 1,
+        ..Model::default()
+    };
+    let start = Instant::now();
+    let mut now = start;
+    for op in ops {
+        match op {
+            Op::Publish(payloads) => {
+                let before = log.stats();
+                match log.publish(&payloads) {
+                    Ok(range) => {
+                        prop_assert_eq!(range.start, model.next_seq);
+                        for (seq, p) in range.zip(payloads) {
+                            model.published.insert(seq, p);
+                            model.next_seq = seq + 1;
+                        }
+                    }
+                    Err(Error::Full { holder, .. }) => {
+                        prop_assert_eq!(
+                            log.stats().last_seq,
+                            before.last_seq,
+                            "a refused publish wrote nothing"
+                        );
+                        prop_assert!(
+                            model.subs.contains_key(holder.as_str()),
+                            "holder {} is registered",
+                            holder
+                        );
+                    }
+                    Err(e) => prop_assert!(false, "publish failed: {}", e),
+                }
+            }
+            Op::Register(s) => {
+                log.register(SUBS[s]).unwrap();
+                model.subs.entry(SUBS[s]).or_insert_with(|| ModelSub {
+                    start: model.next_seq,
+                    ..ModelSub::default()
+                });
+            }
+            Op::Unregister(s) => {
+                let r = log.unregister(SUBS[s]);
+                prop_assert_eq!(r.is_ok(), model.subs.remove(SUBS[s]).is_some());
+            }
+            Op::Fetch(s, max) => {
+                let r = log.fetch(SUBS[s], max, now);
+                let Some(sub) = model.subs.get_mut(SUBS[s]) else {
+                    prop_assert!(
+                        matches!(r, Err(Error::NoSubscription { .. })),
+                        "fetch by an unregistered subscription"
+                    );
+                    continue;
+                };
+                let messages = r.unwrap();
+                prop_assert!(messages.len() <= max);
+                for m in messages {
+                    prop_assert!(
+                        m.seq >= sub.start,
+                        "seq {} went to {} registered at {}",
+                        m.seq,
+                        SUBS[s],
+                        sub.start
+                    );
+                    prop_assert_eq!(Some(&m.data), model.published.get(&m.seq));
+                    prop_assert!(
+                        !sub.acked_since_crash.contains(&m.seq),
+                        "acked seq {} delivered again",
+                        m.seq
+                    );
+                    if !sub.outstanding.contains(&m.seq) {
+                        sub.outstanding.push(m.seq);
+                    }
+                }
+            }
+            Op::Ack(s, i) | Op::Nack(s, i, _)
+                if model
+                    .subs
+                    .get(SUBS[s])
+                    .is_none_or(|m| m.outstanding.is_empty()) =>
+            {
+                let _ = i;
+            }
+            Op::Ack(s, i) => {
+                let sub = model.subs.get_mut(SUBS[s]).unwrap();
+                let seq = sub.outstanding.remove(i % sub.outstanding.len());
+                log.ack(SUBS[s], &[seq]).unwrap();
+                sub.acked_ever.insert(seq);
+                sub.acked_since_crash.insert(seq);
+            }
+            Op::Nack(s, i, delay) => {
+                let sub = &model.subs[SUBS[s]];
+                let seq = sub.outstanding[i % sub.outstanding.len()];
+                log.nack(SUBS[s], &[seq], Duration::from_secs(delay), now)
+                    .unwrap();
+            }
+            Op::Advance(secs) => now += Duration::from_secs(secs),
+            Op::Sync => log.sync().unwrap(),
+            Op::Crash(torn) => {
+                drop(log);
+                if let Some(cut) = torn {
+                    let mut record = Vec::new();
+                    shoal_queue::engine::encode_record(model.next_seq, &[7; 40], &mut record);
+                    let newest = segments(&topic_dir).into_iter().max().unwrap();
+                    let mut file = fs::OpenOptions::new().append(true).open(newest).unwrap();
+                    file.write_all(&record[..cut.min(record.len() - 1)])
+                        .unwrap();
+                }
+                log = TopicLog::open(&topic_dir, "t", options()).unwrap();
+                for sub in model.subs.values_mut() {
+                    sub.outstanding.clear();
+                    sub.acked_since_crash.clear();
+                }
+            }
+        }
+        check(&log, &model, &topic_dir, shape)?;
+    }
+    // Every subscription takes and acks everything: then nothing is left on disk.
+    now += ACK_TIMEOUT;
+    let names: Vec<_> = model.subs.keys().copied().collect();
+    for name in names {
+        loop {
+            let got = log.fetch(name, 100, now).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+            log.ack(name, &seqs).unwrap();
+        }
+    }
+    log.sync().unwrap();
+    prop_assert_eq!(log.stats().bytes, 0);
+    prop_assert_eq!(disk_bytes(&topic_dir), 0);
+    for sub in log.stats().subs {
+        prop_assert_eq!(sub.lag, 0);
+    }
+    Ok(())
+}
+
+fn check(log: &TopicLog, model: &Model, dir: &Path, shape: &Shape) -> Result<(), TestCaseError> {
     let stats = log.stats();
     prop_assert_eq!(stats.last_seq, model.next_seq - 1);
     let disk = disk_bytes(dir);
     // Records, plus the newest segment's zeroed tail (within one segment).
     prop_assert!(
-        stats.bytes <= disk && disk <= stats.bytes + SEGMENT_BYTES,
+        stats.bytes <= disk && disk <= stats.bytes + shape.segment_bytes,
         "{} bytes on disk for {} of records",
         disk,
         stats.bytes
     );
-    prop_assert!(disk <= MAX_BYTES + SEGMENT_BYTES, "{} bytes on disk", disk);
+    prop_assert!(
+        disk <= shape.max_bytes + shape.segment_bytes,
+        "{} bytes on disk",
+        disk
+    );
     for (name, sub) in &model.subs {
         for (seq, payload) in model.published.range(sub.start..) {
             if sub.acked_ever.contains(seq) {
@@ -210,7 +281,7 @@ fn check(log: &TopicLog, model: &Model, dir: &Path) -> Result<(), TestCaseError>
 
 fn options() -> LogOptions {
     LogOptions {
-        max_message: 1024,
+        max_message: 4096,
         ack_timeout: ACK_TIMEOUT,
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Layout of a topic's directory: `topic` (its limits), `subs` (each subscription's first
 //! sequence and persisted ack floor, replaced atomically) and `<first seq>.seg` segments of
-//! [`super::record`]s, the newest zeroed ahead of its records (see [`ZERO_AHEAD`]): a
-//! segment's records end where its zeroed tail begins. A segment is removed once every
+//! [`super::record`]s, the newest zeroed ahead of its records (see [`ZERO_AHEAD`]) and
+//! written with direct writes of whole blocks over those zeros where the filesystem takes
+//! them ([`super::direct`]): a segment's records end where its zeroed tail begins. A segment is removed once every
 //! subscription's persisted ack floor is past its last record; the newest segment's name
 //! keeps the next sequence number across a restart even when every record has been removed.
 
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::ops::Range;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::direct::{Blocks, DirectFile, BLOCK};
 use super::record::{self, Decoded};
 use super::{Error, Message, SubStats, TopicStats};
 
@@ -69,6 +72,8 @@ struct Segment {
     size: u64,
     /// The file's length: `size..len` holds zeros (synced by the append that wrote them).
     len: u64,
+    /// The newest segment's descriptor for direct writes, where the filesystem takes them.
+    direct: Option<DirectFile>,
 }
 
 #[derive(Debug)]
@@ -86,6 +91,29 @@ struct Sub {
     /// The lowest sequence never delivered (since the last reopen).
     next: u64,
     redelivered: u64,
+}
+
+/// A publish the newest segment takes as one direct write, planned without touching the
+/// disk: [`TopicLog::plan_direct`], then the write, made by the caller, then
+/// [`TopicLog::finish_direct`].
+#[derive(Debug)]
+pub struct DirectPlan {
+    blocks: Blocks,
+    records: Vec<u8>,
+    /// Offset of each record in `records`.
+    offsets: Vec<u64>,
+}
+
+impl DirectPlan {
+    /// The memory to write, block-aligned.
+    pub fn blocks(&self) -> &[u8] {
+        self.blocks.as_slice()
+    }
+
+    /// Where in the segment's file it goes.
+    pub fn offset(&self) -> u64 {
+        self.blocks.offset
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -287,6 +315,82 @@ impl TopicLog {
             }
         }
         results
+    }
+
+    /// Plans `payloads` as one direct write when nothing else has to happen first: each is
+    /// within the limits, the topic has room without letting go of acknowledged segments,
+    /// the newest segment takes them without a new segment, over zeros already on disk, and
+    /// takes direct writes. `None` otherwise: [`TopicLog::publish`] does the rest.
+    pub fn plan_direct(&self, payloads: &[Vec<u8>]) -> Option<DirectPlan> {
+        let size: u64 = payloads.iter().map(|p| record::size(p.len())).sum();
+        if payloads
+            .iter()
+            .any(|p| p.len() as u64 > self.options.max_message)
+            || self.bytes + size > self.limits.max_bytes
+        {
+            return None;
+        }
+        let active = self.active();
+        let end = active.size + size;
+        if active.size > 0 && end > self.limits.segment_bytes || !active.takes_direct(end) {
+            return None;
+        }
+        let mut records = Vec::with_capacity(size as usize);
+        let mut offsets = Vec::with_capacity(payloads.len());
+        for (seq, payload) in (self.next_seq..).zip(payloads) {
+            offsets.push(records.len() as u64);
+            record::encode(seq, payload, &mut records);
+        }
+        let blocks = active.direct.as_ref()?.blocks(active.size, &records);
+        Some(DirectPlan {
+            blocks,
+            records,
+            offsets,
+        })
+    }
+
+    /// Goes on with write and fdatasync after the device refused a planned direct write
+    /// (see [`refused_direct`]); it wrote nothing.
+    pub fn stop_direct(&mut self) {
+        self.segments
+            .last_mut()
+            .expect("a topic always has a segment")
+            .stop_direct();
+    }
+
+    /// The descriptor a planned direct write goes through.
+    pub fn direct_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.active().direct.as_ref().map(DirectFile::fd)
+    }
+
+    /// Takes in a planned direct write once it is done, `written` saying how it went: its
+    /// records are kept, or, if it failed, whatever it left past the last record goes.
+    pub fn finish_direct(
+        &mut self,
+        plan: DirectPlan,
+        written: std::io::Result<usize>,
+    ) -> Result<Range<u64>, Error> {
+        self.syncs += 1;
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a topic always has a segment");
+        if let Err(e) = written.and_then(|n| plan.blocks.check(n)) {
+            warn!(topic = %self.name, error = %e, "publish failed");
+            segment.cut_back();
+            return Err(Error::io(&segment.path)(e));
+        }
+        if let Some(direct) = segment.direct.as_mut() {
+            direct.follow(segment.size, &plan.records);
+        }
+        segment
+            .offsets
+            .extend(plan.offsets.iter().map(|o| o + segment.size));
+        segment.size += plan.records.len() as u64;
+        self.bytes += plan.records.len() as u64;
+        let start = self.next_seq;
+        self.next_seq += plan.offsets.len() as u64;
+        Ok(start..self.next_seq)
     }
 
     /// Delivers up to `max` messages to `sub`: first those due again (ack timeout or nack
@@ -494,16 +598,10 @@ impl TopicLog {
             .segments
             .last_mut()
             .expect("a topic always has a segment");
-        let written = segment
-            .zero_ahead(segment.size + buf.len() as u64, segment_bytes)
-            .and_then(|()| segment.file.write_all_at(buf, segment.size))
-            .and_then(|()| segment.file.sync_data());
+        let written = segment.write_synced(buf, segment_bytes);
         self.syncs += 1;
         if let Err(e) = written {
-            // Leave no partial record behind for the next publish to follow: a stale record
-            // past a shorter one written here later could read back as the next one.
-            let _ = segment.file.set_len(segment.size);
-            segment.len = segment.size;
+            segment.cut_back();
             return Err(Error::io(&segment.path)(e));
         }
         segment
@@ -526,6 +624,7 @@ impl TopicLog {
             .read(true)
             .open(&path)
             .map_err(Error::io(&path))?;
+        let direct = DirectFile::open(&path, &[]).map_err(Error::io(&path))?;
         sync_dir(&self.dir)?;
         if let Some(old) = self.segments.last_mut() {
             old.trim();
@@ -537,6 +636,7 @@ impl TopicLog {
             offsets: Vec::new(),
             size: 0,
             len: 0,
+            direct,
         });
         Ok(())
     }
@@ -652,6 +752,11 @@ impl Segment {
                 .map_err(Error::io(&path))?;
             len = at as u64;
         }
+        let direct = match last {
+            true => DirectFile::open(&path, DirectFile::tail_of(&data[..at]))
+                .map_err(Error::io(&path))?,
+            false => None,
+        };
         let mut segment = Segment {
             first_seq,
             path,
@@ -659,6 +764,7 @@ impl Segment {
             offsets,
             size: at as u64,
             len,
+            direct,
         };
         if !last {
             segment.trim();
@@ -666,23 +772,66 @@ impl Segment {
         Ok(segment)
     }
 
+    /// True when records up to `end` can go as a direct write: the segment takes them, and
+    /// the blocks they land in are zeros on disk already.
+    fn takes_direct(&self, end: u64) -> bool {
+        self.direct.is_some() && end.next_multiple_of(BLOCK) <= self.len
+    }
+
+    /// Goes on with write and fdatasync: the device refused a direct write.
+    fn stop_direct(&mut self) {
+        warn!(path = %self.path.display(), "direct writes refused; writing and syncing instead");
+        self.direct = None;
+    }
+
+    /// Cuts the file back to its records after a failed write. No partial record is left
+    /// behind for the next publish to follow: a stale record past a shorter one written
+    /// there later could read back as the next one.
+    fn cut_back(&mut self) {
+        let _ = self.file.set_len(self.size);
+        self.len = self.size;
+    }
+
+    /// Writes `buf` at the end of its records and syncs it: directly where the blocks it
+    /// lands in are zeros on disk already, else by write and fdatasync (which also syncs
+    /// zeros written ahead now).
+    fn write_synced(&mut self, buf: &[u8], segment_bytes: u64) -> std::io::Result<()> {
+        let end = self.size + buf.len() as u64;
+        let zeroed_now = self.zero_ahead(end, segment_bytes)?;
+        let direct = !zeroed_now && self.takes_direct(end);
+        if let Some(direct) = self.direct.as_mut().filter(|_| direct) {
+            match direct.write(self.size, buf) {
+                Err(e) if refused_direct(&e) => self.stop_direct(),
+                written => return written,
+            }
+        }
+        self.file.write_all_at(buf, self.size)?;
+        self.file.sync_data()?;
+        if let Some(direct) = self.direct.as_mut() {
+            direct.follow(self.size, buf);
+        }
+        Ok(())
+    }
+
     /// Makes sure `size..end` is zeros on disk (once synced), zeroing up to [`ZERO_AHEAD`]
-    /// further, within `segment_bytes`, when it is not.
-    fn zero_ahead(&mut self, end: u64, segment_bytes: u64) -> std::io::Result<()> {
+    /// further, within `segment_bytes`, when it is not; true when it wrote zeros, which
+    /// then wait for a sync.
+    fn zero_ahead(&mut self, end: u64, segment_bytes: u64) -> std::io::Result<bool> {
         if end <= self.len {
-            return Ok(());
+            return Ok(false);
         }
         let target = end.max((self.len + ZERO_AHEAD).min(segment_bytes));
         let zeros = vec![0; (target - self.len) as usize];
         self.file.write_all_at(&zeros, self.len)?;
         // Counted as written now; a failed write or sync resets it to `size`.
         self.len = target;
-        Ok(())
+        Ok(true)
     }
 
-    /// Drops the zeroed tail of a segment that takes no more appends. Not synced: the
-    /// file reads the same with or without it.
+    /// Drops the zeroed tail, and the descriptor for direct writes, of a segment that takes
+    /// no more appends. Not synced: the file reads the same with or without it.
     fn trim(&mut self) {
+        self.direct = None;
         if self.len > self.size {
             if let Err(error) = self.file.set_len(self.size) {
                 warn!(path = %self.path.display(), %error, "cannot trim a segment's zeroed tail");
@@ -696,6 +845,12 @@ impl Segment {
     fn end_seq(&self) -> u64 {
         self.first_seq + self.offsets.len() as u64
     }
+}
+
+/// True for the error of a direct write the device refused whole, its blocks being smaller
+/// than the device's: nothing was written.
+pub fn refused_direct(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(nix::libc::EINVAL)
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {

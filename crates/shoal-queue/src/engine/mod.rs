@@ -1,10 +1,13 @@
 //! The queue's storage engine: per topic a segmented log with a checksum per record, durable
 //! subscriptions with persisted ack floors, and a writer thread that group-commits publishes
 //! (one write and one fdatasync for every publish waiting). A publish that finds its topic
-//! idle writes itself, in `block_in_place`, and skips the two thread hand-offs; one that finds
-//! it busy queues for the writer's next group. No file IO runs on a thread that is an async
-//! worker at the time.
+//! idle writes itself and skips the two thread hand-offs: as a direct write through Linux's
+//! asynchronous IO where the newest segment takes it ([`aio`]), else in `block_in_place`. One
+//! that finds the topic busy queues for the writer's next group. No file IO runs on a thread
+//! that is an async worker at the time, save submitting an asynchronous write.
 
+mod aio;
+mod direct;
 mod error;
 mod log;
 mod record;
@@ -25,6 +28,9 @@ pub use shoal_api::queue::{Message, SubStats, TopicStats};
 
 pub use error::{check_name, Error, NameKind};
 pub use log::{LogOptions, TopicLimits, TopicLog};
+
+use aio::Aio;
+use log::DirectPlan;
 pub use record::encode as encode_record;
 
 /// Settings for every topic.
@@ -69,7 +75,10 @@ struct Inner {
 /// the wake-up for fetches waiting on it.
 #[derive(Debug)]
 struct Topic {
-    log: Arc<Mutex<Shared>>,
+    log: Arc<tokio::sync::Mutex<Shared>>,
+    /// For the direct writes of publishes that write themselves; `None` inside when the
+    /// kernel gives no AIO context. Made by the first such publish, inside the runtime.
+    aio: std::sync::OnceLock<Option<Aio>>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     changed: Notify,
@@ -81,6 +90,9 @@ struct Topic {
     /// Publishes written by their caller, for the tests.
     #[cfg(test)]
     inline: AtomicU64,
+    /// Of those, the ones submitted as direct writes through [`Aio`], for the tests.
+    #[cfg(test)]
+    direct: AtomicU64,
 }
 
 /// Where a publish may be written.
@@ -246,7 +258,7 @@ impl Engine {
     ) -> Result<Vec<u64>, Error> {
         let t = self.topic(topic)?;
         let here = match commit {
-            Commit::IfIdle => t.publish_if_idle(&messages),
+            Commit::IfIdle => t.publish_if_idle(&messages).await,
             Commit::Grouped => None,
         };
         let range = match here {
@@ -376,6 +388,15 @@ impl Engine {
             .load(Ordering::Relaxed)
     }
 
+    /// How many of `topic`'s publishes went as direct writes through [`Aio`].
+    #[cfg(test)]
+    pub(crate) fn direct_publishes(&self, topic: &str) -> u64 {
+        self.topic(topic)
+            .expect("topic")
+            .direct
+            .load(Ordering::Relaxed)
+    }
+
     fn topic(&self, topic: &str) -> Result<Arc<Topic>, Error> {
         self.existing(topic).ok_or_else(|| Error::NoTopic {
             topic: topic.to_owned(),
@@ -396,7 +417,7 @@ impl Topic {
     fn start(log: TopicLog) -> Arc<Topic> {
         let (tx, rx) = mpsc::channel();
         let name = log.name().to_owned();
-        let log = Arc::new(Mutex::new(Shared { log, closed: false }));
+        let log = Arc::new(tokio::sync::Mutex::new(Shared { log, closed: false }));
         let shared = log.clone();
         let thread = std::thread::Builder::new()
             .name(format!("queue-{name}"))
@@ -404,6 +425,7 @@ impl Topic {
             .expect("spawn a topic writer thread");
         Arc::new(Topic {
             log,
+            aio: std::sync::OnceLock::new(),
             commands: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             changed: Notify::new(),
@@ -411,6 +433,8 @@ impl Topic {
             queued: AtomicU64::new(0),
             #[cfg(test)]
             inline: AtomicU64::new(0),
+            #[cfg(test)]
+            direct: AtomicU64::new(0),
         })
     }
 
@@ -424,12 +448,16 @@ impl Topic {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Publishes on this thread when nobody holds the log (the writer is between rounds and
-    /// no other publish is writing) and no publish waits for the writer: the write and
-    /// fdatasync run in `block_in_place`, so the runtime moves its other tasks to another
-    /// thread meanwhile. `None` when the log is busy or publishes are queued (this one joins
-    /// the writer's next group commit) or the runtime has one thread.
-    fn publish_if_idle(&self, messages: &[Vec<u8>]) -> Option<Result<std::ops::Range<u64>, Error>> {
+    /// Publishes from this task when nobody holds the log (the writer is between rounds and
+    /// no other publish is writing) and no publish waits for the writer: a direct write
+    /// through [`Aio`] where the newest segment takes one, awaited like a socket, else the
+    /// write and fdatasync in `block_in_place`, so that the runtime moves its other tasks to
+    /// another thread meanwhile. `None` when the log is busy or publishes are queued (this
+    /// one joins the writer's next group commit) or the runtime has one thread.
+    async fn publish_if_idle(
+        &self,
+        messages: &[Vec<u8>],
+    ) -> Option<Result<std::ops::Range<u64>, Error>> {
         let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
         if flavor != tokio::runtime::RuntimeFlavor::MultiThread
             || self.queued.load(Ordering::Relaxed) > 0
@@ -442,7 +470,38 @@ impl Topic {
         }
         #[cfg(test)]
         self.inline.fetch_add(1, Ordering::Relaxed);
-        Some(tokio::task::block_in_place(|| shared.log.publish(messages)))
+        let planned = shared.log.plan_direct(messages);
+        let Some((aio, plan)) = self.aio().zip(planned) else {
+            return Some(tokio::task::block_in_place(|| shared.log.publish(messages)));
+        };
+        let mut flight = Flight {
+            shared,
+            aio,
+            plan: Some(plan),
+            submitted: false,
+        };
+        let written = match flight.submit() {
+            Ok(()) => {
+                #[cfg(test)]
+                self.direct.fetch_add(1, Ordering::Relaxed);
+                aio.completion().await
+            }
+            Err(e) => Err(e),
+        };
+        Some(flight.finish(written, messages))
+    }
+
+    /// The AIO context, made on first use; `None` when the kernel gives none.
+    fn aio(&self) -> Option<&Aio> {
+        self.aio
+            .get_or_init(|| {
+                Aio::new()
+                    .inspect_err(|error| {
+                        warn!(%error, "no asynchronous IO: publishes write in block_in_place");
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     async fn stats(&self) -> Result<TopicStats, Error> {
@@ -460,7 +519,7 @@ const ACK_PERSIST_AFTER: Duration = Duration::from_millis(100);
 /// The writer thread: takes every command waiting, runs consecutive publishes as one group
 /// commit, and persists moved ack floors at most [`ACK_PERSIST_AFTER`] after they moved. It
 /// holds the log for a whole round, so publishes arriving meanwhile queue for the next.
-fn writer(shared: &Mutex<Shared>, commands: mpsc::Receiver<Command>) {
+fn writer(shared: &tokio::sync::Mutex<Shared>, commands: mpsc::Receiver<Command>) {
     let mut persist_at: Option<Instant> = None;
     loop {
         let first = match persist_at {
@@ -502,6 +561,70 @@ fn writer(shared: &Mutex<Shared>, commands: mpsc::Receiver<Command>) {
     guard.closed = true;
     if let Err(error) = guard.log.sync() {
         warn!(topic = %guard.log.name(), %error, "cannot persist ack floors on close");
+    }
+}
+
+/// A planned direct write with the log held, from submission to its outcome. If its caller
+/// is dropped first, the drop waits for the write and settles the log: the memory written
+/// from lives until the kernel is done with it, and the log matches the disk.
+struct Flight<'a> {
+    shared: tokio::sync::MutexGuard<'a, Shared>,
+    aio: &'a Aio,
+    /// Taken by [`Flight::finish`].
+    plan: Option<DirectPlan>,
+    submitted: bool,
+}
+
+impl Flight<'_> {
+    fn submit(&mut self) -> std::io::Result<()> {
+        let plan = self.plan.as_ref().expect("planned");
+        let fd = self
+            .shared
+            .log
+            .direct_fd()
+            .expect("a planned direct write has its descriptor");
+        // SAFETY: the plan's memory is this flight's, which takes it apart only once the
+        // write is reaped, in `finish` or in `drop`; the log, held, submits nothing else.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.aio.submit(fd, plan.blocks(), plan.offset())?;
+        }
+        self.submitted = true;
+        Ok(())
+    }
+
+    /// Takes the write's outcome into the log. A write the device refused (it wants larger
+    /// blocks) or one that could not be submitted wrote nothing: `messages` then go by write
+    /// and fdatasync.
+    fn finish(
+        mut self,
+        written: std::io::Result<usize>,
+        messages: &[Vec<u8>],
+    ) -> Result<std::ops::Range<u64>, Error> {
+        let plan = self.plan.take().expect("finished once");
+        let log = &mut self.shared.log;
+        match written {
+            Ok(n) => log.finish_direct(plan, Ok(n)),
+            Err(e) if !self.submitted || log::refused_direct(&e) => {
+                warn!(topic = %log.name(), error = %e, "a direct write did not go; writing and syncing instead");
+                if self.submitted {
+                    log.stop_direct();
+                }
+                tokio::task::block_in_place(|| log.publish(messages))
+            }
+            Err(e) => tokio::task::block_in_place(|| log.finish_direct(plan, Err(e))),
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if let Some(plan) = self.plan.take() {
+            if self.submitted {
+                let written = self.aio.completion_blocking();
+                let _ = self.shared.log.finish_direct(plan, written);
+            }
+        }
     }
 }
 
@@ -565,12 +688,9 @@ fn run_round(log: &mut TopicLog, round: Vec<Command>, answers: &mut Vec<Answer>)
     acked
 }
 
-/// The shared log; a publisher that panicked mid-write leaves it as the log's own error
-/// handling does (a failed write is cut back), so a poisoned lock is taken as it is.
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The shared log, from the writer thread.
+fn lock(shared: &tokio::sync::Mutex<Shared>) -> tokio::sync::MutexGuard<'_, Shared> {
+    shared.blocking_lock()
 }
 
 /// Writes the moved ack floors and lets go of the segments every subscription has passed.
