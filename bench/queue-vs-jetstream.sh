@@ -4,8 +4,13 @@
 # after fsync) with 1 and 16 publishes in flight, then consume-and-ack throughput with two
 # subscriptions. Prints each figure and the ratios shoal/jetstream and shoal/redis.
 #
-#   bash bench/queue-vs-jetstream.sh          # 5 s of publishing per shape and target
-#   DURATION=10 bash bench/queue-vs-jetstream.sh
+#   bash bench/queue-vs-jetstream.sh          # 3 rounds of 2 s of publishing per shape and target
+#   ROUNDS=5 DURATION=4 bash bench/queue-vs-jetstream.sh
+#
+# The targets take turns, round by round (shoal, JetStream, redis, then again), and each
+# figure sums its rounds: a disk's sync time drifts over tens of seconds, and one long run
+# each would measure each target in different weather. The spread of the per-round ratios
+# is printed beside the totals.
 #
 # fsync before every answer on all three: shoal always (group commit: publishes waiting
 # together share one fdatasync); nats-server with `sync_interval: always`; redis with
@@ -20,7 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-5}
+DURATION=${DURATION:-2}
+ROUNDS=${ROUNDS:-3}
 NATS_SERVER=${NATS_SERVER:-$PWD/.venv-nats/bin/nats-server}
 for tool in redis-server python3 "$NATS_SERVER"; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y redis-server; bash .ci/run installs .venv-nats)" >&2; exit 2; }
@@ -81,25 +87,38 @@ wait_for "redis-server" redis-cli -p "$redis_port" ping
 
 results=()
 for in_flight in 1 16; do
-    s=$("$BENCH" shoal "127.0.0.1:$shoal_port" "$in_flight" "$DURATION")
-    j=$("$BENCH" jetstream "nats://127.0.0.1:$nats_port" "$in_flight" "$DURATION")
-    r=$("$BENCH" redis "127.0.0.1:$redis_port" "$in_flight" "$DURATION")
-    results+=("$in_flight|$s|$j|$r")
+    for ((round = 1; round <= ROUNDS; round++)); do
+        s=$("$BENCH" shoal "127.0.0.1:$shoal_port" "$in_flight" "$DURATION")
+        j=$("$BENCH" jetstream "nats://127.0.0.1:$nats_port" "$in_flight" "$DURATION")
+        r=$("$BENCH" redis "127.0.0.1:$redis_port" "$in_flight" "$DURATION")
+        results+=("$in_flight|$s|$j|$r")
+    done
 done
 syncs=$("$SHOAL" queue stats --json --queue "127.0.0.1:$shoal_port")
 
 python3 - "$syncs" "${results[@]}" <<'PY'
 import json, sys
 syncs = {t["topic"]: t for t in json.loads(sys.argv[1])}
-print(f"{'shape':<28} {'shoal/s':>9} {'jetstream/s':>12} {'redis/s':>9} {'s/js':>6} {'s/redis':>8}")
+rounds = {}
 for row in sys.argv[2:]:
-    depth, s, j, r = row.split("|")
-    s, j, r = json.loads(s), json.loads(j), json.loads(r)
-    for label, key in ((f"publish, {depth} in flight", "publish_per_s"),
-                       (f"consume+ack x2 (after {depth})", "consume_per_s")):
-        print(f"{label:<28} {s[key]:9.0f} {j[key]:12.0f} {r[key]:9.0f} "
-              f"{s[key] / j[key]:6.2f} {s[key] / r[key]:8.2f}")
+    depth, *runs = row.split("|")
+    rounds.setdefault(depth, []).append([json.loads(r) for r in runs])
+
+def total(runs, count, rate):
+    # Sums the rounds: what was done over the time it took.
+    return sum(r[count] for r in runs) / sum(r[count] / r[rate] for r in runs)
+
+print(f"{'shape':<28} {'shoal/s':>9} {'jetstream/s':>12} {'redis/s':>9} {'s/js':>6} {'s/redis':>8}"
+      f"  {'s/redis per round':>18}")
+for depth, each in rounds.items():
+    for label, count, rate in ((f"publish, {depth} in flight", "published", "publish_per_s"),
+                               (f"consume+ack x2 (after {depth})", "consumed", "consume_per_s")):
+        s, j, r = (total([round[i] for round in each], count, rate) for i in range(3))
+        per_round = [round[0][rate] / round[2][rate] for round in each]
+        print(f"{label:<28} {s:9.0f} {j:12.0f} {r:9.0f} {s / j:6.2f} {s / r:8.2f}"
+              f"  {min(per_round):8.2f} - {max(per_round):.2f}")
+    published = sum(round[0]["published"] for round in each)
     t = syncs[f"bench{depth}"]
-    print(f"  shoal: {s['published']} publishes, {t['syncs']} fdatasyncs "
-          f"({s['published'] / max(t['syncs'], 1):.1f} publishes per sync)")
+    print(f"  shoal: {published} publishes, {t['syncs']} fdatasyncs "
+          f"({published / max(t['syncs'], 1):.1f} publishes per sync)")
 PY
