@@ -23,6 +23,9 @@ use crate::Handle;
 
 /// How long the agent may hold a watch.
 const WAIT: Duration = Duration::from_secs(30);
+/// The first pause before calling an agent that did not answer again; it doubles while the
+/// agent stays away.
+const PAUSE_MIN: Duration = Duration::from_millis(100);
 /// The longest pause before calling an agent that did not answer again.
 const PAUSE_CAP: Duration = Duration::from_secs(5);
 
@@ -74,20 +77,31 @@ pub(crate) async fn follow(handle: Handle, link: AgentLink, closing: Cancellatio
         app: link.app,
         told: None,
     };
-    let mut pause = Duration::from_millis(100);
+    let mut pause = PAUSE_MIN;
     loop {
         let round = follower.round();
-        let failed = tokio::select! {
+        let ended = tokio::select! {
             () = closing.cancelled() => return,
-            failed = round => failed,
+            ended = round => ended,
         };
-        debug!(error = %failed, retry_in = ?pause, "the agent did not answer");
+        if ended.answered {
+            // The agent was there: this is a new outage, not the old one going on.
+            pause = PAUSE_MIN;
+        }
+        debug!(error = %ended.error, retry_in = ?pause, "the agent did not answer");
         tokio::select! {
             () = closing.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(PAUSE_CAP);
     }
+}
+
+/// How a [`Follower::round`] ended.
+struct RoundEnd {
+    /// Some call of the round was answered before one failed.
+    answered: bool,
+    error: shoal_rpc::Error,
 }
 
 struct Follower {
@@ -101,13 +115,20 @@ struct Follower {
 
 impl Follower {
     /// Says the last outcome (or the version in force), then watches and applies until a call
-    /// fails; answers why it did.
-    async fn round(&mut self) -> shoal_rpc::Error {
+    /// fails; answers why it did, and whether any call of the round was answered first.
+    async fn round(&mut self) -> RoundEnd {
+        let mut answered = false;
+        let error = self.calls(&mut answered).await;
+        RoundEnd { answered, error }
+    }
+
+    async fn calls(&mut self, answered: &mut bool) -> shoal_rpc::Error {
         let last = self.told.clone().or_else(|| self.in_force());
         if let Some(last) = last {
             if let Err(e) = self.tell(&last).await {
                 return e;
             }
+            *answered = true;
         }
         loop {
             let have = self.handle.config().center_version();
@@ -120,6 +141,7 @@ impl Follower {
                 Ok(watched) => watched,
                 Err(e) => return e,
             };
+            *answered = true;
             if watched.version == have {
                 continue;
             }
