@@ -5,9 +5,10 @@
 //! sequence and persisted ack floor, replaced atomically) and `<first seq>.seg` segments of
 //! [`super::record`]s, the newest zeroed ahead of its records (see [`ZERO_AHEAD`]) and
 //! written with direct writes of whole blocks over those zeros where the filesystem takes
-//! them ([`super::direct`]): a segment's records end where its zeroed tail begins. A segment is removed once every
-//! subscription's persisted ack floor is past its last record; the newest segment's name
-//! keeps the next sequence number across a restart even when every record has been removed.
+//! them ([`super::direct`]): a segment's records end where its zeroed tail begins. A segment
+//! is removed once every subscription's persisted ack floor is past its last record; the
+//! newest segment's name keeps the next sequence number across a restart even when every
+//! record has been removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -332,7 +333,7 @@ impl TopicLog {
         }
         let active = self.active();
         let end = active.size + size;
-        if active.size > 0 && end > self.limits.segment_bytes || !active.takes_direct(end) {
+        if (active.size > 0 && end > self.limits.segment_bytes) || !active.takes_direct(end) {
             return None;
         }
         let mut records = Vec::with_capacity(size as usize);
@@ -349,8 +350,9 @@ impl TopicLog {
         })
     }
 
-    /// Goes on with write and fdatasync after the device refused a planned direct write
-    /// (see [`refused_direct`]); it wrote nothing.
+    /// Goes on with write and fdatasync, until the next segment, after a planned direct
+    /// write the device refused (see [`refused_direct`]) or that could not be submitted; it
+    /// wrote nothing.
     pub fn stop_direct(&mut self) {
         self.segments
             .last_mut()

@@ -595,7 +595,7 @@ impl Flight<'_> {
 
     /// Takes the write's outcome into the log. A write the device refused (it wants larger
     /// blocks) or one that could not be submitted wrote nothing: `messages` then go by write
-    /// and fdatasync.
+    /// and fdatasync, as the segment's later publishes do.
     fn finish(
         mut self,
         written: std::io::Result<usize>,
@@ -606,10 +606,8 @@ impl Flight<'_> {
         match written {
             Ok(n) => log.finish_direct(plan, Ok(n)),
             Err(e) if !self.submitted || log::refused_direct(&e) => {
-                warn!(topic = %log.name(), error = %e, "a direct write did not go; writing and syncing instead");
-                if self.submitted {
-                    log.stop_direct();
-                }
+                warn!(topic = %log.name(), error = %e, "a direct write did not go");
+                log.stop_direct();
                 tokio::task::block_in_place(|| log.publish(messages))
             }
             Err(e) => tokio::task::block_in_place(|| log.finish_direct(plan, Err(e))),
