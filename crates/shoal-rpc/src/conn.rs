@@ -1274,15 +1274,32 @@ async fn write_loop(peer: Peer, coalesce: bool, stall: Option<Duration>, abort: 
 
 /// Flushes the connection's write half, failing after `stall` without progress.
 async fn flush_taken(out: &Outbox, stall: Option<Duration>) -> std::io::Result<()> {
-    let flush = std::future::poll_fn(|cx| match out.sink.lock().unwrap().as_mut() {
-        Some(sink) => Pin::new(sink).poll_flush(cx),
+    within_stall(on_sink(out, |sink, cx| sink.poll_flush(cx)), stall).await
+}
+
+/// Polls the connection's write half with `op`, holding it for that poll only; once the
+/// writer task has let go of it, the pipe is broken.
+fn on_sink<'a, T>(
+    out: &'a Outbox,
+    mut op: impl FnMut(Pin<&mut Sink>, &mut std::task::Context<'_>) -> Poll<std::io::Result<T>> + 'a,
+) -> impl Future<Output = std::io::Result<T>> + 'a {
+    std::future::poll_fn(move |cx| match out.sink.lock().unwrap().as_mut() {
+        Some(sink) => op(Pin::new(sink), cx),
         None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
-    });
-    tokio::pin!(flush);
-    match (poll_once(&mut flush), stall) {
+    })
+}
+
+/// Runs `io`, failing it after `stall` without an outcome. Most writes finish at once: only
+/// one that waits costs a timer.
+async fn within_stall<T>(
+    io: impl Future<Output = std::io::Result<T>>,
+    stall: Option<Duration>,
+) -> std::io::Result<T> {
+    tokio::pin!(io);
+    match (poll_once(&mut io), stall) {
         (Poll::Ready(result), _) => result,
-        (Poll::Pending, None) => flush.await,
-        (Poll::Pending, Some(limit)) => tokio::time::timeout(limit, flush).await.map_err(|_| {
+        (Poll::Pending, None) => io.await,
+        (Poll::Pending, Some(limit)) => tokio::time::timeout(limit, io).await.map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("the peer took no bytes for {limit:?}"),
@@ -1296,24 +1313,7 @@ async fn flush_taken(out: &Outbox, stall: Option<Duration>) -> std::io::Result<(
 /// `stall` fails the write: a connection cannot be held open by never reading.
 async fn write_taken(mut buf: &[u8], out: &Outbox, stall: Option<Duration>) -> std::io::Result<()> {
     while !buf.is_empty() {
-        let write = std::future::poll_fn(|cx| match out.sink.lock().unwrap().as_mut() {
-            Some(sink) => Pin::new(sink).poll_write(cx, buf),
-            None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
-        });
-        tokio::pin!(write);
-        // Most writes finish at once: only one that waits costs a timer.
-        let n = match (poll_once(&mut write), stall) {
-            (Poll::Ready(n), _) => n?,
-            (Poll::Pending, None) => write.await?,
-            (Poll::Pending, Some(limit)) => {
-                tokio::time::timeout(limit, write).await.map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the peer took no bytes for {limit:?}"),
-                    )
-                })??
-            }
-        };
+        let n = within_stall(on_sink(out, |sink, cx| sink.poll_write(cx, buf)), stall).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
