@@ -367,11 +367,7 @@ async fn the_engine_group_commits_concurrent_publishes_and_wakes_a_waiting_fetch
 async fn concurrent_publishes_share_one_fdatasync() {
     const N: usize = 16;
     let dir = TestDir::new("syncs");
-    let engine = Engine::open(dir.path(), EngineOptions::default())
-        .await
-        .unwrap();
-    engine.create_topic("jobs", None).await.unwrap();
-    engine.register("jobs", "worker").await.unwrap();
+    let engine = open_jobs(&dir).await;
     engine.publish("jobs", msgs(&["alone"])).await.unwrap();
     assert_eq!(engine.stats("jobs").await.unwrap().syncs, 1);
 
@@ -407,11 +403,7 @@ async fn concurrent_publishes_share_one_fdatasync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_finding_its_topic_idle_writes_itself_and_others_go_to_the_writer() {
     let dir = TestDir::new("inline");
-    let engine = Engine::open(dir.path(), EngineOptions::default())
-        .await
-        .unwrap();
-    engine.create_topic("jobs", None).await.unwrap();
-    engine.register("jobs", "worker").await.unwrap();
+    let engine = open_jobs(&dir).await;
     for i in 1..=5u64 {
         assert_eq!(engine.publish("jobs", msgs(&["x"])).await.unwrap(), [i]);
     }
@@ -459,11 +451,7 @@ async fn a_publish_finding_its_topic_idle_writes_itself_and_others_go_to_the_wri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_dropped_while_its_direct_write_runs_leaves_the_log_whole() {
     let dir = TestDir::new("dropped");
-    let engine = Engine::open(dir.path(), EngineOptions::default())
-        .await
-        .unwrap();
-    engine.create_topic("jobs", None).await.unwrap();
-    engine.register("jobs", "worker").await.unwrap();
+    let engine = open_jobs(&dir).await;
     // The first publish zeroes the segment ahead; the next ones can go as direct writes.
     assert_eq!(engine.publish("jobs", msgs(&["a"])).await.unwrap(), [1]);
     let mut dropped = Box::pin(engine.publish("jobs", msgs(&["b"])));
@@ -516,6 +504,16 @@ async fn on_a_one_thread_runtime_every_publish_goes_to_the_writer() {
     }
     assert_eq!(engine.inline_publishes("jobs"), 0);
     engine.close().await;
+}
+
+/// An engine in `dir` with the topic `jobs` and its subscription `worker`.
+async fn open_jobs(dir: &TestDir) -> Engine {
+    let engine = Engine::open(dir.path(), EngineOptions::default())
+        .await
+        .unwrap();
+    engine.create_topic("jobs", None).await.unwrap();
+    engine.register("jobs", "worker").await.unwrap();
+    engine
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.
