@@ -13,9 +13,9 @@
 //! pages only for root or the file's owner; any other user drops its mapping of the code
 //! segment with `MADV_DONTNEED` instead: code is never written, so nothing is lost; the
 //! writable mappings hold the agent's own data and are left alone), drops what that left
-//! cached, and
-//! reads the ranges the agent maps back into the cache page by page (`POSIX_FADV_RANDOM`:
-//! no readahead, no large folios): about 26 MB read once, in the background. From then on a
+//! cached, and reads the ranges the agent maps back into the cache page by page
+//! (`POSIX_FADV_RANDOM`: no readahead, no large folios): about 26 MB read once, in the
+//! background. From then on a
 //! fault maps its 64 KiB window from the cache, without a disk read; a fault on an uncached
 //! page of code would read the device's whole readahead window (megabytes) whatever the
 //! mapping's advice. Other processes of the same binary (a center, the CLI) keep the pages
