@@ -221,7 +221,16 @@ mod tests {
             println!("skipped: the test directory's filesystem takes no direct writes");
             return;
         };
-        let aio = Aio::new().unwrap();
+        let aio = match Aio::new() {
+            Ok(aio) => aio,
+            // A kernel built without AIO, or a sandbox that filters it out: the engine then
+            // writes in block_in_place.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                println!("skipped: no asynchronous IO here ({e})");
+                return;
+            }
+            Err(e) => panic!("io_setup: {e}"),
+        };
         let mut memory = vec![7u8; 2 * BLOCK as usize];
         let at = memory.as_ptr().align_offset(BLOCK as usize);
         let blocks = &mut memory[at..at + BLOCK as usize];
