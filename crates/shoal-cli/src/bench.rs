@@ -390,6 +390,7 @@ async fn lane(
     }
 }
 
+/// Counts one call that fell inside the window: its latency, or its error.
 fn record(
     shared: &Shared,
     hist: &Mutex<Histogram<u64>>,
