@@ -48,7 +48,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -56,8 +56,10 @@ use futures_util::task::noop_waker_ref;
 use rmpv::Value;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::calls::{Answer, Calls, Outcome};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
@@ -142,7 +144,12 @@ pub struct Peer {
 struct PeerInner {
     addr: Arc<str>,
     out: Outbox,
-    pending: Mutex<HashMap<u32, oneshot::Sender<Result<Value, Value>>>>,
+    /// Calls made from this end that wait for an answer.
+    calls: Mutex<Calls>,
+    /// [`Calls::outstanding`], mirrored for readers that take no lock.
+    outstanding: AtomicUsize,
+    /// Wakes the deadline sweep ([`sweep_deadlines`]) to sleep less.
+    sweep: Notify,
     next_id: AtomicU32,
     /// The peer is shoal: deadlines travel with requests and cancellations are sent.
     extended: AtomicBool,
@@ -162,20 +169,68 @@ impl PeerInner {
         self.out.room.notify_one();
     }
 
-    /// Takes the waiter of call `id`, closing a draining connection when it was the last.
-    fn take_pending(&self, id: u32) -> Option<oneshot::Sender<Result<Value, Value>>> {
-        let mut pending = self.pending.lock().unwrap();
-        let waiter = pending.remove(&id);
-        self.close_if_drained(&pending);
-        waiter
+    /// Records call `id`; returns how many calls are outstanding with it.
+    fn begin(&self, id: u32, deadline: Instant) -> usize {
+        let mut calls = self.calls.lock().unwrap();
+        let sooner = calls.insert(id, deadline);
+        let outstanding = calls.outstanding();
+        self.outstanding.store(outstanding, Ordering::Relaxed);
+        drop(calls);
+        if sooner {
+            self.sweep.notify_one();
+        }
+        outstanding
     }
 
-    /// Closes a draining connection with no call left. Runs under the `pending` lock, and a
-    /// caller checks for a close after inserting under that lock, so a call either keeps
-    /// the connection open until it is answered or fails as never sent: none is left
+    /// Leaves the answer to call `id` for its caller, closing a draining connection when it
+    /// was the last call outstanding.
+    fn answer(&self, id: u32, answer: Answer) {
+        let mut calls = self.calls.lock().unwrap();
+        let waker = calls.answer(id, answer);
+        self.outstanding
+            .store(calls.outstanding(), Ordering::Relaxed);
+        self.close_if_drained(&calls);
+        drop(calls);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Removes the entry of call `id`, whose caller gives up or never sent it; true when it
+    /// had no answer. A draining connection is not closed here: see [`CallGuard`].
+    fn abandon(&self, id: u32) -> bool {
+        let mut calls = self.calls.lock().unwrap();
+        let unanswered = calls.remove(id);
+        self.outstanding
+            .store(calls.outstanding(), Ordering::Relaxed);
+        unanswered
+    }
+
+    /// Ends every waiting call as closed: nobody will answer them.
+    fn fail_calls(&self) {
+        let mut wake = Vec::new();
+        let mut calls = self.calls.lock().unwrap();
+        calls.close(&mut wake);
+        self.outstanding
+            .store(calls.outstanding(), Ordering::Relaxed);
+        drop(calls);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// Expires the calls due by now; returns when the next one is due.
+    fn expire_calls(&self) -> Option<Instant> {
+        let mut wake = Vec::new();
+        let next = self.calls.lock().unwrap().expire(Instant::now(), &mut wake);
+        wake.into_iter().for_each(Waker::wake);
+        next
+    }
+
+    /// Closes a draining connection with no call outstanding. Runs under the `calls` lock,
+    /// and a caller checks for a close after inserting under that lock, so a call either
+    /// keeps the connection open until it is answered or fails as never sent: none is left
     /// without an answer.
-    fn close_if_drained(&self, pending: &HashMap<u32, oneshot::Sender<Result<Value, Value>>>) {
-        if pending.is_empty()
+    fn close_if_drained(&self, calls: &Calls) {
+        if calls.outstanding() == 0
             && self.draining.load(Ordering::Acquire)
             && !self.closed.is_cancelled()
         {
@@ -186,9 +241,9 @@ impl PeerInner {
     }
 
     fn start_draining(&self) {
-        let pending = self.pending.lock().unwrap();
+        let calls = self.calls.lock().unwrap();
         self.draining.store(true, Ordering::Release);
-        self.close_if_drained(&pending);
+        self.close_if_drained(&calls);
     }
 }
 
@@ -403,8 +458,7 @@ impl Peer {
                 ),
             }
         });
-        let (tx, rx) = oneshot::channel();
-        inner.pending.lock().unwrap().insert(id, tx);
+        let outstanding = inner.begin(id, deadline);
         let mut guard = CallGuard {
             peer: self,
             id,
@@ -415,11 +469,12 @@ impl Peer {
             // The reader stopped, or a drain closed the connection, between the check above
             // and the insert: nobody would answer.
             guard.done = true;
-            inner.take_pending(id);
+            inner.abandon(id);
+            inner.close_if_drained(&inner.calls.lock().unwrap());
             return Err(self.not_sent("connection is closed"));
         }
         // A lone call goes at once; with others waiting, the writer gathers them.
-        let leave = if self.pending() > 1 {
+        let leave = if outstanding > 1 {
             Leave::Gathered
         } else {
             Leave::AtOnce
@@ -429,19 +484,21 @@ impl Peer {
         });
         if let Err(e) = pushed {
             guard.done = true;
-            inner.take_pending(id);
+            inner.abandon(id);
+            inner.close_if_drained(&inner.calls.lock().unwrap());
             return Err(self.push_error(e));
         }
-        let answer = tokio::time::timeout_at(deadline, rx).await;
-        match answer {
-            Err(_) => Err(Error::DeadlineExceeded(left)),
-            Ok(Err(_)) => {
+        let outcome = std::future::poll_fn(|cx| inner.calls.lock().unwrap().poll(id, cx)).await;
+        match outcome {
+            // The guard gives the call up: the other end is told, the entry removed.
+            Outcome::Expired => Err(Error::DeadlineExceeded(left)),
+            Outcome::Closed => {
                 guard.done = true;
                 Err(Error::Closed {
                     addr: self.addr().to_owned(),
                 })
             }
-            Ok(Ok(reply)) => {
+            Outcome::Answered(reply) => {
                 guard.done = true;
                 reply.map_err(|e| Error::Remote(RemoteError::from_value(e)))
             }
@@ -474,7 +531,7 @@ impl Peer {
 
     /// Number of calls waiting for an answer.
     pub fn pending(&self) -> usize {
-        self.inner.pending.lock().unwrap().len()
+        self.inner.outstanding.load(Ordering::Relaxed)
     }
 
     /// Bytes queued for the other end that it has not taken yet (replies, calls,
@@ -557,13 +614,13 @@ impl Drop for CallGuard<'_> {
             return;
         }
         let inner = &self.peer.inner;
-        let removed = inner.pending.lock().unwrap().remove(&self.id).is_some();
-        if removed && self.extended {
+        let unanswered = inner.abandon(self.id);
+        if unanswered && self.extended {
             let _ = self.peer.notify(builtin::CANCEL, &[self.id]);
         }
         // Only now may a drain close the connection: the cancellation goes out first.
-        if removed {
-            inner.close_if_drained(&inner.pending.lock().unwrap());
+        if unanswered {
+            inner.close_if_drained(&inner.calls.lock().unwrap());
         }
     }
 }
@@ -591,7 +648,9 @@ where
         inner: Arc::new(PeerInner {
             addr: addr.into(),
             out: Outbox::new(Box::new(writer)),
-            pending: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Calls::default()),
+            outstanding: AtomicUsize::new(0),
+            sweep: Notify::new(),
             next_id: AtomicU32::new(0),
             extended: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -609,6 +668,7 @@ where
         config.stall_timeout,
         abort.clone(),
     ));
+    tracker.spawn(sweep_deadlines(peer.inner.clone()));
     let reading = Reader {
         peer: peer.clone(),
         handler,
@@ -821,7 +881,7 @@ impl Reader {
         }
         // Calls we made can no longer be answered: refuse new ones, then fail the waiting.
         self.peer.inner.mark_closed();
-        self.peer.inner.pending.lock().unwrap().clear();
+        self.peer.inner.fail_calls();
         // Let calls from the peer finish and their replies go out, then close.
         drop(self.notifications.take());
         self.tasks.close();
@@ -953,14 +1013,12 @@ impl Reader {
                     debug!(peer = %self.peer.addr(), %id, "reply with an id we never sent");
                     return;
                 };
-                let waiter = self.peer.inner.take_pending(key);
-                if let Some(tx) = waiter {
-                    let _ = tx.send(if error.is_nil() {
-                        Ok(result)
-                    } else {
-                        Err(error)
-                    });
-                }
+                let answer = if error.is_nil() {
+                    Ok(result)
+                } else {
+                    Err(error)
+                };
+                self.peer.inner.answer(key, answer);
             }
             Message::Request {
                 id,
@@ -1269,7 +1327,31 @@ async fn write_loop(peer: Peer, coalesce: bool, stall: Option<Duration>, abort: 
         let _ = sink.shutdown().await;
     }
     peer.inner.mark_closed();
-    peer.inner.pending.lock().unwrap().clear();
+    peer.inner.fail_calls();
+}
+
+/// Fails the calls made on this connection whose deadline passed, sleeping until the
+/// earliest deadline it knows of (see [`crate::calls`]); ends when the connection closes.
+async fn sweep_deadlines(inner: Arc<PeerInner>) {
+    let gone = inner.closed.cancelled();
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(gone, timer);
+    let mut armed = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut gone => break,
+            _ = inner.sweep.notified() => {}
+            _ = &mut timer, if armed => {}
+        }
+        match inner.expire_calls() {
+            Some(at) => {
+                timer.as_mut().reset(at);
+                armed = true;
+            }
+            None => armed = false,
+        }
+    }
 }
 
 /// Flushes the connection's write half, failing after `stall` without progress.

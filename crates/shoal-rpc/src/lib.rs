@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod balance;
 pub mod blocking;
+mod calls;
 pub mod client;
 pub mod codec;
 pub mod conn;

@@ -244,6 +244,41 @@ async fn timeout_is_a_deadline_error_and_not_retried() {
     stop.cancel();
 }
 
+/// Each call's deadline holds on its own, from one sweep per connection: a call due soon
+/// fails on time while an earlier call due later waits on, and that one is still answered.
+/// The peer is plain (no hello), so the server is never told a deadline: only the caller's
+/// side ends the call. Time is tokio's paused clock, which moves only to the next timer.
+#[tokio::test(start_paused = true)]
+async fn a_call_due_sooner_fails_on_time_while_a_later_one_waits() {
+    let probe = Arc::new(Probe::default());
+    let server = server(&probe).build().unwrap();
+    let peer = in_memory(&server);
+    let later = tokio::spawn({
+        let peer = peer.clone();
+        async move {
+            peer.call("hold", &("later",), Duration::from_secs(60))
+                .await
+        }
+    });
+    probe.wait_held(1).await;
+    let started = tokio::time::Instant::now();
+    let err = peer
+        .call("hold", &("sooner",), Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(codes::DEADLINE_EXCEEDED), "{err}");
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(50)..Duration::from_secs(1)).contains(&waited),
+        "the sooner call ended after {waited:?}"
+    );
+    assert_eq!(peer.pending(), 1, "the later call still waits");
+    assert!(probe.release_one(), "the later call is the first held");
+    let answer = later.await.unwrap().expect("the later call was answered");
+    assert_eq!(answer, Value::from("later"));
+    assert_eq!(peer.pending(), 0);
+}
+
 #[tokio::test]
 async fn oversized_messages_fail_with_an_explicit_error() {
     let probe = Arc::new(Probe::default());
