@@ -1,6 +1,9 @@
 //! Whether an endpoint may take calls: ejection after a failure with a backoff that doubles,
 //! and one probe call once the backoff has passed.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -85,6 +88,74 @@ impl Health {
     /// When the ejected endpoint may be probed; `None` when it is in service.
     pub(crate) fn retry_at(&self) -> Option<Instant> {
         self.retry_at
+    }
+}
+
+/// An endpoint's [`Health`] behind a lock, with whether it is ejected mirrored outside it:
+/// while the endpoint is in service (the usual case) a call's admission and its success
+/// read one flag and take no lock.
+#[derive(Debug, Default)]
+pub(crate) struct HealthCell {
+    health: Mutex<Health>,
+    /// `health.retry_at.is_some()`, written under the lock by every change.
+    ejected: AtomicBool,
+}
+
+impl HealthCell {
+    pub(crate) fn lock(&self) -> HealthGuard<'_> {
+        HealthGuard {
+            guard: self.health.lock().unwrap(),
+            ejected: &self.ejected,
+        }
+    }
+
+    /// [`Health::admit`].
+    pub(crate) fn admit(&self, now: &Now) -> Option<Admission> {
+        if !self.ejected.load(Ordering::Acquire) {
+            return Some(Admission::Normal);
+        }
+        self.lock().admit(now)
+    }
+
+    /// [`Health::usable`].
+    pub(crate) fn usable(&self, now: &Now) -> bool {
+        !self.ejected.load(Ordering::Acquire) || self.lock().usable(now)
+    }
+
+    /// [`Health::ok`]. In service, health is already as `ok` leaves it: only an ejected
+    /// endpoint (with failures counted, perhaps a probe out) has anything to reset.
+    pub(crate) fn ok(&self) {
+        if self.ejected.load(Ordering::Acquire) {
+            self.lock().ok();
+        }
+    }
+}
+
+/// The locked [`Health`]; when let go, it leaves whether the endpoint is ejected in the flag.
+pub(crate) struct HealthGuard<'a> {
+    guard: MutexGuard<'a, Health>,
+    ejected: &'a AtomicBool,
+}
+
+impl Deref for HealthGuard<'_> {
+    type Target = Health;
+
+    fn deref(&self) -> &Health {
+        &self.guard
+    }
+}
+
+impl DerefMut for HealthGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Health {
+        &mut self.guard
+    }
+}
+
+impl Drop for HealthGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: the guard's own field is let go after this.
+        self.ejected
+            .store(self.guard.retry_at.is_some(), Ordering::Release);
     }
 }
 

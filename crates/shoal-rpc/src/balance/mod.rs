@@ -84,12 +84,11 @@ mod tests;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::endpoint::{EndpointConfig, RouteKey};
 use crate::error::Error;
 
-pub(crate) use self::health::{Admission, Health, Now};
+pub(crate) use self::health::{Admission, HealthCell, Now};
 pub use self::ring::{key_hash, point, Ring, POINTS_PER_WEIGHT};
 use self::shard::Shards;
 
@@ -172,7 +171,7 @@ impl From<Invalid> for Error {
 /// lists it, so a rebuilt picker sees the same health and load.
 #[derive(Debug, Default)]
 pub(crate) struct Load {
-    pub(crate) health: Mutex<Health>,
+    pub(crate) health: HealthCell,
     pub(crate) in_flight: AtomicUsize,
 }
 
@@ -366,7 +365,7 @@ fn least_pending<E: AsRef<Load>>(
 ) -> Option<Pick> {
     let n = endpoints.len();
     let fresh = |i: &usize| !tried.contains(i);
-    let usable = |i: usize| fresh(&i) && endpoints[i].as_ref().health.lock().unwrap().usable(now);
+    let usable = |i: usize| fresh(&i) && endpoints[i].as_ref().health.usable(now);
     let lighter = |a: usize, b: usize| {
         let load = |i: usize| endpoints[i].as_ref().in_flight.load(Ordering::Relaxed) as u64;
         // Fewer calls per unit of weight; compared by cross-multiplying to stay in integers.
@@ -409,12 +408,7 @@ fn admit_first<E: AsRef<Load>>(
     now: &Now,
 ) -> Option<Pick> {
     order.into_iter().find_map(|index| {
-        let admission = endpoints[index]
-            .as_ref()
-            .health
-            .lock()
-            .unwrap()
-            .admit(now)?;
+        let admission = endpoints[index].as_ref().health.admit(now)?;
         Some(Pick { index, admission })
     })
 }
@@ -423,7 +417,7 @@ fn admit_first<E: AsRef<Load>>(
 /// `order` on a tie).
 fn forced<E: AsRef<Load>>(endpoints: &[E], order: impl Iterator<Item = usize>) -> Option<Pick> {
     order
-        .min_by_key(|&i| endpoints[i].as_ref().health.lock().unwrap().retry_at())
+        .min_by_key(|&i| endpoints[i].as_ref().health.lock().retry_at())
         .map(|index| Pick {
             index,
             admission: Admission::Forced,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use super::health::{Now, BACKOFF_MAX, BACKOFF_MIN};
+use super::health::{Health, HealthCell, Now, BACKOFF_MAX, BACKOFF_MIN};
 use super::{
-    key_hash, point, turns, Admission, Balance, Health, Load, Pick, Picker, Ring, POINTS_PER_WEIGHT,
+    key_hash, point, turns, Admission, Balance, Load, Pick, Picker, Ring, POINTS_PER_WEIGHT,
 };
 use crate::endpoint::{EndpointConfig, RouteKey};
 use crate::transport::Addr;
@@ -57,7 +57,7 @@ fn picker(balance: Balance, configs: Vec<EndpointConfig>) -> (Picker, Vec<Ep>) {
 }
 
 fn eject(ep: &Load, now: Instant) {
-    ep.health.lock().unwrap().failed(now);
+    ep.health.lock().failed(now);
 }
 
 fn pick(
@@ -130,6 +130,29 @@ fn the_ring_walk_meets_every_member_once_owner_first() {
         assert_eq!(sorted, [0, 1, 2]);
     }
     assert_eq!(Ring::new(std::iter::empty()).owner(7), None);
+}
+
+/// The cell's flag follows every change made under its lock, so its lock-free paths (admit,
+/// usable and ok while in service) answer as the locked health would.
+#[test]
+fn health_cell_answers_as_its_health_does() {
+    let t0 = Instant::now();
+    let cell = HealthCell::default();
+    let now = Now::at(t0);
+    assert_eq!(cell.admit(&now), Some(Admission::Normal));
+    assert!(cell.usable(&now));
+    cell.ok();
+    cell.lock().failed(t0);
+    assert_eq!((cell.admit(&now), cell.usable(&now)), (None, false));
+    let at = cell.lock().retry_at().unwrap();
+    assert_eq!(cell.admit(&Now::at(at)), Some(Admission::Probe));
+    assert_eq!(cell.admit(&Now::at(at)), None, "one probe at a time");
+    // A success ends the ejection, failures and probe included.
+    cell.ok();
+    assert_eq!(cell.lock().failures(), 0);
+    assert_eq!(cell.admit(&Now::at(at)), Some(Admission::Normal));
+    cell.lock().failed(at);
+    assert_eq!(cell.lock().failures(), 1, "counting starts over");
 }
 
 #[test]
@@ -291,7 +314,7 @@ fn hashring_walks_clockwise_past_ejected_endpoints() {
         );
     }
     // Without a key, each picker sticks to the endpoint of its own random key.
-    eps[2].health.lock().unwrap().ok();
+    eps[2].health.lock().ok();
     let first = pick(&p, &eps, None, &[], now).unwrap().index;
     for _ in 0..20 {
         assert_eq!(pick(&p, &eps, None, &[], now), normal(first));
@@ -326,7 +349,7 @@ fn shard_goes_to_the_backup_while_the_primary_is_down_and_probes_it_once() {
         })
     );
     assert_eq!(pick(&p, &eps, key(4), &[], later), normal(2));
-    eps[0].health.lock().unwrap().ok();
+    eps[0].health.lock().ok();
     assert_eq!(pick(&p, &eps, key(4), &[], later), normal(0));
     // Primary and backup both down: the one whose backoff ends first is still tried, and
     // nothing outside the range's pair ever is.
@@ -589,12 +612,12 @@ proptest! {
             eject(&eps[r], now);
             let got = pick(&p, &eps, Some(RouteKey::Int(key)), &[], now).unwrap();
             match &configs[r].backup {
-                Some(backup) if eps[index_of(backup)].health.lock().unwrap().retry_at().is_none() => {
+                Some(backup) if eps[index_of(backup)].health.lock().retry_at().is_none() => {
                     prop_assert_eq!(got, Pick { index: index_of(backup), admission: Admission::Normal });
                 }
                 _ => prop_assert_eq!(got.index, r),
             }
-            eps[r].health.lock().unwrap().ok();
+            eps[r].health.lock().ok();
         }
     }
 }

@@ -232,7 +232,7 @@ impl ClientBuilder {
                 .await
                 .unwrap_or(Err(Error::DeadlineExceeded(inner.timeout)));
             if let Err(e) = opened {
-                ep.load.health.lock().unwrap().failed(Instant::now());
+                ep.load.health.lock().failed(Instant::now());
                 last = Some(e);
             }
         }
@@ -547,12 +547,12 @@ impl<'a> Attempt<'a> {
     }
 
     fn up(&mut self) {
-        self.ep.load.health.lock().unwrap().ok();
+        self.ep.load.health.ok();
         self.decided = true;
     }
 
     fn down(&mut self) {
-        self.ep.load.health.lock().unwrap().failed(Instant::now());
+        self.ep.load.health.lock().failed(Instant::now());
         self.decided = true;
     }
 }
@@ -560,7 +560,7 @@ impl<'a> Attempt<'a> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.decided && self.admission == Admission::Probe {
-            self.ep.load.health.lock().unwrap().release_probe();
+            self.ep.load.health.lock().release_probe();
         }
     }
 }

@@ -268,7 +268,7 @@ impl Endpoint {
     }
 
     fn status(&self) -> EndpointStatus {
-        let health = self.load.health.lock().unwrap();
+        let health = self.load.health.lock();
         EndpointStatus {
             addr: self.addr.clone(),
             connected: self.open_peer().is_some(),
