@@ -269,7 +269,11 @@ impl Picker {
         let fresh = |i: &usize| !tried.contains(i);
         let pick = match &self.strategy {
             Strategy::RoundRobin { turns } => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                // One endpoint (one turn) has no turns to take: no shared counter to bump.
+                let start = match turns.len() {
+                    1 => 0,
+                    _ => self.next.fetch_add(1, Ordering::Relaxed),
+                };
                 let order = (0..turns.len()).map(|k| turns[(start + k) % turns.len()]);
                 admit_first(endpoints, order.filter(fresh), now)
                     .or_else(|| forced(endpoints, (0..endpoints.len()).filter(fresh)))

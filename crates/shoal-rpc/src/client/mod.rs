@@ -444,6 +444,13 @@ impl Client {
     {
         let inner = &self.inner;
         let key = opts.key.as_ref().or(inner.pinned.as_ref());
+        // An endpoint in service whose connection is open takes it with no handle cloned.
+        if let Some(sent) = inner
+            .pool
+            .send_open(key, |peer| peer.notify(method, params))
+        {
+            return sent;
+        }
         let mut tried: Vec<Endpoint> = Vec::new();
         let mut failures = 0;
         let mut last = None;

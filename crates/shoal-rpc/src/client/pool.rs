@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::balance::{Load, Now, Pick, Picker};
+use crate::balance::{Admission, Load, Now, Pick, Picker};
 use crate::conn::Peer;
 use crate::endpoint::{EndpointConfig, EndpointStatus, RouteKey};
 use crate::endpoints::EndpointSet;
@@ -163,6 +163,46 @@ impl Pool {
             Some(pick) => Picked::One(eps[pick.index].clone(), pick),
             None => Picked::Exhausted,
         })
+    }
+
+    /// The usual case of a notification, taken without cloning a handle: the endpoint picked
+    /// for `key` is in service and its connection open, and `send` runs on that connection,
+    /// under the set's and the connection's locks. `None`, with nothing sent, when it is not
+    /// that case or when `send` found the connection closed: the caller takes the general
+    /// path, which picks again, reconnects and retries.
+    pub(super) fn send_open(
+        &self,
+        key: Option<&RouteKey>,
+        send: impl FnOnce(&Peer) -> Result<(), Error>,
+    ) -> Option<Result<(), Error>> {
+        let state = self.state.borrow();
+        let members = state.members.as_ref()?;
+        let pick = members
+            .picker
+            .pick(&members.endpoints, key, &[], &Now::default())
+            .ok()??;
+        let ep = &members.endpoints[pick.index];
+        if pick.admission != Admission::Normal {
+            if pick.admission == Admission::Probe {
+                // Given back: the general path's pick may take the probe.
+                ep.load.health.lock().release_probe();
+            }
+            return None;
+        }
+        let slot = ep.peer.lock().unwrap();
+        let peer = slot
+            .as_ref()
+            .filter(|p| !p.is_closed() && !p.is_draining())?;
+        match send(peer) {
+            Err(e) if e.never_sent() => None,
+            Err(e) => Some(Err(e)),
+            Ok(()) => {
+                // As the general path: queued on an open connection is a sign of life, which
+                // ends an ejection a concurrent failure may have begun since the pick.
+                ep.load.health.ok();
+                Some(Ok(()))
+            }
+        }
     }
 
     /// Waits until the first set arrives, failing when the source reports an error first or
