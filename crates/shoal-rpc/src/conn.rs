@@ -68,7 +68,7 @@ use tracing::{debug, info, warn};
 
 use crate::blocking::BlockingPool;
 use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
-use crate::error::{Error, RemoteError, RpcError};
+use crate::error::{codes, Error, RemoteError, RpcError};
 use crate::extensions::Extensions;
 use crate::service::{builtin, BoxReply, Context, Reply, Request};
 use crate::throttle::{LogThrottle, LOG_INTERVAL};
@@ -500,7 +500,19 @@ impl Peer {
             }
             Outcome::Answered(reply) => {
                 guard.done = true;
-                reply.map_err(|e| Error::Remote(RemoteError::from_value(e)))
+                reply.map_err(|e| {
+                    let e = RemoteError::from_value(e);
+                    // The other end was told this call's deadline and says it passed, just
+                    // before the sweep would have: the same failure, whichever saw it first.
+                    let ours = extended
+                        && e.code == Some(codes::DEADLINE_EXCEEDED)
+                        && Instant::now() >= deadline;
+                    if ours {
+                        Error::DeadlineExceeded(left)
+                    } else {
+                        Error::Remote(e)
+                    }
+                })
             }
         }
     }

@@ -236,8 +236,10 @@ async fn timeout_is_a_deadline_error_and_not_retried() {
         .call_with::<_, Value>(&opts, "hold", &("x",))
         .await
         .unwrap_err();
-    // The caller's timer or the server's (the deadline travelled with the request) may fire
-    // first; either way it is a deadline error.
+    // The caller's sweep or the server's timer (the deadline travelled with the request)
+    // may see it first; either way the caller gets its own deadline error, since the
+    // server's cannot come before the caller's deadline.
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err:?}");
     assert_eq!(err.code(), Some(codes::DEADLINE_EXCEEDED), "{err}");
     // Exactly one handler ran: a timeout is never retried.
     assert_eq!(probe.gates.lock().unwrap().len(), 1);
