@@ -58,8 +58,6 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-use crate::calls::{Answer, Calls, Outcome};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneSyncService;
@@ -67,6 +65,7 @@ use tower::Service;
 use tracing::{debug, info, warn};
 
 use crate::blocking::BlockingPool;
+use crate::calls::{Answer, Calls, Outcome};
 use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
 use crate::error::{codes, Error, RemoteError, RpcError};
 use crate::extensions::Extensions;

@@ -189,11 +189,15 @@ impl Pool {
             }
             return None;
         }
-        let slot = ep.peer.lock().unwrap();
-        let peer = slot
-            .as_ref()
-            .filter(|p| !p.is_closed() && !p.is_draining())?;
-        match send(peer) {
+        let sent = {
+            let slot = ep.peer.lock().unwrap();
+            let peer = slot
+                .as_ref()
+                .filter(|p| !p.is_closed() && !p.is_draining())?;
+            send(peer)
+        };
+        // The connection's lock is let go first: `status` takes the health's, then this one.
+        match sent {
             Err(e) if e.never_sent() => None,
             Err(e) => Some(Err(e)),
             Ok(()) => {
