@@ -17,10 +17,10 @@
 //! (`POSIX_FADV_RANDOM`: no readahead, no large folios): about 26 MB read once, in the
 //! background. From then on a fault maps its 64 KiB window from the cache, without a disk
 //! read; a fault on an uncached page of code would read the device's whole readahead window
-//! (megabytes) whatever the mapping's advice. Other processes of the same binary (a center, the CLI) keep the pages
-//! they map. Nothing here changes what the agent does; a failure only leaves more resident.
-//! With 200 programs the agent went from 18 MB resident to 7-9 MB after the trim, and
-//! about 12 MB once the code of restarting programs had run too.
+//! (megabytes) whatever the mapping's advice. Other processes of the same binary (a center,
+//! the CLI) keep the pages they map. Nothing here changes what the agent does; a failure only
+//! leaves more resident. With 200 programs the agent went from 18 MB resident to 7-9 MB after
+//! the trim, and about 12 MB once the code of restarting programs had run too.
 
 use std::fs::File;
 use std::io;

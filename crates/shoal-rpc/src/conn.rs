@@ -205,6 +205,16 @@ impl PeerInner {
         unanswered
     }
 
+    /// Removes the entry of call `id`, which never left: nothing to cancel at the other end,
+    /// so a draining connection left without calls closes at once, under the same lock.
+    fn unsent(&self, id: u32) {
+        let mut calls = self.calls.lock().unwrap();
+        calls.remove(id);
+        self.outstanding
+            .store(calls.outstanding(), Ordering::Relaxed);
+        self.close_if_drained(&calls);
+    }
+
     /// Ends every waiting call as closed: nobody will answer them.
     fn fail_calls(&self) {
         let mut wake = Vec::new();
@@ -468,8 +478,7 @@ impl Peer {
             // The reader stopped, or a drain closed the connection, between the check above
             // and the insert: nobody would answer.
             guard.done = true;
-            inner.abandon(id);
-            inner.close_if_drained(&inner.calls.lock().unwrap());
+            inner.unsent(id);
             return Err(self.not_sent("connection is closed"));
         }
         // A lone call goes at once; with others waiting, the writer gathers them.
@@ -483,8 +492,7 @@ impl Peer {
         });
         if let Err(e) = pushed {
             guard.done = true;
-            inner.abandon(id);
-            inner.close_if_drained(&inner.calls.lock().unwrap());
+            inner.unsent(id);
             return Err(self.push_error(e));
         }
         let outcome = std::future::poll_fn(|cx| inner.calls.lock().unwrap().poll(id, cx)).await;
