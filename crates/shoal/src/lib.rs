@@ -158,6 +158,7 @@ pub mod events;
 mod hooks;
 mod live;
 pub mod logging;
+mod math;
 pub mod metrics;
 pub mod monitor;
 pub mod status;
