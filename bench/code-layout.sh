@@ -1,28 +1,16 @@
 #!/usr/bin/env bash
-# Writes crates/shoal/examples/hello.layout: the functions the hello example runs, which its
-# release build lays out first in its code (crates/shoal/build.rs), so that it maps few
-# 64 KiB windows of it. hello runs under valgrind's callgrind through a start, calls and
-# reloads (bench/code_layout_probe.py); about a minute once built.
+# Writes crates/shoal/examples/hello.layout and crates/shoal-cli/agent.layout: the functions
+# the hello example and the agent run, which their release builds lay out first in their code
+# (crates/shoal/layout.rs), so that each maps few 64 KiB windows of it. Each runs under
+# bench/first_calls.py (one-shot breakpoints) through what it does most
+# (bench/code_layout_probe.py); about a minute once built.
 #
-#   bash bench/code-layout.sh            # then commit the list
+#   bash bench/code-layout.sh            # then commit the two lists
 #
-# Run it again when bench/hello-startup.sh shows the layout has gone stale: a new toolchain or
-# new dependency versions rename most functions.
-# Needs valgrind (Debian: valgrind); installed with apt-get if missing and this runs as root.
+# Run it again when bench/hello-startup.sh or bench/agent-vs-supervisord.sh shows the layout
+# has gone stale: a new toolchain or new dependency versions rename most functions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! command -v valgrind >/dev/null; then
-    if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing valgrind" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null
-        apt-get install -y -q --no-install-recommends valgrind >/dev/null
-    else
-        echo "missing valgrind (apt-get install -y valgrind)" >&2
-        exit 2
-    fi
-fi
 
 cargo build --release -q -p shoal-cli
 cargo build --release -q -p shoal --example hello
@@ -31,5 +19,5 @@ target=${CARGO_TARGET_DIR:-target}/release
 source bench/run-scratch.sh layout
 
 python3 bench/code_layout_probe.py --shoal "$(realpath "$target/shoal")" \
-    --hello "$(realpath "$target/examples/hello")" --work "$work" \
-    --out crates/shoal/examples/hello.layout
+    --hello "$(realpath "$target/examples/hello")" --work "$work" --token "$token" \
+    --hello-out crates/shoal/examples/hello.layout --agent-out crates/shoal-cli/agent.layout

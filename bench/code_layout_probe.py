@@ -1,15 +1,18 @@
-"""Which functions the hello example runs, for bench/code-layout.sh: runs it under valgrind's
-callgrind through a start, calls, a reload, a refused reload, status and a close (calling it
-with `shoal call`), and writes the names of the functions it ran that the binary defines, one per
-line, for crates/shoal/build.rs.
+"""Which functions the hello example and the agent run, for bench/code-layout.sh: runs each
+under bench/first_calls.py (one-shot breakpoints) through what it does most, and writes the
+names of the functions it ran, one per line, for the build scripts that lay them out first.
 
-    python3 bench/code_layout_probe.py --shoal SHOAL --hello HELLO --work DIR --out FILE
+- hello: a start, calls, a reload, a refused reload, status and a close (called with
+  `shoal call`);
+- the agent: a start with its N programs installed, K of them killed and restarted, a stop.
 
-Standard library only.
+    python3 bench/code_layout_probe.py --shoal SHOAL --hello HELLO --work DIR \\
+        --hello-out FILE --agent-out FILE
+
+Standard library only; reuses bench/supervise_probe.py for the agent's programs.
 """
 
 import argparse
-import glob
 import os
 import re
 import signal
@@ -18,13 +21,37 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import supervise_probe as sp  # noqa: E402
+
 TIMEOUT_S = 120
+FIRST_CALLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first_calls.py")
 
 
-def callgrind(out_dir, argv):
-    """argv under callgrind, writing one profile per process to out_dir."""
-    return ["valgrind", "--tool=callgrind", "--demangle=no",
-            f"--callgrind-out-file={out_dir}/callgrind.%p"] + argv
+class Traced:
+    """A program run under first_calls.py, writing the functions it ran to `out`."""
+
+    def __init__(self, out, argv, log, env=None):
+        self.out = out
+        self.tracer = subprocess.Popen([sys.executable, FIRST_CALLS, out, "--"] + argv,
+                                       stdout=log, stderr=log, env=env,
+                                       start_new_session=True)
+        wait_for("the traced program to start", lambda: os.path.exists(out + ".pid"), self)
+        self.pid = int(read(out + ".pid"))
+
+    def poll(self):
+        return self.tracer.poll()
+
+    @property
+    def returncode(self):
+        return self.tracer.returncode
+
+    def stop(self):
+        """SIGTERM to the program; returns the names of the functions it ran."""
+        os.kill(self.pid, signal.SIGTERM)
+        if self.tracer.wait(timeout=TIMEOUT_S) != 0:
+            raise RuntimeError(f"{FIRST_CALLS} failed; see its log")
+        return {re.sub(r"\.llvm\.\d+$", "", n) for n in read(self.out).split()}
 
 
 def wait_for(what, ready, proc):
@@ -35,6 +62,17 @@ def wait_for(what, ready, proc):
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def listening(port):
@@ -55,68 +93,55 @@ def hello_config(path, port, greeting):
         f.write(f'[rpc]\nlisten = "127.0.0.1:{port}"\n\n[hello]\ngreeting = {greeting}\n')
 
 
-def profile_hello(args, out_dir):
+def profile_hello(args):
     port = free_port()
     config = os.path.join(args.work, "hello.toml")
     log_path = os.path.join(args.work, "hello.log")
     hello_config(config, port, '"Hello"')
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(callgrind(out_dir, [args.hello, "--config", config]),
-                                stdout=log, stderr=log)
-    try:
-        wait_for("hello to listen", lambda: listening(port), proc)
-        for _ in range(3):
-            call(args.shoal, port, "shoal.ping")
-            call(args.shoal, port, "greet", '"layout"')
-        hello_config(config, port, '"Hi"')
-        proc.send_signal(signal.SIGHUP)
-        wait_for("the reload", lambda: call(args.shoal, port, "greet", '"x"') == '"Hi, x"', proc)
-        hello_config(config, port, "5")
-        proc.send_signal(signal.SIGHUP)
-        wait_for("the refused reload",
-                 lambda: "previous configuration stays" in read(log_path), proc)
-        for _ in range(3):
-            call(args.shoal, port, "shoal.status")
-            call(args.shoal, port, "greet", '"layout"')
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=TIMEOUT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        hello = Traced(os.path.join(args.work, "hello.ran"), [args.hello, "--config", config],
+                       log)
+    wait_for("hello to listen", lambda: listening(port), hello)
+    for _ in range(3):
+        call(args.shoal, port, "shoal.ping")
+        call(args.shoal, port, "greet", '"layout"')
+    hello_config(config, port, '"Hi"')
+    os.kill(hello.pid, signal.SIGHUP)
+    wait_for("the reload", lambda: call(args.shoal, port, "greet", '"x"') == '"Hi, x"', hello)
+    hello_config(config, port, "5")
+    os.kill(hello.pid, signal.SIGHUP)
+    wait_for("the refused reload", lambda: "previous configuration stays" in read(log_path),
+             hello)
+    for _ in range(3):
+        call(args.shoal, port, "shoal.status")
+        call(args.shoal, port, "greet", '"layout"')
+    return hello.stop()
 
 
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ran(out_dir):
-    """The names of every function the profiles in out_dir ran."""
-    names = set()
-    for path in glob.glob(os.path.join(out_dir, "callgrind.*")):
-        ids = {}
-        with open(path, errors="replace") as f:
-            for line in f:
-                m = re.match(r"^c?fn=\((\d+)\)(?: (.+))?$", line.rstrip("\n"))
-                if m:
-                    if m.group(2):
-                        ids[m.group(1)] = m.group(2)
-                    names.add(ids.get(m.group(1)))
-    # callgrind marks recursion depth as NAME'2; a build may suffix a function .llvm.N.
-    return {re.sub(r"(\.llvm\.\d+)?('\d+)?$", "", n) for n in names if n}
+def profile_agent(args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    env["SHOAL_BENCH_RUN"] = args.token
+    data = os.path.join(args.work, "agent")
+    with open(os.path.join(args.work, "agent.log"), "a") as log:
+        ns = argparse.Namespace(work=args.work, programs=args.programs, shoal=args.shoal)
+        sp.prepare_agent(ns, data, env, log)
+        sp.wait_no_leftovers(args.token, "the agent that installed the programs")
+        agent = Traced(os.path.join(args.work, "agent.ran"),
+                       [args.shoal, "agent", "--data-dir", data, "--stop-on-exit"], log, env)
+    # The programs are the agent's children, not the tracer's.
+    side = sp.Side("agent", [], sp.AGENT_BASE, args.programs, env, None)
+    side.proc, side.watch = agent, sp.Watch(agent.pid, side.wanted)
+    side.wait_all(time.perf_counter_ns(), 0.01)
+    for i in range(args.kills):
+        if side.kill_and_time(i) == float("inf"):
+            raise RuntimeError(f"program {i} was not restarted")
+    return agent.stop()
 
 
 def defined(binary, ran):
     """The function symbols binary defines that ran, without their .llvm.N suffixes. The
-    compiler merges identical functions into one body with several names and callgrind
-    reports one of them, while the body's section is named after another: every name of a
-    body that ran is listed."""
+    compiler merges identical functions into one body with several names, and the body's
+    section is named after one of them: every name of a body that ran is listed."""
     out = subprocess.run(["nm", "--defined-only", binary],
                          capture_output=True, text=True, check=True).stdout
     names = {}
@@ -128,8 +153,8 @@ def defined(binary, ran):
 
 def write_list(path, what, names):
     with open(path, "w") as f:
-        f.write(f"# The functions {what} runs, written by bench/code-layout.sh and read by\n"
-                "# crates/shoal/build.rs, which lays them out first in the binary's code.\n")
+        f.write(f"# The functions {what} runs, written by bench/code-layout.sh; a build script\n"
+                "# lays them out first in the binary's code.\n")
         for name in sorted(names):
             f.write(name + "\n")
     print(f"{path}: {len(names)} functions", file=sys.stderr)
@@ -140,12 +165,14 @@ def main():
     p.add_argument("--shoal", required=True)
     p.add_argument("--hello", required=True)
     p.add_argument("--work", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--hello-out", required=True)
+    p.add_argument("--agent-out", required=True)
+    p.add_argument("--token", default="code-layout")
+    p.add_argument("--programs", type=int, default=20)
+    p.add_argument("--kills", type=int, default=10)
     args = p.parse_args()
-    out_dir = os.path.join(args.work, "profiles")
-    os.makedirs(out_dir)
-    profile_hello(args, out_dir)
-    write_list(args.out, "the hello example", defined(args.hello, ran(out_dir)))
+    write_list(args.hello_out, "the hello example", defined(args.hello, profile_hello(args)))
+    write_list(args.agent_out, "the agent", defined(args.shoal, profile_agent(args)))
 
 
 if __name__ == "__main__":
