@@ -47,7 +47,8 @@ class Traced:
         return self.tracer.returncode
 
     def stop(self):
-        """SIGTERM to the program; returns the names of the functions it ran."""
+        """SIGTERM to the program; returns the names of the functions it ran (each name of
+        a body the compiler merged, without the .llvm.N suffixes that change per build)."""
         os.kill(self.pid, signal.SIGTERM)
         if self.tracer.wait(timeout=TIMEOUT_S) != 0:
             raise RuntimeError(f"{FIRST_CALLS} failed; see its log")
@@ -138,19 +139,6 @@ def profile_agent(args):
     return agent.stop()
 
 
-def defined(binary, ran):
-    """The function symbols binary defines that ran, without their .llvm.N suffixes. The
-    compiler merges identical functions into one body with several names, and the body's
-    section is named after one of them: every name of a body that ran is listed."""
-    out = subprocess.run(["nm", "--defined-only", binary],
-                         capture_output=True, text=True, check=True).stdout
-    names = {}
-    for f in (line.split() for line in out.splitlines()):
-        if len(f) == 3 and f[1] in "tTwW":
-            names.setdefault(f[0], set()).add(re.sub(r"\.llvm\.\d+$", "", f[2]))
-    return {name for body in names.values() if body & ran for name in body}
-
-
 def write_list(path, what, names):
     with open(path, "w") as f:
         f.write(f"# The functions {what} runs, written by bench/code-layout.sh; a build script\n"
@@ -171,8 +159,8 @@ def main():
     p.add_argument("--programs", type=int, default=20)
     p.add_argument("--kills", type=int, default=10)
     args = p.parse_args()
-    write_list(args.hello_out, "the hello example", defined(args.hello, profile_hello(args)))
-    write_list(args.agent_out, "the agent", defined(args.shoal, profile_agent(args)))
+    write_list(args.hello_out, "the hello example", profile_hello(args))
+    write_list(args.agent_out, "the agent", profile_agent(args))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def ptrace(request, pid, addr=None, data=None):
 
 
 def functions(binary):
-    """Each function's address in the file (for a PIE, relative to where it loads) -> names."""
+    """Each function's address in the file (for a PIE, relative to where it loads) -> its
+    names: the compiler merges identical functions into one body with several names."""
     out = subprocess.run(["nm", "--defined-only", binary],
                          capture_output=True, text=True, check=True).stdout
     found = {}
@@ -67,7 +68,7 @@ def main():
     if pid == 0:
         ptrace(PTRACE_TRACEME, 0)
         os.execv(binary, argv)
-    _, status = os.waitpid(pid, 0)  # stopped at the exec
+    os.waitpid(pid, 0)  # stopped at the exec
     ptrace(PTRACE_SETOPTIONS, pid, None, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)
     # A PIE's symbols are offsets; a fixed-address binary's are addresses already.
     with open(binary, "rb") as f:
