@@ -3,7 +3,7 @@
 # the hello example and the agent run, which their release builds lay out first in their code
 # (crates/shoal/layout.rs), so that each maps few 64 KiB windows of it. Each runs under
 # bench/first_calls.py (one-shot breakpoints) through what it does most
-# (bench/code_layout_probe.py); about a minute once built.
+# (bench/code_layout_probe.py); about two minutes once built.
 #
 #   bash bench/code-layout.sh            # then commit the two lists
 #

@@ -1,10 +1,13 @@
 """Which functions the hello example and the agent run, for bench/code-layout.sh: runs each
 under bench/first_calls.py (one-shot breakpoints) through what it does most, and writes the
-names of the functions it ran, one per line, for the build scripts that lay them out first.
+names of the functions it ran, one per line in the order they first ran, for the build
+scripts that lay them out first: what runs after the start (reloads, restarts) ends up
+together at the end, where a few windows of code hold it.
 
 - hello: a start, calls, a reload, a refused reload, status and a close (called with
   `shoal call`);
-- the agent: a start with its N programs installed, K of them killed and restarted, a stop.
+- the agent: a start with its N programs installed, an idle time, K of them killed and
+  restarted over another, a stop.
 
     python3 bench/code_layout_probe.py --shoal SHOAL --hello HELLO --work DIR \\
         --hello-out FILE --agent-out FILE
@@ -47,12 +50,14 @@ class Traced:
         return self.tracer.returncode
 
     def stop(self):
-        """SIGTERM to the program; returns the names of the functions it ran (each name of
-        a body the compiler merged, without the .llvm.N suffixes that change per build)."""
+        """SIGTERM to the program; returns the names of the functions it ran in the order they
+        first ran (each name of a body the compiler merged, without the .llvm.N suffixes that
+        change per build)."""
         os.kill(self.pid, signal.SIGTERM)
         if self.tracer.wait(timeout=TIMEOUT_S) != 0:
             raise RuntimeError(f"{FIRST_CALLS} failed; see its log")
-        return {re.sub(r"\.llvm\.\d+$", "", n) for n in read(self.out).split()}
+        names = (re.sub(r"\.llvm\.\d+$", "", n) for n in read(self.out).split())
+        return list(dict.fromkeys(names))
 
 
 def wait_for(what, ready, proc):
@@ -133,9 +138,12 @@ def profile_agent(args):
     side = sp.Side("agent", [], sp.AGENT_BASE, args.programs, env, None)
     side.proc, side.watch = agent, sp.Watch(agent.pid, side.wanted)
     side.wait_all(time.perf_counter_ns(), 0.01)
+    # Idle, as the bench's agent is between its starts and its kills: its timers run.
+    time.sleep(args.idle)
     for i in range(args.kills):
         if side.kill_and_time(i) == float("inf"):
             raise RuntimeError(f"program {i} was not restarted")
+        time.sleep(args.idle / args.kills)
     return agent.stop()
 
 
@@ -143,7 +151,7 @@ def write_list(path, what, names):
     with open(path, "w") as f:
         f.write(f"# The functions {what} runs, written by bench/code-layout.sh; a build script\n"
                 "# lays them out first in the binary's code.\n")
-        for name in sorted(names):
+        for name in names:
             f.write(name + "\n")
     print(f"{path}: {len(names)} functions", file=sys.stderr)
 
@@ -156,8 +164,9 @@ def main():
     p.add_argument("--hello-out", required=True)
     p.add_argument("--agent-out", required=True)
     p.add_argument("--token", default="code-layout")
-    p.add_argument("--programs", type=int, default=20)
-    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--programs", type=int, default=50)
+    p.add_argument("--kills", type=int, default=25)
+    p.add_argument("--idle", type=float, default=12.0)
     args = p.parse_args()
     write_list(args.hello_out, "the hello example", profile_hello(args))
     write_list(args.agent_out, "the agent", profile_agent(args))

@@ -9,8 +9,8 @@ defines (from `nm`), and at each one's first hit records the function, puts the 
 and lets the thread go on: each function costs one stop, whatever it is called after. Every
 thread is followed; processes the program starts (`posix_spawn`, `fork`) are not. Once the
 program runs, writes its pid to OUT.pid (signal it, not this process); when it exits, writes
-the names of the functions that ran to OUT, one per line. Linux x86-64 only; standard library
-only.
+the names of the functions that ran to OUT, one per line, in the order they first ran. Linux
+x86-64 only; standard library only.
 """
 
 import ctypes
@@ -86,15 +86,16 @@ def main():
             f.write(f"{pid}\n")
         ran = trace(pid, mem, original)
     with open(out, "w") as f:
-        for addr in sorted(ran):
+        for addr in ran:
             for name in names[addr - base]:
                 f.write(name + "\n")
 
 
 def trace(pid, mem, original):
-    """Follows every thread until the main one exits; returns the breakpoints hit."""
+    """Follows every thread until the main one exits; returns the breakpoints hit, in the
+    order of their first hits."""
     regs = (ctypes.c_ulonglong * 27)()
-    hit = set()
+    hit = {}
     ptrace(PTRACE_CONT, pid)
     while True:
         try:
@@ -114,7 +115,7 @@ def trace(pid, mem, original):
             addr = regs[RIP] - 1
             if addr in original:
                 if addr not in hit:
-                    hit.add(addr)
+                    hit[addr] = None
                     mem.seek(addr)
                     mem.write(original[addr])
                 regs[RIP] = addr
