@@ -5,5 +5,5 @@
 mod layout;
 
 fn main() {
-    layout::lay_out("agent.layout", "bins");
+    layout::lay_out("agent.layout", layout::Targets::Bins);
 }

@@ -5,5 +5,5 @@
 mod layout;
 
 fn main() {
-    layout::lay_out("examples/hello.layout", "examples");
+    layout::lay_out("examples/hello.layout", layout::Targets::Examples);
 }

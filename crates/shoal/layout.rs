@@ -12,10 +12,27 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Emits the link arguments for this package's `kind` targets (`bins`, `examples`) that lay
-/// out the functions in `list` (a path relative to the package) first and pack the
-/// relative relocations.
-pub fn lay_out(list: &str, kind: &str) {
+/// Which of the package's targets the link arguments are for.
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // each build script that includes this module names one
+pub enum Targets {
+    Bins,
+    Examples,
+}
+
+impl Targets {
+    fn cargo_name(self) -> &'static str {
+        match self {
+            Targets::Bins => "bins",
+            Targets::Examples => "examples",
+        }
+    }
+}
+
+/// Emits the link arguments for this package's `targets` that lay out the functions in
+/// `list` (a path relative to the package) first and pack the relative relocations.
+pub fn lay_out(list: &str, targets: Targets) {
+    let kind = targets.cargo_name();
     println!("cargo::rerun-if-changed={list}");
     if env("PROFILE") != "release" || env("CARGO_CFG_TARGET_OS") != "linux" {
         return;
@@ -27,8 +44,9 @@ pub fn lay_out(list: &str, kind: &str) {
     std::fs::write(&script, linker_script(&names))
         .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
     println!("cargo::rustc-link-arg-{kind}=-Wl,-T,{}", script.display());
-    // Relative relocations packed (DT_RELR, glibc 2.36 and later): the dynamic loader reads
-    // all of them at start, and packed they take a few kB where they took hundreds.
+    // Relative relocations packed (DT_RELR): the dynamic loader reads all of them at start,
+    // and packed they take a few kB where they took hundreds. The binary then needs glibc
+    // 2.36 or later to run, and binutils 2.38 or later if the linker is GNU ld.
     println!("cargo::rustc-link-arg-{kind}=-Wl,-z,pack-relative-relocs");
 }
 
