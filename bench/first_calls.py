@@ -82,8 +82,9 @@ def main():
             original[base + addr] = mem.read(1)
             mem.seek(base + addr)
             mem.write(b"\xcc")
-        with open(out + ".pid", "w") as f:
+        with open(out + ".pid.new", "w") as f:
             f.write(f"{pid}\n")
+        os.rename(out + ".pid.new", out + ".pid")  # whole when it appears
         ran = trace(pid, mem, original)
     with open(out, "w") as f:
         for addr in ran:
