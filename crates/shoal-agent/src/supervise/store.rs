@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rusqlite::params;
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use shoal_pkg::manifest::{Command, Health, HttpCheck, Logs, Name, Restart, StopSignal, Version};
 
@@ -96,6 +96,13 @@ pub(crate) struct Store {
 impl Store {
     pub fn open(state: State) -> Result<Store, StateError> {
         state.ensure(SCHEMA)?;
+        // Parsed now, so that no start, exit or restart parses SQL.
+        state.with(|c| {
+            for sql in [PUT_SPEC, SET_GOAL, STARTED, ENDED, DELETE] {
+                c.prepare_cached(sql)?;
+            }
+            Ok(())
+        })?;
         Ok(Store { state })
     }
 
@@ -143,24 +150,13 @@ impl Store {
     pub async fn put_spec(&self, spec: &ProgramSpec) -> Result<(), StateError> {
         let (name, json) = (spec.name.to_string(), StoredSpec::encode(spec));
         self.state
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO supervised (name, spec, goal) VALUES (?1, ?2, 'stopped')
-                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
-                    params![name, json],
-                )
-            })
+            .call(move |c| execute(c, PUT_SPEC, params![name, json]))
             .await?;
         Ok(())
     }
 
     pub async fn set_goal(&self, name: &Name, goal: Goal) -> Result<(), StateError> {
-        self.update(
-            "UPDATE supervised SET goal = ?2 WHERE name = ?1",
-            name,
-            goal.as_str(),
-        )
-        .await
+        self.update(SET_GOAL, name, goal.as_str()).await
     }
 
     /// Records a process that was just started.
@@ -189,11 +185,9 @@ impl Store {
         );
         self.state
             .call(move |c| {
-                c.execute(
-                    "UPDATE supervised SET pid = ?2, start_time = ?3, boot_id = ?4,
-                            started_at_ms = ?5, version = ?6, stdout_fifo = ?7, stderr_fifo = ?8,
-                            restarts = ?9
-                     WHERE name = ?1",
+                execute(
+                    c,
+                    STARTED,
                     params![
                         name,
                         pid,
@@ -216,15 +210,7 @@ impl Store {
         let exit = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
         let name = name.to_string();
         self.state
-            .call(move |c| {
-                c.execute(
-                    "UPDATE supervised SET pid = NULL, start_time = NULL, boot_id = NULL,
-                            started_at_ms = NULL, version = NULL, stdout_fifo = NULL,
-                            stderr_fifo = NULL, last_exit = coalesce(?2, last_exit)
-                     WHERE name = ?1",
-                    params![name, exit],
-                )
-            })
+            .call(move |c| execute(c, ENDED, params![name, exit]))
             .await?;
         Ok(())
     }
@@ -232,7 +218,7 @@ impl Store {
     pub async fn delete(&self, name: &Name) -> Result<(), StateError> {
         let name = name.to_string();
         self.state
-            .call(move |c| c.execute("DELETE FROM supervised WHERE name = ?1", params![name]))
+            .call(move |c| execute(c, DELETE, params![name]))
             .await?;
         Ok(())
     }
@@ -240,10 +226,29 @@ impl Store {
     async fn update(&self, sql: &'static str, name: &Name, value: &str) -> Result<(), StateError> {
         let (name, value) = (name.to_string(), value.to_owned());
         self.state
-            .call(move |c| c.execute(sql, params![name, value]))
+            .call(move |c| execute(c, sql, params![name, value]))
             .await?;
         Ok(())
     }
+}
+
+const PUT_SPEC: &str = "INSERT INTO supervised (name, spec, goal) VALUES (?1, ?2, 'stopped')
+    ON CONFLICT (name) DO UPDATE SET spec = excluded.spec";
+const SET_GOAL: &str = "UPDATE supervised SET goal = ?2 WHERE name = ?1";
+const STARTED: &str = "UPDATE supervised SET pid = ?2, start_time = ?3, boot_id = ?4,
+        started_at_ms = ?5, version = ?6, stdout_fifo = ?7, stderr_fifo = ?8, restarts = ?9
+    WHERE name = ?1";
+const ENDED: &str = "UPDATE supervised SET pid = NULL, start_time = NULL, boot_id = NULL,
+        started_at_ms = NULL, version = NULL, stdout_fifo = NULL, stderr_fifo = NULL,
+        last_exit = coalesce(?2, last_exit)
+    WHERE name = ?1";
+const DELETE: &str = "DELETE FROM supervised WHERE name = ?1";
+
+/// Runs one of the store's statements, each parsed once per connection and kept (rusqlite's
+/// statement cache, which holds 16; [`Store::open`] parses them all): a program's start and
+/// exit write without parsing SQL, which also keeps SQLite's parser out of a restart's code.
+fn execute(c: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
 }
 
 /// [`ProgramSpec`] as stored: the manifest types serialize for people (durations as
