@@ -9,8 +9,8 @@ together at the end, where a few windows of code hold it.
 - the agent: a start with its N programs installed, an idle time, K of them killed and
   restarted over another, a stop.
 
-    python3 bench/code_layout_probe.py --shoal SHOAL --hello HELLO --work DIR \\
-        --hello-out FILE --agent-out FILE
+    python3 bench/code_layout_probe.py --shoal SHOAL --work DIR \\
+        [--hello HELLO --hello-out FILE] [--agent-out FILE]
 
 Standard library only; reuses bench/supervise_probe.py for the agent's programs.
 """
@@ -159,17 +159,23 @@ def write_list(path, what, names):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shoal", required=True)
-    p.add_argument("--hello", required=True)
+    p.add_argument("--hello", help="the hello example's binary, for --hello-out")
     p.add_argument("--work", required=True)
-    p.add_argument("--hello-out", required=True)
-    p.add_argument("--agent-out", required=True)
+    p.add_argument("--hello-out", help="write hello's list here (none: hello is not run)")
+    p.add_argument("--agent-out", help="write the agent's list here (none: it is not run)")
     p.add_argument("--token", default="code-layout")
-    p.add_argument("--programs", type=int, default=50)
-    p.add_argument("--kills", type=int, default=25)
-    p.add_argument("--idle", type=float, default=12.0)
+    # As the bench runs the agent: 200 programs, each up longer than the backoff's reset
+    # (30 s) when it is killed, kills spread out.
+    p.add_argument("--programs", type=int, default=200)
+    p.add_argument("--kills", type=int, default=50)
+    p.add_argument("--idle", type=float, default=40.0)
     args = p.parse_args()
-    write_list(args.hello_out, "the hello example", profile_hello(args))
-    write_list(args.agent_out, "the agent", profile_agent(args))
+    if args.hello_out and not args.hello:
+        p.error("--hello-out needs --hello, the hello example's binary")
+    if args.hello_out:
+        write_list(args.hello_out, "the hello example", profile_hello(args))
+    if args.agent_out:
+        write_list(args.agent_out, "the agent", profile_agent(args))
 
 
 if __name__ == "__main__":

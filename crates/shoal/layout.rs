@@ -8,6 +8,11 @@
 //! first, in one output section, they map as about 1 MB. A function missing from the list
 //! (new code; another toolchain or dependency version renames most of them) stays where the
 //! linker puts it, and nothing else changes. Release builds for Linux only.
+//!
+//! Their jump tables (`.rodata.NAME`) go together the same way, before `.rodata`. The sections'
+//! bounds are the symbols `__shoal_text_layout_start` and `_end`, `__shoal_rodata_layout_start`
+//! and `_end`, and the package is compiled with `cfg(shoal_layout)` where they exist: the
+//! agent keeps both sections resident (`shoal_agent::resident`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -34,6 +39,7 @@ impl Targets {
 pub fn lay_out(list: &str, targets: Targets) {
     let kind = targets.cargo_name();
     println!("cargo::rerun-if-changed={list}");
+    println!("cargo::rustc-check-cfg=cfg(shoal_layout)");
     if env("PROFILE") != "release" || env("CARGO_CFG_TARGET_OS") != "linux" {
         return;
     }
@@ -44,6 +50,7 @@ pub fn lay_out(list: &str, targets: Targets) {
     std::fs::write(&script, linker_script(&names))
         .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
     println!("cargo::rustc-link-arg-{kind}=-Wl,-T,{}", script.display());
+    println!("cargo::rustc-cfg=shoal_layout");
     // Relative relocations packed (DT_RELR): the dynamic loader reads all of them at start,
     // and packed they take a few kB where they took hundreds. The binary then needs glibc
     // 2.36 or later to run, and binutils 2.38 or later if the linker is GNU ld.
@@ -51,22 +58,40 @@ pub fn lay_out(list: &str, targets: Targets) {
 }
 
 /// An output section before `.text` that takes each listed function's section, in the list's
-/// order. A function's section is `.text.NAME`, or `.text.unlikely.NAME` when it is cold;
-/// either may end in `.llvm.N`, a number that changes from build to build.
+/// order, and one before `.rodata` that takes their jump tables. A function's section is
+/// `.text.NAME`, or `.text.unlikely.NAME` when it is cold, and its jump tables are in
+/// `.rodata.NAME`; each may end in `.llvm.N`, a number that changes from build to build.
+/// Symbols mark where each section starts and ends.
 fn linker_script(names: &str) -> String {
-    let mut script = String::from("SECTIONS {\n  .text.layout : {\n");
-    for name in names
+    let names: Vec<&str> = names
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let _ = writeln!(
-            script,
-            "    *(.text.{name} .text.{name}.llvm.* .text.unlikely.{name} .text.unlikely.{name}.llvm.*)"
-        );
-    }
-    script.push_str("  }\n}\nINSERT BEFORE .text;\n");
+        .collect();
+    let mut script = String::from("SECTIONS {\n");
+    section(&mut script, "text", &["text", "text.unlikely"], &names);
+    script.push_str("}\nINSERT BEFORE .text;\nSECTIONS {\n");
+    section(&mut script, "rodata", &["rodata"], &names);
+    script.push_str("}\nINSERT BEFORE .rodata;\n");
     script
+}
+
+/// The output section `.KIND.layout`, bounded by `__shoal_KIND_layout_start` and `_end`, that
+/// takes the input sections `.PREFIX.NAME` of each name.
+fn section(script: &mut String, kind: &str, prefixes: &[&str], names: &[&str]) {
+    let _ = writeln!(
+        script,
+        "  .{kind}.layout : {{\n    __shoal_{kind}_layout_start = .;"
+    );
+    for name in names {
+        script.push_str("    *(");
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            let _ = write!(script, "{sep}.{prefix}.{name} .{prefix}.{name}.llvm.*");
+        }
+        script.push_str(")\n");
+    }
+    let _ = writeln!(script, "    __shoal_{kind}_layout_end = .;\n  }}");
 }
 
 fn env(key: &str) -> String {

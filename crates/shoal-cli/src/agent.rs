@@ -172,12 +172,17 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         // agent keeps resident only the code it runs. Beside waiting for the signal, which
         // must be watched from the start.
         let trim = async {
-            let trimmed = tokio::task::spawn_blocking(shoal_agent::resident::trim_code)
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|trimmed| trimmed);
+            let trimmed =
+                tokio::task::spawn_blocking(|| shoal_agent::resident::trim_code(&laid_out_code()))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|trimmed| trimmed);
             match trimmed {
-                Ok(trimmed) => tracing::debug!(mapped = trimmed.mapped, "code pages trimmed"),
+                Ok(trimmed) => tracing::debug!(
+                    mapped = trimmed.mapped,
+                    kept = trimmed.kept,
+                    "code pages trimmed"
+                ),
                 Err(e) => tracing::debug!(error = %e, "code pages not trimmed"),
             }
         };
@@ -186,6 +191,40 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         running.stopped().await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The code of the functions the agent runs and their jump tables, which a release build lays
+/// out together (`agent.layout`, `crates/shoal/layout.rs`); none where the build did not.
+fn laid_out_code() -> Vec<&'static [u8]> {
+    #[cfg(shoal_layout)]
+    #[allow(unsafe_code)]
+    {
+        unsafe extern "C" {
+            static __shoal_text_layout_start: u8;
+            static __shoal_text_layout_end: u8;
+            static __shoal_rodata_layout_start: u8;
+            static __shoal_rodata_layout_end: u8;
+        }
+        let between = |start: *const u8, end: *const u8| {
+            // SAFETY: the linker script puts each pair of symbols at the start and the end of
+            // one output section, mapped readable for as long as the process runs.
+            unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
+        };
+        vec![
+            between(
+                &raw const __shoal_text_layout_start,
+                &raw const __shoal_text_layout_end,
+            ),
+            between(
+                &raw const __shoal_rodata_layout_start,
+                &raw const __shoal_rodata_layout_end,
+            ),
+        ]
+    }
+    #[cfg(not(shoal_layout))]
+    {
+        Vec::new()
+    }
 }
 
 /// Raises this process's soft limit on open files to its hard limit: the agent holds about
