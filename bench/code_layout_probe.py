@@ -28,7 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import supervise_probe as sp  # noqa: E402
 
 TIMEOUT_S = 120
+TRIMMED_S = 5
 FIRST_CALLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first_calls.py")
+# In a list, the end of the functions that run once start-up is over, which the agent keeps
+# mapped (crates/shoal/layout.rs).
+MAPPED_END = "@mapped-end"
 
 
 class Traced:
@@ -49,15 +53,30 @@ class Traced:
     def returncode(self):
         return self.tracer.returncode
 
+    def mark(self):
+        """From here on the tracer also records what runs after this point."""
+        self.tracer.send_signal(signal.SIGUSR1)
+        self.marked = True
+
     def stop(self):
         """SIGTERM to the program; returns the names of the functions it ran in the order they
         first ran (each name of a body the compiler merged, without the .llvm.N suffixes that
-        change per build)."""
+        change per build). After a mark, those that ran after it come first, then the line
+        MAPPED_END, then the others."""
         os.kill(self.pid, signal.SIGTERM)
         if self.tracer.wait(timeout=TIMEOUT_S) != 0:
             raise RuntimeError(f"{FIRST_CALLS} failed; see its log")
-        names = (re.sub(r"\.llvm\.\d+$", "", n) for n in read(self.out).split())
-        return list(dict.fromkeys(names))
+        ran = names_in(self.out)
+        if not getattr(self, "marked", False):
+            return ran
+        after = names_in(self.out + ".after")
+        kept = set(after)
+        return after + [MAPPED_END] + [n for n in ran if n not in kept]
+
+
+def names_in(path):
+    names = (re.sub(r"\.llvm\.\d+$", "", n) for n in read(path).split())
+    return list(dict.fromkeys(names))
 
 
 def wait_for(what, ready, proc):
@@ -138,6 +157,10 @@ def profile_agent(args):
     side = sp.Side("agent", [], sp.AGENT_BASE, args.programs, env, None)
     side.proc, side.watch = agent, sp.Watch(agent.pid, side.wanted)
     side.wait_all(time.perf_counter_ns(), 0.01)
+    # Start-up is over and the agent has trimmed its code: what runs from here on (idle
+    # timers, restarts) is what it keeps mapped.
+    time.sleep(TRIMMED_S)
+    agent.mark()
     # Idle, as the bench's agent is between its starts and its kills: its timers run.
     time.sleep(args.idle)
     for i in range(args.kills):
@@ -151,9 +174,13 @@ def write_list(path, what, names):
     with open(path, "w") as f:
         f.write(f"# The functions {what} runs, written by bench/code-layout.sh; a build script\n"
                 "# lays them out first in the binary's code.\n")
+        if MAPPED_END in names:
+            f.write(f"# Those before {MAPPED_END} run once start-up is over; the agent keeps them "
+                    "mapped.\n")
         for name in names:
             f.write(name + "\n")
-    print(f"{path}: {len(names)} functions", file=sys.stderr)
+    count = sum(1 for n in names if n != MAPPED_END)
+    print(f"{path}: {count} functions", file=sys.stderr)
 
 
 def main():
@@ -164,11 +191,11 @@ def main():
     p.add_argument("--hello-out", help="write hello's list here (none: hello is not run)")
     p.add_argument("--agent-out", help="write the agent's list here (none: it is not run)")
     p.add_argument("--token", default="code-layout")
-    # As the bench runs the agent: 200 programs, each up longer than the backoff's reset
-    # (30 s) when it is killed, kills spread out.
-    p.add_argument("--programs", type=int, default=200)
-    p.add_argument("--kills", type=int, default=50)
-    p.add_argument("--idle", type=float, default=40.0)
+    # As the bench runs the agent, with fewer programs (installing them takes most of the
+    # time): each up longer than the backoff's reset (30 s) when it is killed, kills spread out.
+    p.add_argument("--programs", type=int, default=50)
+    p.add_argument("--kills", type=int, default=25)
+    p.add_argument("--idle", type=float, default=36.0)
     args = p.parse_args()
     if args.hello_out and not args.hello:
         p.error("--hello-out needs --hello, the hello example's binary")

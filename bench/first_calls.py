@@ -9,8 +9,11 @@ defines (from `nm`), and at each one's first hit records the function, puts the 
 and lets the thread go on: each function costs one stop, whatever it is called after. Every
 thread is followed; processes the program starts (`posix_spawn`, `fork`) are not. Once the
 program runs, writes its pid to OUT.pid (signal it, not this process); when it exits, writes
-the names of the functions that ran to OUT, one per line, in the order they first ran. Linux
-x86-64 only; standard library only.
+the names of the functions that ran to OUT, one per line, in the order they first ran.
+
+SIGUSR1 to this process marks a point of the run: the breakpoints go back on every function
+that ran, and OUT.after gets the names of the functions that ran after the (last) mark, in
+the order they first ran after it. Linux x86-64 only; standard library only.
 """
 
 import ctypes
@@ -85,27 +88,56 @@ def main():
         with open(out + ".pid.new", "w") as f:
             f.write(f"{pid}\n")
         os.rename(out + ".pid.new", out + ".pid")  # whole when it appears
-        ran = trace(pid, mem, original)
-    with open(out, "w") as f:
-        for addr in ran:
-            for name in names[addr - base]:
-                f.write(name + "\n")
+        ran, after = trace(pid, mem, original)
+    for path, addrs in ((out, ran), (out + ".after", after)):
+        if path == out or after is not None:
+            with open(path, "w") as f:
+                for addr in addrs:
+                    for name in names[addr - base]:
+                        f.write(name + "\n")
+
+
+class Mark(Exception):
+    """SIGUSR1 came: the run passed the point whose later calls are to be told apart."""
+
+
+marks = {"pending": False, "waiting": False}
+
+
+def on_mark(signum, frame):
+    # Raised only into the wait for a stop, where no stop is lost; otherwise taken up before
+    # the next wait.
+    marks["pending"] = True
+    if marks["waiting"]:
+        raise Mark
 
 
 def trace(pid, mem, original):
     """Follows every thread until the main one exits; returns the breakpoints hit, in the
-    order of their first hits."""
+    order of their first hits, and those hit after the last mark (None: no mark)."""
     regs = (ctypes.c_ulonglong * 27)()
-    hit = {}
+    hit, after = {}, None
+    signal.signal(signal.SIGUSR1, on_mark)
     ptrace(PTRACE_CONT, pid)
     while True:
+        if marks["pending"]:
+            # One byte written at a time: a thread runs either the old byte or the int3.
+            marks["pending"], after = False, {}
+            for addr in hit:
+                mem.seek(addr)
+                mem.write(b"\xcc")
         try:
+            marks["waiting"] = True
             tid, status = os.waitpid(-1, WALL)
         except ChildProcessError:
-            return hit
+            return hit, after
+        except Mark:
+            continue
+        finally:
+            marks["waiting"] = False
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             if tid == pid:
-                return hit
+                return hit, after
             continue
         sig = os.WSTOPSIG(status)
         deliver = 0
@@ -115,10 +147,11 @@ def trace(pid, mem, original):
             ptrace(PTRACE_GETREGS, tid, None, ctypes.addressof(regs))
             addr = regs[RIP] - 1
             if addr in original:
-                if addr not in hit:
-                    hit[addr] = None
-                    mem.seek(addr)
-                    mem.write(original[addr])
+                mem.seek(addr)
+                mem.write(original[addr])
+                hit[addr] = None
+                if after is not None:
+                    after[addr] = None
                 regs[RIP] = addr
                 ptrace(PTRACE_SETREGS, tid, None, ctypes.addressof(regs))
             else:

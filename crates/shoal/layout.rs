@@ -11,8 +11,10 @@
 //!
 //! Their jump tables (`.rodata.NAME`) go together the same way, before `.rodata`. The sections'
 //! bounds are the symbols `__shoal_text_layout_start` and `_end`, `__shoal_rodata_layout_start`
-//! and `_end`, and the package is compiled with `cfg(shoal_layout)` where they exist: the
-//! agent keeps both sections resident (`shoal_agent::resident`).
+//! and `_end`, and the package is compiled with `cfg(shoal_layout)` where they exist. A list
+//! may put first the functions that run once start-up is over, then a line `@mapped-end`; the
+//! symbols `__shoal_text_layout_mapped_end` and `__shoal_rodata_layout_mapped_end` mark it, and
+//! the agent keeps what comes before them mapped (`shoal_agent::resident`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -77,13 +79,19 @@ fn linker_script(names: &str) -> String {
 }
 
 /// The output section `.KIND.layout`, bounded by `__shoal_KIND_layout_start` and `_end`, that
-/// takes the input sections `.PREFIX.NAME` of each name.
+/// takes the input sections `.PREFIX.NAME` of each name; `__shoal_KIND_layout_mapped_end` is
+/// where the list's [`MAPPED_END`] line is (the end where there is none).
 fn section(script: &mut String, kind: &str, prefixes: &[&str], names: &[&str]) {
     let _ = writeln!(
         script,
         "  .{kind}.layout : {{\n    __shoal_{kind}_layout_start = .;"
     );
+    let mapped_end = format!("    __shoal_{kind}_layout_mapped_end = .;\n");
     for name in names {
+        if *name == MAPPED_END {
+            script.push_str(&mapped_end);
+            continue;
+        }
         script.push_str("    *(");
         for (i, prefix) in prefixes.iter().enumerate() {
             let sep = if i == 0 { "" } else { " " };
@@ -91,8 +99,15 @@ fn section(script: &mut String, kind: &str, prefixes: &[&str], names: &[&str]) {
         }
         script.push_str(")\n");
     }
+    if !names.contains(&MAPPED_END) {
+        script.push_str(&mapped_end);
+    }
     let _ = writeln!(script, "    __shoal_{kind}_layout_end = .;\n  }}");
 }
+
+/// The line of a list after the functions that run once the program's start-up is over:
+/// those before it are what the agent keeps mapped.
+const MAPPED_END: &str = "@mapped-end";
 
 fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_default()

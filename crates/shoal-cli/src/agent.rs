@@ -193,31 +193,32 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The code of the functions the agent runs and their jump tables, which a release build lays
-/// out together (`agent.layout`, `crates/shoal/layout.rs`); none where the build did not.
+/// The code and jump tables of the functions the agent runs once its start-up is over, which
+/// a release build lays out together (`agent.layout` up to `@mapped-end`,
+/// `crates/shoal/layout.rs`); none where the build did not.
 fn laid_out_code() -> Vec<&'static [u8]> {
     #[cfg(shoal_layout)]
     #[allow(unsafe_code)]
     {
         unsafe extern "C" {
             static __shoal_text_layout_start: u8;
-            static __shoal_text_layout_end: u8;
+            static __shoal_text_layout_mapped_end: u8;
             static __shoal_rodata_layout_start: u8;
-            static __shoal_rodata_layout_end: u8;
+            static __shoal_rodata_layout_mapped_end: u8;
         }
         let between = |start: *const u8, end: *const u8| {
-            // SAFETY: the linker script puts each pair of symbols at the start and the end of
-            // one output section, mapped readable for as long as the process runs.
+            // SAFETY: the linker script puts each pair of symbols in one output section, the
+            // first at its start, and that section is mapped readable while the process runs.
             unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
         };
         vec![
             between(
                 &raw const __shoal_text_layout_start,
-                &raw const __shoal_text_layout_end,
+                &raw const __shoal_text_layout_mapped_end,
             ),
             between(
                 &raw const __shoal_rodata_layout_start,
-                &raw const __shoal_rodata_layout_end,
+                &raw const __shoal_rodata_layout_mapped_end,
             ),
         ]
     }
