@@ -7,7 +7,8 @@ together at the end, where a few windows of code hold it.
 - hello: a start, calls, a reload, a refused reload, status and a close (called with
   `shoal call`);
 - the agent: a start with its N programs installed, an idle time, K of them killed and
-  restarted over another, a stop.
+  restarted over another, a stop. What runs once the start is over (marked in the tracer)
+  comes first in its list, up to a line @mapped-end: the agent keeps that part mapped.
 
     python3 bench/code_layout_probe.py --shoal SHOAL --work DIR \\
         [--hello HELLO --hello-out FILE] [--agent-out FILE]
@@ -40,6 +41,7 @@ class Traced:
 
     def __init__(self, out, argv, log, env=None):
         self.out = out
+        self.marked = False
         self.tracer = subprocess.Popen([sys.executable, FIRST_CALLS, out, "--"] + argv,
                                        stdout=log, stderr=log, env=env,
                                        start_new_session=True)
@@ -67,7 +69,7 @@ class Traced:
         if self.tracer.wait(timeout=TIMEOUT_S) != 0:
             raise RuntimeError(f"{FIRST_CALLS} failed; see its log")
         ran = names_in(self.out)
-        if not getattr(self, "marked", False):
+        if not self.marked:
             return ran
         after = names_in(self.out + ".after")
         kept = set(after)
