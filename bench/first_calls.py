@@ -97,44 +97,40 @@ def main():
                         f.write(name + "\n")
 
 
-class Mark(Exception):
-    """SIGUSR1 came: the run passed the point whose later calls are to be told apart."""
-
-
-marks = {"pending": False, "waiting": False}
-
-
-def on_mark(signum, frame):
-    # Raised only into the wait for a stop, where no stop is lost; otherwise taken up before
-    # the next wait.
-    marks["pending"] = True
-    if marks["waiting"]:
-        raise Mark
-
-
 def trace(pid, mem, original):
     """Follows every thread until the main one exits; returns the breakpoints hit, in the
     order of their first hits, and those hit after the last mark (None: no mark)."""
     regs = (ctypes.c_ulonglong * 27)()
     hit, after = {}, None
+    fd = mem.fileno()  # written with pwrite: a write never depends on a shared position
+    state = {"waiting": False, "pending": False}
+
+    def rearm():
+        nonlocal after
+        state["pending"], after = False, {}
+        # One byte written at a time: a thread runs either the old byte or the int3.
+        for addr in list(hit):
+            os.pwrite(fd, b"\xcc", addr)
+
+    def on_mark(signum, frame):
+        # While the loop waits for a stop it touches neither the breakpoints nor the lists,
+        # so the handler re-arms then; otherwise the loop does before its next wait.
+        state["pending"] = True
+        if state["waiting"]:
+            rearm()
+
     signal.signal(signal.SIGUSR1, on_mark)
     ptrace(PTRACE_CONT, pid)
     while True:
-        if marks["pending"]:
-            # One byte written at a time: a thread runs either the old byte or the int3.
-            marks["pending"], after = False, {}
-            for addr in hit:
-                mem.seek(addr)
-                mem.write(b"\xcc")
+        state["waiting"] = True
+        if state["pending"]:
+            rearm()
         try:
-            marks["waiting"] = True
             tid, status = os.waitpid(-1, WALL)
         except ChildProcessError:
             return hit, after
-        except Mark:
-            continue
         finally:
-            marks["waiting"] = False
+            state["waiting"] = False
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             if tid == pid:
                 return hit, after
@@ -147,8 +143,7 @@ def trace(pid, mem, original):
             ptrace(PTRACE_GETREGS, tid, None, ctypes.addressof(regs))
             addr = regs[RIP] - 1
             if addr in original:
-                mem.seek(addr)
-                mem.write(original[addr])
+                os.pwrite(fd, original[addr], addr)
                 hit[addr] = None
                 if after is not None:
                     after[addr] = None
