@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
-use shoal::rpc::{Addr, Client, Listener};
+use shoal::rpc::{Addr, CallOptions, Client, Listener, Pipeline};
 use shoal::{Server, Value};
 use tokio::time::Instant;
 
@@ -104,6 +104,12 @@ pub struct RunArgs {
     /// then one `echo` call as a barrier, so the count is of notifications the server read.
     #[arg(long)]
     notify: bool,
+    /// Send each connection's in-flight calls together as one pipeline and wait for all
+    /// their answers before the next (as `redis-benchmark -P` does), instead of keeping each
+    /// call in flight on its own. With `--notify`, each pipeline holds the in-flight slots'
+    /// batches and barrier calls.
+    #[arg(long)]
+    pipeline: bool,
     /// Bytes in the echoed string.
     #[arg(long, default_value_t = 4)]
     payload: usize,
@@ -125,6 +131,7 @@ impl RunArgs {
             duration: 1.0,
             warmup: 0.2,
             notify: false,
+            pipeline: false,
             payload: 4,
             threads: None,
             json: false,
@@ -237,6 +244,7 @@ async fn serve_until(
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     mode: &'static str,
+    pipeline: bool,
     connections: usize,
     in_flight: usize,
     duration_s: f64,
@@ -255,9 +263,10 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} x {} in flight, {:.1}s, {}: {:.0} requests/s ({} calls, {} errors)",
+            "{} x {} in flight{}, {:.1}s, {}: {:.0} requests/s ({} calls, {} errors)",
             self.connections,
             self.in_flight,
+            if self.pipeline { " (pipelined)" } else { "" },
             self.duration_s,
             self.mode,
             self.rps,
@@ -297,7 +306,7 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
             .connect()
             .await
             .with_context(|| format!("connect to {addr}"))?;
-        clients.push(EchoClient::new(client));
+        clients.push(client);
     }
     let now = Instant::now();
     let start = now + Duration::from_secs_f64(args.warmup);
@@ -311,15 +320,23 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
     });
     let payload = Value::from("x".repeat(args.payload));
     let mut tasks = Vec::new();
+    let depth = args.in_flight.max(1);
     for client in &clients {
-        let (client, shared, payload) = (client.clone(), shared.clone(), payload.clone());
-        tasks.push(tokio::spawn(connection_load(
-            client,
-            args.in_flight.max(1),
-            shared,
-            payload,
-            args.notify,
-        )));
+        let (client, shared) = (client.clone(), shared.clone());
+        let task = if args.pipeline {
+            let pipeline = echo_pipeline(depth, &payload, args.notify)?;
+            tokio::spawn(pipelined_load(client, pipeline, shared, args.notify))
+        } else {
+            let load = connection_load(
+                EchoClient::new(client),
+                depth,
+                shared,
+                payload.clone(),
+                args.notify,
+            );
+            tokio::spawn(load)
+        };
+        tasks.push(task);
     }
     let mut total = histogram();
     for t in tasks {
@@ -330,6 +347,7 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
     let us = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
     Ok(Report {
         mode: if args.notify { "notify" } else { "call" },
+        pipeline: args.pipeline,
         connections: clients.len(),
         in_flight: args.in_flight.max(1),
         duration_s: args.duration,
@@ -371,6 +389,60 @@ async fn connection_load(
     hist.into_inner().unwrap()
 }
 
+/// The pipeline a connection sends over and over: `depth` echo calls, or with `notify`,
+/// `depth` batches of notifications, each followed by its barrier call.
+fn echo_pipeline(depth: usize, payload: &Value, notify: bool) -> anyhow::Result<Pipeline> {
+    let mut p = Pipeline::new();
+    for _ in 0..depth {
+        if notify {
+            for _ in 0..NOTIFY_BATCH {
+                p.notify("sink", &(payload,))?;
+            }
+            p.call("echo", &(Value::Nil,))?;
+        } else {
+            p.call("echo", &(payload,))?;
+        }
+    }
+    Ok(p)
+}
+
+/// The load on one connection with `--pipeline`: one pipeline after another until the end.
+/// Each call of a pipeline inside the window counts with the pipeline's time, as
+/// `redis-benchmark -P` counts its requests.
+async fn pipelined_load(
+    client: Client,
+    pipeline: Pipeline,
+    shared: Arc<Shared>,
+    notify: bool,
+) -> Histogram<u64> {
+    let hist = Mutex::new(histogram());
+    let opts = CallOptions::default();
+    loop {
+        let t0 = Instant::now();
+        let answers = client.call_pipeline(&opts, &pipeline).await;
+        let done = Instant::now();
+        if t0 >= shared.start && done <= shared.end {
+            let took = done - t0;
+            match answers {
+                Ok(answers) => {
+                    let mut answered = 0;
+                    for answer in answers {
+                        match answer {
+                            Ok(_) => answered += 1,
+                            Err(e) => record(&shared, &hist, notify, took, 1, Err(e)),
+                        }
+                    }
+                    record(&shared, &hist, notify, took, answered, Ok(()));
+                }
+                Err(e) => record(&shared, &hist, notify, took, 1, Err(e)),
+            }
+        }
+        if done >= shared.end {
+            return hist.into_inner().unwrap();
+        }
+    }
+}
+
 /// Calls one after another until the end, recording each call that fell inside the window.
 async fn lane(
     client: &EchoClient,
@@ -382,7 +454,7 @@ async fn lane(
     loop {
         let (t0, done, result) = one_call(client, payload, notify).await;
         if t0 >= shared.start && done <= shared.end {
-            record(shared, hist, notify, done - t0, result);
+            record(shared, hist, notify, done - t0, 1, result);
         }
         if done >= shared.end {
             return;
@@ -390,20 +462,25 @@ async fn lane(
     }
 }
 
-/// Counts one call that fell inside the window: its latency, or its error.
+/// Counts `calls` calls that fell inside the window and took `took` each, or one error.
 fn record(
     shared: &Shared,
     hist: &Mutex<Histogram<u64>>,
     notify: bool,
     took: Duration,
+    calls: u64,
     result: Result<(), shoal::Error>,
 ) {
     match result {
+        Ok(()) if calls == 0 => {}
         Ok(()) => {
             let n = if notify { NOTIFY_BATCH } else { 1 };
-            shared.calls.fetch_add(n, Ordering::Relaxed);
+            shared.calls.fetch_add(n * calls, Ordering::Relaxed);
             let ns = took.as_nanos() as u64;
-            let _ = hist.lock().unwrap().record(ns.clamp(1_000, 60_000_000_000));
+            let _ = hist
+                .lock()
+                .unwrap()
+                .record_n(ns.clamp(1_000, 60_000_000_000), calls);
         }
         Err(e) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);

@@ -145,13 +145,23 @@ impl Decoder {
     /// The next complete message at the front of `buf`, removing its bytes; `Ok(None)` when
     /// more bytes are needed. After an error the stream cannot be resynchronised.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        // A new message in a buffer within both limits is read straight away: however its
+        // bytes nest (bounded by the reader) it has fewer values and bytes than the buffer.
+        // Short of a whole, well-formed message it falls back to the scan, which then keeps
+        // its place, so a message cut across reads is tried this way once at most.
+        if self.pos == 0 && buf.len() <= self.max_size.min(self.max_values) {
+            if let Ok((msg, len)) = parse_message(buf) {
+                buf.advance(len);
+                return Ok(Some(msg));
+            }
+        }
         match self.frame_len(buf)? {
             Some(len) => {
                 // Parse in place, then drop the bytes: splitting the frame off would cost a
                 // shared allocation and reference counting per message.
                 let msg = parse_message(&buf[..len]);
                 buf.advance(len);
-                msg.map(Some)
+                msg.map(|(msg, _)| Some(msg))
             }
             None => Ok(None),
         }
@@ -301,31 +311,41 @@ fn scan_item(b: &[u8]) -> Result<Option<Item>, DecodeError> {
     }
 }
 
-/// Reads a complete frame as a message without building the outer array: the envelope's
-/// fields are read in place and only the payload becomes [`Value`]s.
-fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
+/// Reads the message at the front of `frame` without building the outer array: the
+/// envelope's fields are read in place and only the payload becomes [`Value`]s. Returns it
+/// with the bytes it took.
+fn parse_message(frame: &[u8]) -> Result<(Message, usize), DecodeError> {
     let mut rd = frame;
+    let msg = parse_envelope(&mut rd)?;
+    Ok((msg, frame.len() - rd.len()))
+}
+
+fn parse_envelope(rd: &mut &[u8]) -> Result<Message, DecodeError> {
     let len = match rd.first() {
         Some(&m @ 0x90..=0x9f) => {
-            rd = &rd[1..];
+            *rd = &rd[1..];
             (m & 0x0f) as usize
         }
         // Long array headers for a 3-5 element message are legal, just unusual.
-        _ => return Message::from_value(read_value(&mut rd)?),
+        _ => return Message::from_value(read_value_in(rd, DEFAULT_MAX_DEPTH)?),
     };
-    let kind = read_value(&mut rd)?;
-    match (kind.as_u64(), len) {
+    // The type is a positive fixint in every message a peer sends.
+    let kind = match rd.split_first() {
+        Some((&kind @ 0x00..=0x7f, rest)) => {
+            *rd = rest;
+            Some(kind as u64)
+        }
+        _ => read_value(rd)?.as_u64(),
+    };
+    match (kind, len) {
         (Some(TYPE_REQUEST), 4 | 5) => {
-            let id = msgid(read_value(&mut rd)?)?;
-            let method = read_method(&mut rd)?;
-            let params = match params(read_value(&mut rd)?) {
+            let id = msgid(read_value(rd)?)?;
+            let method = read_method(rd)?;
+            let params = params(read_value(rd)?);
+            let ext = if len == 5 { Some(read_ext(rd)?) } else { None };
+            let params = match params {
                 Ok(params) => params,
                 Err(why) => return Ok(Message::Invalid { id, why }),
-            };
-            let ext = if len == 5 {
-                Some(read_ext(&mut rd)?)
-            } else {
-                None
             };
             Ok(Message::Request {
                 id,
@@ -335,14 +355,14 @@ fn parse_message(frame: &[u8]) -> Result<Message, DecodeError> {
             })
         }
         (Some(TYPE_RESPONSE), 4) => {
-            let id = msgid(read_value(&mut rd)?)?;
-            let error = read_value(&mut rd)?;
-            let result = read_value(&mut rd)?;
+            let id = msgid(read_value(rd)?)?;
+            let error = read_value(rd)?;
+            let result = read_value(rd)?;
             Ok(Message::Response { id, error, result })
         }
         (Some(TYPE_NOTIFICATION), 3) => {
-            let method = read_method(&mut rd)?;
-            let params = params(read_value(&mut rd)?).map_err(DecodeError::Malformed)?;
+            let method = read_method(rd)?;
+            let params = params(read_value(rd)?).map_err(DecodeError::Malformed)?;
             Ok(Message::Notification { method, params })
         }
         (kind, n) => Err(DecodeError::Malformed(format!(
@@ -357,7 +377,10 @@ fn read_method(rd: &mut &[u8]) -> Result<String, DecodeError> {
         Some(bytes) => bytes,
         None => return method(read_value(rd)?),
     };
-    Ok(String::from_utf8_lossy(bytes).into_owned())
+    Ok(match std::str::from_utf8(bytes) {
+        Ok(name) => name.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    })
 }
 
 /// The bytes of a `str` or `bin` at the front of `rd`, or `None` (consuming nothing) when
@@ -414,9 +437,18 @@ fn read_ext(rd: &mut &[u8]) -> Result<RequestExt, DecodeError> {
     Ok(ext)
 }
 
-/// Decodes one value from a frame the scanner has checked: every length lies inside the frame
-/// and nesting is bounded, so containers can be sized up front without trusting the peer.
+/// Decodes one value inside a message's envelope (see [`read_value_in`]).
 fn read_value(rd: &mut &[u8]) -> Result<Value, DecodeError> {
+    read_value_in(rd, DEFAULT_MAX_DEPTH - 1)
+}
+
+/// Decodes one value with at most `depth` levels of arrays and maps. Every length is checked
+/// against the bytes left, so containers are sized up front without trusting the peer, and
+/// the values it builds are at most the bytes it reads.
+fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
+    let too_deep = || DecodeError::TooDeep {
+        max: DEFAULT_MAX_DEPTH,
+    };
     let truncated = || DecodeError::Malformed("value runs past the end of its message".into());
     let take = |rd: &mut &[u8], n: usize| -> Result<Vec<u8>, DecodeError> {
         let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated)?;
@@ -469,9 +501,10 @@ fn read_value(rd: &mut &[u8]) -> Result<Value, DecodeError> {
                 0xdd => be(rd, 4)?,
                 _ => (m & 0x0f) as u64,
             } as usize;
+            let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
             let mut items = Vec::with_capacity(len.min(rd.len()));
             for _ in 0..len {
-                items.push(read_value(rd)?);
+                items.push(read_value_in(rd, depth)?);
             }
             Value::Array(items)
         }
@@ -481,10 +514,11 @@ fn read_value(rd: &mut &[u8]) -> Result<Value, DecodeError> {
                 0xdf => be(rd, 4)?,
                 _ => (m & 0x0f) as u64,
             } as usize;
+            let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
             let mut entries = Vec::with_capacity(len.min(rd.len() / 2));
             for _ in 0..len {
-                let k = read_value(rd)?;
-                entries.push((k, read_value(rd)?));
+                let k = read_value_in(rd, depth)?;
+                entries.push((k, read_value_in(rd, depth)?));
             }
             Value::Map(entries)
         }
@@ -654,12 +688,50 @@ pub fn encode_request<P: Serialize + ?Sized>(
     params: &P,
     ext: Option<RequestExt>,
 ) -> Result<(), rmp_serde::encode::Error> {
+    request_head(buf, id, ext.is_some());
     let mut w = buf.writer();
-    let _ = rmp::encode::write_array_len(&mut w, if ext.is_some() { 5 } else { 4 });
-    let _ = rmp::encode::write_uint(&mut w, TYPE_REQUEST);
-    let _ = rmp::encode::write_uint(&mut w, id as u64);
     let _ = rmp::encode::write_str(&mut w, method);
     write_params(w.get_mut(), params)?;
+    request_tail(buf, ext);
+    Ok(())
+}
+
+/// Appends `method` and `params` as they follow a msgid in a request or the type in a
+/// notification: the body a [`crate::Pipeline`] keeps for each message it will send.
+pub fn encode_body<P: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    method: &str,
+    params: &P,
+) -> Result<(), rmp_serde::encode::Error> {
+    let _ = rmp::encode::write_str(&mut buf.writer(), method);
+    write_params(buf, params)
+}
+
+/// Appends a request like [`encode_request`] whose method and params are already `body`
+/// (see [`encode_body`]).
+pub fn encode_request_body(buf: &mut BytesMut, id: u32, body: &[u8], ext: Option<RequestExt>) {
+    request_head(buf, id, ext.is_some());
+    buf.put_slice(body);
+    request_tail(buf, ext);
+}
+
+/// Appends a notification like [`encode_notification`] whose method and params are already
+/// `body` (see [`encode_body`]).
+pub fn encode_notification_body(buf: &mut BytesMut, body: &[u8]) {
+    let mut w = buf.writer();
+    let _ = rmp::encode::write_array_len(&mut w, 3);
+    let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
+    buf.put_slice(body);
+}
+
+fn request_head(buf: &mut BytesMut, id: u32, extended: bool) {
+    let mut w = buf.writer();
+    let _ = rmp::encode::write_array_len(&mut w, if extended { 5 } else { 4 });
+    let _ = rmp::encode::write_uint(&mut w, TYPE_REQUEST);
+    let _ = rmp::encode::write_uint(&mut w, id as u64);
+}
+
+fn request_tail(buf: &mut BytesMut, ext: Option<RequestExt>) {
     let mut w = buf.writer();
     if let Some(ext) = ext {
         match ext.deadline_ms {
@@ -673,7 +745,6 @@ pub fn encode_request<P: Serialize + ?Sized>(
             }
         }
     }
-    Ok(())
 }
 
 /// Appends `[2, method, params]`, `()` as `[]` like [`encode_request`].
@@ -985,6 +1056,58 @@ pub(crate) mod tests {
                 max: DEFAULT_MAX_DEPTH
             }
         );
+    }
+
+    /// A message read straight from the buffer and one found by the scan (the buffer is
+    /// over the values limit, so the direct read is not tried) meet the same depth limit.
+    #[test]
+    fn the_direct_read_and_the_scan_bound_nesting_alike() {
+        // [0, 1, "m", [[...[]...]]] with the envelope at depth 1: `levels` in all.
+        let request = |levels: usize| {
+            let mut frame = vec![0x94, 0x00, 0x01, 0xa1, b'm'];
+            frame.resize(frame.len() + levels - 2, 0x91);
+            frame.push(0x90);
+            frame
+        };
+        for (levels, fits) in [(DEFAULT_MAX_DEPTH, true), (DEFAULT_MAX_DEPTH + 1, false)] {
+            let frame = request(levels);
+            for max_values in [DEFAULT_MAX_VALUES, frame.len() - 1] {
+                let mut buf = BytesMut::from(&frame[..]);
+                let got = Decoder::default()
+                    .with_max_values(max_values)
+                    .decode(&mut buf);
+                match got {
+                    Ok(Some(Message::Request { .. })) if fits => assert!(buf.is_empty()),
+                    Err(DecodeError::TooDeep { max }) if !fits => {
+                        assert_eq!(max, DEFAULT_MAX_DEPTH)
+                    }
+                    other => panic!("{levels} levels, max_values {max_values}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// A request refused for its params takes its whole frame, the extension included: the
+    /// message behind it is read from its own first byte.
+    #[test]
+    fn a_refused_request_with_an_extension_leaves_the_next_message_whole() {
+        let ext = Value::Map(vec![("deadline_ms".into(), 5.into())]);
+        let bad = arr(vec![0.into(), 3.into(), "m".into(), "x".into(), ext]);
+        let next = arr(vec![2.into(), "n".into(), arr(vec![])]);
+        let mut buf = BytesMut::from(&frames(&[bad, next])[..]);
+        let mut decoder = Decoder::default();
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Ok(Some(Message::Invalid { .. }))
+        ));
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(Message::Notification {
+                method: "n".into(),
+                params: vec![]
+            })
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -69,11 +69,75 @@ use crate::calls::{Answer, Calls, Outcome};
 use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
 use crate::error::{codes, Error, RemoteError, RpcError};
 use crate::extensions::Extensions;
-use crate::service::{builtin, BoxReply, Context, Reply, Request};
+use crate::pipeline::{Pipeline, TooLarge};
+use crate::service::{builtin, BoxReply, Context, Reply, Request, Router};
 use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
-/// What serves the calls a connection receives.
-pub type Handler = BoxCloneSyncService<Request, Reply, RpcError>;
+/// What serves the calls a connection receives: a [`Router`] called directly, or any tower
+/// service (a router wrapped in layers, a service of its own) behind a box.
+///
+/// A router's handlers already return a boxed future: called directly, it is not boxed a
+/// second time, which a [`BoxCloneSyncService`] around it would do on every call.
+#[derive(Clone)]
+pub struct Handler(Serve);
+
+#[derive(Clone)]
+enum Serve {
+    Router(Router),
+    Boxed(BoxCloneSyncService<Request, Reply, RpcError>),
+}
+
+impl Handler {
+    /// Any tower service of requests, boxed.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<Request, Response = Reply, Error = RpcError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Handler(Serve::Boxed(BoxCloneSyncService::new(service)))
+    }
+}
+
+impl From<Router> for Handler {
+    fn from(router: Router) -> Self {
+        Handler(Serve::Router(router))
+    }
+}
+
+impl From<BoxCloneSyncService<Request, Reply, RpcError>> for Handler {
+    fn from(service: BoxCloneSyncService<Request, Reply, RpcError>) -> Self {
+        Handler(Serve::Boxed(service))
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Serve::Router(_) => "Handler(Router)",
+            Serve::Boxed(_) => "Handler(..)",
+        })
+    }
+}
+
+impl Service<Request> for Handler {
+    type Response = Reply;
+    type Error = RpcError;
+    type Future = BoxReply;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), RpcError>> {
+        match &mut self.0 {
+            Serve::Router(_) => Poll::Ready(Ok(())),
+            Serve::Boxed(service) => service.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request) -> BoxReply {
+        match &mut self.0 {
+            Serve::Router(router) => router.dispatch(req),
+            Serve::Boxed(service) => service.call(req),
+        }
+    }
+}
 
 /// Default number of calls (and queued notifications) one connection may have in progress.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
@@ -172,6 +236,23 @@ impl PeerInner {
     fn begin(&self, id: u32, deadline: Instant) -> usize {
         let mut calls = self.calls.lock().unwrap();
         let sooner = calls.insert(id, deadline);
+        let outstanding = calls.outstanding();
+        self.outstanding.store(outstanding, Ordering::Relaxed);
+        drop(calls);
+        if sooner {
+            self.sweep.notify_one();
+        }
+        outstanding
+    }
+
+    /// Records `count` calls numbered from `first` on (see [`Pipeline`]), all due at
+    /// `deadline`, under one lock; returns the calls now outstanding.
+    fn begin_many(&self, first: u32, count: usize, deadline: Instant) -> usize {
+        let mut calls = self.calls.lock().unwrap();
+        let mut sooner = false;
+        for id in pipeline_ids(first, count) {
+            sooner |= calls.insert(id, deadline);
+        }
         let outstanding = calls.outstanding();
         self.outstanding.store(outstanding, Ordering::Relaxed);
         drop(calls);
@@ -306,6 +387,24 @@ enum PushError {
     Encode(String),
 }
 
+impl From<rmp_serde::encode::Error> for PushError {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        PushError::Encode(e.to_string())
+    }
+}
+
+impl From<std::convert::Infallible> for PushError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
+impl From<TooLarge> for PushError {
+    fn from(TooLarge(size): TooLarge) -> Self {
+        PushError::TooLarge(size)
+    }
+}
+
 impl Outbox {
     fn new(sink: Sink) -> Self {
         Self {
@@ -320,7 +419,7 @@ impl Outbox {
 
     /// Appends one frame written by `encode`, unless the connection is closing or the frame
     /// is over `max` bytes, and writes it at once if `leave` says so and it is first in line.
-    fn push<E: std::fmt::Display>(
+    fn push<E: Into<PushError>>(
         &self,
         max: usize,
         leave: Leave,
@@ -333,7 +432,7 @@ impl Outbox {
         let start = state.buf.len();
         if let Err(e) = encode(&mut state.buf) {
             state.buf.truncate(start);
-            return Err(PushError::Encode(e.to_string()));
+            return Err(e.into());
         }
         let size = state.buf.len() - start;
         if size > max {
@@ -459,14 +558,7 @@ impl Peer {
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
         let extended = self.is_extended();
-        let ext = extended.then(|| {
-            RequestExt {
-                // Rounded up: the server must not give up before the caller does.
-                deadline_ms: Some(
-                    u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
-                ),
-            }
-        });
+        let ext = extended.then(|| request_ext(left));
         let outstanding = inner.begin(id, deadline);
         let mut guard = CallGuard {
             peer: self,
@@ -507,21 +599,98 @@ impl Peer {
             }
             Outcome::Answered(reply) => {
                 guard.done = true;
-                reply.map_err(|e| {
-                    let e = RemoteError::from_value(e);
-                    // The other end was told this call's deadline and says it passed, just
-                    // before the sweep would have: the same failure, whichever saw it first.
-                    let ours = extended
-                        && e.code == Some(codes::DEADLINE_EXCEEDED)
-                        && Instant::now() >= deadline;
-                    if ours {
-                        Error::DeadlineExceeded(left)
-                    } else {
-                        Error::Remote(e)
-                    }
-                })
+                answered(reply, extended, deadline, left)
             }
         }
+    }
+
+    /// Sends every message of `pipeline` in one write and waits for the answers to its
+    /// calls, all due at `deadline` (`left` as in [`Peer::call_until`]). Gives one result per
+    /// call, in the order they were added: the value, or that call's own error (the other
+    /// end's error, the deadline, or the connection closing before its answer). Fails as a
+    /// whole only when nothing was sent: the connection is closed, or a message is over the
+    /// connection's limit. Dropping the future abandons the calls not yet answered, as
+    /// dropping a call does.
+    pub async fn call_pipeline(
+        &self,
+        pipeline: &Pipeline,
+        deadline: Instant,
+        left: Duration,
+    ) -> Result<Vec<Result<Value, Error>>, Error> {
+        let inner = &self.inner;
+        if self.is_closed() {
+            return Err(self.not_sent("connection is closed"));
+        }
+        let count = pipeline.calls();
+        let first = inner.next_id.fetch_add(count as u32, Ordering::Relaxed) & 0x7fff_ffff;
+        let extended = self.is_extended();
+        let ext = extended.then(|| request_ext(left));
+        let outstanding = inner.begin_many(first, count, deadline);
+        let mut guard = PipelineGuard {
+            peer: self,
+            first,
+            count,
+            taken: 0,
+            extended,
+        };
+        if self.is_closed() {
+            guard.unsent();
+            return Err(self.not_sent("connection is closed"));
+        }
+        let leave = if outstanding > count {
+            Leave::Gathered
+        } else {
+            Leave::AtOnce
+        };
+        let max = inner.max_message;
+        let pushed = inner.out.push(usize::MAX, leave, |buf| {
+            pipeline.encode(buf, first, ext, max)
+        });
+        if let Err(e) = pushed {
+            guard.unsent();
+            return Err(self.push_error(e));
+        }
+        let mut results = Vec::with_capacity(count);
+        let mut expired = Vec::new();
+        // In order, one entry at a time: only the first unanswered call holds the waker, so
+        // answers that come in order wake this task once per read, not once per call.
+        std::future::poll_fn(|cx| {
+            let mut calls = inner.calls.lock().unwrap();
+            while guard.taken < count {
+                let id = pipeline_id(first, guard.taken);
+                let result = match calls.poll(id, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Outcome::Answered(reply)) => {
+                        answered(reply, extended, deadline, left)
+                    }
+                    Poll::Ready(Outcome::Expired) => {
+                        calls.remove(id);
+                        expired.push(id);
+                        Err(Error::DeadlineExceeded(left))
+                    }
+                    Poll::Ready(Outcome::Closed) => Err(Error::Closed {
+                        addr: self.addr().to_owned(),
+                    }),
+                };
+                results.push(result);
+                guard.taken += 1;
+            }
+            if !expired.is_empty() {
+                inner
+                    .outstanding
+                    .store(calls.outstanding(), Ordering::Relaxed);
+            }
+            Poll::Ready(())
+        })
+        .await;
+        if !expired.is_empty() {
+            if extended {
+                let _ = self.notify(builtin::CANCEL, &expired);
+            }
+            // Only now may a drain close the connection: the cancellation goes out first.
+            inner.close_if_drained(&inner.calls.lock().unwrap());
+        }
+        Ok(results)
     }
 
     /// Sends a one-way notification.
@@ -619,6 +788,91 @@ fn hello_answer() -> Reply {
     .unwrap_or_else(|_| Reply::none())
 }
 
+/// What a call tells a shoal peer: the time `left` until its deadline, rounded up, since the
+/// other end must not give up before the caller does.
+fn request_ext(left: Duration) -> RequestExt {
+    RequestExt {
+        deadline_ms: Some(u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The result of a call the other end answered with `reply`.
+fn answered(
+    reply: Answer,
+    extended: bool,
+    deadline: Instant,
+    left: Duration,
+) -> Result<Value, Error> {
+    reply.map_err(|e| {
+        let e = RemoteError::from_value(e);
+        // The other end was told this call's deadline and says it passed, just before the
+        // sweep would have: the same failure, whichever saw it first.
+        let ours =
+            extended && e.code == Some(codes::DEADLINE_EXCEEDED) && Instant::now() >= deadline;
+        if ours {
+            Error::DeadlineExceeded(left)
+        } else {
+            Error::Remote(e)
+        }
+    })
+}
+
+/// The msgid of a pipeline's `n`th call, the first being `first`.
+fn pipeline_id(first: u32, n: usize) -> u32 {
+    first.wrapping_add(n as u32) & 0x7fff_ffff
+}
+
+fn pipeline_ids(first: u32, count: usize) -> impl Iterator<Item = u32> {
+    (0..count).map(move |n| pipeline_id(first, n))
+}
+
+/// Removes the calls of a pipeline not yet taken by its sender, and, between shoal peers,
+/// tells the other end to stop those it did not answer, when the sender gives up.
+struct PipelineGuard<'a> {
+    peer: &'a Peer,
+    first: u32,
+    count: usize,
+    /// The calls before this one are answered and their entries gone.
+    taken: usize,
+    extended: bool,
+}
+
+impl PipelineGuard<'_> {
+    /// The pipeline never left: its entries go, with nothing to cancel.
+    fn unsent(&mut self) {
+        let inner = &self.peer.inner;
+        let mut calls = inner.calls.lock().unwrap();
+        for id in pipeline_ids(self.first, self.count) {
+            calls.remove(id);
+        }
+        inner
+            .outstanding
+            .store(calls.outstanding(), Ordering::Relaxed);
+        inner.close_if_drained(&calls);
+        self.taken = self.count;
+    }
+}
+
+impl Drop for PipelineGuard<'_> {
+    fn drop(&mut self) {
+        if self.taken == self.count {
+            return;
+        }
+        let inner = &self.peer.inner;
+        let unanswered: Vec<u32> = pipeline_ids(self.first, self.count)
+            .skip(self.taken)
+            .filter(|&id| inner.abandon(id))
+            .collect();
+        if unanswered.is_empty() {
+            return;
+        }
+        if self.extended {
+            let _ = self.peer.notify(builtin::CANCEL, &unanswered);
+        }
+        inner.close_if_drained(&inner.calls.lock().unwrap());
+    }
+}
+
 /// Removes an abandoned call and, between shoal peers, tells the other end to stop.
 struct CallGuard<'a> {
     peer: &'a Peer,
@@ -654,7 +908,7 @@ pub fn spawn<R, W>(
     reader: R,
     writer: W,
     addr: impl Into<Arc<str>>,
-    handler: Handler,
+    handler: impl Into<Handler>,
     config: ConnConfig,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -690,7 +944,7 @@ where
     tracker.spawn(sweep_deadlines(peer.inner.clone()));
     let reading = Reader {
         peer: peer.clone(),
-        handler,
+        handler: handler.into(),
         decoder: Decoder::new(config.max_message).with_max_values(config.max_values),
         max_unsent: config.max_unsent,
         stall_timeout: config.stall_timeout,
@@ -706,6 +960,7 @@ where
         goaway: config.goaway,
         tasks: TaskTracker::new(),
         batch: BytesMut::new(),
+        read_at: None,
     };
     tracker.spawn(reading.run(reader, shutdown));
     peer
@@ -739,6 +994,10 @@ struct Reader {
     tasks: TaskTracker,
     /// Replies completed while reading one chunk, written together.
     batch: BytesMut,
+    /// The clock as first read after the last read from the peer: the deadlines of the
+    /// requests in one chunk count from it. Every byte of the chunk was sent before it, so a
+    /// deadline counted from it never comes before the caller's own.
+    read_at: Option<Instant>,
 }
 
 type Pending = (BoxReply, OwnedSemaphorePermit);
@@ -848,9 +1107,13 @@ impl Reader {
                     debug!(peer = %self.peer.addr(), error = %e, "read failed");
                     break Stop::ReadError;
                 }
-                // Held until a slot frees, behind the message that waits for it.
-                Step::Read(Ok(_)) if parked.is_some() => continue,
-                Step::Read(Ok(_)) => {}
+                Step::Read(Ok(_)) => {
+                    self.read_at = None;
+                    // Held until a slot frees, behind the message that waits for it.
+                    if parked.is_some() {
+                        continue;
+                    }
+                }
                 Step::SlotFree => {
                     if let Some(msg) = parked.take() {
                         let more_input = !buf.is_empty();
@@ -1050,9 +1313,9 @@ impl Reader {
                     codec::encode_response_ok(&mut self.batch, &id, &hello_answer().0);
                     return;
                 }
-                let deadline = ext
-                    .and_then(|e| e.deadline_ms)
-                    .map(|ms| Instant::now() + Duration::from_millis(ms));
+                let deadline = ext.and_then(|e| e.deadline_ms).map(|ms| {
+                    *self.read_at.get_or_insert_with(Instant::now) + Duration::from_millis(ms)
+                });
                 let ctx = Context::with_pool(
                     deadline,
                     false,

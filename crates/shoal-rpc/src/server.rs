@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 use tracing::{debug, info};
 
@@ -89,9 +88,8 @@ impl ServerBuilder {
             Service<Request, Response = Reply, Error = RpcError> + Clone + Send + Sync + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.wraps.push(Box::new(move |inner| {
-            BoxCloneSyncService::new(layer.layer(inner))
-        }));
+        self.wraps
+            .push(Box::new(move |inner| Handler::new(layer.layer(inner))));
         self
     }
 
@@ -179,7 +177,7 @@ impl ServerBuilder {
 
     pub fn build(self) -> Result<Server, Error> {
         let router = Router::new(self.services)?;
-        let mut handler: Handler = BoxCloneSyncService::new(router.clone());
+        let mut handler = Handler::from(router.clone());
         // Apply inside-out so the first layer added ends up outermost.
         for wrap in self.wraps.into_iter().rev() {
             handler = wrap(handler);

@@ -146,9 +146,10 @@ pub struct Reply(pub bytes::Bytes);
 impl Reply {
     /// Encodes `value` (structs as maps with field names).
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Reply, RpcError> {
-        crate::codec::to_msgpack(value)
-            .map(|v| Reply(v.into()))
-            .map_err(|e| RpcError::internal(format!("cannot encode the result: {e}")))
+        let mut out = Encoded::default();
+        rmp_serde::encode::write_named(&mut out, value)
+            .map_err(|e| RpcError::internal(format!("cannot encode the result: {e}")))?;
+        Ok(Reply(out.into_bytes()))
     }
 
     /// The reply to a notification, never sent.
@@ -164,6 +165,63 @@ impl Reply {
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Reply({})", self.to_value())
+    }
+}
+
+/// Where [`Reply::encode`] writes: on the stack while the result is small, as most are, so
+/// the reply costs one allocation of its exact size; in a growing buffer past that.
+struct Encoded {
+    small: [u8; 120],
+    len: usize,
+    large: Vec<u8>,
+}
+
+impl Default for Encoded {
+    fn default() -> Self {
+        Self {
+            small: [0; 120],
+            len: 0,
+            large: Vec::new(),
+        }
+    }
+}
+
+impl std::io::Write for Encoded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self.small.get_mut(self.len..self.len + buf.len()) {
+            Some(room) if self.large.is_empty() => {
+                room.copy_from_slice(buf);
+                self.len += buf.len();
+            }
+            _ => {
+                if self.large.is_empty() {
+                    self.large.reserve(2 * (self.len + buf.len()));
+                    self.large.extend_from_slice(&self.small[..self.len]);
+                }
+                self.large.extend_from_slice(buf);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Encoded {
+    fn into_bytes(self) -> bytes::Bytes {
+        if self.large.is_empty() {
+            bytes::Bytes::copy_from_slice(&self.small[..self.len])
+        } else {
+            // A boxed slice becomes `Bytes` with no shared header to allocate.
+            bytes::Bytes::from(self.large.into_boxed_slice())
+        }
     }
 }
 
@@ -496,6 +554,20 @@ fn fix_text(v: Value) -> Value {
 mod tests {
     use super::*;
     use crate::codec::tests::raw_str;
+
+    /// Small results stay on the stack and larger ones spill into a buffer, in one write
+    /// or across several: the bytes are rmp-serde's either way.
+    #[test]
+    fn a_reply_encodes_as_rmp_serde_does_on_either_side_of_the_stack_buffer() {
+        for n in [0, 1, 100, 116, 117, 118, 300, 5000] {
+            let one = "x".repeat(n);
+            let many: Vec<String> = (0..n / 10).map(|i| format!("item {i}")).collect();
+            let one_reply = Reply::encode(&one).unwrap();
+            assert_eq!(one_reply.0, rmp_serde::to_vec_named(&one).unwrap(), "{n}");
+            let many_reply = Reply::encode(&many).unwrap();
+            assert_eq!(many_reply.0, rmp_serde::to_vec_named(&many).unwrap(), "{n}");
+        }
+    }
 
     #[test]
     fn args_name_the_method_and_argument_at_fault() {

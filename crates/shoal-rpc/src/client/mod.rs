@@ -5,6 +5,7 @@
 mod pool;
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::util::BoxCloneSyncService;
 use tracing::{debug, info, warn};
 
 use self::pool::{Endpoint, Picked, Pool};
@@ -28,6 +28,7 @@ use crate::discover::Discover;
 use crate::endpoint::{EndpointConfig, EndpointStatus, RouteKey};
 use crate::endpoints::EndpointSet;
 use crate::error::Error;
+use crate::pipeline::Pipeline;
 use crate::service::{Dispatch, Router};
 use crate::transport::{self, Addr, ClientTls};
 
@@ -193,8 +194,8 @@ impl ClientBuilder {
             }
         };
         let handler: Handler = match self.handler {
-            Some(router) => BoxCloneSyncService::new(router),
-            None => BoxCloneSyncService::new(Router::new(Vec::new())?),
+            Some(router) => Handler::from(router),
+            None => Handler::from(Router::new(Vec::new())?),
         };
         let inner = ClientInner {
             pool,
@@ -321,6 +322,50 @@ impl Client {
     where
         P: Serialize + ?Sized,
     {
+        self.route(opts, |peer, deadline, left| async move {
+            peer.call_until(method, params, deadline, left).await
+        })
+        .await
+    }
+
+    /// Sends `pipeline` to one endpoint in one write and waits for the answers to its calls
+    /// (see [`Peer::call_pipeline`]): one result per call, in the order they were added, all
+    /// within one deadline (`opts.timeout`, or the client's). As a redis pipeline is, it is
+    /// meant for many small calls to one place: their answers come back together.
+    ///
+    /// The pipeline moves to another endpoint (at most [`ClientBuilder::retries`] times) only
+    /// when it provably never left this client; calls the connection lost after it left fail
+    /// each with [`Error::Closed`] and are not sent again, even when `opts.idempotent` is set.
+    pub async fn call_pipeline(
+        &self,
+        opts: &CallOptions,
+        pipeline: &Pipeline,
+    ) -> Result<Vec<Result<Value, Error>>, Error> {
+        let opts = CallOptions {
+            idempotent: false,
+            ..opts.clone()
+        };
+        self.route(&opts, |peer, deadline, left| async move {
+            peer.call_pipeline(pipeline, deadline, left).await
+        })
+        .await
+    }
+
+    /// Picks an endpoint for `send` and runs it on that endpoint's connection, opened if
+    /// needed.
+    ///
+    /// It moves to another endpoint (at most [`ClientBuilder::retries`] times) only when the
+    /// request provably never left this client, or when `opts.idempotent` is set and the
+    /// connection closed under it; never after its deadline has passed.
+    async fn route<T, F>(
+        &self,
+        opts: &CallOptions,
+        send: impl Fn(Peer, Instant, Duration) -> F,
+    ) -> Result<T, Error>
+    where
+        T: Answers,
+        F: Future<Output = Result<T, Error>>,
+    {
         let inner = &self.inner;
         let timeout = opts.timeout.unwrap_or(inner.timeout);
         let start = Instant::now();
@@ -378,7 +423,7 @@ impl Client {
                     }
                     ep.load.in_flight.fetch_add(1, Ordering::Relaxed);
                     let _done = InFlight(&ep.load.in_flight);
-                    match peer.call_until(method, params, deadline, left).await {
+                    match send(peer, deadline, left).await {
                         // The connection closed before the request left: a server draining
                         // it (`shoal.goaway`, while its successor takes the listening
                         // socket) or closing it during the hello. The endpoint may well be
@@ -391,7 +436,9 @@ impl Client {
             };
             let e = match sent.await {
                 Ok(v) => {
-                    attempt.up();
+                    if v.answered() {
+                        attempt.up();
+                    }
                     return Ok(v);
                 }
                 Err(e @ Error::Remote(_)) => {
@@ -569,6 +616,30 @@ impl Drop for Attempt<'_> {
         if !self.decided && self.admission == Admission::Probe {
             self.ep.load.health.lock().release_probe();
         }
+    }
+}
+
+/// What a successful send says of the endpoint's health.
+trait Answers {
+    /// The other end answered: the endpoint is up.
+    fn answered(&self) -> bool;
+}
+
+impl Answers for Value {
+    fn answered(&self) -> bool {
+        true
+    }
+}
+
+/// A pipeline whose every call lost its connection before an answer heard nothing from the
+/// endpoint; the send counts neither up nor down (the connection's close is seen by the
+/// next call). One with no calls was queued on an open connection, as a notification is.
+impl Answers for Vec<Result<Value, Error>> {
+    fn answered(&self) -> bool {
+        self.is_empty()
+            || self
+                .iter()
+                .any(|r| matches!(r, Ok(_) | Err(Error::Remote(_))))
     }
 }
 
