@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # shoal's echo RPC against redis PING, side by side in one run on this machine, at the same
-# shapes: 1 connection x 1 in flight, 50 x 1, and 50 x 16 (redis -P 16). Prints both figures
-# and shoal/redis for throughput and p99 latency.
+# shapes: 1 connection x 1 in flight, 50 x 1, and 50 x 16 (redis -P 16, against a shoal
+# pipeline of 16 calls; and, for comparison, 16 calls in flight each on its own). Prints both
+# figures and shoal/redis for throughput and p99 latency, then one-way notifications against
+# calls of the same kind.
 #
 #   bash bench/rpc-vs-redis.sh            # 5 s per shoal run
 #   DURATION=10 bash bench/rpc-vs-redis.sh
@@ -56,15 +58,8 @@ done
 shoal_addr=$(sed -n 's/^listening on //p' "$work/shoal.out")
 
 printf '%-16s %12s %12s %7s %11s %11s %7s\n' shape redis_rps shoal_rps ratio redis_p99 shoal_p99 ratio
-for shape in "1 1 100000" "50 1 400000" "50 16 4000000"; do
-    read -r conns depth requests <<<"$shape"
-    pipeline=()
-    ((depth > 1)) && pipeline=(-P "$depth")
-    redis_csv=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -t ping -c "$conns" "${pipeline[@]}" \
-        -n "$requests" --csv 2>/dev/null | grep PING_MBULK)
-    shoal_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections "$conns" --in-flight "$depth" \
-        --duration "$DURATION" --warmup 1 --threads "$THREADS" --json)
-    python3 - "$conns x $depth" "$redis_csv" "$shoal_json" <<'PY'
+row() {
+    python3 - "$1" "$2" "$3" <<'PY'
 import csv, json, sys
 shape, redis_line, shoal = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 row = next(csv.reader([redis_line]))
@@ -75,15 +70,40 @@ ratio_p99 = shoal["p99_us"] / redis_p99_us
 print(f"{shape:<16} {redis_rps:12.0f} {shoal['rps']:12.0f} {ratio_rps:7.2f} "
       f"{redis_p99_us:9.0f}us {shoal['p99_us']:9.0f}us {ratio_p99:7.2f}")
 PY
+}
+shoal_run() {
+    "$SHOAL" bench run --addr "$shoal_addr" --duration "$DURATION" --warmup 1 --threads "$THREADS" \
+        --json "$@"
+}
+for shape in "1 1 100000" "50 1 400000" "50 16 4000000"; do
+    read -r conns depth requests <<<"$shape"
+    pipeline=()
+    ((depth > 1)) && pipeline=(-P "$depth")
+    redis_csv=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -t ping -c "$conns" "${pipeline[@]}" \
+        -n "$requests" --csv 2>/dev/null | grep PING_MBULK)
+    if ((depth == 1)); then
+        row "$conns x $depth" "$redis_csv" "$(shoal_run --connections "$conns" --in-flight 1)"
+        continue
+    fi
+    # redis -P sends its calls together and waits for all their answers: a shoal pipeline
+    # does the same. The second row keeps each call in flight on its own, for comparison.
+    piped_json=$(shoal_run --connections "$conns" --in-flight "$depth" --pipeline)
+    row "$conns x $depth" "$redis_csv" "$piped_json"
+    alone_json=$(shoal_run --connections "$conns" --in-flight "$depth")
+    row "$conns x $depth alone" "$redis_csv" "$alone_json"
 done
-echo "(throughput ratio = shoal/redis, higher is better; p99 ratio = shoal/redis, lower is better)"
+echo "(throughput ratio = shoal/redis, higher is better; p99 ratio = shoal/redis, lower is better;"
+echo " 'alone': the same calls in flight each on its own, not pipelined)"
 
-notify_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections 50 --in-flight 16 \
-    --duration "$DURATION" --warmup 1 --threads "$THREADS" --notify --json)
-call_json=$("$SHOAL" bench run --addr "$shoal_addr" --connections 50 --in-flight 16 \
-    --duration "$DURATION" --warmup 1 --threads "$THREADS" --json)
-python3 - "$notify_json" "$call_json" <<'PY'
+# One-way notifications against calls of the same kind: pipelined (each in-flight slot's 64
+# notifications and barrier call in one pipeline) and one at a time.
+piped_notify_json=$(shoal_run --connections 50 --in-flight 16 --pipeline --notify)
+alone_notify_json=$(shoal_run --connections 50 --in-flight 16 --notify)
+python3 - "$piped_notify_json" "$piped_json" "$alone_notify_json" "$alone_json" <<'PY'
 import json, sys
-n, c = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"one-way notifications 50 x 16: {n['rps']:.0f}/s vs calls {c['rps']:.0f}/s: {n['rps']/c['rps']:.2f}x")
+pn, pc, an, ac = (json.loads(a) for a in sys.argv[1:5])
+print(f"one-way notifications 50 x 16, pipelined: {pn['rps']:.0f}/s vs calls {pc['rps']:.0f}/s: "
+      f"{pn['rps']/pc['rps']:.2f}x")
+print(f"one-way notifications 50 x 16, alone: {an['rps']:.0f}/s vs calls {ac['rps']:.0f}/s: "
+      f"{an['rps']/ac['rps']:.2f}x")
 PY
