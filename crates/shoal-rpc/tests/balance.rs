@@ -1,6 +1,7 @@
 //! Balancing over real loopback servers: round robin spreads calls, a stopped server is
 //! ejected while calls go on elsewhere and is probed back when it returns, a hashring key
-//! always reaches the same server, and a shard falls over to its backup.
+//! always reaches the same server, a shard falls over to its backup, and a pipeline goes
+//! whole to one server.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use common::{server, Probe};
 use shoal_rpc::balance::{key_hash, Ring};
 use shoal_rpc::{
-    codes, Addr, Balance, CallOptions, Client, EndpointConfig, Error, Listener, RouteKey,
+    codes, Addr, Balance, CallOptions, Client, EndpointConfig, Error, Listener, Pipeline, RouteKey,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -171,6 +172,43 @@ async fn round_robin_ejects_a_stopped_server_and_probes_it_back() {
         "{status:?}"
     );
     assert_eq!(spread(&client, &nodes, 30).await, [10, 10, 10]);
+}
+
+/// A pipeline picks one server for all its calls and, like a call, moves on only when it
+/// never left: to the stopped server it cannot connect, so it goes to the other.
+#[tokio::test]
+async fn a_pipeline_goes_whole_to_one_server_and_around_a_stopped_one() {
+    let mut nodes = nodes(2).await;
+    let client = Client::builder()
+        .endpoints(nodes.iter().map(Node::config))
+        .connect()
+        .await
+        .unwrap();
+    let mut p = Pipeline::new();
+    for _ in 0..3 {
+        p.call("deadline", &[(); 0]).unwrap();
+    }
+    for _ in 0..2 {
+        let answers = client
+            .call_pipeline(&CallOptions::default(), &p)
+            .await
+            .unwrap();
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    }
+    assert_eq!([nodes[0].served(), nodes[1].served()], [3, 3]);
+
+    nodes[0].stop().await;
+    disconnected(&client, 0).await;
+    for _ in 0..4 {
+        let answers = client
+            .call_pipeline(&CallOptions::default(), &p)
+            .await
+            .unwrap();
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    }
+    assert_eq!([nodes[0].served(), nodes[1].served()], [3, 15]);
+    let status = &client.endpoint_status()[0];
+    assert!(status.ejected && status.failures >= 1, "{status:?}");
 }
 
 #[tokio::test]
