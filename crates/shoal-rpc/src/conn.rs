@@ -632,6 +632,7 @@ impl Peer {
             count,
             taken: 0,
             extended,
+            expired: Vec::new(),
         };
         if self.is_closed() {
             guard.unsent();
@@ -651,7 +652,6 @@ impl Peer {
             return Err(self.push_error(e));
         }
         let mut results = Vec::with_capacity(count);
-        let mut expired = Vec::new();
         // In order, one entry at a time: only the first unanswered call holds the waker, so
         // answers that come in order wake this task once per read, not once per call.
         std::future::poll_fn(|cx| {
@@ -665,7 +665,7 @@ impl Peer {
                     }
                     Poll::Ready(Outcome::Expired) => {
                         calls.remove(id);
-                        expired.push(id);
+                        guard.expired.push(id);
                         Err(Error::DeadlineExceeded(left))
                     }
                     Poll::Ready(Outcome::Closed) => Err(Error::Closed {
@@ -675,7 +675,7 @@ impl Peer {
                 results.push(result);
                 guard.taken += 1;
             }
-            if !expired.is_empty() {
+            if !guard.expired.is_empty() {
                 inner
                     .outstanding
                     .store(calls.outstanding(), Ordering::Relaxed);
@@ -683,13 +683,7 @@ impl Peer {
             Poll::Ready(())
         })
         .await;
-        if !expired.is_empty() {
-            if extended {
-                let _ = self.notify(builtin::CANCEL, &expired);
-            }
-            // Only now may a drain close the connection: the cancellation goes out first.
-            inner.close_if_drained(&inner.calls.lock().unwrap());
-        }
+        // The guard tells the other end to stop the calls that expired.
         Ok(results)
     }
 
@@ -826,15 +820,18 @@ fn pipeline_ids(first: u32, count: usize) -> impl Iterator<Item = u32> {
     (0..count).map(move |n| pipeline_id(first, n))
 }
 
-/// Removes the calls of a pipeline not yet taken by its sender, and, between shoal peers,
-/// tells the other end to stop those it did not answer, when the sender gives up.
+/// Removes the calls of a pipeline not yet taken by its sender when the sender gives up,
+/// and, between shoal peers, tells the other end to stop those it did not answer and those
+/// whose deadline passed.
 struct PipelineGuard<'a> {
     peer: &'a Peer,
     first: u32,
     count: usize,
-    /// The calls before this one are answered and their entries gone.
+    /// The calls before this one have an outcome and their entries are gone.
     taken: usize,
     extended: bool,
+    /// Calls taken as expired: the other end may still be working on them.
+    expired: Vec<u32>,
 }
 
 impl PipelineGuard<'_> {
@@ -855,20 +852,20 @@ impl PipelineGuard<'_> {
 
 impl Drop for PipelineGuard<'_> {
     fn drop(&mut self) {
-        if self.taken == self.count {
-            return;
-        }
         let inner = &self.peer.inner;
-        let unanswered: Vec<u32> = pipeline_ids(self.first, self.count)
-            .skip(self.taken)
-            .filter(|&id| inner.abandon(id))
-            .collect();
-        if unanswered.is_empty() {
+        let mut stop = std::mem::take(&mut self.expired);
+        stop.extend(
+            pipeline_ids(self.first, self.count)
+                .skip(self.taken)
+                .filter(|&id| inner.abandon(id)),
+        );
+        if stop.is_empty() {
             return;
         }
         if self.extended {
-            let _ = self.peer.notify(builtin::CANCEL, &unanswered);
+            let _ = self.peer.notify(builtin::CANCEL, &stop);
         }
+        // Only now may a drain close the connection: the cancellation goes out first.
         inner.close_if_drained(&inner.calls.lock().unwrap());
     }
 }
