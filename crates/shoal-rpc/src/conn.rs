@@ -234,15 +234,7 @@ impl PeerInner {
 
     /// Records call `id`; returns how many calls are outstanding with it.
     fn begin(&self, id: u32, deadline: Instant) -> usize {
-        let mut calls = self.calls.lock().unwrap();
-        let sooner = calls.insert(id, deadline);
-        let outstanding = calls.outstanding();
-        self.outstanding.store(outstanding, Ordering::Relaxed);
-        drop(calls);
-        if sooner {
-            self.sweep.notify_one();
-        }
-        outstanding
+        self.begin_many(id, 1, deadline)
     }
 
     /// Records `count` calls numbered from `first` on (see [`Pipeline`]), all due at
