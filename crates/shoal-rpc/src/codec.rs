@@ -19,6 +19,10 @@ pub const DEFAULT_MAX_DEPTH: usize = 256;
 /// (a nil is one byte on the wire), so without this a 16 MiB frame of nils would expand to
 /// hundreds of MiB; with it a message expands to at most a few tens of MiB beside its bytes.
 pub const DEFAULT_MAX_VALUES: usize = 1 << 20;
+/// Largest buffer the decoder reads a message from without scanning it first (see
+/// [`Decoder::decode`]): a pipeline's worth of small messages, and few enough values that a
+/// message cut short costs little to try.
+const DIRECT_READ_MAX: usize = 64 * 1024;
 
 const TYPE_REQUEST: u64 = 0;
 const TYPE_RESPONSE: u64 = 1;
@@ -148,8 +152,10 @@ impl Decoder {
         // A new message in a buffer within both limits is read straight away: however its
         // bytes nest (bounded by the reader) it has fewer values and bytes than the buffer.
         // Short of a whole, well-formed message it falls back to the scan, which then keeps
-        // its place, so a message cut across reads is tried this way once at most.
-        if self.pos == 0 && buf.len() <= self.max_size.min(self.max_values) {
+        // its place, so a message cut across reads is tried this way once at most. Only up
+        // to `DIRECT_READ_MAX` bytes: what a failed try builds and drops stays small.
+        let direct = DIRECT_READ_MAX.min(self.max_size).min(self.max_values);
+        if self.pos == 0 && buf.len() <= direct {
             if let Ok((msg, len)) = parse_message(buf) {
                 buf.advance(len);
                 return Ok(Some(msg));
