@@ -148,7 +148,13 @@ fn unix_socket_addresses_work_for_serve_and_call() {
 #[test]
 fn bench_run_reports_json() {
     let serve = Serve::start("127.0.0.1:0");
-    for extra in [&[][..], &["--notify"][..]] {
+    let modes: [&[&str]; 4] = [
+        &[],
+        &["--notify"],
+        &["--pipeline"],
+        &["--pipeline", "--notify"],
+    ];
+    for extra in modes {
         let mut args = vec![
             "bench",
             "run",
@@ -177,6 +183,25 @@ fn bench_run_reports_json() {
         assert!(report["p50_us"].as_f64().unwrap() > 0.0, "{report}");
         assert!(report["p99_us"].as_f64().unwrap() >= report["p50_us"].as_f64().unwrap());
         assert_eq!(report["errors"], 0);
+        assert_eq!(
+            report["pipeline"],
+            extra.contains(&"--pipeline"),
+            "{report}"
+        );
+        if extra.contains(&"--pipeline") {
+            // Every call of a pipeline counts with it: 4 calls, or 4 batches of 64
+            // notifications, each time.
+            let per_pipeline = if extra.contains(&"--notify") {
+                4 * 64
+            } else {
+                4
+            };
+            assert_eq!(
+                report["calls"].as_u64().unwrap() % per_pipeline,
+                0,
+                "{report}"
+            );
+        }
     }
 }
 
