@@ -695,9 +695,7 @@ pub fn encode_request<P: Serialize + ?Sized>(
     ext: Option<RequestExt>,
 ) -> Result<(), rmp_serde::encode::Error> {
     request_head(buf, id, ext.is_some());
-    let mut w = buf.writer();
-    let _ = rmp::encode::write_str(&mut w, method);
-    write_params(w.get_mut(), params)?;
+    encode_body(buf, method, params)?;
     request_tail(buf, ext);
     Ok(())
 }
@@ -724,10 +722,14 @@ pub fn encode_request_body(buf: &mut BytesMut, id: u32, body: &[u8], ext: Option
 /// Appends a notification like [`encode_notification`] whose method and params are already
 /// `body` (see [`encode_body`]).
 pub fn encode_notification_body(buf: &mut BytesMut, body: &[u8]) {
+    notification_head(buf);
+    buf.put_slice(body);
+}
+
+fn notification_head(buf: &mut BytesMut) {
     let mut w = buf.writer();
     let _ = rmp::encode::write_array_len(&mut w, 3);
     let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
-    buf.put_slice(body);
 }
 
 fn request_head(buf: &mut BytesMut, id: u32, extended: bool) {
@@ -759,11 +761,8 @@ pub fn encode_notification<P: Serialize + ?Sized>(
     method: &str,
     params: &P,
 ) -> Result<(), rmp_serde::encode::Error> {
-    let mut w = buf.writer();
-    let _ = rmp::encode::write_array_len(&mut w, 3);
-    let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
-    let _ = rmp::encode::write_str(&mut w, method);
-    write_params(w.get_mut(), params)
+    notification_head(buf);
+    encode_body(buf, method, params)
 }
 
 /// Appends `params`; a nil (what `()` serializes as) becomes the empty array, since a peer
