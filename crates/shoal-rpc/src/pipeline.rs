@@ -182,6 +182,37 @@ mod tests {
         }
     }
 
+    /// Params that cannot be encoded are refused where they are added, naming the method, and
+    /// the pipeline keeps what it held.
+    #[test]
+    fn a_message_that_cannot_be_encoded_is_refused_and_leaves_the_rest() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no wire form"))
+            }
+        }
+        let mut p = Pipeline::new();
+        p.call("echo", &("a",)).unwrap();
+        let err = p.call("store", &(Unencodable,)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Encode(why) if why.starts_with("store: ")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no wire form"), "{err}");
+        let err = p.notify("log", &(Unencodable,)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Encode(why) if why.starts_with("log: ")),
+            "{err}"
+        );
+        assert_eq!((p.len(), p.calls()), (1, 1));
+        let mut buf = BytesMut::new();
+        assert!(p.encode(&mut buf, 1, None, 1 << 20).is_ok());
+        let mut one = BytesMut::new();
+        codec::encode_request(&mut one, 1, "echo", &("a",), None).unwrap();
+        assert_eq!(buf, one, "only the first call, whole");
+    }
+
     #[test]
     fn a_cleared_pipeline_is_empty_and_takes_new_messages() {
         let mut p = Pipeline::new();
