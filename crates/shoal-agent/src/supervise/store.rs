@@ -156,7 +156,11 @@ impl Store {
     }
 
     pub async fn set_goal(&self, name: &Name, goal: Goal) -> Result<(), StateError> {
-        self.update(SET_GOAL, name, goal.as_str()).await
+        let (name, goal) = (name.to_string(), goal.as_str());
+        self.state
+            .call(move |c| execute(c, SET_GOAL, params![name, goal]))
+            .await?;
+        Ok(())
     }
 
     /// Records a process that was just started.
@@ -219,14 +223,6 @@ impl Store {
         let name = name.to_string();
         self.state
             .call(move |c| execute(c, DELETE, params![name]))
-            .await?;
-        Ok(())
-    }
-
-    async fn update(&self, sql: &'static str, name: &Name, value: &str) -> Result<(), StateError> {
-        let (name, value) = (name.to_string(), value.to_owned());
-        self.state
-            .call(move |c| execute(c, sql, params![name, value]))
             .await?;
         Ok(())
     }
