@@ -9,9 +9,9 @@
 //! (new code; another toolchain or dependency version renames most of them) stays where the
 //! linker puts it, and nothing else changes. Release builds for Linux only.
 //!
-//! Their jump tables (`.rodata.NAME`) go together the same way, before `.rodata`. The sections'
-//! bounds are the symbols `__shoal_text_layout_start` and `_end`, `__shoal_rodata_layout_start`
-//! and `_end`, and the package is compiled with `cfg(shoal_layout)` where they exist. A list
+//! Their jump tables (`.rodata.NAME`) go together the same way, before `.rodata`. The sections
+//! start at the symbols `__shoal_text_layout_start` and `__shoal_rodata_layout_start`, and the
+//! package is compiled with `cfg(shoal_layout)` where they exist. A list
 //! may put first the functions that run once start-up is over, then a line `@mapped-end`; the
 //! symbols `__shoal_text_layout_mapped_end` and `__shoal_rodata_layout_mapped_end` mark it, and
 //! the agent keeps what comes before them mapped (`shoal_agent::resident`).
@@ -63,7 +63,7 @@ pub fn lay_out(list: &str, targets: Targets) {
 /// order, and one before `.rodata` that takes their jump tables. A function's section is
 /// `.text.NAME`, or `.text.unlikely.NAME` when it is cold, and its jump tables are in
 /// `.rodata.NAME`; each may end in `.llvm.N`, a number that changes from build to build.
-/// Symbols mark where each section starts and ends.
+/// Symbols mark where each section starts and where its kept part ends.
 fn linker_script(names: &str) -> String {
     let names: Vec<&str> = names
         .lines()
@@ -78,9 +78,9 @@ fn linker_script(names: &str) -> String {
     script
 }
 
-/// The output section `.KIND.layout`, bounded by `__shoal_KIND_layout_start` and `_end`, that
-/// takes the input sections `.PREFIX.NAME` of each name; `__shoal_KIND_layout_mapped_end` is
-/// where the list's [`MAPPED_END`] line is (the end where there is none).
+/// The output section `.KIND.layout`, starting at `__shoal_KIND_layout_start`, that takes the
+/// input sections `.PREFIX.NAME` of each name; `__shoal_KIND_layout_mapped_end` is where the
+/// list's [`MAPPED_END`] line is (the end where there is none).
 fn section(script: &mut String, kind: &str, prefixes: &[&str], names: &[&str]) {
     let _ = writeln!(
         script,
@@ -102,7 +102,7 @@ fn section(script: &mut String, kind: &str, prefixes: &[&str], names: &[&str]) {
     if !names.contains(&MAPPED_END) {
         script.push_str(&mapped_end);
     }
-    let _ = writeln!(script, "    __shoal_{kind}_layout_end = .;\n  }}");
+    script.push_str("  }\n");
 }
 
 /// The line of a list after the functions that run once the program's start-up is over:
