@@ -13,8 +13,10 @@
 //! start at the symbols `__shoal_text_layout_start` and `__shoal_rodata_layout_start`, and the
 //! package is compiled with `cfg(shoal_layout)` where they exist. A list
 //! may put first the functions that run once start-up is over, then a line `@mapped-end`; the
-//! symbols `__shoal_text_layout_mapped_end` and `__shoal_rodata_layout_mapped_end` mark it, and
-//! the agent keeps what comes before them mapped (`shoal_agent::resident`).
+//! symbols `__shoal_text_layout_mapped_end` and `__shoal_rodata_layout_mapped_end` mark it. An
+//! empty section after `.rodata` puts `__shoal_rodata_end` where it ends. The agent keeps
+//! mapped the code before `__shoal_text_layout_mapped_end` and all the read-only data from
+//! `__shoal_rodata_layout_start` to `__shoal_rodata_end` (`shoal_agent::resident`).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -63,7 +65,8 @@ pub fn lay_out(list: &str, targets: Targets) {
 /// order, and one before `.rodata` that takes their jump tables. A function's section is
 /// `.text.NAME`, or `.text.unlikely.NAME` when it is cold, and its jump tables are in
 /// `.rodata.NAME`; each may end in `.llvm.N`, a number that changes from build to build.
-/// Symbols mark where each section starts and where its kept part ends.
+/// Symbols mark where each section starts and where its kept part ends, and where `.rodata`
+/// ends.
 fn linker_script(names: &str) -> String {
     let names: Vec<&str> = names
         .lines()
@@ -75,6 +78,10 @@ fn linker_script(names: &str) -> String {
     script.push_str("}\nINSERT BEFORE .text;\nSECTIONS {\n");
     section(&mut script, "rodata", &["rodata"], &names);
     script.push_str("}\nINSERT BEFORE .rodata;\n");
+    // An empty section whose symbol marks where `.rodata` ends.
+    script.push_str(
+        "SECTIONS {\n  .rodata.end : { __shoal_rodata_end = .; }\n}\nINSERT AFTER .rodata;\n",
+    );
     script
 }
 

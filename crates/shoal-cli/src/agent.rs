@@ -193,9 +193,10 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The code and jump tables of the functions the agent runs once its start-up is over, which
-/// a release build lays out together (`agent.layout` up to `@mapped-end`,
-/// `crates/shoal/layout.rs`); none where the build did not.
+/// The code of the functions the agent runs once its start-up is over, which a release build
+/// lays out together (`agent.layout` up to `@mapped-end`, `crates/shoal/layout.rs`), and the
+/// read-only data from the laid-out jump tables to the end of `.rodata`: the constants a
+/// restart reads are scattered over it. None where the build did not lay out.
 fn laid_out_code() -> Vec<&'static [u8]> {
     #[cfg(shoal_layout)]
     #[allow(unsafe_code)]
@@ -204,11 +205,13 @@ fn laid_out_code() -> Vec<&'static [u8]> {
             static __shoal_text_layout_start: u8;
             static __shoal_text_layout_mapped_end: u8;
             static __shoal_rodata_layout_start: u8;
-            static __shoal_rodata_layout_mapped_end: u8;
+            static __shoal_rodata_end: u8;
         }
         let between = |start: *const u8, end: *const u8| {
-            // SAFETY: the linker script puts each pair of symbols in one output section, the
-            // first at its start, and that section is mapped readable while the process runs.
+            // SAFETY: each pair of symbols bounds one run of the same loadable segment,
+            // mapped readable while the process runs: the code pair one output section, the
+            // read-only pair `.rodata.layout` and the `.rodata` that follows it (the linker
+            // script inserts one before and marks the end of the other).
             unsafe { std::slice::from_raw_parts(start, end as usize - start as usize) }
         };
         vec![
@@ -218,7 +221,7 @@ fn laid_out_code() -> Vec<&'static [u8]> {
             ),
             between(
                 &raw const __shoal_rodata_layout_start,
-                &raw const __shoal_rodata_layout_mapped_end,
+                &raw const __shoal_rodata_end,
             ),
         ]
     }
