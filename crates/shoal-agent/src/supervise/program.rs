@@ -161,6 +161,9 @@ pub(crate) struct Program {
     /// How the last process ended, not yet published: it is, with the state that follows,
     /// so that no one sees a program running without a process.
     gone: Option<Exit>,
+    /// How the last process ended, not yet written to the store: a start at once writes it
+    /// with the new process, after the spawn; anything else writes it before it rests.
+    unrecorded: Option<Exit>,
     /// A stop an earlier agent did not finish, done first.
     unfinished_stop: Option<Goal>,
 }
@@ -237,6 +240,7 @@ impl Program {
             next_start: None,
             restarts,
             gone: None,
+            unrecorded: None,
             unfinished_stop: None,
         };
         match initial {
@@ -425,10 +429,17 @@ impl Program {
             }
         })?;
         info!(pid = %process.pid, version = %spec.version, restarts = self.restarts, "started");
+        let exit = self.unrecorded.take();
         let written = self
             .shared
             .store
-            .started(&self.name, &process.recorded(), outputs, self.restarts)
+            .started(
+                &self.name,
+                &process.recorded(),
+                outputs,
+                self.restarts,
+                exit.as_ref(),
+            )
             .await;
         self.record(written);
         let checks = spec.health.clone().map(|h| Checks::new(h, process.started));
@@ -487,6 +498,7 @@ impl Program {
                     Restart::Never => false,
                 };
             if !again {
+                self.record_exit().await;
                 let rest = if ended.failure {
                     Goal::Failed
                 } else {
@@ -501,6 +513,7 @@ impl Program {
             }
             let delay = self.backoff.next(ended.uptime);
             if !delay.is_zero() {
+                self.record_exit().await;
                 info!(
                     delay_ms = delay.as_millis() as u64,
                     "backing off before starting again"
@@ -547,12 +560,24 @@ impl Program {
                 running.spec.stop_timeout,
             )
             .await;
-        self.ended(&exit).await;
+        let failure = !exit.is_success();
+        // Not written yet: a restart at once writes it with the new process, one write after
+        // the spawn instead of one before it (`settle` writes it otherwise).
+        self.gone = Some(exit.clone());
+        self.unrecorded = Some(exit);
         self.settle(Ended {
-            failure: !exit.is_success(),
+            failure,
             uptime: running.process.uptime(),
         })
         .await;
+    }
+
+    /// Writes the exit [`on_exit`](Program::on_exit) left unwritten, if any.
+    async fn record_exit(&mut self) {
+        if let Some(exit) = self.unrecorded.take() {
+            let written = self.shared.store.ended(&self.name, Some(&exit)).await;
+            self.record(written);
+        }
     }
 
     /// Records that the process is gone; the status says so with the next state.

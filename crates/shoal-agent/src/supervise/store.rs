@@ -163,14 +163,17 @@ impl Store {
         Ok(())
     }
 
-    /// Records a process that was just started.
+    /// Records a process that was just started, and how the one before it ended when that
+    /// was not written yet (a restart writes both at once, after the spawn).
     pub async fn started(
         &self,
         name: &Name,
         process: &Recorded,
         outputs: &Outputs,
         restarts: u32,
+        exit: Option<&Exit>,
     ) -> Result<(), StateError> {
+        let exit = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
         let started_at_ms = process
             .started_at
             .duration_since(UNIX_EPOCH)
@@ -202,6 +205,7 @@ impl Store {
                         stdout,
                         stderr,
                         restarts,
+                        exit,
                     ],
                 )
             })
@@ -232,7 +236,8 @@ const PUT_SPEC: &str = "INSERT INTO supervised (name, spec, goal) VALUES (?1, ?2
     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec";
 const SET_GOAL: &str = "UPDATE supervised SET goal = ?2 WHERE name = ?1";
 const STARTED: &str = "UPDATE supervised SET pid = ?2, start_time = ?3, boot_id = ?4,
-        started_at_ms = ?5, version = ?6, stdout_fifo = ?7, stderr_fifo = ?8, restarts = ?9
+        started_at_ms = ?5, version = ?6, stdout_fifo = ?7, stderr_fifo = ?8, restarts = ?9,
+        last_exit = coalesce(?10, last_exit)
     WHERE name = ?1";
 const ENDED: &str = "UPDATE supervised SET pid = NULL, start_time = NULL, boot_id = NULL,
         started_at_ms = NULL, version = NULL, stdout_fifo = NULL, stderr_fifo = NULL,

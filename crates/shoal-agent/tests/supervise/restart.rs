@@ -53,6 +53,38 @@ async fn a_crash_loop_backs_off_visibly_with_doubling_delays() {
     supervisor.shutdown().await;
 }
 
+/// A process restarted at once is written with how the one before it ended, in one write
+/// after the spawn: the state database holds both, as the next agent reads them.
+#[tokio::test]
+async fn a_restart_at_once_stores_the_exit_with_the_new_process() {
+    let env = Env::new("restart-record");
+    let supervisor = env.supervisor().await;
+    // The first process exits 3; the one after it stays up.
+    let body = "if [ -e ran ]; then exec sleep 60; fi\ntouch ran\nexit 3";
+    supervisor.add(env.spec("flaky", body)).await.unwrap();
+    supervisor.start(&n("flaky")).await.unwrap();
+    let status = wait_for(&supervisor, "flaky", "running again", |s| {
+        s.restarts == 1 && s.state == ProgramState::Running
+    })
+    .await;
+    assert_eq!(status.last_exit, Some(Exit::Code(3)));
+
+    let (pid, last_exit): (Option<u32>, Option<String>) = env
+        .state()
+        .with(|c| {
+            c.query_row(
+                "SELECT pid, last_exit FROM supervised WHERE name = 'flaky'",
+                (),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!(pid, status.pid);
+    let last_exit: Exit = serde_json::from_str(&last_exit.expect("an exit is stored")).unwrap();
+    assert_eq!(last_exit, Exit::Code(3));
+    supervisor.shutdown().await;
+}
+
 #[tokio::test]
 async fn restart_policies_decide_by_exit_code() {
     // (name, policy, exit code, the state it rests in, or None: it is restarted)
