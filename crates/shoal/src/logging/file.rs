@@ -439,7 +439,7 @@ impl Inner {
             // Rotations from before a restart count too.
             state.last = rotations(&self.path)
                 .ok()
-                .and_then(|found| found.into_keys().next_back())
+                .and_then(|found| found.0.into_keys().next_back())
                 .filter(|order| order.utc)
                 .map(|order| (order.stamp, order.suffix));
         }
@@ -590,7 +590,14 @@ fn run(job: Job) {
             if job.compress {
                 compress_file(rotated);
             }
+            if let Err(e) = prune(active, job.keep) {
+                eprintln!(
+                    "shoal: cannot remove old rotations of {}: {e}",
+                    active.display()
+                );
+            }
         }
+        // Tidying prunes too, from the same listing.
         Task::Tidy => {
             if let Err(e) = tidy(active, job.keep, job.compress) {
                 eprintln!(
@@ -599,12 +606,6 @@ fn run(job: Job) {
                 );
             }
         }
-    }
-    if let Err(e) = prune(active, job.keep) {
-        eprintln!(
-            "shoal: cannot remove old rotations of {}: {e}",
-            active.display()
-        );
     }
     let mut count = job
         .pending
@@ -653,32 +654,30 @@ fn gzip(path: &Path) -> io::Result<()> {
 
 /// After a crash: removes the `.gz.tmp` files of compressions that stopped, prunes, and, when
 /// compressing, compresses the rotated files left uncompressed (or removes them when their
-/// `.gz` is there: it is renamed into place only once whole).
+/// `.gz` is there: it is renamed into place only once whole). One listing of the directory.
 fn tidy(active: &Path, keep: usize, compress: bool) -> io::Result<()> {
     let now = SystemTime::now();
-    let Some(prefix) = prefix(active) else {
-        return Ok(());
+    let abandoned = |entry: &fs::DirEntry| {
+        entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= ABANDONED))
     };
-    for entry in fs::read_dir(dir(active))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let stem = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|rest| rest.strip_suffix(".gz.tmp"));
-        let abandoned = || {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= ABANDONED))
-        };
-        if stem.is_some_and(|stem| rotation_order(stem).is_some()) && abandoned() {
-            remove(&entry.path())?;
+    let mut found = Rotations::new();
+    each_rotation_file(active, |entry, rest| {
+        match rest.strip_suffix(".gz.tmp") {
+            Some(stem) => {
+                if rotation_order(stem).is_some() && abandoned(&entry) {
+                    remove(&entry.path())?;
+                }
+            }
+            None => found.add(rest, entry.path()),
         }
-    }
-    prune(active, keep)?;
+        Ok(())
+    })?;
+    let kept = found.prune(keep)?;
     if compress {
-        for files in rotations(active)?.into_values() {
+        for files in kept.into_values() {
             let (gz, plain): (Vec<_>, Vec<_>) = files
                 .into_iter()
                 .partition(|f| f.extension().is_some_and(|e| e == "gz"));
@@ -704,35 +703,67 @@ fn remove(path: &Path) -> io::Result<()> {
 
 /// Deletes all but the newest `keep` rotations of `active`, compressed or not.
 fn prune(active: &Path, keep: usize) -> io::Result<()> {
-    let rotations = rotations(active)?;
-    let excess = rotations.len().saturating_sub(keep);
-    for files in rotations.into_values().take(excess) {
-        for file in files {
-            remove(&file)?;
+    rotations(active)?.prune(keep).map(drop)
+}
+
+/// The rotations of `active` in the order they were made, each with its files (the rotated
+/// file, its `.gz`, or both while it is being compressed).
+fn rotations(active: &Path) -> io::Result<Rotations> {
+    let mut found = Rotations::new();
+    each_rotation_file(active, |entry, rest| {
+        found.add(rest, entry.path());
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Calls `f` with each entry of `active`'s directory whose name starts with `NAME.`, and the
+/// rest of its name; none when the name is not UTF-8 (see [`prefix`]).
+fn each_rotation_file(
+    active: &Path,
+    mut f: impl FnMut(fs::DirEntry, &str) -> io::Result<()>,
+) -> io::Result<()> {
+    let Some(prefix) = prefix(active) else {
+        return Ok(());
+    };
+    for entry in fs::read_dir(dir(active))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) {
+            f(entry, rest)?;
         }
     }
     Ok(())
 }
 
-/// The rotations of `active` in the order they were made, each with its files (the rotated
-/// file, its `.gz`, or both while it is being compressed).
-fn rotations(active: &Path) -> io::Result<BTreeMap<RotationOrder, Vec<PathBuf>>> {
-    let mut found: BTreeMap<RotationOrder, Vec<PathBuf>> = BTreeMap::new();
-    let Some(prefix) = prefix(active) else {
-        return Ok(found);
-    };
-    for entry in fs::read_dir(dir(active))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
+/// Rotated files by their place in rotation order.
+struct Rotations(BTreeMap<RotationOrder, Vec<PathBuf>>);
+
+impl Rotations {
+    fn new() -> Rotations {
+        Rotations(BTreeMap::new())
+    }
+
+    /// Takes `path` if `rest`, its name after `NAME.`, is a rotated name, `.gz` or not.
+    fn add(&mut self, rest: &str, path: PathBuf) {
         let stem = rest.strip_suffix(".gz").unwrap_or(rest);
         if let Some(order) = rotation_order(stem) {
-            found.entry(order).or_default().push(entry.path());
+            self.0.entry(order).or_default().push(path);
         }
     }
-    Ok(found)
+
+    /// Deletes the files of all but the newest `keep` rotations; returns those kept.
+    fn prune(mut self, keep: usize) -> io::Result<BTreeMap<RotationOrder, Vec<PathBuf>>> {
+        while self.0.len() > keep {
+            let Some((_, files)) = self.0.pop_first() else {
+                break;
+            };
+            for file in files {
+                remove(&file)?;
+            }
+        }
+        Ok(self.0)
+    }
 }
 
 /// The directory `active` is in.
