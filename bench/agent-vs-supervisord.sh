@@ -4,7 +4,7 @@
 # after idling, after the kills), its CPU over 60 idle seconds, and crash-to-restart latency
 # (p50, p90, p99 over 50 kills). Prints both figures, shoal/supervisord, and the targets.
 #
-#   bash bench/agent-vs-supervisord.sh                 # about 3 minutes
+#   bash bench/agent-vs-supervisord.sh                 # about 9 minutes (7 of them installing)
 #   PROGRAMS=200 STARTS=3 IDLE=60 KILLS=50 SEED=1 bash bench/agent-vs-supervisord.sh
 #
 # Measured by bench/supervise_probe.py (Python 3, standard library only), which describes
