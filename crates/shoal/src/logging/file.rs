@@ -439,7 +439,7 @@ impl Inner {
             // Rotations from before a restart count too.
             state.last = rotations(&self.path)
                 .ok()
-                .and_then(|found| found.0.into_keys().next_back())
+                .and_then(|found| found.newest())
                 .filter(|order| order.utc)
                 .map(|order| (order.stamp, order.suffix));
         }
@@ -750,6 +750,11 @@ impl Rotations {
         if let Some(order) = rotation_order(stem) {
             self.0.entry(order).or_default().push(path);
         }
+    }
+
+    /// Where the newest rotation sorts.
+    fn newest(self) -> Option<RotationOrder> {
+        self.0.into_keys().next_back()
     }
 
     /// Deletes the files of all but the newest `keep` rotations; returns those kept.
