@@ -281,8 +281,15 @@ impl PeerInner {
     /// Removes the entry of call `id`, which never left: nothing to cancel at the other end,
     /// so a draining connection left without calls closes at once, under the same lock.
     fn unsent(&self, id: u32) {
+        self.unsent_many(id, 1);
+    }
+
+    /// [`PeerInner::unsent`] for the `count` calls of a pipeline numbered from `first` on.
+    fn unsent_many(&self, first: u32, count: usize) {
         let mut calls = self.calls.lock().unwrap();
-        calls.remove(id);
+        for id in pipeline_ids(first, count) {
+            calls.remove(id);
+        }
         self.outstanding
             .store(calls.outstanding(), Ordering::Relaxed);
         self.close_if_drained(&calls);
@@ -829,15 +836,7 @@ struct PipelineGuard<'a> {
 impl PipelineGuard<'_> {
     /// The pipeline never left: its entries go, with nothing to cancel.
     fn unsent(&mut self) {
-        let inner = &self.peer.inner;
-        let mut calls = inner.calls.lock().unwrap();
-        for id in pipeline_ids(self.first, self.count) {
-            calls.remove(id);
-        }
-        inner
-            .outstanding
-            .store(calls.outstanding(), Ordering::Relaxed);
-        inner.close_if_drained(&calls);
+        self.peer.inner.unsent_many(self.first, self.count);
         self.taken = self.count;
     }
 }
