@@ -13,9 +13,9 @@
 //! start at the symbols `__shoal_text_layout_start` and `__shoal_rodata_layout_start`, and the
 //! package is compiled with `cfg(shoal_layout)` where they exist. A list
 //! may put first the functions that run once start-up is over, then a line `@mapped-end`; the
-//! symbols `__shoal_text_layout_mapped_end` and `__shoal_rodata_layout_mapped_end` mark it. An
-//! empty section after `.rodata` puts `__shoal_rodata_end` where it ends. The agent keeps
-//! mapped the code before `__shoal_text_layout_mapped_end` and all the read-only data from
+//! symbol `__shoal_text_layout_mapped_end` marks it in the code. An empty section after
+//! `.rodata` puts `__shoal_rodata_end` where it ends. The agent keeps mapped the code before
+//! `__shoal_text_layout_mapped_end` and all the read-only data from
 //! `__shoal_rodata_layout_start` to `__shoal_rodata_end` (`shoal_agent::resident`).
 
 use std::fmt::Write as _;
@@ -65,8 +65,8 @@ pub fn lay_out(list: &str, targets: Targets) {
 /// order, and one before `.rodata` that takes their jump tables. A function's section is
 /// `.text.NAME`, or `.text.unlikely.NAME` when it is cold, and its jump tables are in
 /// `.rodata.NAME`; each may end in `.llvm.N`, a number that changes from build to build.
-/// Symbols mark where each section starts and where its kept part ends, and where `.rodata`
-/// ends.
+/// Symbols mark where each section starts, where the code's kept part ends, and where
+/// `.rodata` ends.
 fn linker_script(names: &str) -> String {
     let names: Vec<&str> = names
         .lines()
@@ -74,9 +74,16 @@ fn linker_script(names: &str) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     let mut script = String::from("SECTIONS {\n");
-    section(&mut script, "text", &["text", "text.unlikely"], &names);
+    // The agent keeps mapped the code up to the list's mark, and all the read-only data.
+    section(
+        &mut script,
+        "text",
+        &["text", "text.unlikely"],
+        &names,
+        Some("__shoal_text_layout_mapped_end"),
+    );
     script.push_str("}\nINSERT BEFORE .text;\nSECTIONS {\n");
-    section(&mut script, "rodata", &["rodata"], &names);
+    section(&mut script, "rodata", &["rodata"], &names, None);
     script.push_str("}\nINSERT BEFORE .rodata;\n");
     // An empty section whose symbol marks where `.rodata` ends.
     script.push_str(
@@ -86,14 +93,22 @@ fn linker_script(names: &str) -> String {
 }
 
 /// The output section `.KIND.layout`, starting at `__shoal_KIND_layout_start`, that takes the
-/// input sections `.PREFIX.NAME` of each name; `__shoal_KIND_layout_mapped_end` is where the
-/// list's [`MAPPED_END`] line is (the end where there is none).
-fn section(script: &mut String, kind: &str, prefixes: &[&str], names: &[&str]) {
+/// input sections `.PREFIX.NAME` of each name; the symbol `mapped_end`, when given, is where
+/// the list's [`MAPPED_END`] line is (the end where there is none).
+fn section(
+    script: &mut String,
+    kind: &str,
+    prefixes: &[&str],
+    names: &[&str],
+    mapped_end: Option<&str>,
+) {
     let _ = writeln!(
         script,
         "  .{kind}.layout : {{\n    __shoal_{kind}_layout_start = .;"
     );
-    let mapped_end = format!("    __shoal_{kind}_layout_mapped_end = .;\n");
+    let mapped_end = mapped_end
+        .map(|symbol| format!("    {symbol} = .;\n"))
+        .unwrap_or_default();
     for name in names {
         if *name == MAPPED_END {
             script.push_str(&mapped_end);
