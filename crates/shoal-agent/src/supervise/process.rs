@@ -170,20 +170,24 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 /// Starts `spec`'s program as the leader of a new session, in its version directory, with
 /// stdin from /dev/null and stdout and stderr into `outputs`.
 pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io::Result<Process> {
-    // The child's chdir would fail with the same words as a missing program: say which.
-    if !spec.dir.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("its directory {} does not exist", spec.dir.display()),
-        ));
-    }
     let app_data = data.data(&spec.name);
     std::fs::create_dir_all(&app_data).map_err(|e| at(&app_data, e))?;
     let env = environment(spec, data, &app_data);
     let launch = Launch::new(&spec.program(), &spec.command.args, &env, &spec.dir)?;
     let (stdout, stderr) = outputs.writers()?;
     let stdio = sys::Stdio::new(stdout.into(), stderr.into())?;
-    let pid = launch.start(&stdio)?;
+    let pid = launch.start(&stdio).map_err(|e| {
+        // The child's chdir fails with the same words as a missing program: say which. Asked
+        // only after a failure, so that a start makes no extra lookup.
+        if spec.dir.is_dir() {
+            e
+        } else {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("its directory {} does not exist", spec.dir.display()),
+            )
+        }
+    })?;
     // The agent's copies of the write ends: closed now.
     drop(stdio);
     // No one else reaps this child (the agent never waits for "any child"), so the pid stays
@@ -300,7 +304,7 @@ impl Process {
         Recorded {
             pid: self.pid.as_raw(),
             start_time: self.start_time,
-            boot_id: sys::boot_id(),
+            boot_id: sys::boot_id().to_owned(),
             started_at: self.started_at,
             version: self.version.clone(),
         }

@@ -257,10 +257,33 @@ pub(crate) struct Stat {
 }
 
 /// Reads `/proc/PID/stat`; Err when there is no such process.
+///
+/// Into a buffer on the stack, read until the end: one open, two reads and a close, where
+/// `fs::read_to_string` asks the size first and then reads in growing steps (nine calls). A
+/// start reads it once for the new process, and the usage walk once per process.
 pub(crate) fn stat(pid: Pid) -> io::Result<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: unreadable")))
+    use std::io::Read;
+
+    let unreadable = || io::Error::other(format!("/proc/{pid}/stat: unreadable"));
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat"))?;
+    let mut buf = [0u8; STAT_MAX];
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf[len..])? {
+            0 => break,
+            n => len += n,
+        }
+        if len == buf.len() {
+            return Err(unreadable());
+        }
+    }
+    let text = std::str::from_utf8(&buf[..len]).map_err(|_| unreadable())?;
+    parse_stat(text).ok_or_else(unreadable)
 }
+
+/// More than `/proc/PID/stat` holds: 52 numbers of at most 20 digits and a command name of at
+/// most 64 bytes.
+const STAT_MAX: usize = 1536;
 
 /// `pid (comm) state ppid pgrp ...`: comm may hold spaces and parentheses, so the fields are
 /// counted from the last `)`.
@@ -280,11 +303,15 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`); empty if unreadable. A pid and start
-/// time recorded under another boot id name no process of this boot.
-pub(crate) fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+/// time recorded under another boot id name no process of this boot. Read once: it cannot
+/// change while this process runs, and every start records it.
+pub(crate) fn boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// Clock ticks per second, for CPU times.

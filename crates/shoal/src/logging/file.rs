@@ -119,8 +119,7 @@ impl RotatingFile {
                 format!("{} names no file", path.display()),
             ));
         }
-        let file = open_append(&path)?;
-        let meta = file.metadata()?;
+        let (file, meta) = open_append(&path)?;
         let next_turn = next_turn(rotation.every, clock.now());
         let file = RotatingFile {
             inner: Arc::new(Inner {
@@ -343,8 +342,7 @@ impl Inner {
     /// Opens the path again (it, or its directory, may have been removed) in place of the
     /// open file.
     fn reopen(&self, state: &mut State) -> io::Result<()> {
-        let file = open_append(&self.path)?;
-        let meta = file.metadata()?;
+        let (file, meta) = open_append(&self.path)?;
         state.id = identity(&meta);
         state.size = meta.len();
         state.file = Some(file);
@@ -468,8 +466,9 @@ impl Inner {
 
 /// Creates the file's directory when it is missing (at the start, or removed since). Only a
 /// regular file is written to: the open does not wait (a FIFO without a reader would block it
-/// forever), and anything else at the path is an error naming it.
-fn open_append(path: &Path) -> io::Result<File> {
+/// forever), and anything else at the path is an error naming it. Gives the file's metadata
+/// with it, read once.
+fn open_append(path: &Path) -> io::Result<(File, fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
 
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -502,7 +501,7 @@ fn open_append(path: &Path) -> io::Result<File> {
     // Writes to a regular file ignore the flag; cleared all the same, so that nothing reads
     // it as a descriptor meant not to block.
     fcntl(&file, FcntlArg::F_SETFL(OFlag::O_APPEND)).map_err(io::Error::from)?;
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Whether `path` can be a file sink's file without opening it: missing, or a regular file
