@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-use super::sys;
+use super::spawn;
 
 /// The shell a file without an executable format is run with, as `execvp` does (a script
 /// without a `#!` line).
@@ -68,21 +68,21 @@ impl Launch {
         })
     }
 
-    /// Starts the first candidate that the kernel executes (see [`sys::spawn`]); a file the
+    /// Starts the first candidate that the kernel executes (see [`spawn::spawn`]); a file the
     /// kernel finds no executable format in is run with `/bin/sh`. The error is `execvp`'s:
     /// permission denied if some candidate was not executable, else the last failure, and no
     /// such file when there was no candidate at all.
-    pub fn start(&self, stdio: &sys::Stdio) -> io::Result<Pid> {
+    pub fn start(&self, stdio: &spawn::Stdio) -> io::Result<Pid> {
         let mut denied = false;
         let mut last = io::Error::from(Errno::ENOENT);
         for path in &self.candidates {
-            let exec = sys::Exec {
+            let exec = spawn::Exec {
                 path,
                 argv: &self.argv,
                 envp: &self.envp,
                 dir: &self.dir,
             };
-            let error = match sys::spawn(&exec, stdio) {
+            let error = match spawn::spawn(&exec, stdio) {
                 Ok(pid) => return Ok(pid),
                 Err(error) => error,
             };
@@ -105,18 +105,18 @@ impl Launch {
     }
 
     /// `/bin/sh PATH ARGS...`, as `execvp` runs a file without an executable format.
-    fn start_with_shell(&self, path: &CStr, stdio: &sys::Stdio) -> io::Result<Pid> {
+    fn start_with_shell(&self, path: &CStr, stdio: &spawn::Stdio) -> io::Result<Pid> {
         let argv: Vec<CString> = [SHELL.to_owned(), path.to_owned()]
             .into_iter()
             .chain(self.argv.iter().skip(1).cloned())
             .collect();
-        let exec = sys::Exec {
+        let exec = spawn::Exec {
             path: SHELL,
             argv: &argv,
             envp: &self.envp,
             dir: &self.dir,
         };
-        sys::spawn(&exec, stdio)
+        spawn::spawn(&exec, stdio)
     }
 }
 

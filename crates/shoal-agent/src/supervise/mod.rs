@@ -18,7 +18,9 @@
 //! - `backoff.rs`: restart delays.
 //! - `store.rs`: the `supervised` table in the agent's SQLite state.
 //! - `lock.rs`: one supervisor per data directory.
-//! - `sys.rs`: pidfd, `posix_spawn` in a new session, and `/proc` (the crate's only `unsafe`).
+//! - `spawn.rs`: a process in a new session, from a `vfork` child with a descriptor table of
+//!   its own (or `posix_spawn`).
+//! - `sys.rs`: pidfd and `/proc` (with `spawn.rs`, the crate's only `unsafe`).
 //! - `status.rs`, `error.rs`: what callers get back.
 //!
 //! # A program's process
@@ -29,9 +31,10 @@
 //! path with a `/` is resolved against the version directory, a bare name on the program's
 //! own `PATH` as `execvp` does it, a file without an executable format run with `/bin/sh`).
 //! Its stdin is `/dev/null`; it holds no descriptor of the agent's but its stdio; no signal is
-//! blocked and every one is at its default disposition. It is started with `posix_spawn`
-//! (glibc's `clone(CLONE_VM | CLONE_VFORK)`), so a start never copies the agent's address
-//! space, however many programs it runs. Its environment is the agent's, without the variables that address
+//! blocked and every one is at its default disposition. It is started from a `vfork` child
+//! (`clone(CLONE_VM | CLONE_VFORK)`, see `spawn.rs`) that takes an empty descriptor table of
+//! its own, so a start copies neither the agent's address space nor its descriptors, however
+//! many programs it runs. Its environment is the agent's, without the variables that address
 //! the agent itself (`NOTIFY_SOCKET`, `LISTEN_*`, `SHOAL_CONFIG`, `SHOAL_HANDOVER_*`,
 //! `SHOAL_WORKER*`, `SHOAL_RPC_WORKER`), plus the spec's `env`, plus:
 //!
@@ -130,6 +133,7 @@ mod launch;
 mod lock;
 mod process;
 mod program;
+mod spawn;
 mod spec;
 mod status;
 mod store;

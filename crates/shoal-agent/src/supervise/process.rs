@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::capture::{Capture, StreamKey};
 use super::launch::Launch;
+use super::spawn;
 use super::spec::ProgramSpec;
 use super::status::Exit;
 use super::sys;
@@ -100,20 +101,6 @@ impl Outputs {
         }
     }
 
-    /// The ends a new process writes into (its fd 1 and 2).
-    fn writers(&self) -> io::Result<(File, File)> {
-        let open = |fifo: &Path| {
-            // Read-write, so the process itself keeps the pipe open for reading: it never
-            // gets SIGPIPE or EPIPE while no agent reads, it only blocks once the pipe is full.
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(fifo)
-                .map_err(|e| at(fifo, e))
-        };
-        Ok((open(&self.stdout.fifo)?, open(&self.stderr.fifo)?))
-    }
-
     pub fn set_logs(&self, logs: &Logs) {
         self.stdout.log.set_rotation(rotation(logs));
         self.stderr.log.set_rotation(rotation(logs));
@@ -174,8 +161,7 @@ pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io
     std::fs::create_dir_all(&app_data).map_err(|e| at(&app_data, e))?;
     let env = environment(spec, data, &app_data);
     let launch = Launch::new(&spec.program(), &spec.command.args, &env, &spec.dir)?;
-    let (stdout, stderr) = outputs.writers()?;
-    let stdio = sys::Stdio::new(stdout.into(), stderr.into())?;
+    let stdio = spawn::Stdio::new(&outputs.stdout.fifo, &outputs.stderr.fifo)?;
     let pid = launch.start(&stdio).map_err(|e| {
         // The child's chdir fails with the same words as a missing program: say which. Asked
         // only after a failure, so that a start makes no extra lookup.
@@ -188,8 +174,6 @@ pub(crate) fn spawn(spec: &ProgramSpec, data: &DataDir, outputs: &Outputs) -> io
             )
         }
     })?;
-    // The agent's copies of the write ends: closed now.
-    drop(stdio);
     // No one else reaps this child (the agent never waits for "any child"), so the pid stays
     // this process's until `reap`.
     let watched = sys::pidfd_open(pid).and_then(|pidfd| {
