@@ -7,7 +7,9 @@ needs to start programs).
 Starts PROGRAM under ptrace, puts a breakpoint on the first byte of each function its binary
 defines (from `nm`), and at each one's first hit records the function, puts the byte back
 and lets the thread go on: each function costs one stop, whatever it is called after. Every
-thread is followed; processes the program starts (`posix_spawn`, `fork`) are not. Once the
+thread is followed, and so is a process the program starts with `vfork` (the agent's start
+of a program) until its exec, since it runs the program's code in the program's memory until
+then; the functions it runs count as the program's. Once the
 program runs, writes its pid to OUT.pid (signal it, not this process); when it exits, writes
 the names of the functions that ran to OUT, one per line, in the order they first ran.
 
@@ -23,8 +25,10 @@ import subprocess
 import sys
 
 PTRACE_TRACEME, PTRACE_CONT, PTRACE_GETREGS, PTRACE_SETREGS = 0, 7, 12, 13
+PTRACE_DETACH = 17
 PTRACE_SETOPTIONS, PTRACE_O_TRACECLONE, PTRACE_O_EXITKILL = 0x4200, 0x8, 0x100000
-PTRACE_EVENT_CLONE = 3
+PTRACE_O_TRACEVFORK, PTRACE_O_TRACEEXEC = 0x4, 0x10
+PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 2, 3, 4
 WALL = 0x40000000
 RIP = 16  # the index of rip in struct user_regs_struct
 
@@ -72,7 +76,8 @@ def main():
         ptrace(PTRACE_TRACEME, 0)
         os.execv(binary, argv)
     os.waitpid(pid, 0)  # stopped at the exec
-    ptrace(PTRACE_SETOPTIONS, pid, None, PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)
+    options = PTRACE_O_TRACECLONE | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL
+    ptrace(PTRACE_SETOPTIONS, pid, None, options)
     # A PIE's symbols are offsets; a fixed-address binary's are addresses already.
     with open(binary, "rb") as f:
         pie = f.read(18)[16] == 3  # e_type ET_DYN
@@ -137,8 +142,18 @@ def trace(pid, mem, original):
             continue
         sig = os.WSTOPSIG(status)
         deliver = 0
-        if sig == signal.SIGTRAP and status >> 16 == PTRACE_EVENT_CLONE:
-            pass  # the new thread is followed and stops once by itself
+        event = status >> 16
+        if sig == signal.SIGTRAP and event in (PTRACE_EVENT_CLONE, PTRACE_EVENT_VFORK):
+            pass  # the new thread or vfork child is followed and stops once by itself
+        elif sig == signal.SIGTRAP and event == PTRACE_EVENT_EXEC and tid != pid:
+            # A vfork child ran the program's code until here; what it runs now is another.
+            try:
+                ptrace(PTRACE_DETACH, tid, None, 0)
+            except OSError:
+                pass
+            continue
+        elif sig == signal.SIGTRAP and event == PTRACE_EVENT_EXEC:
+            pass
         elif sig == signal.SIGTRAP:
             ptrace(PTRACE_GETREGS, tid, None, ctypes.addressof(regs))
             addr = regs[RIP] - 1
