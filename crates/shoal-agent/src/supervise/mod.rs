@@ -242,7 +242,9 @@ impl Supervisor {
 
     /// Registers `spec`, or replaces the spec of the program of that name: a running process
     /// keeps running as it was started until it is restarted (its log rotation changes at
-    /// once). A new program is stopped until [`start`](Supervisor::start)ed.
+    /// once). A new program is stopped until [`start`](Supervisor::start)ed. The spec the
+    /// program has already changes nothing and writes nothing: an agent that starts registers
+    /// every installed app again, while the programs start.
     pub async fn add(&self, spec: ProgramSpec) -> Result<(), SupervisorError> {
         if self.inner.closed.is_cancelled() {
             return Err(SupervisorError::Closed);
@@ -252,6 +254,11 @@ impl Supervisor {
                 cycle: format!("{0} -> {0}", spec.name),
                 name: spec.name,
             });
+        }
+        if let Ok(handle) = self.handle(&spec.name) {
+            if *handle.slot.spec() == spec {
+                return Ok(());
+            }
         }
         let spec = Arc::new(spec);
         // Written before the table is locked (the write is awaited; the lock is not held

@@ -155,3 +155,36 @@ async fn a_program_that_cannot_be_executed_fails_its_start_and_says_why() {
     .await;
     supervisor.shutdown().await;
 }
+
+#[tokio::test]
+async fn registering_the_spec_a_program_has_writes_nothing_and_leaves_it_running() {
+    let env = Env::new("re-add");
+    let supervisor = env.supervisor().await;
+    let spec = env.spec("steady", "exec sleep 600");
+    supervisor.add(spec.clone()).await.unwrap();
+    supervisor.start(&n("steady")).await.unwrap();
+    let before = wait_for(&supervisor, "steady", "running", |s| s.pid.is_some()).await;
+    // Another connection holds the database's write lock: a write would wait for it and
+    // fail once the busy timeout is over.
+    let state = env.state();
+    state.with(|c| c.execute_batch("BEGIN IMMEDIATE")).unwrap();
+    supervisor.add(spec.clone()).await.unwrap();
+    state.with(|c| c.execute_batch("COMMIT")).unwrap();
+    let after = status_of(&supervisor, "steady");
+    assert_eq!((after.pid, after.restarts), (before.pid, before.restarts));
+    // A changed spec is written and registered.
+    let mut changed = spec;
+    changed.env.insert("GREETING".into(), "hello".into());
+    supervisor.add(changed).await.unwrap();
+    let stored: String = state
+        .with(|c| {
+            c.query_row(
+                "SELECT spec FROM supervised WHERE name = 'steady'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert!(stored.contains("GREETING"), "{stored}");
+    supervisor.shutdown().await;
+}
