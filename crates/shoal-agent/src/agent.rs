@@ -883,15 +883,26 @@ impl Agent {
             .into_iter()
             .map(|p| p.name)
             .collect();
-        for name in self.installed()? {
-            let manifest = match self.manifest(&name) {
+        // Every manifest read and parsed in one hand-off, off the executor.
+        let agent = self.clone();
+        let installed = blocking(move || {
+            let loaded = agent.installed()?.into_iter().map(|name| {
+                let manifest = agent.manifest(&name);
+                let dir = agent.current_dir(&name);
+                (name, manifest, dir)
+            });
+            Ok(loaded.collect::<Vec<_>>())
+        })
+        .await?;
+        for (name, manifest, dir) in installed {
+            let manifest = match manifest {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(app = %name, error = %e.chain(), "cannot load an installed app");
                     continue;
                 }
             };
-            let dir = self.current_dir(&name)?;
+            let dir = dir?;
             match manifest.package.kind {
                 Kind::Service => {
                     let supervisor = &self.inner.supervisor;
