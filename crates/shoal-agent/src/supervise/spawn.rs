@@ -16,8 +16,8 @@
 //! every core the agent runs on). The child here starts on the agent's table (`CLONE_FILES`)
 //! and leaves it for an empty one of its own before touching any descriptor
 //! (`close_range(0, ~0, CLOSE_RANGE_UNSHARE)`, Linux 5.9), so nothing is copied or closed, on
-//! a stack each spawning thread keeps. Where the kernel refuses that call, every start from
-//! then on uses `posix_spawn`.
+//! a stack each spawning thread keeps. Where that call is refused (a kernel before 5.9, a
+//! seccomp filter that does not list it), every start from then on uses `posix_spawn`.
 //!
 //! The child runs in the agent's memory, beside its other threads, until the exec: it makes
 //! system calls and nothing else (no allocation, no lock, no Rust standard library), with
@@ -82,9 +82,11 @@ static NO_OWN_TABLE: AtomicBool = AtomicBool::new(false);
 pub(crate) fn spawn(exec: &Exec<'_>, stdio: &Stdio) -> io::Result<Pid> {
     if !NO_OWN_TABLE.load(Ordering::Relaxed) {
         match spawn_child(exec, stdio) {
+            // ENOSYS, EINVAL: a kernel before 5.9; EPERM: a seccomp filter that does not know
+            // the call (older container runtimes refuse what they do not list).
             Err(Failed {
                 step: Step::OwnTable,
-                errno: Errno::ENOSYS | Errno::EINVAL,
+                errno: Errno::ENOSYS | Errno::EINVAL | Errno::EPERM,
             }) => NO_OWN_TABLE.store(true, Ordering::Relaxed),
             done => return done.map_err(|failed| failed.into_error(stdio)),
         }
