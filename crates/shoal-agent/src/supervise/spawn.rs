@@ -286,7 +286,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         if libc::syscall(libc::SYS_chdir, child.dir) != 0 {
             return fail(Step::Dir);
         }
-        raw_sigprocmask(libc::SIG_SETMASK, &no_signal(), None);
+        raw_sigprocmask(libc::SIG_SETMASK, &NO_SIGNAL, None);
         libc::syscall(libc::SYS_execve, child.path, child.argv, child.envp);
         fail(Step::Exec)
     }
@@ -325,16 +325,10 @@ const LAST_SIGNAL: c_int = 64;
 static DEFAULT_ACTION: [u64; 4] = [0; 4];
 const KERNEL_SIGSET_BYTES: libc::size_t = 8;
 
+/// The empty signal set.
 #[allow(unsafe_code)]
-fn no_signal() -> libc::sigset_t {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: a sigset_t is a plain bit array, so any bytes make a valid one, and every byte
-    // is written before `assume_init`.
-    unsafe {
-        set.as_mut_ptr().write_bytes(0, 1);
-        set.assume_init()
-    }
-}
+// SAFETY: a sigset_t is a plain bit array, so all zeros is a valid one: no signal.
+static NO_SIGNAL: libc::sigset_t = unsafe { std::mem::zeroed() };
 
 /// Starts `exec` with glibc's `posix_spawn` (also `clone(CLONE_VM | CLONE_VFORK)`), whose
 /// child copies the agent's descriptor table and closes all of it but its stdio.
