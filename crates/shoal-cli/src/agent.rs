@@ -150,6 +150,10 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         },
     };
     runtime()?.block_on(async {
+        // The handlers first: a SIGTERM that comes while the programs start is kept until
+        // start-up is over, then stops the agent as any other would, rather than killing it
+        // with the default action and leaving its programs behind.
+        let mut signals = crate::signal::Signals::new().context("installing signal handlers")?;
         let stop = CancellationToken::new();
         let running = shoal_agent::run(config, stop.clone()).await?;
         errln!(
@@ -186,7 +190,7 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => tracing::debug!(error = %e, "code pages not trimmed"),
             }
         };
-        tokio::join!(trim, crate::signal::shutdown());
+        tokio::join!(trim, signals.recv());
         stop.cancel();
         running.stopped().await;
         anyhow::Ok(ExitCode::SUCCESS)

@@ -2,7 +2,8 @@
 //! everything it started when its output closes, on SIGINT, SIGTERM and SIGHUP (also while
 //! a write is stuck on a reader that stopped reading), and when it fails after starting
 //! things; `shoal logs -f` ends when its reader goes although nothing
-//! more is written; one-shot commands writing into a closed pipe end quietly. "Nothing left"
+//! more is written; one-shot commands writing into a closed pipe end quietly; an agent sent
+//! SIGTERM while its programs start stops them all. "Nothing left"
 //! is checked in `/proc`: no process whose working directory or command line is under the
 //! test's data directory.
 
@@ -219,6 +220,43 @@ fn one_shot_commands_into_a_closed_pipe_end_quietly() {
         assert!(!said.contains("panicked"), "shoal {args:?}: {said}");
     }
     drop(agent);
+}
+
+/// A SIGTERM as soon as the first of an agent's programs runs, while it starts the others:
+/// the agent finishes starting, stops them all (`--stop-on-exit`) and ends successfully.
+/// Before its handlers were installed first, the signal's default action killed the agent
+/// there and left its programs running with nobody watching them.
+#[test]
+fn agent_stops_its_programs_on_sigterm_while_they_start() {
+    let dir = Scratch::new("agent-term-start");
+    let data = dir.0.join("data");
+    let agent = Agent::start_with(&data, AtExit::Stop);
+    const PROGRAMS: usize = 4;
+    for i in 0..PROGRAMS {
+        let archive = package(&dir.0, &format!("s{i:02}"), "exec sleep 1000");
+        shoal_ok(&data, &["install", archive.to_str().unwrap()]);
+    }
+    assert_eq!(agent.stop(), vec![], "the agent stops its programs at exit");
+
+    // Started again, the agent starts all four; the signal goes as soon as one runs.
+    let child = Command::new(SHOAL)
+        .args(["agent", "--stop-on-exit", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        data: data.clone(),
+    };
+    let me = agent.child.id() as i32;
+    let deadline = Instant::now() + LIMIT;
+    // Polled without a pause: the window is the rest of the agent's start-up, milliseconds.
+    while !under(&data).iter().any(|(pid, _)| *pid != me) {
+        assert!(Instant::now() < deadline, "no program of the agent ran");
+    }
+    assert_eq!(agent.stop(), vec![], "nothing is left running");
 }
 
 /// An agent on `DIR/data` running `talker`, which says "first words" and then nothing more
