@@ -120,12 +120,17 @@ impl DataDir {
 
     /// `run/supervise.lock`, held by the one supervisor of this data directory.
     pub fn run_lock(&self) -> PathBuf {
-        self.root.join("run").join("supervise.lock")
+        self.runs().join("supervise.lock")
     }
 
     /// `run/NAME`, for the FIFOs of a running program.
     pub fn run(&self, name: &Name) -> PathBuf {
-        self.root.join("run").join(name.as_str())
+        self.runs().join(name.as_str())
+    }
+
+    /// `run/`: a directory [`DataDir::run`] for each program that has run.
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("run")
     }
 }
 

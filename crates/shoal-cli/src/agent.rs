@@ -135,6 +135,12 @@ pub fn run_agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let dir = args.data.get()?.to_owned();
     let link = link_options(&args)?;
     raise_fd_limit();
+    // While this is the process's only thread (see the function).
+    let sized = shoal_agent::DataDir::create(&dir)
+        .and_then(|data| shoal_agent::supervise::size_descriptor_table(&data));
+    if let Err(e) = sized {
+        tracing::debug!(error = %e, "descriptor table not sized for the programs");
+    }
     let config = Config {
         link,
         data_dir: dir.clone(),

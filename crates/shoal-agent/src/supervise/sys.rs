@@ -1,5 +1,5 @@
-//! What the supervisor asks of Linux beyond nix's safe wrappers: a pidfd, and the figures it
-//! reads from `/proc` (start time, process group, CPU, memory).
+//! What the supervisor asks of Linux beyond nix's safe wrappers: a pidfd, room in the descriptor
+//! table, and the figures it reads from `/proc` (start time, process group, CPU, memory).
 //!
 //! The crate's `unsafe` blocks are here and in `spawn.rs` and nowhere else, each in a small
 //! function.
@@ -28,6 +28,23 @@ pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd_open: bad descriptor"))?;
     // SAFETY: the kernel just created `fd` for this call; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Grows this process's descriptor table to hold descriptors numbered below `slots`, or up to
+/// the open-file limit when that is lower; returns how many it holds room for now, at least.
+/// The kernel never shrinks the table, so the room stays once the descriptor that made it is
+/// closed.
+pub(crate) fn reserve_descriptors(slots: usize) -> io::Result<usize> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let (limit, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let highest = slots
+        .min(usize::try_from(limit).unwrap_or(usize::MAX))
+        .saturating_sub(1);
+    let highest = RawFd::try_from(highest).unwrap_or(RawFd::MAX);
+    let null = std::fs::File::open("/dev/null")?;
+    let copy = nix::fcntl::fcntl(&null, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(highest))?;
+    nix::unistd::close(copy)?;
+    Ok(usize::try_from(highest).map_or(0, |h| h + 1))
 }
 
 /// Watches `pidfd` from the async runtime: readable once its process has exited.

@@ -1,6 +1,7 @@
 //! What a started program inherits from the agent, read from outside through `/proc`: its own
 //! session and no terminal, its three stdio and no other descriptor, no blocked or ignored
-//! signal, its directory and environment; and how its command is found and executed.
+//! signal, its directory and environment; how its command is found and executed; and the
+//! agent's descriptor table, sized for its programs before they start.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -131,4 +132,30 @@ fn signal_mask(status: &str, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .unwrap_or_else(|| panic!("no {key} in {status}"));
     u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// The table is sized for five descriptors a program and 64 of the agent's own, from the
+/// programs' directories under `run/`, within the open-file limit: `/proc` shows its size.
+#[test]
+fn the_descriptor_table_is_sized_for_the_programs_of_the_data_directory() {
+    let env = Env::new("spawn-fdtable");
+    for i in 0..300 {
+        std::fs::create_dir(env.data.runs().join(format!("p{i:03}"))).unwrap();
+    }
+    // A file beside them is no program.
+    std::fs::write(env.data.runs().join("supervise.lock"), "").unwrap();
+    let (limit, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let wanted = (64 + 5 * 300).min(usize::try_from(limit).unwrap_or(usize::MAX));
+    let room = shoal_agent::supervise::size_descriptor_table(&env.data).unwrap();
+    assert_eq!(room, wanted);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let size: usize = status
+        .lines()
+        .find_map(|line| line.strip_prefix("FDSize:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size >= wanted, "FDSize {size}, wanted {wanted}");
 }
