@@ -239,17 +239,7 @@ fn agent_stops_its_programs_on_sigterm_while_they_start() {
     assert_eq!(agent.stop(), vec![], "the agent stops its programs at exit");
 
     // Started again, the agent starts all four; the signal goes as soon as one runs.
-    let child = Command::new(SHOAL)
-        .args(["agent", "--stop-on-exit", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let agent = Agent {
-        child,
-        data: data.clone(),
-    };
+    let agent = Agent::launch(&data, AtExit::Stop);
     let me = agent.child.id() as i32;
     let deadline = Instant::now() + LIMIT;
     // Polled without a pause: the window is the rest of the agent's start-up, milliseconds.

@@ -109,6 +109,15 @@ impl Agent {
     }
 
     pub fn start_with(data: &Path, at_exit: AtExit) -> Agent {
+        let agent = Agent::launch(data, at_exit);
+        wait_for("the agent to answer", || {
+            shoal(data, &["ps"]).status.success().then_some(())
+        });
+        agent
+    }
+
+    /// `shoal agent --data-dir DATA`, spawned: not waited for.
+    pub fn launch(data: &Path, at_exit: AtExit) -> Agent {
         let mut command = Command::new(SHOAL);
         command.arg("agent");
         if at_exit == AtExit::Stop {
@@ -121,14 +130,10 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let agent = Agent {
+        Agent {
             child,
             data: data.to_owned(),
-        };
-        wait_for("the agent to answer", || {
-            shoal(data, &["ps"]).status.success().then_some(())
-        });
-        agent
+        }
     }
 
     /// SIGKILL to the agent alone: its programs go on.
