@@ -124,7 +124,9 @@ impl Expander<'_> {
         );
         let infos = self.service.methods.iter().map(|m| self.method_info(m));
         let arms = self.service.methods.iter().map(|m| self.dispatch_arm(m));
+        let in_place_arms = self.service.methods.iter().map(|m| self.in_place_arm(m));
         let req = Ident::new("req", Span::mixed_site());
+        let call = Ident::new("call", Span::mixed_site());
 
         quote! {
             #[doc = #doc]
@@ -174,6 +176,13 @@ impl Expander<'_> {
                         ))),
                     }
                 }
+
+                fn call_in_place(&self, #call: &#rpc::CallInPlace<'_>) -> ::core::option::Option<#rpc::BoxReply> {
+                    ::core::option::Option::Some(match #call.method() {
+                        #(#in_place_arms)*
+                        _ => return ::core::option::Option::None,
+                    })
+                }
             }
         }
     }
@@ -205,31 +214,78 @@ impl Expander<'_> {
 
     /// `"name" => Box::pin(async move { decode, call, encode })`.
     fn dispatch_arm(&self, m: &Method) -> TokenStream {
-        let root = &self.root;
-        let rpc = quote!(#root::rpc);
+        let rpc = self.rpc();
         let name = &m.wire_name;
+        let names = ArmNames::new();
+        let (req, params, ctx) = (&names.req, &names.params, &names.ctx);
+        let open_args = open_args(
+            m,
+            &names,
+            |arity| quote!(#rpc::Args::new(#name, #params, #arity)),
+        );
+        let decode = decode_args(m, &names);
+        let ctx_binding = needs_context(m).then(|| quote!(let #ctx = #req.ctx;));
+        let run = self.run_and_reply(m, &names);
+        let this = &names.this;
+        quote! {
+            #name => {
+                let #this = ::std::sync::Arc::clone(&self.inner);
+                let #params = #req.params;
+                #ctx_binding
+                ::std::boxed::Box::pin(async move {
+                    #open_args
+                    #(#decode)*
+                    #run
+                })
+            }
+        }
+    }
+
+    /// `"name" => { decode from the bytes; Box::pin(async move { call, encode }) }`: the
+    /// arguments are decoded before the future is made, while the bytes are there.
+    fn in_place_arm(&self, m: &Method) -> TokenStream {
+        let rpc = self.rpc();
+        let name = &m.wire_name;
+        let names = ArmNames::new();
+        let (call, ctx, this) = (&names.call, &names.ctx, &names.this);
+        let open_args = open_args(m, &names, |arity| quote!(#call.args(#name, #arity)));
+        let decode = decode_args(m, &names);
+        let idents: Vec<&Ident> = m.wire_params().map(|(ident, _)| ident).collect();
+        let ctx_binding = needs_context(m).then(|| quote!(let #ctx = #call.context();));
+        let run = self.run_and_reply(m, &names);
+        quote! {
+            #name => {
+                let decoded = (|| -> ::core::result::Result<_, #rpc::RpcError> {
+                    #open_args
+                    #(#decode)*
+                    ::core::result::Result::Ok((#(#idents,)*))
+                })();
+                match decoded {
+                    ::core::result::Result::Ok((#(#idents,)*)) => {
+                        let #this = ::std::sync::Arc::clone(&self.inner);
+                        #ctx_binding
+                        ::std::boxed::Box::pin(async move { #run })
+                    }
+                    ::core::result::Result::Err(e) => ::std::boxed::Box::pin(
+                        ::core::future::ready(::core::result::Result::Err(e)),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn rpc(&self) -> TokenStream {
+        let root = &self.root;
+        quote!(#root::rpc)
+    }
+
+    /// The call of the implementation and the encoding of what it returns (or, for a
+    /// notification, of nothing).
+    fn run_and_reply(&self, m: &Method, names: &ArmNames) -> TokenStream {
+        let rpc = self.rpc();
         let ident = &m.ident;
         let trait_ident = &self.service.item.ident;
-        // Mixed-site names cannot collide with the method's own parameter names.
-        let req = Ident::new("req", Span::mixed_site());
-        let this = Ident::new("this", Span::mixed_site());
-        let args = Ident::new("args", Span::mixed_site());
-        let ctx = Ident::new("ctx", Span::mixed_site());
-
-        let params = Ident::new("params", Span::mixed_site());
-        let arity = m.wire_params().count();
-        // `Args::new` checks the arity even when there is nothing to read.
-        let open_args = if arity == 0 {
-            quote!(#rpc::Args::new(#name, #params, 0)?;)
-        } else {
-            quote!(let mut #args = #rpc::Args::new(#name, #params, #arity)?;)
-        };
-        let decode = m.wire_params().map(|(ident, ty)| {
-            let label = syn::ext::IdentExt::unraw(ident).to_string();
-            quote_spanned! {ty.span()=>
-                let #ident: #ty = #args.next(#label)?;
-            }
-        });
+        let (this, ctx) = (&names.this, &names.ctx);
         let call_args: Vec<TokenStream> = m
             .params
             .iter()
@@ -249,44 +305,28 @@ impl Expander<'_> {
         } else {
             quote!(<T as #trait_ident>::#ident(&*#this, #(#call_args),*).await)
         };
-        let ctx_binding =
-            (m.takes_context() || m.flags.blocking).then(|| quote!(let #ctx = #req.ctx;));
         // Located at the return type, so that a type that cannot be encoded is reported there.
         let return_span = m.returns.written().map_or(Span::call_site(), Spanned::span);
         let out = Ident::new("out", Span::mixed_site().located_at(return_span));
-        let reply = if m.flags.notify {
-            quote! {
+        if m.flags.notify {
+            return quote! {
                 #call;
                 ::core::result::Result::Ok(#rpc::Reply::none())
-            }
-        } else {
-            match &m.returns {
-                Returns::Unit | Returns::Value(_) => quote_spanned! {return_span=>
-                    let #out = #call;
-                    #rpc::Reply::encode(&#out)
-                },
-                Returns::Result { .. } => quote_spanned! {return_span=>
-                    match #call {
-                        ::core::result::Result::Ok(#out) => #rpc::Reply::encode(&#out),
-                        ::core::result::Result::Err(e) => ::core::result::Result::Err(
-                            ::core::convert::Into::<#rpc::RpcError>::into(e),
-                        ),
-                    }
-                },
-            }
-        };
-
-        quote! {
-            #name => {
-                let #this = ::std::sync::Arc::clone(&self.inner);
-                let #params = #req.params;
-                #ctx_binding
-                ::std::boxed::Box::pin(async move {
-                    #open_args
-                    #(#decode)*
-                    #reply
-                })
-            }
+            };
+        }
+        match &m.returns {
+            Returns::Unit | Returns::Value(_) => quote_spanned! {return_span=>
+                let #out = #call;
+                #rpc::Reply::encode(&#out)
+            },
+            Returns::Result { .. } => quote_spanned! {return_span=>
+                match #call {
+                    ::core::result::Result::Ok(#out) => #rpc::Reply::encode(&#out),
+                    ::core::result::Result::Err(e) => ::core::result::Result::Err(
+                        ::core::convert::Into::<#rpc::RpcError>::into(e),
+                    ),
+                }
+            },
         }
     }
 
@@ -375,4 +415,57 @@ impl Expander<'_> {
             }
         }
     }
+}
+
+/// Names the generated dispatch code binds, mixed-site so that they cannot collide with
+/// the method's own parameter names.
+struct ArmNames {
+    req: Ident,
+    call: Ident,
+    params: Ident,
+    args: Ident,
+    ctx: Ident,
+    this: Ident,
+}
+
+impl ArmNames {
+    fn new() -> Self {
+        let name = |n: &str| Ident::new(n, Span::mixed_site());
+        Self {
+            req: name("req"),
+            call: name("call"),
+            params: name("params"),
+            args: name("args"),
+            ctx: name("ctx"),
+            this: name("this"),
+        }
+    }
+}
+
+/// `let mut args = <open(arity)>?;` (`Args` checks the arity even when there is nothing to
+/// read).
+fn open_args(m: &Method, names: &ArmNames, open: impl FnOnce(usize) -> TokenStream) -> TokenStream {
+    let arity = m.wire_params().count();
+    let (args, open) = (&names.args, open(arity));
+    if arity == 0 {
+        quote!(#open?;)
+    } else {
+        quote!(let mut #args = #open?;)
+    }
+}
+
+/// `let name: Type = args.next("name")?;` for each wire parameter, located at its type.
+fn decode_args<'a>(m: &'a Method, names: &'a ArmNames) -> impl Iterator<Item = TokenStream> + 'a {
+    let args = &names.args;
+    m.wire_params().map(move |(ident, ty)| {
+        let label = syn::ext::IdentExt::unraw(ident).to_string();
+        quote_spanned! {ty.span()=>
+            let #ident: #ty = #args.next(#label)?;
+        }
+    })
+}
+
+/// The handler gets a [`Context`]: it takes one, or runs on the blocking pool.
+fn needs_context(m: &Method) -> bool {
+    m.takes_context() || m.flags.blocking
 }

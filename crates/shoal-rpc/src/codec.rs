@@ -173,6 +173,15 @@ impl Decoder {
         }
     }
 
+    /// The front of `buf` a message may be read from in place (see [`read_call`]): `None`
+    /// while part of a message has been scanned (its bytes are the scan's to finish). At
+    /// most `DIRECT_READ_MAX` bytes within both limits, as for [`Decoder::decode`]'s direct
+    /// reading, so what is read from it is bounded the same way.
+    pub(crate) fn window<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        let direct = DIRECT_READ_MAX.min(self.max_size).min(self.max_values);
+        (self.pos == 0).then(|| &buf[..buf.len().min(direct)])
+    }
+
     /// Scans from where the last call stopped; returns the length of the first message once it
     /// is complete, and resets for the next one.
     fn frame_len(&mut self, buf: &[u8]) -> Result<Option<usize>, DecodeError> {
@@ -377,6 +386,79 @@ fn parse_envelope(rd: &mut &[u8]) -> Result<Message, DecodeError> {
     }
 }
 
+/// A request or notification read in place: its method name and arguments are borrowed
+/// from the bytes the peer sent, so a handler can decode its arguments straight from them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CallBytes<'a> {
+    /// The msgid; `None` for a notification.
+    pub id: Option<Value>,
+    /// Valid UTF-8: a name that is not is left to [`Decoder::decode`].
+    pub method: &'a str,
+    /// The params array as sent, its header included.
+    pub params: &'a [u8],
+    pub ext: Option<RequestExt>,
+}
+
+/// The request or notification at the front of `buf` read in place, with the bytes it
+/// takes. `None` for anything else: another kind of message, one not whole yet, one that
+/// breaks a rule or is written in an unusual way (long array headers, a `bin` method name).
+/// [`Decoder::decode`] reads those, and says what is wrong with them.
+pub(crate) fn read_call(buf: &[u8]) -> Option<(CallBytes<'_>, usize)> {
+    let mut rd = buf;
+    let (&head, rest) = rd.split_first()?;
+    let (&kind, rest) = rest.split_first()?;
+    rd = rest;
+    let id = match (head, kind as u64) {
+        (0x94 | 0x95, TYPE_REQUEST) => Some(msgid(read_value(&mut rd).ok()?).ok()?),
+        (0x93, TYPE_NOTIFICATION) => None,
+        _ => return None,
+    };
+    let method = match rd.first()? {
+        0xa0..=0xbf | 0xd9 | 0xda | 0xdb => std::str::from_utf8(read_text(&mut rd).ok()??).ok()?,
+        _ => return None,
+    };
+    let start = rd;
+    if !matches!(rd.first()?, 0x90..=0x9f | 0xdc | 0xdd) {
+        return None;
+    }
+    skip_value(&mut rd, DEFAULT_MAX_DEPTH - 1).ok()?;
+    let params = &start[..start.len() - rd.len()];
+    let ext = match head {
+        0x95 => Some(read_ext(&mut rd).ok()?),
+        _ => None,
+    };
+    let call = CallBytes {
+        id,
+        method,
+        params,
+        ext,
+    };
+    Some((call, buf.len() - rd.len()))
+}
+
+/// Moves past one value of at most `depth` levels of arrays and maps, building nothing.
+fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
+    let truncated = || DecodeError::Malformed("value runs past the end of its message".into());
+    if rd.is_empty() {
+        return Err(truncated());
+    }
+    let item = scan_item(rd)?.ok_or_else(truncated)?;
+    let end = usize::try_from(item.header as u64 + item.body)
+        .ok()
+        .filter(|&end| end <= rd.len())
+        .ok_or_else(truncated)?;
+    *rd = &rd[end..];
+    if item.children > 0 {
+        let depth = depth.checked_sub(1).ok_or(DecodeError::TooDeep {
+            max: DEFAULT_MAX_DEPTH,
+        })?;
+        for _ in 0..item.children {
+            skip_value(rd, depth)?;
+        }
+    }
+    Ok(())
+}
+
 /// The method name: `str` (valid UTF-8 or not) or `bin`, read straight from the frame.
 fn read_method(rd: &mut &[u8]) -> Result<String, DecodeError> {
     let bytes = match read_text(rd)? {
@@ -441,6 +523,11 @@ fn read_ext(rd: &mut &[u8]) -> Result<RequestExt, DecodeError> {
         }
     }
     Ok(ext)
+}
+
+/// Decodes one argument from within a request's params array.
+pub(crate) fn read_arg(rd: &mut &[u8]) -> Result<Value, DecodeError> {
+    read_value_in(rd, DEFAULT_MAX_DEPTH - 2)
 }
 
 /// Decodes one value inside a message's envelope (see [`read_value_in`]).
@@ -1113,6 +1200,116 @@ pub(crate) mod tests {
             })
         );
         assert!(buf.is_empty());
+    }
+
+    /// Reads what `read_call` took as the message the decoder reads from the same bytes.
+    fn as_message(call: CallBytes<'_>) -> Message {
+        let mut rd = call.params;
+        let Value::Array(params) = read_value(&mut rd).unwrap() else {
+            panic!("params are an array")
+        };
+        assert!(rd.is_empty(), "params are the array and nothing more");
+        let method = call.method.to_owned();
+        match call.id {
+            Some(id) => Message::Request {
+                id,
+                method,
+                params,
+                ext: call.ext,
+            },
+            None => Message::Notification { method, params },
+        }
+    }
+
+    #[test]
+    fn a_call_read_in_place_is_the_message_decoded() {
+        let deadline = Value::Map(vec![
+            ("other".into(), arr(vec![1.into()])),
+            ("deadline_ms".into(), 250.into()),
+        ]);
+        let calls = vec![
+            arr(vec![
+                0.into(),
+                7.into(),
+                "add".into(),
+                arr(vec![1.into(), 2.into()]),
+            ]),
+            arr(vec![
+                0.into(),
+                Value::F64(9.0),
+                "f".into(),
+                arr(vec![]),
+                deadline,
+            ]),
+            arr(vec![
+                2.into(),
+                "log".into(),
+                arr(vec!["x".repeat(300).into()]),
+            ]),
+            arr(vec![
+                0.into(),
+                Value::from(u32::MAX),
+                "deep".into(),
+                arr(vec![Value::Map(vec![(
+                    "k".into(),
+                    arr(vec![raw_str(&[0xff])]),
+                )])]),
+            ]),
+        ];
+        for msg in calls {
+            let bytes = frames(std::slice::from_ref(&msg));
+            let mut tail = bytes.clone();
+            tail.extend_from_slice(&bytes);
+            let (call, len) = read_call(&tail).expect("read in place");
+            assert_eq!(len, bytes.len(), "{msg}");
+            let decoded = Decoder::default()
+                .decode(&mut BytesMut::from(&bytes[..]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(as_message(call), decoded, "{msg}");
+            // Short of the whole message, nothing is read.
+            for cut in 0..bytes.len() {
+                assert_eq!(read_call(&bytes[..cut]), None, "{msg} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_plain_call_is_left_to_the_decoder() {
+        let mut long_header = vec![0xdc, 0x00, 0x04];
+        long_header.extend(frames(&[0.into(), 1.into(), "add".into(), arr(vec![])]));
+        let cases = [
+            // A response, and a request whose method is `bin` or not UTF-8.
+            frames(&[arr(vec![1.into(), 7.into(), Value::Nil, 3.into()])]),
+            frames(&[arr(vec![
+                0.into(),
+                1.into(),
+                Value::Binary(b"add".to_vec()),
+                arr(vec![]),
+            ])]),
+            frames(&[arr(vec![
+                0.into(),
+                1.into(),
+                raw_str(&[b'a', 0xff]),
+                arr(vec![]),
+            ])]),
+            // Params that are not an array, and a msgid that is not a number.
+            frames(&[arr(vec![0.into(), 1.into(), "add".into(), 5.into()])]),
+            frames(&[arr(vec![0.into(), "id".into(), "add".into(), arr(vec![])])]),
+            frames(&[arr(vec![2.into(), "log".into(), Value::Nil])]),
+            long_header,
+            // Nesting past the limit.
+            {
+                let mut deep = frames(&[0.into(), 1.into(), "f".into()]);
+                deep.insert(0, 0x94);
+                deep.extend(std::iter::repeat_n(0x91, DEFAULT_MAX_DEPTH));
+                deep.push(0xc0);
+                deep
+            },
+        ];
+        for bytes in cases {
+            assert_eq!(read_call(&bytes), None, "{bytes:02x?}");
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
 use crate::error::{codes, Error, RemoteError, RpcError};
 use crate::extensions::Extensions;
 use crate::pipeline::{Pipeline, TooLarge};
-use crate::service::{builtin, BoxReply, Context, Reply, Request, Router};
+use crate::service::{builtin, BoxReply, CallInPlace, Context, Reply, Request, Router};
 use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
 /// What serves the calls a connection receives: a [`Router`] called directly, or any tower
@@ -1213,6 +1213,9 @@ impl Reader {
             // yields. Without it one read of a few MiB of notifications is handled in one go
             // while every other connection on the thread waits.
             tokio::task::consume_budget().await;
+            if self.serve_in_place(buf) {
+                continue;
+            }
             match self.decoder.decode(buf) {
                 // Answers to our own calls are always taken: they queue nothing, and a peer
                 // waiting for room on its side must not wait on us in turn.
@@ -1255,8 +1258,7 @@ impl Reader {
     /// a peer that sends calls and never reads the replies holds at most that much (plus the
     /// replies of the calls already running) instead of everything it ever asked for.
     async fn wait_for_room(&mut self) {
-        let out = &self.peer.inner.out;
-        if self.batch.len() + out.unsent() <= self.max_unsent {
+        if self.has_room() {
             return;
         }
         self.flush();
@@ -1271,6 +1273,49 @@ impl Reader {
             }
             room.await;
         }
+    }
+
+    fn has_room(&self) -> bool {
+        self.batch.len() + self.peer.inner.out.unsent() <= self.max_unsent
+    }
+
+    /// Serves the request or notification at the front of `buf` from its bytes in place,
+    /// when the handler is a bare router whose service takes it that way
+    /// ([`Router::dispatch_in_place`]): no [`Message`] or [`Request`] is built for it.
+    /// False leaves the message to [`Decoder::decode`] and [`Reader::handle`], as is
+    /// everything that needs more than that: a message not whole yet, a built-in method, a
+    /// full set of slots, a peer not taking its replies.
+    fn serve_in_place(&mut self, buf: &mut BytesMut) -> bool {
+        let Serve::Router(router) = &self.handler.0 else {
+            return false;
+        };
+        if self.in_flight.available_permits() == 0 || !self.has_room() {
+            return false;
+        }
+        let Some((call, len)) = self.decoder.window(buf).and_then(codec::read_call) else {
+            return false;
+        };
+        let deadline = deadline_of(&mut self.read_at, call.ext);
+        let in_place = CallInPlace {
+            method: call.method,
+            params: call.params,
+            deadline,
+            notification: call.id.is_none(),
+            more_input: buf.len() > len,
+            peer: &self.peer,
+            blocking: &self.blocking,
+            state: &self.state,
+        };
+        let Some(fut) = router.dispatch_in_place(&in_place) else {
+            return false;
+        };
+        let id = call.id;
+        buf.advance(len);
+        match id {
+            Some(id) => self.respond(id, fut, deadline),
+            None => self.notified(fut),
+        }
+        true
     }
 
     /// Acts on one message. A request or notification that takes a slot comes here only
@@ -1301,9 +1346,7 @@ impl Reader {
                     codec::encode_response_ok(&mut self.batch, &id, &hello_answer().0);
                     return;
                 }
-                let deadline = ext.and_then(|e| e.deadline_ms).map(|ms| {
-                    *self.read_at.get_or_insert_with(Instant::now) + Duration::from_millis(ms)
-                });
+                let deadline = deadline_of(&mut self.read_at, ext);
                 let ctx = Context::with_pool(
                     deadline,
                     false,
@@ -1335,21 +1378,27 @@ impl Reader {
                 let ctx =
                     Context::with_pool(None, true, Some(self.peer.clone()), self.blocking.clone())
                         .with_state(self.state.clone());
-                let mut fut = self.dispatch(Request {
+                let fut = self.dispatch(Request {
                     method,
                     params,
                     ctx,
                 });
-                if self.notifications.is_none() {
-                    if let Poll::Ready(result) = poll_once(&mut fut) {
-                        log_notification(&self.peer, &self.failed_notifications, result);
-                        return;
-                    }
-                }
-                let permit = self.take_slot();
-                self.queue_notification(fut, permit);
+                self.notified(fut);
             }
         }
+    }
+
+    /// Runs a notification's handler: at once when it finishes on its first poll and none
+    /// is queued before it, behind the queued ones otherwise (in arrival order).
+    fn notified(&mut self, mut fut: BoxReply) {
+        if self.notifications.is_none() {
+            if let Poll::Ready(result) = poll_once(&mut fut) {
+                log_notification(&self.peer, &self.failed_notifications, result);
+                return;
+            }
+        }
+        let permit = self.take_slot();
+        self.queue_notification(fut, permit);
     }
 
     /// Takes the slot [`Reader::drain`] or [`Reader::run`] found free: only this task takes
@@ -1480,6 +1529,13 @@ fn needs_slot(msg: &Message) -> bool {
         }
         Message::Response { .. } | Message::Invalid { .. } => false,
     }
+}
+
+/// When a call must be answered by: `ext`'s time left, counted from the first reading of the
+/// clock after the last read from the peer (see [`Reader::read_at`]).
+fn deadline_of(read_at: &mut Option<Instant>, ext: Option<RequestExt>) -> Option<Instant> {
+    let ms = ext?.deadline_ms?;
+    Some(*read_at.get_or_insert_with(Instant::now) + Duration::from_millis(ms))
 }
 
 fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {

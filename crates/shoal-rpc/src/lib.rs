@@ -33,5 +33,7 @@ pub use extensions::Extensions;
 pub use pipeline::Pipeline;
 pub use rmpv::Value;
 pub use server::{Server, ServerBuilder};
-pub use service::{Args, BoxReply, Context, Dispatch, MethodInfo, Reply, Request, Router};
+pub use service::{
+    Args, BoxReply, CallInPlace, Context, Dispatch, MethodInfo, Reply, Request, Router,
+};
 pub use transport::{Addr, ClientTls, Listener};

@@ -248,6 +248,54 @@ pub trait Dispatch: Send + Sync + 'static {
     fn methods(&self) -> &'static [MethodInfo];
     /// Handles a call to one of [`Dispatch::methods`]; any other name answers method not found.
     fn call(&self, req: Request) -> BoxReply;
+
+    /// Handles a call read in place from a connection's buffer, decoding its arguments
+    /// straight from the bytes the peer sent and building its [`Context`] only for a
+    /// handler that takes one. `None` declines: the call then comes to [`Dispatch::call`]
+    /// as a [`Request`]. `#[shoal::service]` implements it; by default it declines.
+    fn call_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
+        let _ = call;
+        None
+    }
+}
+
+/// A call read in place from a connection's buffer (see [`Dispatch::call_in_place`]): a
+/// server without middleware hands each call to its router this way, with no [`Request`]
+/// built for it.
+#[derive(Debug)]
+pub struct CallInPlace<'a> {
+    pub(crate) method: &'a str,
+    /// The params array as sent, header included.
+    pub(crate) params: &'a [u8],
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) notification: bool,
+    pub(crate) more_input: bool,
+    pub(crate) peer: &'a Peer,
+    pub(crate) blocking: &'a BlockingPool,
+    pub(crate) state: &'a Extensions,
+}
+
+impl<'a> CallInPlace<'a> {
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The call's arguments, as [`Args::new`] reads them from a [`Request`].
+    pub fn args(&self, method: &'static str, arity: usize) -> Result<Args<'a>, RpcError> {
+        Args::from_bytes(method, self.params, arity)
+    }
+
+    /// The [`Context`] a [`Request`] for this call would carry.
+    pub fn context(&self) -> Context {
+        Context::with_pool(
+            self.deadline,
+            self.notification,
+            Some(self.peer.clone()),
+            self.blocking.clone(),
+        )
+        .with_state(self.state.clone())
+        .with_more_input(self.more_input)
+    }
 }
 
 /// Several [`Dispatch`] services behind one tower `Service`, plus the built-in methods.
@@ -343,6 +391,25 @@ impl Router {
         &self.inner.methods
     }
 
+    /// Finds and starts the handler for a call read in place; `None` when it is one for
+    /// [`Router::dispatch`] (a built-in method, a name no service serves, a service that
+    /// declines).
+    pub fn dispatch_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
+        let index = self.find(call.method)?;
+        self.inner.services[index].call_in_place(call)
+    }
+
+    /// The service serving `method`; never one for a built-in (`shoal.`) name.
+    fn find(&self, method: &str) -> Option<usize> {
+        match &self.inner.few {
+            Some(few) => few
+                .iter()
+                .find(|(name, _)| *name == method)
+                .map(|(_, index)| *index),
+            None => self.inner.routes.get(method).copied(),
+        }
+    }
+
     /// Finds and starts the handler for `req`.
     pub fn dispatch(&self, req: Request) -> BoxReply {
         // The built-ins take no argument: extra ones are refused, as for any method.
@@ -360,16 +427,8 @@ impl Router {
             }
             _ => {}
         }
-        let method = req.method.as_str();
-        let found = match &self.inner.few {
-            Some(few) => few
-                .iter()
-                .find(|(name, _)| *name == method)
-                .map(|(_, index)| index),
-            None => self.inner.routes.get(method),
-        };
-        match found {
-            Some(&index) => self.inner.services[index].call(req),
+        match self.find(&req.method) {
+            Some(index) => self.inner.services[index].call(req),
             None => ready(Err(RpcError::method_not_found(&req.method))),
         }
     }
@@ -423,24 +482,35 @@ impl tower::Service<Request> for Router {
 /// added keeps working); any other missing argument, and any argument beyond the method's,
 /// is an invalid-params error naming it.
 #[derive(Debug)]
-pub struct Args {
+pub struct Args<'a> {
     method: &'static str,
-    params: std::vec::IntoIter<Value>,
+    params: Params<'a>,
     index: usize,
 }
 
-impl Args {
+/// Where [`Args`] reads from: a [`Request`]'s values, or the bytes of a [`CallInPlace`].
+#[derive(Debug)]
+enum Params<'a> {
+    Values(std::vec::IntoIter<Value>),
+    /// Within an array already checked whole ([`codec::read_call`](crate::codec)), with
+    /// `left` items still to read.
+    Bytes {
+        rd: &'a [u8],
+        left: usize,
+    },
+}
+
+impl Args<'static> {
     /// Fails when more arguments came than the method takes.
-    pub fn new(method: &'static str, params: Vec<Value>, arity: usize) -> Result<Args, RpcError> {
-        if params.len() > arity {
-            return Err(RpcError::invalid_params(format!(
-                "{method} takes {arity} argument(s), got {}",
-                params.len()
-            )));
-        }
+    pub fn new(
+        method: &'static str,
+        params: Vec<Value>,
+        arity: usize,
+    ) -> Result<Args<'static>, RpcError> {
+        check_arity(method, params.len(), arity)?;
         Ok(Args {
             method,
-            params: params.into_iter(),
+            params: Params::Values(params.into_iter()),
             index: 0,
         })
     }
@@ -453,14 +523,52 @@ impl Args {
     ) -> Result<T, RpcError> {
         Args::new(method, params, 1)?.next("request")
     }
+}
+
+impl<'a> Args<'a> {
+    /// Reads from `params`, a MessagePack array; fails when more arguments came than the
+    /// method takes.
+    fn from_bytes(
+        method: &'static str,
+        params: &'a [u8],
+        arity: usize,
+    ) -> Result<Args<'a>, RpcError> {
+        let mut rd = params;
+        let len = rmp::decode::read_array_len(&mut rd)
+            .map_err(|e| RpcError::invalid_params(format!("{method}: params: {e}")))?;
+        let left = len as usize;
+        check_arity(method, left, arity)?;
+        Ok(Args {
+            method,
+            params: Params::Bytes { rd, left },
+            index: 0,
+        })
+    }
+
+    fn next_value(&mut self) -> Result<Option<Value>, RpcError> {
+        match &mut self.params {
+            Params::Values(values) => Ok(values.next()),
+            Params::Bytes { left: 0, .. } => Ok(None),
+            Params::Bytes { rd, left } => {
+                *left -= 1;
+                crate::codec::read_arg(rd).map(Some).map_err(|e| {
+                    RpcError::invalid_params(format!(
+                        "{}: argument {}: {e}",
+                        self.method, self.index
+                    ))
+                })
+            }
+        }
+    }
 
     /// The next argument as `T`. A missing argument reads as `None` when `T` is an `Option`
     /// and is an error naming it otherwise. `str` values with bad UTF-8 read as text with
     /// replacement characters.
     pub fn next<T: DeserializeOwned + 'static>(&mut self, name: &str) -> Result<T, RpcError> {
+        let value = self.next_value()?;
         let index = self.index;
         self.index += 1;
-        let Some(value) = self.params.next() else {
+        let Some(value) = value else {
             return T::deserialize(Missing).map_err(|_| {
                 RpcError::invalid_params(format!(
                     "{}: missing argument {index} `{name}` (only a trailing Option argument may be left out)",
@@ -486,6 +594,15 @@ impl Args {
             RpcError::invalid_params(format!("{}: argument {index} `{name}`: {e}", self.method))
         })
     }
+}
+
+fn check_arity(method: &'static str, got: usize, arity: usize) -> Result<(), RpcError> {
+    if got > arity {
+        return Err(RpcError::invalid_params(format!(
+            "{method} takes {arity} argument(s), got {got}"
+        )));
+    }
+    Ok(())
 }
 
 /// An argument the caller left out: only a type that asks for an `Option` accepts it (as

@@ -1,6 +1,8 @@
 //! `#[shoal::service]` on the server side: the generated `<Trait>Server` driven through
-//! `Dispatch::call` with hand-built requests, checked by what its replies decode to. The
-//! generated client is only type-checked here; `service_client.rs` calls it over a socket.
+//! `Dispatch::call` with hand-built requests, checked by what its replies decode to, and
+//! over a socket with and without middleware, where the calls it reads in place
+//! (`Dispatch::call_in_place`) must answer as requests do. The generated client is only
+//! type-checked here; `service_client.rs` calls it over a socket.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -411,4 +413,166 @@ async fn the_facade_path_can_be_named() {
         call(&server, "echo", vec!["hi".into()]).await,
         Ok("hi".into())
     );
+}
+
+/// The frames of [`calls_read_in_place_answer_as_requests_do`]: every kind of call, well
+/// formed or not, plain or written in unusual ways. Requests have msgids 1 and up.
+fn frames() -> Vec<u8> {
+    let msg = |v: Value| rmp_serde::to_vec(&v).unwrap();
+    let call = |id: i64, method: &str, params: Vec<Value>| {
+        msg(Value::Array(vec![
+            0.into(),
+            id.into(),
+            method.into(),
+            Value::Array(params),
+        ]))
+    };
+    let with_ext = |id: i64, method: &str, ext: Value| {
+        msg(Value::Array(vec![
+            0.into(),
+            id.into(),
+            method.into(),
+            Value::Array(vec![]),
+            ext,
+        ]))
+    };
+    let deadline = |ms: u64| Value::Map(vec![("deadline_ms".into(), ms.into())]);
+    let mut out = [
+        call(1, "add", vec![2.into(), 3.into()]),
+        call(2, "add", vec![1.into(), "two".into()]),
+        call(3, "add", vec![1.into()]),
+        call(4, "add", vec![1.into(); 3]),
+        call(5, "shift", vec![point(1, 2), 10.into()]),
+        call(6, "get", vec!["pi".into()]),
+        call(7, "crunch", vec![10.into()]),
+        call(8, "nope", vec![]),
+        call(9, "shoal.ping", vec![]),
+        call(10, "div", vec![1.into(), 0.into()]),
+        call(11, "calc.version", vec![]),
+        with_ext(12, "whoami", deadline(60_000)),
+        with_ext(
+            13,
+            "whoami",
+            Value::Map(vec![
+                ("other".into(), 1.into()),
+                ("deadline_ms".into(), 5.into()),
+            ]),
+        ),
+        msg(Value::Array(vec![
+            2.into(),
+            "record".into(),
+            Value::Array(vec!["line".into()]),
+        ])),
+        msg(Value::Array(vec![
+            2.into(),
+            "record".into(),
+            Value::Array(vec![]),
+        ])),
+        msg(Value::Array(vec![
+            0.into(),
+            14.into(),
+            "add".into(),
+            7.into(),
+        ])),
+        msg(Value::Array(vec![
+            0.into(),
+            Value::F64(15.0),
+            "add".into(),
+            Value::Array(vec![4.into(), 5.into()]),
+        ])),
+    ]
+    .concat();
+    // A string argument that is not UTF-8, a `bin` method name, and a long array header.
+    out.extend([
+        0x94, 0x00, 0x10, 0xa3, b'g', b'e', b't', 0x91, 0xa2, b'h', 0xff,
+    ]);
+    out.extend([
+        0x94, 0x00, 0x11, 0xc4, 0x03, b'a', b'd', b'd', 0x92, 0x01, 0x02,
+    ]);
+    out.extend([
+        0xdc, 0x00, 0x04, 0x00, 0x12, 0xa3, b'a', b'd', b'd', 0x92, 0x03, 0x04,
+    ]);
+    out
+}
+
+/// Sends every frame in one write to a server at `addr`, and returns the answers by msgid
+/// once the 18 requests are answered.
+async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr.to_string())
+        .await
+        .unwrap();
+    conn.write_all(&frames()).await.unwrap();
+    let (mut buf, mut got) = (Vec::new(), HashMap::new());
+    while got.len() < 18 {
+        let mut rd = &buf[..];
+        match rmp_serde::from_read::<_, Value>(&mut rd) {
+            Ok(Value::Array(reply)) => {
+                got.insert(reply[1].to_string(), Value::Array(reply[2..].to_vec()));
+                buf.drain(..buf.len() - rd.len());
+            }
+            Ok(other) => panic!("not a reply: {other}"),
+            Err(_) => {
+                let n = conn.read_buf(&mut buf).await.unwrap();
+                assert!(n > 0, "closed after {} answers: {got:?}", got.len());
+            }
+        }
+    }
+    got
+}
+
+/// A server without middleware hands its calls to the generated code as the bytes were read
+/// (`Dispatch::call_in_place`); behind a layer they come as `Request`s. Both answer the same
+/// every call, well formed or not, and every notification is handled alike.
+#[tokio::test]
+async fn calls_read_in_place_answer_as_requests_do() {
+    let mut seen = Vec::new();
+    for layered in [false, true] {
+        let calc = Arc::new(Calc::default());
+        let mut builder =
+            shoal::Server::builder().service(CalculatorServer::from_arc(calc.clone()));
+        if layered {
+            builder = builder.layer(tower::layer::util::Identity::new());
+        }
+        let server = builder.build().unwrap();
+        let listener = shoal::rpc::Listener::bind(&"127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let got = answers(&addr).await;
+        let _ = stop.send(());
+        serving.await.unwrap();
+        seen.push((got, calc.lines.lock().unwrap().clone()));
+    }
+    let [(in_place, lines), (requests, layered_lines)] = &seen[..] else {
+        unreachable!()
+    };
+    assert_eq!(in_place, requests);
+    assert_eq!(lines, layered_lines);
+    assert_eq!(*lines, ["line"]);
+    let ok = |v: Value| Value::Array(vec![Value::Nil, v]);
+    assert_eq!(in_place["1"], ok(5.into()));
+    assert_eq!(in_place["5"], ok(point(11, 2)));
+    assert_eq!(in_place["7"], ok(55.into()));
+    assert_eq!(in_place["12"], ok("a caller with a deadline".into()));
+    assert_eq!(in_place["15"], ok(9.into()));
+    assert_eq!(in_place["16"], ok(Value::Nil));
+    assert_eq!(in_place["17"], ok(3.into()));
+    assert_eq!(in_place["18"], ok(7.into()));
+    let error = |id: &str| in_place[id].as_array().unwrap()[0]["message"].to_string();
+    assert_eq!(
+        error("3"),
+        "\"add: missing argument 1 `b` (only a trailing Option argument may be left out)\""
+    );
+    assert_eq!(error("4"), "\"add takes 2 argument(s), got 3\"");
+    assert_eq!(error("8"), "\"method not found: nope\"");
 }
