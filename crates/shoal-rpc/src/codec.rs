@@ -436,6 +436,25 @@ pub(crate) fn read_call(buf: &[u8]) -> Option<(CallBytes<'_>, usize)> {
     Some((call, buf.len() - rd.len()))
 }
 
+/// The response at the front of `buf` to a call this end could have made, read in place:
+/// the call's number ([`response_key`]), the answer (the result, or the error sent), and
+/// the bytes it takes. `None` for anything else, left to [`Decoder::decode`] as in
+/// [`read_call`].
+pub(crate) fn read_answer(buf: &[u8]) -> Option<(u32, Result<Value, Value>, usize)> {
+    let ([0x94, 0x01], mut rd) = buf.split_first_chunk::<2>()? else {
+        return None;
+    };
+    let key = response_key(&msgid(read_value(&mut rd).ok()?).ok()?)?;
+    let error = read_value(&mut rd).ok()?;
+    let result = read_value(&mut rd).ok()?;
+    let answer = if error.is_nil() {
+        Ok(result)
+    } else {
+        Err(error)
+    };
+    Some((key, answer, buf.len() - rd.len()))
+}
+
 /// Moves past one value of at most `depth` levels of arrays and maps, building nothing.
 fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
     let truncated = || DecodeError::Malformed("value runs past the end of its message".into());
@@ -781,9 +800,10 @@ pub fn encode_request<P: Serialize + ?Sized>(
     params: &P,
     ext: Option<RequestExt>,
 ) -> Result<(), rmp_serde::encode::Error> {
+    let ext = EncodedExt::new(ext);
     request_head(buf, id, ext.is_some());
     encode_body(buf, method, params)?;
-    request_tail(buf, ext);
+    buf.put_slice(ext.as_bytes());
     Ok(())
 }
 
@@ -801,9 +821,54 @@ pub fn encode_body<P: Serialize + ?Sized>(
 /// Appends a request like [`encode_request`] whose method and params are already `body`
 /// (see [`encode_body`]).
 pub fn encode_request_body(buf: &mut BytesMut, id: u32, body: &[u8], ext: Option<RequestExt>) {
+    encode_request_parts(buf, id, body, &EncodedExt::new(ext));
+}
+
+/// Appends a request whose method and params are `body` and whose extension, if any, is
+/// already encoded: a pipeline encodes it once for all its calls.
+pub(crate) fn encode_request_parts(buf: &mut BytesMut, id: u32, body: &[u8], ext: &EncodedExt) {
     request_head(buf, id, ext.is_some());
     buf.put_slice(body);
-    request_tail(buf, ext);
+    buf.put_slice(ext.as_bytes());
+}
+
+/// A request's fifth element ([`RequestExt`]) as MessagePack; empty for a request without one.
+pub(crate) struct EncodedExt {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl EncodedExt {
+    pub(crate) fn new(ext: Option<RequestExt>) -> Self {
+        let mut out = EncodedExt {
+            bytes: [0; 24],
+            len: 0,
+        };
+        // At most 1 + 12 + 9 bytes: a map of one, the key, a u64.
+        let mut w = &mut out.bytes[..];
+        if let Some(ext) = ext {
+            match ext.deadline_ms {
+                Some(ms) => {
+                    let _ = rmp::encode::write_map_len(&mut w, 1);
+                    let _ = rmp::encode::write_str(&mut w, "deadline_ms");
+                    let _ = rmp::encode::write_uint(&mut w, ms);
+                }
+                None => {
+                    let _ = rmp::encode::write_map_len(&mut w, 0);
+                }
+            }
+        }
+        out.len = 24 - w.len();
+        out
+    }
+
+    fn is_some(&self) -> bool {
+        self.len > 0
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// Appends a notification like [`encode_notification`] whose method and params are already
@@ -819,27 +884,39 @@ fn notification_head(buf: &mut BytesMut) {
     let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
 }
 
+/// `[0, id, ` of a request of four elements, or five when `extended`: written in one piece,
+/// the msgid as `rmp::encode::write_uint` writes it (the shortest form).
 fn request_head(buf: &mut BytesMut, id: u32, extended: bool) {
-    let mut w = buf.writer();
-    let _ = rmp::encode::write_array_len(&mut w, if extended { 5 } else { 4 });
-    let _ = rmp::encode::write_uint(&mut w, TYPE_REQUEST);
-    let _ = rmp::encode::write_uint(&mut w, id as u64);
-}
-
-fn request_tail(buf: &mut BytesMut, ext: Option<RequestExt>) {
-    let mut w = buf.writer();
-    if let Some(ext) = ext {
-        match ext.deadline_ms {
-            Some(ms) => {
-                let _ = rmp::encode::write_map_len(&mut w, 1);
-                let _ = rmp::encode::write_str(&mut w, "deadline_ms");
-                let _ = rmp::encode::write_uint(&mut w, ms);
-            }
-            None => {
-                let _ = rmp::encode::write_map_len(&mut w, 0);
-            }
+    let mut head = [
+        if extended { 0x95 } else { 0x94 },
+        TYPE_REQUEST as u8,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let len = match id {
+        0..=0x7f => {
+            head[2] = id as u8;
+            3
         }
-    }
+        0x80..=0xff => {
+            head[2..4].copy_from_slice(&[0xcc, id as u8]);
+            4
+        }
+        0x100..=0xffff => {
+            head[2] = 0xcd;
+            head[3..5].copy_from_slice(&(id as u16).to_be_bytes());
+            5
+        }
+        _ => {
+            head[2] = 0xce;
+            head[3..7].copy_from_slice(&id.to_be_bytes());
+            7
+        }
+    };
+    buf.put_slice(&head[..len]);
 }
 
 /// Appends `[2, method, params]`, `()` as `[]` like [`encode_request`].
@@ -1275,6 +1352,56 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_answer_read_in_place_is_the_response_decoded() {
+        let error = Value::Map(vec![
+            ("code".into(), 1.into()),
+            ("message".into(), "no".into()),
+        ]);
+        let answers = [
+            arr(vec![1.into(), 7.into(), Value::Nil, "x".repeat(40).into()]),
+            arr(vec![
+                1.into(),
+                Value::from(u32::MAX),
+                error.clone(),
+                Value::Nil,
+            ]),
+            arr(vec![
+                1.into(),
+                Value::F64(300.0),
+                Value::Nil,
+                arr(vec![1.into()]),
+            ]),
+        ];
+        for msg in answers {
+            let bytes = frames(std::slice::from_ref(&msg));
+            let (key, answer, len) = read_answer(&bytes).expect("read in place");
+            assert_eq!(len, bytes.len());
+            let Message::Response { id, error, result } = Decoder::default()
+                .decode(&mut BytesMut::from(&bytes[..]))
+                .unwrap()
+                .unwrap()
+            else {
+                panic!("{msg} is a response")
+            };
+            assert_eq!(Some(key), response_key(&id), "{msg}");
+            let expected = if error.is_nil() {
+                Ok(result)
+            } else {
+                Err(error)
+            };
+            assert_eq!(answer, expected, "{msg}");
+            for cut in 0..bytes.len() {
+                assert_eq!(read_answer(&bytes[..cut]), None, "{msg} cut at {cut}");
+            }
+        }
+        // Ids this end never sends are left to the decoder (and the reader, which logs them).
+        for id in [Value::from(-1), Value::from(1u64 << 40), "7".into()] {
+            let bytes = frames(&[arr(vec![1.into(), id, Value::Nil, Value::Nil])]);
+            assert_eq!(read_answer(&bytes), None);
+        }
+    }
+
+    #[test]
     fn what_is_not_a_plain_call_is_left_to_the_decoder() {
         let mut long_header = vec![0xdc, 0x00, 0x04];
         long_header.extend(frames(&[0.into(), 1.into(), "add".into(), arr(vec![])]));
@@ -1309,6 +1436,38 @@ pub(crate) mod tests {
         ];
         for bytes in cases {
             assert_eq!(read_call(&bytes), None, "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_written_as_rmpv_writes_them() {
+        let exts = [
+            None,
+            Some(RequestExt { deadline_ms: None }),
+            Some(RequestExt {
+                deadline_ms: Some(0),
+            }),
+            Some(RequestExt {
+                deadline_ms: Some(300),
+            }),
+            Some(RequestExt {
+                deadline_ms: Some(u64::MAX),
+            }),
+        ];
+        for id in [0, 127, 128, 255, 256, 65_535, 65_536, 0x7fff_ffff] {
+            for ext in exts {
+                let mut items = vec![0.into(), id.into(), "m".into(), arr(vec![1.into()])];
+                match ext {
+                    Some(RequestExt { deadline_ms: None }) => items.push(Value::Map(vec![])),
+                    Some(RequestExt {
+                        deadline_ms: Some(ms),
+                    }) => items.push(Value::Map(vec![("deadline_ms".into(), ms.into())])),
+                    None => {}
+                }
+                let mut buf = BytesMut::new();
+                encode_request(&mut buf, id, "m", &(1,), ext).unwrap();
+                assert_eq!(buf[..], frames(&[arr(items)])[..], "{id} {ext:?}");
+            }
         }
     }
 

@@ -1213,7 +1213,7 @@ impl Reader {
             // yields. Without it one read of a few MiB of notifications is handled in one go
             // while every other connection on the thread waits.
             tokio::task::consume_budget().await;
-            if self.serve_in_place(buf) {
+            if self.answer_in_place(buf) || self.serve_in_place(buf) {
                 continue;
             }
             match self.decoder.decode(buf) {
@@ -1277,6 +1277,19 @@ impl Reader {
 
     fn has_room(&self) -> bool {
         self.batch.len() + self.peer.inner.out.unsent() <= self.max_unsent
+    }
+
+    /// Takes the answer to one of our calls at the front of `buf` as it is read in place
+    /// ([`codec::read_answer`]), with no [`Message`] built; false leaves the message to
+    /// [`Decoder::decode`].
+    fn answer_in_place(&mut self, buf: &mut BytesMut) -> bool {
+        let read = self.decoder.window(buf).and_then(codec::read_answer);
+        let Some((key, answer, len)) = read else {
+            return false;
+        };
+        buf.advance(len);
+        self.peer.inner.answer(key, answer);
+        true
     }
 
     /// Serves the request or notification at the front of `buf` from its bytes in place,

@@ -116,13 +116,14 @@ impl Pipeline {
     ) -> Result<(), TooLarge> {
         let mut start = 0;
         let mut id = first;
+        let ext = codec::EncodedExt::new(ext);
         for m in &self.messages {
             let body = &self.bodies[start..m.end];
             start = m.end;
             let at = buf.len();
             match m.kind {
                 Kind::Call => {
-                    codec::encode_request_body(buf, id, body, ext);
+                    codec::encode_request_parts(buf, id, body, &ext);
                     id = id.wrapping_add(1) & 0x7fff_ffff;
                 }
                 Kind::Notification => codec::encode_notification_body(buf, body),
