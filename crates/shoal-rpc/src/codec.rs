@@ -536,12 +536,33 @@ fn read_ext(rd: &mut &[u8]) -> Result<RequestExt, DecodeError> {
                 None
             }
         };
-        let value = read_value(rd)?;
-        if key == Some(b"deadline_ms".as_slice()) {
-            ext.deadline_ms = value.as_u64();
+        if key != Some(b"deadline_ms".as_slice()) {
+            read_value(rd)?;
+            continue;
         }
+        ext.deadline_ms = match read_uint(rd) {
+            Some(ms) => Some(ms),
+            None => read_value(rd)?.as_u64(),
+        };
     }
     Ok(ext)
+}
+
+/// The unsigned integer at the front of `rd`, if it is one written as such (a positive
+/// fixint or `uint 8` to `uint 64`); `None`, consuming nothing, otherwise.
+fn read_uint(rd: &mut &[u8]) -> Option<u64> {
+    let (&m, rest) = rd.split_first()?;
+    let (value, len) = match m {
+        0x00..=0x7f => (m as u64, 0),
+        0xcc..=0xcf => {
+            let len = 1 << (m - 0xcc);
+            let bytes = rest.get(..len)?;
+            (bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64), len)
+        }
+        _ => return None,
+    };
+    *rd = &rest[len..];
+    Some(value)
 }
 
 /// Decodes one argument from within a request's params array.

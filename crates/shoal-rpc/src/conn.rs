@@ -1213,7 +1213,12 @@ impl Reader {
             // yields. Without it one read of a few MiB of notifications is handled in one go
             // while every other connection on the thread waits.
             tokio::task::consume_budget().await;
-            if self.answer_in_place(buf) || self.serve_in_place(buf) {
+            // A message's type is its second byte in the forms read in place.
+            let in_place = match buf.get(1) {
+                Some(&1) => self.answer_in_place(buf),
+                _ => self.serve_in_place(buf),
+            };
+            if in_place {
                 continue;
             }
             match self.decoder.decode(buf) {
