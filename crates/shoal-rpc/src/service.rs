@@ -264,7 +264,8 @@ pub trait Dispatch: Send + Sync + 'static {
 /// built for it.
 #[derive(Debug)]
 pub struct CallInPlace<'a> {
-    pub(crate) method: &'a str,
+    /// The router's own name for the method (see [`Router::route`]).
+    pub(crate) method: &'static str,
     /// The params array as sent, header included.
     pub(crate) params: &'a [u8],
     pub(crate) deadline: Option<Instant>,
@@ -276,7 +277,7 @@ pub struct CallInPlace<'a> {
 }
 
 impl<'a> CallInPlace<'a> {
-    pub fn method(&self) -> &'a str {
+    pub fn method(&self) -> &'static str {
         self.method
     }
 
@@ -391,11 +392,33 @@ impl Router {
         &self.inner.methods
     }
 
-    /// Finds and starts the handler for a call read in place; `None` when it is one for
-    /// [`Router::dispatch`] (a built-in method, a name no service serves, a service that
-    /// declines).
-    pub fn dispatch_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
-        let index = self.find(call.method)?;
+    /// The service serving `method` as sent, with the name it serves it by; `None` for a
+    /// built-in (`shoal.`) name or one no service serves. Compared as bytes: a name that
+    /// matches is the service's own, and needs no check of its UTF-8.
+    pub(crate) fn route(&self, method: &[u8]) -> Option<(&'static str, usize)> {
+        match &self.inner.few {
+            Some(few) => few
+                .iter()
+                .find(|(name, _)| name.as_bytes() == method)
+                .copied(),
+            None => {
+                let method = std::str::from_utf8(method).ok()?;
+                self.inner
+                    .routes
+                    .get_key_value(method)
+                    .map(|(name, index)| (*name, *index))
+            }
+        }
+    }
+
+    /// Starts the handler of the service at `index` ([`Router::route`]) for a call read in
+    /// place; `None` when the service declines it (the call then goes to
+    /// [`Router::dispatch`] as a [`Request`]).
+    pub(crate) fn dispatch_in_place(
+        &self,
+        index: usize,
+        call: &CallInPlace<'_>,
+    ) -> Option<BoxReply> {
         self.inner.services[index].call_in_place(call)
     }
 
