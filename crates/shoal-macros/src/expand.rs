@@ -124,7 +124,12 @@ impl Expander<'_> {
         );
         let infos = self.service.methods.iter().map(|m| self.method_info(m));
         let arms = self.service.methods.iter().map(|m| self.dispatch_arm(m));
-        let in_place_arms = self.service.methods.iter().map(|m| self.in_place_arm(m));
+        let in_place_arms = self
+            .service
+            .methods
+            .iter()
+            .enumerate()
+            .map(|(index, m)| self.in_place_arm(index, m));
         let req = Ident::new("req", Span::mixed_site());
         let call = Ident::new("call", Span::mixed_site());
 
@@ -178,7 +183,8 @@ impl Expander<'_> {
                 }
 
                 fn call_in_place(&self, #call: &#rpc::CallInPlace<'_>) -> ::core::option::Option<#rpc::BoxReply> {
-                    ::core::option::Option::Some(match #call.method() {
+                    // Arms by the method's place in `methods()`.
+                    ::core::option::Option::Some(match #call.method_index() {
                         #(#in_place_arms)*
                         _ => return ::core::option::Option::None,
                     })
@@ -241,9 +247,10 @@ impl Expander<'_> {
         }
     }
 
-    /// `"name" => { decode from the bytes; Box::pin(async move { call, encode }) }`: the
-    /// arguments are decoded before the future is made, while the bytes are there.
-    fn in_place_arm(&self, m: &Method) -> TokenStream {
+    /// `index => { decode from the bytes; Box::pin(async move { call, encode }) }`, by the
+    /// method's place in `methods()`: the arguments are decoded before the future is made,
+    /// while the bytes are there.
+    fn in_place_arm(&self, index: usize, m: &Method) -> TokenStream {
         let rpc = self.rpc();
         let name = &m.wire_name;
         let names = ArmNames::new();
@@ -253,8 +260,9 @@ impl Expander<'_> {
         let idents: Vec<&Ident> = m.wire_params().map(|(ident, _)| ident).collect();
         let ctx_binding = needs_context(m).then(|| quote!(let #ctx = #call.context();));
         let run = self.run_and_reply(m, &names);
+        let index = proc_macro2::Literal::usize_unsuffixed(index);
         quote! {
-            #name => {
+            #index => {
                 let decoded = (|| -> ::core::result::Result<_, #rpc::RpcError> {
                     #open_args
                     #(#decode)*

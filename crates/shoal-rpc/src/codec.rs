@@ -409,7 +409,10 @@ pub(crate) fn read_call(buf: &[u8]) -> Option<(CallBytes<'_>, usize)> {
     let (&kind, rest) = rest.split_first()?;
     rd = rest;
     let id = match (head, kind as u64) {
-        (0x94 | 0x95, TYPE_REQUEST) => Some(msgid(read_value(&mut rd).ok()?).ok()?),
+        (0x94 | 0x95, TYPE_REQUEST) => Some(match read_uint(&mut rd) {
+            Some(id) => Value::from(id),
+            None => msgid(read_value(&mut rd).ok()?).ok()?,
+        }),
         (0x93, TYPE_NOTIFICATION) => None,
         _ => return None,
     };
@@ -444,13 +447,21 @@ pub(crate) fn read_answer(buf: &[u8]) -> Option<(u32, Result<Value, Value>, usiz
     let ([0x94, 0x01], mut rd) = buf.split_first_chunk::<2>()? else {
         return None;
     };
-    let key = response_key(&msgid(read_value(&mut rd).ok()?).ok()?)?;
-    let error = read_value(&mut rd).ok()?;
-    let result = read_value(&mut rd).ok()?;
-    let answer = if error.is_nil() {
-        Ok(result)
-    } else {
-        Err(error)
+    // The msgids this end sends are unsigned integers, most often written as one.
+    let key = match read_uint(&mut rd) {
+        Some(id) => u32::try_from(id).ok()?,
+        None => response_key(&msgid(read_value(&mut rd).ok()?).ok()?)?,
+    };
+    let answer = match rd.split_first()? {
+        (0xc0, rest) => {
+            rd = rest;
+            Ok(read_value(&mut rd).ok()?)
+        }
+        _ => {
+            let error = read_value(&mut rd).ok()?;
+            read_value(&mut rd).ok()?;
+            Err(error)
+        }
     };
     Some((key, answer, buf.len() - rd.len()))
 }
@@ -908,8 +919,7 @@ fn notification_head(buf: &mut BytesMut) {
     let _ = rmp::encode::write_uint(&mut w, TYPE_NOTIFICATION);
 }
 
-/// `[0, id, ` of a request of four elements, or five when `extended`: written in one piece,
-/// the msgid as `rmp::encode::write_uint` writes it (the shortest form).
+/// `[0, id, ` of a request of four elements, or five when `extended`, written in one piece.
 fn request_head(buf: &mut BytesMut, id: u32, extended: bool) {
     let mut head = [
         if extended { 0x95 } else { 0x94 },
@@ -920,27 +930,38 @@ fn request_head(buf: &mut BytesMut, id: u32, extended: bool) {
         0,
         0,
     ];
-    let len = match id {
+    let len = 2 + put_uint(&mut head[2..], id.into());
+    buf.put_slice(&head[..len]);
+}
+
+/// Writes `n` at the front of `out` as `rmp::encode::write_uint` does (the shortest form);
+/// returns its length. `out` has room for 5 bytes, or 9 for a `n` past `u32::MAX`.
+fn put_uint(out: &mut [u8], n: u64) -> usize {
+    match n {
         0..=0x7f => {
-            head[2] = id as u8;
-            3
+            out[0] = n as u8;
+            1
         }
         0x80..=0xff => {
-            head[2..4].copy_from_slice(&[0xcc, id as u8]);
-            4
+            out[..2].copy_from_slice(&[0xcc, n as u8]);
+            2
         }
         0x100..=0xffff => {
-            head[2] = 0xcd;
-            head[3..5].copy_from_slice(&(id as u16).to_be_bytes());
+            out[0] = 0xcd;
+            out[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+            3
+        }
+        0x1_0000..=0xffff_ffff => {
+            out[0] = 0xce;
+            out[1..5].copy_from_slice(&(n as u32).to_be_bytes());
             5
         }
         _ => {
-            head[2] = 0xce;
-            head[3..7].copy_from_slice(&id.to_be_bytes());
-            7
+            out[0] = 0xcf;
+            out[1..9].copy_from_slice(&n.to_be_bytes());
+            9
         }
-    };
-    buf.put_slice(&head[..len]);
+    }
 }
 
 /// Appends `[2, method, params]`, `()` as `[]` like [`encode_request`].
@@ -982,10 +1003,19 @@ pub fn encode_response_err(buf: &mut BytesMut, id: &Value, error: &RpcError) {
     w.into_inner().put_u8(0xc0);
 }
 
+/// `[1, id, `, in one piece when the msgid is an unsigned integer (as every shoal peer's is).
 fn response_head(buf: &mut BytesMut, id: &Value) {
-    buf.put_u8(0x94);
-    buf.put_u8(TYPE_RESPONSE as u8);
-    let _ = rmpv::encode::write_value(&mut buf.writer(), id);
+    let mut head = [0x94, TYPE_RESPONSE as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    match id.as_u64() {
+        Some(n) => {
+            let len = 2 + put_uint(&mut head[2..], n);
+            buf.put_slice(&head[..len]);
+        }
+        None => {
+            buf.put_slice(&head[..2]);
+            let _ = rmpv::encode::write_value(&mut buf.writer(), id);
+        }
+    }
 }
 
 /// Encodes one value as MessagePack, structs as maps.
@@ -1458,7 +1488,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn requests_are_written_as_rmpv_writes_them() {
+    fn requests_and_responses_are_written_as_rmpv_writes_them() {
         let exts = [
             None,
             Some(RequestExt { deadline_ms: None }),
@@ -1486,6 +1516,22 @@ pub(crate) mod tests {
                 encode_request(&mut buf, id, "m", &(1,), ext).unwrap();
                 assert_eq!(buf[..], frames(&[arr(items)])[..], "{id} {ext:?}");
             }
+        }
+        let ids = [
+            Value::from(0),
+            Value::from(127),
+            Value::from(128),
+            Value::from(65_536),
+            Value::from(u32::MAX),
+            Value::from(u64::MAX),
+            Value::from(-1),
+            Value::F64(1.5),
+        ];
+        for id in ids {
+            let mut buf = BytesMut::new();
+            encode_response_ok(&mut buf, &id, &[0x05]);
+            let expected = arr(vec![1.into(), id.clone(), Value::Nil, 5.into()]);
+            assert_eq!(buf[..], frames(&[expected])[..], "{id}");
         }
     }
 

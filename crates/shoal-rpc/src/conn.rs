@@ -805,7 +805,7 @@ fn answered(
         if ours {
             Error::DeadlineExceeded(left)
         } else {
-            Error::Remote(e)
+            Error::Remote(Box::new(e))
         }
     })
 }
@@ -1313,12 +1313,13 @@ impl Reader {
         let Some((call, len)) = self.decoder.window(buf).and_then(codec::read_call) else {
             return false;
         };
-        let Some((method, index)) = router.route(call.method) else {
+        let Some((method, route)) = router.route(call.method) else {
             return false;
         };
         let deadline = deadline_of(&mut self.read_at, call.ext);
         let in_place = CallInPlace {
             method,
+            route,
             params: call.params,
             deadline,
             notification: call.id.is_none(),
@@ -1327,7 +1328,7 @@ impl Reader {
             blocking: &self.blocking,
             state: &self.state,
         };
-        let Some(fut) = router.dispatch_in_place(index, &in_place) else {
+        let Some(fut) = router.dispatch_in_place(&in_place) else {
             return false;
         };
         let id = call.id;

@@ -214,7 +214,7 @@ pub(crate) fn text(v: &Value) -> Option<String> {
 pub enum Error {
     /// The peer answered with an error object.
     #[error("remote error: {0}")]
-    Remote(RemoteError),
+    Remote(Box<RemoteError>),
     /// The call's deadline passed before an answer came.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(std::time::Duration),

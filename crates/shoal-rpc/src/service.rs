@@ -266,6 +266,7 @@ pub trait Dispatch: Send + Sync + 'static {
 pub struct CallInPlace<'a> {
     /// The router's own name for the method (see [`Router::route`]).
     pub(crate) method: &'static str,
+    pub(crate) route: Route,
     /// The params array as sent, header included.
     pub(crate) params: &'a [u8],
     pub(crate) deadline: Option<Instant>,
@@ -279,6 +280,12 @@ pub struct CallInPlace<'a> {
 impl<'a> CallInPlace<'a> {
     pub fn method(&self) -> &'static str {
         self.method
+    }
+
+    /// The method's place in its service's [`Dispatch::methods`]: generated code dispatches
+    /// on it rather than comparing the name again.
+    pub fn method_index(&self) -> usize {
+        self.route.method
     }
 
     /// The call's arguments, as [`Args::new`] reads them from a [`Request`].
@@ -306,10 +313,10 @@ pub struct Router {
 }
 
 struct RouterInner {
-    routes: HashMap<&'static str, usize>,
+    routes: HashMap<&'static str, Route>,
     /// The same table as a list, searched instead of hashing when it is short: a few length
     /// and byte compares beat SipHash on every call.
-    few: Option<Vec<(&'static str, usize)>>,
+    few: Option<Vec<(&'static str, Route)>>,
     services: Vec<Arc<dyn Dispatch>>,
     methods: Value,
 }
@@ -320,6 +327,14 @@ impl fmt::Debug for Router {
         names.sort();
         f.debug_struct("Router").field("methods", &names).finish()
     }
+}
+
+/// Where a method is served: the service, and the method's place in its
+/// [`Dispatch::methods`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    service: usize,
+    method: usize,
 }
 
 /// Names of the methods every shoal server answers itself.
@@ -340,7 +355,7 @@ impl Router {
         let mut routes = HashMap::new();
         let mut listing = Vec::new();
         for (index, svc) in services.iter().enumerate() {
-            for m in svc.methods() {
+            for (method, m) in svc.methods().iter().enumerate() {
                 if m.name.starts_with("shoal.") {
                     return Err(crate::Error::Config(format!(
                         "service {}: method name {} uses the reserved prefix `shoal.`",
@@ -348,7 +363,11 @@ impl Router {
                         m.name
                     )));
                 }
-                if let Some(prev) = routes.insert(m.name, index) {
+                let route = Route {
+                    service: index,
+                    method,
+                };
+                if let Some(Route { service: prev, .. }) = routes.insert(m.name, route) {
                     return Err(crate::Error::Config(format!(
                         "method {} is served by both {} and {}; rename one",
                         m.name,
@@ -379,7 +398,7 @@ impl Router {
         Ok(Router {
             inner: Arc::new(RouterInner {
                 few: (routes.len() <= 16)
-                    .then(|| routes.iter().map(|(name, index)| (*name, *index)).collect()),
+                    .then(|| routes.iter().map(|(name, route)| (*name, *route)).collect()),
                 routes,
                 services,
                 methods: Value::Array(listing),
@@ -395,7 +414,7 @@ impl Router {
     /// The service serving `method` as sent, with the name it serves it by; `None` for a
     /// built-in (`shoal.`) name or one no service serves. Compared as bytes: a name that
     /// matches is the service's own, and needs no check of its UTF-8.
-    pub(crate) fn route(&self, method: &[u8]) -> Option<(&'static str, usize)> {
+    pub(crate) fn route(&self, method: &[u8]) -> Option<(&'static str, Route)> {
         match &self.inner.few {
             Some(few) => few
                 .iter()
@@ -406,20 +425,16 @@ impl Router {
                 self.inner
                     .routes
                     .get_key_value(method)
-                    .map(|(name, index)| (*name, *index))
+                    .map(|(name, route)| (*name, *route))
             }
         }
     }
 
-    /// Starts the handler of the service at `index` ([`Router::route`]) for a call read in
-    /// place; `None` when the service declines it (the call then goes to
+    /// Starts the handler of the service `call` is routed to ([`Router::route`]), for a
+    /// call read in place; `None` when the service declines it (the call then goes to
     /// [`Router::dispatch`] as a [`Request`]).
-    pub(crate) fn dispatch_in_place(
-        &self,
-        index: usize,
-        call: &CallInPlace<'_>,
-    ) -> Option<BoxReply> {
-        self.inner.services[index].call_in_place(call)
+    pub(crate) fn dispatch_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
+        self.inner.services[call.route.service].call_in_place(call)
     }
 
     /// The service serving `method`; never one for a built-in (`shoal.`) name.
@@ -428,8 +443,8 @@ impl Router {
             Some(few) => few
                 .iter()
                 .find(|(name, _)| *name == method)
-                .map(|(_, index)| *index),
-            None => self.inner.routes.get(method).copied(),
+                .map(|(_, route)| route.service),
+            None => self.inner.routes.get(method).map(|route| route.service),
         }
     }
 

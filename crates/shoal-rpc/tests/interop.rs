@@ -291,7 +291,7 @@ async fn echo(client: &Client, v: Value) -> Value {
 
 fn remote_error(r: Result<Value, Error>) -> RemoteError {
     match r {
-        Err(Error::Remote(e)) => e,
+        Err(Error::Remote(e)) => *e,
         other => panic!("expected a remote error, got {other:?}"),
     }
 }
