@@ -149,7 +149,7 @@ impl Reply {
         let mut out = Encoded::default();
         rmp_serde::encode::write_named(&mut out, value)
             .map_err(|e| RpcError::internal(format!("cannot encode the result: {e}")))?;
-        Ok(Reply(out.into_bytes()))
+        Ok(Reply(out.take_bytes()))
     }
 
     /// The reply to a notification, never sent.
@@ -215,12 +215,13 @@ impl std::io::Write for Encoded {
 }
 
 impl Encoded {
-    fn into_bytes(self) -> bytes::Bytes {
+    /// Taken by reference: moving the whole struct would copy its stack buffer once more.
+    fn take_bytes(&mut self) -> bytes::Bytes {
         if self.large.is_empty() {
             bytes::Bytes::copy_from_slice(&self.small[..self.len])
         } else {
             // A boxed slice becomes `Bytes` with no shared header to allocate.
-            bytes::Bytes::from(self.large.into_boxed_slice())
+            bytes::Bytes::from(std::mem::take(&mut self.large).into_boxed_slice())
         }
     }
 }
