@@ -1358,24 +1358,15 @@ pub(crate) mod tests {
             ("other".into(), arr(vec![1.into()])),
             ("deadline_ms".into(), 250.into()),
         ]);
-        let calls = vec![
-            arr(vec![
-                0.into(),
-                7.into(),
-                "add".into(),
-                arr(vec![1.into(), 2.into()]),
-            ]),
+        // The sample's request and notification, and two more.
+        let mut calls = sample()[..2].to_vec();
+        calls.extend([
             arr(vec![
                 0.into(),
                 Value::F64(9.0),
                 "f".into(),
                 arr(vec![]),
                 deadline,
-            ]),
-            arr(vec![
-                2.into(),
-                "log".into(),
-                arr(vec!["x".repeat(300).into()]),
             ]),
             arr(vec![
                 0.into(),
@@ -1386,7 +1377,7 @@ pub(crate) mod tests {
                     arr(vec![raw_str(&[0xff])]),
                 )])]),
             ]),
-        ];
+        ]);
         for msg in calls {
             let bytes = frames(std::slice::from_ref(&msg));
             let mut tail = bytes.clone();
