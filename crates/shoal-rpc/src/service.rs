@@ -279,6 +279,7 @@ pub struct CallInPlace<'a> {
 }
 
 impl<'a> CallInPlace<'a> {
+    /// The method's name, as its service serves it.
     pub fn method(&self) -> &'static str {
         self.method
     }
@@ -438,17 +439,6 @@ impl Router {
         self.inner.services[call.route.service].call_in_place(call)
     }
 
-    /// The service serving `method`; never one for a built-in (`shoal.`) name.
-    fn find(&self, method: &str) -> Option<usize> {
-        match &self.inner.few {
-            Some(few) => few
-                .iter()
-                .find(|(name, _)| *name == method)
-                .map(|(_, route)| route.service),
-            None => self.inner.routes.get(method).map(|route| route.service),
-        }
-    }
-
     /// Finds and starts the handler for `req`.
     pub fn dispatch(&self, req: Request) -> BoxReply {
         // The built-ins take no argument: extra ones are refused, as for any method.
@@ -466,8 +456,8 @@ impl Router {
             }
             _ => {}
         }
-        match self.find(&req.method) {
-            Some(index) => self.inner.services[index].call(req),
+        match self.route(req.method.as_bytes()) {
+            Some((_, route)) => self.inner.services[route.service].call(req),
             None => ready(Err(RpcError::method_not_found(&req.method))),
         }
     }
