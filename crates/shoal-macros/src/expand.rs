@@ -130,8 +130,8 @@ impl Expander<'_> {
             .iter()
             .enumerate()
             .map(|(index, m)| self.in_place_arm(index, m));
-        let req = Ident::new("req", Span::mixed_site());
-        let call = Ident::new("call", Span::mixed_site());
+        let names = ArmNames::new();
+        let (req, call) = (&names.req, &names.call);
 
         quote! {
             #[doc = #doc]
@@ -188,6 +188,10 @@ impl Expander<'_> {
                         #(#in_place_arms)*
                         _ => return ::core::option::Option::None,
                     })
+                }
+
+                fn takes_calls_in_place(&self) -> bool {
+                    true
                 }
             }
         }

@@ -1307,7 +1307,10 @@ impl Reader {
         let Serve::Router(router) = &self.handler.0 else {
             return false;
         };
-        if self.in_flight.available_permits() == 0 || !self.has_room() {
+        if !router.takes_calls_in_place()
+            || self.in_flight.available_permits() == 0
+            || !self.has_room()
+        {
             return false;
         }
         let Some((call, len)) = self.decoder.window(buf).and_then(codec::read_call) else {

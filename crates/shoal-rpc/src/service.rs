@@ -258,6 +258,13 @@ pub trait Dispatch: Send + Sync + 'static {
         let _ = call;
         None
     }
+
+    /// True when [`Dispatch::call_in_place`] takes calls (an implementation of it says so):
+    /// a router none of whose services does never reads a call in place, only to have it
+    /// read again as a [`Request`].
+    fn takes_calls_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// A call read in place from a connection's buffer (see [`Dispatch::call_in_place`]): a
@@ -320,6 +327,8 @@ struct RouterInner {
     /// and byte compares beat SipHash on every call.
     few: Option<Vec<(&'static str, Route)>>,
     services: Vec<Arc<dyn Dispatch>>,
+    /// Some service takes calls in place ([`Dispatch::takes_calls_in_place`]).
+    in_place: bool,
     methods: Value,
 }
 
@@ -402,6 +411,7 @@ impl Router {
                 few: (routes.len() <= 16)
                     .then(|| routes.iter().map(|(name, route)| (*name, *route)).collect()),
                 routes,
+                in_place: services.iter().any(|svc| svc.takes_calls_in_place()),
                 services,
                 methods: Value::Array(listing),
             }),
@@ -411,6 +421,11 @@ impl Router {
     /// The `shoal.methods` answer: one map per method.
     pub fn methods(&self) -> &Value {
         &self.inner.methods
+    }
+
+    /// True when some service takes calls read in place ([`Dispatch::takes_calls_in_place`]).
+    pub(crate) fn takes_calls_in_place(&self) -> bool {
+        self.inner.in_place
     }
 
     /// The service serving `method` as sent, with the name it serves it by; `None` for a
@@ -713,6 +728,27 @@ mod tests {
             let many_reply = Reply::encode(&many).unwrap();
             assert_eq!(many_reply.0, rmp_serde::to_vec_named(&many).unwrap(), "{n}");
         }
+    }
+
+    /// A service that only takes `Request`s, as hand-written ones do by default.
+    struct Plain;
+
+    impl Dispatch for Plain {
+        fn service_name(&self) -> &'static str {
+            "Plain"
+        }
+        fn methods(&self) -> &'static [MethodInfo] {
+            &[]
+        }
+        fn call(&self, _: Request) -> BoxReply {
+            ready(Reply::encode(&()))
+        }
+    }
+
+    #[test]
+    fn a_router_of_services_that_take_requests_only_reads_no_call_in_place() {
+        let router = Router::new(vec![Arc::new(Plain)]).unwrap();
+        assert!(!router.takes_calls_in_place());
     }
 
     #[test]

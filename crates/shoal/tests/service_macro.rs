@@ -553,6 +553,7 @@ async fn calls_read_in_place_answer_as_requests_do() {
         serving.await.unwrap();
         seen.push((got, calc.lines.lock().unwrap().clone()));
     }
+    assert!(server().takes_calls_in_place());
     let [(in_place, lines), (requests, layered_lines)] = &seen[..] else {
         unreachable!()
     };
