@@ -1,9 +1,12 @@
 //! `shoal bench serve` (an echo service built with `#[shoal::service]`) and `shoal bench run`
 //! (a load generator: C connections, D calls in flight on each, for a fixed time).
 
+use std::future::Future;
+use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Wake, Waker};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -251,10 +254,15 @@ pub struct Report {
     calls: u64,
     errors: u64,
     rps: f64,
+    /// Latency to the answer's arrival (see [`Arrival`]), as redis-benchmark measures it.
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// Latency until the caller ran again with its answer: the arrival plus the caller's
+    /// wait for its turn on the runtime.
+    seen_p50_us: f64,
+    seen_p99_us: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_error: Option<String>,
 }
@@ -275,8 +283,9 @@ impl std::fmt::Display for Report {
         )?;
         write!(
             f,
-            "latency p50 {:.1}us  p99 {:.1}us  p999 {:.1}us  max {:.1}us",
-            self.p50_us, self.p99_us, self.p999_us, self.max_us
+            "latency to the answer p50 {:.1}us  p99 {:.1}us  p999 {:.1}us  max {:.1}us\n\
+             latency until the caller ran p50 {:.1}us  p99 {:.1}us",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.seen_p50_us, self.seen_p99_us
         )?;
         if let Some(e) = &self.first_error {
             write!(f, "\nfirst error: {e}")?;
@@ -338,13 +347,14 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
         };
         tasks.push(task);
     }
-    let mut total = histogram();
+    let mut total = Latencies::default();
     for t in tasks {
         total.add(&t.await?)?;
     }
     let calls = shared.calls.load(Ordering::Relaxed);
     let first_error = shared.first_error.lock().unwrap().take();
-    let us = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    let us = |q: f64| total.arrived.value_at_quantile(q) as f64 / 1000.0;
+    let seen_us = |q: f64| total.seen.value_at_quantile(q) as f64 / 1000.0;
     Ok(Report {
         mode: if args.notify { "notify" } else { "call" },
         pipeline: args.pipeline,
@@ -357,7 +367,9 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
         p50_us: us(0.5),
         p99_us: us(0.99),
         p999_us: us(0.999),
-        max_us: total.max() as f64 / 1000.0,
+        max_us: total.arrived.max() as f64 / 1000.0,
+        seen_p50_us: seen_us(0.5),
+        seen_p99_us: seen_us(0.99),
         first_error,
     })
 }
@@ -365,6 +377,112 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
 fn histogram() -> Histogram<u64> {
     // Nanoseconds from 1µs to 60s at three significant figures.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The latencies of one connection's calls, each taken two ways (see [`Took`]).
+struct Latencies {
+    arrived: Histogram<u64>,
+    seen: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            arrived: histogram(),
+            seen: histogram(),
+        }
+    }
+}
+
+impl Latencies {
+    fn add(&mut self, other: &Latencies) -> Result<(), hdrhistogram::AdditionError> {
+        self.arrived.add(&other.arrived)?;
+        self.seen.add(&other.seen)
+    }
+
+    fn record(&mut self, took: Took, calls: u64) {
+        let ns = |d: Duration| (d.as_nanos() as u64).clamp(1_000, 60_000_000_000);
+        let _ = self.arrived.record_n(ns(took.arrived), calls);
+        let _ = self.seen.record_n(ns(took.seen), calls);
+    }
+}
+
+/// How long a call took: until its answer arrived, and until its caller ran again with it.
+#[derive(Clone, Copy)]
+struct Took {
+    arrived: Duration,
+    seen: Duration,
+}
+
+/// Marks when a caller's answer arrived: the moment the connection's reader woke the caller.
+///
+/// redis-benchmark stamps a reply when its event loop takes the connection's read event,
+/// before it parses the reply, and starts the clock of the next request when it writes it;
+/// the time between the two, while the loop serves the other connections, counts for
+/// neither. shoal's reader and caller are two tasks: the reader reads the answer and wakes
+/// the caller, which then waits its turn behind the other connections' tasks. Stamping the
+/// wake leaves that turn out as redis-benchmark leaves out its own; [`Took::seen`] keeps it
+/// in. One per lane, made once: a call costs it a lock and a clock read per wake.
+struct Arrival {
+    /// The caller's own waker, woken after the stamp.
+    caller: Mutex<Option<Waker>>,
+    /// Nanoseconds after `base` of the last wake; 0 for none since the call began.
+    woken_ns: AtomicU64,
+    base: Instant,
+}
+
+impl Arrival {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            caller: Mutex::new(None),
+            woken_ns: AtomicU64::new(0),
+            base: Instant::now(),
+        })
+    }
+
+    /// Runs `fut` with `waker` (this `Arrival`'s), and returns its output with the time its
+    /// last wake came (or the time it finished, when it finished without waiting) and the
+    /// time it finished.
+    async fn time<F: Future>(
+        self: &Arc<Self>,
+        waker: &Waker,
+        fut: F,
+    ) -> (F::Output, Instant, Instant) {
+        self.woken_ns.store(0, Ordering::Relaxed);
+        let mut fut = pin!(fut);
+        std::future::poll_fn(|cx| {
+            {
+                let mut caller = self.caller.lock().unwrap();
+                if !caller.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *caller = Some(cx.waker().clone());
+                }
+            }
+            let output = std::task::ready!(fut
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker)));
+            let now = Instant::now();
+            let arrived = match self.woken_ns.load(Ordering::Relaxed) {
+                0 => now,
+                ns => (self.base + Duration::from_nanos(ns)).min(now),
+            };
+            Poll::Ready((output, arrived, now))
+        })
+        .await
+    }
+}
+
+impl Wake for Arrival {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let ns = self.base.elapsed().as_nanos() as u64;
+        self.woken_ns.store(ns.max(1), Ordering::Relaxed);
+        if let Some(caller) = self.caller.lock().unwrap().as_ref() {
+            caller.wake_by_ref();
+        }
+    }
 }
 
 /// The load on one connection: `depth` lanes in one task (cheaper to schedule than a task
@@ -379,8 +497,8 @@ async fn connection_load(
     shared: Arc<Shared>,
     payload: Value,
     notify: bool,
-) -> Histogram<u64> {
-    let hist = Mutex::new(histogram());
+) -> Latencies {
+    let hist = Mutex::new(Latencies::default());
     let mut lanes: FuturesUnordered<_> = (0..depth)
         .map(|_| lane(&client, &shared, &payload, notify, &hist))
         .collect();
@@ -414,15 +532,21 @@ async fn pipelined_load(
     pipeline: Pipeline,
     shared: Arc<Shared>,
     notify: bool,
-) -> Histogram<u64> {
-    let hist = Mutex::new(histogram());
+) -> Latencies {
+    let hist = Mutex::new(Latencies::default());
     let opts = CallOptions::default();
+    let arrival = Arrival::new();
+    let waker = Waker::from(arrival.clone());
     loop {
         let t0 = Instant::now();
-        let answers = client.call_pipeline(&opts, &pipeline).await;
-        let done = Instant::now();
+        let (answers, arrived, done) = arrival
+            .time(&waker, client.call_pipeline(&opts, &pipeline))
+            .await;
         if t0 >= shared.start && done <= shared.end {
-            let took = done - t0;
+            let took = Took {
+                arrived: arrived - t0,
+                seen: done - t0,
+            };
             match answers {
                 Ok(answers) => {
                     let mut answered = 0;
@@ -449,12 +573,21 @@ async fn lane(
     shared: &Shared,
     payload: &Value,
     notify: bool,
-    hist: &Mutex<Histogram<u64>>,
+    hist: &Mutex<Latencies>,
 ) {
+    let arrival = Arrival::new();
+    let waker = Waker::from(arrival.clone());
     loop {
-        let (t0, done, result) = one_call(client, payload, notify).await;
+        let t0 = Instant::now();
+        let (result, arrived, done) = arrival
+            .time(&waker, one_call(client, payload, notify))
+            .await;
         if t0 >= shared.start && done <= shared.end {
-            record(shared, hist, notify, done - t0, 1, result);
+            let took = Took {
+                arrived: arrived - t0,
+                seen: done - t0,
+            };
+            record(shared, hist, notify, took, 1, result);
         }
         if done >= shared.end {
             return;
@@ -465,9 +598,9 @@ async fn lane(
 /// Counts `calls` calls that fell inside the window and took `took` each, or one error.
 fn record(
     shared: &Shared,
-    hist: &Mutex<Histogram<u64>>,
+    hist: &Mutex<Latencies>,
     notify: bool,
-    took: Duration,
+    took: Took,
     calls: u64,
     result: Result<(), shoal::Error>,
 ) {
@@ -476,11 +609,7 @@ fn record(
         Ok(()) => {
             let n = if notify { NOTIFY_BATCH } else { 1 };
             shared.calls.fetch_add(n * calls, Ordering::Relaxed);
-            let ns = took.as_nanos() as u64;
-            let _ = hist
-                .lock()
-                .unwrap()
-                .record_n(ns.clamp(1_000, 60_000_000_000), calls);
+            hist.lock().unwrap().record(took, calls);
         }
         Err(e) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -493,20 +622,14 @@ fn record(
     }
 }
 
-/// One call (or, with `notify`, a batch of notifications and a barrier call), timed.
-async fn one_call(
-    client: &EchoClient,
-    payload: &Value,
-    notify: bool,
-) -> (Instant, Instant, Result<(), shoal::Error>) {
-    let t0 = Instant::now();
-    let result = if notify {
+/// One call (or, with `notify`, a batch of notifications and a barrier call).
+async fn one_call(client: &EchoClient, payload: &Value, notify: bool) -> Result<(), shoal::Error> {
+    if notify {
         // Boxed so the plain call's future, moved on every push, stays small.
         Box::pin(notify_batch(client, payload)).await
     } else {
         client.echo(payload.clone()).await.map(|_| ())
-    };
-    (t0, Instant::now(), result)
+    }
 }
 
 async fn notify_batch(client: &EchoClient, payload: &Value) -> Result<(), shoal::Error> {
@@ -519,6 +642,33 @@ async fn notify_batch(client: &EchoClient, payload: &Value) -> Result<(), shoal:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_arrives_when_the_caller_is_woken_not_when_it_runs_again() {
+        let arrival = Arrival::new();
+        let waker = Waker::from(arrival.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let answering = tokio::spawn(async move {
+            tokio::time::advance(Duration::from_millis(10)).await;
+            tx.send(7).unwrap();
+            // The caller is woken; the clock moves on before it runs.
+            tokio::time::advance(Duration::from_millis(5)).await;
+        });
+        let t0 = Instant::now();
+        let (answer, arrived, done) = arrival.time(&waker, rx).await;
+        answering.await.unwrap();
+        assert_eq!(answer, Ok(7));
+        assert_eq!(arrived - t0, Duration::from_millis(10));
+        assert_eq!(done - t0, Duration::from_millis(15));
+
+        // The next call starts with no wake of its own: one that finishes on its first
+        // poll arrived when it finished.
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let t1 = Instant::now();
+        let (answer, arrived, done) = arrival.time(&waker, std::future::ready(8)).await;
+        assert_eq!(answer, 8);
+        assert_eq!((arrived, done), (t1, t1));
+    }
 
     impl SignalSource for tokio::sync::mpsc::UnboundedReceiver<Signal> {
         async fn recv(&mut self) -> Signal {
