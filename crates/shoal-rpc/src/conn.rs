@@ -1051,8 +1051,19 @@ impl Reader {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
+            // The flag is set with the token: one load here, where a poll of `gone` takes
+            // two locks. The arm below still wakes a reader waiting on a read.
+            if self.peer.is_closed() {
+                break self.closed_why();
+            }
+            // The read comes first: while bytes come, the other arms are not polled (each
+            // cancellation's poll takes two locks). A read turns pending once tokio's budget
+            // for the task is spent, so shutdown and the timer are seen during a flood too.
             let step = tokio::select! {
                 biased;
+                n = reader.read_buf(&mut buf), if parked.is_none() || buf.len() < PARKED_READ_CAP => {
+                    Step::Read(n)
+                }
                 _ = &mut stop, if !draining => {
                     if self.send_goaway() {
                         draining = true;
@@ -1060,9 +1071,7 @@ impl Reader {
                     }
                     break Stop::Shutdown;
                 }
-                _ = &mut gone => {
-                    break if self.abort.is_cancelled() { Stop::WriteFailed } else { Stop::Closed };
-                }
+                _ = &mut gone => break self.closed_why(),
                 _ = &mut timer, if limit.is_some() => {
                     match limit {
                         Some(Limit::Idle(_)) if !self.is_idle() => {
@@ -1081,13 +1090,10 @@ impl Reader {
                         None => continue,
                     }
                 }
+                // While a message waits for a slot, reading goes on only up to a small cap
+                // (the read's condition): enough to see the end of stream or a reset, not
+                // enough to let a peer past the in-flight limit queue work in memory.
                 _ = slots.acquire(), if parked.is_some() => Step::SlotFree,
-                // While a message waits for a slot, reading goes on only up to a small cap:
-                // enough to see the end of stream or a reset, not enough to let a peer past
-                // the in-flight limit queue work in memory.
-                n = reader.read_buf(&mut buf), if parked.is_none() || buf.len() < PARKED_READ_CAP => {
-                    Step::Read(n)
-                }
             };
             match step {
                 Step::Read(Ok(0)) => break Stop::PeerClosed,
@@ -1157,6 +1163,16 @@ impl Reader {
         self.tasks.close();
         self.tasks.wait().await;
         self.peer.inner.out.close();
+    }
+
+    /// Why the reader stops once the connection is closed from this end: a failed write
+    /// aborts it, anything else closes it.
+    fn closed_why(&self) -> Stop {
+        if self.abort.is_cancelled() {
+            Stop::WriteFailed
+        } else {
+            Stop::Closed
+        }
     }
 
     /// Sets `timer` for the limit that applies to what is read so far: a message begun and

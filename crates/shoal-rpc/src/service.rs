@@ -435,7 +435,7 @@ impl Router {
         match &self.inner.few {
             Some(few) => few
                 .iter()
-                .find(|(name, _)| name.as_bytes() == method)
+                .find(|(name, _)| same_bytes(name.as_bytes(), method))
                 .copied(),
             None => {
                 let method = std::str::from_utf8(method).ok()?;
@@ -476,6 +476,12 @@ impl Router {
             None => ready(Err(RpcError::method_not_found(&req.method))),
         }
     }
+}
+
+/// Equal bytes, compared in line: a method's name is a few bytes, for which slice equality
+/// calls `memcmp`.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn method_value(service: &str, m: &MethodInfo) -> Value {
