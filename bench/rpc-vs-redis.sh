@@ -16,7 +16,9 @@
 # arrival (redis-benchmark: its loop's read event for the connection; shoal: its connection's
 # reader waking the caller). Neither counts the load generator's own wait between an answer
 # and the next write. shoal_seen is shoal's p99 until the caller ran again with its answer,
-# that wait included.
+# that wait included. As redis-benchmark writes a connection's next request on its loop's
+# next turn, shoal's load generator makes a connection's next call on its runtime's next turn
+# when it drives more than one connection.
 #
 # Needs redis-server and redis-benchmark (Debian: redis-server redis-tools).
 set -euo pipefail

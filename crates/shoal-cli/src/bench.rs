@@ -302,6 +302,28 @@ struct Shared {
     first_error: Mutex<Option<String>>,
     start: Instant,
     end: Instant,
+    next: NextCall,
+}
+
+/// When a lane makes its next call once an answer is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NextCall {
+    /// At once: with one connection, nothing else is waiting to be taken first.
+    AtOnce,
+    /// On the runtime's next turn, after the other connections' answers that came in
+    /// meanwhile are taken, as redis-benchmark writes a connection's next request on its
+    /// event loop's next turn: the calls of a turn go out together, and the clock of each
+    /// starts at its write, as there. Over one connection a turn would only add a system
+    /// call (the runtime's look at its sockets) to every call.
+    NextTurn,
+}
+
+impl NextCall {
+    async fn wait(self) {
+        if self == NextCall::NextTurn {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
@@ -326,6 +348,11 @@ pub async fn load(args: RunArgs) -> anyhow::Result<Report> {
         first_error: Mutex::new(None),
         start,
         end,
+        next: if args.connections > 1 {
+            NextCall::NextTurn
+        } else {
+            NextCall::AtOnce
+        },
     });
     let payload = Value::from("x".repeat(args.payload));
     let mut tasks = Vec::new();
@@ -564,6 +591,7 @@ async fn pipelined_load(
         if done >= shared.end {
             return hist.into_inner().unwrap();
         }
+        shared.next.wait().await;
     }
 }
 
@@ -592,6 +620,7 @@ async fn lane(
         if done >= shared.end {
             return;
         }
+        shared.next.wait().await;
     }
 }
 
@@ -642,6 +671,33 @@ async fn notify_batch(client: &EchoClient, payload: &Value) -> Result<(), shoal:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_next_call_waits_for_the_tasks_ready_before_it_on_the_next_turn() {
+        for (next, order) in [
+            (NextCall::AtOnce, ["next call", "other"]),
+            (NextCall::NextTurn, ["other", "next call"]),
+        ] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let (a, b) = (seen.clone(), seen.clone());
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async move {
+                    let lane = tokio::task::spawn_local(async move {
+                        // The answer is in; another connection's task is ready too.
+                        let other = tokio::task::spawn_local(async move {
+                            b.lock().unwrap().push("other");
+                        });
+                        next.wait().await;
+                        a.lock().unwrap().push("next call");
+                        other.await.unwrap();
+                    });
+                    lane.await.unwrap();
+                })
+                .await;
+            assert_eq!(*seen.lock().unwrap(), order);
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_arrives_when_the_caller_is_woken_not_when_it_runs_again() {
