@@ -1052,24 +1052,25 @@ impl Reader {
                 buf.reserve(64 * 1024);
             }
             // The flag is set with the token: one load here, where a poll of `gone` takes
-            // two locks. The arm below still wakes a reader waiting on a read.
+            // two locks (the token's and its `Notify`'s). So `gone` comes after the read and
+            // is polled only when a read finds nothing, to wake a reader waiting on one.
             if self.peer.is_closed() {
                 break self.closed_why();
             }
-            // The read comes first: while bytes come, the other arms are not polled (each
-            // cancellation's poll takes two locks). A read turns pending once tokio's budget
-            // for the task is spent, so shutdown and the timer are seen during a flood too.
+            // Shutdown comes first, read or not: a peer that keeps the socket full must not
+            // keep this end from sending it `shoal.goaway`. The timer and the slots are for
+            // a peer that sends nothing, so they too wait for a read that finds nothing.
             let step = tokio::select! {
                 biased;
-                n = reader.read_buf(&mut buf), if parked.is_none() || buf.len() < PARKED_READ_CAP => {
-                    Step::Read(n)
-                }
                 _ = &mut stop, if !draining => {
                     if self.send_goaway() {
                         draining = true;
                         continue;
                     }
                     break Stop::Shutdown;
+                }
+                n = reader.read_buf(&mut buf), if parked.is_none() || buf.len() < PARKED_READ_CAP => {
+                    Step::Read(n)
                 }
                 _ = &mut gone => break self.closed_why(),
                 _ = &mut timer, if limit.is_some() => {
