@@ -180,6 +180,61 @@ async fn a_notification_flood_does_not_starve_other_connections() {
     .await;
 }
 
+/// A shoal peer that keeps the socket full of notifications still hears of a shutdown at
+/// once: its reader looks for shutdown before each read, not only when a read finds nothing.
+#[tokio::test]
+async fn a_peer_that_keeps_the_socket_full_is_told_to_go_away_at_shutdown() {
+    let probe = Arc::new(Probe::default());
+    let server = server(&probe).build().unwrap();
+    let (flood, at_server) = tokio::io::duplex(16 << 20);
+    let (sr, sw) = tokio::io::split(at_server);
+    let stop = CancellationToken::new();
+    server.serve_connection(Box::new(sr), Box::new(sw), "flood", stop.clone());
+    let (mut fr, mut fw) = tokio::io::split(flood);
+    fw.write_all(&request(1, "shoal.hello", &[(); 0]))
+        .await
+        .unwrap();
+    let hello = responses(&mut fr, 1).await;
+    assert!(matches!(&hello[0], Message::Response { error, .. } if error.is_nil()));
+
+    let one = notification("count", &[(); 0]);
+    let count = (8 << 20) / one.len();
+    let bytes: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * count)
+        .collect();
+    fw.write_all(&bytes).await.unwrap();
+    stop.cancel();
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let handled = loop {
+        let read = tokio::time::timeout(T, fr.read_buf(&mut buf))
+            .await
+            .expect("no goaway came")
+            .unwrap();
+        assert!(read > 0, "closed without a goaway");
+        let handled = probe.counted.load(Ordering::Relaxed);
+        match dec.decode(&mut buf).unwrap() {
+            None => continue,
+            Some(Message::Notification { method, .. }) if method == "shoal.goaway" => {
+                break handled
+            }
+            Some(other) => panic!("expected shoal.goaway, got {other:?}"),
+        }
+    };
+    assert!(
+        handled < count / 10,
+        "the goaway came after {handled} of the {count} notifications queued before it"
+    );
+    // Told to go away, the peer is still served until it closes.
+    wait_until("the flood is handled", || {
+        probe.counted.load(Ordering::Relaxed) == count
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn notifications_to_unknown_methods_are_counted_and_logged_at_a_bounded_rate() {
     let logs = Logs::default();
