@@ -37,6 +37,19 @@ fn notification<P: Serialize + ?Sized>(method: &str, params: &P) -> Vec<u8> {
     buf.to_vec()
 }
 
+/// About 8 MiB of `count` notifications (which the probe counts), and how many.
+fn flood_of_counts() -> (Vec<u8>, usize) {
+    let one = notification("count", &[(); 0]);
+    let count = (8 << 20) / one.len();
+    let bytes = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * count)
+        .collect();
+    (bytes, count)
+}
+
 /// Reads until `n` responses came; returns them.
 async fn responses(rd: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<Message> {
     let mut dec = Decoder::new(64 << 20);
@@ -156,14 +169,7 @@ async fn a_notification_flood_does_not_starve_other_connections() {
     let good = common::in_memory(&server);
     good.call("shoal.ping", &[(); 0], T).await.unwrap();
 
-    let one = notification("count", &[(); 0]);
-    let count = (8 << 20) / one.len();
-    let bytes: Vec<u8> = one
-        .iter()
-        .copied()
-        .cycle()
-        .take(one.len() * count)
-        .collect();
+    let (bytes, count) = flood_of_counts();
     let (_fr, mut fw) = tokio::io::split(flood);
     fw.write_all(&bytes).await.unwrap();
     let before = probe.counted.load(Ordering::Relaxed);
@@ -197,14 +203,7 @@ async fn a_peer_that_keeps_the_socket_full_is_told_to_go_away_at_shutdown() {
     let hello = responses(&mut fr, 1).await;
     assert!(matches!(&hello[0], Message::Response { error, .. } if error.is_nil()));
 
-    let one = notification("count", &[(); 0]);
-    let count = (8 << 20) / one.len();
-    let bytes: Vec<u8> = one
-        .iter()
-        .copied()
-        .cycle()
-        .take(one.len() * count)
-        .collect();
+    let (bytes, count) = flood_of_counts();
     fw.write_all(&bytes).await.unwrap();
     stop.cancel();
     let mut dec = Decoder::new(1 << 20);
