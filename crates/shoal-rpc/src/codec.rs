@@ -632,10 +632,12 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
                 0xdb => be(rd, 4)?,
                 _ => (m & 0x1f) as u64,
             };
-            match String::from_utf8(take(rd, len as usize)?) {
+            let (head, tail) = rd.split_at_checked(len as usize).ok_or_else(truncated)?;
+            *rd = tail;
+            match std::str::from_utf8(head) {
                 Ok(s) => Value::from(s),
                 // Kept as sent; rmpv builds the value that remembers the bad bytes.
-                Err(e) => raw_str_value(e.as_bytes()),
+                Err(_) => raw_str_value(head),
             }
         }
         0xc4..=0xc6 => {
