@@ -18,7 +18,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let server = Server::builder()
-            .service(EchoServer::new(EchoService::default()))
+            .service(EchoServer::new(EchoService))
             .build()?;
         let listener = Listener::bind(&"127.0.0.1:0".parse()?).await?;
         let addr = listener.local_addr();
