@@ -468,15 +468,14 @@ pub(crate) fn read_answer(buf: &[u8]) -> Option<(u32, Result<Value, Value>, usiz
 
 /// Moves past one value of at most `depth` levels of arrays and maps, building nothing.
 fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
-    let truncated = || DecodeError::Malformed("value runs past the end of its message".into());
     if rd.is_empty() {
-        return Err(truncated());
+        return Err(truncated_value());
     }
-    let item = scan_item(rd)?.ok_or_else(truncated)?;
+    let item = scan_item(rd)?.ok_or_else(truncated_value)?;
     let end = usize::try_from(item.header as u64 + item.body)
         .ok()
         .filter(|&end| end <= rd.len())
-        .ok_or_else(truncated)?;
+        .ok_or_else(truncated_value)?;
     *rd = &rd[end..];
     if item.children > 0 {
         let depth = depth.checked_sub(1).ok_or(DecodeError::TooDeep {
@@ -596,18 +595,13 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
     let too_deep = || DecodeError::TooDeep {
         max: DEFAULT_MAX_DEPTH,
     };
-    let truncated = || DecodeError::Malformed("value runs past the end of its message".into());
-    let take = |rd: &mut &[u8], n: usize| -> Result<Vec<u8>, DecodeError> {
-        let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated)?;
-        *rd = tail;
-        Ok(head.to_vec())
-    };
+    let take = |rd: &mut &[u8], n: usize| Ok::<_, DecodeError>(front(rd, n)?.to_vec());
     let be = |rd: &mut &[u8], n: usize| -> Result<u64, DecodeError> {
-        let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated)?;
-        *rd = tail;
-        Ok(head.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+        Ok(front(rd, n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
     };
-    let (&m, tail) = rd.split_first().ok_or_else(truncated)?;
+    let (&m, tail) = rd.split_first().ok_or_else(truncated_value)?;
     *rd = tail;
     Ok(match m {
         0x00..=0x7f => Value::from(m),
@@ -632,8 +626,7 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
                 0xdb => be(rd, 4)?,
                 _ => (m & 0x1f) as u64,
             };
-            let (head, tail) = rd.split_at_checked(len as usize).ok_or_else(truncated)?;
-            *rd = tail;
+            let head = front(rd, len as usize)?;
             match std::str::from_utf8(head) {
                 Ok(s) => Value::from(s),
                 // Kept as sent; rmpv builds the value that remembers the bad bytes.
@@ -687,6 +680,18 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
             ))
         }
     })
+}
+
+/// The next `n` bytes of a value, taken off the front of `rd`.
+#[inline]
+fn front<'a>(rd: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated_value)?;
+    *rd = tail;
+    Ok(head)
+}
+
+fn truncated_value() -> DecodeError {
+    DecodeError::Malformed("value runs past the end of its message".into())
 }
 
 /// A `str` value holding bytes that are not UTF-8, as rmpv represents it.
