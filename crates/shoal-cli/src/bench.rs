@@ -439,6 +439,16 @@ struct Took {
     seen: Duration,
 }
 
+impl Took {
+    /// A call made at `t0` whose answer arrived at `arrived` and was taken at `done`.
+    fn since(t0: Instant, arrived: Instant, done: Instant) -> Took {
+        Took {
+            arrived: arrived - t0,
+            seen: done - t0,
+        }
+    }
+}
+
 /// Marks when a caller's answer arrived: the moment the connection's reader woke the caller.
 ///
 /// redis-benchmark stamps a reply when its event loop takes the connection's read event,
@@ -568,10 +578,7 @@ async fn pipelined_load(
             .time(&waker, client.call_pipeline(&opts, &pipeline))
             .await;
         if t0 >= shared.start && done <= shared.end {
-            let took = Took {
-                arrived: arrived - t0,
-                seen: done - t0,
-            };
+            let took = Took::since(t0, arrived, done);
             match answers {
                 Ok(answers) => {
                     let mut answered = 0;
@@ -609,10 +616,7 @@ async fn lane(
             .time(&waker, one_call(client, payload, notify))
             .await;
         if t0 >= shared.start && done <= shared.end {
-            let took = Took {
-                arrived: arrived - t0,
-                seen: done - t0,
-            };
+            let took = Took::since(t0, arrived, done);
             record(shared, hist, notify, took, 1, result);
         }
         if done >= shared.end {
