@@ -182,7 +182,7 @@ impl Expander<'_> {
                     }
                 }
 
-                fn call_in_place(&self, #call: &#rpc::CallInPlace<'_>) -> ::core::option::Option<#rpc::BoxReply> {
+                fn call_in_place(&self, #call: &mut #rpc::CallInPlace<'_>) -> ::core::option::Option<#rpc::InPlace> {
                     // Arms by the method's place in `methods()`.
                     ::core::option::Option::Some(match #call.method_index() {
                         #(#in_place_arms)*
@@ -251,9 +251,9 @@ impl Expander<'_> {
         }
     }
 
-    /// `index => { decode from the bytes; Box::pin(async move { call, encode }) }`, by the
-    /// method's place in `methods()`: the arguments are decoded before the future is made,
-    /// while the bytes are there.
+    /// `index => { decode from the bytes; call.start(...) }`, by the method's place in
+    /// `methods()`: the arguments are decoded before the future is made, while the bytes are
+    /// there, and the future is polled where it is made (see `CallInPlace::start`).
     fn in_place_arm(&self, index: usize, m: &Method) -> TokenStream {
         let rpc = self.rpc();
         let name = &m.wire_name;
@@ -263,7 +263,24 @@ impl Expander<'_> {
         let decode = decode_args(m, &names);
         let idents: Vec<&Ident> = m.wire_params().map(|(ident, _)| ident).collect();
         let ctx_binding = needs_context(m).then(|| quote!(let #ctx = #call.context();));
-        let run = self.run_and_reply(m, &names);
+        // The future gives the handle on the service back with its result.
+        let start = if m.flags.notify && !m.flags.blocking {
+            let handler = self.handler_call(m, &names);
+            quote! {
+                #call.start_one_way(&self.inner, move |#this: ::std::sync::Arc<T>| async move {
+                    #handler;
+                    ((), #this)
+                })
+            }
+        } else {
+            let run = self.run_and_reply(m, &names);
+            quote! {
+                #call.start(&self.inner, move |#this: ::std::sync::Arc<T>| async move {
+                    let out = async { #run }.await;
+                    (out, #this)
+                })
+            }
+        };
         let index = proc_macro2::Literal::usize_unsuffixed(index);
         quote! {
             #index => {
@@ -274,13 +291,10 @@ impl Expander<'_> {
                 })();
                 match decoded {
                     ::core::result::Result::Ok((#(#idents,)*)) => {
-                        let #this = ::std::sync::Arc::clone(&self.inner);
                         #ctx_binding
-                        ::std::boxed::Box::pin(async move { #run })
+                        #start
                     }
-                    ::core::result::Result::Err(e) => ::std::boxed::Box::pin(
-                        ::core::future::ready(::core::result::Result::Err(e)),
-                    ),
+                    ::core::result::Result::Err(e) => #call.answer(::core::result::Result::Err(e)),
                 }
             }
         }
@@ -291,10 +305,8 @@ impl Expander<'_> {
         quote!(#root::rpc)
     }
 
-    /// The call of the implementation and the encoding of what it returns (or, for a
-    /// notification, of nothing).
-    fn run_and_reply(&self, m: &Method, names: &ArmNames) -> TokenStream {
-        let rpc = self.rpc();
+    /// The call of the implementation, awaited.
+    fn handler_call(&self, m: &Method, names: &ArmNames) -> TokenStream {
         let ident = &m.ident;
         let trait_ident = &self.service.item.ident;
         let (this, ctx) = (&names.this, &names.ctx);
@@ -306,17 +318,27 @@ impl Expander<'_> {
                 Param::Wire { ident, .. } => ident.to_token_stream(),
             })
             .collect();
-        let call = if m.flags.blocking {
+        if m.flags.blocking {
             let ctx_copy = m.takes_context().then(|| quote!(let #ctx = #ctx.clone();));
+            // The pool's thread takes a handle of its own: the call's future keeps its own to
+            // give back (see `CallInPlace::start`).
             quote! {
                 #ctx.run_blocking({
                     #ctx_copy
+                    let #this = ::std::sync::Arc::clone(&#this);
                     move || <T as #trait_ident>::#ident(&*#this, #(#call_args),*)
                 }).await?
             }
         } else {
             quote!(<T as #trait_ident>::#ident(&*#this, #(#call_args),*).await)
-        };
+        }
+    }
+
+    /// The call of the implementation and the encoding of what it returns (or, for a
+    /// notification, of nothing).
+    fn run_and_reply(&self, m: &Method, names: &ArmNames) -> TokenStream {
+        let rpc = self.rpc();
+        let call = self.handler_call(m, names);
         // Located at the return type, so that a type that cannot be encoded is reported there.
         let return_span = m.returns.written().map_or(Span::call_site(), Spanned::span);
         let out = Ident::new("out", Span::mixed_site().located_at(return_span));

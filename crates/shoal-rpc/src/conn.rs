@@ -69,8 +69,9 @@ use crate::calls::{Answer, Calls, Outcome};
 use crate::codec::{self, DecodeError, Decoder, Message, RequestExt};
 use crate::error::{codes, Error, RemoteError, RpcError};
 use crate::extensions::Extensions;
+use crate::in_place::{poll_once, CallInPlace, InPlace, Kept};
 use crate::pipeline::{Pipeline, TooLarge};
-use crate::service::{builtin, BoxReply, CallInPlace, Context, Reply, Request, Router};
+use crate::service::{builtin, BoxReply, Context, Reply, Request, Router};
 use crate::throttle::{LogThrottle, LOG_INTERVAL};
 
 /// What serves the calls a connection receives: a [`Router`] called directly, or any tower
@@ -949,6 +950,7 @@ where
         tasks: TaskTracker::new(),
         batch: BytesMut::new(),
         read_at: None,
+        kept: Kept::default(),
     };
     tracker.spawn(reading.run(reader, shutdown));
     peer
@@ -986,6 +988,8 @@ struct Reader {
     /// requests in one chunk count from it. Every byte of the chunk was sent before it, so a
     /// deadline counted from it never comes before the caller's own.
     read_at: Option<Instant>,
+    /// Finished handler futures of calls read in place, for the next calls to reuse.
+    kept: Kept,
 }
 
 type Pending = (BoxReply, OwnedSemaphorePermit);
@@ -1337,25 +1341,33 @@ impl Reader {
             return false;
         };
         let deadline = deadline_of(&mut self.read_at, call.ext);
-        let in_place = CallInPlace {
+        let mut in_place = CallInPlace {
             method,
             route,
             params: call.params,
             deadline,
             notification: call.id.is_none(),
+            // A notification waits for those before it that are still running.
+            run_now: call.id.is_some() || self.notifications.is_none(),
             more_input: buf.len() > len,
             peer: &self.peer,
             blocking: &self.blocking,
             state: &self.state,
+            kept: &self.kept,
+            id: call.id.as_ref(),
+            replies: &mut self.batch,
+            max_reply: self.peer.inner.max_message,
+            failed_notifications: &self.failed_notifications,
         };
-        let Some(fut) = router.dispatch_in_place(&in_place) else {
+        let Some(started) = router.dispatch_in_place(&mut in_place) else {
             return false;
         };
         let id = call.id;
         buf.advance(len);
-        match id {
-            Some(id) => self.respond(id, fut, deadline),
-            None => self.notified(fut),
+        match (started, id) {
+            (InPlace::Answered, _) => {}
+            (InPlace::Running(fut), Some(id)) => self.respond(id, fut, deadline),
+            (InPlace::Running(fut), None) => self.notified(fut),
         }
         true
     }
@@ -1434,7 +1446,7 @@ impl Reader {
     /// is queued before it, behind the queued ones otherwise (in arrival order).
     fn notified(&mut self, mut fut: BoxReply) {
         if self.notifications.is_none() {
-            if let Poll::Ready(result) = poll_once(&mut fut) {
+            if let Poll::Ready(result) = poll_once(fut.as_mut()) {
                 log_notification(&self.peer, &self.failed_notifications, result);
                 return;
             }
@@ -1470,7 +1482,7 @@ impl Reader {
     /// The caller's deadline is enforced only for handlers that wait: one that finishes on
     /// its first poll costs no timer.
     fn respond(&mut self, id: Value, mut fut: BoxReply, deadline: Option<Instant>) {
-        if let Poll::Ready(result) = poll_once(&mut fut) {
+        if let Poll::Ready(result) = poll_once(fut.as_mut()) {
             encode_reply(&mut self.batch, &id, result, self.peer.inner.max_message);
             return;
         }
@@ -1580,17 +1592,15 @@ fn deadline_of(read_at: &mut Option<Instant>, ext: Option<RequestExt>) -> Option
     Some(*read_at.get_or_insert_with(Instant::now) + Duration::from_millis(ms))
 }
 
-fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    // Futures re-register their waker on every poll, so polling once here and later from a
-    // task is sound; finishing here saves spawning a task for handlers that never wait.
-    let mut cx = std::task::Context::from_waker(noop_waker_ref());
-    Pin::new(fut).poll(&mut cx)
-}
-
 /// Appends the reply to call `id`, never larger than `max`: a result too large becomes a
 /// frame-too-large error, and so does an error too large (a peer can make one carry what it
 /// sent, such as a method name of many MiB).
-fn encode_reply(buf: &mut BytesMut, id: &Value, result: Result<Reply, RpcError>, max: usize) {
+pub(crate) fn encode_reply(
+    buf: &mut BytesMut,
+    id: &Value,
+    result: Result<Reply, RpcError>,
+    max: usize,
+) {
     let start = buf.len();
     match result {
         Ok(reply) if reply.0.len() + 16 > max => {
@@ -1626,7 +1636,11 @@ fn encode_reply(buf: &mut BytesMut, id: &Value, result: Result<Reply, RpcError>,
 /// Logs a failed notification, at most once per [`LOG_INTERVAL`] per connection with the
 /// count of those not logged: nobody is told of a notification's failure, and a peer could
 /// otherwise fill the log as fast as it writes.
-fn log_notification(peer: &Peer, failed: &Mutex<LogThrottle>, result: Result<Reply, RpcError>) {
+pub(crate) fn log_notification(
+    peer: &Peer,
+    failed: &Mutex<LogThrottle>,
+    result: Result<Reply, RpcError>,
+) {
     let Err(e) = result else { return };
     let mut failed = failed.lock().unwrap();
     if let Some(unlogged) = failed.note(Instant::now()) {
@@ -1746,7 +1760,7 @@ async fn within_stall<T>(
     stall: Option<Duration>,
 ) -> std::io::Result<T> {
     tokio::pin!(io);
-    match (poll_once(&mut io), stall) {
+    match (poll_once(io.as_mut()), stall) {
         (Poll::Ready(result), _) => result,
         (Poll::Pending, None) => io.await,
         (Poll::Pending, Some(limit)) => tokio::time::timeout(limit, io).await.map_err(|_| {

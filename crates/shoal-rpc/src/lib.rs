@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod endpoints;
 pub mod error;
 pub mod extensions;
+mod in_place;
 pub mod middleware;
 pub mod pipeline;
 pub mod server;
@@ -30,10 +31,9 @@ pub use endpoint::{EndpointConfig, EndpointStatus, RouteKey};
 pub use endpoints::EndpointSet;
 pub use error::{codes, Error, RemoteError, RpcError};
 pub use extensions::Extensions;
+pub use in_place::{CallInPlace, InPlace};
 pub use pipeline::Pipeline;
 pub use rmpv::Value;
 pub use server::{Server, ServerBuilder};
-pub use service::{
-    Args, BoxReply, CallInPlace, Context, Dispatch, MethodInfo, Reply, Request, Router,
-};
+pub use service::{Args, BoxReply, Context, Dispatch, MethodInfo, Reply, Request, Router};
 pub use transport::{Addr, ClientTls, Listener};

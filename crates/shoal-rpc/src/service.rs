@@ -19,6 +19,7 @@ use crate::blocking::BlockingPool;
 use crate::conn::Peer;
 use crate::error::RpcError;
 use crate::extensions::Extensions;
+use crate::in_place::{CallInPlace, InPlace};
 
 /// The future a handler returns.
 pub type BoxReply = Pin<Box<dyn Future<Output = Result<Reply, RpcError>> + Send + 'static>>;
@@ -252,9 +253,11 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// Handles a call read in place from a connection's buffer, decoding its arguments
     /// straight from the bytes the peer sent and building its [`Context`] only for a
-    /// handler that takes one. `None` declines: the call then comes to [`Dispatch::call`]
-    /// as a [`Request`]. `#[shoal::service]` implements it; by default it declines.
-    fn call_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
+    /// handler that takes one, and polling the handler where it is made
+    /// ([`CallInPlace::start`]): one done at once is answered there ([`InPlace::Answered`]).
+    /// `None` declines: the call then comes to [`Dispatch::call`] as a [`Request`].
+    /// `#[shoal::service]` implements it; by default it declines.
+    fn call_in_place(&self, call: &mut CallInPlace<'_>) -> Option<InPlace> {
         let _ = call;
         None
     }
@@ -264,54 +267,6 @@ pub trait Dispatch: Send + Sync + 'static {
     /// read again as a [`Request`].
     fn takes_calls_in_place(&self) -> bool {
         false
-    }
-}
-
-/// A call read in place from a connection's buffer (see [`Dispatch::call_in_place`]): a
-/// server without middleware hands each call to its router this way, with no [`Request`]
-/// built for it.
-#[derive(Debug)]
-pub struct CallInPlace<'a> {
-    /// The router's own name for the method (see [`Router::route`]).
-    pub(crate) method: &'static str,
-    pub(crate) route: Route,
-    /// The params array as sent, header included.
-    pub(crate) params: &'a [u8],
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) notification: bool,
-    pub(crate) more_input: bool,
-    pub(crate) peer: &'a Peer,
-    pub(crate) blocking: &'a BlockingPool,
-    pub(crate) state: &'a Extensions,
-}
-
-impl<'a> CallInPlace<'a> {
-    /// The method's name, as its service serves it.
-    pub fn method(&self) -> &'static str {
-        self.method
-    }
-
-    /// The method's place in its service's [`Dispatch::methods`]: generated code dispatches
-    /// on it rather than comparing the name again.
-    pub fn method_index(&self) -> usize {
-        self.route.method
-    }
-
-    /// The call's arguments, as [`Args::new`] reads them from a [`Request`].
-    pub fn args(&self, method: &'static str, arity: usize) -> Result<Args<'a>, RpcError> {
-        Args::from_bytes(method, self.params, arity)
-    }
-
-    /// The [`Context`] a [`Request`] for this call would carry.
-    pub fn context(&self) -> Context {
-        Context::with_pool(
-            self.deadline,
-            self.notification,
-            Some(self.peer.clone()),
-            self.blocking.clone(),
-        )
-        .with_state(self.state.clone())
-        .with_more_input(self.more_input)
     }
 }
 
@@ -344,8 +299,8 @@ impl fmt::Debug for Router {
 /// [`Dispatch::methods`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
-    service: usize,
-    method: usize,
+    pub(crate) service: usize,
+    pub(crate) method: usize,
 }
 
 /// Names of the methods every shoal server answers itself.
@@ -450,7 +405,7 @@ impl Router {
     /// Starts the handler of the service `call` is routed to ([`Router::route`]), for a
     /// call read in place; `None` when the service declines it (the call then goes to
     /// [`Router::dispatch`] as a [`Request`]).
-    pub(crate) fn dispatch_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
+    pub(crate) fn dispatch_in_place(&self, call: &mut CallInPlace<'_>) -> Option<InPlace> {
         self.inner.services[call.route.service].call_in_place(call)
     }
 
@@ -578,7 +533,7 @@ impl Args<'static> {
 impl<'a> Args<'a> {
     /// Reads from `params`, a MessagePack array; fails when more arguments came than the
     /// method takes.
-    fn from_bytes(
+    pub(crate) fn from_bytes(
         method: &'static str,
         params: &'a [u8],
         arity: usize,

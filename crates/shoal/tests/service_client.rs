@@ -1,7 +1,8 @@
 //! The generated `<Trait>Client` against the generated `<Trait>Server`, end to end over a real
-//! loopback socket: typed results, error replies, notifications and call options.
+//! loopback socket: typed results, error replies, notifications and call options, and the
+//! order and answers of handlers that finish at once beside ones that wait.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal::rpc::{Addr, Listener};
@@ -78,11 +79,8 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start(counter: std::sync::Arc<Counter>) -> Running {
-    let server = Server::builder()
-        .service(TallyServer::from_arc(counter))
-        .build()
-        .unwrap();
+async fn start(service: impl shoal::rpc::Dispatch) -> Running {
+    let server = Server::builder().service(service).build().unwrap();
     let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -107,7 +105,7 @@ impl Running {
 #[tokio::test]
 async fn the_generated_client_calls_the_generated_server() {
     let counter = std::sync::Arc::new(Counter::default());
-    let server = start(counter.clone()).await;
+    let server = start(TallyServer::from_arc(counter.clone())).await;
     let client = Client::connect(&server.addr.to_string()).await.unwrap();
     let tally = TallyClient::new(client).with_timeout(Duration::from_secs(10));
 
@@ -135,6 +133,83 @@ async fn the_generated_client_calls_the_generated_server() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(codes::METHOD_NOT_FOUND), "{err}");
+
+    server.shut_down().await;
+}
+
+/// Handlers that finish at once beside ones that wait.
+#[shoal::service]
+pub trait Turns {
+    /// Records `i`, after the gate opens when `wait`.
+    #[shoal(notify)]
+    async fn step(&self, i: u32, wait: bool);
+
+    /// `i` back; a multiple of 3 after a turn of the runtime.
+    async fn echo(&self, i: u32) -> u32;
+
+    #[shoal(idempotent)]
+    async fn steps(&self) -> Vec<u32>;
+}
+
+#[derive(Default)]
+struct Steps {
+    seen: Mutex<Vec<u32>>,
+    gate: Notify,
+    last: Notify,
+}
+
+const STEPS: u32 = 100;
+
+impl Turns for Steps {
+    async fn step(&self, i: u32, wait: bool) {
+        if wait {
+            self.gate.notified().await;
+        }
+        self.seen.lock().unwrap().push(i);
+        if i == STEPS - 1 {
+            self.last.notify_one();
+        }
+    }
+
+    async fn echo(&self, i: u32) -> u32 {
+        if i % 3 == 0 {
+            tokio::task::yield_now().await;
+        }
+        i
+    }
+
+    async fn steps(&self) -> Vec<u32> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The server polls a handler where it reads the call and keeps the memory of one that
+/// finished for the next call: notifications behind one that waits still wait their turn,
+/// and calls to one method, some done at once and some not, each get their own answer.
+#[tokio::test]
+async fn handlers_done_at_once_keep_the_order_and_answers_of_those_that_wait() {
+    let steps = Arc::new(Steps::default());
+    let server = start(TurnsServer::from_arc(steps.clone())).await;
+    let client = Client::connect(&server.addr.to_string()).await.unwrap();
+    let turns = TurnsClient::new(client).with_timeout(Duration::from_secs(10));
+
+    turns.step(0, true).await.unwrap();
+    for i in 1..STEPS {
+        turns.step(i, false).await.unwrap();
+    }
+    let calls = (0..300).map(|i| turns.echo(i));
+    let answers = futures_util::future::join_all(calls).await;
+    for (i, answer) in (0..).zip(answers) {
+        assert_eq!(answer.unwrap(), i);
+    }
+    // Every step has been read by now, and none has run while the first waits.
+    assert_eq!(turns.steps().await.unwrap(), [0u32; 0]);
+    steps.gate.notify_one();
+    tokio::time::timeout(Duration::from_secs(10), steps.last.notified())
+        .await
+        .expect("the last step runs");
+    let seen = turns.steps().await.unwrap();
+    assert_eq!(seen, (0..STEPS).collect::<Vec<_>>());
 
     server.shut_down().await;
 }

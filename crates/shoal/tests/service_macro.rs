@@ -468,6 +468,8 @@ fn frames() -> Vec<u8> {
             "record".into(),
             Value::Array(vec![]),
         ])),
+        // A one-way method called with a msgid runs and answers nil.
+        call(19, "record", vec!["called".into()]),
         msg(Value::Array(vec![
             0.into(),
             14.into(),
@@ -496,7 +498,7 @@ fn frames() -> Vec<u8> {
 }
 
 /// Sends every frame in one write to a server at `addr`, and returns the answers by msgid
-/// once the 18 requests are answered.
+/// once the 19 requests are answered.
 async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr.to_string())
@@ -504,7 +506,7 @@ async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
         .unwrap();
     conn.write_all(&frames()).await.unwrap();
     let (mut buf, mut got) = (Vec::new(), HashMap::new());
-    while got.len() < 18 {
+    while got.len() < 19 {
         let mut rd = &buf[..];
         match rmp_serde::from_read::<_, Value>(&mut rd) {
             Ok(Value::Array(reply)) => {
@@ -559,7 +561,7 @@ async fn calls_read_in_place_answer_as_requests_do() {
     };
     assert_eq!(in_place, requests);
     assert_eq!(lines, layered_lines);
-    assert_eq!(*lines, ["line"]);
+    assert_eq!(*lines, ["line", "called"]);
     let ok = |v: Value| Value::Array(vec![Value::Nil, v]);
     assert_eq!(in_place["1"], ok(5.into()));
     assert_eq!(in_place["5"], ok(point(11, 2)));
@@ -569,6 +571,7 @@ async fn calls_read_in_place_answer_as_requests_do() {
     assert_eq!(in_place["16"], ok(Value::Nil));
     assert_eq!(in_place["17"], ok(3.into()));
     assert_eq!(in_place["18"], ok(7.into()));
+    assert_eq!(in_place["19"], ok(Value::Nil));
     let error = |id: &str| in_place[id].as_array().unwrap()[0]["message"].to_string();
     assert_eq!(
         error("3"),

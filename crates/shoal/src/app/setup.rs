@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use shoal_rpc::{BoxReply, CallInPlace, Dispatch, MethodInfo, Request, ServerBuilder};
+use shoal_rpc::{BoxReply, CallInPlace, Dispatch, InPlace, MethodInfo, Request, ServerBuilder};
 use tower::{Layer, Service};
 
 use crate::config::{Config, ConfigError};
@@ -233,7 +233,7 @@ impl Dispatch for Boxed {
     fn call(&self, req: Request) -> BoxReply {
         self.0.call(req)
     }
-    fn call_in_place(&self, call: &CallInPlace<'_>) -> Option<BoxReply> {
+    fn call_in_place(&self, call: &mut CallInPlace<'_>) -> Option<InPlace> {
         self.0.call_in_place(call)
     }
     fn takes_calls_in_place(&self) -> bool {
