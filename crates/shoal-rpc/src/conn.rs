@@ -1364,10 +1364,14 @@ impl Reader {
         };
         let id = call.id;
         buf.advance(len);
+        // A handler that is running was polled once already, where it was made.
         match (started, id) {
-            (InPlace::Answered, _) => {}
-            (InPlace::Running(fut), Some(id)) => self.respond(id, fut, deadline),
-            (InPlace::Running(fut), None) => self.notified(fut),
+            (InPlace::Answered(_), _) => {}
+            (InPlace::Running(fut), Some(id)) => self.run_call(id, fut, deadline),
+            (InPlace::Running(fut), None) => {
+                let permit = self.take_slot();
+                self.queue_notification(fut, permit);
+            }
         }
         true
     }
@@ -1486,6 +1490,12 @@ impl Reader {
             encode_reply(&mut self.batch, &id, result, self.peer.inner.max_message);
             return;
         }
+        self.run_call(id, fut, deadline);
+    }
+
+    /// Runs a call's handler that did not finish on its first poll as a task, under the
+    /// caller's deadline, until it answers or is cancelled.
+    fn run_call(&mut self, id: Value, fut: BoxReply, deadline: Option<Instant>) {
         let permit = self.take_slot();
         let peer = self.peer.clone();
         let key = self

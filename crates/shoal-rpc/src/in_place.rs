@@ -51,20 +51,25 @@ pub struct CallInPlace<'a> {
     pub(crate) failed_notifications: &'a Mutex<LogThrottle>,
 }
 
-/// How a call read in place started.
+/// How a call read in place started. Only [`CallInPlace::start`] and its kin make one, so
+/// a call said to be answered was answered.
 pub enum InPlace {
     /// The call is answered (or, a notification, done): its handler finished on its first
     /// poll, or it was refused before it ran.
-    Answered,
-    /// The handler has yet to finish (or to start, for a notification that waits its turn):
-    /// the connection runs it.
+    Answered(Answered),
+    /// The handler has yet to finish, polled once already (or, a notification that waits its
+    /// turn, to start): the connection runs it.
     Running(BoxReply),
 }
+
+/// Proof that [`CallInPlace::answer`] answered a call: nothing outside this crate makes one.
+#[derive(Debug)]
+pub struct Answered(());
 
 impl std::fmt::Debug for InPlace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InPlace::Answered => f.write_str("Answered"),
+            InPlace::Answered(_) => f.write_str("Answered"),
             InPlace::Running(_) => f.write_str("Running"),
         }
     }
@@ -127,19 +132,26 @@ impl<'a> CallInPlace<'a> {
     {
         let (kept, slot, run_now) = (self.kept, self.route.slot(), self.run_now);
         kept.start(slot, run_now, service, make, |()| match self.id {
-            None => InPlace::Answered,
+            None => InPlace::Answered(Answered(())),
             Some(_) => self.answer(Ok(Reply::none())),
         })
     }
 
-    /// Answers the call now with `result`: a reply goes with the others of this read, a
-    /// failed notification to the connection's log.
+    /// Answers the call now with `result` (what [`Dispatch::call_in_place`] then returns):
+    /// a reply goes with the others of this read, a failed notification to the connection's
+    /// log. A notification that waits its turn keeps it: `result` is queued behind the
+    /// notifications before it.
+    ///
+    /// [`Dispatch::call_in_place`]: crate::Dispatch::call_in_place
     pub fn answer(&mut self, result: Result<Reply, RpcError>) -> InPlace {
+        if !self.run_now {
+            return InPlace::Running(Box::pin(std::future::ready(result)));
+        }
         match self.id {
             Some(id) => encode_reply(self.replies, id, result, self.max_reply),
             None => log_notification(self.peer, self.failed_notifications, result),
         }
-        InPlace::Answered
+        InPlace::Answered(Answered(()))
     }
 }
 
@@ -185,9 +197,16 @@ impl Kept {
         O: Outcome,
         F: Future<Output = (O, Arc<T>)> + Send + 'static,
     {
-        if !run_now || size_of::<F>() > MAX_KEPT_SIZE {
+        if !run_now {
             let fut = make(Arc::clone(service));
             return InPlace::Running(Box::pin(async move { fut.await.0.into_result() }));
+        }
+        if size_of::<F>() > MAX_KEPT_SIZE {
+            let mut fut = Box::pin(make(Arc::clone(service)));
+            return match poll_once(fut.as_mut()) {
+                Poll::Ready((outcome, _)) => answer(outcome),
+                Poll::Pending => InPlace::Running(hand_back(fut)),
+            };
         }
         let cell = &self.slots[slot % KEPT];
         match cell.take().map(|k| k.downcast::<Finished<T, F>>()) {
@@ -313,6 +332,20 @@ mod tests {
         }
     }
 
+    /// Done at its first poll, too large to keep.
+    struct Big {
+        pad: [u8; MAX_KEPT_SIZE + 1],
+        service: Option<Arc<Service>>,
+    }
+
+    impl Future for Big {
+        type Output = (Result<Reply, RpcError>, Arc<Service>);
+        fn poll(mut self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+            let service = self.service.take().expect("polled after it was done");
+            Poll::Ready((Reply::encode(&self.pad.len()), service))
+        }
+    }
+
     /// Starts a [`Ready`] call in `slot`; the answer, if it came at once, goes to `got`.
     fn ready(
         kept: &Kept,
@@ -325,10 +358,15 @@ mod tests {
             n,
             service: Some(service),
         };
-        kept.start(slot, true, service, make, |result| {
+        kept.start(slot, true, service, make, answered_to(got))
+    }
+
+    /// An answer given at once goes to `got`.
+    fn answered_to(got: &mut Vec<Value>) -> impl FnOnce(Result<Reply, RpcError>) -> InPlace + '_ {
+        |result| {
             got.push(result.unwrap().to_value());
-            InPlace::Answered
-        })
+            InPlace::Answered(Answered(()))
+        }
     }
 
     /// Starts a [`Later`] call in slot 0, polled at once when `run_now`; it is done at its
@@ -346,10 +384,7 @@ mod tests {
             polled: polled.clone(),
             service: Some(service),
         };
-        let started = kept.start(0, run_now, service, make, |result| {
-            got.push(result.unwrap().to_value());
-            InPlace::Answered
-        });
+        let started = kept.start(0, run_now, service, make, answered_to(got));
         (started, polled)
     }
 
@@ -374,7 +409,7 @@ mod tests {
     async fn result_of(started: InPlace) -> Value {
         match started {
             InPlace::Running(fut) => fut.await.unwrap().to_value(),
-            InPlace::Answered => panic!("answered at once"),
+            InPlace::Answered(_) => panic!("answered at once"),
         }
     }
 
@@ -388,7 +423,7 @@ mod tests {
         for n in 2..=5 {
             assert!(matches!(
                 ready(&kept, 1, &service, n, &mut got),
-                InPlace::Answered
+                InPlace::Answered(_)
             ));
             assert_eq!(kept_ready(&kept, 1), Some(first), "the same memory");
             assert_eq!(Arc::strong_count(&service), 2, "no handle more");
@@ -398,6 +433,20 @@ mod tests {
         ready(&kept, 2, &service, 6, &mut got);
         assert_ne!(kept_ready(&kept, 2), Some(first));
         assert_eq!(Arc::strong_count(&service), 3);
+    }
+
+    #[test]
+    fn a_future_too_large_is_answered_at_once_but_not_kept() {
+        let (kept, service, mut got) = (Kept::default(), Arc::new(Service), Vec::new());
+        let make = |service| Big {
+            pad: [0; MAX_KEPT_SIZE + 1],
+            service: Some(service),
+        };
+        let started = kept.start(3, true, &service, make, answered_to(&mut got));
+        assert!(matches!(started, InPlace::Answered(_)));
+        assert_eq!(got, [Value::from(MAX_KEPT_SIZE + 1)]);
+        assert!(!holds_any(&kept, 3));
+        assert_eq!(Arc::strong_count(&service), 1);
     }
 
     #[test]
@@ -427,7 +476,7 @@ mod tests {
 
         // Done at once, it takes the slot; the next of its kind is not and leaves it.
         let (started, _) = later(&kept, true, &service, true, &mut got);
-        assert!(matches!(started, InPlace::Answered));
+        assert!(matches!(started, InPlace::Answered(_)));
         assert!(kept_ready(&kept, 0).is_none() && holds_any(&kept, 0));
         let (started, _) = later(&kept, true, &service, false, &mut got);
         assert!(!holds_any(&kept, 0));

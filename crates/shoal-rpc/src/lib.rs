@@ -31,7 +31,7 @@ pub use endpoint::{EndpointConfig, EndpointStatus, RouteKey};
 pub use endpoints::EndpointSet;
 pub use error::{codes, Error, RemoteError, RpcError};
 pub use extensions::Extensions;
-pub use in_place::{CallInPlace, InPlace};
+pub use in_place::{Answered, CallInPlace, InPlace};
 pub use pipeline::Pipeline;
 pub use rmpv::Value;
 pub use server::{Server, ServerBuilder};

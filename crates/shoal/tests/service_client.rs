@@ -144,11 +144,16 @@ pub trait Turns {
     #[shoal(notify)]
     async fn step(&self, i: u32, wait: bool);
 
-    /// `i` back; a multiple of 3 after a turn of the runtime.
+    /// `i` back; a multiple of 3 after a turn of the runtime (it is not done at its first
+    /// poll, so it runs as a task).
     async fn echo(&self, i: u32) -> u32;
 
     #[shoal(idempotent)]
     async fn steps(&self) -> Vec<u32>;
+
+    /// Records `i` from the blocking pool, with whether the caller set a deadline.
+    #[shoal(notify, blocking)]
+    fn mark(&self, ctx: &Context, i: u32);
 }
 
 #[derive(Default)]
@@ -156,6 +161,8 @@ struct Steps {
     seen: Mutex<Vec<u32>>,
     gate: Notify,
     last: Notify,
+    marks: Mutex<Vec<(u32, bool)>>,
+    marked: Notify,
 }
 
 const STEPS: u32 = 100;
@@ -180,6 +187,14 @@ impl Turns for Steps {
 
     async fn steps(&self) -> Vec<u32> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn mark(&self, ctx: &Context, i: u32) {
+        self.marks
+            .lock()
+            .unwrap()
+            .push((i, ctx.deadline().is_some()));
+        self.marked.notify_one();
     }
 }
 
@@ -210,6 +225,14 @@ async fn handlers_done_at_once_keep_the_order_and_answers_of_those_that_wait() {
         .expect("the last step runs");
     let seen = turns.steps().await.unwrap();
     assert_eq!(seen, (0..STEPS).collect::<Vec<_>>());
+
+    // A one-way method on the blocking pool, with the call's context.
+    let marked = steps.marked.notified();
+    turns.mark(5).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), marked)
+        .await
+        .expect("the mark is made");
+    assert_eq!(*steps.marks.lock().unwrap(), [(5, false)]);
 
     server.shut_down().await;
 }
