@@ -198,8 +198,7 @@ impl Kept {
         F: Future<Output = (O, Arc<T>)> + Send + 'static,
     {
         if !run_now {
-            let fut = make(Arc::clone(service));
-            return InPlace::Running(Box::pin(async move { fut.await.0.into_result() }));
+            return InPlace::Running(hand_back(make(Arc::clone(service))));
         }
         if size_of::<F>() > MAX_KEPT_SIZE {
             let mut fut = Box::pin(make(Arc::clone(service)));
@@ -274,7 +273,8 @@ impl Outcome for () {
     }
 }
 
-fn hand_back<T, O, F>(fut: Pin<Box<F>>) -> BoxReply
+/// The reader's future for a call that runs on its own: `fut`'s result without the handle.
+fn hand_back<T, O, F>(fut: F) -> BoxReply
 where
     T: Send + Sync + 'static,
     O: Outcome,
