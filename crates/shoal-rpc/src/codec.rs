@@ -257,6 +257,8 @@ struct Item {
     children: u64,
 }
 
+/// Inlined into its readers where they are optimized, as [`read_value_in`] is.
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn scan_item(b: &[u8]) -> Result<Option<Item>, DecodeError> {
     let m = b[0];
     let fixed = |header: usize, body: u64| {
@@ -403,6 +405,7 @@ pub(crate) struct CallBytes<'a> {
 /// takes. `None` for anything else: another kind of message, one not whole yet, one that
 /// breaks a rule or is written in an unusual way (long array headers, a `bin` method name).
 /// [`Decoder::decode`] reads those, and says what is wrong with them.
+#[inline(always)]
 pub(crate) fn read_call(buf: &[u8]) -> Option<(CallBytes<'_>, usize)> {
     let mut rd = buf;
     let (&head, rest) = rd.split_first()?;
@@ -467,6 +470,10 @@ pub(crate) fn read_answer(buf: &[u8]) -> Option<(u32, Result<Value, Value>, usiz
 }
 
 /// Moves past one value of at most `depth` levels of arrays and maps, building nothing.
+/// Inlined where optimized, as [`read_value_in`] is: a value that holds no others is
+/// passed where it is read, and only the items of an array or map take a call
+/// ([`skip_items`]).
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
     if rd.is_empty() {
         return Err(truncated_value());
@@ -477,13 +484,19 @@ fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
         .filter(|&end| end <= rd.len())
         .ok_or_else(truncated_value)?;
     *rd = &rd[end..];
-    if item.children > 0 {
-        let depth = depth.checked_sub(1).ok_or(DecodeError::TooDeep {
-            max: DEFAULT_MAX_DEPTH,
-        })?;
-        for _ in 0..item.children {
-            skip_value(rd, depth)?;
-        }
+    match item.children {
+        0 => Ok(()),
+        n => skip_items(rd, n, depth),
+    }
+}
+
+/// Moves past the `n` items of an array or map (a map's keys and values counted apart)
+/// whose header [`skip_value`] took, each of at most `depth - 1` levels.
+#[inline(never)]
+fn skip_items(rd: &mut &[u8], n: u64, depth: usize) -> Result<(), DecodeError> {
+    let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
+    for _ in 0..n {
+        skip_value(rd, depth)?;
     }
     Ok(())
 }
@@ -579,6 +592,7 @@ fn read_uint(rd: &mut &[u8]) -> Option<u64> {
 }
 
 /// Decodes one argument from within a request's params array.
+#[inline(always)]
 pub(crate) fn read_arg(rd: &mut &[u8]) -> Result<Value, DecodeError> {
     read_value_in(rd, DEFAULT_MAX_DEPTH - 2)
 }
@@ -591,16 +605,15 @@ fn read_value(rd: &mut &[u8]) -> Result<Value, DecodeError> {
 /// Decodes one value with at most `depth` levels of arrays and maps. Every length is checked
 /// against the bytes left, so containers are sized up front without trusting the peer, and
 /// the values it builds are at most the bytes it reads.
+///
+/// Numbers, text and the other values that hold no others are decoded here, inlined into
+/// the caller: the value is built in the caller's frame instead of written by a call and
+/// read back from memory (a read of a value just written in smaller pieces waits for the
+/// writes). Arrays, maps, binaries and extensions go to [`read_nested`]. Debug builds do
+/// not inline it: there each inlined copy keeps stack of its own, and nesting to the depth
+/// limit must fit a thread's stack in them too.
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
-    let too_deep = || DecodeError::TooDeep {
-        max: DEFAULT_MAX_DEPTH,
-    };
-    let take = |rd: &mut &[u8], n: usize| Ok::<_, DecodeError>(front(rd, n)?.to_vec());
-    let be = |rd: &mut &[u8], n: usize| -> Result<u64, DecodeError> {
-        Ok(front(rd, n)?
-            .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
-    };
     let (&m, tail) = rd.split_first().ok_or_else(truncated_value)?;
     *rd = tail;
     Ok(match m {
@@ -633,6 +646,16 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
                 Err(_) => raw_str_value(head),
             }
         }
+        _ => return read_nested(m, rd, depth),
+    })
+}
+
+/// [`read_value_in`] for a value whose first byte `m` is taken off `rd` already: an array,
+/// a map, a binary or an extension (and 0xc1, which is refused).
+#[inline(never)]
+fn read_nested(m: u8, rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
+    let take = |rd: &mut &[u8], n: usize| Ok::<_, DecodeError>(front(rd, n)?.to_vec());
+    Ok(match m {
         0xc4..=0xc6 => {
             let len = be(rd, 1 << (m - 0xc4))?;
             Value::Binary(take(rd, len as usize)?)
@@ -642,27 +665,16 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
                 0xdc => be(rd, 2)?,
                 0xdd => be(rd, 4)?,
                 _ => (m & 0x0f) as u64,
-            } as usize;
-            let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
-            let mut items = Vec::with_capacity(len.min(rd.len()));
-            for _ in 0..len {
-                items.push(read_value_in(rd, depth)?);
-            }
-            Value::Array(items)
+            };
+            Value::Array(read_items(rd, len as usize, depth)?)
         }
         0x80..=0x8f | 0xde | 0xdf => {
             let len = match m {
                 0xde => be(rd, 2)?,
                 0xdf => be(rd, 4)?,
                 _ => (m & 0x0f) as u64,
-            } as usize;
-            let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
-            let mut entries = Vec::with_capacity(len.min(rd.len() / 2));
-            for _ in 0..len {
-                let k = read_value_in(rd, depth)?;
-                entries.push((k, read_value_in(rd, depth)?));
-            }
-            Value::Map(entries)
+            };
+            Value::Map(read_entries(rd, len as usize, depth)?)
         }
         0xd4..=0xd8 | 0xc7..=0xc9 => {
             let len = match m {
@@ -674,12 +686,54 @@ fn read_value_in(rd: &mut &[u8], depth: usize) -> Result<Value, DecodeError> {
             let tag = be(rd, 1)? as u8 as i8;
             Value::Ext(tag, take(rd, len)?)
         }
-        0xc1 => {
+        _ => {
             return Err(DecodeError::Malformed(
                 "byte 0xc1 is never used in MessagePack".into(),
             ))
         }
     })
+}
+
+/// The `len` items of an array, one level below `depth`: a function of its own, so that a
+/// level of nesting takes only the frames of what it reads.
+#[inline(never)]
+fn read_items(rd: &mut &[u8], len: usize, depth: usize) -> Result<Vec<Value>, DecodeError> {
+    let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
+    let mut items = Vec::with_capacity(len.min(rd.len()));
+    for _ in 0..len {
+        items.push(read_value_in(rd, depth)?);
+    }
+    Ok(items)
+}
+
+/// The `len` entries of a map, as [`read_items`].
+#[inline(never)]
+fn read_entries(
+    rd: &mut &[u8],
+    len: usize,
+    depth: usize,
+) -> Result<Vec<(Value, Value)>, DecodeError> {
+    let depth = depth.checked_sub(1).ok_or_else(too_deep)?;
+    let mut entries = Vec::with_capacity(len.min(rd.len() / 2));
+    for _ in 0..len {
+        let k = read_value_in(rd, depth)?;
+        entries.push((k, read_value_in(rd, depth)?));
+    }
+    Ok(entries)
+}
+
+fn too_deep() -> DecodeError {
+    DecodeError::TooDeep {
+        max: DEFAULT_MAX_DEPTH,
+    }
+}
+
+/// The next `n` bytes of `rd` as a big-endian number.
+#[inline]
+fn be(rd: &mut &[u8], n: usize) -> Result<u64, DecodeError> {
+    Ok(front(rd, n)?
+        .iter()
+        .fold(0u64, |acc, &b| (acc << 8) | b as u64))
 }
 
 /// The next `n` bytes of a value, taken off the front of `rd`.

@@ -88,6 +88,7 @@ impl<'a> CallInPlace<'a> {
     }
 
     /// The call's arguments, as [`Args::new`] reads them from a [`Request`](crate::Request).
+    #[inline(always)]
     pub fn args(&self, method: &'static str, arity: usize) -> Result<Args<'a>, RpcError> {
         Args::from_bytes(method, self.params, arity)
     }

@@ -386,6 +386,7 @@ impl Router {
     /// The service serving `method` as sent, with the name it serves it by; `None` for a
     /// built-in (`shoal.`) name or one no service serves. Compared as bytes: a name that
     /// matches is the service's own, and needs no check of its UTF-8.
+    #[inline(always)]
     pub(crate) fn route(&self, method: &[u8]) -> Option<(&'static str, Route)> {
         match &self.inner.few {
             Some(few) => few
@@ -405,6 +406,7 @@ impl Router {
     /// Starts the handler of the service `call` is routed to ([`Router::route`]), for a
     /// call read in place; `None` when the service declines it (the call then goes to
     /// [`Router::dispatch`] as a [`Request`]).
+    #[inline]
     pub(crate) fn dispatch_in_place(&self, call: &mut CallInPlace<'_>) -> Option<InPlace> {
         self.inner.services[call.route.service].call_in_place(call)
     }
@@ -532,16 +534,23 @@ impl Args<'static> {
 
 impl<'a> Args<'a> {
     /// Reads from `params`, a MessagePack array; fails when more arguments came than the
-    /// method takes.
+    /// method takes. Inlined, as [`Args::next`] is.
+    #[inline(always)]
     pub(crate) fn from_bytes(
         method: &'static str,
         params: &'a [u8],
         arity: usize,
     ) -> Result<Args<'a>, RpcError> {
         let mut rd = params;
-        let len = rmp::decode::read_array_len(&mut rd)
-            .map_err(|e| RpcError::invalid_params(format!("{method}: params: {e}")))?;
-        let left = len as usize;
+        let left = match params.split_first() {
+            Some((&m @ 0x90..=0x9f, items)) => {
+                rd = items;
+                (m & 0x0f) as usize
+            }
+            _ => rmp::decode::read_array_len(&mut rd)
+                .map_err(|e| RpcError::invalid_params(format!("{method}: params: {e}")))?
+                as usize,
+        };
         check_arity(method, left, arity)?;
         Ok(Args {
             method,
@@ -550,6 +559,7 @@ impl<'a> Args<'a> {
         })
     }
 
+    #[inline(always)]
     fn next_value(&mut self) -> Result<Option<Value>, RpcError> {
         match &mut self.params {
             Params::Values(values) => Ok(values.next()),
@@ -569,22 +579,35 @@ impl<'a> Args<'a> {
     /// The next argument as `T`. A missing argument reads as `None` when `T` is an `Option`
     /// and is an error naming it otherwise. `str` values with bad UTF-8 read as text with
     /// replacement characters.
+    ///
+    /// Inlined with what it calls, from the bytes to a `Value` parameter: a value returned
+    /// through calls is written and read back at each, and a read of a value just written
+    /// in smaller pieces waits for the writes. Decoding into other types is out of line.
+    #[inline(always)]
     pub fn next<T: DeserializeOwned + 'static>(&mut self, name: &str) -> Result<T, RpcError> {
         let value = self.next_value()?;
         let index = self.index;
         self.index += 1;
-        let Some(value) = value else {
-            return T::deserialize(Missing).map_err(|_| {
+        match value.map(as_is::<T>) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(value)) => self.decode(value, index, name),
+            None => T::deserialize(Missing).map_err(|_| {
                 RpcError::invalid_params(format!(
                     "{}: missing argument {index} `{name}` (only a trailing Option argument may be left out)",
                     self.method
                 ))
-            });
-        };
-        let value = match as_is::<T>(value) {
-            Ok(v) => return Ok(v),
-            Err(value) => value,
-        };
+            }),
+        }
+    }
+
+    /// Argument `index` as a `T` other than [`Value`].
+    #[inline(never)]
+    fn decode<T: DeserializeOwned>(
+        &self,
+        value: Value,
+        index: usize,
+        name: &str,
+    ) -> Result<T, RpcError> {
         // Old peers send bytes as `str`: a `Value` or byte parameter gets them untouched, and
         // only a type that insists on text reads them with replacement characters.
         let decoded = if has_bad_text(&value) {
