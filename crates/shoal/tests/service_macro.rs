@@ -484,7 +484,8 @@ fn frames() -> Vec<u8> {
         ])),
     ]
     .concat();
-    // A string argument that is not UTF-8, a `bin` method name, and a long array header.
+    // A string argument that is not UTF-8, a `bin` method name, a long array header, and
+    // params under a long array header.
     out.extend([
         0x94, 0x00, 0x10, 0xa3, b'g', b'e', b't', 0x91, 0xa2, b'h', 0xff,
     ]);
@@ -494,11 +495,14 @@ fn frames() -> Vec<u8> {
     out.extend([
         0xdc, 0x00, 0x04, 0x00, 0x12, 0xa3, b'a', b'd', b'd', 0x92, 0x03, 0x04,
     ]);
+    out.extend([
+        0x94, 0x00, 0x14, 0xa3, b'a', b'd', b'd', 0xdc, 0x00, 0x02, 0x05, 0x06,
+    ]);
     out
 }
 
 /// Sends every frame in one write to a server at `addr`, and returns the answers by msgid
-/// once the 19 requests are answered.
+/// once the 20 requests are answered.
 async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr.to_string())
@@ -506,7 +510,7 @@ async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
         .unwrap();
     conn.write_all(&frames()).await.unwrap();
     let (mut buf, mut got) = (Vec::new(), HashMap::new());
-    while got.len() < 19 {
+    while got.len() < 20 {
         let mut rd = &buf[..];
         match rmp_serde::from_read::<_, Value>(&mut rd) {
             Ok(Value::Array(reply)) => {
@@ -572,6 +576,7 @@ async fn calls_read_in_place_answer_as_requests_do() {
     assert_eq!(in_place["17"], ok(3.into()));
     assert_eq!(in_place["18"], ok(7.into()));
     assert_eq!(in_place["19"], ok(Value::Nil));
+    assert_eq!(in_place["20"], ok(11.into()));
     let error = |id: &str| in_place[id].as_array().unwrap()[0]["message"].to_string();
     assert_eq!(
         error("3"),
