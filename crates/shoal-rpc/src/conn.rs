@@ -1346,7 +1346,6 @@ impl Reader {
             route,
             params: call.params,
             deadline,
-            notification: call.id.is_none(),
             // A notification waits for those before it that are still running.
             run_now: call.id.is_some() || self.notifications.is_none(),
             more_input: buf.len() > len,

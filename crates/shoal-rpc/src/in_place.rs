@@ -33,7 +33,6 @@ pub struct CallInPlace<'a> {
     /// The params array as sent, header included.
     pub(crate) params: &'a [u8],
     pub(crate) deadline: Option<Instant>,
-    pub(crate) notification: bool,
     /// The handler may run now. False for a notification behind others still running: it
     /// must wait its turn, so [`CallInPlace::start`] makes its future without polling it.
     pub(crate) run_now: bool,
@@ -97,7 +96,7 @@ impl<'a> CallInPlace<'a> {
     pub fn context(&self) -> Context {
         Context::with_pool(
             self.deadline,
-            self.notification,
+            self.id.is_none(),
             Some(self.peer.clone()),
             self.blocking.clone(),
         )
@@ -389,22 +388,25 @@ mod tests {
         (started, polled)
     }
 
-    fn holds_any(kept: &Kept, slot: usize) -> bool {
+    /// What `look` sees of `slot`, which is left as it was.
+    fn peek<R>(kept: &Kept, slot: usize, look: impl FnOnce(Option<&dyn Any>) -> R) -> R {
         let held = kept.slots[slot].take();
-        let any = held.is_some();
+        let seen = look(held.as_deref().map(|held| held as &dyn Any));
         kept.slots[slot].set(held);
-        any
+        seen
+    }
+
+    fn holds_any(kept: &Kept, slot: usize) -> bool {
+        peek(kept, slot, |held| held.is_some())
     }
 
     /// Where the future kept in `slot` lies, if it is a [`Ready`].
     fn kept_ready(kept: &Kept, slot: usize) -> Option<*const Ready> {
-        let held = kept.slots[slot].take();
-        let at = held
-            .as_ref()
-            .and_then(|held| held.downcast_ref::<Finished<Service, Ready>>())
-            .map(|finished| &*finished.fut as *const Ready);
-        kept.slots[slot].set(held);
-        at
+        peek(kept, slot, |held| {
+            held?
+                .downcast_ref::<Finished<Service, Ready>>()
+                .map(|finished| &*finished.fut as *const Ready)
+        })
     }
 
     async fn result_of(started: InPlace) -> Value {
