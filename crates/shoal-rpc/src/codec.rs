@@ -419,8 +419,14 @@ pub(crate) fn read_call(buf: &[u8]) -> Option<(CallBytes<'_>, usize)> {
         (0x93, TYPE_NOTIFICATION) => None,
         _ => return None,
     };
-    let method = match rd.first()? {
-        0xa0..=0xbf | 0xd9 | 0xda | 0xdb => read_text(&mut rd).ok()??,
+    let method = match rd.split_first()? {
+        // A method's name is most often a fixstr, taken here in line.
+        (&m @ 0xa0..=0xbf, rest) => {
+            let (name, rest) = rest.split_at_checked((m & 0x1f) as usize)?;
+            rd = rest;
+            name
+        }
+        (0xd9..=0xdb, _) => read_text(&mut rd).ok()??,
         _ => return None,
     };
     let start = rd;
@@ -484,7 +490,19 @@ fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
         .filter(|&end| end <= rd.len())
         .ok_or_else(truncated_value)?;
     *rd = &rd[end..];
-    match item.children {
+    let mut n = item.children;
+    // The items most arrays hold, one-byte values and short strings, are stepped over in
+    // line; from the first other one on, the rest are scanned.
+    while n > 0 && depth > 0 {
+        let step = match rd.first() {
+            Some(0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3) => 1,
+            Some(&m @ 0xa0..=0xbf) => 1 + (m & 0x1f) as usize,
+            _ => break,
+        };
+        *rd = rd.get(step..).ok_or_else(truncated_value)?;
+        n -= 1;
+    }
+    match n {
         0 => Ok(()),
         n => skip_items(rd, n, depth),
     }
@@ -1437,6 +1455,23 @@ pub(crate) mod tests {
                     "k".into(),
                     arr(vec![raw_str(&[0xff])]),
                 )])]),
+            ]),
+            // Params stepped over a byte or a short string at a time, then scanned from
+            // the first of another kind.
+            arr(vec![
+                2.into(),
+                "mixed".into(),
+                arr(vec![
+                    1.into(),
+                    (-1).into(),
+                    Value::Nil,
+                    true.into(),
+                    "abc".into(),
+                    "".into(),
+                    1000.into(),
+                    "x".repeat(40).into(),
+                    false.into(),
+                ]),
             ]),
         ]);
         for msg in calls {

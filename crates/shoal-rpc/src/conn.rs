@@ -1020,6 +1020,11 @@ enum Step {
 /// reset is still seen, and what it sends past the in-flight limit stays bounded.
 const PARKED_READ_CAP: usize = 64 * 1024;
 
+/// Messages a reader handles for each unit of tokio's per-task budget (see [`Reader::drain`]):
+/// a turn of the thread is then at most 1024 messages (128 units), and a message costs the
+/// budget's bookkeeping an eighth of the time.
+const MESSAGES_PER_BUDGET_UNIT: usize = 8;
+
 /// The time limit the reader's timer stands for.
 #[derive(Debug, Clone, Copy)]
 enum Limit {
@@ -1226,22 +1231,26 @@ impl Reader {
     /// unread, once the connection closes, or with the message that needs a slot when every
     /// slot is taken ([`Reader::run`] waits for one).
     async fn drain(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        // Messages left before the next unit of budget is spent.
+        let mut unspent = 0;
         loop {
             if self.peer.is_closed() {
                 return Ok(None);
             }
-            // Each message costs one unit of tokio's per-task budget; once spent, the task
-            // yields. Without it one read of a few MiB of notifications is handled in one go
-            // while every other connection on the thread waits.
-            tokio::task::consume_budget().await;
-            // A message's type is its second byte in the forms read in place.
-            let in_place = match buf.get(1) {
-                Some(&1) => self.answer_in_place(buf),
-                _ => self.serve_in_place(buf),
-            };
-            if in_place {
+            // Every few messages cost one unit of tokio's per-task budget; once spent, the
+            // task yields. Without it one read of a few MiB of notifications is handled in
+            // one go while every other connection on the thread waits.
+            if unspent == 0 {
+                tokio::task::consume_budget().await;
+                unspent = MESSAGES_PER_BUDGET_UNIT;
+            }
+            unspent -= self.take_in_place(buf, unspent);
+            // Short of its budget, the run stopped at a message read otherwise (or the end
+            // of what is read, or a closed connection).
+            if unspent == 0 || self.peer.is_closed() {
                 continue;
             }
+            unspent -= 1;
             match self.decoder.decode(buf) {
                 // Answers to our own calls are always taken: they queue nothing, and a peer
                 // waiting for room on its side must not wait on us in turn.
@@ -1305,41 +1314,53 @@ impl Reader {
         self.batch.len() + self.peer.inner.out.unsent() <= self.max_unsent
     }
 
+    /// Takes up to `max` messages at the front of `buf` that are read in place (answers to
+    /// our calls, and calls [`Reader::serve_in_place`] takes), stopping at the first that is
+    /// not or once the connection closes; `buf` then moves past them all at once. Returns
+    /// how many it took.
+    fn take_in_place(&mut self, buf: &mut BytesMut, max: usize) -> usize {
+        let (mut taken, mut at) = (0, 0);
+        while taken < max && !self.peer.is_closed() {
+            let rest = &buf[at..];
+            // A message's type is its second byte in the forms read in place.
+            let len = match rest.get(1) {
+                Some(&1) => self.answer_in_place(rest),
+                _ => self.serve_in_place(rest),
+            };
+            let Some(len) = len else { break };
+            (taken, at) = (taken + 1, at + len);
+        }
+        buf.advance(at);
+        taken
+    }
+
     /// Takes the answer to one of our calls at the front of `buf` as it is read in place
-    /// ([`codec::read_answer`]), with no [`Message`] built; false leaves the message to
-    /// [`Decoder::decode`].
-    fn answer_in_place(&mut self, buf: &mut BytesMut) -> bool {
-        let read = self.decoder.window(buf).and_then(codec::read_answer);
-        let Some((key, answer, len)) = read else {
-            return false;
-        };
-        buf.advance(len);
+    /// ([`codec::read_answer`]), with no [`Message`] built, and returns its length; `None`
+    /// leaves the message to [`Decoder::decode`].
+    fn answer_in_place(&mut self, buf: &[u8]) -> Option<usize> {
+        let (key, answer, len) = self.decoder.window(buf).and_then(codec::read_answer)?;
         self.peer.inner.answer(key, answer);
-        true
+        Some(len)
     }
 
     /// Serves the request or notification at the front of `buf` from its bytes in place,
     /// when the handler is a bare router whose service takes it that way
     /// ([`Router::dispatch_in_place`]): no [`Message`] or [`Request`] is built for it.
-    /// False leaves the message to [`Decoder::decode`] and [`Reader::handle`], as is
-    /// everything that needs more than that: a message not whole yet, a built-in method, a
-    /// full set of slots, a peer not taking its replies.
-    fn serve_in_place(&mut self, buf: &mut BytesMut) -> bool {
+    /// Returns the message's length; `None` leaves it to [`Decoder::decode`] and
+    /// [`Reader::handle`], as is everything that needs more than that: a message not whole
+    /// yet, a built-in method, a full set of slots, a peer not taking its replies.
+    fn serve_in_place(&mut self, buf: &[u8]) -> Option<usize> {
         let Serve::Router(router) = &self.handler.0 else {
-            return false;
+            return None;
         };
         if !router.takes_calls_in_place()
             || self.in_flight.available_permits() == 0
             || !self.has_room()
         {
-            return false;
+            return None;
         }
-        let Some((call, len)) = self.decoder.window(buf).and_then(codec::read_call) else {
-            return false;
-        };
-        let Some((method, route)) = router.route(call.method) else {
-            return false;
-        };
+        let (call, len) = self.decoder.window(buf).and_then(codec::read_call)?;
+        let (method, route) = router.route(call.method)?;
         let deadline = deadline_of(&mut self.read_at, call.ext);
         let mut in_place = CallInPlace {
             method,
@@ -1358,11 +1379,8 @@ impl Reader {
             max_reply: self.peer.inner.max_message,
             failed_notifications: &self.failed_notifications,
         };
-        let Some(started) = router.dispatch_in_place(&mut in_place) else {
-            return false;
-        };
+        let started = router.dispatch_in_place(&mut in_place)?;
         let id = call.id;
-        buf.advance(len);
         // A handler that is running was polled once already, where it was made.
         match (started, id) {
             (InPlace::Answered(_), _) => {}
@@ -1372,7 +1390,7 @@ impl Reader {
                 self.queue_notification(fut, permit);
             }
         }
-        true
+        Some(len)
     }
 
     /// Acts on one message. A request or notification that takes a slot comes here only

@@ -624,13 +624,19 @@ impl<'a> Args<'a> {
     }
 }
 
+#[inline(always)]
 fn check_arity(method: &'static str, got: usize, arity: usize) -> Result<(), RpcError> {
     if got > arity {
-        return Err(RpcError::invalid_params(format!(
-            "{method} takes {arity} argument(s), got {got}"
-        )));
+        return Err(too_many_args(method, got, arity));
     }
     Ok(())
+}
+
+/// [`check_arity`]'s error, out of line: the check is made for every call.
+#[cold]
+#[inline(never)]
+fn too_many_args(method: &'static str, got: usize, arity: usize) -> RpcError {
+    RpcError::invalid_params(format!("{method} takes {arity} argument(s), got {got}"))
 }
 
 /// An argument the caller left out: only a type that asks for an `Option` accepts it (as

@@ -498,11 +498,15 @@ fn frames() -> Vec<u8> {
     out.extend([
         0x94, 0x00, 0x14, 0xa3, b'a', b'd', b'd', 0xdc, 0x00, 0x02, 0x05, 0x06,
     ]);
+    // A run longer than the reader takes in place in one go.
+    for id in 21..=30 {
+        out.extend(call(id, "add", vec![id.into(), 1.into()]));
+    }
     out
 }
 
 /// Sends every frame in one write to a server at `addr`, and returns the answers by msgid
-/// once the 20 requests are answered.
+/// once the 30 requests are answered.
 async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr.to_string())
@@ -510,7 +514,7 @@ async fn answers(addr: &shoal::rpc::Addr) -> HashMap<String, Value> {
         .unwrap();
     conn.write_all(&frames()).await.unwrap();
     let (mut buf, mut got) = (Vec::new(), HashMap::new());
-    while got.len() < 20 {
+    while got.len() < 30 {
         let mut rd = &buf[..];
         match rmp_serde::from_read::<_, Value>(&mut rd) {
             Ok(Value::Array(reply)) => {
@@ -577,6 +581,9 @@ async fn calls_read_in_place_answer_as_requests_do() {
     assert_eq!(in_place["18"], ok(7.into()));
     assert_eq!(in_place["19"], ok(Value::Nil));
     assert_eq!(in_place["20"], ok(11.into()));
+    for id in 21..=30 {
+        assert_eq!(in_place[&id.to_string()], ok((id + 1).into()));
+    }
     let error = |id: &str| in_place[id].as_array().unwrap()[0]["message"].to_string();
     assert_eq!(
         error("3"),
