@@ -419,8 +419,14 @@ pub(crate) fn read_call(buf: &[u8]) -> Option<(CallBytes<'_>, usize)> {
         (0x93, TYPE_NOTIFICATION) => None,
         _ => return None,
     };
-    let method = match rd.first()? {
-        0xa0..=0xbf | 0xd9..=0xdb => read_text(&mut rd).ok()??,
+    let method = match rd.split_first()? {
+        // A method's name is most often a fixstr, taken here in line.
+        (&m @ 0xa0..=0xbf, rest) => {
+            let (name, rest) = rest.split_at_checked((m & 0x1f) as usize)?;
+            rd = rest;
+            name
+        }
+        (0xd9..=0xdb, _) => read_text(&mut rd).ok()??,
         _ => return None,
     };
     let start = rd;
@@ -475,27 +481,6 @@ pub(crate) fn read_answer(buf: &[u8]) -> Option<(u32, Result<Value, Value>, usiz
 /// ([`skip_items`]).
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn skip_value(rd: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
-    let mut n = step_over(rd)?;
-    // Items that hold no others, as most arrays' items are, are stepped over here in line;
-    // from the first array or map on, the rest go to `skip_items`.
-    while n > 0 && depth > 0 {
-        let mut ahead = *rd;
-        if step_over(&mut ahead)? > 0 {
-            break;
-        }
-        *rd = ahead;
-        n -= 1;
-    }
-    match n {
-        0 => Ok(()),
-        n => skip_items(rd, n, depth),
-    }
-}
-
-/// Moves past the bytes of the value at the front of `rd` (an array's or map's header, not
-/// its items) and returns how many items follow it.
-#[cfg_attr(not(debug_assertions), inline(always))]
-fn step_over(rd: &mut &[u8]) -> Result<u64, DecodeError> {
     if rd.is_empty() {
         return Err(truncated_value());
     }
@@ -505,7 +490,22 @@ fn step_over(rd: &mut &[u8]) -> Result<u64, DecodeError> {
         .filter(|&end| end <= rd.len())
         .ok_or_else(truncated_value)?;
     *rd = &rd[end..];
-    Ok(item.children)
+    let mut n = item.children;
+    // The items most arrays hold, one-byte values and short strings, are stepped over in
+    // line; from the first other one on, the rest are scanned.
+    while n > 0 && depth > 0 {
+        let step = match rd.first() {
+            Some(0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3) => 1,
+            Some(&m @ 0xa0..=0xbf) => 1 + (m & 0x1f) as usize,
+            _ => break,
+        };
+        *rd = rd.get(step..).ok_or_else(truncated_value)?;
+        n -= 1;
+    }
+    match n {
+        0 => Ok(()),
+        n => skip_items(rd, n, depth),
+    }
 }
 
 /// Moves past the `n` items of an array or map (a map's keys and values counted apart)
@@ -532,22 +532,8 @@ fn read_method(rd: &mut &[u8]) -> Result<String, DecodeError> {
 }
 
 /// The bytes of a `str` or `bin` at the front of `rd`, or `None` (consuming nothing) when
-/// the next value is something else. A fixstr, the form of nearly every method name, is
-/// taken in line; the other forms by [`read_long_text`].
-#[inline(always)]
+/// the next value is something else.
 fn read_text<'a>(rd: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
-    let Some((&m @ 0xa0..=0xbf, rest)) = rd.split_first() else {
-        return read_long_text(rd);
-    };
-    let (bytes, rest) = rest
-        .split_at_checked((m & 0x1f) as usize)
-        .ok_or_else(text_past_end)?;
-    *rd = rest;
-    Ok(Some(bytes))
-}
-
-/// [`read_text`] for any form.
-fn read_long_text<'a>(rd: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
     let Some(&m) = rd.first() else {
         return Err(DecodeError::Malformed("message ends early".into()));
     };
@@ -565,7 +551,9 @@ fn read_long_text<'a>(rd: &mut &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError
     };
     let end = header.saturating_add(len);
     let Some(bytes) = rd.get(header..end) else {
-        return Err(text_past_end());
+        return Err(DecodeError::Malformed(
+            "string runs past the end of its message".into(),
+        ));
     };
     *rd = &rd[end..];
     Ok(Some(bytes))
@@ -772,10 +760,6 @@ fn front<'a>(rd: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     let (head, tail) = rd.split_at_checked(n).ok_or_else(truncated_value)?;
     *rd = tail;
     Ok(head)
-}
-
-fn text_past_end() -> DecodeError {
-    DecodeError::Malformed("string runs past the end of its message".into())
 }
 
 fn truncated_value() -> DecodeError {
