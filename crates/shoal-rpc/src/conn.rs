@@ -73,6 +73,7 @@ use crate::in_place::{poll_once, CallInPlace, InPlace, Kept};
 use crate::pipeline::{Pipeline, TooLarge};
 use crate::service::{builtin, BoxReply, Context, Reply, Request, Router};
 use crate::throttle::{LogThrottle, LOG_INTERVAL};
+use crate::woken::OnWake;
 
 /// What serves the calls a connection receives: a [`Router`] called directly, or any tower
 /// service (a router wrapped in layers, a service of its own) behind a box.
@@ -939,6 +940,7 @@ where
         stall_timeout: config.stall_timeout,
         idle_timeout: config.idle_timeout,
         written_at_arm: 0,
+        last_read: Instant::now(),
         abort,
         failed_notifications: Arc::new(Mutex::new(LogThrottle::new(LOG_INTERVAL))),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -988,6 +990,9 @@ struct Reader {
     /// requests in one chunk count from it. Every byte of the chunk was sent before it, so a
     /// deadline counted from it never comes before the caller's own.
     read_at: Option<Instant>,
+    /// When the last read that brought bytes was handled (`read_at` or a clock read of its
+    /// own): a running idle limit counts from it (see [`Reader::after_read`]).
+    last_read: Instant,
     /// Finished handler futures of calls read in place, for the next calls to reuse.
     kept: Kept,
 }
@@ -1038,13 +1043,18 @@ impl Reader {
         let closed = self.peer.inner.closed.clone();
         let slots = self.in_flight.clone();
         // Made once: a fresh `cancelled()` per read would register and unregister a waiter
-        // (under a lock) on every read.
+        // (under a lock) on every read. Polled again only once woken: a poll of one takes
+        // two locks (the token's and its `Notify`'s), and the loop's `select!` polls `stop`
+        // twice a turn.
         let stop = shutdown.cancelled();
         let gone = closed.cancelled();
         // One timer for the stall and idle limits, moved on as bytes arrive.
         let timer = tokio::time::sleep(Duration::MAX);
         tokio::pin!(stop, gone, timer);
-        let mut limit = self.arm(&buf, timer.as_mut());
+        let mut stop = OnWake::new(stop);
+        let mut gone = OnWake::new(gone);
+        let mut timer = OnWake::new(timer);
+        let mut limit = self.arm(&buf, timer.get_mut());
         // Set once `shoal.goaway` is sent: the shutdown arm is done with (a finished
         // `cancelled()` is ready on every poll and would spin the loop), and the connection
         // now ends when the peer closes it.
@@ -1060,9 +1070,8 @@ impl Reader {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
-            // The flag is set with the token: one load here, where a poll of `gone` takes
-            // two locks (the token's and its `Notify`'s). So `gone` comes after the read and
-            // is polled only when a read finds nothing, to wake a reader waiting on one.
+            // The flag is set with the token: seen here at once, where `gone` is polled only
+            // when a read finds nothing, to wake a reader waiting on one.
             if self.peer.is_closed() {
                 break self.closed_why();
             }
@@ -1084,15 +1093,21 @@ impl Reader {
                 _ = &mut gone => break self.closed_why(),
                 _ = &mut timer, if limit.is_some() => {
                     match limit {
+                        Some(Limit::Idle(after)) if self.last_read + after > Instant::now() => {
+                            // Bytes came since the timer was set: the limit counts from
+                            // the last read that brought some.
+                            self.arm_at(self.last_read + after, timer.get_mut());
+                            continue;
+                        }
                         Some(Limit::Idle(_)) if !self.is_idle() => {
                             // Busy with calls either way: idle time starts over.
-                            limit = self.arm(&buf, timer.as_mut());
+                            limit = self.arm(&buf, timer.get_mut());
                             continue;
                         }
                         Some(Limit::Idle(after)) if !draining && self.send_goaway() => {
                             info!(peer = %self.peer.addr(), ?after, "idle connection: sent goaway");
                             draining = true;
-                            limit = self.arm(&buf, timer.as_mut());
+                            limit = self.arm(&buf, timer.get_mut());
                             continue;
                         }
                         Some(Limit::Idle(after)) => break Stop::Idle(after),
@@ -1136,7 +1151,7 @@ impl Reader {
             // Waiting for a slot is this end's doing, not the peer's: neither limit runs.
             limit = match parked {
                 Some(_) => None,
-                None => self.arm(&buf, timer.as_mut()),
+                None => self.after_read(&buf, limit, &mut timer),
             };
         };
         self.flush();
@@ -1188,16 +1203,38 @@ impl Reader {
     /// Sets `timer` for the limit that applies to what is read so far: a message begun and
     /// not finished may stall only so long; otherwise the connection may idle only so long.
     fn arm(&mut self, buf: &BytesMut, timer: Pin<&mut tokio::time::Sleep>) -> Option<Limit> {
-        self.written_at_arm = self.peer.inner.out.written.load(Ordering::Relaxed);
         let limit = if buf.is_empty() {
             self.idle_timeout.map(Limit::Idle)
         } else {
             self.stall_timeout.map(Limit::Stall)
         };
         if let Some(Limit::Idle(after) | Limit::Stall(after)) = limit {
-            timer.reset(Instant::now() + after);
+            self.arm_at(Instant::now() + after, timer);
         }
         limit
+    }
+
+    /// The limit once a read's bytes are handled, `running` the one set before. A stall
+    /// limit starts over with every read; a running idle limit is left as it is, with the
+    /// read's time noted for it to move on to when it fires (moving the timer on every read
+    /// cost more than the rest of a read's bookkeeping). The time is `read_at`'s when a
+    /// request read it already.
+    fn after_read(
+        &mut self,
+        buf: &BytesMut,
+        running: Option<Limit>,
+        timer: &mut OnWake<'_, tokio::time::Sleep>,
+    ) -> Option<Limit> {
+        self.last_read = *self.read_at.get_or_insert_with(Instant::now);
+        match running {
+            Some(Limit::Idle(_)) if buf.is_empty() => running,
+            _ => self.arm(buf, timer.get_mut()),
+        }
+    }
+
+    fn arm_at(&mut self, deadline: Instant, timer: Pin<&mut tokio::time::Sleep>) {
+        self.written_at_arm = self.peer.inner.out.written.load(Ordering::Relaxed);
+        timer.reset(deadline);
     }
 
     /// Nothing in progress either way since the timer was set: nothing written, no call of

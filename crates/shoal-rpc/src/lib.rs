@@ -22,6 +22,7 @@ pub mod server;
 pub mod service;
 mod throttle;
 pub mod transport;
+mod woken;
 
 pub use balance::Balance;
 pub use client::{CallOptions, Client, ClientBuilder};

@@ -531,6 +531,42 @@ async fn an_idle_connection_is_closed_and_a_shoal_peer_told_to_go_away() {
     stop.cancel();
 }
 
+/// The idle limit counts from the last read: a peer that sends within each limit stays,
+/// and is closed one limit (not more) after it stops.
+#[tokio::test(start_paused = true)]
+async fn the_idle_limit_counts_from_the_last_read() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let probe = Arc::new(Probe::default());
+    let server = server(&probe)
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let (addr, stop, _task) = serve_tcp(server).await;
+
+    let mut raw = TcpStream::connect(addr.to_string()).await.unwrap();
+    for id in 0..4 {
+        raw.write_all(&request(id, "shoal.ping", &[(); 0]))
+            .await
+            .unwrap();
+        responses(&mut raw, 1).await;
+        tokio::time::sleep(Duration::from_secs(45)).await;
+    }
+    let last = tokio::time::Instant::now();
+    raw.write_all(&request(9, "shoal.ping", &[(); 0]))
+        .await
+        .unwrap();
+    let reply = read_to_close(&mut raw, Duration::from_secs(300)).await;
+    assert!(!reply.is_empty(), "the last call was answered");
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_secs(60) && idle < Duration::from_secs(61),
+        "closed {idle:?} after the last read"
+    );
+    assert_eq!(logs.lines_with("idle past the limit").len(), 1);
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn connections_past_the_listener_cap_are_refused_with_a_logged_reason() {
     let logs = Logs::default();
