@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-/// Wraps a pinned future so that a poll before the future woken since its last poll returns
-/// `Pending` at once, leaving the future's registration as it was. The future is polled with
-/// a waker of the wrapper's own, which marks it woken and wakes the task that polled last.
+/// Wraps a pinned future so that a poll made while the future has not been woken since its
+/// last poll returns `Pending` at once, leaving the future's registration as it was. The
+/// future is polled with a waker of the wrapper's own, which marks it woken and wakes the
+/// task that polled last.
 ///
 /// Sound for any future: one that is not ready has registered that waker (or will never be
 /// ready), and a wake-up it has not yet seen is seen at the next poll after it.
