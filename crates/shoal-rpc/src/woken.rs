@@ -149,13 +149,18 @@ mod tests {
         }
     }
 
+    /// A task that counts its wake-ups, and its waker.
+    fn task() -> (Arc<Task>, Waker) {
+        let task = Arc::new(Task::default());
+        (task.clone(), Waker::from(task))
+    }
+
     #[test]
     fn polls_the_future_only_after_a_wake_up() {
         let gate = Gate::default();
         let fut = pin!(gate.wait());
         let mut on_wake = pin!(OnWake::new(fut));
-        let task = Arc::new(Task::default());
-        let waker = Waker::from(task.clone());
+        let (task, waker) = task();
         let mut cx = Context::from_waker(&waker);
 
         for _ in 0..5 {
@@ -178,10 +183,8 @@ mod tests {
         let gate = Gate::default();
         let fut = pin!(gate.wait());
         let mut on_wake = pin!(OnWake::new(fut));
-        let first = Arc::new(Task::default());
-        let second = Arc::new(Task::default());
-        let first_waker = Waker::from(first.clone());
-        let second_waker = Waker::from(second.clone());
+        let (first, first_waker) = task();
+        let (second, second_waker) = task();
 
         assert!(on_wake
             .as_mut()
